@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Census iterators: every live map (iter/bpf_map), every map file in an fd
+ * table (iter/task_file) and every map file behind a vma (iter/task_vma).
+ * All field reads are CO-RE relocated through vmlinux.h. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "census.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Map files are anonymous-inode files named "bpf-map"
+ * (bpf_map_new_fd -> anon_inode_getfd("bpf-map", &bpf_map_fops, ...)).
+ * Matching on the anon inode superblock magic plus the dentry name needs no
+ * kallsyms: bpf_map_fops is a data symbol, absent without CONFIG_KALLSYMS_ALL. */
+#define ANON_INODE_FS_MAGIC 0x09041934
+
+/* Set by user space before load: skip files of this tgid (the exporter). */
+const volatile __u32 self_tgid = 0;
+
+/* bpf_map_sum_elem_count() is a kfunc from 6.6; only dump_map_count uses it
+ * and user space loads that program only where the kernel's BTF has it. */
+extern s64 bpf_map_sum_elem_count(const struct bpf_map *map) __ksym __weak;
+
+static __always_inline int is_map_file(struct file *file)
+{
+	char name[8] = {};
+	const unsigned char *dname;
+	unsigned long magic;
+
+	magic = BPF_CORE_READ(file, f_inode, i_sb, s_magic);
+	if (magic != ANON_INODE_FS_MAGIC)
+		return 0;
+	dname = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) != 8)
+		return 0;
+	return name[0] == 'b' && name[1] == 'p' && name[2] == 'f' && name[3] == '-' &&
+	       name[4] == 'm' && name[5] == 'a' && name[6] == 'p';
+}
+
+static __always_inline void fill_map(struct map_rec *r, struct bpf_map *map)
+{
+	r->map_ptr = (__u64)(unsigned long)map;
+	r->id = BPF_CORE_READ(map, id);
+	r->map_type = BPF_CORE_READ(map, map_type);
+	r->key_size = BPF_CORE_READ(map, key_size);
+	r->value_size = BPF_CORE_READ(map, value_size);
+	r->max_entries = BPF_CORE_READ(map, max_entries);
+	r->map_flags = BPF_CORE_READ(map, map_flags);
+	if (bpf_core_field_exists(map->map_extra))
+		r->map_extra = BPF_CORE_READ(map, map_extra);
+	r->frozen = BPF_CORE_READ(map, frozen);
+	r->refcnt = BPF_CORE_READ(map, refcnt.counter);
+	r->usercnt = BPF_CORE_READ(map, usercnt.counter);
+	r->inner_meta = BPF_CORE_READ(map, inner_map_meta) != NULL;
+	BPF_CORE_READ_STR_INTO(&r->name, map, name);
+	r->elem_count = -1;
+}
+
+SEC("iter/bpf_map")
+int dump_map(struct bpf_iter__bpf_map *ctx)
+{
+	struct bpf_map *map = ctx->map;
+	struct map_rec r = {};
+
+	if (!map)
+		return 0;
+	fill_map(&r, map);
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+SEC("iter/bpf_map")
+int dump_map_count(struct bpf_iter__bpf_map *ctx)
+{
+	struct bpf_map *map = ctx->map;
+	struct map_rec r = {};
+
+	if (!map)
+		return 0;
+	fill_map(&r, map);
+	r.elem_count = bpf_map_sum_elem_count(map);
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+static __always_inline void fill_task(struct file_rec *r, struct task_struct *task)
+{
+	r->tgid = BPF_CORE_READ(task, tgid);
+	r->pid = BPF_CORE_READ(task, pid);
+	BPF_CORE_READ_STR_INTO(&r->comm, task, comm);
+	r->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
+SEC("iter/task_file")
+int dump_task_file(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct bpf_map *map;
+	struct file_rec r = {};
+
+	if (!task || !file)
+		return 0;
+	if (self_tgid && BPF_CORE_READ(task, tgid) == self_tgid)
+		return 0;
+	if (!is_map_file(file))
+		return 0;
+	map = BPF_CORE_READ(file, private_data);
+	r.file_ptr = (__u64)(unsigned long)file;
+	r.fd = ctx->fd;
+	r.map_id = BPF_CORE_READ(map, id);
+	fill_task(&r, task);
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+SEC("iter/task_vma")
+int dump_task_vma(struct bpf_iter__task_vma *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct vm_area_struct *vma = ctx->vma;
+	struct file *file;
+	struct bpf_map *map;
+	struct file_rec r = {};
+
+	if (!task || !vma)
+		return 0;
+	file = BPF_CORE_READ(vma, vm_file);
+	if (!file)
+		return 0;
+	if (self_tgid && BPF_CORE_READ(task, tgid) == self_tgid)
+		return 0;
+	if (!is_map_file(file))
+		return 0;
+	map = BPF_CORE_READ(file, private_data);
+	r.file_ptr = (__u64)(unsigned long)file;
+	r.map_id = BPF_CORE_READ(map, id);
+	r.vm_start = BPF_CORE_READ(vma, vm_start);
+	fill_task(&r, task);
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}

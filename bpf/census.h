@@ -1,0 +1,41 @@
+/* Records the census iterators write with bpf_seq_write(). Shared with
+ * src/census/decode.rs, which decodes them field by field (little endian,
+ * natural alignment, no implicit padding: every struct is padded by hand). */
+#ifndef BPFMAP_CENSUS_H
+#define BPFMAP_CENSUS_H
+
+#define BPFMAP_NAME_LEN 16
+#define BPFMAP_COMM_LEN 16
+
+/* iter/bpf_map: one per live map. 96 bytes. */
+struct map_rec {
+	__u64 map_ptr;      /* kernel address: identity key for lifecycle joins */
+	__s64 refcnt;       /* raw, includes the iterator cursor's own +1 */
+	__s64 usercnt;
+	__s64 elem_count;   /* bpf_map_sum_elem_count(), -1 where unavailable */
+	__u64 map_extra;
+	__u32 id;
+	__u32 map_type;
+	__u32 key_size;
+	__u32 value_size;
+	__u32 max_entries;
+	__u32 map_flags;
+	__u32 frozen;
+	__u32 inner_meta;   /* 1 when the map is an outer map (has inner_map_meta) */
+	char name[BPFMAP_NAME_LEN];
+};
+
+/* iter/task_file and iter/task_vma: one per map file seen in an fd table or
+ * behind a vma. 64 bytes. */
+struct file_rec {
+	__u64 file_ptr;     /* struct file address: distinct files = distinct references */
+	__u64 cgroup_id;    /* cgroup v2 (default hierarchy) kernfs id of the task */
+	__u32 tgid;
+	__u32 pid;
+	__u32 fd;           /* fd number, or 0 for vma records */
+	__u32 map_id;
+	char comm[BPFMAP_COMM_LEN];
+	__u64 vm_start;     /* vma records only */
+};
+
+#endif

@@ -1,0 +1,231 @@
+//! Decoding of the fixed-size records that bpf/census.bpf.c writes with
+//! bpf_seq_write(). Layouts mirror bpf/census.h; pure code, unit-tested.
+use thiserror::Error;
+
+pub const MAP_REC_SIZE: usize = 96;
+pub const FILE_REC_SIZE: usize = 64;
+
+/// One live map as the `iter/bpf_map` program saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapRecord {
+    pub map_ptr: u64,
+    /// True refcount: the raw value minus the iterator cursor's own reference.
+    pub refcnt: i64,
+    pub usercnt: i64,
+    /// Live elements (hash family, kernel 6.6+); `None` where unknown.
+    pub elem_count: Option<i64>,
+    pub map_extra: u64,
+    pub id: u32,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub frozen: bool,
+    pub is_outer: bool,
+    pub name: String,
+}
+
+/// One map file found in a task's fd table (`fd = Some`) or behind a vma.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub file_ptr: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub fd: u32,
+    pub map_id: u32,
+    /// Raw comm bytes up to the first NUL; may be any bytes, not only UTF-8.
+    pub comm: Vec<u8>,
+    pub vm_start: u64,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("iterator output of {len} bytes is not a whole number of {rec}-byte records: the BPF object and the exporter binary disagree on the record layout (rebuild both from one tree)")]
+    Truncated { len: usize, rec: usize },
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+fn i64_at(b: &[u8], off: usize) -> i64 {
+    i64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+fn cstr(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..end]
+}
+
+fn chunks(buf: &[u8], rec: usize) -> Result<std::slice::ChunksExact<'_, u8>, DecodeError> {
+    if buf.len() % rec != 0 {
+        return Err(DecodeError::Truncated {
+            len: buf.len(),
+            rec,
+        });
+    }
+    Ok(buf.chunks_exact(rec))
+}
+
+/// Decode `iter/bpf_map` output. The iterator's cursor holds one reference on
+/// the map it is visiting, so one is subtracted from the raw refcount.
+pub fn decode_maps(buf: &[u8]) -> Result<Vec<MapRecord>, DecodeError> {
+    Ok(chunks(buf, MAP_REC_SIZE)?
+        .map(|b| {
+            let elem = i64_at(b, 24);
+            MapRecord {
+                map_ptr: u64_at(b, 0),
+                refcnt: i64_at(b, 8) - 1,
+                usercnt: i64_at(b, 16),
+                elem_count: (elem >= 0).then_some(elem),
+                map_extra: u64_at(b, 32),
+                id: u32_at(b, 40),
+                map_type: u32_at(b, 44),
+                key_size: u32_at(b, 48),
+                value_size: u32_at(b, 52),
+                max_entries: u32_at(b, 56),
+                map_flags: u32_at(b, 60),
+                frozen: u32_at(b, 64) != 0,
+                is_outer: u32_at(b, 68) != 0,
+                name: String::from_utf8_lossy(cstr(&b[72..88])).into_owned(),
+            }
+        })
+        .collect())
+}
+
+/// Decode `iter/task_file` or `iter/task_vma` output.
+pub fn decode_files(buf: &[u8]) -> Result<Vec<FileRecord>, DecodeError> {
+    Ok(chunks(buf, FILE_REC_SIZE)?
+        .map(|b| FileRecord {
+            file_ptr: u64_at(b, 0),
+            cgroup_id: u64_at(b, 8),
+            tgid: u32_at(b, 16),
+            pid: u32_at(b, 20),
+            fd: u32_at(b, 24),
+            map_id: u32_at(b, 28),
+            comm: cstr(&b[32..48]).to_vec(),
+            vm_start: u64_at(b, 48),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Encode a map record the way the BPF program lays it out (test helper).
+    pub(crate) fn encode_map(r: &MapRecord, raw_refcnt: i64) -> Vec<u8> {
+        let mut b = vec![0u8; MAP_REC_SIZE];
+        b[0..8].copy_from_slice(&r.map_ptr.to_le_bytes());
+        b[8..16].copy_from_slice(&raw_refcnt.to_le_bytes());
+        b[16..24].copy_from_slice(&r.usercnt.to_le_bytes());
+        b[24..32].copy_from_slice(&r.elem_count.unwrap_or(-1).to_le_bytes());
+        b[32..40].copy_from_slice(&r.map_extra.to_le_bytes());
+        for (i, v) in [
+            r.id,
+            r.map_type,
+            r.key_size,
+            r.value_size,
+            r.max_entries,
+            r.map_flags,
+            r.frozen as u32,
+            r.is_outer as u32,
+        ]
+        .iter()
+        .enumerate()
+        {
+            b[40 + 4 * i..44 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        b[72..72 + r.name.len()].copy_from_slice(r.name.as_bytes());
+        b
+    }
+
+    fn sample_map() -> MapRecord {
+        MapRecord {
+            map_ptr: 0xffff_8880_0000_1000,
+            refcnt: 3,
+            usercnt: 2,
+            elem_count: Some(7),
+            map_extra: 0,
+            id: 42,
+            map_type: 1,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1024,
+            map_flags: 1,
+            frozen: true,
+            is_outer: false,
+            name: "cilium_ct4_glob".into(),
+        }
+    }
+
+    #[test]
+    fn map_record_round_trip_subtracts_cursor_reference() {
+        let want = sample_map();
+        let buf = encode_map(&want, 4);
+        let got = decode_maps(&buf).unwrap();
+        assert_eq!(got, vec![want]);
+    }
+
+    #[test]
+    fn unknown_elem_count_decodes_to_none() {
+        let mut m = sample_map();
+        m.elem_count = None;
+        let got = decode_maps(&encode_map(&m, 1)).unwrap();
+        assert_eq!(got[0].elem_count, None);
+        assert_eq!(got[0].refcnt, 0);
+    }
+
+    #[test]
+    fn full_length_name_without_nul() {
+        let mut m = sample_map();
+        m.name = "abcdefghijklmnop".into(); // 16 bytes, no NUL in the record
+        let got = decode_maps(&encode_map(&m, 2)).unwrap();
+        assert_eq!(got[0].name, "abcdefghijklmnop");
+    }
+
+    #[test]
+    fn truncated_buffer_is_an_error_naming_the_cause() {
+        let mut buf = encode_map(&sample_map(), 2);
+        buf.pop();
+        let err = decode_maps(&buf).unwrap_err();
+        assert_eq!(err, DecodeError::Truncated { len: 95, rec: 96 });
+        assert!(err.to_string().contains("record layout"));
+    }
+
+    #[test]
+    fn file_record_decodes_non_utf8_comm() {
+        let mut b = vec![0u8; FILE_REC_SIZE];
+        b[0..8].copy_from_slice(&0xdeadu64.to_le_bytes());
+        b[8..16].copy_from_slice(&77u64.to_le_bytes());
+        b[16..20].copy_from_slice(&100u32.to_le_bytes());
+        b[20..24].copy_from_slice(&101u32.to_le_bytes());
+        b[24..28].copy_from_slice(&5u32.to_le_bytes());
+        b[28..32].copy_from_slice(&9u32.to_le_bytes());
+        b[32..36].copy_from_slice(&[0xff, b'"', b'\n', b'\\']);
+        b[48..56].copy_from_slice(&0x7f00u64.to_le_bytes());
+        let got = decode_files(&b).unwrap();
+        assert_eq!(
+            got,
+            vec![FileRecord {
+                file_ptr: 0xdead,
+                cgroup_id: 77,
+                tgid: 100,
+                pid: 101,
+                fd: 5,
+                map_id: 9,
+                comm: vec![0xff, b'"', b'\n', b'\\'],
+                vm_start: 0x7f00,
+            }]
+        );
+    }
+
+    #[test]
+    fn empty_output_is_no_records() {
+        assert!(decode_maps(&[]).unwrap().is_empty());
+        assert!(decode_files(&[]).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,232 @@
+//! Command line, in Prometheus exporter style (`--web.listen-address`,
+//! `--collector.<name>` / `--no-collector.<name>`, `--log.level`).
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+/// Default listen port, documented in README.
+pub const DEFAULT_PORT: u16 = 9863;
+
+/// Every collector the exporter has, with whether it is on by default.
+pub const COLLECTORS: &[(&str, bool, &str)] = &[
+    (
+        "maps",
+        true,
+        "census of every map (iter/bpf_map): type, sizes, refcount, usercount",
+    ),
+    (
+        "memory",
+        true,
+        "per-map memory as fdinfo memlock reports it",
+    ),
+    (
+        "files",
+        true,
+        "map files in process fd tables (iter/task_file)",
+    ),
+    (
+        "mmaps",
+        true,
+        "map files held only by mmaps (iter/task_vma, 5.15+)",
+    ),
+    ("programs", true, "programs that use each map"),
+    ("outer_maps", true, "map-in-map slots that hold each map"),
+    ("links", true, "iterator links attached to each map"),
+    ("pins", true, "bpffs pins on every mounted bpffs"),
+    (
+        "lifecycle",
+        true,
+        "map create/destroy, refcount and syscall flow per process",
+    ),
+];
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "bpfmap-exporter",
+    version,
+    about = "Prometheus exporter for BPF maps: who holds them, what they cost, and which references nothing explains"
+)]
+pub struct Cli {
+    /// Address to listen on for the web interface and telemetry.
+    #[arg(long = "web.listen-address", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+    pub listen: SocketAddr,
+
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics")]
+    pub telemetry_path: String,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter string).
+    #[arg(long = "log.level", default_value = "info")]
+    pub log_level: String,
+
+    /// Log every map create and destroy (map type, sizes, flags, pid, comm). Goes through a ring buffer; drops are counted in bpfmap_events_lost_total.
+    #[arg(long = "log.map-events", action = ArgAction::SetTrue)]
+    pub log_map_events: bool,
+
+    /// Load everything, take one census, print a summary and exit (0 when every enabled collector succeeded).
+    #[arg(long = "check", action = ArgAction::SetTrue)]
+    pub check: bool,
+
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (for kernels built without CONFIG_DEBUG_INFO_BTF).
+    #[arg(long = "btf.path")]
+    pub btf_path: Option<PathBuf>,
+
+    /// Publish per-map series for at most this many maps (largest memory first); 0 = no limit. Aggregates are always exact.
+    #[arg(long = "collector.maps.max-series", default_value_t = 10_000)]
+    pub max_map_series: usize,
+
+    /// Publish no per-map series at all (only aggregates, processes and pins).
+    #[arg(long = "collector.maps.no-per-map", action = ArgAction::SetTrue)]
+    pub no_per_map: bool,
+
+    /// Stop walking a bpffs tree after this many entries per mount (what is skipped is reported).
+    #[arg(long = "collector.pins.max-entries", default_value_t = 100_000)]
+    pub pins_max_entries: usize,
+
+    /// Do not descend deeper than this many directories in a bpffs tree.
+    #[arg(long = "collector.pins.max-depth", default_value_t = 32)]
+    pub pins_max_depth: usize,
+
+    /// Publish bpfmap_pin_info for at most this many pins per scrape; 0 = no limit.
+    #[arg(long = "collector.pins.max-series", default_value_t = 10_000)]
+    pub pins_max_series: usize,
+
+    /// Distinct label sets the lifecycle collector keeps before folding the rest into comm="other".
+    #[arg(long = "collector.lifecycle.max-processes", default_value_t = 512)]
+    pub lifecycle_max_processes: usize,
+
+    /// Add a pid label to lifecycle series (unbounded cardinality: opt-in).
+    #[arg(long = "collector.lifecycle.pid-label", action = ArgAction::SetTrue)]
+    pub lifecycle_pid_label: bool,
+
+    /// Enable a collector (all are on by default): --collector.<name>. Repeatable.
+    #[arg(long = "collector", value_name = "NAME", hide = true)]
+    pub enable: Vec<String>,
+
+    /// Disable a collector: --no-collector.<name>. Repeatable.
+    #[arg(long = "no-collector", value_name = "NAME", hide = true)]
+    pub disable: Vec<String>,
+
+    /// Run a subcommand instead of the exporter.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Create maps and leak files and pins at a chosen rate so alerts can be seen firing; cleans up on exit.
+    SimulateLeak(crate::simulate::SimulateArgs),
+}
+
+/// Rewrite `--collector.NAME` / `--no-collector.NAME` into `--collector NAME` /
+/// `--no-collector NAME` so clap can parse them, keeping `--collector.maps.*`
+/// option flags (which take values) untouched.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    args.into_iter()
+        .flat_map(|a| {
+            for (prefix, flag) in [
+                ("--no-collector.", "--no-collector"),
+                ("--collector.", "--collector"),
+            ] {
+                if let Some(name) = a.strip_prefix(prefix) {
+                    if COLLECTORS.iter().any(|(n, _, _)| *n == name) {
+                        return vec![flag.to_string(), name.to_string()];
+                    }
+                }
+            }
+            vec![a]
+        })
+        .collect()
+}
+
+impl Cli {
+    pub fn parse_from_env() -> Self {
+        Self::parse_from(normalize_args(std::env::args()))
+    }
+
+    /// Whether a collector is enabled after applying enable/disable flags.
+    /// Returns an error naming valid collectors when a name is unknown.
+    pub fn collector_enabled(&self, name: &str) -> bool {
+        let default = COLLECTORS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, d, _)| *d)
+            .unwrap_or(false);
+        if self.disable.iter().any(|n| n == name) {
+            return false;
+        }
+        default || self.enable.iter().any(|n| n == name)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for n in self.enable.iter().chain(self.disable.iter()) {
+            if !COLLECTORS.iter().any(|(c, _, _)| c == n) {
+                let names: Vec<_> = COLLECTORS.iter().map(|(c, _, _)| *c).collect();
+                anyhow::bail!(
+                    "unknown collector {n:?}: valid names are {}",
+                    names.join(", ")
+                );
+            }
+        }
+        if !self.telemetry_path.starts_with('/') || self.telemetry_path == "/" {
+            anyhow::bail!(
+                "--web.telemetry-path must start with '/' and not be '/' itself (got {:?}); for example --web.telemetry-path=/metrics",
+                self.telemetry_path
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut v = vec!["bpfmap-exporter".to_string()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        Cli::try_parse_from(normalize_args(v)).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]);
+        assert_eq!(c.listen.port(), DEFAULT_PORT);
+        assert_eq!(c.telemetry_path, "/metrics");
+        assert!(c.collector_enabled("maps"));
+        assert!(c.collector_enabled("pins"));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn collector_toggles() {
+        let c = parse(&[
+            "--no-collector.pins",
+            "--collector.maps",
+            "--collector.maps.max-series=5",
+        ]);
+        assert!(!c.collector_enabled("pins"));
+        assert!(c.collector_enabled("maps"));
+        assert_eq!(c.max_map_series, 5);
+    }
+
+    #[test]
+    fn unknown_collector_is_rejected_with_the_valid_names() {
+        let c = parse(&["--no-collector", "bogus"]);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("bogus") && e.contains("pins"), "{e}");
+    }
+
+    #[test]
+    fn listen_address_and_path() {
+        let c = parse(&[
+            "--web.listen-address=127.0.0.1:1234",
+            "--web.telemetry-path=/m",
+        ]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:1234");
+        assert_eq!(c.telemetry_path, "/m");
+        let c = parse(&["--web.telemetry-path=metrics"]);
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! bpfmap-exporter: a Prometheus exporter for BPF maps.
+pub mod census;
+pub mod cli;
+pub mod collector;
+pub mod metrics;
+pub mod simulate;
+
+pub mod skel {
+    #![allow(clippy::all, missing_docs, non_camel_case_types, unused)]
+    include!(concat!(env!("OUT_DIR"), "/census.skel.rs"));
+}
