@@ -2,6 +2,8 @@
 pub mod census;
 pub mod cli;
 pub mod collector;
+pub mod k8s;
+pub mod lifecycle;
 pub mod metrics;
 pub mod simulate;
 
