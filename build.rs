@@ -7,6 +7,15 @@ use libbpf_cargo::SkeletonBuilder;
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     println!("cargo:rerun-if-changed=bpf");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    let rev = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=BPFMAP_REVISION={rev}");
     let mut sources: Vec<PathBuf> = fs::read_dir("bpf")
         .expect("bpf/ directory")
         .filter_map(|e| e.ok().map(|e| e.path()))

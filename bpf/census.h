@@ -7,7 +7,7 @@
 #define BPFMAP_NAME_LEN 16
 #define BPFMAP_COMM_LEN 16
 
-/* iter/bpf_map: one per live map. 96 bytes. */
+/* iter/bpf_map: one per live map. 88 bytes. */
 struct map_rec {
 	__u64 map_ptr;      /* kernel address: identity key for lifecycle joins */
 	__s64 refcnt;       /* raw, includes the iterator cursor's own +1 */

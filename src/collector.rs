@@ -5,7 +5,7 @@
 use crate::census::Snapshot;
 use crate::metrics::Families;
 
-pub trait Collector: Send {
+pub trait Collector {
     /// Stable name, used in `--collector.<name>` and in the `collector` label.
     fn name(&self) -> &'static str;
 

@@ -1,1 +1,157 @@
-fn main() {}
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bpfmap_exporter::cli::{Cli, Command};
+use bpfmap_exporter::exporter::{Exporter, Scrape};
+use bpfmap_exporter::http::{self, ScrapeRequest};
+use bpfmap_exporter::metrics::encode_text;
+use tokio::sync::mpsc;
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+        anyhow::anyhow!("--log.level {level:?}: {e}. Use error, warn, info, debug or trace")
+    })?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // Route libbpf's own log lines into tracing.
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |lvl, msg: String| {
+        let msg = msg.trim_end();
+        match lvl {
+            libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
+            libbpf_rs::PrintLevel::Info => tracing::info!(target: "libbpf", "{msg}"),
+            libbpf_rs::PrintLevel::Debug => tracing::debug!(target: "libbpf", "{msg}"),
+        }
+    })));
+    Ok(())
+}
+
+fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("kernel={}", release.trim());
+    let s = &scrape.snapshot;
+    if let Some(c) = ex.census() {
+        let f = c.features();
+        println!("feature=task_vma available={}", f.task_vma as u8);
+        println!("feature=elem_count available={}", f.elem_count as u8);
+    }
+    let unexplained: i64 = s
+        .maps
+        .iter()
+        .filter_map(|m| s.holders.get(&m.id).and_then(|h| h.unexplained(m.refcnt)))
+        .sum();
+    println!(
+        "maps={} own_maps={} memory_bytes={} processes={} pins={} unexplained_refs={}",
+        s.maps.len(),
+        s.own.len(),
+        s.memory
+            .iter()
+            .filter(|(id, _)| s.maps.iter().any(|m| m.id == **id))
+            .map(|(_, b)| b)
+            .sum::<u64>(),
+        s.processes.len(),
+        s.inventory.as_ref().map(|i| i.pins.len()).unwrap_or(0),
+        unexplained
+    );
+    for c in ex.collectors() {
+        let _ = c;
+    }
+    let mut ok = true;
+    for p in &scrape.parts {
+        println!(
+            "collector={} success={} seconds={:.6}",
+            p.name, p.ok as u8, p.seconds
+        );
+        if let Some(e) = &p.error {
+            println!("collector={} error={e}", p.name);
+            ok = false;
+        }
+    }
+    println!("result={}", if ok { "ok" } else { "failed" });
+    ok
+}
+
+fn run() -> anyhow::Result<bool> {
+    let cli = Cli::parse_from_env();
+    init_logging(&cli.log_level)?;
+    cli.validate()?;
+    if let Some(Command::SimulateLeak(args)) = &cli.command {
+        bpfmap_exporter::simulate::run(args)?;
+        return Ok(true);
+    }
+
+    if cli.check {
+        let mut ex = Exporter::new(&cli)?;
+        let scrape = ex.scrape();
+        return Ok(print_check(&scrape, &ex));
+    }
+
+    // The collector thread owns every BPF object; HTTP handlers send it requests.
+    let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(16);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let h = healthy.clone();
+    let cli2 = cli.clone();
+    let worker = std::thread::Builder::new()
+        .name("collector".into())
+        .spawn(move || {
+            let mut ex = match Exporter::new(&cli2) {
+                Ok(ex) => {
+                    let _ = ready_tx.send(Ok(()));
+                    ex
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            h.store(true, Ordering::Relaxed);
+            while let Some(reply) = rx.blocking_recv() {
+                let scrape = ex.scrape();
+                let _ = reply.send(encode_text(&scrape.families));
+            }
+            h.store(false, Ordering::Relaxed);
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("collector thread died while loading"))??;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let st = http::State {
+        telemetry_path: cli.telemetry_path.clone(),
+        scrapes: tx,
+        healthy,
+    };
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            tracing::info!("shutting down");
+        };
+        http::serve(cli.listen, st, shutdown).await
+    })?;
+    drop(rt);
+    let _ = worker.join();
+    Ok(true)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bpfmap-exporter: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

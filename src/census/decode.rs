@@ -2,7 +2,7 @@
 //! bpf_seq_write(). Layouts mirror bpf/census.h; pure code, unit-tested.
 use thiserror::Error;
 
-pub const MAP_REC_SIZE: usize = 96;
+pub const MAP_REC_SIZE: usize = 88;
 pub const FILE_REC_SIZE: usize = 64;
 
 /// One live map as the `iter/bpf_map` program saw it.
@@ -192,7 +192,7 @@ pub(crate) mod tests {
         let mut buf = encode_map(&sample_map(), 2);
         buf.pop();
         let err = decode_maps(&buf).unwrap_err();
-        assert_eq!(err, DecodeError::Truncated { len: 95, rec: 96 });
+        assert_eq!(err, DecodeError::Truncated { len: 87, rec: 88 });
         assert!(err.to_string().contains("record layout"));
     }
 

@@ -1,0 +1,302 @@
+//! bpffs inventory: every mounted bpffs (from /proc/self/mountinfo), every
+//! pinned object in it, with bounded, symlink-safe walks.
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::fdinfo::{parse_fdinfo, FdInfo, ObjKind};
+
+/// One bpffs mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub mount_point: PathBuf,
+    /// major:minor of the superblock; mounts with equal `dev` share pins.
+    pub dev: String,
+}
+
+/// Undo the octal escapes (`\040` for space, ...) of /proc/*/mountinfo.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let oct = &b[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                out.push(
+                    oct.iter()
+                        .fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')),
+                );
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// bpffs mounts listed in a mountinfo text.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let fstype = post.split_whitespace().next()?;
+            if fstype != "bpf" {
+                return None;
+            }
+            let f: Vec<&str> = pre.split_whitespace().collect();
+            Some(Mount {
+                mount_point: PathBuf::from(unescape(f.get(4)?)),
+                dev: f.get(2)?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// One pinned object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub mount: String,
+    /// Path relative to the mount point, with a leading '/'.
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub info: FdInfo,
+}
+
+/// What one walk of all mounts found, plus what it had to skip and why.
+#[derive(Debug, Default, Clone)]
+pub struct Inventory {
+    pub mounts: Vec<Mount>,
+    pub pins: Vec<Pin>,
+    /// (mount, reason) -> entries skipped.
+    pub skipped: BTreeMap<(String, &'static str), u64>,
+}
+
+pub struct WalkLimits {
+    pub max_entries: usize,
+    pub max_depth: usize,
+}
+
+/// Identify a pinned file: BPF_OBJ_GET read-only, then its fdinfo. The fd is
+/// closed before returning, so the transient reference is gone.
+pub fn identify(path: &Path) -> std::io::Result<FdInfo> {
+    let fd = crate::sys::obj_get_rdonly(path)?;
+    Ok(parse_fdinfo(&crate::sys::fdinfo(&fd)?))
+}
+
+/// Walk every mount. `ident` identifies one pinned file (injected for tests).
+pub fn walk(
+    mounts: &[Mount],
+    limits: &WalkLimits,
+    ident: &mut dyn FnMut(&Path) -> std::io::Result<FdInfo>,
+) -> Inventory {
+    let mut inv = Inventory {
+        mounts: mounts.to_vec(),
+        ..Default::default()
+    };
+    for m in mounts {
+        let mname = m.mount_point.to_string_lossy().into_owned();
+        let mut skip = |reason: &'static str, n: u64| {
+            *inv.skipped.entry((mname.clone(), reason)).or_insert(0) += n;
+        };
+        let mut seen = 0usize;
+        let mut stack: Vec<(PathBuf, usize)> = vec![(m.mount_point.clone(), 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(_) => {
+                    skip("unreadable", 1);
+                    continue;
+                }
+            };
+            for ent in rd {
+                let Ok(ent) = ent else {
+                    skip("unreadable", 1);
+                    continue;
+                };
+                seen += 1;
+                if seen > limits.max_entries {
+                    skip("max_entries", 1);
+                    continue;
+                }
+                let p = ent.path();
+                let Ok(md) = std::fs::symlink_metadata(&p) else {
+                    skip("vanished", 1);
+                    continue;
+                };
+                let ft = md.file_type();
+                if ft.is_symlink() {
+                    skip("symlink", 1);
+                } else if ft.is_dir() {
+                    if depth + 1 > limits.max_depth {
+                        skip("max_depth", 1);
+                    } else {
+                        stack.push((p, depth + 1));
+                    }
+                } else if ft.is_file() {
+                    match ident(&p) {
+                        Ok(info) => inv.pins.push(Pin {
+                            mount: mname.clone(),
+                            path: format!(
+                                "/{}",
+                                p.strip_prefix(&m.mount_point)
+                                    .unwrap_or(&p)
+                                    .to_string_lossy()
+                            ),
+                            dev: md.dev(),
+                            ino: md.ino(),
+                            info,
+                        }),
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => skip("vanished", 1),
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EACCES)
+                                || e.raw_os_error() == Some(libc::EPERM) =>
+                        {
+                            skip("permission_denied", 1)
+                        }
+                        Err(_) => skip("not_bpf_object", 1),
+                    }
+                } else {
+                    skip("other_file_type", 1);
+                }
+            }
+        }
+    }
+    inv.pins
+        .sort_by(|a, b| (&a.mount, &a.path).cmp(&(&b.mount, &b.path)));
+    inv
+}
+
+impl Inventory {
+    /// Map ids held by pins, one entry per distinct pinned inode (hard links and
+    /// bind mounts of one superblock share an inode and hold one reference).
+    pub fn map_pin_holders(&self) -> Vec<u32> {
+        let mut seen = std::collections::HashSet::new();
+        self.pins
+            .iter()
+            .filter(|p| p.info.kind == ObjKind::Map)
+            .filter(|p| seen.insert((p.dev, p.ino)))
+            .map(|p| p.info.id)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MI: &str = "\
+22 1 0:21 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+40 22 0:35 / /sys/fs/bpf rw,nosuid,nodev,noexec,relatime shared:14 - bpf bpf rw,mode=700
+41 22 0:35 / /var/run/cilium/bpf\\040fs rw,relatime - bpf none rw
+42 1 0:50 / /tmp/priv rw - bpf bpf rw
+43 1 0:51 / /tmp/nobpf rw - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn finds_every_bpffs_mount_and_unescapes() {
+        let m = parse_mountinfo(MI);
+        assert_eq!(
+            m,
+            vec![
+                Mount {
+                    mount_point: "/sys/fs/bpf".into(),
+                    dev: "0:35".into()
+                },
+                Mount {
+                    mount_point: "/var/run/cilium/bpf fs".into(),
+                    dev: "0:35".into()
+                },
+                Mount {
+                    mount_point: "/tmp/priv".into(),
+                    dev: "0:50".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_ignored() {
+        assert!(parse_mountinfo("garbage\n\n1 2 - bpf\n").is_empty());
+    }
+
+    #[test]
+    fn walk_is_bounded_and_symlink_safe() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::fs::write(root.join("a/m1"), b"").unwrap();
+        std::fs::write(root.join("a/b/c/m2"), b"").unwrap();
+        std::fs::write(root.join("junk"), b"").unwrap();
+        std::os::unix::fs::symlink(root, root.join("a/loop")).unwrap();
+        let mounts = vec![Mount {
+            mount_point: root.to_path_buf(),
+            dev: "0:1".into(),
+        }];
+        let mut ident = |p: &Path| -> std::io::Result<FdInfo> {
+            if p.ends_with("junk") {
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            Ok(FdInfo {
+                kind: ObjKind::Map,
+                id: 9,
+                memlock: Some(4096),
+                map_type: Some(2),
+            })
+        };
+        let inv = walk(
+            &mounts,
+            &WalkLimits {
+                max_entries: 100,
+                max_depth: 2,
+            },
+            &mut ident,
+        );
+        let paths: Vec<_> = inv.pins.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, vec!["/a/m1"]);
+        let m = root.to_string_lossy().to_string();
+        assert_eq!(inv.skipped[&(m.clone(), "symlink")], 1);
+        assert_eq!(inv.skipped[&(m.clone(), "max_depth")], 1);
+        assert_eq!(inv.skipped[&(m.clone(), "not_bpf_object")], 1);
+
+        let inv = walk(
+            &mounts,
+            &WalkLimits {
+                max_entries: 2,
+                max_depth: 10,
+            },
+            &mut ident,
+        );
+        assert!(inv.skipped[&(m, "max_entries")] >= 1);
+    }
+
+    #[test]
+    fn hard_links_and_bind_mounts_hold_one_reference() {
+        let info = FdInfo {
+            kind: ObjKind::Map,
+            id: 5,
+            memlock: None,
+            map_type: None,
+        };
+        let pin = |mount: &str, path: &str, ino| Pin {
+            mount: mount.into(),
+            path: path.into(),
+            dev: 35,
+            ino,
+            info: info.clone(),
+        };
+        let inv = Inventory {
+            pins: vec![
+                pin("/sys/fs/bpf", "/x", 1),
+                pin("/sys/fs/bpf", "/y", 1),
+                pin("/alt", "/x", 1),
+                pin("/alt", "/z", 2),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(inv.map_pin_holders(), vec![5, 5]);
+    }
+}

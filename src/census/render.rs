@@ -1,0 +1,394 @@
+//! Turning a [`Snapshot`] into metric families. Pure code: the golden-file
+//! test renders a hand-built snapshot.
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::fdinfo::ObjKind;
+use super::holders::KINDS;
+use super::names::{flags_label, map_type_name};
+use super::Snapshot;
+use crate::metrics::Families;
+
+pub struct RenderOpts {
+    /// Per-map series for at most this many maps (largest memory first); 0 = all.
+    pub max_map_series: usize,
+    pub per_map: bool,
+    /// bpfmap_pin_info for at most this many pins; 0 = all.
+    pub max_pin_series: usize,
+}
+
+impl Default for RenderOpts {
+    fn default() -> Self {
+        RenderOpts {
+            max_map_series: 0,
+            per_map: true,
+            max_pin_series: 0,
+        }
+    }
+}
+
+/// (container_id, pod_uid) for a process, empty when unknown.
+pub type Attribution<'a> = &'a dyn Fn(u32, u64) -> (String, String);
+
+fn id(v: u32) -> Vec<(&'static str, String)> {
+    vec![("id", v.to_string())]
+}
+
+/// Comm bytes as a label value: valid UTF-8 always (the text encoder
+/// escapes quotes, backslashes and newlines).
+pub fn comm_label(comm: &[u8]) -> String {
+    String::from_utf8_lossy(comm).into_owned()
+}
+
+pub fn render(
+    snap: &Snapshot,
+    opts: &RenderOpts,
+    attribution: Attribution<'_>,
+    out: &mut Families,
+) {
+    render_maps(snap, opts, out);
+    render_processes(snap, attribution, out);
+    render_pins(snap, opts, out);
+    render_own(snap, out);
+}
+
+fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
+    if !snap.maps_ok {
+        return;
+    }
+    // Aggregates: always exact, whatever the per-map cap.
+    let mut by_type: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut unexplained_total = 0i64;
+    let mut with_unexplained = 0u64;
+    let mut unexplained_known = !snap.holders.is_empty() || snap.maps.is_empty();
+    for m in &snap.maps {
+        let e = by_type.entry(map_type_name(m.map_type)).or_default();
+        e.0 += 1;
+        e.1 += snap.memory.get(&m.id).copied().unwrap_or(0);
+        match snap
+            .holders
+            .get(&m.id)
+            .and_then(|h| h.unexplained(m.refcnt))
+        {
+            Some(u) => {
+                unexplained_total += u;
+                with_unexplained += (u > 0) as u64;
+            }
+            None => unexplained_known = false,
+        }
+    }
+    out.declare(
+        "bpfmap_maps",
+        "Live BPF maps on the node, by map type (the exporter's own excluded).",
+        prometheus::proto::MetricType::GAUGE,
+    );
+    for (t, (n, bytes)) in &by_type {
+        out.gauge(
+            "bpfmap_maps",
+            "Live BPF maps on the node, by map type (the exporter's own excluded).",
+            vec![("map_type", t.clone())],
+            *n as f64,
+        );
+        if !snap.memory.is_empty() {
+            out.gauge(
+                "bpfmap_maps_memory_bytes",
+                "Kernel memory of live BPF maps by map type, as fdinfo memlock reports it.",
+                vec![("map_type", t.clone())],
+                *bytes as f64,
+            );
+        }
+    }
+    if unexplained_known {
+        out.gauge(
+            "bpfmap_maps_unexplained_refs",
+            "Sum over all maps of references no user-visible holder explains (the leak signal).",
+            vec![],
+            unexplained_total as f64,
+        );
+        out.gauge(
+            "bpfmap_maps_with_unexplained_refs",
+            "Maps with at least one reference no user-visible holder explains.",
+            vec![],
+            with_unexplained as f64,
+        );
+    }
+
+    if !opts.per_map {
+        out.gauge(
+            "bpfmap_map_series_omitted",
+            "Maps whose per-map series were not published (per-map series off or capped).",
+            vec![],
+            snap.maps.len() as f64,
+        );
+        return;
+    }
+    // Per-map series, capped to the largest maps by memory (ties: lower id).
+    let mut order: Vec<usize> = (0..snap.maps.len()).collect();
+    let limit = if opts.max_map_series == 0 {
+        order.len()
+    } else {
+        opts.max_map_series.min(order.len())
+    };
+    if limit < order.len() {
+        order.sort_by_key(|&i| {
+            let m = &snap.maps[i];
+            (
+                std::cmp::Reverse(snap.memory.get(&m.id).copied().unwrap_or(0)),
+                m.id,
+            )
+        });
+    }
+    out.gauge(
+        "bpfmap_map_series_omitted",
+        "Maps whose per-map series were not published (per-map series off or capped).",
+        vec![],
+        (order.len() - limit) as f64,
+    );
+    for &i in &order[..limit] {
+        let m = &snap.maps[i];
+        out.gauge(
+            "bpfmap_map_info",
+            "Map metadata; join on id: ... * on(id) group_left(name, map_type) bpfmap_map_info.",
+            vec![
+                ("id", m.id.to_string()),
+                ("name", m.name.clone()),
+                ("map_type", map_type_name(m.map_type)),
+                ("flags", flags_label(m.map_flags)),
+            ],
+            1.0,
+        );
+        out.gauge(
+            "bpfmap_map_max_entries",
+            "max_entries of the map.",
+            id(m.id),
+            m.max_entries as f64,
+        );
+        out.gauge(
+            "bpfmap_map_key_size_bytes",
+            "Key size of the map.",
+            id(m.id),
+            m.key_size as f64,
+        );
+        out.gauge(
+            "bpfmap_map_value_size_bytes",
+            "Value size of the map.",
+            id(m.id),
+            m.value_size as f64,
+        );
+        out.gauge(
+            "bpfmap_map_frozen",
+            "1 when the map is frozen (BPF_MAP_FREEZE).",
+            id(m.id),
+            m.frozen as u8 as f64,
+        );
+        out.gauge(
+            "bpfmap_map_refcount",
+            "References on the map (bpf_map.refcnt), without the census iterator's own.",
+            id(m.id),
+            m.refcnt as f64,
+        );
+        out.gauge(
+            "bpfmap_map_usercount",
+            "User references on the map (bpf_map.usercnt).",
+            id(m.id),
+            m.usercnt as f64,
+        );
+        if let Some(n) = m.elem_count {
+            if super::names::memory_follows_elements(m.map_type, 1)
+                || matches!(m.map_type, 1 | 5 | 9 | 10 | 13)
+            {
+                out.gauge(
+                    "bpfmap_map_entries",
+                    "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
+                    id(m.id),
+                    n as f64,
+                );
+            }
+        }
+        if let Some(b) = snap.memory.get(&m.id) {
+            out.gauge(
+                "bpfmap_map_memory_bytes",
+                "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
+                id(m.id),
+                *b as f64,
+            );
+        }
+        if let Some(h) = snap.holders.get(&m.id) {
+            for (k, c) in KINDS.iter().zip(h.counts.iter()) {
+                if let Some(c) = c {
+                    out.gauge(
+                        "bpfmap_map_holders",
+                        "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
+                        vec![("id", m.id.to_string()), ("kind", k.to_string())],
+                        *c as f64,
+                    );
+                }
+            }
+            if let Some(u) = h.unexplained(m.refcnt) {
+                out.gauge(
+                    "bpfmap_map_unexplained_refs",
+                    "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
+                    id(m.id),
+                    u as f64,
+                );
+            }
+        }
+    }
+}
+
+fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Families) {
+    for p in &snap.processes {
+        let (container, pod) = attribution(p.tgid, p.cgroup_id);
+        let labels = || {
+            vec![
+                ("pid", p.tgid.to_string()),
+                ("comm", comm_label(&p.comm)),
+                ("container_id", container.clone()),
+                ("pod_uid", pod.clone()),
+            ]
+        };
+        if p.files > 0 {
+            out.gauge(
+                "bpfmap_process_map_files",
+                "Distinct map files (struct file, not fds) in the process's fd table.",
+                labels(),
+                p.files as f64,
+            );
+            out.gauge(
+                "bpfmap_process_map_fds",
+                "File descriptors the process has open on maps (dups count).",
+                labels(),
+                p.fds as f64,
+            );
+        }
+        if p.mmap_only_files > 0 {
+            out.gauge(
+                "bpfmap_process_map_mmap_files",
+                "Map files the process keeps alive only through mmaps (in no fd).",
+                labels(),
+                p.mmap_only_files as f64,
+            );
+        }
+    }
+}
+
+fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
+    let Some(inv) = &snap.inventory else { return };
+    out.gauge(
+        "bpfmap_bpffs_mounts",
+        "Mounted bpffs instances visible to the exporter.",
+        vec![],
+        inv.mounts.len() as f64,
+    );
+    let prog_users: HashMap<u32, Option<u64>> = snap
+        .holders
+        .iter()
+        .map(|(id, h)| (*id, h.counts[2]))
+        .collect();
+    // objects: distinct inodes per mount and type; bytes: distinct maps per mount.
+    let mut objects: BTreeMap<(String, &'static str), HashSet<(u64, u64)>> = BTreeMap::new();
+    let mut bytes: BTreeMap<String, HashMap<u32, u64>> = BTreeMap::new();
+    for m in &inv.mounts {
+        let name = m.mount_point.to_string_lossy().into_owned();
+        bytes.entry(name.clone()).or_default();
+        for k in [ObjKind::Map, ObjKind::Prog, ObjKind::Link] {
+            objects.entry((name.clone(), k.label())).or_default();
+        }
+    }
+    let pin_limit = if opts.max_pin_series == 0 {
+        usize::MAX
+    } else {
+        opts.max_pin_series
+    };
+    for (i, p) in inv.pins.iter().enumerate() {
+        objects
+            .entry((p.mount.clone(), p.info.kind.label()))
+            .or_default()
+            .insert((p.dev, p.ino));
+        if p.info.kind == ObjKind::Map {
+            let mem = snap
+                .memory
+                .get(&p.info.id)
+                .copied()
+                .or(p.info.memlock)
+                .unwrap_or(0);
+            bytes
+                .entry(p.mount.clone())
+                .or_default()
+                .insert(p.info.id, mem);
+        }
+        if i < pin_limit {
+            out.gauge(
+                "bpfmap_pin_info",
+                "One bpffs pin: its mount, path, object type and object id.",
+                vec![
+                    ("mount", p.mount.clone()),
+                    ("path", p.path.clone()),
+                    ("object_type", p.info.kind.label().to_string()),
+                    ("id", p.info.id.to_string()),
+                ],
+                1.0,
+            );
+            if p.info.kind == ObjKind::Map {
+                if let Some(Some(users)) = prog_users.get(&p.info.id) {
+                    out.gauge(
+                        "bpfmap_pinned_map_unused",
+                        "1 when no program uses the pinned map (a stale pin candidate).",
+                        vec![
+                            ("mount", p.mount.clone()),
+                            ("path", p.path.clone()),
+                            ("id", p.info.id.to_string()),
+                        ],
+                        (*users == 0) as u8 as f64,
+                    );
+                }
+            }
+        }
+    }
+    for ((mount, kind), inodes) in objects {
+        out.gauge(
+            "bpfmap_pinned_objects",
+            "Pinned objects (distinct inodes) per bpffs mount and object type.",
+            vec![("mount", mount), ("object_type", kind.to_string())],
+            inodes.len() as f64,
+        );
+    }
+    for (mount, maps) in bytes {
+        out.gauge(
+            "bpfmap_pinned_map_memory_bytes",
+            "Memory of the distinct maps pinned in a bpffs mount.",
+            vec![("mount", mount)],
+            maps.values().sum::<u64>() as f64,
+        );
+    }
+    for ((mount, reason), n) in &inv.skipped {
+        out.gauge(
+            "bpfmap_bpffs_skipped_entries",
+            "bpffs entries the pin walk skipped this scrape, by reason.",
+            vec![("mount", mount.clone()), ("reason", reason.to_string())],
+            *n as f64,
+        );
+    }
+}
+
+fn render_own(snap: &Snapshot, out: &mut Families) {
+    if !snap.maps_ok {
+        return;
+    }
+    out.gauge(
+        "bpfmap_exporter_maps",
+        "BPF maps that belong to the exporter itself (excluded from every node series).",
+        vec![],
+        snap.own.len() as f64,
+    );
+    if !snap.memory.is_empty() {
+        out.gauge(
+            "bpfmap_exporter_map_memory_bytes",
+            "Kernel memory of the exporter's own BPF maps.",
+            vec![],
+            snap.own
+                .iter()
+                .filter_map(|m| snap.memory.get(&m.id))
+                .sum::<u64>() as f64,
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! One scrape: census parts + other collectors, each timed and reported,
+//! rendered into fresh families. Owned by a single thread (BPF objects are
+//! not shared across threads), which serialises scrapes.
+use std::time::Instant;
+
+use prometheus::proto::MetricFamily;
+
+use crate::census::render::{render, RenderOpts};
+use crate::census::{Census, CensusOpts, PartResult, Parts, Snapshot};
+use crate::cli::Cli;
+use crate::collector::Collector;
+use crate::metrics::Families;
+
+pub struct Exporter {
+    census: Option<Census>,
+    collectors: Vec<Box<dyn Collector>>,
+    render_opts: RenderOpts,
+    process: prometheus::process_collector::ProcessCollector,
+}
+
+/// What a scrape produced, for /metrics and for `--check`.
+pub struct Scrape {
+    pub families: Vec<MetricFamily>,
+    pub parts: Vec<PartResult>,
+    pub snapshot: Snapshot,
+}
+
+impl Exporter {
+    pub fn new(cli: &Cli) -> anyhow::Result<Exporter> {
+        let on = |n: &str| cli.collector_enabled(n);
+        let census = if on("maps") {
+            Some(Census::load(CensusOpts {
+                btf_path: cli.btf_path.clone(),
+                parts: Parts {
+                    memory: on("memory"),
+                    files: on("files"),
+                    mmaps: on("mmaps"),
+                    programs: on("programs"),
+                    outer_maps: on("outer_maps"),
+                    links: on("links"),
+                    pins: on("pins"),
+                },
+                pins_max_entries: cli.pins_max_entries,
+                pins_max_depth: cli.pins_max_depth,
+            })?)
+        } else {
+            None
+        };
+        Ok(Exporter {
+            census,
+            collectors: Vec::new(),
+            render_opts: RenderOpts {
+                max_map_series: cli.max_map_series,
+                per_map: !cli.no_per_map,
+                max_pin_series: cli.pins_max_series,
+            },
+            process: prometheus::process_collector::ProcessCollector::for_self(),
+        })
+    }
+
+    /// Add a collector (lifecycle, ...).
+    pub fn add_collector(&mut self, c: Box<dyn Collector>) {
+        self.collectors.push(c);
+    }
+
+    pub fn collectors(&self) -> &[Box<dyn Collector>] {
+        &self.collectors
+    }
+
+    pub fn census(&self) -> Option<&Census> {
+        self.census.as_ref()
+    }
+
+    pub fn scrape(&mut self) -> Scrape {
+        let mut out = Families::new();
+        let own_extra: Vec<u32> = self
+            .collectors
+            .iter()
+            .flat_map(|c| c.own_map_ids())
+            .collect();
+        let (snapshot, mut parts) = match self.census.as_mut() {
+            Some(c) => {
+                let snap = c.take(&own_extra);
+                let parts = snap.parts.clone();
+                (snap, parts)
+            }
+            None => (Snapshot::default(), Vec::new()),
+        };
+        if self.census.is_some() {
+            render(
+                &snapshot,
+                &self.render_opts,
+                &|_, _| (String::new(), String::new()),
+                &mut out,
+            );
+            let f = &snapshot.features;
+            for (name, v) in [("task_vma", f.task_vma), ("elem_count", f.elem_count)] {
+                out.gauge(
+                    "bpfmap_feature_available",
+                    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+).",
+                    vec![("feature", name.to_string())],
+                    v as u8 as f64,
+                );
+            }
+        }
+        let census_ref = snapshot.maps_ok.then_some(&snapshot);
+        for c in self.collectors.iter_mut() {
+            let t = Instant::now();
+            let mut fams = Families::new();
+            let r = c.collect(census_ref, &mut fams);
+            let seconds = t.elapsed().as_secs_f64();
+            match r {
+                Ok(()) => {
+                    out.extend(fams);
+                    parts.push(PartResult {
+                        name: c.name(),
+                        ok: true,
+                        seconds,
+                        error: None,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(collector = c.name(), error = %format!("{e:#}"), "collector failed");
+                    parts.push(PartResult {
+                        name: c.name(),
+                        ok: false,
+                        seconds,
+                        error: Some(format!("{e:#}")),
+                    });
+                }
+            }
+        }
+        for p in &parts {
+            let l = || vec![("collector", p.name.to_string())];
+            out.gauge(
+                "bpfmap_scrape_collector_success",
+                "1 when the collector succeeded in this scrape.",
+                l(),
+                p.ok as u8 as f64,
+            );
+            out.gauge(
+                "bpfmap_scrape_collector_duration_seconds",
+                "Time the collector took in this scrape.",
+                l(),
+                p.seconds,
+            );
+        }
+        out.gauge(
+            "bpfmap_build_info",
+            "Build of the exporter.",
+            vec![
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("revision", env!("BPFMAP_REVISION").to_string()),
+            ],
+            1.0,
+        );
+        let mut families = out.into_proto();
+        families.extend(prometheus::core::Collector::collect(&self.process));
+        Scrape {
+            families,
+            parts,
+            snapshot,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The only place with `unsafe` in the census: thin wrappers over libbpf's
+//! low-level bpf() calls that libbpf-rs does not expose in the form we need
+//! (its query iterators stop silently at the first error, which would make a
+//! census under-count instead of fail).
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use libbpf_rs::libbpf_sys;
+
+fn fd_or_err(ret: i32) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        // libbpf 1.x returns -errno.
+        Err(io::Error::from_raw_os_error(-ret))
+    } else {
+        // SAFETY: a non-negative return from a libbpf fd-returning call is a
+        // fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+    }
+}
+
+/// BPF_MAP_GET_FD_BY_ID (needs CAP_SYS_ADMIN). ENOENT when the map is gone.
+pub fn map_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall wrapper, no pointers.
+    fd_or_err(unsafe { libbpf_sys::bpf_map_get_fd_by_id(id) })
+}
+
+/// BPF_OBJ_GET of a bpffs path, read-only (BPF_F_RDONLY). Works for maps,
+/// programs and links.
+pub fn obj_get_rdonly(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let opts = libbpf_sys::bpf_obj_get_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_obj_get_opts>() as _,
+        file_flags: libbpf_sys::BPF_F_RDONLY,
+        path_fd: 0,
+    };
+    // SAFETY: `c` and `opts` outlive the call; libbpf only reads them.
+    fd_or_err(unsafe { libbpf_sys::bpf_obj_get_opts(c.as_ptr(), &opts) })
+}
+
+/// Which id-space a `next_id` walk covers.
+#[derive(Clone, Copy, Debug)]
+pub enum IdSpace {
+    Prog,
+    Link,
+}
+
+/// All ids of one kind, from BPF_*_GET_NEXT_ID. Errors other than the final
+/// ENOENT are returned, never swallowed.
+pub fn all_ids(space: IdSpace) -> io::Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    let mut cur = 0u32;
+    loop {
+        let mut next = 0u32;
+        // SAFETY: `next` is a valid out-pointer for the duration of the call.
+        let ret = unsafe {
+            match space {
+                IdSpace::Prog => libbpf_sys::bpf_prog_get_next_id(cur, &mut next),
+                IdSpace::Link => libbpf_sys::bpf_link_get_next_id(cur, &mut next),
+            }
+        };
+        if ret < 0 {
+            let e = io::Error::from_raw_os_error(-ret);
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(ids);
+            }
+            return Err(e);
+        }
+        ids.push(next);
+        cur = next;
+    }
+}
+
+/// BPF_*_GET_FD_BY_ID for programs and links.
+pub fn fd_by_id(space: IdSpace, id: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall wrappers, no pointers.
+    fd_or_err(unsafe {
+        match space {
+            IdSpace::Prog => libbpf_sys::bpf_prog_get_fd_by_id(id),
+            IdSpace::Link => libbpf_sys::bpf_link_get_fd_by_id(id),
+        }
+    })
+}
+
+/// The ids of the maps a program uses (bpf_prog_info.map_ids). The kernel
+/// lists each used map once.
+pub fn prog_map_ids(fd: &OwnedFd) -> io::Result<Vec<u32>> {
+    for _ in 0..4 {
+        // SAFETY: zeroed bpf_prog_info is a valid "ask for nothing" request;
+        // the kernel checks that bytes it does not know are zero.
+        let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: info/len are valid for the call.
+        let ret = unsafe {
+            libbpf_sys::bpf_obj_get_info_by_fd(
+                fd.as_raw_fd(),
+                (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
+                &mut len,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::from_raw_os_error(-ret));
+        }
+        let n = info.nr_map_ids;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut ids = vec![0u32; n as usize];
+        // SAFETY: as above; map_ids points at `n` u32s that outlive the call.
+        let mut info2: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+        info2.nr_map_ids = n;
+        info2.map_ids = ids.as_mut_ptr() as u64;
+        let mut len = std::mem::size_of_val(&info2) as u32;
+        // SAFETY: as above.
+        let ret = unsafe {
+            libbpf_sys::bpf_obj_get_info_by_fd(
+                fd.as_raw_fd(),
+                (&mut info2 as *mut libbpf_sys::bpf_prog_info).cast(),
+                &mut len,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::from_raw_os_error(-ret));
+        }
+        // BPF_PROG_BIND_MAP may have grown the list between the two calls.
+        if info2.nr_map_ids <= n {
+            ids.truncate(info2.nr_map_ids as usize);
+            return Ok(ids);
+        }
+    }
+    Err(io::Error::other(
+        "program map list kept growing while being read",
+    ))
+}
+
+/// Read one `key:\tvalue` field of /proc/self/fdinfo/<fd>.
+pub fn fdinfo(fd: &OwnedFd) -> io::Result<String> {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+}
