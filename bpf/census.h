@@ -26,7 +26,7 @@ struct map_rec {
 };
 
 /* iter/task_file and iter/task_vma: one per map file seen in an fd table or
- * behind a vma. 64 bytes. */
+ * behind a vma. 56 bytes. */
 struct file_rec {
 	__u64 file_ptr;     /* struct file address: distinct files = distinct references */
 	__u64 cgroup_id;    /* cgroup v2 (default hierarchy) kernfs id of the task */
@@ -37,5 +37,9 @@ struct file_rec {
 	char comm[BPFMAP_COMM_LEN];
 	__u64 vm_start;     /* vma records only */
 };
+
+/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE in src/census/decode.rs. */
+_Static_assert(sizeof(struct map_rec) == 88, "map_rec layout");
+_Static_assert(sizeof(struct file_rec) == 56, "file_rec layout");
 
 #endif

@@ -130,7 +130,10 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
                 ("--collector.", "--collector"),
             ] {
                 if let Some(name) = a.strip_prefix(prefix) {
-                    if COLLECTORS.iter().any(|(n, _, _)| *n == name) {
+                    // A bare name is a collector toggle (unknown names are
+                    // rejected by validate() with the list of valid ones);
+                    // `--collector.maps.max-series=...` is an ordinary flag.
+                    if !name.is_empty() && !name.contains(['.', '=']) {
                         return vec![flag.to_string(), name.to_string()];
                     }
                 }

@@ -18,4 +18,10 @@ pub trait Collector {
     fn own_map_ids(&self) -> Vec<u32> {
         Vec::new()
     }
+
+    /// Extra `key=value` lines for `--check` (the lifecycle collector prints
+    /// `probe=<p> mode=<m> attached=<0|1>` lines here).
+    fn check_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -3,8 +3,6 @@
 //! not shared across threads), which serialises scrapes.
 use std::time::Instant;
 
-use prometheus::proto::MetricFamily;
-
 use crate::census::render::{render, RenderOpts};
 use crate::census::{Census, CensusOpts, PartResult, Parts, Snapshot};
 use crate::cli::Cli;
@@ -16,11 +14,14 @@ pub struct Exporter {
     collectors: Vec<Box<dyn Collector>>,
     render_opts: RenderOpts,
     process: prometheus::process_collector::ProcessCollector,
+    /// Length of the previous exposition, to size the next buffer.
+    last_len: usize,
 }
 
 /// What a scrape produced, for /metrics and for `--check`.
 pub struct Scrape {
-    pub families: Vec<MetricFamily>,
+    /// The exposition in the text format (or why encoding failed).
+    pub text: anyhow::Result<Vec<u8>>,
     pub parts: Vec<PartResult>,
     pub snapshot: Snapshot,
 }
@@ -55,6 +56,7 @@ impl Exporter {
                 max_pin_series: cli.pins_max_series,
             },
             process: prometheus::process_collector::ProcessCollector::for_self(),
+            last_len: 0,
         })
     }
 
@@ -154,10 +156,13 @@ impl Exporter {
             ],
             1.0,
         );
-        let mut families = out.into_proto();
-        families.extend(prometheus::core::Collector::collect(&self.process));
+        let process = prometheus::core::Collector::collect(&self.process);
+        let text = out.encode_text(&process, self.last_len + self.last_len / 8);
+        if let Ok(t) = &text {
+            self.last_len = t.len();
+        }
         Scrape {
-            families,
+            text,
             parts,
             snapshot,
         }

@@ -140,3 +140,18 @@ pub fn prog_map_ids(fd: &OwnedFd) -> io::Result<Vec<u32>> {
 pub fn fdinfo(fd: &OwnedFd) -> io::Result<String> {
     std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
 }
+
+/// Make mimalloc return freed memory to the OS at once and commit arena
+/// memory only on use: a scrape builds and drops a few MiB of label strings,
+/// and the exporter's resident size should not keep their high-water mark.
+/// (With defaults the peak RSS at 10k maps was ~2x glibc's; see BENCHMARKS.md.)
+pub fn tune_allocator() {
+    // mimalloc v2 option numbers (mimalloc.h: mi_option_e).
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: plain option setters of the global allocator, valid at any time.
+    unsafe {
+        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+    }
+}

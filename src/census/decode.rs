@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 pub const MAP_REC_SIZE: usize = 88;
-pub const FILE_REC_SIZE: usize = 64;
+pub const FILE_REC_SIZE: usize = 56;
 
 /// One live map as the `iter/bpf_map` program saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

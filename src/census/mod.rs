@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore};
 
 pub use decode::{FileRecord, MapRecord};
@@ -253,9 +253,6 @@ impl Census {
         let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = builder.open(storage).context("opening census BPF object")?;
-        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-            ro.self_tgid = std::process::id();
-        }
         open.progs.dump_map.set_autoload(!features.elem_count);
         open.progs.dump_map_count.set_autoload(features.elem_count);
         open.progs
@@ -296,14 +293,12 @@ impl Census {
         } else {
             None
         };
-        let own_ids = vec![
-            skel.maps
-                .rodata
-                .info()
-                .context("reading own map info")?
-                .info
-                .id,
-        ];
+        let own_ids: Vec<u32> = skel
+            .object()
+            .maps()
+            .filter_map(|m| m.info().ok())
+            .map(|i| i.info.id)
+            .collect();
         let census = Census {
             skel,
             map_link,
@@ -377,13 +372,13 @@ impl Census {
         let mut obs = holders::Observed::default();
         if let Some(link) = &self.file_link {
             obs.files = timed(&mut parts, "files", || {
-                Ok(decode::decode_files(&read_iter(link)?)?)
+                Ok(not_own(decode::decode_files(&read_iter(link)?)?, &own))
             });
         }
         if p.mmaps {
             obs.vmas = match &self.vma_link {
                 Some(link) => timed(&mut parts, "mmaps", || {
-                    Ok(decode::decode_files(&read_iter(link)?)?)
+                    Ok(not_own(decode::decode_files(&read_iter(link)?)?, &own))
                 }),
                 // No iter/task_vma before 5.15: mmap-only holders cannot be
                 // seen; they read as unexplained there (README says so), and
@@ -489,6 +484,13 @@ impl Census {
         }
         out
     }
+}
+
+/// The exporter's own map files are its own business: they hold only its own
+/// maps, which are reported apart. Any other map file it held would be shown.
+fn not_own(mut files: Vec<FileRecord>, own: &HashSet<u32>) -> Vec<FileRecord> {
+    files.retain(|f| !own.contains(&f.map_id));
+    files
 }
 
 /// For every program: the ids of the maps it uses.

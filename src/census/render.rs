@@ -121,7 +121,9 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         );
         return;
     }
-    // Per-map series, capped to the largest maps by memory (ties: lower id).
+    // Per-map series, capped: maps with unexplained references first (the
+    // leak signal must never be capped away), then the largest by memory,
+    // ties by lower id.
     let mut order: Vec<usize> = (0..snap.maps.len()).collect();
     let limit = if opts.max_map_series == 0 {
         order.len()
@@ -131,7 +133,13 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     if limit < order.len() {
         order.sort_by_key(|&i| {
             let m = &snap.maps[i];
+            let unexplained = snap
+                .holders
+                .get(&m.id)
+                .and_then(|h| h.unexplained(m.refcnt))
+                .unwrap_or(0);
             (
+                std::cmp::Reverse(unexplained),
                 std::cmp::Reverse(snap.memory.get(&m.id).copied().unwrap_or(0)),
                 m.id,
             )
@@ -153,6 +161,7 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
                 ("name", m.name.clone()),
                 ("map_type", map_type_name(m.map_type)),
                 ("flags", flags_label(m.map_flags)),
+                ("frozen", (m.frozen as u8).to_string()),
             ],
             1.0,
         );
@@ -173,12 +182,6 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
             "Value size of the map.",
             id(m.id),
             m.value_size as f64,
-        );
-        out.gauge(
-            "bpfmap_map_frozen",
-            "1 when the map is frozen (BPF_MAP_FREEZE).",
-            id(m.id),
-            m.frozen as u8 as f64,
         );
         out.gauge(
             "bpfmap_map_refcount",
@@ -214,12 +217,16 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         }
         if let Some(h) = snap.holders.get(&m.id) {
             for (k, c) in KINDS.iter().zip(h.counts.iter()) {
-                if let Some(c) = c {
+                // Zero-valued kinds are left out: most maps have one or two
+                // holder kinds, and six series per map would dominate the
+                // exposition. A kind that is unknown (its part disabled or
+                // failed) is left out too, and then so is unexplained.
+                if let Some(c) = c.filter(|c| *c > 0) {
                     out.gauge(
                         "bpfmap_map_holders",
                         "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
                         vec![("id", m.id.to_string()), ("kind", k.to_string())],
-                        *c as f64,
+                        c as f64,
                     );
                 }
             }

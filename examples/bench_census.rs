@@ -1,0 +1,177 @@
+//! Census benchmark: creates N live maps, then in one run times a full
+//! scrape of the real exporter (HTTP GET /metrics) against the baseline
+//! `bpftool map show --json` over the same maps, and reads the exporter's
+//! peak RSS. Run with `./scripts/bench-census.sh` (root).
+//!
+//! Usage: bench_census <exporter-binary> <n> [<n> ...]
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::{MapHandle, MapType};
+
+fn get(port: u16, path: &str) -> (Duration, usize) {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 200"), "scrape failed");
+    (t.elapsed(), buf.len())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn raise_nofile(n: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    assert_eq!(rc, 0, "raising RLIMIT_NOFILE to {n}");
+}
+
+fn bench(bin: &str, n: usize, maps: &mut Vec<MapHandle>, extra: &[&str], label: &str) {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    while maps.len() < n {
+        let i = maps.len();
+        let ty = if i % 2 == 0 {
+            MapType::Array
+        } else {
+            MapType::Hash
+        };
+        maps.push(
+            MapHandle::create(ty, Some(format!("bench{i}")), 4, 8, 1, &opts)
+                .unwrap_or_else(|e| panic!("creating map {i}: {e}")),
+        );
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "exporter never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (cold, _) = get(port, "/metrics");
+    let mut warm = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..7 {
+        let (d, b) = get(port, "/metrics");
+        warm.push(d);
+        bytes = b;
+    }
+    let rss = status_kib(child.id(), "VmHWM:");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut base = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = Command::new("bpftool")
+            .args(["map", "show", "--json"])
+            .stdout(Stdio::piped())
+            .output()
+            .expect("bpftool (./scripts/install-deps.sh installs it)");
+        assert!(out.status.success(), "bpftool map show failed");
+        base.push(t.elapsed());
+    }
+    let warm = median(warm);
+    let base = median(base);
+    println!(
+        "| {n} | {label} | {:.1} | {:.1} | {:.1} | {:.1}x | {:.1} | {} |",
+        cold.as_secs_f64() * 1e3,
+        warm.as_secs_f64() * 1e3,
+        base.as_secs_f64() * 1e3,
+        base.as_secs_f64() / warm.as_secs_f64(),
+        rss as f64 / 1024.0,
+        bytes / 1024,
+    );
+}
+
+fn bench_hold(maps: &mut Vec<MapHandle>, n: usize, secs: u64) {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    for i in 0..n {
+        let ty = if i % 2 == 0 {
+            MapType::Array
+        } else {
+            MapType::Hash
+        };
+        maps.push(MapHandle::create(ty, Some(format!("bench{i}")), 4, 8, 1, &opts).unwrap());
+    }
+    println!("holding {n} maps for {secs} s");
+    std::thread::sleep(Duration::from_secs(secs));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: bench_census <exporter-binary> <n> [<n> ...]");
+        std::process::exit(2);
+    }
+    let bin = &args[1];
+    let sizes: Vec<usize> = args[2..]
+        .iter()
+        .map(|s| s.parse().expect("map count"))
+        .collect();
+    raise_nofile(*sizes.iter().max().unwrap() as u64 + 4096);
+    println!("| live maps | exporter flags | first scrape ms | scrape ms (median of 7) | bpftool map show --json ms (median of 3) | speed-up vs bpftool | exporter peak RSS MiB | exposition KiB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut maps = Vec::new();
+    if let Ok(secs) = std::env::var("BENCH_HOLD_SECS") {
+        // Profiling aid: create the maps and hold them, no measurement.
+        bench_hold(&mut maps, sizes[0], secs.parse().unwrap());
+        return;
+    }
+    for n in sizes {
+        bench(bin, n, &mut maps, &[], "defaults (per-map cap 10000)");
+        bench(
+            bin,
+            n,
+            &mut maps,
+            &["--collector.maps.max-series=0"],
+            "all per-map series",
+        );
+        bench(
+            bin,
+            n,
+            &mut maps,
+            &["--collector.maps.no-per-map"],
+            "aggregates only",
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Helpers for root integration tests: build maps with known holders.
+#![allow(dead_code)]
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+
+pub fn require_root() {
+    // Root tests run as root here and in CI; failing (not skipping) keeps a
+    // misconfigured run from passing silently.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "root integration tests must run as root (sudo, or CI)"
+    );
+}
+
+pub fn ensure_bpffs() {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    if !mi
+        .lines()
+        .any(|l| l.contains(" /sys/fs/bpf ") && l.contains(" - bpf "))
+    {
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting bpffs at /sys/fs/bpf failed");
+    }
+}
+
+pub fn map(ty: MapType, name: &str, key: u32, value: u32, entries: u32, flags: u32) -> MapHandle {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        map_flags: flags,
+        ..Default::default()
+    };
+    MapHandle::create(ty, Some(name), key, value, entries, &opts)
+        .unwrap_or_else(|e| panic!("create {name}: {e}"))
+}
+
+pub fn id_of(m: &MapHandle) -> u32 {
+    m.info().unwrap().info.id
+}
+
+/// fdinfo `memlock:` of an fd we hold.
+pub fn memlock(fd: RawFd) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// memlock of a map by id (opens and closes a transient fd).
+pub fn memlock_by_id(id: u32) -> u64 {
+    let h = MapHandle::from_map_id(id).unwrap();
+    memlock(h.as_fd().as_raw_fd())
+}
+
+/// A non-CLOEXEC duplicate of `fd`, so a spawned child inherits the same file.
+pub fn inheritable_dup(fd: RawFd) -> OwnedFd {
+    // SAFETY: fcntl(F_DUPFD) on a valid fd returns a new fd we own.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD, 100) };
+    assert!(n >= 0, "F_DUPFD failed");
+    // SAFETY: n is a fresh fd.
+    unsafe { OwnedFd::from_raw_fd(n) }
+}
+
+/// A long `sleep` whose comm is `comm` (exec'd through a symlink of that name).
+pub fn child_with_comm(dir: &Path, comm: &[u8]) -> Child {
+    use std::os::unix::ffi::OsStrExt;
+    let link: PathBuf = dir.join(std::ffi::OsStr::from_bytes(comm));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+    let c = Command::new(&link).arg("300").spawn().unwrap();
+    // Wait until the exec happened (comm changes at exec).
+    for _ in 0..200 {
+        if let Ok(c2) = std::fs::read(format!("/proc/{}/comm", c.id())) {
+            if c2.starts_with(&comm[..comm.len().min(15)])
+                || c2.len() > 1 && !c2.starts_with(b"root_")
+            {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    c
+}
+
+/// Load a minimal socket-filter program that references `map_fd`
+/// (r1 = map; r0 = 0; exit), so the program holds a reference to the map.
+pub fn prog_using_map(map_fd: RawFd) -> OwnedFd {
+    let insns: [libbpf_sys::bpf_insn; 4] = [
+        insn(0x18, 1, 1, 0, map_fd), // BPF_LD_IMM64 r1, pseudo map fd
+        insn(0, 0, 0, 0, 0),
+        insn(0xb7, 0, 0, 0, 0), // r0 = 0
+        insn(0x95, 0, 0, 0, 0), // exit
+    ];
+    let lic = std::ffi::CString::new("GPL").unwrap();
+    // SAFETY: insns/lic outlive the call; null opts means defaults.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
+            std::ptr::null(),
+            lic.as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "bpf_prog_load: {}",
+        std::io::Error::from_raw_os_error(-fd)
+    );
+    // SAFETY: fresh fd.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_insn {
+    let mut i = libbpf_sys::bpf_insn {
+        code,
+        off,
+        imm,
+        ..Default::default()
+    };
+    i.set_dst_reg(dst);
+    i.set_src_reg(src);
+    i
+}
+
+/// Mount a fresh private bpffs on a temp dir; unmounted on drop.
+pub struct PrivateBpffs {
+    pub dir: tempfile::TempDir,
+}
+
+impl PrivateBpffs {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bpfmap-test-fs")
+            .tempdir()
+            .unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t bpf failed");
+        PrivateBpffs { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PrivateBpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Put an inner map into slot `key` of an outer map.
+pub fn set_slot(outer: &MapHandle, key: u32, inner: &MapHandle) {
+    let v = (inner.as_fd().as_raw_fd() as u32).to_ne_bytes();
+    outer.update(&key.to_ne_bytes(), &v, MapFlags::ANY).unwrap();
+}
+
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}

@@ -1,0 +1,488 @@
+//! Root integration tests of the census on the running kernel: maps with
+//! known holders, exact counts, then teardown and the series are gone.
+mod common;
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use bpfmap_exporter::census::render::{render, RenderOpts};
+use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
+use bpfmap_exporter::metrics::{encode_text, Families};
+use common::*;
+use libbpf_rs::{MapHandle, MapType};
+
+fn text(s: &Snapshot) -> String {
+    let mut f = Families::new();
+    render(
+        s,
+        &RenderOpts::default(),
+        &|_, _| (String::new(), String::new()),
+        &mut f,
+    );
+    String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap()
+}
+
+/// Retake the census until `pred` holds (releases are deferred), bounded.
+fn until(c: &mut Census, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = c.take(&[]);
+        if pred(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Expect {
+    id: u32,
+    refcnt: i64,
+    usercnt: i64,
+    holders: [u64; 6],
+}
+
+fn check(s: &Snapshot, e: &Expect) {
+    let m = s
+        .maps
+        .iter()
+        .find(|m| m.id == e.id)
+        .unwrap_or_else(|| panic!("map {} not in census", e.id));
+    let h = &s.holders[&e.id];
+    let got: Vec<u64> = h
+        .counts
+        .iter()
+        .map(|c| c.expect("every holder kind known"))
+        .collect();
+    assert_eq!(
+        (m.refcnt, m.usercnt, got.as_slice(), h.unexplained(m.refcnt)),
+        (e.refcnt, e.usercnt, &e.holders[..], Some(0)),
+        "map {} ({}) refcnt/usercnt/holders[file,pin,program,map,mmap,link]/unexplained",
+        e.id,
+        m.name
+    );
+    assert_eq!(
+        s.memory.get(&e.id).copied(),
+        Some(memlock_by_id(e.id)),
+        "map {} memory equals fdinfo memlock",
+        e.id
+    );
+}
+
+#[test]
+fn census_explains_every_holder_kind_then_forgets_freed_maps() {
+    require_root();
+    ensure_bpffs();
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    assert!(
+        census.features().task_vma,
+        "this kernel (6.18) has iter/task_vma"
+    );
+
+    // 1. Several map types, one file each.
+    let kinds = [
+        (MapType::Hash, "t_hash", 0u32),
+        (MapType::Array, "t_array", 0),
+        (MapType::PercpuHash, "t_pcpu_hash", 0),
+        (MapType::LruHash, "t_lru", 0),
+        (MapType::Hash, "t_hash_noprea", 1), // BPF_F_NO_PREALLOC
+    ];
+    let typed: Vec<MapHandle> = kinds
+        .iter()
+        .map(|(t, n, f)| map(*t, n, 4, 8, 64, *f))
+        .collect();
+    let rb = map(MapType::RingBuf, "t_ringbuf", 0, 0, 4096, 0);
+
+    // 2. Files: a dup of the first file (same struct file), a second file from
+    //    GET_FD_BY_ID, and a child process that inherits the second file.
+    let shared = map(MapType::Array, "t_files", 4, 4, 4, 0);
+    let shared_id = id_of(&shared);
+    let dup = inheritable_dup(shared.as_fd().as_raw_fd());
+    let second = MapHandle::from_map_id(shared_id).unwrap();
+    let second_dup = inheritable_dup(second.as_fd().as_raw_fd());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = child_with_comm(tmp.path(), b"bpfmap-child");
+    drop(second_dup); // the child keeps the second file alive through its inherited fd
+    drop(second);
+
+    // 3. A pin in a freshly mounted private bpffs, fd closed.
+    let fs = PrivateBpffs::new();
+    let pinned = map(MapType::Hash, "t_pinned", 4, 4, 16, 0);
+    let pinned_id = id_of(&pinned);
+    let mut pinned = pinned;
+    pinned.pin(fs.path().join("dir/m")).unwrap_or_else(|_| {
+        std::fs::create_dir_all(fs.path().join("dir")).unwrap();
+        pinned.pin(fs.path().join("dir/m")).unwrap()
+    });
+    drop(pinned);
+
+    // 4. A map inside a map-in-map whose own fd is then closed.
+    let inner = map(MapType::Array, "t_inner", 4, 4, 1, 0);
+    let inner_id = id_of(&inner);
+    let outer_opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        inner_map_fd: inner.as_fd().as_raw_fd() as u32,
+        ..Default::default()
+    };
+    let outer =
+        MapHandle::create(MapType::ArrayOfMaps, Some("t_outer"), 4, 4, 2, &outer_opts).unwrap();
+    set_slot(&outer, 0, &inner);
+    set_slot(&outer, 1, &inner); // two slots, two references
+    drop(inner);
+
+    // 5. A map used by a loaded program, fd closed.
+    let used = map(MapType::Array, "t_used", 4, 4, 1, 0);
+    let used_id = id_of(&used);
+    let prog = prog_using_map(used.as_fd().as_raw_fd());
+    drop(used);
+
+    // 6. An mmap'ed array whose fd is closed.
+    let mm = map(
+        MapType::Array,
+        "t_mmap",
+        4,
+        8,
+        512,
+        0x400, /* BPF_F_MMAPABLE */
+    );
+    let mm_id = id_of(&mm);
+    let len = 4096usize;
+    // SAFETY: mapping a valid BPF_F_MMAPABLE array fd, unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            mm.as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED, "mmap of the array");
+    drop(mm);
+
+    let s = census.take(&[]);
+    for p in &s.parts {
+        assert!(p.ok, "census part {} failed: {:?}", p.name, p.error);
+    }
+    for m in &typed {
+        check(
+            &s,
+            &Expect {
+                id: id_of(m),
+                refcnt: 1,
+                usercnt: 1,
+                holders: [1, 0, 0, 0, 0, 0],
+            },
+        );
+    }
+    check(
+        &s,
+        &Expect {
+            id: id_of(&rb),
+            refcnt: 1,
+            usercnt: 1,
+            holders: [1, 0, 0, 0, 0, 0],
+        },
+    );
+    check(
+        &s,
+        &Expect {
+            id: shared_id,
+            refcnt: 2,
+            usercnt: 2,
+            holders: [2, 0, 0, 0, 0, 0],
+        },
+    );
+    check(
+        &s,
+        &Expect {
+            id: pinned_id,
+            refcnt: 1,
+            usercnt: 1,
+            holders: [0, 1, 0, 0, 0, 0],
+        },
+    );
+    check(
+        &s,
+        &Expect {
+            id: inner_id,
+            refcnt: 2,
+            usercnt: 0,
+            holders: [0, 0, 0, 2, 0, 0],
+        },
+    );
+    check(
+        &s,
+        &Expect {
+            id: used_id,
+            refcnt: 1,
+            usercnt: 0,
+            holders: [0, 0, 1, 0, 0, 0],
+        },
+    );
+    check(
+        &s,
+        &Expect {
+            id: mm_id,
+            refcnt: 1,
+            usercnt: 1,
+            holders: [0, 0, 0, 0, 1, 0],
+        },
+    );
+    let by_id = |id: u32| s.maps.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(
+        bpfmap_exporter::census::names::map_type_name(by_id(id_of(&rb)).map_type),
+        "ringbuf"
+    );
+    assert_eq!(by_id(id_of(&typed[0])).name, "t_hash");
+
+    // The child inherited both inheritable fds: the dup of the first file
+    // (shared with this process: fork shares the struct file) and the second
+    // file. Two distinct files in its table; the map still counts 2 files.
+    let child_p = s
+        .processes
+        .iter()
+        .find(|p| p.tgid == child.id())
+        .expect("child in process holders");
+    assert_eq!(
+        (child_p.comm.as_slice(), child_p.files),
+        (&b"bpfmap-child"[..], 2)
+    );
+    // The pin inventory names the private mount and path.
+    let inv = s.inventory.as_ref().unwrap();
+    let mount = fs.path().to_string_lossy().to_string();
+    let pin = inv
+        .pins
+        .iter()
+        .find(|p| p.mount == mount)
+        .expect("pin in private bpffs");
+    assert_eq!((pin.path.as_str(), pin.info.id), ("/dir/m", pinned_id));
+
+    let out = text(&s);
+    for id in [shared_id, pinned_id, inner_id, used_id, mm_id] {
+        assert!(
+            out.contains(&format!("bpfmap_map_unexplained_refs{{id=\"{id}\"}} 0\n")),
+            "unexplained series of {id}"
+        );
+    }
+    assert!(out.contains(&format!(
+        "bpfmap_map_holders{{id=\"{inner_id}\",kind=\"map\"}} 2\n"
+    )));
+    assert!(out.contains(&format!(
+        "bpfmap_pinned_objects{{mount=\"{mount}\",object_type=\"map\"}} 1\n"
+    )));
+    assert!(out.contains(&format!(
+        "bpfmap_pin_info{{mount=\"{mount}\",path=\"/dir/m\",object_type=\"map\",id=\"{pinned_id}\"}} 1\n"
+    )));
+
+    // Teardown: every map goes, and so do its series.
+    let ids: Vec<u32> = typed
+        .iter()
+        .map(id_of)
+        .chain([id_of(&rb), shared_id, pinned_id, inner_id, used_id, mm_id])
+        .collect();
+    drop(typed);
+    drop(rb);
+    drop(dup);
+    drop(shared);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(fs.path().join("dir/m")).unwrap();
+    drop(outer);
+    drop(prog);
+    // SAFETY: unmapping what we mapped above.
+    assert_eq!(unsafe { libc::munmap(addr, len) }, 0);
+    let s = until(&mut census, "all test maps freed", |s| {
+        !s.maps.iter().any(|m| ids.contains(&m.id))
+    });
+    let out = text(&s);
+    for id in ids {
+        assert!(
+            !out.contains(&format!("id=\"{id}\"")),
+            "series of freed map {id} remain"
+        );
+    }
+}
+
+#[test]
+fn unexplained_reference_from_an_in_flight_fd_is_reported() {
+    require_root();
+    let mut census = Census::load(CensusOpts::default()).unwrap();
+    let m = map(MapType::Array, "t_inflight", 4, 4, 1, 0);
+    let id = id_of(&m);
+    // Send the map fd over a unix socket and never receive it: the file is
+    // in flight, in no fd table, yet holds the map.
+    let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    send_fd(&a, m.as_fd().as_raw_fd());
+    drop(m);
+    let s = census.take(&[]);
+    for p in &s.parts {
+        assert!(p.ok, "census part {} failed: {:?}", p.name, p.error);
+    }
+    let rec = s.maps.iter().find(|r| r.id == id).unwrap();
+    assert_eq!((rec.refcnt, rec.usercnt), (1, 1));
+    assert_eq!(s.holders[&id].unexplained(rec.refcnt), Some(1));
+    assert!(text(&s).contains(&format!("bpfmap_map_unexplained_refs{{id=\"{id}\"}} 1\n")));
+    drop((a, b));
+    until(&mut census, "in-flight map freed", |s| {
+        !s.maps.iter().any(|r| r.id == id)
+    });
+}
+
+fn send_fd(sock: &std::os::unix::net::UnixDatagram, fd: i32) {
+    let mut buf = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr zeroed then pointed at live buffers; the cmsg macros
+    // address within cbuf, which is CMSG_SPACE bytes long.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
+        assert_eq!(
+            libc::sendmsg(sock.as_raw_fd(), &msg, 0),
+            1,
+            "sendmsg SCM_RIGHTS"
+        );
+    }
+}
+
+#[test]
+fn exporter_keeps_no_fds_and_its_maps_go_with_it() {
+    require_root();
+    let before = open_fds();
+    let mut census = Census::load(CensusOpts::default()).unwrap();
+    let own = census.own_map_ids().to_vec();
+    let during = open_fds();
+    for _ in 0..20 {
+        let s = census.take(&[]);
+        assert!(
+            s.maps.iter().all(|m| !own.contains(&m.id)),
+            "own maps are not reported as the node's"
+        );
+        assert_eq!(s.own.len(), own.len());
+    }
+    assert_eq!(open_fds(), during, "scrapes leak no fds");
+    drop(census);
+    assert_eq!(open_fds(), before, "dropping the census closes every fd");
+    let mut other = Census::load(CensusOpts::default()).unwrap();
+    until(&mut other, "first census's maps freed", |s| {
+        !s.maps.iter().any(|m| own.contains(&m.id))
+    });
+}
+
+#[test]
+fn exposition_passes_promtool_with_odd_comms() {
+    require_root();
+    let mut census = Census::load(CensusOpts::default()).unwrap();
+    let m = map(MapType::Array, "t_odd_comm", 4, 4, 1, 0);
+    let fd = inheritable_dup(m.as_fd().as_raw_fd());
+    let tmp = tempfile::tempdir().unwrap();
+    let odd: &[u8] = b"a\"b\\c\nd\xff\xfe";
+    let mut child = child_with_comm(tmp.path(), odd);
+    drop(fd);
+    let s = census.take(&[]);
+    let p = s
+        .processes
+        .iter()
+        .find(|p| p.tgid == child.id())
+        .expect("odd child holds the map");
+    assert_eq!(p.comm, odd.to_vec());
+    let out = text(&s);
+    assert!(
+        out.contains("comm=\"a\\\"b\\\\c\\nd\u{fffd}\u{fffd}\""),
+        "comm escaped and made UTF-8"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.prom");
+    std::fs::write(&f, &out).unwrap();
+    let o = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&f).unwrap())
+        .output()
+        .expect("promtool (Debian package prometheus) is installed by scripts/install-deps.sh");
+    let errs = String::from_utf8_lossy(&o.stderr);
+    // promtool exits 3 for lint-only findings; errors are what we reject.
+    assert!(
+        o.status.code() == Some(0) || (o.status.code() == Some(3) && !errs.contains("error")),
+        "promtool: {errs}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn maps_vanishing_mid_census_cause_no_error_and_no_stale_series() {
+    require_root();
+    ensure_bpffs();
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    // Churn: maps (including map-in-map, pinned and hash maps whose memory is
+    // re-read) appear and vanish while censuses run.
+    let churn = std::thread::spawn(move || {
+        let fs = PrivateBpffs::new();
+        let mut n = 0u64;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let a = map(MapType::Hash, "vanish_h", 4, 4, 8, 0);
+            let inner = map(MapType::Array, "vanish_in", 4, 4, 1, 0);
+            let opts = libbpf_sys::bpf_map_create_opts {
+                sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+                inner_map_fd: inner.as_fd().as_raw_fd() as u32,
+                ..Default::default()
+            };
+            let outer = MapHandle::create(MapType::ArrayOfMaps, Some("vanish_out"), 4, 4, 1, &opts)
+                .unwrap();
+            set_slot(&outer, 0, &inner);
+            let mut p = map(MapType::Array, "vanish_pin", 4, 4, 1, 0);
+            let path = fs.path().join(format!("p{n}"));
+            p.pin(&path).unwrap();
+            drop((a, inner, outer, p));
+            std::fs::remove_file(&path).unwrap();
+            n += 1;
+        }
+        n
+    });
+    let mut scrapes = 0;
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(3) {
+        let s = census.take(&[]);
+        for p in &s.parts {
+            assert!(
+                p.ok,
+                "part {} failed while maps vanish: {:?}",
+                p.name, p.error
+            );
+        }
+        // Every per-map series belongs to a map of this census.
+        let out = text(&s);
+        let ids: std::collections::HashSet<String> =
+            s.maps.iter().map(|m| format!("id=\"{}\"", m.id)).collect();
+        for l in out.lines().filter(|l| l.starts_with("bpfmap_map_")) {
+            if let Some(i) = l.find("id=\"") {
+                let end = l[i + 4..].find('"').unwrap() + i + 5;
+                assert!(ids.contains(&l[i..end]), "stale series {l}");
+            }
+        }
+        scrapes += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cycles = churn.join().unwrap();
+    assert!(
+        cycles > 10 && scrapes > 5,
+        "churn {cycles} cycles, {scrapes} censuses"
+    );
+}
