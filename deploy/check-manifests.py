@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Offline checks of what kubernetes-validate cannot check (called by
+scripts/check-deploy.sh):
+
+- prometheus-operator CRs (ServiceMonitor, PodMonitor, PrometheusRule): their
+  structure against the fields monitoring.coreos.com/v1 defines (a curated
+  subset of the CRD schemas: unknown fields are rejected, durations and
+  relabel actions are checked), and that they select the DaemonSet's pods and
+  its named port;
+- the kustomization: every resource exists and is a known kind;
+- the alert rules: severity, summary, description and a runbook_url whose
+  README anchor exists, and a promtool unit test that fires and one that stays
+  silent for every alert;
+- the Grafana dashboards: valid JSON, datasource and node variables, every
+  panel has a query and uses the datasource variable.
+
+Each failure prints the file, what is wrong and how to fix it; exit 1 if any.
+"""
+import json
+import pathlib
+import re
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+errors = []
+
+
+def err(where, msg):
+    errors.append(f"{where}: {msg}")
+
+
+DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
+RELABEL_ACTIONS = {
+    a
+    for x in ["replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep", "lowercase", "uppercase", "keepequal", "dropequal"]
+    for a in (x, x.capitalize())
+}
+RELABEL_KEYS = {"sourceLabels", "separator", "targetLabel", "regex", "modulus", "replacement", "action"}
+ENDPOINT_KEYS = {
+    "port", "targetPort", "path", "scheme", "params", "interval", "scrapeTimeout", "tlsConfig",
+    "bearerTokenFile", "bearerTokenSecret", "authorization", "honorLabels", "honorTimestamps",
+    "basicAuth", "oauth2", "metricRelabelings", "relabelings", "proxyUrl", "followRedirects",
+    "enableHttp2", "filterRunning", "trackTimestampsStaleness",
+}
+PODENDPOINT_KEYS = ENDPOINT_KEYS - {"bearerTokenFile", "bearerTokenSecret"} | {"portNumber"}
+SM_SPEC_KEYS = {
+    "jobLabel", "targetLabels", "podTargetLabels", "endpoints", "selector", "namespaceSelector",
+    "sampleLimit", "targetLimit", "labelLimit", "labelNameLengthLimit", "labelValueLengthLimit",
+    "keepDroppedTargets", "attachMetadata", "scrapeProtocols", "scrapeClass", "fallbackScrapeProtocol",
+}
+PM_SPEC_KEYS = (SM_SPEC_KEYS - {"endpoints", "targetLabels"}) | {"podMetricsEndpoints"}
+RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+GROUP_KEYS = {"name", "interval", "rules", "partial_response_strategy", "limit", "query_offset", "labels"}
+
+
+def load_all(path):
+    try:
+        return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except Exception as e:  # noqa: BLE001
+        err(path.name, f"not valid YAML: {e}")
+        return []
+
+
+def check_keys(where, obj, allowed):
+    if not isinstance(obj, dict):
+        err(where, f"must be a mapping, got {type(obj).__name__}")
+        return False
+    extra = set(obj) - allowed
+    if extra:
+        err(where, f"unknown field(s) {sorted(extra)} (prometheus-operator v1 defines {sorted(allowed)})")
+    return True
+
+
+def check_meta(where, doc, kind):
+    if doc.get("apiVersion") != "monitoring.coreos.com/v1":
+        err(where, f"apiVersion must be monitoring.coreos.com/v1 for {kind}")
+    name = doc.get("metadata", {}).get("name", "")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name or ""):
+        err(where, f"metadata.name {name!r} is not a DNS-1123 name")
+
+
+def check_relabelings(where, rl):
+    if not isinstance(rl, list):
+        err(where, "relabelings must be a list")
+        return
+    for i, r in enumerate(rl):
+        w = f"{where}[{i}]"
+        if check_keys(w, r, RELABEL_KEYS):
+            if "action" in r and r["action"] not in RELABEL_ACTIONS:
+                err(w, f"action {r['action']!r} is not one of {sorted(RELABEL_ACTIONS)}")
+            if "sourceLabels" in r and not all(isinstance(x, str) for x in r["sourceLabels"]):
+                err(w, "sourceLabels must be a list of label names")
+            if r.get("action", "replace").lower() == "replace" and "targetLabel" not in r:
+                err(w, "a replace relabeling needs targetLabel")
+
+
+def check_endpoint(where, ep, allowed):
+    if not check_keys(where, ep, allowed):
+        return
+    for k in ("interval", "scrapeTimeout"):
+        if k in ep and not DURATION.match(str(ep[k])):
+            err(where, f"{k} {ep[k]!r} is not a Prometheus duration (e.g. 30s)")
+    if "port" not in ep:
+        err(where, "needs port (the named port 'metrics')")
+    for k in ("relabelings", "metricRelabelings"):
+        if k in ep:
+            check_relabelings(f"{where}.{k}", ep[k])
+
+
+def selects(selector, labels):
+    ml = (selector or {}).get("matchLabels") or {}
+    return bool(ml) and all(labels.get(k) == v for k, v in ml.items())
+
+
+def main():
+    ds = next(d for d in load_all(DEPLOY / "daemonset.yaml") if d.get("kind") == "DaemonSet")
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    ports = {p["name"] for c in ds["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    svc = next(d for d in load_all(DEPLOY / "service.yaml") if d.get("kind") == "Service")
+    svc_ports = {p["name"] for p in svc["spec"]["ports"]}
+
+    # ServiceMonitor
+    for doc in load_all(DEPLOY / "servicemonitor.yaml"):
+        w = "servicemonitor.yaml"
+        if doc.get("kind") != "ServiceMonitor":
+            err(w, f"expected kind ServiceMonitor, got {doc.get('kind')}")
+            continue
+        check_meta(w, doc, "ServiceMonitor")
+        spec = doc.get("spec", {})
+        check_keys(f"{w} spec", spec, SM_SPEC_KEYS)
+        if not selects(spec.get("selector"), svc["metadata"]["labels"]):
+            err(w, "spec.selector.matchLabels does not select the Service's labels (service.yaml)")
+        if spec.get("jobLabel") and spec["jobLabel"] not in svc["metadata"]["labels"]:
+            err(w, f"jobLabel {spec['jobLabel']!r} is not a label of the Service")
+        eps = spec.get("endpoints") or []
+        if not eps:
+            err(w, "spec.endpoints is empty")
+        for i, ep in enumerate(eps):
+            check_endpoint(f"{w} spec.endpoints[{i}]", ep, ENDPOINT_KEYS)
+            if ep.get("port") not in svc_ports:
+                err(w, f"endpoint port {ep.get('port')!r} is not a named port of the Service ({sorted(svc_ports)})")
+
+    # PodMonitor
+    for doc in load_all(DEPLOY / "podmonitor.yaml"):
+        w = "podmonitor.yaml"
+        if doc.get("kind") != "PodMonitor":
+            err(w, f"expected kind PodMonitor, got {doc.get('kind')}")
+            continue
+        check_meta(w, doc, "PodMonitor")
+        spec = doc.get("spec", {})
+        check_keys(f"{w} spec", spec, PM_SPEC_KEYS)
+        if not selects(spec.get("selector"), pod_labels):
+            err(w, "spec.selector.matchLabels does not select the DaemonSet's pod labels")
+        if spec.get("jobLabel") and spec["jobLabel"] not in pod_labels:
+            err(w, f"jobLabel {spec['jobLabel']!r} is not a pod label")
+        eps = spec.get("podMetricsEndpoints") or []
+        if not eps:
+            err(w, "spec.podMetricsEndpoints is empty")
+        for i, ep in enumerate(eps):
+            check_endpoint(f"{w} spec.podMetricsEndpoints[{i}]", ep, PODENDPOINT_KEYS)
+            if ep.get("port") not in ports:
+                err(w, f"port {ep.get('port')!r} is not a named container port ({sorted(ports)})")
+
+    # PrometheusRule (structure; the rules themselves are checked below and by promtool)
+    for doc in load_all(DEPLOY / "prometheusrule.yaml"):
+        w = "prometheusrule.yaml"
+        if doc.get("kind") != "PrometheusRule":
+            err(w, f"expected kind PrometheusRule, got {doc.get('kind')}")
+            continue
+        check_meta(w, doc, "PrometheusRule")
+        check_keys(f"{w} spec", doc.get("spec", {}), {"groups"})
+        for gi, g in enumerate(doc.get("spec", {}).get("groups") or []):
+            gw = f"{w} groups[{gi}]"
+            if check_keys(gw, g, GROUP_KEYS):
+                for ri, r in enumerate(g.get("rules") or []):
+                    rw = f"{gw}.rules[{ri}]"
+                    if check_keys(rw, r, RULE_KEYS):
+                        if ("alert" in r) == ("record" in r):
+                            err(rw, "needs exactly one of alert / record")
+                        if not isinstance(r.get("expr"), str):
+                            err(rw, "expr must be a string")
+                        if "for" in r and not DURATION.match(str(r["for"])):
+                            err(rw, f"for {r['for']!r} is not a duration")
+                        for k in ("labels", "annotations"):
+                            if k in r and not all(isinstance(v, str) for v in r[k].values()):
+                                err(rw, f"{k} values must be strings")
+
+    # kustomization
+    kz = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    for res in kz.get("resources", []):
+        if not (DEPLOY / res).is_file():
+            err("kustomization.yaml", f"resource {res} does not exist under deploy/")
+    for must in ("daemonset.yaml", "serviceaccount.yaml", "service.yaml"):
+        if must not in kz.get("resources", []):
+            err("kustomization.yaml", f"{must} is not listed in resources")
+
+    # Alert rules: metadata, runbook anchors, unit-test coverage.
+    readme = (ROOT / "README.md").read_text()
+    anchors = set()
+    for line in readme.splitlines():
+        m = re.match(r"#+\s+(.*)", line)
+        if m:
+            a = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(a)
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+    alerts = []
+    for g in rules["groups"]:
+        for r in g["rules"]:
+            if "alert" not in r:
+                continue
+            name = r["alert"]
+            alerts.append(name)
+            w = f"rules.yml {name}"
+            if r.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
+                err(w, "needs labels.severity: critical, warning or info")
+            ann = r.get("annotations", {})
+            for k in ("summary", "description", "runbook_url"):
+                if not ann.get(k):
+                    err(w, f"needs annotations.{k}")
+            url = ann.get("runbook_url", "")
+            anchor = url.split("#", 1)[1] if "#" in url else ""
+            if anchor not in anchors:
+                err(w, f"runbook_url anchor #{anchor} has no heading in README.md (add '### {name}' under 'Alerts and runbooks')")
+            if "for" not in r:
+                err(w, "needs a for: duration")
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "rules_test.yml").read_text())
+    fires, silent = set(), set()
+    for t in tests["tests"]:
+        for a in t.get("alert_rule_test", []):
+            (fires if a.get("exp_alerts") else silent).add(a["alertname"])
+    for name in alerts:
+        if name not in fires:
+            err("rules_test.yml", f"no test where {name} fires")
+        if name not in silent:
+            err("rules_test.yml", f"no test where {name} stays silent")
+    print(f"check-deploy: {len(alerts)} alerts, each with severity, summary, description, runbook anchor, firing and silent tests")
+
+    # Dashboards
+    dashboards = sorted((ROOT / "dashboards").glob("*.json"))
+    if len(dashboards) < 4:
+        err("dashboards/", f"expected the 4 dashboards (node overview, leak hunting, bpffs, exporter self), found {len(dashboards)}")
+    uids = set()
+    npanels = 0
+    for p in dashboards:
+        w = f"dashboards/{p.name}"
+        try:
+            d = json.loads(p.read_text())
+        except Exception as e:  # noqa: BLE001
+            err(w, f"invalid JSON: {e}")
+            continue
+        if d.get("uid") in uids:
+            err(w, f"duplicate uid {d.get('uid')}")
+        uids.add(d.get("uid"))
+        tvars = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+        ds = tvars.get("datasource")
+        if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
+            err(w, "needs a 'datasource' template variable of type datasource (query: prometheus)")
+        inst = tvars.get("instance")
+        if not inst or inst.get("type") != "query":
+            err(w, "needs an 'instance' (node) query variable")
+        for name, v in tvars.items():
+            if v.get("type") == "query" and v.get("datasource", {}).get("uid") != "${datasource}":
+                err(w, f"variable {name} must use the datasource variable ${{datasource}}")
+        panels = []
+        for pnl in d.get("panels", []):
+            panels.append(pnl)
+            panels.extend(pnl.get("panels", []))
+        for pnl in panels:
+            if pnl.get("type") == "row":
+                continue
+            npanels += 1
+            pw = f"{w} panel {pnl.get('title')!r}"
+            if pnl.get("datasource", {}).get("uid") != "${datasource}":
+                err(pw, "datasource must be the variable ${datasource}")
+            targets = pnl.get("targets") or []
+            if not targets or not all(t.get("expr", "").strip() for t in targets):
+                err(pw, "every panel needs at least one target, each with a PromQL expr")
+            for t in targets:
+                if t.get("datasource", {}).get("uid") not in (None, "${datasource}"):
+                    err(pw, "target datasource must be ${datasource}")
+                if "$instance" not in t.get("expr", "") and "${instance" not in t.get("expr", ""):
+                    err(pw, f"query does not filter by the node variable $instance: {t.get('expr')}")
+    print(f"check-deploy: {len(dashboards)} dashboards, {npanels} panels with queries on ${{datasource}}")
+
+    if errors:
+        for e in errors:
+            print(f"check-deploy: FAIL {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
