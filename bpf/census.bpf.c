@@ -19,20 +19,32 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * and user space loads that program only where the kernel's BTF has it. */
 extern s64 bpf_map_sum_elem_count(const struct bpf_map *map) __ksym __weak;
 
+/* f_op of map files (bpf_map_fops), learned from the first file that passes
+ * the name check. Every map file shares it, so later files compare one
+ * pointer instead of reading the dentry name. */
+const void *learned_map_fops = 0;
+
+/* file is a trusted BTF pointer from the iterator context: the field walks
+ * below are direct loads (CO-RE relocated), not bpf_probe_read calls. */
 static __always_inline int is_map_file(struct file *file)
 {
 	char name[8] = {};
 	const unsigned char *dname;
-	unsigned long magic;
+	const void *fops = file->f_op;
 
-	magic = BPF_CORE_READ(file, f_inode, i_sb, s_magic);
-	if (magic != ANON_INODE_FS_MAGIC)
+	if (fops && fops == learned_map_fops)
+		return 1;
+	if (file->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
 		return 0;
 	dname = BPF_CORE_READ(file, f_path.dentry, d_name.name);
 	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) != 8)
 		return 0;
-	return name[0] == 'b' && name[1] == 'p' && name[2] == 'f' && name[3] == '-' &&
-	       name[4] == 'm' && name[5] == 'a' && name[6] == 'p';
+	if (name[0] == 'b' && name[1] == 'p' && name[2] == 'f' && name[3] == '-' &&
+	    name[4] == 'm' && name[5] == 'a' && name[6] == 'p') {
+		learned_map_fops = fops;
+		return 1;
+	}
+	return 0;
 }
 
 /* The iterator hands us a trusted BTF pointer: read its fields directly
@@ -87,10 +99,10 @@ int dump_map_count(struct bpf_iter__bpf_map *ctx)
 
 static __always_inline void fill_task(struct file_rec *r, struct task_struct *task)
 {
-	r->tgid = BPF_CORE_READ(task, tgid);
-	r->pid = BPF_CORE_READ(task, pid);
-	BPF_CORE_READ_STR_INTO(&r->comm, task, comm);
-	r->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	r->tgid = task->tgid;
+	r->pid = task->pid;
+	__builtin_memcpy(r->comm, task->comm, sizeof(r->comm));
+	r->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 }
 
 SEC("iter/task_file")
@@ -105,7 +117,7 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (!is_map_file(file))
 		return 0;
-	map = BPF_CORE_READ(file, private_data);
+	map = file->private_data;
 	r.file_ptr = (__u64)(unsigned long)file;
 	r.fd = ctx->fd;
 	r.map_id = BPF_CORE_READ(map, id);
@@ -125,12 +137,12 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 
 	if (!task || !vma)
 		return 0;
-	file = BPF_CORE_READ(vma, vm_file);
+	file = vma->vm_file;
 	if (!file)
 		return 0;
 	if (!is_map_file(file))
 		return 0;
-	map = BPF_CORE_READ(file, private_data);
+	map = file->private_data;
 	r.file_ptr = (__u64)(unsigned long)file;
 	r.map_id = BPF_CORE_READ(map, id);
 	r.vm_start = BPF_CORE_READ(vma, vm_start);

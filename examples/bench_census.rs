@@ -48,13 +48,60 @@ fn raise_nofile(n: u64) {
     assert_eq!(rc, 0, "raising RLIMIT_NOFILE to {n}");
 }
 
-fn bench(bin: &str, n: usize, maps: &mut Vec<MapHandle>, extra: &[&str], label: &str) {
+/// Live maps are held by child processes (`bench_census --hold K`), at most
+/// HOLD_PER_CHILD each: a process may not hold 100,000 fds here (the hard
+/// RLIMIT_NOFILE is 20,000 and raising it needs CAP_SYS_RESOURCE).
+const HOLD_PER_CHILD: usize = 15_000;
+
+struct Holders {
+    children: Vec<(std::process::Child, usize)>,
+}
+
+impl Holders {
+    fn held(&self) -> usize {
+        self.children.iter().map(|(_, k)| k).sum()
+    }
+
+    fn grow_to(&mut self, n: usize) {
+        while self.held() < n {
+            let k = (n - self.held()).min(HOLD_PER_CHILD);
+            let mut c = Command::new(std::env::current_exe().unwrap())
+                .args(["--hold", &k.to_string(), &self.held().to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawning a map holder");
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            assert_eq!(line.trim(), "ready", "map holder failed to create {k} maps");
+            self.children.push((c, k));
+        }
+    }
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for (c, _) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Child mode: create `k` maps named from `first`, say "ready", hold them
+/// until stdin closes.
+fn hold(k: usize, first: usize) {
+    raise_nofile(k as u64 + 1024);
     let opts = libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
         ..Default::default()
     };
-    while maps.len() < n {
-        let i = maps.len();
+    let mut maps = Vec::with_capacity(k);
+    for i in first..first + k {
         let ty = if i % 2 == 0 {
             MapType::Array
         } else {
@@ -65,6 +112,13 @@ fn bench(bin: &str, n: usize, maps: &mut Vec<MapHandle>, extra: &[&str], label: 
                 .unwrap_or_else(|e| panic!("creating map {i}: {e}")),
         );
     }
+    println!("ready");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+}
+
+fn bench(bin: &str, n: usize, holders: &mut Holders, extra: &[&str], label: &str) {
+    holders.grow_to(n);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -120,25 +174,12 @@ fn bench(bin: &str, n: usize, maps: &mut Vec<MapHandle>, extra: &[&str], label: 
     );
 }
 
-fn bench_hold(maps: &mut Vec<MapHandle>, n: usize, secs: u64) {
-    let opts = libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-        ..Default::default()
-    };
-    for i in 0..n {
-        let ty = if i % 2 == 0 {
-            MapType::Array
-        } else {
-            MapType::Hash
-        };
-        maps.push(MapHandle::create(ty, Some(format!("bench{i}")), 4, 8, 1, &opts).unwrap());
-    }
-    println!("holding {n} maps for {secs} s");
-    std::thread::sleep(Duration::from_secs(secs));
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "--hold" {
+        hold(args[2].parse().unwrap(), args[3].parse().unwrap());
+        return;
+    }
     if args.len() < 3 {
         eprintln!("usage: bench_census <exporter-binary> <n> [<n> ...]");
         std::process::exit(2);
@@ -148,28 +189,31 @@ fn main() {
         .iter()
         .map(|s| s.parse().expect("map count"))
         .collect();
-    raise_nofile(*sizes.iter().max().unwrap() as u64 + 4096);
     println!("| live maps | exporter flags | first scrape ms | scrape ms (median of 7) | bpftool map show --json ms (median of 3) | speed-up vs bpftool | exporter peak RSS MiB | exposition KiB |");
     println!("|---|---|---|---|---|---|---|---|");
-    let mut maps = Vec::new();
+    let mut holders = Holders {
+        children: Vec::new(),
+    };
     if let Ok(secs) = std::env::var("BENCH_HOLD_SECS") {
         // Profiling aid: create the maps and hold them, no measurement.
-        bench_hold(&mut maps, sizes[0], secs.parse().unwrap());
+        holders.grow_to(sizes[0]);
+        println!("holding {} maps for {secs} s", holders.held());
+        std::thread::sleep(Duration::from_secs(secs.parse().unwrap()));
         return;
     }
     for n in sizes {
-        bench(bin, n, &mut maps, &[], "defaults (per-map cap 10000)");
+        bench(bin, n, &mut holders, &[], "defaults (per-map cap 10000)");
         bench(
             bin,
             n,
-            &mut maps,
+            &mut holders,
             &["--collector.maps.max-series=0"],
             "all per-map series",
         );
         bench(
             bin,
             n,
-            &mut maps,
+            &mut holders,
             &["--collector.maps.no-per-map"],
             "aggregates only",
         );

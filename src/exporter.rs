@@ -80,6 +80,7 @@ impl Exporter {
             .iter()
             .flat_map(|c| c.own_map_ids())
             .collect();
+        let t_census = Instant::now();
         let (snapshot, mut parts) = match self.census.as_mut() {
             Some(c) => {
                 let snap = c.take(&own_extra);
@@ -88,6 +89,8 @@ impl Exporter {
             }
             None => (Snapshot::default(), Vec::new()),
         };
+        let census_s = t_census.elapsed().as_secs_f64();
+        let t_render = Instant::now();
         if self.census.is_some() {
             render(
                 &snapshot,
@@ -157,7 +160,17 @@ impl Exporter {
             1.0,
         );
         let process = prometheus::core::Collector::collect(&self.process);
+        let render_s = t_render.elapsed().as_secs_f64();
+        let t_encode = Instant::now();
+        let series = out.len();
         let text = out.encode_text(&process, self.last_len + self.last_len / 8);
+        tracing::debug!(
+            census_s,
+            render_s,
+            encode_s = t_encode.elapsed().as_secs_f64(),
+            series,
+            "scrape timings"
+        );
         if let Ok(t) = &text {
             self.last_len = t.len();
         }

@@ -147,7 +147,15 @@ fn rendered(opts: &RenderOpts) -> String {
         },
         &mut f,
     );
-    String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap()
+    // The exporter's own encoding path must agree byte for byte with the
+    // prometheus crate's encoder over the whole census.
+    let served = String::from_utf8(f.clone().encode_text(&[], 0).unwrap()).unwrap();
+    let reference = String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap();
+    assert_eq!(
+        served, reference,
+        "direct encoding differs from the crate's"
+    );
+    reference
 }
 
 fn golden(name: &str, got: &str) {

@@ -418,13 +418,14 @@ impl Census {
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
         }
         if p.memory {
-            let all: Vec<MapRecord> = snap.maps.iter().chain(snap.own.iter()).cloned().collect();
+            let all = snap.maps.iter().chain(snap.own.iter());
             if let Some(mem) = timed(&mut parts, "memory", || {
-                Ok(self.memory(&all, snap.inventory.as_ref()))
+                Ok(self.memory(all, snap.inventory.as_ref()))
             }) {
                 snap.memory = mem;
             }
         }
+        let t = Instant::now();
         if snap.maps_ok {
             // Unknown kinds (disabled parts) make `unexplained` unknown.
             snap.holders = holders::compute(&snap.maps, &obs);
@@ -433,6 +434,10 @@ impl Census {
             obs.files.as_deref().unwrap_or_default(),
             obs.vmas.as_deref().unwrap_or_default(),
         );
+        tracing::debug!(seconds = t.elapsed().as_secs_f64(), "holder arithmetic");
+        for p in &parts {
+            tracing::debug!(part = p.name, seconds = p.seconds, "census part");
+        }
         snap.parts = parts;
         snap
     }
@@ -442,8 +447,12 @@ impl Census {
     /// their element count are re-read when the count moves (or every scrape
     /// where the kernel cannot count elements). Pinned maps' fdinfo, already
     /// read by the pin walk, seeds the cache.
-    fn memory(&mut self, maps: &[MapRecord], inv: Option<&bpffs::Inventory>) -> HashMap<u32, u64> {
-        let live: HashSet<u32> = maps.iter().map(|m| m.id).collect();
+    fn memory<'a>(
+        &mut self,
+        maps: impl Iterator<Item = &'a MapRecord> + Clone,
+        inv: Option<&bpffs::Inventory>,
+    ) -> HashMap<u32, u64> {
+        let live: HashSet<u32> = maps.clone().map(|m| m.id).collect();
         self.mem_cache.retain(|id, _| live.contains(id));
         let pinned: HashMap<u32, u64> = inv
             .map(|i| {
@@ -454,7 +463,7 @@ impl Census {
                     .collect()
             })
             .unwrap_or_default();
-        let mut out = HashMap::with_capacity(maps.len());
+        let mut out = HashMap::with_capacity(live.len());
         for m in maps {
             let dynamic = names::memory_follows_elements(m.map_type, m.map_flags);
             let fresh = match self.mem_cache.get(&m.id) {

@@ -29,10 +29,6 @@ impl Default for RenderOpts {
 /// (container_id, pod_uid) for a process, empty when unknown.
 pub type Attribution<'a> = &'a dyn Fn(u32, u64) -> (String, String);
 
-fn id(v: u32) -> Vec<(&'static str, String)> {
-    vec![("id", v.to_string())]
-}
-
 /// Comm bytes as a label value: valid UTF-8 always (the text encoder
 /// escapes quotes, backslashes and newlines).
 pub fn comm_label(comm: &[u8]) -> String {
@@ -151,6 +147,16 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         vec![],
         (order.len() - limit) as f64,
     );
+    // Per-map numbers carry only `id`: collected per family, then handed
+    // over in bulk (no label vector per sample).
+    let mut max_entries = Vec::with_capacity(limit);
+    let mut key_size = Vec::with_capacity(limit);
+    let mut value_size = Vec::with_capacity(limit);
+    let mut refcount = Vec::with_capacity(limit);
+    let mut usercount = Vec::with_capacity(limit);
+    let mut entries = Vec::new();
+    let mut memory = Vec::with_capacity(limit);
+    let mut unexplained = Vec::with_capacity(limit);
     for &i in &order[..limit] {
         let m = &snap.maps[i];
         out.gauge(
@@ -165,55 +171,20 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
             ],
             1.0,
         );
-        out.gauge(
-            "bpfmap_map_max_entries",
-            "max_entries of the map.",
-            id(m.id),
-            m.max_entries as f64,
-        );
-        out.gauge(
-            "bpfmap_map_key_size_bytes",
-            "Key size of the map.",
-            id(m.id),
-            m.key_size as f64,
-        );
-        out.gauge(
-            "bpfmap_map_value_size_bytes",
-            "Value size of the map.",
-            id(m.id),
-            m.value_size as f64,
-        );
-        out.gauge(
-            "bpfmap_map_refcount",
-            "References on the map (bpf_map.refcnt), without the census iterator's own.",
-            id(m.id),
-            m.refcnt as f64,
-        );
-        out.gauge(
-            "bpfmap_map_usercount",
-            "User references on the map (bpf_map.usercnt).",
-            id(m.id),
-            m.usercnt as f64,
-        );
+        max_entries.push((m.id, m.max_entries as f64));
+        key_size.push((m.id, m.key_size as f64));
+        value_size.push((m.id, m.value_size as f64));
+        refcount.push((m.id, m.refcnt as f64));
+        usercount.push((m.id, m.usercnt as f64));
         if let Some(n) = m.elem_count {
             if super::names::memory_follows_elements(m.map_type, 1)
                 || matches!(m.map_type, 1 | 5 | 9 | 10 | 13)
             {
-                out.gauge(
-                    "bpfmap_map_entries",
-                    "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
-                    id(m.id),
-                    n as f64,
-                );
+                entries.push((m.id, n as f64));
             }
         }
         if let Some(b) = snap.memory.get(&m.id) {
-            out.gauge(
-                "bpfmap_map_memory_bytes",
-                "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
-                id(m.id),
-                *b as f64,
-            );
+            memory.push((m.id, *b as f64));
         }
         if let Some(h) = snap.holders.get(&m.id) {
             for (k, c) in KINDS.iter().zip(h.counts.iter()) {
@@ -231,13 +202,42 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
                 }
             }
             if let Some(u) = h.unexplained(m.refcnt) {
-                out.gauge(
-                    "bpfmap_map_unexplained_refs",
-                    "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
-                    id(m.id),
-                    u as f64,
-                );
+                unexplained.push((m.id, u as f64));
             }
+        }
+    }
+    for (name, help, samples) in [
+        ("bpfmap_map_max_entries", "max_entries of the map.", max_entries),
+        ("bpfmap_map_key_size_bytes", "Key size of the map.", key_size),
+        ("bpfmap_map_value_size_bytes", "Value size of the map.", value_size),
+        (
+            "bpfmap_map_refcount",
+            "References on the map (bpf_map.refcnt), without the census iterator's own.",
+            refcount,
+        ),
+        (
+            "bpfmap_map_usercount",
+            "User references on the map (bpf_map.usercnt).",
+            usercount,
+        ),
+        (
+            "bpfmap_map_entries",
+            "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
+            entries,
+        ),
+        (
+            "bpfmap_map_memory_bytes",
+            "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
+            memory,
+        ),
+        (
+            "bpfmap_map_unexplained_refs",
+            "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
+            unexplained,
+        ),
+    ] {
+        if !samples.is_empty() {
+            out.gauges_by_id(name, help, samples);
         }
     }
 }
