@@ -100,6 +100,10 @@ pub struct Cli {
     #[arg(long = "collector.lifecycle.pid-label", action = ArgAction::SetTrue)]
     pub lifecycle_pid_label: bool,
 
+    /// Turn on the kernel's BPF run-time stats (BPF_ENABLE_STATS) while the exporter runs, so bpfmap_bpf_program_run* report the exporter's own BPF overhead. Costs every BPF program on the node a little; the alternative is sysctl kernel.bpf_stats_enabled=1.
+    #[arg(long = "bpf.enable-stats", action = ArgAction::SetTrue)]
+    pub bpf_enable_stats: bool,
+
     /// Enable a collector (all are on by default): --collector.<name>. Repeatable.
     #[arg(long = "collector", value_name = "NAME", hide = true)]
     pub enable: Vec<String>,

@@ -14,3 +14,8 @@ pub mod skel {
     #![allow(clippy::all, missing_docs, non_camel_case_types, unused)]
     include!(concat!(env!("OUT_DIR"), "/census.skel.rs"));
 }
+
+pub mod lifecycle_skel {
+    #![allow(clippy::all, missing_docs, non_camel_case_types, unused)]
+    include!(concat!(env!("OUT_DIR"), "/lifecycle.skel.rs"));
+}

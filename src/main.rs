@@ -74,6 +74,16 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
     ok
 }
 
+/// The lifecycle collector (issue 3), when enabled. It never stops the
+/// exporter: if it cannot load, it reports success 0 with the reason.
+fn add_lifecycle(ex: &mut Exporter, cli: &Cli) {
+    if cli.collector_enabled("lifecycle") {
+        let attributor: Arc<dyn bpfmap_exporter::k8s::Attributor> =
+            Arc::new(bpfmap_exporter::k8s::NoAttribution);
+        ex.add_collector(bpfmap_exporter::lifecycle::from_cli(cli, attributor));
+    }
+}
+
 fn run() -> anyhow::Result<bool> {
     bpfmap_exporter::sys::tune_allocator();
     let cli = Cli::parse_from_env();
@@ -86,6 +96,7 @@ fn run() -> anyhow::Result<bool> {
 
     if cli.check {
         let mut ex = Exporter::new(&cli)?;
+        add_lifecycle(&mut ex, &cli);
         let scrape = ex.scrape();
         return Ok(print_check(&scrape, &ex));
     }
@@ -100,7 +111,8 @@ fn run() -> anyhow::Result<bool> {
         .name("collector".into())
         .spawn(move || {
             let mut ex = match Exporter::new(&cli2) {
-                Ok(ex) => {
+                Ok(mut ex) => {
+                    add_lifecycle(&mut ex, &cli2);
                     let _ = ready_tx.send(Ok(()));
                     ex
                 }

@@ -155,3 +155,58 @@ pub fn tune_allocator() {
         libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
     }
 }
+
+/// The highest map id in use now (BPF_MAP_GET_NEXT_ID walk; 0 when none).
+pub fn max_map_id() -> io::Result<u32> {
+    let mut cur = 0u32;
+    loop {
+        let mut next = 0u32;
+        // SAFETY: `next` is a valid out-pointer for the duration of the call.
+        let ret = unsafe { libbpf_sys::bpf_map_get_next_id(cur, &mut next) };
+        if ret < 0 {
+            let e = io::Error::from_raw_os_error(-ret);
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(cur);
+            }
+            return Err(e);
+        }
+        cur = next;
+    }
+}
+
+/// BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): the kernel keeps per-program run
+/// counts and times while the returned fd is open.
+pub fn enable_run_time_stats() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall wrapper, no pointers.
+    fd_or_err(unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) })
+}
+
+/// A program's (run_cnt, run_time_ns) from bpf_prog_info.
+pub fn prog_run_stats(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    // SAFETY: zeroed bpf_prog_info asks for no arrays; the kernel only fills it.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info/len are valid for the call.
+    let ret = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    Ok((info.run_cnt, info.run_time_ns))
+}
+
+/// CLOCK_BOOTTIME in nanoseconds (the clock of bpf_ktime_get_boot_ns()).
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_BOOTTIME always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

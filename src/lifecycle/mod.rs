@@ -1,1 +1,621 @@
-//! Map lifecycle and refcount flow per process (issue 3). Not yet built.
+//! Map lifecycle and refcount flow per process (issue 3).
+//!
+//! BPF programs (bpf/lifecycle.bpf.c) count, per process and in per-CPU
+//! maps, map creations by type, bpf() map commands by result, and refcount
+//! increments and decrements. Attach points are chosen per probe at startup
+//! from the running kernel (fentry/fexit -> kprobe/kretprobe -> tracepoint);
+//! destructions come from map ids leaving the census (ids are never reused
+//! before they wrap), attributed to the creator recorded at creation.
+pub mod decode;
+pub mod probes;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags};
+
+use crate::census::names::map_type_name;
+use crate::census::Snapshot;
+use crate::collector::Collector;
+use crate::k8s::{Attributor, NoAttribution};
+use crate::lifecycle_skel::{LifecycleSkel, LifecycleSkelBuilder};
+use crate::metrics::{Families, Labels};
+use crate::sys;
+
+use decode::{Kind, ProcKey};
+use probes::{Choice, KernelCaps, Mode, ProbeDef};
+use state::{Folder, LabelSet, Slot, Tracker};
+
+/// Options of the lifecycle collector (from the command line).
+#[derive(Clone)]
+pub struct LifecycleOpts {
+    pub btf_path: Option<PathBuf>,
+    /// `--collector.lifecycle.pid-label`.
+    pub pid_label: bool,
+    /// `--log.map-events`.
+    pub log_events: bool,
+    /// `--collector.lifecycle.max-processes` (0 = no cap).
+    pub max_processes: usize,
+    /// `--bpf.enable-stats`: turn on the kernel's BPF run-time stats while
+    /// the exporter runs (BPF_ENABLE_STATS).
+    pub enable_stats: bool,
+    /// Whether the census runs (destructions are found through it).
+    pub census: bool,
+    pub attributor: Arc<dyn Attributor>,
+}
+
+impl Default for LifecycleOpts {
+    fn default() -> Self {
+        LifecycleOpts {
+            btf_path: None,
+            pid_label: false,
+            log_events: false,
+            max_processes: 512,
+            enable_stats: false,
+            census: true,
+            attributor: Arc::new(NoAttribution),
+        }
+    }
+}
+
+type Events = Arc<Mutex<Vec<decode::CreateRec>>>;
+
+/// The loaded lifecycle programs and the state kept between scrapes.
+pub struct Lifecycle {
+    skel: LifecycleSkel<'static>,
+    _links: Vec<Link>,
+    choices: Vec<Choice>,
+    attached_progs: Vec<&'static str>,
+    own_ids: Vec<u32>,
+    tracker: Tracker,
+    folder: Folder,
+    opts: LifecycleOpts,
+    ring: Option<(libbpf_rs::RingBuffer<'static>, Events)>,
+    stats_fd: Option<OwnedFd>,
+}
+
+fn open_and_load(
+    set: &BTreeSet<&'static str>,
+    opts: &LifecycleOpts,
+) -> anyhow::Result<LifecycleSkel<'static>> {
+    let mut builder = LifecycleSkelBuilder::default();
+    if let Some(p) = &opts.btf_path {
+        builder.obj_builder.btf_custom_path(p)?;
+    }
+    // The skeleton borrows its object storage for its whole life; a few
+    // bytes per load attempt are leaked (fds and maps are closed on drop).
+    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+        Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = builder
+        .open(storage)
+        .context("opening lifecycle BPF object")?;
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.with_pid = opts.pid_label as u32;
+        ro.log_events = opts.log_events as u32;
+    }
+    if !opts.log_events {
+        open.maps.events.set_max_entries(4096)?;
+    }
+    for mut p in open.open_object_mut().progs_mut() {
+        let name = p.name().to_string_lossy().into_owned();
+        p.set_autoload(set.contains(name.as_str()));
+    }
+    Ok(open.load()?)
+}
+
+/// Attach every probe along its chain; first attach that works wins.
+fn attach(
+    skel: &LifecycleSkel<'static>,
+    plan: &[ProbeDef],
+    loaded: &BTreeSet<&'static str>,
+    census: bool,
+) -> (Vec<Link>, Vec<Choice>, Vec<&'static str>) {
+    let mut links = Vec::new();
+    let mut choices: Vec<Choice> = Vec::new();
+    let mut progs_used = Vec::new();
+    for def in plan {
+        let mut chosen = None;
+        for cand in &def.chain {
+            if cand.mode == Mode::Census {
+                chosen = Some(Choice {
+                    probe: def.name,
+                    mode: Mode::Census,
+                    attached: census,
+                    point: cand.point.to_string(),
+                });
+                break;
+            }
+            if cand.progs.is_empty() {
+                // map_create through the syscall-exit program.
+                let sys = choices.iter().find(|c| c.probe == "map_syscalls");
+                if let Some(sys) = sys.filter(|c| c.attached) {
+                    chosen = Some(Choice {
+                        probe: def.name,
+                        mode: Mode::Tracepoint,
+                        attached: true,
+                        point: sys.point.clone(),
+                    });
+                    break;
+                }
+                continue;
+            }
+            if !cand.progs.iter().all(|g| loaded.contains(g)) {
+                continue;
+            }
+            let mut got = Vec::new();
+            let mut err = None;
+            for g in cand.progs {
+                let prog = skel
+                    .object()
+                    .progs_mut()
+                    .find(|p| p.name().to_string_lossy() == *g);
+                match prog.map(|p| p.attach()) {
+                    Some(Ok(l)) => got.push(l),
+                    Some(Err(e)) => {
+                        err = Some(format!("{e}"));
+                        break;
+                    }
+                    None => {
+                        err = Some("program not loaded".into());
+                        break;
+                    }
+                }
+            }
+            match err {
+                None => {
+                    links.extend(got);
+                    progs_used.extend(cand.progs.iter().copied());
+                    chosen = Some(Choice {
+                        probe: def.name,
+                        mode: cand.mode,
+                        attached: true,
+                        point: cand.point.to_string(),
+                    });
+                    break;
+                }
+                Some(e) => {
+                    tracing::info!(
+                        probe = def.name,
+                        mode = cand.mode.as_str(),
+                        point = cand.point,
+                        error = %e,
+                        "attach failed, trying the next mode"
+                    );
+                }
+            }
+        }
+        let c = chosen.unwrap_or_else(|| Choice {
+            probe: def.name,
+            mode: Mode::None,
+            attached: false,
+            point: "none".into(),
+        });
+        if c.mode == Mode::None {
+            tracing::warn!(
+                probe = def.name,
+                "no attach point on this kernel: probe off (mode none)"
+            );
+        }
+        choices.push(c);
+    }
+    (links, choices, progs_used)
+}
+
+impl Lifecycle {
+    /// Choose attach points from the running kernel, load only the chosen
+    /// programs and attach them. Fails only when nothing can be loaded.
+    pub fn load(opts: LifecycleOpts) -> anyhow::Result<Lifecycle> {
+        let btf = opts
+            .btf_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
+        let caps = KernelCaps::read(&btf)?;
+        let plan = probes::plan(&caps);
+        let mut loaded = None;
+        let mut last_err = None;
+        for set in probes::load_attempts(&plan) {
+            match open_and_load(&set, &opts) {
+                Ok(skel) => {
+                    loaded = Some((skel, set));
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(error = %format!("{e:#}"), programs = set.len(), "lifecycle load refused, dropping a class of programs");
+                    last_err = Some(e);
+                }
+            }
+        }
+        let Some((mut skel, mut set)) = loaded else {
+            return Err(last_err
+                .unwrap_or_else(|| anyhow::anyhow!("no lifecycle program set"))
+                .context("loading lifecycle BPF programs"));
+        };
+        let (mut links, mut choices, mut used) = attach(&skel, &plan, &set, opts.census);
+        // Load only what is used: reload with the chosen programs when some
+        // loaded ones found no attach point.
+        let used_set: BTreeSet<&'static str> = used.iter().copied().collect();
+        if used_set != set {
+            drop(links);
+            match open_and_load(&used_set, &opts) {
+                Ok(s2) => {
+                    skel = s2;
+                    set = used_set;
+                    (links, choices, used) = attach(&skel, &plan, &set, opts.census);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "reloading the chosen programs failed; keeping the first load");
+                    (links, choices, used) = attach(&skel, &plan, &set, opts.census);
+                }
+            }
+        }
+        let create_from_probe = choices
+            .iter()
+            .any(|c| c.probe == "map_create" && matches!(c.mode, Mode::Fexit | Mode::Kretprobe));
+        if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+            bss.create_from_probe = create_from_probe as u32;
+        }
+        for c in &choices {
+            tracing::info!(
+                probe = c.probe,
+                mode = c.mode.as_str(),
+                attached = c.attached,
+                point = %c.point,
+                "lifecycle probe"
+            );
+        }
+        let own_ids: Vec<u32> = skel
+            .object()
+            .maps()
+            .filter_map(|m| m.info().ok())
+            .map(|i| i.info.id)
+            .collect();
+        let start_max = sys::max_map_id().context("BPF_MAP_GET_NEXT_ID")?;
+        let ring = if opts.log_events {
+            let events: Events = Arc::new(Mutex::new(Vec::new()));
+            let ev = events.clone();
+            let mut b = libbpf_rs::RingBufferBuilder::new();
+            b.add(&skel.maps.events, move |data: &[u8]| {
+                if let Ok(r) = decode::decode_create_rec(data) {
+                    ev.lock().expect("events lock").push(r);
+                }
+                0
+            })?;
+            Some((b.build()?, events))
+        } else {
+            None
+        };
+        let stats_fd = if opts.enable_stats {
+            match sys::enable_run_time_stats() {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(error = %e, "BPF_ENABLE_STATS failed; set sysctl kernel.bpf_stats_enabled=1 instead");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Lifecycle {
+            skel,
+            _links: links,
+            choices,
+            attached_progs: used,
+            own_ids,
+            tracker: Tracker::new(start_max),
+            folder: Folder::new(opts.max_processes),
+            opts,
+            ring,
+            stats_fd,
+        })
+    }
+
+    pub fn choices(&self) -> &[Choice] {
+        &self.choices
+    }
+
+    fn label_set(&self, p: &ProcKey) -> LabelSet {
+        let id = self.opts.attributor.identify(p.tgid, p.cgroup_id);
+        LabelSet {
+            comm: p.comm.clone(),
+            pid: self.opts.pid_label.then_some(p.tgid),
+            container_id: id.container_id,
+            pod_uid: id.pod_uid,
+        }
+    }
+
+    fn labels(&self, l: &LabelSet) -> Labels {
+        let mut v: Labels = vec![("comm", l.comm.clone())];
+        if self.opts.pid_label {
+            v.push(("pid", l.pid.map(|p| p.to_string()).unwrap_or_default()));
+        }
+        v.push(("container_id", l.container_id.clone()));
+        v.push(("pod_uid", l.pod_uid.clone()));
+        v
+    }
+
+    /// Every per-process kernel counter: (process or None for overflow, kind, value).
+    fn read_counts(&self) -> anyhow::Result<Vec<(Option<ProcKey>, Kind, u64)>> {
+        let mut out = Vec::new();
+        let m = &self.skel.maps.counts;
+        for key in m.keys() {
+            let Some(vals) = m.lookup_percpu(&key, MapFlags::ANY)? else {
+                continue; // deleted meanwhile (never happens: we never delete)
+            };
+            let (p, kind) = decode::decode_count_key(&key)?;
+            if let Some(kind) = kind {
+                out.push((Some(p), kind, decode::sum_percpu(&vals)));
+            }
+        }
+        if let Some(v) = self
+            .skel
+            .maps
+            .overflow
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
+        {
+            for (kind, n) in decode::decode_overflow(&v)? {
+                out.push((None, kind, n));
+            }
+        }
+        Ok(out)
+    }
+
+    fn ring_lost(&self) -> u64 {
+        self.skel
+            .maps
+            .lost
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|v| decode::sum_percpu(&v))
+            .unwrap_or(0)
+    }
+
+    fn slot(&self, id: u32) -> Slot {
+        let key = (id % decode::RING).to_ne_bytes();
+        match self.skel.maps.records.lookup(&key, MapFlags::ANY) {
+            Ok(Some(v)) => match decode::decode_create_rec(&v) {
+                Ok(r) if r.id == id => Slot::Valid(r),
+                Ok(r) if r.id > id => Slot::Overwritten,
+                _ => Slot::Empty,
+            },
+            _ => Slot::Empty,
+        }
+    }
+
+    fn last_recorded(&self) -> u32 {
+        self.skel
+            .maps
+            .bss_data
+            .as_deref()
+            // SAFETY: the .bss map is mmaped for the skeleton's life; the
+            // kernel writes this u32 concurrently, so read it volatile.
+            .map(|b| unsafe { std::ptr::read_volatile(&b.last_id) })
+            .unwrap_or(0)
+    }
+
+    fn log_events(&mut self) {
+        let Some((rb, events)) = &self.ring else {
+            return;
+        };
+        let _ = rb.consume();
+        let evs = std::mem::take(&mut *events.lock().expect("events lock"));
+        for r in evs {
+            tracing::info!(
+                target: "map_events",
+                event = "create",
+                id = r.id,
+                map_type = %map_type_name(r.map_type),
+                key_size = r.key_size,
+                value_size = r.value_size,
+                max_entries = r.max_entries,
+                flags = format!("0x{:x}", r.map_flags),
+                pid = r.tgid,
+                comm = %r.comm,
+                "map created"
+            );
+        }
+    }
+
+    fn emit_stats(&self, out: &mut Families) {
+        let sysctl = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false);
+        if self.stats_fd.is_none() && !sysctl {
+            return;
+        }
+        for p in self.skel.object().progs() {
+            let name = p.name().to_string_lossy().into_owned();
+            if !self.attached_progs.iter().any(|g| *g == name) {
+                continue;
+            }
+            let Ok((cnt, ns)) = sys::prog_run_stats(p.as_fd()) else {
+                continue;
+            };
+            out.counter(
+                "bpfmap_bpf_program_runs_total",
+                "Runs of the exporter's own BPF programs (kernel BPF stats; needs --bpf.enable-stats or sysctl kernel.bpf_stats_enabled=1).",
+                vec![("program", name.clone())],
+                cnt as f64,
+            );
+            out.counter(
+                "bpfmap_bpf_program_run_seconds_total",
+                "Time spent in the exporter's own BPF programs (kernel BPF stats).",
+                vec![("program", name)],
+                ns as f64 / 1e9,
+            );
+        }
+    }
+}
+
+impl Collector for Lifecycle {
+    fn name(&self) -> &'static str {
+        "lifecycle"
+    }
+
+    fn own_map_ids(&self) -> Vec<u32> {
+        self.own_ids.clone()
+    }
+
+    fn check_lines(&self) -> Vec<String> {
+        self.choices.iter().map(|c| c.check_line()).collect()
+    }
+
+    fn collect(&mut self, census: Option<&Snapshot>, out: &mut Families) -> anyhow::Result<()> {
+        self.log_events();
+        for c in &self.choices {
+            out.gauge(
+                "bpfmap_probe_attached",
+                "1 when the lifecycle probe is attached in this mode, 0 when not.",
+                vec![
+                    ("probe", c.probe.to_string()),
+                    ("mode", c.mode.as_str().to_string()),
+                ],
+                c.attached as u8 as f64,
+            );
+        }
+        let counts = self.read_counts()?;
+        let mut folder = std::mem::replace(&mut self.folder, Folder::new(0));
+        let agg = state::aggregate(&counts, &mut folder, |p| self.label_set(p));
+        for ((l, kind), n) in &agg {
+            let mut labels = self.labels(l);
+            let n = *n as f64;
+            match *kind {
+                Kind::Create { map_type } => {
+                    labels.push(("map_type", map_type_name(map_type)));
+                    out.counter(
+                        "bpfmap_maps_created_total",
+                        "Maps created, by creating process and map type.",
+                        labels,
+                        n,
+                    );
+                }
+                Kind::Syscall { cmd, error } => {
+                    labels.push(("cmd", decode::cmd_name(cmd)));
+                    labels.push(("result", if error { "error" } else { "ok" }.into()));
+                    out.counter(
+                        "bpfmap_map_syscalls_total",
+                        "bpf() map commands from user space, by process, command and result.",
+                        labels,
+                        n,
+                    );
+                }
+                Kind::Inc => out.counter(
+                    "bpfmap_map_refcount_increments_total",
+                    "Map refcount increments seen by the attached refcount probes, by process.",
+                    labels,
+                    n,
+                ),
+                Kind::Dec => out.counter(
+                    "bpfmap_map_refcount_decrements_total",
+                    "Map refcount decrements seen by the attached refcount probes, by process.",
+                    labels,
+                    n,
+                ),
+            }
+        }
+        if let Some(snap) = census.filter(|_| self.opts.census) {
+            let live: Vec<(u32, u32)> = snap.maps.iter().map(|m| (m.id, m.map_type)).collect();
+            let last = self.last_recorded();
+            let now = sys::boottime_ns();
+            let mut tracker = std::mem::replace(&mut self.tracker, Tracker::new(0));
+            let gone = tracker.update(&live, last, |id| self.slot(id), now);
+            self.tracker = tracker;
+            if self.opts.log_events {
+                for d in gone {
+                    let who = d.creator.as_ref();
+                    tracing::info!(
+                        target: "map_events",
+                        event = "destroy",
+                        id = d.id,
+                        map_type = %d.map_type.map(map_type_name).unwrap_or_else(|| "unknown".into()),
+                        creator_comm = %who.map(|p| p.comm.as_str()).unwrap_or("unknown"),
+                        lifetime_seconds = d.lifetime_seconds.unwrap_or(f64::NAN),
+                        "map destroyed"
+                    );
+                }
+            }
+        }
+        let mut destroyed: BTreeMap<(LabelSet, String), u64> = BTreeMap::new();
+        for ((p, ty), n) in &self.tracker.destroyed {
+            let l = match p {
+                Some(p) => folder.fold(self.label_set(p)),
+                None => LabelSet::named("unknown"),
+            };
+            let ty = ty.map(map_type_name).unwrap_or_else(|| "unknown".into());
+            *destroyed.entry((l, ty)).or_default() += n;
+        }
+        self.folder = folder;
+        for ((l, ty), n) in destroyed {
+            let mut labels = self.labels(&l);
+            labels.push(("map_type", ty));
+            out.counter(
+                "bpfmap_maps_destroyed_total",
+                "Maps destroyed, by the process that created them (comm=\"unknown\": created before the exporter started) and map type.",
+                labels,
+                n as f64,
+            );
+        }
+        for (ty, h) in &self.tracker.lifetimes {
+            out.histogram(
+                "bpfmap_map_lifetime_seconds",
+                "Lifetime of destroyed maps, from creation to the scrape that found them gone, by map type.",
+                vec![("map_type", map_type_name(*ty))],
+                &h.cumulative(),
+                h.count,
+                h.sum,
+            );
+        }
+        out.counter(
+            "bpfmap_events_lost_total",
+            "Lifecycle events lost: --log.map-events ring buffer drops plus creation records overwritten before a scrape read them.",
+            vec![],
+            (self.ring_lost() + self.tracker.lost) as f64,
+        );
+        self.emit_stats(out);
+        Ok(())
+    }
+}
+
+/// Stands in for the lifecycle collector when it cannot load at all: the
+/// scrape reports `success 0` with the reason instead of the exporter failing.
+pub struct Unavailable {
+    pub error: String,
+}
+
+impl Collector for Unavailable {
+    fn name(&self) -> &'static str {
+        "lifecycle"
+    }
+
+    fn collect(&mut self, _: Option<&Snapshot>, _: &mut Families) -> anyhow::Result<()> {
+        anyhow::bail!("{}", self.error)
+    }
+}
+
+/// The lifecycle collector for the command line, or a stand-in that reports
+/// why it could not load.
+pub fn from_cli(cli: &crate::cli::Cli, attributor: Arc<dyn Attributor>) -> Box<dyn Collector> {
+    let opts = LifecycleOpts {
+        btf_path: cli.btf_path.clone(),
+        pid_label: cli.lifecycle_pid_label,
+        log_events: cli.log_map_events,
+        max_processes: cli.lifecycle_max_processes,
+        enable_stats: cli.bpf_enable_stats,
+        census: cli.collector_enabled("maps"),
+        attributor,
+    };
+    match Lifecycle::load(opts) {
+        Ok(l) => Box::new(l),
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(error = %error, "lifecycle collector unavailable");
+            Box::new(Unavailable { error })
+        }
+    }
+}

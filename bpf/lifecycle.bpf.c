@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Map lifecycle flow (issue 3): map creations by type, bpf() map commands by
+ * result, and refcount increments/decrements, counted per process in per-CPU
+ * maps. User space chooses at startup which programs load and attach
+ * (fentry/fexit -> kprobe/kretprobe -> tracepoint) from the running kernel;
+ * destructions are found by diffing map ids against the census. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "lifecycle.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_BPF 321
+#define SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
+#define SYSCALL_ARG1(regs) BPF_CORE_READ(regs, di)
+#else
+#error "lifecycle.bpf.c: only x86_64 syscall numbers are wired (vendored vmlinux.h is x86_64)"
+#endif
+
+#define ANON_INODE_FS_MAGIC 0x09041934
+/* enum bpf_cmd values (stable UAPI). */
+#define CMD_MAP_CREATE 0
+
+const volatile __u32 with_pid = 0;
+const volatile __u32 log_events = 0;
+/* 1 when the fexit/kretprobe program on map_create counts creations; 0 when
+ * the syscall-exit program does. Written by user space after attaching. */
+__u32 create_from_probe = 0;
+/* Id of the most recent creation (a hint for the scan's upper bound). */
+__u32 last_id = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct count_key);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+/* One value holding every overflow counter, so user space reads them all
+ * with one lookup. Atomic adds: this path runs only when `counts` is full. */
+struct overflow_val {
+	__u64 n[LC_OVERFLOW_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct overflow_val);
+} overflow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LC_RING);
+	__type(key, __u32);
+	__type(value, struct create_rec);
+} records SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* Ring buffer events that did not fit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* Nesting depth inside bpf_map_put_with_uref (which calls bpf_map_put when
+ * that is not inlined): the inner bpf_map_put is the same decrement. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} put_depth SEC(".maps");
+
+/* Makes the skeleton emit the record type. */
+struct create_rec _create_rec = {};
+
+static __always_inline void count(__u16 kind, __u16 arg)
+{
+	struct count_key k = {};
+	__u64 one = 1, *v;
+	struct overflow_val *ov;
+	__u32 idx, zero;
+
+	k.cgroup_id = bpf_get_current_cgroup_id();
+	if (with_pid)
+		k.tgid = bpf_get_current_pid_tgid() >> 32;
+	k.kind = kind;
+	k.arg = arg;
+	bpf_get_current_comm(k.comm, sizeof(k.comm));
+	v = bpf_map_lookup_elem(&counts, &k);
+	if (v) {
+		*v += 1; /* per-CPU slot: no other writer */
+		return;
+	}
+	if (bpf_map_update_elem(&counts, &k, &one, BPF_NOEXIST) == 0)
+		return;
+	v = bpf_map_lookup_elem(&counts, &k); /* inserted meanwhile */
+	if (v) {
+		*v += 1;
+		return;
+	}
+	/* Table full: keep the total exact, without the process. */
+	idx = (__u32)kind * LC_ARGS + (arg & (LC_ARGS - 1));
+	zero = 0;
+	ov = bpf_map_lookup_elem(&overflow, &zero);
+	if (ov && idx < LC_OVERFLOW_SLOTS)
+		__sync_fetch_and_add(&ov->n[idx], 1);
+}
+
+static __always_inline int is_map_file(struct file *file)
+{
+	char name[8] = {};
+	const unsigned char *dname;
+
+	if (BPF_CORE_READ(file, f_inode, i_sb, s_magic) != ANON_INODE_FS_MAGIC)
+		return 0;
+	dname = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) != 8)
+		return 0;
+	return name[0] == 'b' && name[1] == 'p' && name[2] == 'f' && name[3] == '-' &&
+	       name[4] == 'm' && name[5] == 'a' && name[6] == 'p';
+}
+
+/* A map was created and installed as `fd` in the current task's fd table:
+ * find it there (CO-RE), count it and record it by id. */
+static __always_inline void on_create(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt;
+	struct file **fds, *file = NULL;
+	struct bpf_map *map;
+	struct create_rec *r;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 id, slot, map_type;
+
+	if (fd < 0)
+		return;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
+		return;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return;
+	if (!is_map_file(file))
+		return;
+	map = BPF_CORE_READ(file, private_data);
+	id = BPF_CORE_READ(map, id);
+	map_type = BPF_CORE_READ(map, map_type);
+	count(LC_KIND_CREATE, map_type);
+	if (!id)
+		return;
+	slot = id & (LC_RING - 1);
+	r = bpf_map_lookup_elem(&records, &slot);
+	if (!r)
+		return;
+	r->id = 0; /* invalid while being written */
+	r->create_ns = bpf_ktime_get_boot_ns();
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->map_ptr = (__u64)(unsigned long)map;
+	r->tgid = pid_tgid >> 32;
+	r->pid = (__u32)pid_tgid;
+	r->map_type = map_type;
+	r->key_size = BPF_CORE_READ(map, key_size);
+	r->value_size = BPF_CORE_READ(map, value_size);
+	r->max_entries = BPF_CORE_READ(map, max_entries);
+	r->map_flags = BPF_CORE_READ(map, map_flags);
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	r->id = id;
+	last_id = id;
+	if (log_events && bpf_ringbuf_output(&events, r, sizeof(*r), 0)) {
+		__u32 zero = 0;
+		__u64 *l = bpf_map_lookup_elem(&lost, &zero);
+
+		if (l)
+			*l += 1;
+	}
+}
+
+/* bpf() returned `ret` for command `cmd` in the current task. */
+static __always_inline void on_bpf_exit(__u64 cmd, long ret)
+{
+	switch (cmd) {
+	case 0:  /* MAP_CREATE */
+	case 1:  /* MAP_LOOKUP_ELEM */
+	case 2:  /* MAP_UPDATE_ELEM */
+	case 3:  /* MAP_DELETE_ELEM */
+	case 4:  /* MAP_GET_NEXT_KEY */
+	case 6:  /* OBJ_PIN */
+	case 7:  /* OBJ_GET */
+	case 14: /* MAP_GET_FD_BY_ID */
+	case 21: /* MAP_LOOKUP_AND_DELETE_ELEM */
+	case 22: /* MAP_FREEZE */
+	case 24: /* MAP_LOOKUP_BATCH */
+	case 25: /* MAP_LOOKUP_AND_DELETE_BATCH */
+	case 26: /* MAP_UPDATE_BATCH */
+	case 27: /* MAP_DELETE_BATCH */
+		count(LC_KIND_SYSCALL, (__u16)(cmd << 1 | (ret < 0)));
+		break;
+	default:
+		return;
+	}
+	if (cmd == CMD_MAP_CREATE && ret >= 0 && !create_from_probe)
+		on_create(ret);
+}
+
+/* ---- syscall exit: three ways to the same event ---- */
+
+/* Classic tracepoint: fires for bpf() only, but needs tracefs for the
+ * event id and bpf_task_pt_regs (5.15+) for the command. */
+SEC("tracepoint/syscalls/sys_exit_bpf")
+int tp_sys_exit_bpf(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+
+	on_bpf_exit(SYSCALL_ARG1(regs), ctx->ret);
+	return 0;
+}
+
+/* BTF tracepoint: no tracefs needed; fires for every syscall, so the
+ * syscall number is checked first. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(btf_sys_exit, struct pt_regs *regs, long ret)
+{
+	if (regs->orig_ax != NR_BPF)
+		return 0;
+	on_bpf_exit(regs->di, ret);
+	return 0;
+}
+
+SEC("raw_tp/sys_exit")
+int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+
+	if (SYSCALL_NR(regs) != NR_BPF)
+		return 0;
+	on_bpf_exit(SYSCALL_ARG1(regs), (long)ctx->args[1]);
+	return 0;
+}
+
+/* ---- map creation through the kernel function (also bpf_sys_bpf) ---- */
+
+SEC("fexit/map_create")
+int fexit_map_create(void *ctx)
+{
+	__u64 ret = 0;
+
+	if (create_from_probe && bpf_get_func_ret(ctx, &ret) == 0)
+		on_create((long)ret);
+	return 0;
+}
+
+SEC("kretprobe/map_create")
+int BPF_KRETPROBE(kret_map_create, long ret)
+{
+	if (create_from_probe)
+		on_create(ret);
+	return 0;
+}
+
+/* ---- refcount functions ---- */
+
+static __always_inline __u32 *depth(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&put_depth, &zero);
+}
+
+static __always_inline void put_enter(void)
+{
+	__u32 *d = depth();
+
+	count(LC_KIND_DEC, 0);
+	if (d)
+		*d += 1;
+}
+
+static __always_inline void put_exit(void)
+{
+	__u32 *d = depth();
+
+	if (d && *d)
+		*d -= 1;
+}
+
+static __always_inline void put_plain(void)
+{
+	__u32 *d = depth();
+
+	if (!d || !*d)
+		count(LC_KIND_DEC, 0);
+}
+
+SEC("fentry/bpf_map_inc")
+int BPF_PROG(fe_bpf_map_inc) { count(LC_KIND_INC, 0); return 0; }
+SEC("fentry/bpf_map_inc_with_uref")
+int BPF_PROG(fe_bpf_map_inc_with_uref) { count(LC_KIND_INC, 0); return 0; }
+SEC("fentry/__bpf_map_inc_not_zero")
+int BPF_PROG(fe___bpf_map_inc_not_zero) { count(LC_KIND_INC, 0); return 0; }
+SEC("fentry/bpf_map_inc_not_zero")
+int BPF_PROG(fe_bpf_map_inc_not_zero) { count(LC_KIND_INC, 0); return 0; }
+SEC("fentry/bpf_map_put")
+int BPF_PROG(fe_bpf_map_put) { put_plain(); return 0; }
+SEC("fentry/bpf_map_put_with_uref")
+int BPF_PROG(fe_bpf_map_put_with_uref) { put_enter(); return 0; }
+SEC("fexit/bpf_map_put_with_uref")
+int BPF_PROG(fx_bpf_map_put_with_uref) { put_exit(); return 0; }
+
+SEC("kprobe/bpf_map_inc")
+int BPF_KPROBE(kp_bpf_map_inc) { count(LC_KIND_INC, 0); return 0; }
+SEC("kprobe/bpf_map_inc_with_uref")
+int BPF_KPROBE(kp_bpf_map_inc_with_uref) { count(LC_KIND_INC, 0); return 0; }
+SEC("kprobe/__bpf_map_inc_not_zero")
+int BPF_KPROBE(kp___bpf_map_inc_not_zero) { count(LC_KIND_INC, 0); return 0; }
+SEC("kprobe/bpf_map_inc_not_zero")
+int BPF_KPROBE(kp_bpf_map_inc_not_zero) { count(LC_KIND_INC, 0); return 0; }
+SEC("kprobe/bpf_map_put")
+int BPF_KPROBE(kp_bpf_map_put) { put_plain(); return 0; }
+SEC("kprobe/bpf_map_put_with_uref")
+int BPF_KPROBE(kp_bpf_map_put_with_uref) { put_enter(); return 0; }
+SEC("kretprobe/bpf_map_put_with_uref")
+int BPF_KRETPROBE(kr_bpf_map_put_with_uref) { put_exit(); return 0; }

@@ -1,0 +1,257 @@
+//! Decoding the records shared with bpf/lifecycle.bpf.c (bpf/lifecycle.h),
+//! field by field, little endian. Pure: no I/O.
+use std::fmt;
+
+/// Size of `struct count_key`.
+pub const COUNT_KEY_SIZE: usize = 32;
+/// Size of `struct create_rec`.
+pub const CREATE_REC_SIZE: usize = 72;
+/// `LC_RING`: creation record slots (map id modulo this).
+pub const RING: u32 = 32768;
+/// `LC_ARGS` and `LC_OVERFLOW_SLOTS`.
+pub const ARGS: usize = 256;
+pub const OVERFLOW_SLOTS: usize = 5 * ARGS;
+
+pub const KIND_CREATE: u16 = 1;
+pub const KIND_SYSCALL: u16 = 2;
+pub const KIND_INC: u16 = 3;
+pub const KIND_DEC: u16 = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub what: &'static str,
+    pub len: usize,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: unexpected length {}", self.what, self.len)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes(b[o..o + 2].try_into().expect("2 bytes"))
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// A comm as the kernel stores it: up to the first NUL, lossy UTF-8.
+pub fn comm_str(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// The process a kernel counter belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcKey {
+    pub comm: String,
+    /// 0 unless the pid label is on.
+    pub tgid: u32,
+    pub cgroup_id: u64,
+}
+
+/// What a kernel counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Create { map_type: u32 },
+    Syscall { cmd: u32, error: bool },
+    Inc,
+    Dec,
+}
+
+impl Kind {
+    pub fn from_raw(kind: u16, arg: u16) -> Option<Kind> {
+        Some(match kind {
+            KIND_CREATE => Kind::Create {
+                map_type: arg as u32,
+            },
+            KIND_SYSCALL => Kind::Syscall {
+                cmd: (arg >> 1) as u32,
+                error: arg & 1 == 1,
+            },
+            KIND_INC => Kind::Inc,
+            KIND_DEC => Kind::Dec,
+            _ => return None,
+        })
+    }
+}
+
+/// `struct count_key`.
+pub fn decode_count_key(b: &[u8]) -> Result<(ProcKey, Option<Kind>), DecodeError> {
+    if b.len() != COUNT_KEY_SIZE {
+        return Err(DecodeError {
+            what: "count_key",
+            len: b.len(),
+        });
+    }
+    let key = ProcKey {
+        cgroup_id: u64_at(b, 0),
+        tgid: u32_at(b, 8),
+        comm: comm_str(&b[16..32]),
+    };
+    Ok((key, Kind::from_raw(u16_at(b, 12), u16_at(b, 14))))
+}
+
+/// Sum of a per-CPU u64 value.
+pub fn sum_percpu(vals: &[Vec<u8>]) -> u64 {
+    vals.iter()
+        .filter(|v| v.len() >= 8)
+        .map(|v| u64_at(v, 0))
+        .fold(0u64, |a, b| a.wrapping_add(b))
+}
+
+/// The overflow counters (one array value of OVERFLOW_SLOTS u64s) as kinds.
+pub fn decode_overflow(b: &[u8]) -> Result<Vec<(Kind, u64)>, DecodeError> {
+    if b.len() != OVERFLOW_SLOTS * 8 {
+        return Err(DecodeError {
+            what: "overflow",
+            len: b.len(),
+        });
+    }
+    let mut out = Vec::new();
+    for i in 0..OVERFLOW_SLOTS {
+        let n = u64_at(b, i * 8);
+        if n == 0 {
+            continue;
+        }
+        if let Some(k) = Kind::from_raw((i / ARGS) as u16, (i % ARGS) as u16) {
+            out.push((k, n));
+        }
+    }
+    Ok(out)
+}
+
+/// `struct create_rec`: one map creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRec {
+    pub create_ns: u64,
+    pub cgroup_id: u64,
+    pub map_ptr: u64,
+    pub id: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub comm: String,
+}
+
+pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, DecodeError> {
+    if b.len() != CREATE_REC_SIZE {
+        return Err(DecodeError {
+            what: "create_rec",
+            len: b.len(),
+        });
+    }
+    Ok(CreateRec {
+        create_ns: u64_at(b, 0),
+        cgroup_id: u64_at(b, 8),
+        map_ptr: u64_at(b, 16),
+        id: u32_at(b, 24),
+        tgid: u32_at(b, 28),
+        pid: u32_at(b, 32),
+        map_type: u32_at(b, 36),
+        key_size: u32_at(b, 40),
+        value_size: u32_at(b, 44),
+        max_entries: u32_at(b, 48),
+        map_flags: u32_at(b, 52),
+        comm: comm_str(&b[56..72]),
+    })
+}
+
+/// bpf() commands counted by `bpfmap_map_syscalls_total`, as `cmd` labels.
+pub fn cmd_name(cmd: u32) -> String {
+    match cmd {
+        0 => "map_create",
+        1 => "map_lookup_elem",
+        2 => "map_update_elem",
+        3 => "map_delete_elem",
+        4 => "map_get_next_key",
+        6 => "obj_pin",
+        7 => "obj_get",
+        14 => "map_get_fd_by_id",
+        21 => "map_lookup_and_delete_elem",
+        22 => "map_freeze",
+        24 => "map_lookup_batch",
+        25 => "map_lookup_and_delete_batch",
+        26 => "map_update_batch",
+        27 => "map_delete_batch",
+        n => return format!("cmd_{n}"),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_key_round_trip() {
+        let mut b = vec![0u8; 32];
+        b[0..8].copy_from_slice(&77u64.to_le_bytes());
+        b[8..12].copy_from_slice(&42u32.to_le_bytes());
+        b[12..14].copy_from_slice(&KIND_SYSCALL.to_le_bytes());
+        b[14..16].copy_from_slice(&((14u16 << 1) | 1).to_le_bytes());
+        b[16..20].copy_from_slice(b"bash");
+        let (k, kind) = decode_count_key(&b).unwrap();
+        assert_eq!(
+            k,
+            ProcKey {
+                comm: "bash".into(),
+                tgid: 42,
+                cgroup_id: 77
+            }
+        );
+        assert_eq!(
+            kind,
+            Some(Kind::Syscall {
+                cmd: 14,
+                error: true
+            })
+        );
+        assert!(decode_count_key(&b[..31]).is_err());
+    }
+
+    #[test]
+    fn create_rec_fields() {
+        let mut b = vec![0u8; 72];
+        b[0..8].copy_from_slice(&5u64.to_le_bytes());
+        b[24..28].copy_from_slice(&9u32.to_le_bytes());
+        b[36..40].copy_from_slice(&1u32.to_le_bytes());
+        b[56..72].copy_from_slice(b"exactly16bytes!!");
+        let r = decode_create_rec(&b).unwrap();
+        assert_eq!((r.create_ns, r.id, r.map_type), (5, 9, 1));
+        assert_eq!(r.comm, "exactly16bytes!!");
+    }
+
+    #[test]
+    fn overflow_slots_map_to_kinds() {
+        let mut b = vec![0u8; OVERFLOW_SLOTS * 8];
+        let i = KIND_CREATE as usize * ARGS + 2;
+        b[i * 8..i * 8 + 8].copy_from_slice(&3u64.to_le_bytes());
+        let i = KIND_DEC as usize * ARGS;
+        b[i * 8..i * 8 + 8].copy_from_slice(&4u64.to_le_bytes());
+        assert_eq!(
+            decode_overflow(&b).unwrap(),
+            vec![(Kind::Create { map_type: 2 }, 3), (Kind::Dec, 4)]
+        );
+    }
+
+    #[test]
+    fn percpu_sum_and_names() {
+        assert_eq!(
+            sum_percpu(&[1u64.to_le_bytes().to_vec(), 2u64.to_le_bytes().to_vec()]),
+            3
+        );
+        assert_eq!(cmd_name(14), "map_get_fd_by_id");
+        assert_eq!(cmd_name(99), "cmd_99");
+    }
+}

@@ -1,0 +1,510 @@
+//! Pure lifecycle state: destructions found by diffing map ids against the
+//! census, the lifetime histogram, and folding label sets under the
+//! cardinality cap. No I/O: every input is passed in, so all of it is
+//! unit-tested without root.
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::decode::{CreateRec, Kind, ProcKey};
+
+/// Upper bounds (seconds) of `bpfmap_map_lifetime_seconds`.
+pub const LIFETIME_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 3600.0, 21600.0, 86400.0,
+];
+
+/// A histogram with fixed bounds (non-cumulative counts, `+Inf` last).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hist {
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Hist {
+    pub fn observe(&mut self, v: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; LIFETIME_BUCKETS.len() + 1];
+        }
+        let i = LIFETIME_BUCKETS
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(LIFETIME_BUCKETS.len());
+        self.counts[i] += 1;
+        self.count += 1;
+        self.sum += v;
+    }
+
+    /// Cumulative `(upper bound, count)` pairs without `+Inf` (the encoder
+    /// adds it from `count`).
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut acc = 0;
+        LIFETIME_BUCKETS
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                acc += self.counts.get(i).copied().unwrap_or(0);
+                (b, acc)
+            })
+            .collect()
+    }
+}
+
+/// What slot `id % RING` of the creation records held for an id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Slot {
+    /// The record of exactly this id.
+    Valid(CreateRec),
+    /// A newer id's record: this id's record was overwritten (lost).
+    Overwritten,
+    /// Nothing for this id (never recorded, or an id that was never used).
+    Empty,
+}
+
+/// A live map we track: who created it (None = before the exporter
+/// started, or by a path the probes do not see), its type and birth time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Known {
+    pub creator: Option<ProcKey>,
+    pub map_type: u32,
+    pub create_ns: Option<u64>,
+}
+
+/// One destruction found in a scrape (for `--log.map-events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destroyed {
+    pub id: u32,
+    /// None when the map type is unknown (its record was overwritten).
+    pub map_type: Option<u32>,
+    pub creator: Option<ProcKey>,
+    pub lifetime_seconds: Option<f64>,
+}
+
+/// Destructions by diffing ids. Ids are allocated cyclically and never
+/// reused before they wrap, so an id that leaves the census is a map that
+/// was freed, and an id that was recorded but never seen by any census
+/// lived and died between two scrapes.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    live: HashMap<u32, Known>,
+    /// Every id <= resolved has been decided (live, dead or unused).
+    resolved: u32,
+    /// Highest id known to exist before this scrape's census started:
+    /// the previous scrape's census maximum and last recorded id.
+    bound: u32,
+    /// Ids <= start_max existed before the exporter started.
+    start_max: u32,
+    /// Tracked ids above `resolved`: decided already, skipped by the scan.
+    decided: HashSet<u32>,
+    pub destroyed: BTreeMap<(Option<ProcKey>, Option<u32>), u64>,
+    pub lifetimes: BTreeMap<u32, Hist>,
+    /// Records that were overwritten before they were read.
+    pub lost: u64,
+}
+
+impl Tracker {
+    /// `start_max`: the highest map id that existed when the probes were
+    /// attached (maps up to it are pre-existing, never "created").
+    pub fn new(start_max: u32) -> Tracker {
+        Tracker {
+            live: HashMap::new(),
+            resolved: start_max,
+            bound: start_max,
+            start_max,
+            decided: HashSet::new(),
+            destroyed: BTreeMap::new(),
+            lifetimes: BTreeMap::new(),
+            lost: 0,
+        }
+    }
+
+    pub fn live_len(&self) -> usize {
+        self.live.len()
+    }
+
+    fn destroy(&mut self, id: u32, k: Known, now_ns: u64, out: &mut Vec<Destroyed>) {
+        let lifetime = k.create_ns.map(|c| now_ns.saturating_sub(c) as f64 / 1e9);
+        if let Some(l) = lifetime {
+            self.lifetimes.entry(k.map_type).or_default().observe(l);
+        }
+        *self
+            .destroyed
+            .entry((k.creator.clone(), Some(k.map_type)))
+            .or_default() += 1;
+        out.push(Destroyed {
+            id,
+            map_type: Some(k.map_type),
+            creator: k.creator,
+            lifetime_seconds: lifetime,
+        });
+    }
+
+    /// One scrape. `census`: (id, map_type) of every live node map, taken
+    /// before this call. `last_recorded`: the kernel's most recent recorded
+    /// id, read now (after the census). `slot(id)`: the creation record slot
+    /// for an id. `now_ns`: CLOCK_BOOTTIME now. Returns the destructions.
+    pub fn update(
+        &mut self,
+        census: &[(u32, u32)],
+        last_recorded: u32,
+        mut slot: impl FnMut(u32) -> Slot,
+        now_ns: u64,
+    ) -> Vec<Destroyed> {
+        let mut out = Vec::new();
+        let now: HashMap<u32, u32> = census.iter().copied().collect();
+        // 1. Every live map is tracked (pre-existing ones without creator).
+        for &(id, ty) in census {
+            if self.live.contains_key(&id) {
+                continue;
+            }
+            let known = if id <= self.start_max {
+                Known {
+                    creator: None,
+                    map_type: ty,
+                    create_ns: None,
+                }
+            } else {
+                match slot(id) {
+                    Slot::Valid(r) => Known {
+                        creator: Some(ProcKey {
+                            comm: r.comm,
+                            tgid: r.tgid,
+                            cgroup_id: r.cgroup_id,
+                        }),
+                        map_type: ty,
+                        create_ns: Some(r.create_ns),
+                    },
+                    _ => Known {
+                        creator: None,
+                        map_type: ty,
+                        create_ns: None,
+                    },
+                }
+            };
+            if id > self.resolved {
+                self.decided.insert(id);
+            }
+            self.live.insert(id, known);
+        }
+        // 2. Tracked maps that left the census were freed.
+        let gone: Vec<u32> = self
+            .live
+            .keys()
+            .filter(|id| !now.contains_key(id))
+            .copied()
+            .collect();
+        let mut gone = gone;
+        gone.sort_unstable();
+        for id in gone {
+            let k = self.live.remove(&id).expect("tracked");
+            self.destroy(id, k, now_ns, &mut out);
+        }
+        // 3. Ids that existed before this census started (<= bound) and were
+        //    neither tracked nor in the census lived and died in between.
+        //    Ids above the bound may belong to maps created during this
+        //    census; they are decided at the next scrape.
+        let bound = self.bound;
+        let mut id = self.resolved;
+        while id < bound {
+            id += 1;
+            if now.contains_key(&id) || self.decided.contains(&id) {
+                continue;
+            }
+            match slot(id) {
+                Slot::Valid(r) => {
+                    let k = Known {
+                        creator: Some(ProcKey {
+                            comm: r.comm,
+                            tgid: r.tgid,
+                            cgroup_id: r.cgroup_id,
+                        }),
+                        map_type: r.map_type,
+                        create_ns: Some(r.create_ns),
+                    };
+                    self.destroy(id, k, now_ns, &mut out);
+                }
+                Slot::Overwritten => {
+                    // A map we know died but cannot attribute: keep the
+                    // total exact, count the lost record.
+                    self.lost += 1;
+                    *self.destroyed.entry((None, None)).or_default() += 1;
+                    out.push(Destroyed {
+                        id,
+                        map_type: None,
+                        creator: None,
+                        lifetime_seconds: None,
+                    });
+                }
+                Slot::Empty => {}
+            }
+        }
+        self.resolved = self.resolved.max(bound);
+        let resolved = self.resolved;
+        self.decided.retain(|&id| id > resolved);
+        let census_max = census.iter().map(|&(id, _)| id).max().unwrap_or(0);
+        self.bound = self.bound.max(census_max).max(last_recorded);
+        out
+    }
+}
+
+/// A lifecycle series' label identity (what the cardinality cap counts).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LabelSet {
+    pub comm: String,
+    /// Only with `--collector.lifecycle.pid-label`.
+    pub pid: Option<u32>,
+    pub container_id: String,
+    pub pod_uid: String,
+}
+
+impl LabelSet {
+    pub fn named(comm: &str) -> LabelSet {
+        LabelSet {
+            comm: comm.to_string(),
+            pid: None,
+            container_id: String::new(),
+            pod_uid: String::new(),
+        }
+    }
+}
+
+/// Admits up to `max` distinct label sets (first come, kept for the
+/// exporter's life so counters stay monotonic); the rest fold into
+/// comm="other". `max` 0 means no cap.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    max: usize,
+    admitted: HashSet<LabelSet>,
+}
+
+impl Folder {
+    pub fn new(max: usize) -> Folder {
+        Folder {
+            max,
+            admitted: HashSet::new(),
+        }
+    }
+
+    pub fn fold(&mut self, l: LabelSet) -> LabelSet {
+        if self.max == 0 || self.admitted.contains(&l) {
+            return l;
+        }
+        if self.admitted.len() < self.max {
+            self.admitted.insert(l.clone());
+            return l;
+        }
+        LabelSet::named("other")
+    }
+
+    pub fn admitted(&self) -> usize {
+        self.admitted.len()
+    }
+}
+
+/// Sum kernel counters into label sets. `counts`: (process or None for the
+/// overflow slots, kind, value). `label`: process -> label set (attribution).
+/// Totals are exact: folding only moves counts between label sets.
+pub fn aggregate(
+    counts: &[(Option<ProcKey>, Kind, u64)],
+    folder: &mut Folder,
+    mut label: impl FnMut(&ProcKey) -> LabelSet,
+) -> BTreeMap<(LabelSet, Kind), u64> {
+    let mut sorted: Vec<&(Option<ProcKey>, Kind, u64)> = counts.iter().collect();
+    // Deterministic admission order under the cap.
+    sorted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut out = BTreeMap::new();
+    for (p, kind, n) in sorted {
+        let l = match p {
+            Some(p) => folder.fold(label(p)),
+            None => LabelSet::named("other"),
+        };
+        *out.entry((l, *kind)).or_insert(0) += n;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u32, comm: &str, ty: u32, ns: u64) -> CreateRec {
+        CreateRec {
+            create_ns: ns,
+            cgroup_id: 1,
+            map_ptr: 0,
+            id,
+            tgid: 0,
+            pid: 0,
+            map_type: ty,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            map_flags: 0,
+            comm: comm.into(),
+        }
+    }
+
+    fn pk(comm: &str) -> Option<ProcKey> {
+        Some(ProcKey {
+            comm: comm.into(),
+            tgid: 0,
+            cgroup_id: 1,
+        })
+    }
+
+    #[test]
+    fn pre_existing_maps_are_never_created_and_die_unattributed() {
+        let mut t = Tracker::new(10);
+        let d = t.update(&[(5, 1), (10, 2)], 0, |_| Slot::Empty, 0);
+        assert!(d.is_empty());
+        assert_eq!(t.live_len(), 2);
+        let d = t.update(&[(10, 2)], 0, |_| panic!("no scan needed"), 5);
+        assert_eq!(d.len(), 1);
+        assert_eq!(t.destroyed[&(None, Some(1))], 1);
+        assert!(t.lifetimes.is_empty(), "birth time unknown: no lifetime");
+    }
+
+    #[test]
+    fn live_then_gone_is_attributed_to_creator_with_lifetime() {
+        let mut t = Tracker::new(10);
+        let slots = |id| {
+            if id == 11 {
+                Slot::Valid(rec(11, "maker", 1, 1_000_000_000))
+            } else {
+                Slot::Empty
+            }
+        };
+        t.update(&[(11, 1)], 11, slots, 2_000_000_000);
+        let d = t.update(&[], 11, slots, 3_500_000_000);
+        assert_eq!(d.len(), 1);
+        assert_eq!(t.destroyed[&(pk("maker"), Some(1))], 1);
+        let h = &t.lifetimes[&1];
+        assert_eq!(h.count, 1);
+        assert!((h.sum - 2.5).abs() < 1e-9);
+        // Not counted twice when the scan later passes id 11.
+        t.update(&[], 11, slots, 4_000_000_000);
+        assert_eq!(t.destroyed[&(pk("maker"), Some(1))], 1);
+    }
+
+    #[test]
+    fn maps_born_and_dead_between_scrapes_are_found_one_scrape_later() {
+        let mut t = Tracker::new(100);
+        let slots = |id: u32| Slot::Valid(rec(id, "churn", 2, 1));
+        // Scrape 1: ids 101..=200 were created and closed before it; the
+        // kernel's last recorded id is 200.
+        let d = t.update(&[], 200, slots, 10);
+        assert!(d.is_empty(), "ids above the previous bound are deferred");
+        // Scrape 2: they are resolved.
+        let d = t.update(&[], 200, slots, 20);
+        assert_eq!(d.len(), 100);
+        assert_eq!(t.destroyed[&(pk("churn"), Some(2))], 100);
+        assert_eq!(t.lifetimes[&2].count, 100);
+        let d = t.update(&[], 200, slots, 30);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_map_created_during_the_census_is_not_taken_for_dead() {
+        let mut t = Tracker::new(100);
+        // Census saw nothing; id 101 was recorded after the census started.
+        t.update(&[], 101, |_| Slot::Valid(rec(101, "late", 1, 1)), 1);
+        assert!(t.destroyed.is_empty());
+        // Next census sees it alive: tracked, not destroyed.
+        t.update(&[(101, 1)], 101, |_| Slot::Valid(rec(101, "late", 1, 1)), 2);
+        assert!(t.destroyed.is_empty());
+        assert_eq!(t.live_len(), 1);
+    }
+
+    #[test]
+    fn overwritten_records_are_counted_lost_and_totals_stay_exact() {
+        let mut t = Tracker::new(0);
+        t.update(&[], 3, |_| Slot::Empty, 0);
+        let d = t.update(
+            &[],
+            3,
+            |id| {
+                if id == 2 {
+                    Slot::Overwritten
+                } else {
+                    Slot::Valid(rec(id, "x", 1, 0))
+                }
+            },
+            1,
+        );
+        assert_eq!(d.len(), 3);
+        assert_eq!(t.lost, 1);
+        assert_eq!(t.destroyed[&(None, None)], 1);
+        assert_eq!(t.destroyed[&(pk("x"), Some(1))], 2);
+    }
+
+    #[test]
+    fn unused_ids_are_skipped() {
+        let mut t = Tracker::new(0);
+        t.update(&[], 5, |_| Slot::Empty, 0);
+        assert!(t.update(&[], 5, |_| Slot::Empty, 1).is_empty());
+        assert!(t.destroyed.is_empty());
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Hist::default();
+        for v in [0.0005, 0.5, 0.5, 7200.0, 1e9] {
+            h.observe(v);
+        }
+        let c = h.cumulative();
+        assert_eq!(c[0], (0.001, 1));
+        assert_eq!(c[3], (1.0, 3));
+        assert_eq!(c.last().unwrap().1, 4);
+        assert_eq!(h.count, 5);
+    }
+
+    #[test]
+    fn folding_caps_label_sets_and_keeps_totals() {
+        let mut f = Folder::new(2);
+        let counts: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|c| (pk(c), Kind::Inc, 10u64))
+            .chain([(None, Kind::Inc, 5)])
+            .collect();
+        let agg = aggregate(&counts, &mut f, |p| LabelSet::named(&p.comm));
+        assert_eq!(agg.values().sum::<u64>(), 45);
+        assert_eq!(agg[&(LabelSet::named("a"), Kind::Inc)], 10);
+        assert_eq!(agg[&(LabelSet::named("other"), Kind::Inc)], 25);
+        assert_eq!(f.admitted(), 2);
+        // Admission is sticky: a later scrape keeps a and b.
+        let agg = aggregate(&counts, &mut f, |p| LabelSet::named(&p.comm));
+        assert_eq!(agg[&(LabelSet::named("b"), Kind::Inc)], 10);
+        // No cap.
+        let mut f = Folder::new(0);
+        let agg = aggregate(&counts, &mut f, |p| LabelSet::named(&p.comm));
+        assert_eq!(agg.len(), 5);
+    }
+
+    #[test]
+    fn processes_with_one_label_set_merge() {
+        let mut f = Folder::new(10);
+        let counts = vec![
+            (
+                Some(ProcKey {
+                    comm: "x".into(),
+                    tgid: 0,
+                    cgroup_id: 1,
+                }),
+                Kind::Create { map_type: 1 },
+                2,
+            ),
+            (
+                Some(ProcKey {
+                    comm: "x".into(),
+                    tgid: 0,
+                    cgroup_id: 2,
+                }),
+                Kind::Create { map_type: 1 },
+                3,
+            ),
+        ];
+        let agg = aggregate(&counts, &mut f, |p| LabelSet::named(&p.comm));
+        assert_eq!(
+            agg[&(LabelSet::named("x"), Kind::Create { map_type: 1 })],
+            5
+        );
+    }
+}
