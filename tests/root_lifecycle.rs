@@ -1,0 +1,556 @@
+//! Root integration tests of the lifecycle collector on the running kernel:
+//! exact create/destroy counts per creating comm and map type, the lifetime
+//! histogram, syscall counts, probe modes, churn without loss, restarts that
+//! do not double count, and refcount increments/decrements where a refcount
+//! probe can attach. Run with --test-threads=1 (they share the map table);
+//! every assertion filters on this test's own comms.
+mod common;
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use bpfmap_exporter::census::{Census, CensusOpts, Parts};
+use bpfmap_exporter::collector::Collector;
+use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts};
+use bpfmap_exporter::metrics::{encode_text, Families};
+use common::*;
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+
+/// A census with only the map iterator (what the lifecycle diff needs).
+fn census() -> Census {
+    Census::load(CensusOpts {
+        parts: Parts {
+            memory: false,
+            files: false,
+            mmaps: false,
+            programs: false,
+            outer_maps: false,
+            links: false,
+            pins: false,
+        },
+        ..Default::default()
+    })
+    .expect("census loads")
+}
+
+fn scrape(c: &mut Census, lc: &mut Lifecycle) -> String {
+    let snap = c.take(&lc.own_map_ids());
+    assert!(snap.maps_ok, "census failed");
+    let mut f = Families::new();
+    lc.collect(Some(&snap), &mut f).expect("lifecycle collect");
+    String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap()
+}
+
+/// Sum of the samples of `name` whose labels include every pair of `want`.
+fn value(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, v) = if let Some(r) = rest.strip_prefix('{') {
+            let (l, v) = r.rsplit_once("} ").unwrap();
+            (l.to_string(), v)
+        } else if let Some(v) = rest.strip_prefix(' ') {
+            (String::new(), v)
+        } else {
+            continue; // a longer metric name
+        };
+        if want
+            .iter()
+            .all(|(k, val)| labels.contains(&format!("{k}=\"{val}\"")))
+        {
+            sum += v.trim().parse::<f64>().unwrap();
+        }
+    }
+    sum
+}
+
+fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Kernels of the VM matrix where fentry or kprobes work (Debian 5.10, 6.1,
+/// 6.12); this host (6.18 under lockdown, no kprobes) has neither.
+fn refcount_probes_expected() -> bool {
+    let r = release();
+    r.starts_with("5.10.") || r.starts_with("6.1.") || r.starts_with("6.12.")
+}
+
+fn churn_n() -> usize {
+    std::env::var("BPFMAP_CHURN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn mode_of(lc: &Lifecycle, probe: &str) -> (String, bool) {
+    let c = lc
+        .choices()
+        .iter()
+        .find(|c| c.probe == probe)
+        .unwrap_or_else(|| panic!("probe {probe} reported"));
+    (c.mode.as_str().to_string(), c.attached)
+}
+
+/// Run `f` on a thread whose comm is `comm` (bpf_get_current_comm reads it).
+fn as_comm<T: Send + 'static>(comm: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .name(comm.to_string())
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// Scrape until `pred` holds (map frees are deferred; creations that die
+/// between scrapes are resolved one scrape later), bounded.
+fn until(c: &mut Census, lc: &mut Lifecycle, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = scrape(c, lc);
+        if pred(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}\n{}",
+            t.lines()
+                .filter(|l| l.contains("lctest") || l.contains("lost"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn probe_modes_match_the_kernel() {
+    require_root();
+    let lc = Lifecycle::load(LifecycleOpts::default()).expect("lifecycle loads");
+    let lines = lc.check_lines();
+    println!("{}", lines.join("\n"));
+    for l in &lines {
+        assert!(
+            l.starts_with("probe=") && l.contains(" mode=") && l.contains(" attached="),
+            "{l}"
+        );
+    }
+    // Exact creates and syscalls need the syscall-exit tracepoint or better
+    // on every kernel; destructions come from the census everywhere.
+    let (m, a) = mode_of(&lc, "map_syscalls");
+    assert_eq!((m.as_str(), a), ("tracepoint", true));
+    assert_eq!(mode_of(&lc, "map_destroy"), ("census".into(), true));
+    let btf_has_map_create = std::process::Command::new("bpftool")
+        .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("FUNC 'map_create'"))
+        .unwrap_or(false);
+    let (create, attached) = mode_of(&lc, "map_create");
+    assert!(attached, "map_create must be counted on every kernel");
+    let refcount = [
+        "bpf_map_inc",
+        "bpf_map_inc_with_uref",
+        "__bpf_map_inc_not_zero",
+        "bpf_map_put",
+        "bpf_map_put_with_uref",
+    ];
+    if refcount_probes_expected() {
+        // fentry or kprobe must be chosen here: no silent fall back.
+        for p in refcount {
+            let (m, a) = mode_of(&lc, p);
+            assert!(
+                a && (m == "fentry" || m == "kprobe"),
+                "{p}: mode {m} attached {a} on {}",
+                release()
+            );
+        }
+        if btf_has_map_create {
+            assert!(
+                create == "fexit" || create == "kretprobe",
+                "map_create: {create} on {}",
+                release()
+            );
+        } else {
+            assert_eq!(create, "tracepoint", "5.10 inlines map_create");
+        }
+    } else {
+        // This host: fentry is refused (lockdown) and there are no kprobes.
+        for p in refcount {
+            assert_eq!(mode_of(&lc, p), ("none".into(), false), "{p}");
+        }
+        assert_eq!(create, "tracepoint");
+    }
+}
+
+#[test]
+fn exact_create_and_destroy_per_comm_and_type() {
+    require_root();
+    let mut c = census();
+    let mut lc = Lifecycle::load(LifecycleOpts::default()).expect("lifecycle loads");
+    let comm = "lctest_exact";
+    let t0 = scrape(&mut c, &mut lc);
+    let base = |t: &str, name: &str, ty: &str| value(t, name, &[("comm", comm), ("map_type", ty)]);
+    let hist0 =
+        |t: &str, ty: &str| value(t, "bpfmap_map_lifetime_seconds_count", &[("map_type", ty)]);
+    let (nq, ns) = (40usize, 25usize);
+    // Queue and stack maps: types nothing else on a test node churns.
+    let (ops, errs) = as_comm(comm, move || {
+        let mut maps = Vec::new();
+        for i in 0..nq {
+            maps.push(map(MapType::Queue, &format!("lcq{i}"), 0, 8, 4, 0));
+        }
+        for i in 0..ns {
+            maps.push(map(MapType::Stack, &format!("lcs{i}"), 0, 8, 4, 0));
+        }
+        let h = map(MapType::Hash, "lch", 4, 8, 16, 0);
+        let mut ops = 0;
+        for k in 0..10u32 {
+            h.update(&k.to_ne_bytes(), &[0u8; 8], MapFlags::ANY)
+                .unwrap();
+            h.lookup(&k.to_ne_bytes(), MapFlags::ANY).unwrap().unwrap();
+            h.delete(&k.to_ne_bytes()).unwrap();
+            ops += 1;
+        }
+        let mut errs = 0;
+        for k in 100..105u32 {
+            assert!(h.delete(&k.to_ne_bytes()).is_err());
+            errs += 1;
+        }
+        drop(maps);
+        drop(h);
+        (ops, errs)
+    });
+    let t = until(&mut c, &mut lc, "all destroyed", |t| {
+        base(t, "bpfmap_maps_destroyed_total", "queue") >= nq as f64
+            && base(t, "bpfmap_maps_destroyed_total", "stack") >= ns as f64
+            && base(t, "bpfmap_maps_destroyed_total", "hash") >= 1.0
+    });
+    // Let another scrape pass: nothing is counted twice.
+    std::thread::sleep(Duration::from_millis(100));
+    let t = {
+        let t2 = scrape(&mut c, &mut lc);
+        assert_eq!(
+            base(&t2, "bpfmap_maps_destroyed_total", "queue"),
+            base(&t, "bpfmap_maps_destroyed_total", "queue")
+        );
+        t2
+    };
+    for (ty, n) in [("queue", nq), ("stack", ns), ("hash", 1)] {
+        assert_eq!(
+            base(&t, "bpfmap_maps_created_total", ty) - base(&t0, "bpfmap_maps_created_total", ty),
+            n as f64,
+            "created {ty}"
+        );
+        assert_eq!(
+            base(&t, "bpfmap_maps_destroyed_total", ty)
+                - base(&t0, "bpfmap_maps_destroyed_total", ty),
+            n as f64,
+            "destroyed {ty}"
+        );
+    }
+    for (ty, n) in [("queue", nq), ("stack", ns)] {
+        let d = hist0(&t, ty) - hist0(&t0, ty);
+        let all_destroyed = value(&t, "bpfmap_maps_destroyed_total", &[("map_type", ty)])
+            - value(&t0, "bpfmap_maps_destroyed_total", &[("map_type", ty)]);
+        assert!(
+            d >= n as f64 && d <= all_destroyed,
+            "lifetime count {ty}: {d} (ours {n}, all destroyed {all_destroyed})"
+        );
+    }
+    let sys = |t: &str, cmd: &str, res: &str| {
+        value(
+            t,
+            "bpfmap_map_syscalls_total",
+            &[("comm", comm), ("cmd", cmd), ("result", res)],
+        )
+    };
+    let d = |cmd: &str, res: &str| sys(&t, cmd, res) - sys(&t0, cmd, res);
+    assert!(d("map_create", "ok") >= (nq + ns + 1) as f64);
+    assert!(d("map_update_elem", "ok") >= ops as f64);
+    assert!(d("map_lookup_elem", "ok") >= ops as f64);
+    assert!(d("map_delete_elem", "ok") >= ops as f64);
+    assert!(d("map_delete_elem", "error") >= errs as f64);
+    assert_eq!(value(&t, "bpfmap_events_lost_total", &[]), 0.0);
+}
+
+#[test]
+fn churn_is_counted_exactly_without_loss() {
+    require_root();
+    let mut c = census();
+    let mut lc = Lifecycle::load(LifecycleOpts::default()).expect("lifecycle loads");
+    let comm = "lctest_churn";
+    let n = churn_n();
+    let t0 = scrape(&mut c, &mut lc);
+    let created = |t: &str| {
+        value(
+            t,
+            "bpfmap_maps_created_total",
+            &[("comm", comm), ("map_type", "array")],
+        )
+    };
+    let destroyed = |t: &str| {
+        value(
+            t,
+            "bpfmap_maps_destroyed_total",
+            &[("comm", comm), ("map_type", "array")],
+        )
+    };
+    // Scrape every 10,000 cycles, as Prometheus would every few seconds:
+    // creation records live in a ring of 32,768 slots between scrapes.
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(10_000);
+        as_comm(comm, move || {
+            for _ in 0..batch {
+                drop(map(MapType::Array, "lcchurn", 4, 4, 1, 0));
+            }
+        });
+        done += batch;
+        scrape(&mut c, &mut lc);
+    }
+    let elapsed = start.elapsed();
+    let t = until(&mut c, &mut lc, "churn destroyed", |t| {
+        destroyed(t) - destroyed(&t0) >= n as f64
+    });
+    println!("churn {n} cycles in {elapsed:?}");
+    assert_eq!(created(&t) - created(&t0), n as f64, "created");
+    assert_eq!(destroyed(&t) - destroyed(&t0), n as f64, "destroyed");
+    assert_eq!(value(&t, "bpfmap_events_lost_total", &[]), 0.0, "lost");
+    let fds = open_fds();
+    for _ in 0..5 {
+        scrape(&mut c, &mut lc);
+    }
+    assert_eq!(open_fds(), fds, "scrapes leak no fds");
+}
+
+#[test]
+fn map_events_ring_buffer_counts_drops() {
+    require_root();
+    let mut c = census();
+    let mut lc = Lifecycle::load(LifecycleOpts {
+        log_events: true,
+        ..Default::default()
+    })
+    .expect("lifecycle loads");
+    let comm = "lctest_events";
+    let t0 = scrape(&mut c, &mut lc);
+    let n = churn_n().min(20_000);
+    as_comm(comm, move || {
+        for _ in 0..n {
+            drop(map(MapType::Array, "lcev", 4, 4, 1, 0));
+        }
+    });
+    let t = until(&mut c, &mut lc, "events destroyed", |t| {
+        value(t, "bpfmap_maps_destroyed_total", &[("comm", comm)]) >= n as f64
+    });
+    // Counting stays exact whatever the ring buffer dropped; drops are
+    // counted (the 256 KiB ring holds ~3,600 events between scrapes).
+    assert_eq!(
+        value(&t, "bpfmap_maps_created_total", &[("comm", comm)])
+            - value(&t0, "bpfmap_maps_created_total", &[("comm", comm)]),
+        n as f64
+    );
+    let lost = value(&t, "bpfmap_events_lost_total", &[]);
+    println!("events lost with --log.map-events after {n} creates: {lost}");
+    assert!(lost <= n as f64);
+    if n > 4000 {
+        assert!(
+            lost > 0.0,
+            "a {n}-event burst must overflow the 256 KiB ring"
+        );
+    }
+}
+
+#[test]
+fn a_restart_does_not_count_existing_maps_as_created() {
+    require_root();
+    let comm = "lctest_pre";
+    let mut c = census();
+    // The first instance sees the maps being created.
+    let mut first = Lifecycle::load(LifecycleOpts::default()).expect("first loads");
+    let a0 = scrape(&mut c, &mut first);
+    let pre: Vec<MapHandle> = as_comm(comm, || {
+        (0..7)
+            .map(|i| map(MapType::Hash, &format!("lcpre{i}"), 4, 4, 4, 0))
+            .collect()
+    });
+    let a1 = scrape(&mut c, &mut first);
+    let created = |t: &str| value(t, "bpfmap_maps_created_total", &[("comm", comm)]);
+    assert_eq!(created(&a1) - created(&a0), 7.0);
+    // A second instance started now must not count them.
+    let mut second = Lifecycle::load(LifecycleOpts::default()).expect("second loads");
+    let b1 = scrape(&mut c, &mut second);
+    assert_eq!(
+        created(&b1),
+        0.0,
+        "restart counted existing maps as created"
+    );
+    let ids: Vec<u32> = pre.iter().map(id_of).collect();
+    drop(pre);
+    // Destroyed: the first instance attributes them to their creator, the
+    // second to comm="unknown" (created before it started).
+    let a2 = until(&mut c, &mut first, "first sees destroys", |t| {
+        value(t, "bpfmap_maps_destroyed_total", &[("comm", comm)]) >= 7.0
+    });
+    assert_eq!(
+        value(&a2, "bpfmap_maps_destroyed_total", &[("comm", comm)]),
+        7.0
+    );
+    let b2 = scrape(&mut c, &mut second);
+    assert_eq!(
+        value(&b2, "bpfmap_maps_destroyed_total", &[("comm", comm)]),
+        0.0
+    );
+    assert_eq!(created(&b2), 0.0);
+    assert!(
+        value(
+            &b2,
+            "bpfmap_maps_destroyed_total",
+            &[("comm", "unknown"), ("map_type", "hash")]
+        ) >= ids.len() as f64
+    );
+}
+
+#[test]
+fn cardinality_cap_folds_into_other_with_exact_totals() {
+    require_root();
+    let mut c = census();
+    let mut lc = Lifecycle::load(LifecycleOpts {
+        max_processes: 1,
+        ..Default::default()
+    })
+    .expect("lifecycle loads");
+    let t0 = scrape(&mut c, &mut lc);
+    let total0 = value(&t0, "bpfmap_maps_created_total", &[("map_type", "queue")]);
+    for i in 0..4 {
+        as_comm(&format!("lctest_cap{i}"), || {
+            drop(map(MapType::Queue, "lccap", 0, 4, 1, 0));
+        });
+    }
+    let t = scrape(&mut c, &mut lc);
+    let series = t
+        .lines()
+        .filter(|l| l.starts_with("bpfmap_maps_created_total{"))
+        .count();
+    assert!(series <= 2 * 40, "capped label sets: {series} series");
+    let named = (0..4)
+        .filter(|i| t.contains(&format!("comm=\"lctest_cap{i}\"")))
+        .count();
+    assert!(named <= 1, "at most one admitted label set, got {named}");
+    assert_eq!(
+        value(&t, "bpfmap_maps_created_total", &[("map_type", "queue")]) - total0,
+        4.0,
+        "totals stay exact"
+    );
+    assert!(value(&t, "bpfmap_maps_created_total", &[("comm", "other")]) >= 3.0);
+}
+
+#[test]
+fn pid_label_is_opt_in() {
+    require_root();
+    let mut c = census();
+    let mut off = Lifecycle::load(LifecycleOpts::default()).expect("loads");
+    let mut on = Lifecycle::load(LifecycleOpts {
+        pid_label: true,
+        ..Default::default()
+    })
+    .expect("loads");
+    as_comm("lctest_pid", || {
+        drop(map(MapType::Queue, "lcpid", 0, 4, 1, 0))
+    });
+    let t_off = scrape(&mut c, &mut off);
+    let t_on = scrape(&mut c, &mut on);
+    let pid = std::process::id().to_string();
+    assert!(!t_off.contains("pid=\""));
+    assert_eq!(
+        value(
+            &t_on,
+            "bpfmap_maps_created_total",
+            &[("comm", "lctest_pid"), ("pid", &pid)]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn refcount_increments_and_decrements_where_probed() {
+    require_root();
+    let mut c = census();
+    let mut lc = Lifecycle::load(LifecycleOpts::default()).expect("lifecycle loads");
+    let attached = [
+        "bpf_map_inc_with_uref",
+        "__bpf_map_inc_not_zero",
+        "bpf_map_put_with_uref",
+    ]
+    .iter()
+    .any(|p| mode_of(&lc, p).1);
+    if !refcount_probes_expected() {
+        // This host: no refcount probe can attach (asserted in
+        // probe_modes_match_the_kernel); the series must then be absent.
+        assert!(!attached);
+        let t = scrape(&mut c, &mut lc);
+        assert!(!t.contains("bpfmap_map_refcount_increments_total{"));
+        return;
+    }
+    assert!(attached, "a refcount probe must attach on {}", release());
+    let comm = "lctest_ref";
+    let k = 50usize;
+    let m = map(MapType::Array, "lcref", 4, 4, 1, 0);
+    let id = id_of(&m);
+    let t0 = scrape(&mut c, &mut lc);
+    let inc = |t: &str| value(t, "bpfmap_map_refcount_increments_total", &[("comm", comm)]);
+    let dec = |t: &str| value(t, "bpfmap_map_refcount_decrements_total", &[("comm", comm)]);
+    let handles = as_comm(comm, move || {
+        (0..k)
+            .map(|_| MapHandle::from_map_id(id).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let t1 = scrape(&mut c, &mut lc);
+    assert!(
+        inc(&t1) - inc(&t0) >= k as f64,
+        "{} increments after {k} get-fd-by-id",
+        inc(&t1) - inc(&t0)
+    );
+    // Close them on a thread with the same comm (the fput runs as task work
+    // of the closing task).
+    as_comm(comm, move || {
+        for h in handles {
+            let _ = h.as_fd().as_raw_fd();
+            drop(h);
+        }
+    });
+    let t2 = until(&mut c, &mut lc, "decrements", |t| {
+        dec(t) - dec(&t0) >= k as f64
+    });
+    assert!(dec(&t2) - dec(&t0) >= k as f64);
+    drop(m);
+}
+
+#[test]
+fn self_overhead_from_kernel_bpf_stats() {
+    require_root();
+    let mut c = census();
+    let mut lc = Lifecycle::load(LifecycleOpts {
+        enable_stats: true,
+        ..Default::default()
+    })
+    .expect("lifecycle loads");
+    as_comm("lctest_stats", || {
+        for _ in 0..100 {
+            drop(map(MapType::Array, "lcst", 4, 4, 1, 0));
+        }
+    });
+    let t = scrape(&mut c, &mut lc);
+    let runs = value(&t, "bpfmap_bpf_program_runs_total", &[]);
+    let secs = value(&t, "bpfmap_bpf_program_run_seconds_total", &[]);
+    assert!(runs >= 100.0, "program runs {runs}");
+    assert!(secs > 0.0, "program run time {secs}");
+}
