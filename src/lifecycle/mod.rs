@@ -48,6 +48,9 @@ pub struct LifecycleOpts {
     /// Whether the census runs (destructions are found through it).
     pub census: bool,
     pub attributor: Arc<dyn Attributor>,
+    /// Programs never to use (benchmarks compare attach points with it),
+    /// e.g. `tp_sys_exit_bpf` to force `tp_btf/sys_exit`.
+    pub exclude_programs: Vec<String>,
 }
 
 impl Default for LifecycleOpts {
@@ -60,6 +63,7 @@ impl Default for LifecycleOpts {
             enable_stats: false,
             census: true,
             attributor: Arc::new(NoAttribution),
+            exclude_programs: Vec::new(),
         }
     }
 }
@@ -115,6 +119,7 @@ fn attach(
     plan: &[ProbeDef],
     loaded: &BTreeSet<&'static str>,
     census: bool,
+    final_pass: bool,
 ) -> (Vec<Link>, Vec<Choice>, Vec<&'static str>) {
     let mut links = Vec::new();
     let mut choices: Vec<Choice> = Vec::new();
@@ -179,7 +184,7 @@ fn attach(
                     });
                     break;
                 }
-                Some(e) => {
+                Some(e) if final_pass => {
                     tracing::info!(
                         probe = def.name,
                         mode = cand.mode.as_str(),
@@ -188,6 +193,7 @@ fn attach(
                         "attach failed, trying the next mode"
                     );
                 }
+                Some(_) => {}
             }
         }
         let c = chosen.unwrap_or_else(|| Choice {
@@ -196,12 +202,6 @@ fn attach(
             attached: false,
             point: "none".into(),
         });
-        if c.mode == Mode::None {
-            tracing::warn!(
-                probe = def.name,
-                "no attach point on this kernel: probe off (mode none)"
-            );
-        }
         choices.push(c);
     }
     (links, choices, progs_used)
@@ -216,7 +216,14 @@ impl Lifecycle {
             .clone()
             .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
         let caps = KernelCaps::read(&btf)?;
-        let plan = probes::plan(&caps);
+        let mut plan = probes::plan(&caps);
+        for def in plan.iter_mut() {
+            def.chain.retain(|c| {
+                !c.progs
+                    .iter()
+                    .any(|g| opts.exclude_programs.iter().any(|x| x == g))
+            });
+        }
         let mut loaded = None;
         let mut last_err = None;
         for set in probes::load_attempts(&plan) {
@@ -236,7 +243,7 @@ impl Lifecycle {
                 .unwrap_or_else(|| anyhow::anyhow!("no lifecycle program set"))
                 .context("loading lifecycle BPF programs"));
         };
-        let (mut links, mut choices, mut used) = attach(&skel, &plan, &set, opts.census);
+        let (mut links, mut choices, mut used) = attach(&skel, &plan, &set, opts.census, false);
         // Load only what is used: reload with the chosen programs when some
         // loaded ones found no attach point.
         let used_set: BTreeSet<&'static str> = used.iter().copied().collect();
@@ -246,11 +253,11 @@ impl Lifecycle {
                 Ok(s2) => {
                     skel = s2;
                     set = used_set;
-                    (links, choices, used) = attach(&skel, &plan, &set, opts.census);
+                    (links, choices, used) = attach(&skel, &plan, &set, opts.census, true);
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "reloading the chosen programs failed; keeping the first load");
-                    (links, choices, used) = attach(&skel, &plan, &set, opts.census);
+                    (links, choices, used) = attach(&skel, &plan, &set, opts.census, true);
                 }
             }
         }
@@ -261,6 +268,13 @@ impl Lifecycle {
             bss.create_from_probe = create_from_probe as u32;
         }
         for c in &choices {
+            if c.mode == Mode::None {
+                tracing::warn!(
+                    probe = c.probe,
+                    "no attach point on this kernel: probe off (mode none)"
+                );
+                continue;
+            }
             tracing::info!(
                 probe = c.probe,
                 mode = c.mode.as_str(),
@@ -609,6 +623,7 @@ pub fn from_cli(cli: &crate::cli::Cli, attributor: Arc<dyn Attributor>) -> Box<d
         enable_stats: cli.bpf_enable_stats,
         census: cli.collector_enabled("maps"),
         attributor,
+        exclude_programs: Vec::new(),
     };
     match Lifecycle::load(opts) {
         Ok(l) => Box::new(l),

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Lifecycle benchmark (root): per-event cost of each lifecycle program from
+# the kernel's BPF stats, and a tight map create/close loop (and a lookup
+# loop) without and with the programs attached, alternating, in one run.
+#   ./scripts/bench-lifecycle.sh [CYCLES [ROUNDS]]     default: 20000 7
+# Prints markdown for BENCHMARKS.md. The classic tracepoint needs tracefs
+# (mounted here if missing); the tp_btf/raw_tp rows need nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh >/dev/null
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+cargo build --release --quiet --example bench_lifecycle
+echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)"
+exec target/release/examples/bench_lifecycle "$@"
