@@ -249,6 +249,16 @@ int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+/* The x86-64 bpf() entry from user space, same signature on 5.10..6.18.
+ * fexit here touches only bpf() calls: no syscall tracepoint, so the other
+ * syscalls of the node keep their fast path. */
+SEC("fexit/__x64_sys_bpf")
+int BPF_PROG(fexit_sys_bpf, const struct pt_regs *regs, long ret)
+{
+	on_bpf_exit(regs->di, ret);
+	return 0;
+}
+
 /* ---- map creation through the kernel function (also bpf_sys_bpf) ---- */
 
 SEC("fexit/map_create")

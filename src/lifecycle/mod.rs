@@ -142,7 +142,7 @@ fn attach(
                 if let Some(sys) = sys.filter(|c| c.attached) {
                     chosen = Some(Choice {
                         probe: def.name,
-                        mode: Mode::Tracepoint,
+                        mode: sys.mode,
                         attached: true,
                         point: sys.point.clone(),
                     });

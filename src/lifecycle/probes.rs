@@ -82,6 +82,7 @@ pub const REFCOUNT_FUNCS: &[&str] = &[
 
 pub const INTERESTING_FUNCS: &[&str] = &[
     "map_create",
+    "__x64_sys_bpf",
     "bpf_map_inc",
     "bpf_map_inc_with_uref",
     "__bpf_map_inc_not_zero",
@@ -160,6 +161,13 @@ pub fn plan(caps: &KernelCaps) -> Vec<ProbeDef> {
     let has_kprobe = |f: &str| caps.kprobe_pmu && caps.kallsyms.contains(f);
 
     let mut sys = Vec::new();
+    if has_func("__x64_sys_bpf") {
+        sys.push(Cand {
+            mode: Mode::Fexit,
+            progs: &["fexit_sys_bpf"],
+            point: "__x64_sys_bpf",
+        });
+    }
     if caps.tracefs_sys_exit_bpf && caps.task_pt_regs {
         sys.push(Cand {
             mode: Mode::Tracepoint,
@@ -199,7 +207,8 @@ pub fn plan(caps: &KernelCaps) -> Vec<ProbeDef> {
             point: "map_create",
         });
     }
-    // Last resort: the syscall-exit program sees BPF_MAP_CREATE's fd.
+    // Last resort: the bpf() exit program (map_syscalls, in its mode) sees
+    // BPF_MAP_CREATE's fd.
     create.push(Cand {
         mode: Mode::Tracepoint,
         progs: &[],
@@ -294,6 +303,7 @@ pub fn load_attempts(plan: &[ProbeDef]) -> Vec<BTreeSet<&'static str>> {
         set(&|m, _| m.class() != 0),
         set(&|m, _| m.class() == 2),
         set(&|m, g| m.class() == 2 && g != "tp_sys_exit_bpf"),
+        // (fexit_sys_bpf is class 0: dropped with the other fentry/fexit.)
         set(&|m, g| m.class() == 2 && g == "raw_sys_exit"),
     ];
     v.dedup();
@@ -354,7 +364,11 @@ mod tests {
             "covered by __bpf_map_inc_not_zero"
         );
         let sys = p.iter().find(|p| p.name == "map_syscalls").unwrap();
-        assert_eq!(sys.chain[0].point, "tp_btf/sys_exit");
+        let points: Vec<_> = sys.chain.iter().map(|c| c.point).collect();
+        assert_eq!(
+            points,
+            vec!["__x64_sys_bpf", "tp_btf/sys_exit", "raw_tp/sys_exit"]
+        );
     }
 
     #[test]
