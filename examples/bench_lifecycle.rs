@@ -76,6 +76,38 @@ fn stats(lc: &mut Lifecycle) -> Vec<(String, f64, f64)> {
     out
 }
 
+const VARIANTS: [(&str, &[&str]); 4] = [
+    ("__x64_sys_bpf", &[]),
+    ("syscalls:sys_exit_bpf", &["fexit_sys_bpf"]),
+    ("tp_btf/sys_exit", &["fexit_sys_bpf", "tp_sys_exit_bpf"]),
+    (
+        "raw_tp/sys_exit",
+        &["fexit_sys_bpf", "tp_sys_exit_bpf", "btf_sys_exit"],
+    ),
+];
+
+fn syscall_point(lc: &Lifecycle) -> String {
+    lc.choices()
+        .iter()
+        .find(|c| c.probe == "map_syscalls")
+        .map(|c| format!("{} {}", c.mode.as_str(), c.point))
+        .unwrap_or_default()
+}
+
+fn delta(before: &[(String, f64, f64)], after: &[(String, f64, f64)]) -> Vec<(String, f64, f64)> {
+    after
+        .iter()
+        .filter_map(|(p, runs, secs)| {
+            let (r0, s0) = before
+                .iter()
+                .find(|e| &e.0 == p)
+                .map(|e| (e.1, e.2))
+                .unwrap_or((0.0, 0.0));
+            (runs - r0 > 0.0).then(|| (p.clone(), runs - r0, secs - s0))
+        })
+        .collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let cycles: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
@@ -85,47 +117,43 @@ fn main() {
         ..Default::default()
     };
     let arr = MapHandle::create(MapType::Array, Some("lcbench_l"), 4, 4, 1, &opts).unwrap();
+    create_close(cycles / 10); // warm up
 
-    // 1. Per-event cost from BPF stats, per syscall-exit attach point.
-    println!("### Per-event cost (kernel BPF stats, {cycles} create/close + {cycles} lookups)\n");
-    println!("| attach point (map_syscalls) | program | runs | ns/run | runs per bpf() call |");
-    println!("|---|---|---|---|---|");
-    let variants: [(&str, &[&str]); 3] = [
-        ("syscalls:sys_exit_bpf", &[]),
-        ("tp_btf/sys_exit", &["tp_sys_exit_bpf"]),
-        ("raw_tp/sys_exit", &["tp_sys_exit_bpf", "btf_sys_exit"]),
-    ];
-    for (point, exclude) in variants {
+    // 1. Per-event cost from BPF stats, per map_syscalls attach point.
+    println!("### Per-event cost from kernel BPF stats ({cycles} iterations per loop)\n");
+    println!(
+        "| map_syscalls attach point | loop | program | runs | runs per iteration | ns per run |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (point, exclude) in VARIANTS {
         let Some(mut lc) = load(exclude, true) else {
-            println!("| {point} | (does not load here) | | | |");
+            println!("| {point} | | (does not load here) | | | |");
             continue;
         };
-        let got = lc
-            .choices()
-            .iter()
-            .find(|c| c.probe == "map_syscalls")
-            .map(|c| c.point.clone())
-            .unwrap_or_default();
-        if got != point {
-            println!("| {point} | (not available here: got {got}) | | | |");
+        let got = syscall_point(&lc);
+        if !got.ends_with(point) {
+            println!("| {point} | | (not available here: got {got}) | | | |");
             continue;
         }
-        let before = stats(&mut lc);
-        create_close(cycles);
-        lookups(&arr, cycles);
-        let after = stats(&mut lc);
-        for (p, runs, secs) in &after {
-            let (r0, s0) = before
-                .iter()
-                .find(|e| &e.0 == p)
-                .map(|e| (e.1, e.2))
-                .unwrap_or((0.0, 0.0));
-            let (dr, ds) = (runs - r0, secs - s0);
-            if dr > 0.0 {
+        for (name, f) in [
+            (
+                "create+close",
+                &(|| {
+                    create_close(cycles);
+                }) as &dyn Fn(),
+            ),
+            ("lookup", &|| {
+                lookups(&arr, cycles);
+            }),
+        ] {
+            let before = stats(&mut lc);
+            f();
+            let after = stats(&mut lc);
+            for (p, dr, ds) in delta(&before, &after) {
                 println!(
-                    "| {point} | {p} | {dr:.0} | {:.1} | {:.2} |",
-                    ds * 1e9 / dr,
-                    dr / (2 * cycles) as f64
+                    "| {got} | {name} | {p} | {dr:.0} | {:.2} | {:.1} |",
+                    dr / cycles as f64,
+                    ds * 1e9 / dr
                 );
             }
         }
@@ -138,54 +166,50 @@ fn main() {
         println!("(note: sysctl kernel.bpf_stats_enabled=1 is on: wall times below include stats overhead)\n");
     }
 
-    // 2. Wall time, alternating without / with the default attach points.
-    let mut base_c = Vec::new();
-    let mut with_c = Vec::new();
-    let mut base_l = Vec::new();
-    let mut with_l = Vec::new();
-    create_close(cycles / 10); // warm up
-    let mut chosen = String::new();
-    for _ in 0..rounds {
-        base_c.push(create_close(cycles).as_secs_f64());
-        base_l.push(lookups(&arr, cycles).as_secs_f64());
-        let lc = load(&[], false).expect("lifecycle loads");
-        chosen = lc
-            .choices()
+    // 2. Wall time, alternating rounds without / with the programs.
+    println!("### Wall time, median of {rounds} alternating rounds of {cycles} iterations\n");
+    println!("| map_syscalls attach point | loop | without exporter | with exporter | ratio | added per iteration |");
+    println!("|---|---|---|---|---|---|");
+    for (point, exclude) in VARIANTS {
+        let mut m: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+        let mut got = String::new();
+        for _ in 0..rounds {
+            m[0].0.push(create_close(cycles).as_secs_f64());
+            m[1].0.push(lookups(&arr, cycles).as_secs_f64());
+            let Some(lc) = load(exclude, false) else {
+                break;
+            };
+            got = syscall_point(&lc);
+            if !got.ends_with(point) {
+                break;
+            }
+            m[0].1.push(create_close(cycles).as_secs_f64());
+            m[1].1.push(lookups(&arr, cycles).as_secs_f64());
+            drop(lc);
+        }
+        if m[0].1.is_empty() {
+            continue;
+        }
+        for (name, (base, with)) in ["create+close", "lookup"].iter().zip(m) {
+            let (b, w) = (median(base), median(with));
+            println!(
+                "| {got} | {name} | {:.1} ms ({:.2} µs/it) | {:.1} ms ({:.2} µs/it) | {:.3} | {:+.0} ns |",
+                b * 1e3,
+                b * 1e6 / cycles as f64,
+                w * 1e3,
+                w * 1e6 / cycles as f64,
+                w / b,
+                (w - b) * 1e9 / cycles as f64
+            );
+        }
+    }
+    let lc = load(&[], false).expect("lifecycle loads");
+    println!(
+        "\ndefault probes here: {}",
+        lc.choices()
             .iter()
-            .filter(|c| c.attached)
             .map(|c| format!("{}={}", c.probe, c.mode.as_str()))
             .collect::<Vec<_>>()
-            .join(" ");
-        with_c.push(create_close(cycles).as_secs_f64());
-        with_l.push(lookups(&arr, cycles).as_secs_f64());
-        drop(lc);
-    }
-    let (bc, wc, bl, wl) = (
-        median(base_c),
-        median(with_c),
-        median(base_l),
-        median(with_l),
-    );
-    println!("### Wall time, median of {rounds} alternating rounds of {cycles} iterations\n");
-    println!("probes: {chosen}\n");
-    println!("| loop | without exporter | with exporter | ratio | per iteration added |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| map create + close | {:.1} ms ({:.2} µs/it) | {:.1} ms ({:.2} µs/it) | {:.3} | {:+.0} ns |",
-        bc * 1e3,
-        bc * 1e6 / cycles as f64,
-        wc * 1e3,
-        wc * 1e6 / cycles as f64,
-        wc / bc,
-        (wc - bc) * 1e9 / cycles as f64
-    );
-    println!(
-        "| map lookup (bpf syscall) | {:.1} ms ({:.2} µs/it) | {:.1} ms ({:.2} µs/it) | {:.3} | {:+.0} ns |",
-        bl * 1e3,
-        bl * 1e6 / cycles as f64,
-        wl * 1e3,
-        wl * 1e6 / cycles as f64,
-        wl / bl,
-        (wl - bl) * 1e9 / cycles as f64
+            .join(" ")
     );
 }

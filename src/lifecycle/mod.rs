@@ -128,13 +128,16 @@ fn attach(
         let mut chosen = None;
         for cand in &def.chain {
             if cand.mode == Mode::Census {
-                chosen = Some(Choice {
-                    probe: def.name,
-                    mode: Mode::Census,
-                    attached: census,
-                    point: cand.point.to_string(),
-                });
-                break;
+                if census {
+                    chosen = Some(Choice {
+                        probe: def.name,
+                        mode: Mode::Census,
+                        attached: true,
+                        point: cand.point.to_string(),
+                    });
+                    break;
+                }
+                continue; // --no-collector.maps: nothing finds destructions
             }
             if cand.progs.is_empty() {
                 // map_create through the syscall-exit program.
