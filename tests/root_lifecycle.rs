@@ -145,10 +145,12 @@ fn probe_modes_match_the_kernel() {
     // Exact creates and syscalls need the syscall-exit tracepoint or better
     // on every kernel; destructions come from the census everywhere.
     let (m, a) = mode_of(&lc, "map_syscalls");
-    if refcount_probes_expected() {
+    if refcount_probes_expected() && !release().starts_with("5.10.") {
         // fexit on __x64_sys_bpf: no syscall tracepoint for the node.
         assert_eq!((m.as_str(), a), ("fexit", true), "map_syscalls");
     } else {
+        // This host, and 5.10 (its BTF gives __x64_sys_bpf's argument as a
+        // forward declaration, which the verifier refuses).
         assert_eq!((m.as_str(), a), ("tracepoint", true), "map_syscalls");
     }
     assert_eq!(mode_of(&lc, "map_destroy"), ("census".into(), true));
@@ -167,21 +169,22 @@ fn probe_modes_match_the_kernel() {
         "bpf_map_put_with_uref",
     ];
     if refcount_probes_expected() {
-        // fentry or kprobe must be chosen here: no silent fall back.
+        // fentry works on these kernels (measured on each): it must be
+        // chosen, with no silent fall back to kprobe or none.
         for p in refcount {
             let (m, a) = mode_of(&lc, p);
             assert!(
-                a && (m == "fentry" || m == "kprobe"),
+                a && m == "fentry",
                 "{p}: mode {m} attached {a} on {}",
                 release()
             );
         }
-        // fexit on map_create, or (5.10 inlines map_create) on __x64_sys_bpf.
-        assert!(
-            create == "fexit" || create == "kretprobe",
-            "map_create: {create} on {} (BTF has map_create: {btf_has_map_create})",
-            release()
-        );
+        if btf_has_map_create {
+            assert_eq!(create, "fexit", "map_create on {}", release());
+        } else {
+            // 5.10 inlines map_create: creations come from the bpf() exit.
+            assert_eq!(create, m, "map_create follows map_syscalls");
+        }
     } else {
         // This host: fentry is refused (lockdown) and there are no kprobes.
         for p in refcount {
