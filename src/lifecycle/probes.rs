@@ -297,19 +297,30 @@ pub fn load_attempts(plan: &[ProbeDef]) -> Vec<BTreeSet<&'static str>> {
             .map(|(_, g)| *g)
             .collect()
     };
-    let mut v = vec![
+    // Programs that a kernel may refuse on its own (verifier differences)
+    // are dropped alone first, so they never cost a whole class.
+    let shaky = |g: &str| matches!(g, "fexit_map_create" | "fexit_sys_bpf");
+    let tp = |g: &str| g == "tp_sys_exit_bpf";
+    let candidates = vec![
         set(&|_, _| true),
         set(&|_, g| g != "fexit_map_create"),
         // 5.10's BTF gives __x64_sys_bpf's pt_regs argument as a forward
         // declaration: the verifier refuses that context access.
-        set(&|_, g| g != "fexit_map_create" && g != "fexit_sys_bpf"),
+        set(&|_, g| !shaky(g)),
+        set(&|_, g| !tp(g)),
+        set(&|_, g| !shaky(g) && !tp(g)),
         set(&|m, _| m.class() != 0),
+        set(&|m, g| m.class() != 0 && !tp(g)),
         set(&|m, _| m.class() == 2),
-        set(&|m, g| m.class() == 2 && g != "tp_sys_exit_bpf"),
-        // (fexit_sys_bpf is class 0: dropped with the other fentry/fexit.)
+        set(&|m, g| m.class() == 2 && !tp(g)),
         set(&|m, g| m.class() == 2 && g == "raw_sys_exit"),
     ];
-    v.dedup();
+    let mut v: Vec<BTreeSet<&'static str>> = Vec::new();
+    for c in candidates {
+        if !v.contains(&c) {
+            v.push(c);
+        }
+    }
     v
 }
 
@@ -397,13 +408,34 @@ mod tests {
         assert!(a[0].contains("fe_bpf_map_inc") && a[0].contains("kp_bpf_map_inc"));
         assert!(!a[1].contains("fexit_map_create") && a[1].contains("fe_bpf_map_inc"));
         assert!(!a[2].contains("fexit_sys_bpf") && a[2].contains("fe_bpf_map_inc"));
-        assert!(!a[3].contains("fe_bpf_map_inc") && a[3].contains("kp_bpf_map_inc"));
-        assert!(a[4]
+        // Every set with fentry programs comes before the first without.
+        let first_without = a
             .iter()
-            .all(|g| !g.starts_with("k") && !g.starts_with("f")));
+            .position(|s| !s.contains("fe_bpf_map_inc"))
+            .unwrap();
+        assert!(a[first_without..]
+            .iter()
+            .all(|s| !s.contains("fe_bpf_map_inc")));
+        assert!(a[first_without].contains("kp_bpf_map_inc"));
+        let tp_only = a
+            .iter()
+            .position(|s| s.iter().all(|g| !g.starts_with('k') && !g.starts_with('f')))
+            .unwrap();
+        assert!(tp_only > first_without);
         assert_eq!(
             a.last().unwrap().iter().copied().collect::<Vec<_>>(),
             vec!["raw_sys_exit"]
+        );
+        let mut tracefs = caps(INTERESTING_FUNCS, true);
+        tracefs.tracefs_sys_exit_bpf = true;
+        let a = load_attempts(&plan(&tracefs));
+        let i = a
+            .iter()
+            .position(|s| !s.contains("tp_sys_exit_bpf"))
+            .unwrap();
+        assert!(
+            a[i].contains("fe_bpf_map_inc"),
+            "tracepoint refused alone first"
         );
     }
 
