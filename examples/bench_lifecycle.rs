@@ -35,6 +35,16 @@ fn lookups(m: &MapHandle, n: usize) -> Duration {
     t.elapsed()
 }
 
+/// A syscall that is not bpf(): what every other process on the node pays.
+fn other_syscalls(n: usize) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        // SAFETY: getppid has no arguments and cannot fail.
+        std::hint::black_box(unsafe { libc::getppid() });
+    }
+    t.elapsed()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -172,11 +182,13 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for (point, exclude) in VARIANTS.iter().filter(|_| rounds > 0) {
         let (point, exclude) = (*point, *exclude);
-        let mut m: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+        let mut m: [(Vec<f64>, Vec<f64>); 3] = Default::default();
         let mut got = String::new();
         for _ in 0..rounds {
             m[0].0.push(create_close(cycles).as_secs_f64());
             m[1].0.push(lookups(&arr, cycles).as_secs_f64());
+            m[2].0
+                .push(other_syscalls(cycles * 10).as_secs_f64() / 10.0);
             let Some(lc) = load(exclude, false) else {
                 break;
             };
@@ -186,12 +198,17 @@ fn main() {
             }
             m[0].1.push(create_close(cycles).as_secs_f64());
             m[1].1.push(lookups(&arr, cycles).as_secs_f64());
+            m[2].1
+                .push(other_syscalls(cycles * 10).as_secs_f64() / 10.0);
             drop(lc);
         }
         if m[0].1.is_empty() || m[0].0.len() < rounds {
             continue;
         }
-        for (name, (base, with)) in ["create+close", "lookup"].iter().zip(m) {
+        for (name, (base, with)) in ["create+close", "lookup", "getppid (not bpf)"]
+            .iter()
+            .zip(m)
+        {
             let (b, w) = (median(base), median(with));
             println!(
                 "| {got} | {name} | {:.1} ms ({:.2} µs/it) | {:.1} ms ({:.2} µs/it) | {:.3} | {:+.0} ns |",
