@@ -104,6 +104,34 @@ pub struct Cli {
     #[arg(long = "bpf.enable-stats", action = ArgAction::SetTrue)]
     pub bpf_enable_stats: bool,
 
+    /// Attribute processes to a container id and pod UID from /proc/<pid>/cgroup (needs hostPID in Kubernetes). --k8s.attribution=false turns it off.
+    #[arg(long = "k8s.attribution", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub k8s_attribution: bool,
+
+    /// Resolve pod UIDs to namespace and pod name by listing this node's pods from the API server (in-cluster service account; RBAC: list pods). Publishes bpfmap_k8s_pod_info.
+    #[arg(long = "k8s.enrich", action = ArgAction::SetTrue)]
+    pub k8s_enrich: bool,
+
+    /// Like --k8s.enrich, but list pods from the kubelet (e.g. https://$(NODE_IP):10250); needs nodes/proxy RBAC on a secured kubelet.
+    #[arg(long = "k8s.kubelet-url", value_name = "URL")]
+    pub k8s_kubelet_url: Option<String>,
+
+    /// Do not verify the kubelet's serving certificate (often self-signed).
+    #[arg(long = "k8s.insecure-skip-tls-verify", action = ArgAction::SetTrue)]
+    pub k8s_insecure_skip_tls_verify: bool,
+
+    /// This node's name for --k8s.enrich (default: $NODE_NAME, set from the downward API).
+    #[arg(long = "k8s.node-name", value_name = "NAME")]
+    pub k8s_node_name: Option<String>,
+
+    /// Seconds between refreshes of the node's pod list (minimum 5).
+    #[arg(long = "k8s.refresh-interval", default_value_t = 60)]
+    pub k8s_refresh_interval: u64,
+
+    /// Keep at most this many pods in the pod-name index.
+    #[arg(long = "k8s.max-pods", default_value_t = 1000)]
+    pub k8s_max_pods: usize,
+
     /// Enable a collector (all are on by default): --collector.<name>. Repeatable.
     #[arg(long = "collector", value_name = "NAME", hide = true)]
     pub enable: Vec<String>,

@@ -7,11 +7,14 @@ use crate::census::render::{render, RenderOpts};
 use crate::census::{Census, CensusOpts, PartResult, Parts, Snapshot};
 use crate::cli::Cli;
 use crate::collector::Collector;
+use crate::k8s::Attributor;
 use crate::metrics::Families;
 
 pub struct Exporter {
     census: Option<Census>,
     collectors: Vec<Box<dyn Collector>>,
+    /// Container/pod identity of processes (census and lifecycle series).
+    attributor: std::sync::Arc<dyn Attributor>,
     render_opts: RenderOpts,
     process: prometheus::process_collector::ProcessCollector,
     /// Length of the previous exposition, to size the next buffer.
@@ -50,6 +53,7 @@ impl Exporter {
         Ok(Exporter {
             census,
             collectors: Vec::new(),
+            attributor: crate::k8s::from_cli(cli)?,
             render_opts: RenderOpts {
                 max_map_series: cli.max_map_series,
                 per_map: !cli.no_per_map,
@@ -58,6 +62,11 @@ impl Exporter {
             process: prometheus::process_collector::ProcessCollector::for_self(),
             last_len: 0,
         })
+    }
+
+    /// The attributor, for collectors that label processes (lifecycle).
+    pub fn attributor(&self) -> std::sync::Arc<dyn Attributor> {
+        self.attributor.clone()
     }
 
     /// Add a collector (lifecycle, ...).
@@ -95,7 +104,10 @@ impl Exporter {
             render(
                 &snapshot,
                 &self.render_opts,
-                &|_, _| (String::new(), String::new()),
+                &|tgid, cgroup_id| {
+                    let id = self.attributor.identify(tgid, cgroup_id);
+                    (id.container_id, id.pod_uid)
+                },
                 &mut out,
             );
             let f = &snapshot.features;
@@ -135,6 +147,7 @@ impl Exporter {
                 }
             }
         }
+        self.attributor.render_metrics(&mut out);
         for p in &parts {
             let l = || vec![("collector", p.name.to_string())];
             out.gauge(
