@@ -50,6 +50,7 @@ python3 deploy/check-manifests.py
 
 # 3. One source of rules.
 python3 deploy/gen-prometheusrule.py --check
+python3 dashboards/generate.py --check
 
 # 4. promtool.
 promtool check rules deploy/prometheus/rules.yml

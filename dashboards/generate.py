@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Generate the Grafana dashboards in dashboards/*.json (run after editing).
+
+Every panel uses the datasource variable ${datasource}; every query filters
+on the node variable $instance. scripts/check-deploy.sh checks both, and
+tests/e2e/run.sh runs every query against a real Prometheus.
+  ./dashboards/generate.py          rewrite the JSON files
+  ./dashboards/generate.py --check  exit 1 if they differ from this script
+"""
+import json
+import pathlib
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+I = 'instance=~"$instance"'
+RI = "$__rate_interval"
+
+
+def panel(title, exprs, kind="timeseries", unit="short", w=12, h=8, desc="", legend=None):
+    targets = []
+    for n, e in enumerate(exprs if isinstance(exprs, list) else [exprs]):
+        expr, leg = (e if isinstance(e, tuple) else (e, legend or ""))
+        t = {"datasource": DS, "expr": expr, "refId": chr(65 + n), "legendFormat": leg}
+        if kind == "table":
+            t.update({"format": "table", "instant": True})
+        targets.append(t)
+    p = {
+        "type": kind,
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "targets": targets,
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+        "_w": w,
+        "_h": h,
+    }
+    if kind == "table":
+        p["transformations"] = [{"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True}}}]
+    return p
+
+
+def dashboard(uid, title, desc, panels):
+    x = y = 0
+    row_h = 0
+    out = []
+    for n, p in enumerate(panels, 1):
+        w, h = p.pop("_w"), p.pop("_h")
+        if x + w > 24:
+            x, y = 0, y + row_h
+            row_h = 0
+        p["id"] = n
+        p["gridPos"] = {"x": x, "y": y, "w": w, "h": h}
+        x += w
+        row_h = max(row_h, h)
+        out.append(p)
+    return {
+        "uid": uid,
+        "title": title,
+        "description": desc,
+        "tags": ["bpf", "bpfmap-exporter"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                {
+                    "name": "instance",
+                    "label": "Node",
+                    "type": "query",
+                    "datasource": DS,
+                    "query": {"query": "label_values(bpfmap_build_info, instance)", "refId": "instance"},
+                    "definition": "label_values(bpfmap_build_info, instance)",
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "refresh": 2,
+                    "sort": 1,
+                    "current": {},
+                    "hide": 0,
+                },
+            ]
+        },
+        "annotations": {"list": []},
+        "links": [
+            {"title": "bpfmap-exporter dashboards", "type": "dashboards", "tags": ["bpfmap-exporter"], "asDropdown": True}
+        ],
+        "panels": out,
+    }
+
+
+DASHBOARDS = {
+    "node-overview.json": dashboard(
+        "bpfmap-node-overview",
+        "BPF maps / Node overview",
+        "Maps, memory, create versus destroy rate and refcount balance per node.",
+        [
+            panel("Live maps", f"sum by (instance) (bpfmap_maps{{{I}}})", "stat", w=6, h=4, legend="{{instance}}"),
+            panel("Map memory", f"sum by (instance) (bpfmap_maps_memory_bytes{{{I}}})", "stat", "bytes", w=6, h=4, legend="{{instance}}"),
+            panel("Unexplained references", f"sum by (instance) (bpfmap_maps_unexplained_refs{{{I}}})", "stat", w=6, h=4,
+                  desc="References no holder explains: the leak signal.", legend="{{instance}}"),
+            panel("Maps with unexplained references", f"sum by (instance) (bpfmap_maps_with_unexplained_refs{{{I}}})", "stat", w=6, h=4, legend="{{instance}}"),
+            panel("Maps by type", f"sum by (map_type) (bpfmap_maps{{{I}}})", legend="{{map_type}}"),
+            panel("Map memory by type", f"sum by (map_type) (bpfmap_maps_memory_bytes{{{I}}})", unit="bytes", legend="{{map_type}}"),
+            panel("Create vs destroy rate", [
+                (f"sum by (instance) (rate(bpfmap_maps_created_total{{{I}}}[{RI}]))", "created {{instance}}"),
+                (f"sum by (instance) (rate(bpfmap_maps_destroyed_total{{{I}}}[{RI}]))", "destroyed {{instance}}"),
+            ], unit="ops", desc="Maps created and destroyed per second (lifecycle collector)."),
+            panel("Refcount balance (increments - decrements)",
+                  f"sum by (instance) (rate(bpfmap_map_refcount_increments_total{{{I}}}[{RI}])) - sum by (instance) (rate(bpfmap_map_refcount_decrements_total{{{I}}}[{RI}]))",
+                  unit="ops", desc="Net references taken per second; persistently above 0 means references are not put back.", legend="{{instance}}"),
+            panel("Unexplained references over time", f"sum by (instance) (bpfmap_maps_unexplained_refs{{{I}}})", legend="{{instance}}"),
+            panel("Fullest maps (entries / max_entries)",
+                  f"topk(10, (bpfmap_map_entries{{{I}}} / bpfmap_map_max_entries{{{I}}}) * on (instance, id) group_left (name, map_type) bpfmap_map_info{{{I}}})",
+                  unit="percentunit", desc="Hash-family maps (6.6+).", legend="{{name}} ({{id}})"),
+        ],
+    ),
+    "leak-hunting.json": dashboard(
+        "bpfmap-leak-hunting",
+        "BPF maps / Leak hunting",
+        "Who leaks: maps with unexplained references, processes holding map files, per-process refcount balance.",
+        [
+            panel("Maps with unexplained references",
+                  f"topk(20, (bpfmap_map_unexplained_refs{{{I}}} > 0) * on (instance, id) group_left (name, map_type) bpfmap_map_info{{{I}}})",
+                  "table", w=24, desc="Each row is one leaking map; find its holders with bpftool map show id <id>."),
+            panel("Top holders: map files per process", f"topk(20, bpfmap_process_map_files{{{I}}})", "table",
+                  desc="Distinct map files in the process's fd table, with container and pod."),
+            panel("Top holders: map fds per process", f"topk(20, bpfmap_process_map_fds{{{I}}})", "table"),
+            panel("Map files per process over time", f"topk(10, bpfmap_process_map_files{{{I}}})", legend="{{comm}} {{pid}}"),
+            panel("Map files held only by mmaps", f"topk(10, bpfmap_process_map_mmap_files{{{I}}})", legend="{{comm}} {{pid}}"),
+            panel("Refcount increments - decrements by comm",
+                  f"sum by (comm) (rate(bpfmap_map_refcount_increments_total{{{I}}}[{RI}])) - sum by (comm) (rate(bpfmap_map_refcount_decrements_total{{{I}}}[{RI}]))",
+                  unit="ops", legend="{{comm}}"),
+            panel("Maps created - destroyed by creator (1h)",
+                  f"sum by (comm) (increase(bpfmap_maps_created_total{{{I}}}[1h])) - sum by (comm) (increase(bpfmap_maps_destroyed_total{{{I}}}[1h]))",
+                  legend="{{comm}}", desc="Net maps per creating comm; a creator that only grows is accumulating maps."),
+            panel("Maps created by comm", f"sum by (comm) (rate(bpfmap_maps_created_total{{{I}}}[{RI}]))", unit="ops", legend="{{comm}}"),
+            panel("Map syscalls by command", f"sum by (cmd, result) (rate(bpfmap_map_syscalls_total{{{I}}}[{RI}]))", unit="ops", legend="{{cmd}} {{result}}"),
+            panel("Map lifetime (median)",
+                  f"histogram_quantile(0.5, sum by (le, map_type) (rate(bpfmap_map_lifetime_seconds_bucket{{{I}}}[{RI}])))",
+                  unit="s", legend="{{map_type}}", desc="Short-lived churn shows as a low median with a high create rate."),
+        ],
+    ),
+    "bpffs.json": dashboard(
+        "bpfmap-bpffs",
+        "BPF maps / bpffs pins",
+        "Pins by mount, pinned bytes, stale pins.",
+        [
+            panel("bpffs mounts", f"bpfmap_bpffs_mounts{{{I}}}", "stat", w=8, h=4, legend="{{instance}}"),
+            panel("Pinned maps", f"sum by (instance) (bpfmap_pinned_objects{{{I},object_type=\"map\"}})", "stat", w=8, h=4, legend="{{instance}}"),
+            panel("Pinned map memory", f"sum by (instance) (bpfmap_pinned_map_memory_bytes{{{I}}})", "stat", "bytes", w=8, h=4, legend="{{instance}}"),
+            panel("Pinned objects by mount and type", f"sum by (mount, object_type) (bpfmap_pinned_objects{{{I}}})", legend="{{mount}} {{object_type}}"),
+            panel("Pinned map memory by mount", f"sum by (mount) (bpfmap_pinned_map_memory_bytes{{{I}}})", unit="bytes", legend="{{mount}}"),
+            panel("Pinned maps no program uses (stale pin candidates)", f"bpfmap_pinned_map_unused{{{I}}} == 1", "table"),
+            panel("Pins", f"bpfmap_pin_info{{{I}}}", "table"),
+            panel("Entries the pin walk skipped", f"sum by (mount, reason) (bpfmap_bpffs_skipped_entries{{{I}}})", legend="{{mount}} {{reason}}", w=24),
+        ],
+    ),
+    "exporter-self.json": dashboard(
+        "bpfmap-exporter-self",
+        "BPF maps / Exporter self",
+        "Scrape time, collector health, probe modes and the exporter's own overhead.",
+        [
+            panel("Targets up", f"up{{job=\"bpfmap-exporter\",{I}}}", legend="{{instance}}", w=8),
+            panel("Scrape duration", f"scrape_duration_seconds{{job=\"bpfmap-exporter\",{I}}}", unit="s", legend="{{instance}}", w=8),
+            panel("Samples per scrape", f"scrape_samples_scraped{{job=\"bpfmap-exporter\",{I}}}", legend="{{instance}}", w=8),
+            panel("Collector duration", f"max by (collector) (bpfmap_scrape_collector_duration_seconds{{{I}}})", unit="s", legend="{{collector}}"),
+            panel("Collector success", f"min by (collector) (bpfmap_scrape_collector_success{{{I}}})", legend="{{collector}}"),
+            panel("Probe attach modes", f"bpfmap_probe_attached{{{I}}}", "table", desc="1 = attached in that mode; mode none = not attached."),
+            panel("Lifecycle events lost", f"sum by (instance) (rate(bpfmap_events_lost_total{{{I}}}[{RI}]))", unit="ops", legend="{{instance}}"),
+            panel("Own BPF programs: time per run",
+                  f"sum by (program) (rate(bpfmap_bpf_program_run_seconds_total{{{I}}}[{RI}])) / sum by (program) (rate(bpfmap_bpf_program_runs_total{{{I}}}[{RI}]))",
+                  unit="s", legend="{{program}}", desc="Needs kernel BPF stats (--bpf.enable-stats or sysctl kernel.bpf_stats_enabled=1)."),
+            panel("Own BPF programs: CPU", f"sum by (program) (rate(bpfmap_bpf_program_run_seconds_total{{{I}}}[{RI}]))", unit="percentunit", legend="{{program}}"),
+            panel("Exporter resident memory", f"process_resident_memory_bytes{{job=\"bpfmap-exporter\",{I}}}", unit="bytes", legend="{{instance}}"),
+            panel("Exporter CPU", f"rate(process_cpu_seconds_total{{job=\"bpfmap-exporter\",{I}}}[{RI}])", unit="percentunit", legend="{{instance}}"),
+            panel("Per-map series omitted by the cap", f"bpfmap_map_series_omitted{{{I}}}", legend="{{instance}}"),
+            panel("Exporter's own maps", f"bpfmap_exporter_maps{{{I}}}", legend="{{instance}}"),
+            panel("Build", f"bpfmap_build_info{{{I}}}", "table"),
+        ],
+    ),
+}
+
+
+def main():
+    check = sys.argv[1:] == ["--check"]
+    stale = []
+    for name, d in DASHBOARDS.items():
+        text = json.dumps(d, indent=2, sort_keys=False) + "\n"
+        path = HERE / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"dashboards {stale} differ from dashboards/generate.py: run ./dashboards/generate.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
