@@ -74,12 +74,12 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
     ok
 }
 
-/// The lifecycle collector (issue 3), when enabled. It never stops the
-/// exporter: if it cannot load, it reports success 0 with the reason.
+/// The lifecycle collector (issue 3), when enabled, labelled through the
+/// exporter's container/pod attributor. It never stops the exporter: if it
+/// cannot load, it reports success 0 with the reason.
 fn add_lifecycle(ex: &mut Exporter, cli: &Cli) {
     if cli.collector_enabled("lifecycle") {
-        let attributor: Arc<dyn bpfmap_exporter::k8s::Attributor> =
-            Arc::new(bpfmap_exporter::k8s::NoAttribution);
+        let attributor = ex.attributor();
         ex.add_collector(bpfmap_exporter::lifecycle::from_cli(cli, attributor));
     }
 }

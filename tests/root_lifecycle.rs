@@ -559,3 +559,47 @@ fn self_overhead_from_kernel_bpf_stats() {
     assert!(runs >= 100.0, "program runs {runs}");
     assert!(secs > 0.0, "program run time {secs}");
 }
+
+/// Attribution through the k8s Attributor: labels come from it, and the
+/// creator's real tgid reaches it (from the creation record) even without
+/// the pid label, so it can read /proc/<pid>/cgroup while the process lives.
+#[test]
+fn container_labels_come_from_the_attributor() {
+    use bpfmap_exporter::k8s::{Attributor, Identity};
+    use std::sync::{Arc, Mutex};
+    struct Fake(Mutex<Vec<(u32, u64)>>);
+    impl Attributor for Fake {
+        fn identify(&self, tgid: u32, cgroup_id: u64) -> Identity {
+            self.0.lock().unwrap().push((tgid, cgroup_id));
+            Identity {
+                container_id: format!("ctr-{cgroup_id}"),
+                pod_uid: "pod-1".into(),
+                ..Default::default()
+            }
+        }
+    }
+    require_root();
+    let fake = Arc::new(Fake(Mutex::new(Vec::new())));
+    let mut c = census();
+    let mut lc = Lifecycle::load(LifecycleOpts {
+        attributor: fake.clone(),
+        ..Default::default()
+    })
+    .expect("lifecycle loads");
+    let keep = as_comm("lctest_ctr", || map(MapType::Queue, "lcctr", 0, 4, 1, 0));
+    let t = scrape(&mut c, &mut lc);
+    let line = t
+        .lines()
+        .find(|l| l.starts_with("bpfmap_maps_created_total{") && l.contains("lctest_ctr"))
+        .expect("created series");
+    assert!(
+        line.contains("container_id=\"ctr-") && line.contains("pod_uid=\"pod-1\""),
+        "{line}"
+    );
+    let me = std::process::id();
+    assert!(
+        fake.0.lock().unwrap().iter().any(|&(tgid, _)| tgid == me),
+        "the creator's tgid reached the attributor"
+    );
+    drop(keep);
+}

@@ -496,6 +496,49 @@ impl Collector for Lifecycle {
                 c.attached as u8 as f64,
             );
         }
+        if let Some(snap) = census.filter(|_| self.opts.census) {
+            let live: Vec<(u32, u32)> = snap.maps.iter().map(|m| (m.id, m.map_type)).collect();
+            let last = self.last_recorded();
+            let now = sys::boottime_ns();
+            let mut tracker = std::mem::replace(&mut self.tracker, Tracker::new(0));
+            // Creation records carry the creator's real tgid: let the
+            // attributor learn each (tgid, cgroup) once while the process
+            // may still exist, then key by cgroup only (no pid label) so
+            // per-process state stays bounded.
+            let mut warmed = std::collections::HashSet::new();
+            let gone = tracker.update(
+                &live,
+                last,
+                |id| match self.slot(id) {
+                    Slot::Valid(mut r) => {
+                        if warmed.insert((r.tgid, r.cgroup_id)) {
+                            self.opts.attributor.identify(r.tgid, r.cgroup_id);
+                        }
+                        if !self.opts.pid_label {
+                            r.tgid = 0;
+                        }
+                        Slot::Valid(r)
+                    }
+                    other => other,
+                },
+                now,
+            );
+            self.tracker = tracker;
+            if self.opts.log_events {
+                for d in gone {
+                    let who = d.creator.as_ref();
+                    tracing::info!(
+                        target: "map_events",
+                        event = "destroy",
+                        id = d.id,
+                        map_type = %d.map_type.map(map_type_name).unwrap_or_else(|| "unknown".into()),
+                        creator_comm = %who.map(|p| p.comm.as_str()).unwrap_or("unknown"),
+                        lifetime_seconds = d.lifetime_seconds.unwrap_or(f64::NAN),
+                        "map destroyed"
+                    );
+                }
+            }
+        }
         let counts = self.read_counts()?;
         let mut folder = std::mem::replace(&mut self.folder, Folder::new(0));
         let agg = state::aggregate(&counts, &mut folder, |p| self.label_set(p));
@@ -534,28 +577,6 @@ impl Collector for Lifecycle {
                     labels,
                     n,
                 ),
-            }
-        }
-        if let Some(snap) = census.filter(|_| self.opts.census) {
-            let live: Vec<(u32, u32)> = snap.maps.iter().map(|m| (m.id, m.map_type)).collect();
-            let last = self.last_recorded();
-            let now = sys::boottime_ns();
-            let mut tracker = std::mem::replace(&mut self.tracker, Tracker::new(0));
-            let gone = tracker.update(&live, last, |id| self.slot(id), now);
-            self.tracker = tracker;
-            if self.opts.log_events {
-                for d in gone {
-                    let who = d.creator.as_ref();
-                    tracing::info!(
-                        target: "map_events",
-                        event = "destroy",
-                        id = d.id,
-                        map_type = %d.map_type.map(map_type_name).unwrap_or_else(|| "unknown".into()),
-                        creator_comm = %who.map(|p| p.comm.as_str()).unwrap_or("unknown"),
-                        lifetime_seconds = d.lifetime_seconds.unwrap_or(f64::NAN),
-                        "map destroyed"
-                    );
-                }
             }
         }
         let mut destroyed: BTreeMap<(LabelSet, String), u64> = BTreeMap::new();
