@@ -3,7 +3,9 @@
 //!   (run_time_ns / run_cnt), for every syscall-exit attach point this kernel
 //!   offers and every refcount/create probe that attaches;
 //! - wall time of a tight map create/close loop and of a map lookup loop,
-//!   without and with the lifecycle programs attached, alternating rounds.
+//!   without and with the lifecycle programs attached, alternating rounds
+//!   (plus a non-bpf syscall loop: what other processes pay).
+//!
 //! Run with `./scripts/bench-lifecycle.sh`.
 //!
 //! Usage: bench_lifecycle [cycles] [rounds]
