@@ -222,6 +222,44 @@ mod tests {
         assert!(pods.contains_key("0f1e2d3c-4b5a-4968-8776-655443322110"));
     }
 
+    /// The whole fetch path (HTTP client, auth header, body limit, parsing)
+    /// against a loopback server that serves the fixture as the kubelet would.
+    #[test]
+    fn fetches_from_a_kubelet_over_http() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "client closed before sending a request");
+                req.extend_from_slice(&buf[..n]);
+            }
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{FIXTURE}",
+                FIXTURE.len()
+            )
+            .unwrap();
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        let mut src = PodSource::kubelet(
+            &format!("http://{addr}/"),
+            false,
+            100,
+            Duration::from_secs(60),
+        );
+        src.token_file = None;
+        src.ca_file = None;
+        let pods = src.fetch(&src.agent().unwrap()).unwrap();
+        assert_eq!(pods.len(), 3);
+        let req = server.join().unwrap();
+        assert!(req.starts_with("GET /pods HTTP/1.1"), "{req}");
+    }
+
     #[test]
     fn bounded() {
         assert_eq!(parse_pod_list(FIXTURE, 2).unwrap().len(), 2);
