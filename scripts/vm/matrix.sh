@@ -1,76 +1,152 @@
 #!/usr/bin/env bash
-# The kernel matrix: the same privileged test suite on this machine's kernel
-# and on the pinned Debian kernels (scripts/vm/kernels.lock) under qemu
-# (virtme-ng, software emulation: KVM does not work on this machine).
-#   scripts/vm/matrix.sh [kernel-name ...]     default: host + every pinned kernel
-# Env: BPFMAP_VM_TIMEOUT (s per guest, default 900), BPFMAP_VM_CHURN (churn
-# cycles inside guests, default 5000), BPFMAP_MATRIX_INJECT_FAILURE=1 (makes
-# every guest report a failing test: proves the run then fails).
-# Prints a table per kernel and writes results/matrix.md; exits non-zero when
-# any kernel failed a test, logged BUG:/WARNING:, had a verifier rejection, or
-# never reported.
+# The kernel matrix: the same privileged test suite (every tests/root_*.rs
+# binary, plus `bpfmap-exporter --check`) on this machine's kernel and on the
+# pinned Debian kernels of scripts/vm/kernels.lock, booted under qemu with
+# virtme-ng (software emulation: KVM does not work on this machine). The
+# guests see the host's root file system and run the binaries built here.
+#   scripts/vm/matrix.sh [host|5.10|6.1|6.12 ...]   default: host + every pinned kernel
+# Env:
+#   BPFMAP_VM_TIMEOUT       seconds per guest, boot to power-off (default 600)
+#   BPFMAP_VM_TEST_TIMEOUT  seconds per test binary inside a guest (default 300)
+#   BPFMAP_VM_CHURN         BPFMAP_CHURN inside guests (default 5000)
+#   BPFMAP_MATRIX_INJECT_FAILURE=1  every kernel reports one failing test:
+#                           proves that the run then exits non-zero
+# Results: results/matrix/<kernel>/ (logs, console, check output) and
+# results/matrix.md (the tables). Exit 1 when any kernel failed a test, failed
+# --check, logged a kernel BUG:/WARNING:/Oops, had a verifier rejection, timed
+# out or never reported; 2 when the build or the kernel fetch failed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+vm_timeout=${BPFMAP_VM_TIMEOUT:-600}
+churn=${BPFMAP_VM_CHURN:-5000}
+inject=${BPFMAP_MATRIX_INJECT_FAILURE:-}
+t0=$SECONDS
+
+names=(host)
+while read -r n _; do
+    [[ -z $n || $n == \#* ]] || names+=("$n")
+done < "$root/scripts/vm/kernels.lock"
+want=("$@")
+for k in "${want[@]}"; do
+    [[ " ${names[*]} " == *" $k "* ]] || {
+        echo "matrix: unknown kernel '$k' (known: ${names[*]})" >&2
+        exit 2
+    }
+done
+selected() {
+    ((${#want[@]} == 0)) && return 0
+    local k
+    for k in "${want[@]}"; do [[ $k == "$1" ]] && return 0; done
+    return 1
+}
+
+mkdir -p "$root/results"
+exec 9> "$root/results/.matrix.lock"
+flock -n 9 || {
+    echo "matrix: another matrix run holds results/.matrix.lock; waiting" >&2
+    flock 9
+}
 results=$root/results/matrix
 rm -rf "$results"
 mkdir -p "$results"
-timeout_s=${BPFMAP_VM_TIMEOUT:-900}
-churn=${BPFMAP_VM_CHURN:-5000}
-t0=$SECONDS
 
-# 1. Build once on the host; the guests run these binaries from the host's
-#    file system.
-cargo build --release --locked --bin bpfmap-exporter >&2 || exit 1
-cargo test --release --locked --no-run --message-format=json 2>/dev/null |
-    python3 -c '
+# 1. Build once on the host. Binary paths come from cargo (CARGO_TARGET_DIR
+#    is honoured); every tests/root_* binary is picked up.
+echo "matrix: building" >&2
+cargo build --release --locked --bin bpfmap-exporter --message-format=json-render-diagnostics \
+    > "$results/build.json" || {
+    echo "matrix: cargo build failed" >&2
+    exit 2
+}
+cargo test --release --locked --no-run --message-format=json-render-diagnostics \
+    > "$results/tests.json" || {
+    echo "matrix: building the tests failed" >&2
+    exit 2
+}
+python3 - "$results" << 'PY'
 import json, sys
-for line in sys.stdin:
-    try: m = json.loads(line)
-    except ValueError: continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"].startswith("root_"):
-        print(m["target"]["name"], m["executable"])
-' | sort -u > "$results/tests.list"
-if [[ ! -s $results/tests.list ]]; then
-    echo "matrix: no root test binaries were built" >&2
-    exit 1
+res = sys.argv[1]
+def arts(f):
+    for line in open(f"{res}/{f}"):
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue
+        if m.get("reason") == "compiler-artifact" and m.get("executable"):
+            yield m
+with open(f"{res}/tests.list", "w") as out:
+    seen = set()
+    for m in arts("tests.json"):
+        n = m["target"]["name"]
+        if n.startswith("root_") and "test" in m["target"]["kind"] and n not in seen:
+            seen.add(n)
+            out.write(f"{n} {m['executable']}\n")
+with open(f"{res}/exporter.path", "w") as out:
+    for m in arts("build.json"):
+        if m["target"]["name"] == "bpfmap-exporter" and "bin" in m["target"]["kind"]:
+            out.write(m["executable"] + "\n")
+PY
+sort -o "$results/tests.list" "$results/tests.list"
+bin=$(head -1 "$results/exporter.path")
+if [[ ! -s $results/tests.list || ! -x $bin ]]; then
+    echo "matrix: no root test binaries or no exporter binary were built" >&2
+    exit 2
 fi
-bin=$root/target/release/bpfmap-exporter
+echo "matrix: test binaries: $(cut -d' ' -f1 "$results/tests.list" | tr '\n' ' ')" >&2
 
-kernels=$("$root/scripts/vm/fetch-kernels.sh") || exit 1
-want=("$@")
-selected() { ((${#want[@]} == 0)) && return 0; local k; for k in "${want[@]}"; do [[ $k == "$1" ]] && return 0; done; return 1; }
+# 2. The pinned kernels (cached in .cache/kernels).
+vms=()
+for n in "${names[@]:1}"; do selected "$n" && vms+=("$n"); done
+kernels=""
+if ((${#vms[@]})); then
+    for tool in vng qemu-system-x86_64; do
+        command -v "$tool" > /dev/null || {
+            echo "matrix: $tool is missing: run scripts/install-deps.sh" >&2
+            exit 2
+        }
+    done
+    kernels=$("$root/scripts/vm/fetch-kernels.sh" "${vms[@]}") || exit 2
+fi
 
-# 2. Host kernel, directly.
+# 3. The host kernel, directly.
 if selected host; then
-    mkdir -p "$results/host"
-    cp "$results/tests.list" "$results/host/"
+    dir=$results/host
+    mkdir -p "$dir"
+    cp "$results/tests.list" "$dir/"
     echo "matrix: host $(uname -r)" >&2
-    before=$(dmesg 2>/dev/null | wc -l)
+    dmesg > "$dir/dmesg.before" 2> /dev/null || true
     start=$SECONDS
-    "$root/scripts/vm/guest.sh" "$results/host" "$bin"
-    echo "$((SECONDS - start))" > "$results/host/vm.seconds"
+    BPFMAP_MATRIX_INJECT_FAILURE=$inject "$root/scripts/vm/guest.sh" "$dir" "$bin" host
+    echo $? > "$dir/vm.rc"
+    echo "$((SECONDS - start))" > "$dir/vm.seconds"
     # The host's console for this run: kernel messages logged since it began.
-    dmesg 2>/dev/null | tail -n +"$((before + 1))" > "$results/host/console.log"
+    dmesg 2> /dev/null | tail -n +"$(($(wc -l < "$dir/dmesg.before") + 1))" > "$dir/console.log"
+    rm -f "$dir/dmesg.before"
+    echo "matrix: host done in $(cat "$dir/vm.seconds") s" >&2
 fi
 
-# 3. Each pinned kernel under qemu, one after the other (2 cores).
+# 4. Each pinned kernel under qemu, one after the other (2 cores).
 while read -r name vmlinuz; do
-    selected "$name" || continue
+    [[ -z $name ]] && continue
     dir=$results/$name
     mkdir -p "$dir"
     cp "$results/tests.list" "$dir/"
     echo "matrix: booting $name ($vmlinuz)" >&2
     start=$SECONDS
-    timeout --kill-after=30 "$timeout_s" vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
+    # timeout signals vng's whole process group (qemu included).
+    timeout --kill-after=20 "$vm_timeout" vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
         --rwdir "$dir" --verbose \
-        --exec "BPFMAP_CHURN=$churn BPFMAP_MATRIX_INJECT_FAILURE=${BPFMAP_MATRIX_INJECT_FAILURE:-} $root/scripts/vm/guest.sh $dir $bin" \
+        --exec "BPFMAP_CHURN=$churn BPFMAP_VM_TEST_TIMEOUT=${BPFMAP_VM_TEST_TIMEOUT:-300} BPFMAP_MATRIX_INJECT_FAILURE=$inject $root/scripts/vm/guest.sh $dir $bin vm" \
         > "$dir/console.log" 2>&1 < /dev/null
+    echo $? > "$dir/vm.rc"
     echo "$((SECONDS - start))" > "$dir/vm.seconds"
+    echo "matrix: $name done in $(cat "$dir/vm.seconds") s (vng exit $(cat "$dir/vm.rc"))" >&2
 done <<< "$kernels"
 
-# 4. Verdicts and the table.
+# 5. Verdicts and the tables.
+echo "$((SECONDS - t0))" > "$results/total.seconds"
 python3 "$root/scripts/vm/report.py" "$results" "$root/results/matrix.md"
 rc=$?
-echo "matrix: $((SECONDS - t0)) s in all" >&2
+echo "matrix: $((SECONDS - t0)) s in all; tables in results/matrix.md, logs in results/matrix/<kernel>/" >&2
 exit $rc

@@ -16,6 +16,21 @@ pub fn require_root() {
     );
 }
 
+/// The running kernel's (major, minor), from /proc/sys/kernel/osrelease.
+pub fn kernel_version() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut it = r
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    kernel_version() >= (major, minor)
+}
+
 pub fn ensure_bpffs() {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     if !mi
@@ -77,12 +92,16 @@ pub fn child_with_comm(dir: &Path, comm: &[u8]) -> Child {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
     let c = Command::new(&link).arg("300").spawn().unwrap();
-    // Wait until the exec happened (comm changes at exec).
-    for _ in 0..200 {
+    // Wait until the exec happened (comm changes at exec). Before it, the
+    // child's comm is the forking thread's name (libtest names threads after
+    // tests), so only the wanted comm ends the wait. /proc/<pid>/comm is the
+    // raw comm (at most 15 bytes) plus a newline. Slow under qemu: bounded at
+    // 10 s.
+    let want = &comm[..comm.len().min(15)];
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(10) {
         if let Ok(c2) = std::fs::read(format!("/proc/{}/comm", c.id())) {
-            if c2.starts_with(&comm[..comm.len().min(15)])
-                || c2.len() > 1 && !c2.starts_with(b"root_")
-            {
+            if c2.starts_with(want) {
                 break;
             }
         }
