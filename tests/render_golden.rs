@@ -1,7 +1,6 @@
 //! Rendering a hand-built census against a golden exposition file, without
 //! root. Regenerate after an intended change with
 //! `UPDATE_GOLDEN=1 cargo test --release --test render_golden` and review the diff.
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bpfmap_exporter::census::bpffs::{Inventory, Mount, Pin};
@@ -109,7 +108,7 @@ fn snapshot() -> Snapshot {
             .into_iter()
             .collect(),
     };
-    let memory: HashMap<u32, u64> = [
+    let memory: bpfmap_exporter::census::IdMap<u64> = [
         (10, 1_114_112),
         (11, 4096),
         (12, 320),

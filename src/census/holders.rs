@@ -11,9 +11,12 @@
 //! - each program using the map holds one ref (prog used_maps lists maps once);
 //! - each outer-map slot holding the map holds one ref;
 //! - each iterator link attached to the map holds one ref + one uref.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+use rustc_hash::FxHashMap;
 
 use super::decode::{FileRecord, MapRecord};
+use super::IdMap;
 
 /// Holder kinds, as the `kind` label of `bpfmap_map_holders`.
 pub const KINDS: [&str; 6] = ["file", "pin", "program", "map", "mmap", "link"];
@@ -57,8 +60,8 @@ pub struct Observed {
     pub pins: Option<Vec<u32>>,
 }
 
-fn count_by<I: IntoIterator<Item = u32>>(ids: I) -> HashMap<u32, u64> {
-    let mut m = HashMap::new();
+fn count_by<I: IntoIterator<Item = u32>>(ids: I) -> IdMap<u64> {
+    let mut m = IdMap::default();
     for id in ids {
         *m.entry(id).or_insert(0) += 1;
     }
@@ -66,9 +69,9 @@ fn count_by<I: IntoIterator<Item = u32>>(ids: I) -> HashMap<u32, u64> {
 }
 
 /// Per-map holder counts for every map in `maps`.
-pub fn compute(maps: &[MapRecord], obs: &Observed) -> HashMap<u32, Holders> {
+pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
     // Distinct files per map, from fd tables.
-    let fd_files: Option<HashMap<u64, u32>> = obs
+    let fd_files: Option<FxHashMap<u64, u32>> = obs
         .files
         .as_ref()
         .map(|fs| fs.iter().map(|f| (f.file_ptr, f.map_id)).collect());
@@ -76,7 +79,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> HashMap<u32, Holders> {
     // Files only reachable through a vma (not in any fd table).
     let mmap_counts = obs.vmas.as_ref().and_then(|vs| {
         let in_fd = fd_files.as_ref()?;
-        let only: HashMap<u64, u32> = vs
+        let only: FxHashMap<u64, u32> = vs
             .iter()
             .filter(|v| !in_fd.contains_key(&v.file_ptr))
             .map(|v| (v.file_ptr, v.map_id))

@@ -7,7 +7,7 @@ pub mod holders;
 pub mod names;
 pub mod render;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
@@ -22,6 +22,10 @@ pub use holders::{Holders, ProcessHolder};
 
 use crate::skel::{CensusSkel, CensusSkelBuilder};
 use crate::sys;
+
+/// Map id -> value with a fast hasher: per-map tables have 100k entries on
+/// big nodes and SipHash dominated the holder arithmetic there.
+pub type IdMap<V> = HashMap<u32, V, rustc_hash::FxBuildHasher>;
 
 /// Which parts of the census to run (each is a `--collector.<name>`).
 #[derive(Debug, Clone)]
@@ -94,9 +98,9 @@ pub struct Snapshot {
     /// The exporter's own maps (reported apart, never as the node's).
     pub own: Vec<MapRecord>,
     /// Map id -> bytes, as fdinfo `memlock:` reports it.
-    pub memory: HashMap<u32, u64>,
+    pub memory: IdMap<u64>,
     /// Map id -> holders by kind.
-    pub holders: HashMap<u32, Holders>,
+    pub holders: IdMap<Holders>,
     /// Processes holding map files (fd tables and mmaps).
     pub processes: Vec<ProcessHolder>,
     /// bpffs inventory, when the pins part ran.
@@ -122,7 +126,7 @@ pub struct Census {
     own_ids: Vec<u32>,
     features: Features,
     opts: CensusOpts,
-    mem_cache: HashMap<u32, MemEntry>,
+    mem_cache: IdMap<MemEntry>,
 }
 
 /// Missing capabilities, named the way `setcap` and securityContext name them.
@@ -307,7 +311,7 @@ impl Census {
             own_ids,
             features,
             opts,
-            mem_cache: HashMap::new(),
+            mem_cache: IdMap::default(),
         };
         census.settle_probe_maps();
         Ok(census)
@@ -356,7 +360,8 @@ impl Census {
             features: self.features.clone(),
             ..Default::default()
         };
-        let own: HashSet<u32> = self.own_ids.iter().chain(extra_own).copied().collect();
+        let own: rustc_hash::FxHashSet<u32> =
+            self.own_ids.iter().chain(extra_own).copied().collect();
 
         let maps = timed(&mut parts, "maps", || {
             Ok(decode::decode_maps(&read_iter(&self.map_link)?)?)
@@ -451,10 +456,10 @@ impl Census {
         &mut self,
         maps: impl Iterator<Item = &'a MapRecord> + Clone,
         inv: Option<&bpffs::Inventory>,
-    ) -> HashMap<u32, u64> {
-        let live: HashSet<u32> = maps.clone().map(|m| m.id).collect();
+    ) -> IdMap<u64> {
+        let live: rustc_hash::FxHashSet<u32> = maps.clone().map(|m| m.id).collect();
         self.mem_cache.retain(|id, _| live.contains(id));
-        let pinned: HashMap<u32, u64> = inv
+        let pinned: IdMap<u64> = inv
             .map(|i| {
                 i.pins
                     .iter()
@@ -463,7 +468,7 @@ impl Census {
                     .collect()
             })
             .unwrap_or_default();
-        let mut out = HashMap::with_capacity(live.len());
+        let mut out = IdMap::with_capacity_and_hasher(live.len(), Default::default());
         for m in maps {
             let dynamic = names::memory_follows_elements(m.map_type, m.map_flags);
             let fresh = match self.mem_cache.get(&m.id) {
@@ -497,7 +502,7 @@ impl Census {
 
 /// The exporter's own map files are its own business: they hold only its own
 /// maps, which are reported apart. Any other map file it held would be shown.
-fn not_own(mut files: Vec<FileRecord>, own: &HashSet<u32>) -> Vec<FileRecord> {
+fn not_own(mut files: Vec<FileRecord>, own: &rustc_hash::FxHashSet<u32>) -> Vec<FileRecord> {
     files.retain(|f| !own.contains(&f.map_id));
     files
 }

@@ -52,12 +52,14 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         return;
     }
     // Aggregates: always exact, whatever the per-map cap.
-    let mut by_type: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // Keyed by the numeric type (a name String per map would cost an
+    // allocation per map at 100k maps); named when emitted.
+    let mut by_type: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
     let mut unexplained_total = 0i64;
     let mut with_unexplained = 0u64;
     let mut unexplained_known = !snap.holders.is_empty() || snap.maps.is_empty();
     for m in &snap.maps {
-        let e = by_type.entry(map_type_name(m.map_type)).or_default();
+        let e = by_type.entry(m.map_type).or_default();
         e.0 += 1;
         e.1 += snap.memory.get(&m.id).copied().unwrap_or(0);
         match snap
@@ -77,6 +79,10 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         "Live BPF maps on the node, by map type (the exporter's own excluded).",
         prometheus::proto::MetricType::GAUGE,
     );
+    let by_type: BTreeMap<String, (u64, u64)> = by_type
+        .into_iter()
+        .map(|(t, v)| (map_type_name(t), v))
+        .collect();
     for (t, (n, bytes)) in &by_type {
         out.gauge(
             "bpfmap_maps",
@@ -286,11 +292,6 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         vec![],
         inv.mounts.len() as f64,
     );
-    let prog_users: HashMap<u32, Option<u64>> = snap
-        .holders
-        .iter()
-        .map(|(id, h)| (*id, h.counts[2]))
-        .collect();
     // objects: distinct inodes per mount and type; bytes: distinct maps per mount.
     let mut objects: BTreeMap<(String, &'static str), HashSet<(u64, u64)>> = BTreeMap::new();
     let mut bytes: BTreeMap<String, HashMap<u32, u64>> = BTreeMap::new();
@@ -336,7 +337,7 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
                 1.0,
             );
             if p.info.kind == ObjKind::Map {
-                if let Some(Some(users)) = prog_users.get(&p.info.id) {
+                if let Some(Some(users)) = snap.holders.get(&p.info.id).map(|h| h.counts[2]) {
                     out.gauge(
                         "bpfmap_pinned_map_unused",
                         "1 when no program uses the pinned map (a stale pin candidate).",
@@ -345,7 +346,7 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
                             ("path", p.path.clone()),
                             ("id", p.info.id.to_string()),
                         ],
-                        (*users == 0) as u8 as f64,
+                        (users == 0) as u8 as f64,
                     );
                 }
             }
