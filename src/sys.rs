@@ -87,23 +87,31 @@ pub fn fd_by_id(space: IdSpace, id: u32) -> io::Result<OwnedFd> {
 
 /// The ids of the maps a program uses (bpf_prog_info.map_ids). The kernel
 /// lists each used map once.
+/// BPF_OBJ_GET_INFO_BY_FD for a program into `info`, which the caller has
+/// zeroed and, for arrays it wants, pointed at buffers that outlive the call.
+fn prog_info_into(fd: i32, info: &mut libbpf_sys::bpf_prog_info) -> io::Result<()> {
+    let mut len = std::mem::size_of_val(info) as u32;
+    // SAFETY: info/len are valid for the call; any array pointers in info
+    // are the caller's live buffers of the advertised lengths.
+    let ret = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            fd,
+            (info as *mut libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    Ok(())
+}
+
 pub fn prog_map_ids(fd: &OwnedFd) -> io::Result<Vec<u32>> {
     for _ in 0..4 {
         // SAFETY: zeroed bpf_prog_info is a valid "ask for nothing" request;
         // the kernel checks that bytes it does not know are zero.
         let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of_val(&info) as u32;
-        // SAFETY: info/len are valid for the call.
-        let ret = unsafe {
-            libbpf_sys::bpf_obj_get_info_by_fd(
-                fd.as_raw_fd(),
-                (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
-                &mut len,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::from_raw_os_error(-ret));
-        }
+        prog_info_into(fd.as_raw_fd(), &mut info)?;
         let n = info.nr_map_ids;
         if n == 0 {
             return Ok(Vec::new());
@@ -113,18 +121,7 @@ pub fn prog_map_ids(fd: &OwnedFd) -> io::Result<Vec<u32>> {
         let mut info2: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
         info2.nr_map_ids = n;
         info2.map_ids = ids.as_mut_ptr() as u64;
-        let mut len = std::mem::size_of_val(&info2) as u32;
-        // SAFETY: as above.
-        let ret = unsafe {
-            libbpf_sys::bpf_obj_get_info_by_fd(
-                fd.as_raw_fd(),
-                (&mut info2 as *mut libbpf_sys::bpf_prog_info).cast(),
-                &mut len,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::from_raw_os_error(-ret));
-        }
+        prog_info_into(fd.as_raw_fd(), &mut info2)?;
         // BPF_PROG_BIND_MAP may have grown the list between the two calls.
         if info2.nr_map_ids <= n {
             ids.truncate(info2.nr_map_ids as usize);
@@ -185,18 +182,7 @@ pub fn enable_run_time_stats() -> io::Result<OwnedFd> {
 pub fn prog_run_stats(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     // SAFETY: zeroed bpf_prog_info asks for no arrays; the kernel only fills it.
     let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: info/len are valid for the call.
-    let ret = unsafe {
-        libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::from_raw_os_error(-ret));
-    }
+    prog_info_into(fd.as_raw_fd(), &mut info)?;
     Ok((info.run_cnt, info.run_time_ns))
 }
 
@@ -209,4 +195,14 @@ pub fn boottime_ns() -> u64 {
     // SAFETY: `ts` is a valid out-pointer; CLOCK_BOOTTIME always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Ids of the maps a loaded BPF object owns (its own maps, reported apart
+/// from the node's).
+pub fn object_map_ids(obj: &libbpf_rs::Object) -> Vec<u32> {
+    use libbpf_rs::MapCore;
+    obj.maps()
+        .filter_map(|m| m.info().ok())
+        .map(|i| i.info.id)
+        .collect()
 }

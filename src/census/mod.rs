@@ -297,12 +297,7 @@ impl Census {
         } else {
             None
         };
-        let own_ids: Vec<u32> = skel
-            .object()
-            .maps()
-            .filter_map(|m| m.info().ok())
-            .map(|i| i.info.id)
-            .collect();
+        let own_ids = sys::object_map_ids(skel.object());
         let census = Census {
             skel,
             map_link,

@@ -286,12 +286,7 @@ impl Lifecycle {
                 "lifecycle probe"
             );
         }
-        let own_ids: Vec<u32> = skel
-            .object()
-            .maps()
-            .filter_map(|m| m.info().ok())
-            .map(|i| i.info.id)
-            .collect();
+        let own_ids = sys::object_map_ids(skel.object());
         let start_max = sys::max_map_id().context("BPF_MAP_GET_NEXT_ID")?;
         let ring = if opts.log_events {
             let events: Events = Arc::new(Mutex::new(Vec::new()));
