@@ -17,14 +17,12 @@ pub struct Exporter {
     attributor: std::sync::Arc<dyn Attributor>,
     render_opts: RenderOpts,
     process: prometheus::process_collector::ProcessCollector,
-    /// Length of the previous exposition, to size the next buffer.
-    last_len: usize,
 }
 
 /// What a scrape produced, for /metrics and for `--check`.
 pub struct Scrape {
     /// The exposition in the text format (or why encoding failed).
-    pub text: anyhow::Result<Vec<u8>>,
+    pub text: anyhow::Result<crate::metrics::Exposition>,
     pub parts: Vec<PartResult>,
     pub snapshot: Snapshot,
 }
@@ -60,7 +58,6 @@ impl Exporter {
                 max_pin_series: cli.pins_max_series,
             },
             process: prometheus::process_collector::ProcessCollector::for_self(),
-            last_len: 0,
         })
     }
 
@@ -176,7 +173,7 @@ impl Exporter {
         let render_s = t_render.elapsed().as_secs_f64();
         let t_encode = Instant::now();
         let series = out.len();
-        let text = out.encode_text(&process, self.last_len + self.last_len / 8);
+        let text = out.encode_chunks(&process);
         tracing::debug!(
             census_s,
             render_s,
@@ -184,9 +181,6 @@ impl Exporter {
             series,
             "scrape timings"
         );
-        if let Ok(t) = &text {
-            self.last_len = t.len();
-        }
         Scrape {
             text,
             parts,

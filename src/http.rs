@@ -6,15 +6,55 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::Exposition;
+
 /// A scrape request: the reply is the rendered exposition.
-pub type ScrapeRequest = oneshot::Sender<anyhow::Result<Vec<u8>>>;
+pub type ScrapeRequest = oneshot::Sender<anyhow::Result<Exposition>>;
+
+/// A response body sent as a list of chunks (an exposition's families'
+/// buffers, without joining them into one copy first).
+pub struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
+        let chunks: std::collections::VecDeque<Bytes> = chunks.into_iter().collect();
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Chunks { chunks, remaining }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = self.chunks.pop_front();
+        if let Some(c) = &next {
+            self.remaining -= c.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
 
 #[derive(Clone)]
 pub struct State {
@@ -23,15 +63,15 @@ pub struct State {
     pub healthy: Arc<AtomicBool>,
 }
 
-fn resp(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn resp(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Chunks> {
     Response::builder()
         .status(code)
         .header("content-type", ctype)
-        .body(Full::new(body.into()))
+        .body(Chunks::new([body.into()]))
         .expect("static response parts are valid")
 }
 
-async fn handle(st: State, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(st: State, req: Request<Incoming>) -> Result<Response<Chunks>, Infallible> {
     let path = req.uri().path();
     Ok(if path == st.telemetry_path {
         let (tx, rx) = oneshot::channel();
@@ -43,7 +83,11 @@ async fn handle(st: State, req: Request<Incoming>) -> Result<Response<Full<Bytes
             )
         } else {
             match rx.await {
-                Ok(Ok(body)) => resp(StatusCode::OK, prometheus::TEXT_FORMAT, body),
+                Ok(Ok(body)) => Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", prometheus::TEXT_FORMAT)
+                    .body(Chunks::new(body.chunks().iter().cloned()))
+                    .expect("static response parts are valid"),
                 Ok(Err(e)) => resp(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "text/plain",

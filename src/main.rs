@@ -113,6 +113,7 @@ fn run() -> anyhow::Result<bool> {
             let mut ex = match Exporter::new(&cli2) {
                 Ok(mut ex) => {
                     add_lifecycle(&mut ex, &cli2);
+                    bpfmap_exporter::sys::trim_c_heap();
                     let _ = ready_tx.send(Ok(()));
                     ex
                 }

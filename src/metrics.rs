@@ -30,24 +30,156 @@ struct Family {
     help: &'static str,
     kind: MetricType,
     samples: Vec<(Labels, Value)>,
-    /// Samples whose only label is `id` (per-map series: the bulk of a
-    /// scrape), kept without a label vector. Encoded after `samples`.
-    by_id: Vec<(u32, f64)>,
+    /// Gauge/counter samples already in the text format, written by
+    /// [`RawSamples`] (per-map series: the bulk of a scrape) without a label
+    /// vector or a `String` per label. Encoded after `samples`.
+    raw: Vec<u8>,
+    raw_n: usize,
 }
 
 impl Family {
     fn len(&self) -> usize {
-        self.samples.len() + self.by_id.len()
+        self.samples.len() + self.raw_n
     }
 
-    /// Every sample with its labels (by-id samples get their `id` label).
+    /// Every sample with its labels (raw samples parsed back from the text).
     fn all_samples(self) -> impl Iterator<Item = (Labels, Value)> {
-        self.samples.into_iter().chain(
-            self.by_id
-                .into_iter()
-                .map(|(id, v)| (vec![("id", id.to_string())], Value::Simple(v))),
-        )
+        let raw = parse_raw(&self.raw);
+        self.samples.into_iter().chain(raw)
     }
+}
+
+/// Writes gauge or counter samples of one family straight in the text
+/// format, escaping label values exactly as the `prometheus` crate does.
+pub struct RawSamples<'a> {
+    name: &'static str,
+    buf: &'a mut Vec<u8>,
+    n: &'a mut usize,
+}
+
+impl RawSamples<'_> {
+    /// `name{id="<id>"} value`
+    pub fn id(&mut self, id: u32, value: f64) {
+        self.buf.extend_from_slice(self.name.as_bytes());
+        self.buf.extend_from_slice(b"{id=\"");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        self.buf.extend_from_slice(b"\"}");
+        write_value(self.buf, value);
+        *self.n += 1;
+    }
+
+    /// `name{id="<id>",<key>="<val>"} value`
+    pub fn id_and(&mut self, id: u32, key: &str, val: &str, value: f64) {
+        self.buf.extend_from_slice(self.name.as_bytes());
+        self.buf.extend_from_slice(b"{id=\"");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        self.buf.extend_from_slice(b"\",");
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"=\"");
+        escape_label_value(self.buf, val);
+        self.buf.extend_from_slice(b"\"}");
+        write_value(self.buf, value);
+        *self.n += 1;
+    }
+
+    /// `name{k="v",...} value`, labels in the given order.
+    pub fn labels(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.buf.extend_from_slice(self.name.as_bytes());
+        let mut sep = b'{';
+        for (k, v) in labels {
+            self.buf.push(sep);
+            sep = b',';
+            self.buf.extend_from_slice(k.as_bytes());
+            self.buf.extend_from_slice(b"=\"");
+            escape_label_value(self.buf, v);
+            self.buf.push(b'"');
+        }
+        if !labels.is_empty() {
+            self.buf.push(b'}');
+        }
+        write_value(self.buf, value);
+        *self.n += 1;
+    }
+}
+
+/// A label name as `&'static str` (bounded: label names are few).
+fn intern(k: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == k) {
+        return n;
+    }
+    let n: &'static str = Box::leak(k.to_string().into_boxed_str());
+    names.push(n);
+    n
+}
+
+/// `# HELP` and `# TYPE` lines as the crate's text encoder writes them.
+fn write_header(buf: &mut Vec<u8>, name: &str, help: &str, kind: MetricType) {
+    if !help.is_empty() {
+        buf.extend_from_slice(b"# HELP ");
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b' ');
+        for &b in help.as_bytes() {
+            match b {
+                b'\\' => buf.extend_from_slice(b"\\\\"),
+                b'\n' => buf.extend_from_slice(b"\\n"),
+                _ => buf.push(b),
+            }
+        }
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(b"# TYPE ");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(match kind {
+        MetricType::COUNTER => b" counter\n".as_slice(),
+        MetricType::GAUGE => b" gauge\n",
+        MetricType::HISTOGRAM => b" histogram\n",
+        MetricType::SUMMARY => b" summary\n",
+        MetricType::UNTYPED => b" untyped\n",
+    });
+}
+
+/// Parse raw sample lines back into labels and values (the `prometheus`
+/// crate path: `into_proto`, used by tests and tools, not by scrapes).
+fn parse_raw(raw: &[u8]) -> Vec<(Labels, Value)> {
+    let text = std::str::from_utf8(raw).expect("raw samples are UTF-8");
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let (head, value) = line.rsplit_once(' ').expect("raw sample has a value");
+        let value: f64 = value.parse().expect("raw sample value parses");
+        let mut labels: Labels = Vec::new();
+        if let Some(open) = head.find('{') {
+            let mut rest = &head[open + 1..head.len() - 1];
+            while !rest.is_empty() {
+                let (k, after) = rest.split_once("=\"").expect("label key");
+                let key = intern(k);
+                let mut v = String::new();
+                let mut chars = after.char_indices();
+                let mut end = after.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => match chars.next().map(|(_, c)| c) {
+                            Some('n') => v.push('\n'),
+                            Some(c) => v.push(c),
+                            None => break,
+                        },
+                        '"' => {
+                            end = i + 1;
+                            break;
+                        }
+                        c => v.push(c),
+                    }
+                }
+                labels.push((key, v));
+                rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
+            }
+        }
+        out.push((labels, Value::Simple(value)));
+    }
+    out
 }
 
 /// An ordered set of families for one scrape.
@@ -139,7 +271,8 @@ impl Families {
             help,
             kind,
             samples: Vec::new(),
-            by_id: Vec::new(),
+            raw: Vec::new(),
+            raw_n: 0,
         });
         debug_assert_eq!(f.kind, kind, "metric {name} declared with two types");
         f
@@ -156,20 +289,55 @@ impl Families {
             .push((labels, Value::Simple(value)));
     }
 
-    /// Gauges whose only label is the map `id`, in bulk: the per-map
-    /// families of a census (tens of thousands of samples) without a label
-    /// vector per sample.
+    /// Gauges whose only label is the map `id`, in bulk.
     pub fn gauges_by_id(
         &mut self,
         name: &'static str,
         help: &'static str,
-        samples: Vec<(u32, f64)>,
+        samples: impl IntoIterator<Item = (u32, f64)>,
     ) {
-        let f = self.family(name, help, MetricType::GAUGE);
-        if f.by_id.is_empty() {
-            f.by_id = samples;
-        } else {
-            f.by_id.extend(samples);
+        let samples = samples.into_iter();
+        // `name{id="4294967295"} <value>\n`: the value is rarely longer than 20.
+        let guess = samples.size_hint().0 * (name.len() + 40);
+        let mut w = self.raw_with_capacity(name, help, MetricType::GAUGE, guess);
+        for (id, v) in samples {
+            w.id(id, v);
+        }
+    }
+
+    /// A writer for gauge or counter samples of `name` straight in the text
+    /// format (the per-map families: tens of thousands of samples with no
+    /// label vector per sample). They are encoded after the family's
+    /// samples from [`Families::gauge`] / [`Families::counter`].
+    pub fn raw(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+    ) -> RawSamples<'_> {
+        self.raw_with_capacity(name, help, kind, 0)
+    }
+
+    /// [`Families::raw`] with room for `bytes` more bytes of samples reserved
+    /// at once (no regrowth and copying of a multi-megabyte buffer; pages
+    /// reserved but never written are not resident).
+    pub fn raw_with_capacity(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        bytes: usize,
+    ) -> RawSamples<'_> {
+        assert!(
+            kind != MetricType::HISTOGRAM,
+            "metric {name}: raw samples are gauges or counters"
+        );
+        let f = self.family(name, help, kind);
+        f.raw.reserve(bytes);
+        RawSamples {
+            name,
+            buf: &mut f.raw,
+            n: &mut f.raw_n,
         }
     }
 
@@ -215,7 +383,8 @@ impl Families {
         for (name, f) in other.fams {
             let dst = self.family(name, f.help, f.kind);
             dst.samples.extend(f.samples);
-            dst.by_id.extend(f.by_id);
+            dst.raw.extend_from_slice(&f.raw);
+            dst.raw_n += f.raw_n;
         }
     }
 
@@ -230,20 +399,28 @@ impl Families {
             .collect()
     }
 
-    /// Encode in the text format, then `extra` families. `size_hint`
-    /// pre-sizes the buffer (the previous scrape's length).
+    /// Encode in the text format, then `extra` families, as one buffer.
+    pub fn encode_text(self, extra: &[MetricFamily], _size_hint: usize) -> anyhow::Result<Vec<u8>> {
+        Ok(self.encode_chunks(extra)?.to_vec())
+    }
+
+    /// Encode in the text format, then `extra` families, as a list of
+    /// chunks: each family's raw samples become a chunk as they are, with
+    /// no copy, so a scrape holds the exposition once, not twice.
     ///
     /// Gauges and counters (all but histograms) take a direct path: the
     /// `prometheus` crate encodes each family's first sample (so its HELP and
     /// TYPE lines and escaping are the crate's own) and the remaining samples
     /// are written in the same form without building a protobuf message per
-    /// sample, which dominated scrapes with 100k per-map series. The unit
-    /// test `direct_path_is_byte_identical_to_the_crate` holds the two paths
-    /// to byte equality, escaping and special values included.
-    pub fn encode_text(self, extra: &[MetricFamily], size_hint: usize) -> anyhow::Result<Vec<u8>> {
+    /// sample, which dominated scrapes with 100k per-map series. Families of
+    /// raw samples only get HELP and TYPE lines from [`write_header`]. The
+    /// unit test `direct_path_is_byte_identical_to_the_crate` holds the two
+    /// paths to byte equality, escaping and special values included.
+    pub fn encode_chunks(self, extra: &[MetricFamily]) -> anyhow::Result<Exposition> {
         use prometheus::Encoder;
         let enc = prometheus::TextEncoder::new();
-        let mut buf = Vec::with_capacity(size_hint.max(64 * 1024));
+        let mut out = Exposition::default();
+        let mut buf = Vec::with_capacity(64 * 1024);
         for (name, mut f) in self.fams {
             if f.len() == 0 {
                 continue;
@@ -253,32 +430,75 @@ impl Families {
                 enc.encode(std::slice::from_ref(&mf), &mut buf)?;
                 continue;
             }
-            // The crate writes HELP, TYPE and the first sample.
-            let (rest, by_id) = if f.samples.is_empty() {
-                (Vec::new(), f.by_id.split_off(1))
+            let raw = std::mem::take(&mut f.raw);
+            f.raw_n = 0; // `raw` was taken: `f` holds only its labelled samples
+            if f.samples.is_empty() {
+                write_header(&mut buf, name, f.help, f.kind);
             } else {
-                (f.samples.split_off(1), std::mem::take(&mut f.by_id))
-            };
-            let mf = to_family(name, f);
-            enc.encode(std::slice::from_ref(&mf), &mut buf)?;
-            for (labels, v) in rest {
-                let Value::Simple(x) = v else {
-                    anyhow::bail!(
-                        "metric {name}: a histogram sample in a {:?} family",
-                        mf.get_field_type()
-                    );
-                };
-                write_labels(&mut buf, name, &labels);
-                write_value(&mut buf, x);
+                // The crate writes HELP, TYPE and the first sample.
+                let rest = f.samples.split_off(1);
+                let mf = to_family(name, f);
+                enc.encode(std::slice::from_ref(&mf), &mut buf)?;
+                for (labels, v) in rest {
+                    let Value::Simple(x) = v else {
+                        anyhow::bail!(
+                            "metric {name}: a histogram sample in a {:?} family",
+                            mf.get_field_type()
+                        );
+                    };
+                    write_labels(&mut buf, name, &labels);
+                    write_value(&mut buf, x);
+                }
             }
-            for (id, x) in by_id {
-                use std::io::Write;
-                let _ = write!(buf, "{name}{{id=\"{id}\"}}");
-                write_value(&mut buf, x);
+            if raw.len() >= 64 * 1024 {
+                out.push(std::mem::take(&mut buf));
+                out.push(raw);
+            } else {
+                buf.extend_from_slice(&raw);
             }
         }
         enc.encode(extra, &mut buf)?;
-        Ok(buf)
+        out.push(buf);
+        Ok(out)
+    }
+}
+
+/// An exposition in the text format, as chunks in order.
+#[derive(Default, Debug, Clone)]
+pub struct Exposition {
+    chunks: Vec<bytes::Bytes>,
+    len: usize,
+}
+
+impl Exposition {
+    fn push(&mut self, chunk: Vec<u8>) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push(chunk.into());
+        }
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunks, in order (cheap clones of shared buffers).
+    pub fn chunks(&self) -> &[bytes::Bytes] {
+        &self.chunks
+    }
+
+    /// The whole exposition in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for c in &self.chunks {
+            v.extend_from_slice(c);
+        }
+        v
     }
 }
 
@@ -308,7 +528,7 @@ fn write_value(buf: &mut Vec<u8>, value: f64) {
     if value.fract() == 0.0 && value.abs() < 1e15 && !(value == 0.0 && value.is_sign_negative()) {
         // Integral values print without a fraction in both forms; the
         // integer path is the cheap one.
-        let _ = write!(buf, "{}", value as i64);
+        buf.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
     } else {
         let _ = write!(buf, "{value}");
     }
@@ -398,14 +618,30 @@ mod tests {
             values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| (i as u32 * 7919, *v))
-                .collect(),
+                .map(|(i, v)| (i as u32 * 7919, *v)),
         );
         f.gauges_by_id("t_by_id", "by id", vec![(u32::MAX, 3.0)]);
         f.gauges_by_id("t_one_by_id", "by id", vec![(1, 1.0)]);
+        f.gauges_by_id("t_no_help", "", vec![(2, 0.25)]);
+        {
+            let mut w = f.raw("t_raw", "raw \\ help\nline", MetricType::COUNTER);
+            for (i, s) in odd.iter().enumerate() {
+                w.labels(&[("mount", s), ("path", "/sys/fs/bpf/x")], values[i]);
+                w.id_and(i as u32, "kind", s, values[values.len() - 1 - i]);
+                w.id(i as u32, values[i + 3]);
+            }
+            w.labels(&[], 5.0);
+        }
+        // Raw samples after labelled ones in the same family.
+        f.gauge("t_mixed", "mixed", vec![("id", "1".into())], 1.0);
+        f.gauge("t_mixed", "mixed", vec![("id", "2".into())], 2.0);
+        f.gauges_by_id("t_mixed", "mixed", vec![(3, 3.0)]);
         let direct = String::from_utf8(f.clone().encode_text(&[], 0).unwrap()).unwrap();
         let crate_path = String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap();
         assert_eq!(direct, crate_path);
         assert!(direct.contains("t_gauge{id=\"1\",comm=\"quo\\\"te\"} -0"));
+        assert!(direct.contains("t_raw{id=\"1\",kind=\"quo\\\"te\"} "));
+        assert!(direct.contains("# TYPE t_no_help gauge\nt_no_help{id=\"2\"} 0.25\n"));
+        assert!(direct.contains("t_mixed{id=\"2\"} 2\nt_mixed{id=\"3\"} 3\n"));
     }
 }

@@ -40,10 +40,15 @@ const MAP_TYPES: &[&str] = &[
 
 /// bpftool's name for a map type; unknown (newer) types read `type_<n>`.
 pub fn map_type_name(t: u32) -> String {
-    MAP_TYPES
-        .get(t as usize)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| format!("type_{t}"))
+    map_type_label(t).into_owned()
+}
+
+/// [`map_type_name`] without an allocation for the types this build knows.
+pub fn map_type_label(t: u32) -> std::borrow::Cow<'static, str> {
+    match MAP_TYPES.get(t as usize) {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(format!("type_{t}")),
+    }
 }
 
 /// The numeric type for a bpftool name (inverse of [`map_type_name`]).
@@ -54,12 +59,14 @@ pub fn map_type_from_name(name: &str) -> Option<u32> {
 /// Hash-family maps whose memory use follows the number of live elements.
 pub fn memory_follows_elements(t: u32, flags: u32) -> bool {
     const BPF_F_NO_PREALLOC: u32 = 1;
-    match map_type_name(t).as_str() {
+    if t as usize >= MAP_TYPES.len() {
+        return true; // newer than this build: assume it may grow
+    }
+    match MAP_TYPES[t as usize] {
         "hash" | "percpu_hash" | "hash_of_maps" => flags & BPF_F_NO_PREALLOC != 0,
         "lpm_trie" | "arena" | "sk_storage" | "inode_storage" | "task_storage" | "cgrp_storage"
         | "sockhash" | "devmap_hash" => true,
         "unspec" => true,
-        n if n.starts_with("type_") => true,
         _ => false,
     }
 }
@@ -95,6 +102,8 @@ mod tests {
         assert!(!memory_follows_elements(1, 0));
         assert!(!memory_follows_elements(2, 0));
         assert!(memory_follows_elements(11, 1));
+        assert!(memory_follows_elements(0, 0));
+        assert!(memory_follows_elements(999, 0));
     }
 
     #[test]

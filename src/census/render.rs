@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::fdinfo::ObjKind;
 use super::holders::KINDS;
-use super::names::{flags_label, map_type_name};
+use super::names::{map_type_label, map_type_name};
 use super::Snapshot;
 use crate::metrics::Families;
+use prometheus::proto::MetricType;
 
 pub struct RenderOpts {
     /// Per-map series for at most this many maps (largest memory first); 0 = all.
@@ -153,99 +154,156 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         vec![],
         (order.len() - limit) as f64,
     );
-    // Per-map numbers carry only `id`: collected per family, then handed
-    // over in bulk (no label vector per sample).
-    let mut max_entries = Vec::with_capacity(limit);
-    let mut key_size = Vec::with_capacity(limit);
-    let mut value_size = Vec::with_capacity(limit);
-    let mut refcount = Vec::with_capacity(limit);
-    let mut usercount = Vec::with_capacity(limit);
-    let mut entries = Vec::new();
-    let mut memory = Vec::with_capacity(limit);
-    let mut unexplained = Vec::with_capacity(limit);
-    for &i in &order[..limit] {
-        let m = &snap.maps[i];
-        out.gauge(
+    // Per-map series are written straight in the text format (RawSamples):
+    // no label vector and no String per label, which dominated scrapes of
+    // 10k+ maps.
+    let order = &order[..limit];
+    {
+        let mut info = out.raw_with_capacity(
             "bpfmap_map_info",
             "Map metadata; join on id: ... * on(id) group_left(name, map_type) bpfmap_map_info.",
-            vec![
-                ("id", m.id.to_string()),
-                ("name", m.name.clone()),
-                ("map_type", map_type_name(m.map_type)),
-                ("flags", flags_label(m.map_flags)),
-                ("frozen", (m.frozen as u8).to_string()),
-            ],
-            1.0,
+            MetricType::GAUGE,
+            order.len() * 128,
         );
-        max_entries.push((m.id, m.max_entries as f64));
-        key_size.push((m.id, m.key_size as f64));
-        value_size.push((m.id, m.value_size as f64));
-        refcount.push((m.id, m.refcnt as f64));
-        usercount.push((m.id, m.usercnt as f64));
-        if let Some(n) = m.elem_count {
-            if super::names::memory_follows_elements(m.map_type, 1)
-                || matches!(m.map_type, 1 | 5 | 9 | 10 | 13)
-            {
-                entries.push((m.id, n as f64));
-            }
-        }
-        if let Some(b) = snap.memory.get(&m.id) {
-            memory.push((m.id, *b as f64));
-        }
-        if let Some(h) = snap.holders.get(&m.id) {
-            for (k, c) in KINDS.iter().zip(h.counts.iter()) {
-                // Zero-valued kinds are left out: most maps have one or two
-                // holder kinds, and six series per map would dominate the
-                // exposition. A kind that is unknown (its part disabled or
-                // failed) is left out too, and then so is unexplained.
-                if let Some(c) = c.filter(|c| *c > 0) {
-                    out.gauge(
-                        "bpfmap_map_holders",
-                        "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
-                        vec![("id", m.id.to_string()), ("kind", k.to_string())],
-                        c as f64,
-                    );
-                }
-            }
-            if let Some(u) = h.unexplained(m.refcnt) {
-                unexplained.push((m.id, u as f64));
-            }
+        let mut id_buf = itoa::Buffer::new();
+        for &i in order {
+            let m = &snap.maps[i];
+            let ty = map_type_label(m.map_type);
+            let mut flags = [0u8; 10];
+            info.labels(
+                &[
+                    ("id", id_buf.format(m.id)),
+                    ("name", &m.name),
+                    ("map_type", &ty),
+                    ("flags", hex_label(m.map_flags, &mut flags)),
+                    ("frozen", if m.frozen { "1" } else { "0" }),
+                ],
+                1.0,
+            );
         }
     }
-    for (name, help, samples) in [
-        ("bpfmap_map_max_entries", "max_entries of the map.", max_entries),
-        ("bpfmap_map_key_size_bytes", "Key size of the map.", key_size),
-        ("bpfmap_map_value_size_bytes", "Value size of the map.", value_size),
+    type Field = fn(&super::MapRecord) -> f64;
+    let fields: [(&'static str, &'static str, Field); 5] = [
+        ("bpfmap_map_max_entries", "max_entries of the map.", |m| {
+            m.max_entries as f64
+        }),
+        ("bpfmap_map_key_size_bytes", "Key size of the map.", |m| {
+            m.key_size as f64
+        }),
+        (
+            "bpfmap_map_value_size_bytes",
+            "Value size of the map.",
+            |m| m.value_size as f64,
+        ),
         (
             "bpfmap_map_refcount",
             "References on the map (bpf_map.refcnt), without the census iterator's own.",
-            refcount,
+            |m| m.refcnt as f64,
         ),
         (
             "bpfmap_map_usercount",
             "User references on the map (bpf_map.usercnt).",
-            usercount,
+            |m| m.usercnt as f64,
         ),
-        (
+    ];
+    for (name, help, field) in fields {
+        if !order.is_empty() {
+            let mut w = out.raw_with_capacity(
+                name,
+                help,
+                MetricType::GAUGE,
+                order.len() * (name.len() + 40),
+            );
+            for &i in order {
+                let m = &snap.maps[i];
+                w.id(m.id, field(m));
+            }
+        }
+    }
+    let entries = order.iter().map(|&i| &snap.maps[i]).filter_map(|m| {
+        let n = m.elem_count?;
+        (super::names::memory_follows_elements(m.map_type, 1)
+            || matches!(m.map_type, 1 | 5 | 9 | 10 | 13))
+        .then_some((m.id, n as f64))
+    });
+    let mut entries = entries.peekable();
+    if entries.peek().is_some() {
+        out.gauges_by_id(
             "bpfmap_map_entries",
             "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
             entries,
-        ),
-        (
+        );
+    }
+    if !snap.memory.is_empty() && !order.is_empty() {
+        out.gauges_by_id(
             "bpfmap_map_memory_bytes",
             "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
-            memory,
-        ),
-        (
-            "bpfmap_map_unexplained_refs",
-            "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
-            unexplained,
-        ),
-    ] {
-        if !samples.is_empty() {
-            out.gauges_by_id(name, help, samples);
+            order.iter().filter_map(|&i| {
+                let id = snap.maps[i].id;
+                Some((id, *snap.memory.get(&id)? as f64))
+            }),
+        );
+    }
+    if !snap.holders.is_empty() && !order.is_empty() {
+        {
+            let mut w = out.raw_with_capacity(
+                "bpfmap_map_holders",
+                "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
+                MetricType::GAUGE,
+                order.len() * 64,
+            );
+            for &i in order {
+                let m = &snap.maps[i];
+                let Some(h) = snap.holders.get(&m.id) else {
+                    continue;
+                };
+                for (k, c) in KINDS.iter().zip(h.counts.iter()) {
+                    // Zero-valued kinds are left out: most maps have one or two
+                    // holder kinds, and six series per map would dominate the
+                    // exposition. A kind that is unknown (its part disabled or
+                    // failed) is left out too, and then so is unexplained.
+                    if let Some(c) = c.filter(|c| *c > 0) {
+                        w.id_and(m.id, "kind", k, c as f64);
+                    }
+                }
+            }
+        }
+        let unexplained = order.iter().filter_map(|&i| {
+            let m = &snap.maps[i];
+            let u = snap.holders.get(&m.id)?.unexplained(m.refcnt)?;
+            Some((m.id, u as f64))
+        });
+        let mut unexplained = unexplained.peekable();
+        if unexplained.peek().is_some() {
+            out.gauges_by_id(
+                "bpfmap_map_unexplained_refs",
+                "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
+                unexplained,
+            );
         }
     }
+}
+
+/// `0x<hex>` into `buf` (the `flags` label, as [`super::names::flags_label`]).
+fn hex_label(v: u32, buf: &mut [u8; 10]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 8];
+    let mut n = 0;
+    let mut x = v;
+    loop {
+        digits[n] = HEX[(x & 0xf) as usize];
+        n += 1;
+        x >>= 4;
+        if x == 0 {
+            break;
+        }
+    }
+    buf[0] = b'0';
+    buf[1] = b'x';
+    for i in 0..n {
+        buf[2 + i] = digits[n - 1 - i];
+    }
+    std::str::from_utf8(&buf[..2 + n]).expect("ascii")
 }
 
 fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Families) {
@@ -398,5 +456,18 @@ fn render_own(snap: &Snapshot, out: &mut Families) {
                 .filter_map(|m| snap.memory.get(&m.id))
                 .sum::<u64>() as f64,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_label_matches_flags_label() {
+        for v in [0, 1, 0x9, 0xa, 0x10, 0x401, 0x1000, 0xdead_beef, u32::MAX] {
+            let mut buf = [0u8; 10];
+            assert_eq!(hex_label(v, &mut buf), super::super::names::flags_label(v));
+        }
     }
 }
