@@ -161,6 +161,15 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
     }
+    // No transparent huge pages for this process: mimalloc advises them on
+    // its arenas, so a scrape touching a fresh buffer faulted in (and
+    // zeroed) 2 MiB at a time: a tenth of a scrape's time at 10k maps, and
+    // resident memory in 2 MiB steps.
+    const PR_SET_THP_DISABLE: libc::c_int = 41;
+    // SAFETY: prctl with an integer option; failure (old kernel) is harmless.
+    unsafe {
+        libc::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
 }
 
 /// Give the C heap's free pages back to the OS (after loading the BPF

@@ -13,7 +13,7 @@
 //! - each iterator link attached to the map holds one ref + one uref.
 use std::collections::{BTreeMap, HashSet};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::decode::{FileRecord, MapRecord};
 use super::IdMap;
@@ -61,7 +61,8 @@ pub struct Observed {
 }
 
 fn count_by<I: IntoIterator<Item = u32>>(ids: I) -> IdMap<u64> {
-    let mut m = IdMap::default();
+    let ids = ids.into_iter();
+    let mut m = IdMap::with_capacity_and_hasher(ids.size_hint().0, Default::default());
     for id in ids {
         *m.entry(id).or_insert(0) += 1;
     }
@@ -71,10 +72,11 @@ fn count_by<I: IntoIterator<Item = u32>>(ids: I) -> IdMap<u64> {
 /// Per-map holder counts for every map in `maps`.
 pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
     // Distinct files per map, from fd tables.
-    let fd_files: Option<FxHashMap<u64, u32>> = obs
-        .files
-        .as_ref()
-        .map(|fs| fs.iter().map(|f| (f.file_ptr, f.map_id)).collect());
+    let fd_files: Option<FxHashMap<u64, u32>> = obs.files.as_ref().map(|fs| {
+        let mut m = FxHashMap::with_capacity_and_hasher(fs.len(), Default::default());
+        m.extend(fs.iter().map(|f| (f.file_ptr, f.map_id)));
+        m
+    });
     let file_counts = fd_files.as_ref().map(|m| count_by(m.values().copied()));
     // Files only reachable through a vma (not in any fd table).
     let mmap_counts = obs.vmas.as_ref().and_then(|vs| {
@@ -104,15 +106,15 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         mmap_counts,
         link_counts,
     ];
-    maps.iter()
-        .map(|m| {
-            let mut h = Holders::default();
-            for (i, kc) in per_kind.iter().enumerate() {
-                h.counts[i] = kc.as_ref().map(|c| c.get(&m.id).copied().unwrap_or(0));
-            }
-            (m.id, h)
-        })
-        .collect()
+    let mut out = IdMap::with_capacity_and_hasher(maps.len(), Default::default());
+    out.extend(maps.iter().map(|m| {
+        let mut h = Holders::default();
+        for (i, kc) in per_kind.iter().enumerate() {
+            h.counts[i] = kc.as_ref().map(|c| c.get(&m.id).copied().unwrap_or(0));
+        }
+        (m.id, h)
+    }));
+    out
 }
 
 /// One process that holds map files.
@@ -134,17 +136,17 @@ pub fn processes(files: &[FileRecord], vmas: &[FileRecord]) -> Vec<ProcessHolder
     struct Acc {
         comm: Vec<u8>,
         cgroup_id: u64,
-        files: HashSet<u64>,
-        fds: HashSet<u32>,
-        vma_files: HashSet<u64>,
+        files: FxHashSet<u64>,
+        fds: FxHashSet<u32>,
+        vma_files: FxHashSet<u64>,
     }
     let mut by: BTreeMap<u32, Acc> = BTreeMap::new();
     let new_acc = |f: &FileRecord| Acc {
         comm: f.comm.clone(),
         cgroup_id: f.cgroup_id,
-        files: HashSet::new(),
-        fds: HashSet::new(),
-        vma_files: HashSet::new(),
+        files: FxHashSet::default(),
+        fds: FxHashSet::default(),
+        vma_files: FxHashSet::default(),
     };
     for f in files {
         let a = by.entry(f.tgid).or_insert_with(|| new_acc(f));

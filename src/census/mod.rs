@@ -212,9 +212,24 @@ fn read_iter(link: &Link) -> anyhow::Result<Vec<u8>> {
 /// to megabytes on every scrape (page faults, copies) was a fifth of a
 /// scrape's time at 10k maps.
 fn read_iter_into<'a>(link: &Link, buf: &'a mut Vec<u8>) -> anyhow::Result<&'a [u8]> {
+    read_iter_file(open_iter(link)?, buf)
+}
+
+/// A new iterator instance on `link`, as a plain file (readable on any thread).
+fn open_iter(link: &Link) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+    // SAFETY: bpf_iter_create takes a link fd and returns a new fd or -errno.
+    let fd = unsafe { libbpf_sys::bpf_iter_create(link.as_fd().as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd)).context("creating iterator");
+    }
+    // SAFETY: `fd` is a fresh fd that nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+fn read_iter_file(mut f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<&[u8]> {
     buf.clear();
-    let mut it = libbpf_rs::Iter::new(link).context("creating iterator")?;
-    it.read_to_end(buf).context("reading iterator")?;
+    f.read_to_end(buf).context("reading iterator")?;
     Ok(buf)
 }
 
@@ -225,7 +240,16 @@ fn timed<T>(
 ) -> Option<T> {
     let t = Instant::now();
     let r = f();
-    let seconds = t.elapsed().as_secs_f64();
+    record(parts, name, t.elapsed().as_secs_f64(), r)
+}
+
+/// Record a part's outcome (logging a failure) and pass its value on.
+fn record<T>(
+    parts: &mut Vec<PartResult>,
+    name: &'static str,
+    seconds: f64,
+    r: anyhow::Result<T>,
+) -> Option<T> {
     match r {
         Ok(v) => {
             parts.push(PartResult {
@@ -371,12 +395,38 @@ impl Census {
         let own: rustc_hash::FxHashSet<u32> =
             self.own_ids.iter().chain(extra_own).copied().collect();
 
+        // The two task walks (fd tables, vmas) run on a second thread while
+        // this one walks and decodes the maps: both are mostly kernel time.
         let [map_buf, file_buf, vma_buf] = &mut self.bufs;
-        let maps = timed(&mut parts, "maps", || {
-            Ok(decode::decode_maps(read_iter_into(
-                &self.map_link,
-                map_buf,
-            )?)?)
+        let file_iter = self.file_link.as_ref().map(open_iter);
+        let vma_iter = match (&self.vma_link, p.mmaps) {
+            (Some(link), true) => Some(open_iter(link)),
+            _ => None,
+        };
+        let (maps, files, vmas) = std::thread::scope(|scope| {
+            let tasks = scope.spawn(|| {
+                let walk =
+                    |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
+                        let t = Instant::now();
+                        let r = it.and_then(|f| Ok(decode::decode_files(read_iter_file(f, buf)?)?));
+                        (name, r, t.elapsed().as_secs_f64())
+                    };
+                (
+                    file_iter.map(|it| walk("files", it, file_buf)),
+                    vma_iter.map(|it| walk("mmaps", it, vma_buf)),
+                )
+            });
+            let maps = timed(&mut parts, "maps", || {
+                Ok(decode::decode_maps(read_iter_into(
+                    &self.map_link,
+                    map_buf,
+                )?)?)
+            });
+            let (files, vmas) = tasks.join().unwrap_or_else(|_| {
+                let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
+                (Some(failed("files")), Some(failed("mmaps")))
+            });
+            (maps, files, vmas)
         });
         snap.maps_ok = maps.is_some();
         let mut maps = maps.unwrap_or_default();
@@ -389,22 +439,14 @@ impl Census {
         snap.maps = maps;
 
         let mut obs = holders::Observed::default();
-        if let Some(link) = &self.file_link {
-            obs.files = timed(&mut parts, "files", || {
-                Ok(not_own(
-                    decode::decode_files(read_iter_into(link, file_buf)?)?,
-                    &own,
-                ))
-            });
+        if let Some((name, r, seconds)) = files {
+            obs.files = record(&mut parts, name, seconds, r).map(|f| not_own(f, &own));
         }
         if p.mmaps {
-            obs.vmas = match &self.vma_link {
-                Some(link) => timed(&mut parts, "mmaps", || {
-                    Ok(not_own(
-                        decode::decode_files(read_iter_into(link, vma_buf)?)?,
-                        &own,
-                    ))
-                }),
+            obs.vmas = match vmas {
+                Some((name, r, seconds)) => {
+                    record(&mut parts, name, seconds, r).map(|f| not_own(f, &own))
+                }
                 // No iter/task_vma before 5.15: mmap-only holders cannot be
                 // seen; they read as unexplained there (README says so), and
                 // bpfmap_feature_available{feature="task_vma"} is 0.

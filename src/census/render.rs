@@ -48,6 +48,13 @@ pub fn render(
     render_own(snap, out);
 }
 
+/// One map's looked-up census facts.
+struct Row<'a> {
+    memory: Option<u64>,
+    holders: Option<&'a super::Holders>,
+    unexplained: Option<i64>,
+}
+
 fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     if !snap.maps_ok {
         return;
@@ -59,15 +66,24 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     let mut unexplained_total = 0i64;
     let mut with_unexplained = 0u64;
     let mut unexplained_known = !snap.holders.is_empty() || snap.maps.is_empty();
-    for m in &snap.maps {
+    // Each map's memory and holders, looked up once (parallel to snap.maps).
+    let rows: Vec<Row<'_>> = snap
+        .maps
+        .iter()
+        .map(|m| {
+            let holders = snap.holders.get(&m.id);
+            Row {
+                memory: snap.memory.get(&m.id).copied(),
+                holders,
+                unexplained: holders.and_then(|h| h.unexplained(m.refcnt)),
+            }
+        })
+        .collect();
+    for (m, row) in snap.maps.iter().zip(&rows) {
         let e = by_type.entry(m.map_type).or_default();
         e.0 += 1;
-        e.1 += snap.memory.get(&m.id).copied().unwrap_or(0);
-        match snap
-            .holders
-            .get(&m.id)
-            .and_then(|h| h.unexplained(m.refcnt))
-        {
+        e.1 += row.memory.unwrap_or(0);
+        match row.unexplained {
             Some(u) => {
                 unexplained_total += u;
                 with_unexplained += (u > 0) as u64;
@@ -134,25 +150,26 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         opts.max_map_series.min(order.len())
     };
     if limit < order.len() {
-        order.sort_by_key(|&i| {
-            let m = &snap.maps[i];
-            let unexplained = snap
-                .holders
-                .get(&m.id)
-                .and_then(|h| h.unexplained(m.refcnt))
-                .unwrap_or(0);
+        use std::cmp::Reverse;
+        let key = |&i: &usize| {
             (
-                std::cmp::Reverse(unexplained),
-                std::cmp::Reverse(snap.memory.get(&m.id).copied().unwrap_or(0)),
-                m.id,
+                Reverse(rows[i].unexplained.unwrap_or(0)),
+                Reverse(rows[i].memory.unwrap_or(0)),
+                snap.maps[i].id,
             )
-        });
+        };
+        // The top `limit` in O(n), then only those sorted (ids make keys unique).
+        if limit > 0 {
+            order.select_nth_unstable_by_key(limit - 1, key);
+        }
+        order.truncate(limit);
+        order.sort_unstable_by_key(key);
     }
     out.gauge(
         "bpfmap_map_series_omitted",
         "Maps whose per-map series were not published (per-map series off or capped).",
         vec![],
-        (order.len() - limit) as f64,
+        (snap.maps.len() - limit) as f64,
     );
     // Per-map series are written straight in the text format (RawSamples):
     // no label vector and no String per label, which dominated scrapes of
@@ -238,10 +255,9 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         out.gauges_by_id(
             "bpfmap_map_memory_bytes",
             "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
-            order.iter().filter_map(|&i| {
-                let id = snap.maps[i].id;
-                Some((id, *snap.memory.get(&id)? as f64))
-            }),
+            order
+                .iter()
+                .filter_map(|&i| Some((snap.maps[i].id, rows[i].memory? as f64))),
         );
     }
     if !snap.holders.is_empty() && !order.is_empty() {
@@ -254,7 +270,7 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
             );
             for &i in order {
                 let m = &snap.maps[i];
-                let Some(h) = snap.holders.get(&m.id) else {
+                let Some(h) = rows[i].holders else {
                     continue;
                 };
                 for (k, c) in KINDS.iter().zip(h.counts.iter()) {
@@ -268,11 +284,9 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
                 }
             }
         }
-        let unexplained = order.iter().filter_map(|&i| {
-            let m = &snap.maps[i];
-            let u = snap.holders.get(&m.id)?.unexplained(m.refcnt)?;
-            Some((m.id, u as f64))
-        });
+        let unexplained = order
+            .iter()
+            .filter_map(|&i| Some((snap.maps[i].id, rows[i].unexplained? as f64)));
         let mut unexplained = unexplained.peekable();
         if unexplained.peek().is_some() {
             out.gauges_by_id(
