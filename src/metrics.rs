@@ -69,6 +69,21 @@ impl RawSamples<'_> {
         *self.n += 1;
     }
 
+    /// `name{id="<id>"} value` for an integer value (no float formatting;
+    /// the same text as [`RawSamples::id`] for |value| < 2^53, where an
+    /// `f64` holds the integer exactly).
+    pub fn id_int(&mut self, id: u32, value: i64) {
+        self.buf.extend_from_slice(self.name.as_bytes());
+        self.buf.extend_from_slice(b"{id=\"");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        self.buf.extend_from_slice(b"\"} ");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.buf.push(b'\n');
+        *self.n += 1;
+    }
+
     /// `name{id="<id>",<key>="<val>"} value`
     pub fn id_and(&mut self, id: u32, key: &str, val: &str, value: f64) {
         self.buf.extend_from_slice(self.name.as_bytes());
@@ -305,6 +320,21 @@ impl Families {
         }
     }
 
+    /// Integer gauges whose only label is the map `id`, in bulk.
+    pub fn int_gauges_by_id(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        samples: impl IntoIterator<Item = (u32, i64)>,
+    ) {
+        let samples = samples.into_iter();
+        let guess = samples.size_hint().0 * (name.len() + 40);
+        let mut w = self.raw_with_capacity(name, help, MetricType::GAUGE, guess);
+        for (id, v) in samples {
+            w.id_int(id, v);
+        }
+    }
+
     /// A writer for gauge or counter samples of `name` straight in the text
     /// format (the per-map families: tens of thousands of samples with no
     /// label vector per sample). They are encoded after the family's
@@ -525,7 +555,8 @@ fn write_labels(buf: &mut Vec<u8>, name: &str, labels: &Labels) {
 fn write_value(buf: &mut Vec<u8>, value: f64) {
     use std::io::Write;
     buf.push(b' ');
-    if value.fract() == 0.0 && value.abs() < 1e15 && !(value == 0.0 && value.is_sign_negative()) {
+    let int = value as i64; // saturating; NaN -> 0, which then differs
+    if int as f64 == value && value.abs() < 1e15 && !(value == 0.0 && value.is_sign_negative()) {
         // Integral values print without a fraction in both forms; the
         // integer path is the cheap one.
         buf.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
@@ -637,6 +668,19 @@ mod tests {
                 w.id(i as u32, values[i + 3]);
             }
             w.labels(&[], 5.0);
+            for v in [
+                0i64,
+                1,
+                -1,
+                42,
+                1 << 52,
+                -(1 << 52),
+                (1 << 53) - 1,
+                999_999_999_999_999,
+                1_000_000_000_000_000,
+            ] {
+                w.id_int(7, v);
+            }
         }
         // Raw samples after labelled ones in the same family.
         f.gauge("t_mixed", "mixed", vec![("id", "1".into())], 1.0);

@@ -11,9 +11,9 @@
 //! - each program using the map holds one ref (prog used_maps lists maps once);
 //! - each outer-map slot holding the map holds one ref;
 //! - each iterator link attached to the map holds one ref + one uref.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::decode::{FileRecord, MapRecord};
 use super::IdMap;
@@ -60,61 +60,70 @@ pub struct Observed {
     pub pins: Option<Vec<u32>>,
 }
 
-fn count_by<I: IntoIterator<Item = u32>>(ids: I) -> IdMap<u64> {
-    let ids = ids.into_iter();
-    let mut m = IdMap::with_capacity_and_hasher(ids.size_hint().0, Default::default());
-    for id in ids {
-        *m.entry(id).or_insert(0) += 1;
-    }
-    m
-}
-
 /// Per-map holder counts for every map in `maps`.
 pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
-    // Distinct files per map, from fd tables.
-    let fd_files: Option<FxHashMap<u64, u32>> = obs.files.as_ref().map(|fs| {
-        let mut m = FxHashMap::with_capacity_and_hasher(fs.len(), Default::default());
-        m.extend(fs.iter().map(|f| (f.file_ptr, f.map_id)));
-        m
-    });
-    let file_counts = fd_files.as_ref().map(|m| count_by(m.values().copied()));
-    // Files only reachable through a vma (not in any fd table).
-    let mmap_counts = obs.vmas.as_ref().and_then(|vs| {
-        let in_fd = fd_files.as_ref()?;
-        let only: FxHashMap<u64, u32> = vs
-            .iter()
-            .filter(|v| !in_fd.contains_key(&v.file_ptr))
-            .map(|v| (v.file_ptr, v.map_id))
-            .collect();
-        Some(count_by(only.into_values()))
-    });
-    let prog_counts = obs.programs.as_ref().map(|ps| {
-        count_by(
-            ps.iter()
-                .flat_map(|ids| ids.iter().copied().collect::<HashSet<_>>()),
-        )
-    });
-    let slot_counts = obs.slots.as_ref().map(|s| count_by(s.iter().copied()));
-    let link_counts = obs.links.as_ref().map(|l| count_by(l.iter().copied()));
-    let pin_counts = obs.pins.as_ref().map(|p| count_by(p.iter().copied()));
-
-    let per_kind = [
-        file_counts,
-        pin_counts,
-        prog_counts,
-        slot_counts,
-        mmap_counts,
-        link_counts,
+    // Every map starts at 0 for each kind whose part ran, unknown otherwise.
+    let mmaps_known = obs.files.is_some() && obs.vmas.is_some();
+    let known = [
+        obs.files.is_some(),
+        obs.pins.is_some(),
+        obs.programs.is_some(),
+        obs.slots.is_some(),
+        mmaps_known,
+        obs.links.is_some(),
     ];
+    let zero = Holders {
+        counts: known.map(|k| k.then_some(0)),
+    };
     let mut out = IdMap::with_capacity_and_hasher(maps.len(), Default::default());
-    out.extend(maps.iter().map(|m| {
-        let mut h = Holders::default();
-        for (i, kc) in per_kind.iter().enumerate() {
-            h.counts[i] = kc.as_ref().map(|c| c.get(&m.id).copied().unwrap_or(0));
+    out.extend(maps.iter().map(|m| (m.id, zero.clone())));
+    let mut add = |kind: usize, id: u32| {
+        // Holders of maps outside the census (freed meanwhile, or the
+        // exporter's own) are not counted.
+        if let Some(Some(c)) = out.get_mut(&id).map(|h| h.counts[kind].as_mut()) {
+            *c += 1;
         }
-        (m.id, h)
-    }));
+    };
+    // Distinct files (struct file addresses) per map, from fd tables: dup,
+    // fork and SCM_RIGHTS share one file.
+    let fd_files = obs.files.as_ref().map(|fs| distinct_files(fs.iter()));
+    if let Some(files) = &fd_files {
+        for &(_, id) in files {
+            add(0, id);
+        }
+    }
+    // Files only reachable through a vma (not in any fd table).
+    if let (Some(vs), Some(in_fd)) = (&obs.vmas, &fd_files) {
+        let only = vs
+            .iter()
+            .filter(|v| in_fd.binary_search_by_key(&v.file_ptr, |f| f.0).is_err());
+        for (_, id) in distinct_files(only) {
+            add(4, id);
+        }
+    }
+    for (kind, ids) in [(1, &obs.pins), (3, &obs.slots), (5, &obs.links)] {
+        for &id in ids.iter().flatten() {
+            add(kind, id);
+        }
+    }
+    // A program's used_maps lists each map once; dedupe anyway.
+    for prog in obs.programs.iter().flatten() {
+        let mut ids = prog.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            add(2, id);
+        }
+    }
     out
+}
+
+/// (file address, map id) of each distinct file, sorted by address.
+fn distinct_files<'a>(files: impl Iterator<Item = &'a FileRecord>) -> Vec<(u64, u32)> {
+    let mut v: Vec<(u64, u32)> = files.map(|f| (f.file_ptr, f.map_id)).collect();
+    v.sort_unstable();
+    v.dedup_by_key(|f| f.0);
+    v
 }
 
 /// One process that holds map files.

@@ -497,11 +497,16 @@ impl Census {
             // Unknown kinds (disabled parts) make `unexplained` unknown.
             snap.holders = holders::compute(&snap.maps, &obs);
         }
+        let compute_s = t.elapsed().as_secs_f64();
         snap.processes = holders::processes(
             obs.files.as_deref().unwrap_or_default(),
             obs.vmas.as_deref().unwrap_or_default(),
         );
-        tracing::debug!(seconds = t.elapsed().as_secs_f64(), "holder arithmetic");
+        tracing::debug!(
+            seconds = t.elapsed().as_secs_f64(),
+            compute_s,
+            "holder arithmetic"
+        );
         for p in &parts {
             tracing::debug!(part = p.name, seconds = p.seconds, "census part");
         }

@@ -199,28 +199,28 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
             );
         }
     }
-    type Field = fn(&super::MapRecord) -> f64;
+    type Field = fn(&super::MapRecord) -> i64;
     let fields: [(&'static str, &'static str, Field); 5] = [
         ("bpfmap_map_max_entries", "max_entries of the map.", |m| {
-            m.max_entries as f64
+            m.max_entries as i64
         }),
         ("bpfmap_map_key_size_bytes", "Key size of the map.", |m| {
-            m.key_size as f64
+            m.key_size as i64
         }),
         (
             "bpfmap_map_value_size_bytes",
             "Value size of the map.",
-            |m| m.value_size as f64,
+            |m| m.value_size as i64,
         ),
         (
             "bpfmap_map_refcount",
             "References on the map (bpf_map.refcnt), without the census iterator's own.",
-            |m| m.refcnt as f64,
+            |m| m.refcnt,
         ),
         (
             "bpfmap_map_usercount",
             "User references on the map (bpf_map.usercnt).",
-            |m| m.usercnt as f64,
+            |m| m.usercnt,
         ),
     ];
     for (name, help, field) in fields {
@@ -233,7 +233,7 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
             );
             for &i in order {
                 let m = &snap.maps[i];
-                w.id(m.id, field(m));
+                w.id_int(m.id, field(m));
             }
         }
     }
@@ -241,23 +241,23 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         let n = m.elem_count?;
         (super::names::memory_follows_elements(m.map_type, 1)
             || matches!(m.map_type, 1 | 5 | 9 | 10 | 13))
-        .then_some((m.id, n as f64))
+        .then_some((m.id, n))
     });
     let mut entries = entries.peekable();
     if entries.peek().is_some() {
-        out.gauges_by_id(
+        out.int_gauges_by_id(
             "bpfmap_map_entries",
             "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
             entries,
         );
     }
     if !snap.memory.is_empty() && !order.is_empty() {
-        out.gauges_by_id(
+        out.int_gauges_by_id(
             "bpfmap_map_memory_bytes",
             "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
             order
                 .iter()
-                .filter_map(|&i| Some((snap.maps[i].id, rows[i].memory? as f64))),
+                .filter_map(|&i| Some((snap.maps[i].id, rows[i].memory? as i64))),
         );
     }
     if !snap.holders.is_empty() && !order.is_empty() {
@@ -286,10 +286,10 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         }
         let unexplained = order
             .iter()
-            .filter_map(|&i| Some((snap.maps[i].id, rows[i].unexplained? as f64)));
+            .filter_map(|&i| Some((snap.maps[i].id, rows[i].unexplained?)));
         let mut unexplained = unexplained.peekable();
         if unexplained.peek().is_some() {
-            out.gauges_by_id(
+            out.int_gauges_by_id(
                 "bpfmap_map_unexplained_refs",
                 "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
                 unexplained,

@@ -2,7 +2,7 @@
 //! census, the lifetime histogram, and folding label sets under the
 //! cardinality cap. No I/O: every input is passed in, so all of it is
 //! unit-tested without root.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use super::decode::{CreateRec, Kind, ProcKey};
 
@@ -84,7 +84,7 @@ pub struct Destroyed {
 /// lived and died between two scrapes.
 #[derive(Debug, Clone)]
 pub struct Tracker {
-    live: HashMap<u32, Known>,
+    live: rustc_hash::FxHashMap<u32, Known>,
     /// Every id <= resolved has been decided (live, dead or unused).
     resolved: u32,
     /// Highest id known to exist before this scrape's census started:
@@ -93,7 +93,7 @@ pub struct Tracker {
     /// Ids <= start_max existed before the exporter started.
     start_max: u32,
     /// Tracked ids above `resolved`: decided already, skipped by the scan.
-    decided: HashSet<u32>,
+    decided: rustc_hash::FxHashSet<u32>,
     pub destroyed: BTreeMap<(Option<ProcKey>, Option<u32>), u64>,
     pub lifetimes: BTreeMap<u32, Hist>,
     /// Records that were overwritten before they were read.
@@ -105,11 +105,11 @@ impl Tracker {
     /// attached (maps up to it are pre-existing, never "created").
     pub fn new(start_max: u32) -> Tracker {
         Tracker {
-            live: HashMap::new(),
+            live: Default::default(),
             resolved: start_max,
             bound: start_max,
             start_max,
-            decided: HashSet::new(),
+            decided: Default::default(),
             destroyed: BTreeMap::new(),
             lifetimes: BTreeMap::new(),
             lost: 0,
@@ -149,7 +149,7 @@ impl Tracker {
         now_ns: u64,
     ) -> Vec<Destroyed> {
         let mut out = Vec::new();
-        let now: HashMap<u32, u32> = census.iter().copied().collect();
+        let now: rustc_hash::FxHashMap<u32, u32> = census.iter().copied().collect();
         // 1. Every live map is tracked (pre-existing ones without creator).
         for &(id, ty) in census {
             if self.live.contains_key(&id) {
