@@ -90,6 +90,7 @@ fn snapshot() -> Snapshot {
                     memlock: Some(4096),
                     map_type: Some(2),
                 },
+                fresh: true,
             },
             Pin {
                 mount: "/sys/fs/bpf".into(),
@@ -102,6 +103,7 @@ fn snapshot() -> Snapshot {
                     memlock: Some(8192),
                     map_type: None,
                 },
+                fresh: false,
             },
         ],
         skipped: [(("/sys/fs/bpf".to_string(), "max_depth"), 2)]

@@ -64,6 +64,9 @@ pub struct Pin {
     pub dev: u64,
     pub ino: u64,
     pub info: FdInfo,
+    /// `info` was read from the kernel in this walk (not from [`IdentCache`]);
+    /// only then is `info.memlock` current for maps whose memory moves.
+    pub fresh: bool,
 }
 
 /// What one walk of all mounts found, plus what it had to skip and why.
@@ -87,11 +90,54 @@ pub fn identify(path: &Path) -> std::io::Result<FdInfo> {
     Ok(parse_fdinfo(&crate::sys::fdinfo(&fd)?))
 }
 
-/// Walk every mount. `ident` identifies one pinned file (injected for tests).
+/// Identities of pinned inodes from the previous walk. A bpffs inode holds
+/// one object for its whole life, so an inode seen again (same device, inode
+/// number and ctime) is the same object: the walk then costs one `lstat` per
+/// pin instead of BPF_OBJ_GET plus an fdinfo read (17 us per pin here, 34 ms
+/// per scrape at 2,000 pins). Entries not seen in a walk are dropped.
+#[derive(Default)]
+pub struct IdentCache {
+    prev: rustc_hash::FxHashMap<(u64, u64, i64, i64), FdInfo>,
+    next: rustc_hash::FxHashMap<(u64, u64, i64, i64), FdInfo>,
+}
+
+impl IdentCache {
+    /// Identify `path` (metadata `md`) from the cache or the kernel; the
+    /// flag says whether the kernel was asked.
+    pub fn identify(
+        &mut self,
+        path: &Path,
+        md: &std::fs::Metadata,
+    ) -> std::io::Result<(FdInfo, bool)> {
+        let key = (md.dev(), md.ino(), md.ctime(), md.ctime_nsec());
+        let (info, fresh) = match self.prev.remove(&key) {
+            Some(info) => (info, false),
+            None => (identify(path)?, true),
+        };
+        self.next.insert(key, info.clone());
+        Ok((info, fresh))
+    }
+
+    /// End of a walk: what it saw is what the next walk may reuse.
+    pub fn finish(&mut self) {
+        self.prev = std::mem::take(&mut self.next);
+    }
+
+    pub fn len(&self) -> usize {
+        self.prev.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prev.is_empty()
+    }
+}
+
+/// Walk every mount. `ident` identifies one pinned file and says whether it
+/// asked the kernel (injected for tests; [`IdentCache::identify`] in use).
 pub fn walk(
     mounts: &[Mount],
     limits: &WalkLimits,
-    ident: &mut dyn FnMut(&Path) -> std::io::Result<FdInfo>,
+    ident: &mut dyn FnMut(&Path, &std::fs::Metadata) -> std::io::Result<(FdInfo, bool)>,
 ) -> Inventory {
     let mut inv = Inventory {
         mounts: mounts.to_vec(),
@@ -137,8 +183,8 @@ pub fn walk(
                         stack.push((p, depth + 1));
                     }
                 } else if ft.is_file() {
-                    match ident(&p) {
-                        Ok(info) => inv.pins.push(Pin {
+                    match ident(&p, &md) {
+                        Ok((info, fresh)) => inv.pins.push(Pin {
                             mount: mname.clone(),
                             path: format!(
                                 "/{}",
@@ -149,6 +195,7 @@ pub fn walk(
                             dev: md.dev(),
                             ino: md.ino(),
                             info,
+                            fresh,
                         }),
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => skip("vanished", 1),
                         Err(e)
@@ -236,16 +283,19 @@ mod tests {
             mount_point: root.to_path_buf(),
             dev: "0:1".into(),
         }];
-        let mut ident = |p: &Path| -> std::io::Result<FdInfo> {
+        let mut ident = |p: &Path, _: &std::fs::Metadata| -> std::io::Result<(FdInfo, bool)> {
             if p.ends_with("junk") {
                 return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
             }
-            Ok(FdInfo {
-                kind: ObjKind::Map,
-                id: 9,
-                memlock: Some(4096),
-                map_type: Some(2),
-            })
+            Ok((
+                FdInfo {
+                    kind: ObjKind::Map,
+                    id: 9,
+                    memlock: Some(4096),
+                    map_type: Some(2),
+                },
+                true,
+            ))
         };
         let inv = walk(
             &mounts,
@@ -287,6 +337,7 @@ mod tests {
             dev: 35,
             ino,
             info: info.clone(),
+            fresh: true,
         };
         let inv = Inventory {
             pins: vec![
@@ -298,5 +349,40 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(inv.map_pin_holders(), vec![5, 5]);
+    }
+
+    #[test]
+    fn ident_cache_reuses_same_inode_and_forgets_gone_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        std::fs::write(&a, b"").unwrap();
+        std::fs::write(&b, b"").unwrap();
+        let mut cache = IdentCache::default();
+        let md = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+        // Not a BPF object: the kernel is asked and refuses; nothing cached.
+        assert!(cache.identify(&a, &md(&a)).is_err());
+        cache.finish();
+        assert!(cache.is_empty());
+        // Seed the cache by hand as a walk that identified `a` would.
+        let info = FdInfo {
+            kind: ObjKind::Map,
+            id: 3,
+            memlock: Some(1),
+            map_type: Some(1),
+        };
+        let m = md(&a);
+        cache
+            .prev
+            .insert((m.dev(), m.ino(), m.ctime(), m.ctime_nsec()), info.clone());
+        let (got, fresh) = cache.identify(&a, &m).unwrap();
+        assert_eq!((got, fresh), (info.clone(), false));
+        cache.finish();
+        assert_eq!(cache.len(), 1);
+        // Another inode is never served from the cache.
+        assert!(cache.identify(&b, &md(&b)).is_err());
+        // A walk that did not see `a` forgets it.
+        cache.finish();
+        assert!(cache.is_empty());
     }
 }

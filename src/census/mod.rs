@@ -127,6 +127,8 @@ pub struct Census {
     features: Features,
     opts: CensusOpts,
     mem_cache: IdMap<MemEntry>,
+    /// Pinned inodes identified by earlier pin walks.
+    pin_cache: bpffs::IdentCache,
     /// Iterator output buffers, kept between scrapes (maps, files, vmas).
     bufs: [Vec<u8>; 3],
 }
@@ -344,6 +346,7 @@ impl Census {
             opts,
             mem_cache: IdMap::default(),
             bufs: Default::default(),
+            pin_cache: Default::default(),
         };
         census.settle_probe_maps();
         Ok(census)
@@ -476,11 +479,12 @@ impl Census {
             snap.inventory = timed(&mut parts, "pins", || {
                 let mi = std::fs::read_to_string("/proc/self/mountinfo")
                     .context("reading /proc/self/mountinfo")?;
-                Ok(bpffs::walk(
-                    &bpffs::parse_mountinfo(&mi),
-                    &limits,
-                    &mut bpffs::identify,
-                ))
+                let cache = &mut self.pin_cache;
+                let inv = bpffs::walk(&bpffs::parse_mountinfo(&mi), &limits, &mut |p, md| {
+                    cache.identify(p, md)
+                });
+                cache.finish();
+                Ok(inv)
             });
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
         }
@@ -530,7 +534,8 @@ impl Census {
             .map(|i| {
                 i.pins
                     .iter()
-                    .filter(|p| p.info.kind == fdinfo::ObjKind::Map)
+                    // Only identities read in this walk carry a current memlock.
+                    .filter(|p| p.fresh && p.info.kind == fdinfo::ObjKind::Map)
                     .filter_map(|p| Some((p.info.id, p.info.memlock?)))
                     .collect()
             })
