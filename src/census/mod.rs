@@ -525,11 +525,9 @@ impl Census {
     /// read by the pin walk, seeds the cache.
     fn memory<'a>(
         &mut self,
-        maps: impl Iterator<Item = &'a MapRecord> + Clone,
+        maps: impl Iterator<Item = &'a MapRecord>,
         inv: Option<&bpffs::Inventory>,
     ) -> IdMap<u64> {
-        let live: rustc_hash::FxHashSet<u32> = maps.clone().map(|m| m.id).collect();
-        self.mem_cache.retain(|id, _| live.contains(id));
         let pinned: IdMap<u64> = inv
             .map(|i| {
                 i.pins
@@ -540,7 +538,7 @@ impl Census {
                     .collect()
             })
             .unwrap_or_default();
-        let mut out = IdMap::with_capacity_and_hasher(live.len(), Default::default());
+        let mut out = IdMap::with_capacity_and_hasher(maps.size_hint().0, Default::default());
         for m in maps {
             let dynamic = names::memory_follows_elements(m.map_type, m.map_flags);
             let fresh = match self.mem_cache.get(&m.id) {
@@ -568,6 +566,8 @@ impl Census {
             };
             out.insert(m.id, bytes);
         }
+        // Forget maps that left the census (every live map is in `out`).
+        self.mem_cache.retain(|id, _| out.contains_key(id));
         out
     }
 }
