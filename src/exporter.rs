@@ -3,7 +3,7 @@
 //! not shared across threads), which serialises scrapes.
 use std::time::Instant;
 
-use crate::census::render::{render, RenderOpts};
+use crate::census::render::{render_cached, RenderOpts};
 use crate::census::{Census, CensusOpts, PartResult, Parts, Snapshot};
 use crate::cli::Cli;
 use crate::collector::Collector;
@@ -17,6 +17,9 @@ pub struct Exporter {
     attributor: std::sync::Arc<dyn Attributor>,
     render_opts: RenderOpts,
     process: prometheus::process_collector::ProcessCollector,
+    /// Per-map families' text from the previous scrape, reused where
+    /// unchanged.
+    series_cache: Option<crate::metrics::SeriesCache>,
 }
 
 /// What a scrape produced, for /metrics and for `--check`.
@@ -58,6 +61,7 @@ impl Exporter {
                 max_pin_series: cli.pins_max_series,
             },
             process: prometheus::process_collector::ProcessCollector::for_self(),
+            series_cache: Some(Default::default()),
         })
     }
 
@@ -98,15 +102,23 @@ impl Exporter {
         let census_s = t_census.elapsed().as_secs_f64();
         let t_render = Instant::now();
         if self.census.is_some() {
-            render(
+            if let Some(c) = self.series_cache.as_mut() {
+                c.begin();
+            }
+            let attributor = &self.attributor;
+            render_cached(
                 &snapshot,
                 &self.render_opts,
                 &|tgid, cgroup_id| {
-                    let id = self.attributor.identify(tgid, cgroup_id);
+                    let id = attributor.identify(tgid, cgroup_id);
                     (id.container_id, id.pod_uid)
                 },
                 &mut out,
+                self.series_cache.as_mut(),
             );
+            if let Some(c) = self.series_cache.as_mut() {
+                c.end();
+            }
             let f = &snapshot.features;
             for (name, v) in [("task_vma", f.task_vma), ("elem_count", f.elem_count)] {
                 out.gauge(

@@ -35,17 +35,64 @@ struct Family {
     /// vector or a `String` per label. Encoded after `samples`.
     raw: Vec<u8>,
     raw_n: usize,
+    /// Raw text shared with a [`SeriesCache`] (reused from an earlier
+    /// scrape, or kept for the next one). Encoded after `raw`.
+    shared: Vec<bytes::Bytes>,
+    shared_n: usize,
 }
 
 impl Family {
     fn len(&self) -> usize {
-        self.samples.len() + self.raw_n
+        self.samples.len() + self.raw_n + self.shared_n
     }
 
     /// Every sample with its labels (raw samples parsed back from the text).
     fn all_samples(self) -> impl Iterator<Item = (Labels, Value)> {
-        let raw = parse_raw(&self.raw);
+        let mut raw = parse_raw(&self.raw);
+        for s in &self.shared {
+            raw.extend(parse_raw(s));
+        }
         self.samples.into_iter().chain(raw)
+    }
+}
+
+/// The text of big raw families, kept from one scrape to the next with a
+/// fingerprint of what it was written from: when the fingerprint is the same
+/// (most per-map values do not change between scrapes), the text is served
+/// again without being written. Fingerprints are 64-bit SipHash with keys
+/// random per process, over exactly the values the text is written from.
+#[derive(Default)]
+pub struct SeriesCache {
+    keys: std::collections::hash_map::RandomState,
+    fams: std::collections::HashMap<&'static str, CachedText>,
+    generation: u64,
+    /// Families served from the cache / written afresh (for tests and logs).
+    pub hits: u64,
+    pub misses: u64,
+}
+
+struct CachedText {
+    fingerprint: u64,
+    text: bytes::Bytes,
+    n: usize,
+    generation: u64,
+}
+
+impl SeriesCache {
+    /// A hasher for one fingerprint.
+    pub fn hasher(&self) -> impl std::hash::Hasher {
+        std::hash::BuildHasher::build_hasher(&self.keys)
+    }
+
+    /// Start a scrape: families not written or reused until [`SeriesCache::end`]
+    /// are dropped then.
+    pub fn begin(&mut self) {
+        self.generation += 1;
+    }
+
+    pub fn end(&mut self) {
+        let g = self.generation;
+        self.fams.retain(|_, c| c.generation == g);
     }
 }
 
@@ -288,6 +335,8 @@ impl Families {
             samples: Vec::new(),
             raw: Vec::new(),
             raw_n: 0,
+            shared: Vec::new(),
+            shared_n: 0,
         });
         debug_assert_eq!(f.kind, kind, "metric {name} declared with two types");
         f
@@ -318,6 +367,63 @@ impl Families {
         for (id, v) in samples {
             w.id(id, v);
         }
+    }
+
+    /// Raw samples of `name` written by `write`, or, when `cache` holds text
+    /// for `name` written from the same `fingerprint`, that text again.
+    /// Without a cache this is [`Families::raw_with_capacity`] plus `write`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn raw_cached(
+        &mut self,
+        cache: Option<&mut SeriesCache>,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        fingerprint: u64,
+        capacity: usize,
+        write: impl FnOnce(&mut RawSamples<'_>),
+    ) {
+        let Some(cache) = cache else {
+            let mut w = self.raw_with_capacity(name, help, kind, capacity);
+            write(&mut w);
+            return;
+        };
+        let generation = cache.generation;
+        let (text, n) = match cache.fams.get_mut(name) {
+            Some(c) if c.fingerprint == fingerprint => {
+                c.generation = generation;
+                cache.hits += 1;
+                (c.text.clone(), c.n)
+            }
+            _ => {
+                let mut buf = Vec::with_capacity(capacity);
+                let mut n = 0;
+                write(&mut RawSamples {
+                    name,
+                    buf: &mut buf,
+                    n: &mut n,
+                });
+                let text = bytes::Bytes::from(buf);
+                cache.misses += 1;
+                cache.fams.insert(
+                    name,
+                    CachedText {
+                        fingerprint,
+                        text: text.clone(),
+                        n,
+                        generation,
+                    },
+                );
+                (text, n)
+            }
+        };
+        assert!(
+            kind != MetricType::HISTOGRAM,
+            "metric {name}: raw samples are gauges or counters"
+        );
+        let f = self.family(name, help, kind);
+        f.shared.push(text);
+        f.shared_n += n;
     }
 
     /// Integer gauges whose only label is the map `id`, in bulk.
@@ -415,6 +521,8 @@ impl Families {
             dst.samples.extend(f.samples);
             dst.raw.extend_from_slice(&f.raw);
             dst.raw_n += f.raw_n;
+            dst.shared.extend(f.shared);
+            dst.shared_n += f.shared_n;
         }
     }
 
@@ -461,7 +569,10 @@ impl Families {
                 continue;
             }
             let raw = std::mem::take(&mut f.raw);
-            f.raw_n = 0; // `raw` was taken: `f` holds only its labelled samples
+            let shared = std::mem::take(&mut f.shared);
+            // `raw` and `shared` were taken: `f` holds only its labelled samples.
+            f.raw_n = 0;
+            f.shared_n = 0;
             if f.samples.is_empty() {
                 write_header(&mut buf, name, f.help, f.kind);
             } else {
@@ -486,6 +597,10 @@ impl Families {
             } else {
                 buf.extend_from_slice(&raw);
             }
+            for text in shared {
+                out.push(std::mem::take(&mut buf));
+                out.push_shared(text);
+            }
         }
         enc.encode(extra, &mut buf)?;
         out.push(buf);
@@ -502,9 +617,13 @@ pub struct Exposition {
 
 impl Exposition {
     fn push(&mut self, chunk: Vec<u8>) {
+        self.push_shared(chunk.into());
+    }
+
+    fn push_shared(&mut self, chunk: bytes::Bytes) {
         if !chunk.is_empty() {
             self.len += chunk.len();
-            self.chunks.push(chunk.into());
+            self.chunks.push(chunk);
         }
     }
 
@@ -682,6 +801,26 @@ mod tests {
                 w.id_int(7, v);
             }
         }
+        // Text shared with a cache, after labelled and raw samples.
+        let mut cache = SeriesCache::default();
+        for _ in 0..2 {
+            cache.begin();
+            f.raw_cached(
+                Some(&mut cache),
+                "t_cached",
+                "cached",
+                MetricType::GAUGE,
+                42,
+                0,
+                |w| {
+                    w.id_int(1, 5);
+                    w.labels(&[("path", "quo\"te")], 0.5);
+                },
+            );
+            cache.end();
+        }
+        assert_eq!((cache.hits, cache.misses), (1, 1));
+        f.gauge("t_cached", "cached", vec![("id", "0".into())], 1.0);
         // Raw samples after labelled ones in the same family.
         f.gauge("t_mixed", "mixed", vec![("id", "1".into())], 1.0);
         f.gauge("t_mixed", "mixed", vec![("id", "2".into())], 2.0);
@@ -693,5 +832,6 @@ mod tests {
         assert!(direct.contains("t_raw{id=\"1\",kind=\"quo\\\"te\"} "));
         assert!(direct.contains("# TYPE t_no_help gauge\nt_no_help{id=\"2\"} 0.25\n"));
         assert!(direct.contains("t_mixed{id=\"2\"} 2\nt_mixed{id=\"3\"} 3\n"));
+        assert!(direct.contains("t_cached{id=\"0\"} 1\nt_cached{id=\"1\"} 5\nt_cached{path=\"quo\\\"te\"} 0.5\nt_cached{id=\"1\"} 5\n"));
     }
 }

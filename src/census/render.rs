@@ -6,8 +6,9 @@ use super::fdinfo::ObjKind;
 use super::holders::KINDS;
 use super::names::{map_type_label, map_type_name};
 use super::Snapshot;
-use crate::metrics::Families;
+use crate::metrics::{Families, SeriesCache};
 use prometheus::proto::MetricType;
+use std::hash::Hasher;
 
 pub struct RenderOpts {
     /// Per-map series for at most this many maps (largest memory first); 0 = all.
@@ -42,7 +43,19 @@ pub fn render(
     attribution: Attribution<'_>,
     out: &mut Families,
 ) {
-    render_maps(snap, opts, out);
+    render_cached(snap, opts, attribution, out, None);
+}
+
+/// [`render`], reusing the text of per-map families from `cache` where what
+/// they are written from did not change since the previous scrape.
+pub fn render_cached(
+    snap: &Snapshot,
+    opts: &RenderOpts,
+    attribution: Attribution<'_>,
+    out: &mut Families,
+    cache: Option<&mut SeriesCache>,
+) {
+    render_maps(snap, opts, out, cache);
     render_processes(snap, attribution, out);
     render_pins(snap, opts, out);
     render_own(snap, out);
@@ -55,7 +68,12 @@ struct Row<'a> {
     unexplained: Option<i64>,
 }
 
-fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
+fn render_maps(
+    snap: &Snapshot,
+    opts: &RenderOpts,
+    out: &mut Families,
+    mut cache: Option<&mut SeriesCache>,
+) {
     if !snap.maps_ok {
         return;
     }
@@ -175,126 +193,155 @@ fn render_maps(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     // no label vector and no String per label, which dominated scrapes of
     // 10k+ maps.
     let order = &order[..limit];
-    {
-        let mut info = out.raw_with_capacity(
-            "bpfmap_map_info",
-            "Map metadata; join on id: ... * on(id) group_left(name, map_type) bpfmap_map_info.",
-            MetricType::GAUGE,
-            order.len() * 128,
-        );
-        let mut id_buf = itoa::Buffer::new();
-        for &i in order {
-            let m = &snap.maps[i];
-            let ty = map_type_label(m.map_type);
-            let mut flags = [0u8; 10];
-            info.labels(
-                &[
-                    ("id", id_buf.format(m.id)),
-                    ("name", &m.name),
-                    ("map_type", &ty),
-                    ("flags", hex_label(m.map_flags, &mut flags)),
-                    ("frozen", if m.frozen { "1" } else { "0" }),
-                ],
-                1.0,
-            );
-        }
+    if order.is_empty() {
+        return;
     }
-    type Field = fn(&super::MapRecord) -> i64;
-    let fields: [(&'static str, &'static str, Field); 5] = [
-        ("bpfmap_map_max_entries", "max_entries of the map.", |m| {
-            m.max_entries as i64
-        }),
-        ("bpfmap_map_key_size_bytes", "Key size of the map.", |m| {
-            m.key_size as i64
-        }),
-        (
-            "bpfmap_map_value_size_bytes",
-            "Value size of the map.",
-            |m| m.value_size as i64,
-        ),
+    // With a cache, each family's text is reused when what it is written
+    // from is unchanged; the fingerprint covers exactly those values.
+    let fingerprint = |cache: &Option<&mut SeriesCache>, f: &dyn Fn(&mut dyn Hasher)| match cache {
+        Some(c) => {
+            let mut h = c.hasher();
+            f(&mut h);
+            h.finish()
+        }
+        None => 0,
+    };
+    // Name, type and flags of a map id never change; `frozen` can.
+    let fp = fingerprint(&cache, &|h| {
+        for &i in order {
+            h.write_u32(snap.maps[i].id);
+            h.write_u8(snap.maps[i].frozen as u8);
+        }
+    });
+    out.raw_cached(
+        cache.as_deref_mut(),
+        "bpfmap_map_info",
+        "Map metadata; join on id: ... * on(id) group_left(name, map_type) bpfmap_map_info.",
+        MetricType::GAUGE,
+        fp,
+        order.len() * 128,
+        |info| {
+            let mut id_buf = itoa::Buffer::new();
+            for &i in order {
+                let m = &snap.maps[i];
+                let ty = map_type_label(m.map_type);
+                let mut flags = [0u8; 10];
+                info.labels(
+                    &[
+                        ("id", id_buf.format(m.id)),
+                        ("name", &m.name),
+                        ("map_type", &ty),
+                        ("flags", hex_label(m.map_flags, &mut flags)),
+                        ("frozen", if m.frozen { "1" } else { "0" }),
+                    ],
+                    1.0,
+                );
+            }
+        },
+    );
+    // Integer per-map families: (id, value) for the maps that have one.
+    type Field<'a> = Box<dyn Fn(usize) -> Option<i64> + 'a>;
+    let m = |i: usize| &snap.maps[i];
+    let fields: [(&'static str, &'static str, Field<'_>); 8] = [
+        ("bpfmap_map_max_entries", "max_entries of the map.", Box::new(|i| Some(m(i).max_entries as i64))),
+        ("bpfmap_map_key_size_bytes", "Key size of the map.", Box::new(|i| Some(m(i).key_size as i64))),
+        ("bpfmap_map_value_size_bytes", "Value size of the map.", Box::new(|i| Some(m(i).value_size as i64))),
         (
             "bpfmap_map_refcount",
             "References on the map (bpf_map.refcnt), without the census iterator's own.",
-            |m| m.refcnt,
+            Box::new(|i| Some(m(i).refcnt)),
         ),
         (
             "bpfmap_map_usercount",
             "User references on the map (bpf_map.usercnt).",
-            |m| m.usercnt,
+            Box::new(|i| Some(m(i).usercnt)),
+        ),
+        (
+            "bpfmap_map_entries",
+            "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
+            Box::new(|i| {
+                let m = m(i);
+                (super::names::memory_follows_elements(m.map_type, 1)
+                    || matches!(m.map_type, 1 | 5 | 9 | 10 | 13))
+                .then_some(m.elem_count?)
+            }),
+        ),
+        (
+            "bpfmap_map_memory_bytes",
+            "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
+            Box::new(|i| Some(rows[i].memory? as i64)),
+        ),
+        (
+            "bpfmap_map_unexplained_refs",
+            "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
+            Box::new(|i| rows[i].unexplained),
         ),
     ];
     for (name, help, field) in fields {
-        if !order.is_empty() {
-            let mut w = out.raw_with_capacity(
-                name,
-                help,
-                MetricType::GAUGE,
-                order.len() * (name.len() + 40),
-            );
-            for &i in order {
-                let m = &snap.maps[i];
-                w.id_int(m.id, field(m));
-            }
+        // A family with no sample at all is left out (no HELP/TYPE either).
+        if !order.iter().any(|&i| field(i).is_some()) {
+            continue;
         }
-    }
-    let entries = order.iter().map(|&i| &snap.maps[i]).filter_map(|m| {
-        let n = m.elem_count?;
-        (super::names::memory_follows_elements(m.map_type, 1)
-            || matches!(m.map_type, 1 | 5 | 9 | 10 | 13))
-        .then_some((m.id, n))
-    });
-    let mut entries = entries.peekable();
-    if entries.peek().is_some() {
-        out.int_gauges_by_id(
-            "bpfmap_map_entries",
-            "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
-            entries,
-        );
-    }
-    if !snap.memory.is_empty() && !order.is_empty() {
-        out.int_gauges_by_id(
-            "bpfmap_map_memory_bytes",
-            "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
-            order
-                .iter()
-                .filter_map(|&i| Some((snap.maps[i].id, rows[i].memory? as i64))),
-        );
-    }
-    if !snap.holders.is_empty() && !order.is_empty() {
-        {
-            let mut w = out.raw_with_capacity(
-                "bpfmap_map_holders",
-                "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
-                MetricType::GAUGE,
-                order.len() * 64,
-            );
+        let fp = fingerprint(&cache, &|h| {
             for &i in order {
-                let m = &snap.maps[i];
-                let Some(h) = rows[i].holders else {
-                    continue;
-                };
-                for (k, c) in KINDS.iter().zip(h.counts.iter()) {
-                    // Zero-valued kinds are left out: most maps have one or two
-                    // holder kinds, and six series per map would dominate the
-                    // exposition. A kind that is unknown (its part disabled or
-                    // failed) is left out too, and then so is unexplained.
-                    if let Some(c) = c.filter(|c| *c > 0) {
-                        w.id_and(m.id, "kind", k, c as f64);
+                if let Some(v) = field(i) {
+                    h.write_u32(snap.maps[i].id);
+                    h.write_i64(v);
+                }
+            }
+        });
+        out.raw_cached(
+            cache.as_deref_mut(),
+            name,
+            help,
+            MetricType::GAUGE,
+            fp,
+            order.len() * (name.len() + 40),
+            |w| {
+                for &i in order {
+                    if let Some(v) = field(i) {
+                        w.id_int(snap.maps[i].id, v);
+                    }
+                }
+            },
+        );
+    }
+    if !snap.holders.is_empty() {
+        let fp = fingerprint(&cache, &|h| {
+            for &i in order {
+                if let Some(hs) = rows[i].holders {
+                    h.write_u32(snap.maps[i].id);
+                    for c in hs.counts {
+                        h.write_i64(c.map_or(-1, |c| c as i64));
                     }
                 }
             }
-        }
-        let unexplained = order
-            .iter()
-            .filter_map(|&i| Some((snap.maps[i].id, rows[i].unexplained?)));
-        let mut unexplained = unexplained.peekable();
-        if unexplained.peek().is_some() {
-            out.int_gauges_by_id(
-                "bpfmap_map_unexplained_refs",
-                "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
-                unexplained,
-            );
-        }
+        });
+        out.raw_cached(
+            cache.as_deref_mut(),
+            "bpfmap_map_holders",
+            "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
+            MetricType::GAUGE,
+            fp,
+            order.len() * 64,
+            |w| {
+                for &i in order {
+                    let Some(h) = rows[i].holders else {
+                        continue;
+                    };
+                    for (k, c) in KINDS.iter().zip(h.counts.iter()) {
+                        // Zero-valued kinds are left out: most maps have one or
+                        // two holder kinds, and six series per map would
+                        // dominate the exposition. A kind that is unknown (its
+                        // part disabled or failed) is left out too, and then so
+                        // is unexplained.
+                        if let Some(c) = c.filter(|c| *c > 0) {
+                            w.id_and(snap.maps[i].id, "kind", k, c as f64);
+                        }
+                    }
+                }
+            },
+        );
     }
 }
 
@@ -483,5 +530,107 @@ mod tests {
             let mut buf = [0u8; 10];
             assert_eq!(hex_label(v, &mut buf), super::super::names::flags_label(v));
         }
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::census::{holders, MapRecord};
+
+    fn snapshot(n: u32, bump: u32, frozen: u32, memory_of_2: u64) -> Snapshot {
+        let maps: Vec<MapRecord> = (1..=n)
+            .map(|id| MapRecord {
+                map_ptr: id as u64 * 0x100,
+                refcnt: 1 + (id == bump) as i64,
+                usercnt: 1,
+                elem_count: (id % 2 == 0).then_some(id as i64),
+                map_extra: 0,
+                id,
+                map_type: 1 + id % 2,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 64,
+                map_flags: 0,
+                frozen: id == frozen,
+                is_outer: false,
+                name: format!("m\"{id}"),
+            })
+            .collect();
+        let obs = holders::Observed {
+            files: Some(
+                (1..=n)
+                    .map(|id| crate::census::FileRecord {
+                        file_ptr: id as u64,
+                        cgroup_id: 1,
+                        tgid: 7,
+                        pid: 7,
+                        fd: id,
+                        map_id: id,
+                        comm: b"agent".to_vec(),
+                        vm_start: 0,
+                    })
+                    .collect(),
+            ),
+            vmas: Some(vec![]),
+            programs: Some(vec![]),
+            slots: Some(vec![]),
+            links: Some(vec![]),
+            pins: Some(vec![]),
+        };
+        Snapshot {
+            holders: holders::compute(&maps, &obs),
+            memory: maps
+                .iter()
+                .map(|m| (m.id, if m.id == 2 { memory_of_2 } else { 4096 }))
+                .collect(),
+            maps,
+            maps_ok: true,
+            ..Default::default()
+        }
+    }
+
+    fn text(snap: &Snapshot, cache: Option<&mut SeriesCache>) -> String {
+        let mut f = Families::new();
+        let opts = RenderOpts::default();
+        let none = |_: u32, _: u64| (String::new(), String::new());
+        match cache {
+            Some(c) => {
+                c.begin();
+                render_cached(snap, &opts, &none, &mut f, Some(&mut *c));
+                c.end();
+            }
+            None => render(snap, &opts, &none, &mut f),
+        }
+        String::from_utf8(f.encode_text(&[], 0).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn cached_render_matches_uncached_across_scrapes() {
+        let mut cache = SeriesCache::default();
+        let scrapes = [
+            snapshot(50, 0, 0, 4096),
+            snapshot(50, 0, 0, 4096), // nothing changed: every family reused
+            snapshot(50, 17, 0, 4096), // a refcount moved (and unexplained)
+            snapshot(50, 17, 3, 4096), // a map was frozen
+            snapshot(49, 17, 3, 4096), // a map was freed
+            snapshot(49, 17, 3, 8192), // a map's memory grew
+        ];
+        let mut misses = Vec::new();
+        for s in &scrapes {
+            let before = cache.misses;
+            assert_eq!(text(s, Some(&mut cache)), text(s, None));
+            misses.push(cache.misses - before);
+        }
+        // First scrape writes everything; an unchanged scrape writes nothing;
+        // a refcount change rewrites refcount and unexplained only; freezing
+        // rewrites map_info only; a memory change rewrites memory only.
+        assert_eq!(misses[0], 10, "{misses:?}");
+        assert_eq!(misses[1], 0, "{misses:?}");
+        assert_eq!(misses[2], 2, "{misses:?}");
+        assert_eq!(misses[3], 1, "{misses:?}");
+        assert_eq!(misses[5], 1, "{misses:?}");
+        assert!(cache.hits > 0);
+        assert!(text(&scrapes[2], None).contains("bpfmap_map_unexplained_refs{id=\"17\"} 1\n"));
     }
 }
