@@ -398,26 +398,33 @@ impl Census {
         let own: rustc_hash::FxHashSet<u32> =
             self.own_ids.iter().chain(extra_own).copied().collect();
 
-        // The two task walks (fd tables, vmas) run on a second thread while
-        // this one walks and decodes the maps: both are mostly kernel time.
         let [map_buf, file_buf, vma_buf] = &mut self.bufs;
         let file_iter = self.file_link.as_ref().map(open_iter);
         let vma_iter = match (&self.vma_link, p.mmaps) {
             (Some(link), true) => Some(open_iter(link)),
             _ => None,
         };
-        let (maps, files, vmas) = std::thread::scope(|scope| {
+        // The two task walks (and the per-process arithmetic, which needs
+        // only them) run on a second thread while this one walks and decodes
+        // the maps: the walks are mostly kernel time.
+        let own_ref = &own;
+        let (maps, files, vmas, processes) = std::thread::scope(|scope| {
             let tasks = scope.spawn(|| {
                 let walk =
                     |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
                         let t = Instant::now();
-                        let r = it.and_then(|f| Ok(decode::decode_files(read_iter_file(f, buf)?)?));
+                        let r = it.and_then(|f| {
+                            Ok(not_own(
+                                decode::decode_files(read_iter_file(f, buf)?)?,
+                                own_ref,
+                            ))
+                        });
                         (name, r, t.elapsed().as_secs_f64())
                     };
-                (
-                    file_iter.map(|it| walk("files", it, file_buf)),
-                    vma_iter.map(|it| walk("mmaps", it, vma_buf)),
-                )
+                let files = file_iter.map(|it| walk("files", it, file_buf));
+                let vmas = vma_iter.map(|it| walk("mmaps", it, vma_buf));
+                let processes = holders::processes(ok_files(&files), ok_files(&vmas));
+                (files, vmas, processes)
             });
             let maps = timed(&mut parts, "maps", || {
                 Ok(decode::decode_maps(read_iter_into(
@@ -425,11 +432,11 @@ impl Census {
                     map_buf,
                 )?)?)
             });
-            let (files, vmas) = tasks.join().unwrap_or_else(|_| {
+            let (files, vmas, processes) = tasks.join().unwrap_or_else(|_| {
                 let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
-                (Some(failed("files")), Some(failed("mmaps")))
+                (Some(failed("files")), Some(failed("mmaps")), Vec::new())
             });
-            (maps, files, vmas)
+            (maps, files, vmas, processes)
         });
         snap.maps_ok = maps.is_some();
         let mut maps = maps.unwrap_or_default();
@@ -440,16 +447,15 @@ impl Census {
             .collect();
         maps.retain(|m| !own.contains(&m.id));
         snap.maps = maps;
+        snap.processes = processes;
 
         let mut obs = holders::Observed::default();
         if let Some((name, r, seconds)) = files {
-            obs.files = record(&mut parts, name, seconds, r).map(|f| not_own(f, &own));
+            obs.files = record(&mut parts, name, seconds, r);
         }
         if p.mmaps {
             obs.vmas = match vmas {
-                Some((name, r, seconds)) => {
-                    record(&mut parts, name, seconds, r).map(|f| not_own(f, &own))
-                }
+                Some((name, r, seconds)) => record(&mut parts, name, seconds, r),
                 // No iter/task_vma before 5.15: mmap-only holders cannot be
                 // seen; they read as unexplained there (README says so), and
                 // bpfmap_feature_available{feature="task_vma"} is 0.
@@ -501,16 +507,7 @@ impl Census {
             // Unknown kinds (disabled parts) make `unexplained` unknown.
             snap.holders = holders::compute(&snap.maps, &obs);
         }
-        let compute_s = t.elapsed().as_secs_f64();
-        snap.processes = holders::processes(
-            obs.files.as_deref().unwrap_or_default(),
-            obs.vmas.as_deref().unwrap_or_default(),
-        );
-        tracing::debug!(
-            seconds = t.elapsed().as_secs_f64(),
-            compute_s,
-            "holder arithmetic"
-        );
+        tracing::debug!(seconds = t.elapsed().as_secs_f64(), "holder arithmetic");
         for p in &parts {
             tracing::debug!(part = p.name, seconds = p.seconds, "census part");
         }
@@ -569,6 +566,16 @@ impl Census {
         // Forget maps that left the census (every live map is in `out`).
         self.mem_cache.retain(|id, _| out.contains_key(id));
         out
+    }
+}
+
+type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
+
+/// The records of a task walk that ran and succeeded (else none).
+fn ok_files(w: &Walked) -> &[FileRecord] {
+    match w {
+        Some((_, Ok(v), _)) => v,
+        _ => &[],
     }
 }
 
