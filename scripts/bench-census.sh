@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh >/dev/null
 cargo build --release --quiet --bin bpfmap-exporter --example bench_census
-echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)  bpftool: $(bpftool version | head -1)"
+echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)  bpftool: $(bpftool version | head -1)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 sizes=("$@")
 ((${#sizes[@]})) || sizes=(10000 100000)
 exec target/release/examples/bench_census target/release/bpfmap-exporter "${sizes[@]}"
