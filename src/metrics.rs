@@ -426,21 +426,6 @@ impl Families {
         f.shared_n += n;
     }
 
-    /// Integer gauges whose only label is the map `id`, in bulk.
-    pub fn int_gauges_by_id(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        samples: impl IntoIterator<Item = (u32, i64)>,
-    ) {
-        let samples = samples.into_iter();
-        let guess = samples.size_hint().0 * (name.len() + 40);
-        let mut w = self.raw_with_capacity(name, help, MetricType::GAUGE, guess);
-        for (id, v) in samples {
-            w.id_int(id, v);
-        }
-    }
-
     /// A writer for gauge or counter samples of `name` straight in the text
     /// format (the per-map families: tens of thousands of samples with no
     /// label vector per sample). They are encoded after the family's
