@@ -7,6 +7,7 @@
 //! destructions come from map ids leaving the census (ids are never reused
 //! before they wrap), attributed to the creator recorded at creation.
 pub mod decode;
+pub mod floor;
 pub mod probes;
 pub mod state;
 
