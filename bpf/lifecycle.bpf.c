@@ -26,6 +26,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile __u32 with_pid = 0;
 const volatile __u32 log_events = 0;
+/* 1 when the kernel has the bpf_rdonly_cast kfunc (6.2+), from its BTF
+ * (src/lifecycle/probes.rs): the creation path then reads the new file and
+ * map with direct loads. Read-only data, so the verifier drops the branch
+ * not taken (and, before 6.2, the kfunc call libbpf left unresolved). */
+const volatile __u32 have_rdonly_cast = 0;
 /* 1 when the fexit/kretprobe program on map_create counts creations; 0 when
  * the syscall-exit program does. Written by user space after attaching. */
 __u32 create_from_probe = 0;
@@ -84,6 +89,51 @@ struct {
 /* Makes the skeleton emit the record type. */
 struct create_rec _create_rec = {};
 
+/* bpf_get_current_task_btf() (5.11+) gives a BTF pointer to current: its
+ * fields are then plain loads (with exception handling), not helper calls.
+ * Resolved by libbpf against the running kernel's BTF (CO-RE): on 5.10 the
+ * branches that use it are dead code the verifier never visits. */
+#define HAVE_TASK_BTF \
+	bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)
+
+/* The bytes of a comm word from its first NUL on cleared: the kernel may
+ * leave bytes of an older, longer name after the NUL (strlcpy before 6.x),
+ * and bpf_get_current_comm() returns them as zeros. Little endian. */
+static __always_inline __u64 comm_word(__u64 w, __u64 *done)
+{
+	const __u64 ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+	__u64 z = (w - ones) & ~w & highs; /* lowest set bit: the first NUL */
+
+	if (*done)
+		return 0;
+	if (!z)
+		return w;
+	*done = 1;
+	z &= -z;                /* 0x80 << 8k: byte k is the first NUL */
+	return w & ((z >> 7) - 1);
+}
+
+/* The current task's comm and cgroup id, as bpf_get_current_comm() and
+ * bpf_get_current_cgroup_id() give them. */
+static __always_inline void current_ids(struct count_key *k)
+{
+	if (HAVE_TASK_BTF) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		__u64 done = 0;
+
+		k->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+		if (with_pid)
+			k->tgid = t->tgid;
+		((__u64 *)k->comm)[0] = comm_word(*(__u64 *)&t->comm[0], &done);
+		((__u64 *)k->comm)[1] = comm_word(*(__u64 *)&t->comm[8], &done);
+		return;
+	}
+	k->cgroup_id = bpf_get_current_cgroup_id();
+	if (with_pid)
+		k->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(k->comm, sizeof(k->comm));
+}
+
 static __always_inline void count(__u16 kind, __u16 arg)
 {
 	struct count_key k = {};
@@ -91,12 +141,9 @@ static __always_inline void count(__u16 kind, __u16 arg)
 	struct overflow_val *ov;
 	__u32 idx, zero;
 
-	k.cgroup_id = bpf_get_current_cgroup_id();
-	if (with_pid)
-		k.tgid = bpf_get_current_pid_tgid() >> 32;
+	current_ids(&k);
 	k.kind = kind;
 	k.arg = arg;
-	bpf_get_current_comm(k.comm, sizeof(k.comm));
 	v = bpf_map_lookup_elem(&counts, &k);
 	if (v) {
 		*v += 1; /* per-CPU slot: no other writer */
@@ -126,54 +173,126 @@ static __always_inline int is_anon_inode(struct file *file)
 	return BPF_CORE_READ(file, f_inode, i_sb, s_magic) == ANON_INODE_FS_MAGIC;
 }
 
-/* A map was created and installed as `fd` in the current task's fd table:
- * find it there (CO-RE), count it and record it by id. */
-static __always_inline void on_create(long fd)
+/* What on_create needs to know of a new map. */
+struct new_map {
+	struct bpf_map *map; /* kernel address, only recorded */
+	__u32 id;
+	__u32 map_type;
+	__u32 key_size;
+	__u32 value_size;
+	__u32 max_entries;
+	__u32 map_flags;
+};
+
+/* The file at fd of the current task's fd table, read with one
+ * bpf_probe_read_kernel() of the fd array slot (a variable index: no
+ * direct load can do it) after direct loads through the task (5.11+), or
+ * with CO-RE probe reads all the way on older kernels. 0 when none. */
+static __always_inline __u64 fd_file(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt;
-	struct file **fds, *file = NULL;
-	struct bpf_map *map;
-	struct create_rec *r;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 id, slot, map_type;
+	__u64 fds, file = 0;
 
 	if (fd < 0)
-		return;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
-		return;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return;
+		return 0;
+	if (HAVE_TASK_BTF) {
+		struct task_struct *t = bpf_get_current_task_btf();
+
+		fdt = t->files->fdt;
+		if (!fdt || (__u64)fd >= fdt->max_fds)
+			return 0;
+		fds = (__u64)fdt->fd;
+	} else {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+		fdt = BPF_CORE_READ(t, files, fdt);
+		if (!fdt || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
+			return 0;
+		fds = (__u64)BPF_CORE_READ(fdt, fd);
+	}
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), (void *)(fds + fd * sizeof(void *))))
+		return 0;
+	return file;
+}
+
+/* The map behind a map file. With bpf_rdonly_cast() (6.2+: turns a kernel
+ * address into a BTF pointer, inlined by the verifier into a move) every
+ * field is a direct load; before it, CO-RE probe reads. 0 when the file is
+ * not an anon inode (see is_anon_inode). */
+static __always_inline int file_map(__u64 addr, struct new_map *m)
+{
+	if (have_rdonly_cast) {
+		struct file *f = bpf_core_cast((void *)addr, struct file);
+		struct bpf_map *map;
+
+		if (f->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
+			return 0;
+		m->map = f->private_data;
+		map = bpf_core_cast(m->map, struct bpf_map);
+		m->id = map->id;
+		m->map_type = map->map_type;
+		if (log_events) {
+			m->key_size = map->key_size;
+			m->value_size = map->value_size;
+			m->max_entries = map->max_entries;
+			m->map_flags = map->map_flags;
+		}
+		return 1;
+	}
+	struct file *file = (struct file *)addr;
+	struct bpf_map *map;
+
 	if (!is_anon_inode(file))
-		return;
+		return 0;
 	map = BPF_CORE_READ(file, private_data);
-	id = BPF_CORE_READ(map, id);
-	map_type = BPF_CORE_READ(map, map_type);
-	count(LC_KIND_CREATE, map_type);
-	if (!id)
+	m->map = map;
+	m->id = BPF_CORE_READ(map, id);
+	m->map_type = BPF_CORE_READ(map, map_type);
+	if (log_events) { /* sizes and flags are only logged */
+		m->key_size = BPF_CORE_READ(map, key_size);
+		m->value_size = BPF_CORE_READ(map, value_size);
+		m->max_entries = BPF_CORE_READ(map, max_entries);
+		m->map_flags = BPF_CORE_READ(map, map_flags);
+	}
+	return 1;
+}
+
+/* A map was created and installed as `fd` in the current task's fd table:
+ * find it there, count it and record it by id. */
+static __always_inline void on_create(long fd)
+{
+	struct new_map m = {};
+	struct count_key who = {};
+	struct create_rec *r;
+	__u64 file, pid_tgid;
+	__u32 slot;
+
+	file = fd_file(fd);
+	if (!file || !file_map(file, &m))
 		return;
-	slot = id & (LC_RING - 1);
+	count(LC_KIND_CREATE, m.map_type);
+	if (!m.id)
+		return;
+	slot = m.id & (LC_RING - 1);
 	r = bpf_map_lookup_elem(&records, &slot);
 	if (!r)
 		return;
+	pid_tgid = bpf_get_current_pid_tgid();
+	current_ids(&who);
 	r->id = 0; /* invalid while being written */
 	r->create_ns = bpf_ktime_get_boot_ns();
-	r->cgroup_id = bpf_get_current_cgroup_id();
-	r->map_ptr = (__u64)(unsigned long)map;
+	r->cgroup_id = who.cgroup_id;
+	r->map_ptr = (__u64)(unsigned long)m.map;
 	r->tgid = pid_tgid >> 32;
 	r->pid = (__u32)pid_tgid;
-	r->map_type = map_type;
-	if (log_events) { /* sizes and flags are only logged */
-		r->key_size = BPF_CORE_READ(map, key_size);
-		r->value_size = BPF_CORE_READ(map, value_size);
-		r->max_entries = BPF_CORE_READ(map, max_entries);
-		r->map_flags = BPF_CORE_READ(map, map_flags);
-	}
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	r->id = id;
-	last_id = id;
+	r->map_type = m.map_type;
+	r->key_size = m.key_size;
+	r->value_size = m.value_size;
+	r->max_entries = m.max_entries;
+	r->map_flags = m.map_flags;
+	__builtin_memcpy(r->comm, who.comm, sizeof(r->comm));
+	r->id = m.id;
+	last_id = m.id;
 	if (log_events && bpf_ringbuf_output(&events, r, sizeof(*r), 0)) {
 		__u32 zero = 0;
 		__u64 *l = bpf_map_lookup_elem(&lost, &zero);
@@ -240,6 +359,14 @@ int BPF_PROG(btf_sys_exit, struct pt_regs *regs, long ret)
 SEC("raw_tp/sys_exit")
 int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
+	if (have_rdonly_cast) { /* direct loads, not two probe reads */
+		struct pt_regs *regs = bpf_core_cast((void *)ctx->args[0], struct pt_regs);
+
+		if (regs->orig_ax != NR_BPF)
+			return 0;
+		on_bpf_exit(regs->di, (long)ctx->args[1]);
+		return 0;
+	}
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 
 	if (SYSCALL_NR(regs) != NR_BPF)

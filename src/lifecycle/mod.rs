@@ -88,6 +88,7 @@ pub struct Lifecycle {
 fn open_and_load(
     set: &BTreeSet<&'static str>,
     opts: &LifecycleOpts,
+    caps: &KernelCaps,
 ) -> anyhow::Result<LifecycleSkel<'static>> {
     let mut builder = LifecycleSkelBuilder::default();
     if let Some(p) = &opts.btf_path {
@@ -103,6 +104,7 @@ fn open_and_load(
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.with_pid = opts.pid_label as u32;
         ro.log_events = opts.log_events as u32;
+        ro.have_rdonly_cast = caps.rdonly_cast as u32;
     }
     if !opts.log_events {
         open.maps.events.set_max_entries(4096)?;
@@ -231,7 +233,7 @@ impl Lifecycle {
         let mut loaded = None;
         let mut last_err = None;
         for set in probes::load_attempts(&plan) {
-            match open_and_load(&set, &opts) {
+            match open_and_load(&set, &opts, &caps) {
                 Ok(skel) => {
                     loaded = Some((skel, set));
                     break;
@@ -253,7 +255,7 @@ impl Lifecycle {
         let used_set: BTreeSet<&'static str> = used.iter().copied().collect();
         if used_set != set {
             drop(links);
-            match open_and_load(&used_set, &opts) {
+            match open_and_load(&used_set, &opts, &caps) {
                 Ok(s2) => {
                     skel = s2;
                     set = used_set;

@@ -69,6 +69,9 @@ pub struct KernelCaps {
     pub tracefs_sys_exit_bpf: bool,
     /// bpf_task_pt_regs() exists (5.15+), needed by the classic tracepoint.
     pub task_pt_regs: bool,
+    /// The bpf_rdonly_cast kfunc exists (6.2+): the creation path reads the
+    /// new file and map with direct loads instead of probe reads.
+    pub rdonly_cast: bool,
 }
 
 pub const REFCOUNT_FUNCS: &[&str] = &[
@@ -118,6 +121,7 @@ impl KernelCaps {
         .iter()
         .any(|p| std::fs::read_to_string(p).is_ok());
         let task_pt_regs = btf.type_by_name::<Func>("bpf_task_pt_regs").is_some();
+        let rdonly_cast = btf.type_by_name::<Func>("bpf_rdonly_cast").is_some();
         Ok(KernelCaps {
             btf_funcs,
             tp_btf_sys_exit,
@@ -125,6 +129,7 @@ impl KernelCaps {
             kallsyms,
             tracefs_sys_exit_bpf,
             task_pt_regs,
+            rdonly_cast,
         })
     }
 }
@@ -361,6 +366,7 @@ mod tests {
             },
             tracefs_sys_exit_bpf: false,
             task_pt_regs: true,
+            rdonly_cast: true,
         }
     }
 
