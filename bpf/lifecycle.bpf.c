@@ -37,15 +37,58 @@ __u32 create_from_probe = 0;
 /* Id of the most recent creation (a hint for the scan's upper bound). */
 __u32 last_id = 0;
 
+/* Per-process counters: (process, kind, arg) -> a counter slot, given out
+ * on first use from free_slots and never taken back, so a slot's counter
+ * only grows and its key never changes. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LC_SLOTS);
 	__type(key, struct count_key);
+	__type(value, __u32);
+} slots SEC(".maps");
+
+/* The counters, by slot, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LC_SLOTS);
+	__type(key, __u32);
 	__type(value, __u64);
 } counts SEC(".maps");
 
+/* Slots not given out yet: user space pushes 0..max_entries-1 before it
+ * attaches anything (a queue: atomic on every kernel, unlike a fetch-add
+ * before 5.12). LC_SLOTS unless user space resized the three maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, LC_SLOTS);
+	__type(value, __u32);
+} free_slots SEC(".maps");
+
+/* Per-CPU cache of recent keys and their slots, indexed by kind, arg and
+ * process: the common case (a process repeating a command) counts without
+ * hashing the key. Programs on one CPU can still nest (interrupts) or, under
+ * full preemption, interleave (fentry/fexit only disable migration), so an
+ * entry is a seqlock: `seq` is odd while a writer rewrites it, a reader
+ * takes the slot only when `seq` is even and the same before and after it
+ * read the key and the slot, and writers exclude each other with a try-lock
+ * built from atomic adds (BPF_XADD: no cmpxchg before 5.12). */
+struct cache_ent {
+	__u64 key[4];   /* struct count_key, as words */
+	__u32 slot;     /* slot + 1; 0 = empty */
+	__u32 seq;      /* odd while being written */
+	__u32 lock;     /* writers: the one that raised it to 1 writes */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LC_CACHE);
+	__type(key, __u32);
+	__type(value, struct cache_ent);
+} cache SEC(".maps");
+
 /* One value holding every overflow counter, so user space reads them all
- * with one lookup. Atomic adds: this path runs only when `counts` is full. */
+ * with one lookup. Used only when every counter slot is taken. */
 struct overflow_val {
 	__u64 n[LC_OVERFLOW_SLOTS];
 };
@@ -114,54 +157,125 @@ static __always_inline __u64 comm_word(__u64 w, __u64 *done)
 }
 
 /* The current task's comm and cgroup id, as bpf_get_current_comm() and
- * bpf_get_current_cgroup_id() give them. */
-static __always_inline void current_ids(struct count_key *k)
+ * bpf_get_current_cgroup_id() give them, its tgid into k only with the pid
+ * label; returns the tgid. */
+static __always_inline __u32 current_ids(struct count_key *k)
 {
+	__u32 tgid;
+
 	if (HAVE_TASK_BTF) {
 		struct task_struct *t = bpf_get_current_task_btf();
 		__u64 done = 0;
 
+		tgid = t->tgid;
 		k->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
-		if (with_pid)
-			k->tgid = t->tgid;
 		((__u64 *)k->comm)[0] = comm_word(*(__u64 *)&t->comm[0], &done);
 		((__u64 *)k->comm)[1] = comm_word(*(__u64 *)&t->comm[8], &done);
-		return;
+	} else {
+		tgid = bpf_get_current_pid_tgid() >> 32;
+		k->cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(k->comm, sizeof(k->comm));
 	}
-	k->cgroup_id = bpf_get_current_cgroup_id();
 	if (with_pid)
-		k->tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(k->comm, sizeof(k->comm));
+		k->tgid = tgid;
+	return tgid;
+}
+
+#define READ_ONCE32(x) (*(volatile __u32 *)&(x))
+#define WRITE_ONCE32(x, v) (*(volatile __u32 *)&(x) = (v))
+#define barrier() asm volatile("" ::: "memory")
+
+/* The slot of key k, given out now when k is new; -1 when every slot is
+ * taken (or the slots hash is full). */
+static __always_inline long slot_of(struct count_key *k)
+{
+	__u32 *s = bpf_map_lookup_elem(&slots, k);
+	__u32 slot;
+
+	if (s)
+		return *s;
+	if (bpf_map_pop_elem(&free_slots, &slot))
+		return -1;
+	if (bpf_map_update_elem(&slots, k, &slot, BPF_NOEXIST) == 0)
+		return slot;
+	/* Another CPU inserted k meanwhile (or the hash is full): give the
+	 * slot back and take the winner's. */
+	bpf_map_push_elem(&free_slots, &slot, 0);
+	s = bpf_map_lookup_elem(&slots, k);
+	return s ? *s : -1;
+}
+
+/* The cached slot of key w (as words) in entry c, or -1. */
+static __always_inline long cache_get(struct cache_ent *c, const __u64 *w)
+{
+	__u32 seq = READ_ONCE32(c->seq), slot;
+	int same;
+
+	if (seq & 1)
+		return -1;
+	barrier();
+	same = c->key[0] == w[0] && c->key[1] == w[1] && c->key[2] == w[2] &&
+	       c->key[3] == w[3];
+	slot = c->slot;
+	barrier();
+	if (!same || !slot || READ_ONCE32(c->seq) != seq)
+		return -1;
+	return slot - 1;
+}
+
+static __always_inline void cache_put(struct cache_ent *c, const __u64 *w, __u32 slot)
+{
+	__sync_fetch_and_add(&c->lock, 1);
+	if (READ_ONCE32(c->lock) == 1) {
+		WRITE_ONCE32(c->seq, c->seq + 1);
+		barrier();
+		c->key[0] = w[0];
+		c->key[1] = w[1];
+		c->key[2] = w[2];
+		c->key[3] = w[3];
+		c->slot = slot + 1;
+		barrier();
+		WRITE_ONCE32(c->seq, c->seq + 1);
+	}
+	__sync_fetch_and_add(&c->lock, -1);
 }
 
 static __always_inline void count(__u16 kind, __u16 arg)
 {
 	struct count_key k = {};
-	__u64 one = 1, *v;
+	struct cache_ent *c;
 	struct overflow_val *ov;
-	__u32 idx, zero;
+	__u64 *n, *w = (__u64 *)&k;
+	__u32 ci, s, tgid, zero = 0;
+	long slot;
 
-	current_ids(&k);
+	tgid = current_ids(&k);
 	k.kind = kind;
 	k.arg = arg;
-	v = bpf_map_lookup_elem(&counts, &k);
-	if (v) {
-		*v += 1; /* per-CPU slot: no other writer */
+	/* Distinct (kind, arg) pairs of one process never share an entry:
+	 * a per-process constant is XORed into (kind << 6 | arg). */
+	ci = (((__u32)kind << 6) | (arg & 63)) ^
+	     ((((__u32)k.cgroup_id ^ tgid) * 2654435761u) >> 24);
+	ci &= LC_CACHE - 1;
+	c = bpf_map_lookup_elem(&cache, &ci);
+	slot = c ? cache_get(c, w) : -1;
+	if (slot < 0) {
+		slot = slot_of(&k);
+		if (slot >= 0 && c)
+			cache_put(c, w, slot);
+	}
+	if (slot >= 0) {
+		s = slot;
+		n = bpf_map_lookup_elem(&counts, &s);
+		if (n) /* atomic: another program can nest on this CPU */
+			__sync_fetch_and_add(n, 1);
 		return;
 	}
-	if (bpf_map_update_elem(&counts, &k, &one, BPF_NOEXIST) == 0)
-		return;
-	v = bpf_map_lookup_elem(&counts, &k); /* inserted meanwhile */
-	if (v) {
-		*v += 1;
-		return;
-	}
-	/* Table full: keep the total exact, without the process. */
-	idx = (__u32)kind * LC_ARGS + (arg & (LC_ARGS - 1));
-	zero = 0;
+	/* Every slot taken: keep the total exact, without the process. */
+	ci = (__u32)kind * LC_ARGS + (arg & (LC_ARGS - 1));
 	ov = bpf_map_lookup_elem(&overflow, &zero);
-	if (ov && idx < LC_OVERFLOW_SLOTS)
-		__sync_fetch_and_add(&ov->n[idx], 1);
+	if (ov && ci < LC_OVERFLOW_SLOTS)
+		__sync_fetch_and_add(&ov->n[ci], 1);
 }
 
 /* The fd was installed by this very bpf() call; only another thread of the
@@ -184,10 +298,10 @@ struct new_map {
 	__u32 map_flags;
 };
 
-/* The file at fd of the current task's fd table, read with one
- * bpf_probe_read_kernel() of the fd array slot (a variable index: no
- * direct load can do it) after direct loads through the task (5.11+), or
- * with CO-RE probe reads all the way on older kernels. 0 when none. */
+/* The file at fd of the current task's fd table: direct loads through the
+ * task (5.11+) and, with bpf_rdonly_cast (6.2+), of the fd array slot too;
+ * otherwise one bpf_probe_read_kernel() of that slot (a variable index),
+ * and on 5.10 CO-RE probe reads all the way. 0 when none. */
 static __always_inline __u64 fd_file(long fd)
 {
 	struct fdtable *fdt;
@@ -210,7 +324,15 @@ static __always_inline __u64 fd_file(long fd)
 			return 0;
 		fds = (__u64)BPF_CORE_READ(fdt, fd);
 	}
-	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), (void *)(fds + fd * sizeof(void *))))
+	if (!fds)
+		return 0;
+	fds += fd * sizeof(void *);
+	/* The slot is a `struct file *`; read as the first field of a struct
+	 * that starts with one (struct kiocb's ki_filp, at offset 0 on every
+	 * kernel; checked by CO-RE), it is one more direct load. */
+	if (have_rdonly_cast && bpf_core_field_offset(struct kiocb, ki_filp) == 0)
+		return (__u64)bpf_core_cast((void *)fds, struct kiocb)->ki_filp;
+	if (bpf_probe_read_kernel(&file, sizeof(file), (void *)fds))
 		return 0;
 	return file;
 }

@@ -458,6 +458,55 @@ fn cardinality_cap_folds_into_other_with_exact_totals() {
     assert!(value(&t, "bpfmap_maps_created_total", &[("comm", "other")]) >= 3.0);
 }
 
+/// More distinct (process, counter) pairs than the kernel has counter slots:
+/// the rest count into comm="other" in the kernel (the overflow path), and
+/// totals stay exact.
+#[test]
+fn counter_slots_overflow_into_other_with_exact_totals() {
+    require_root();
+    let mut c = census();
+    let slots = 8;
+    let mut lc = Lifecycle::load(LifecycleOpts {
+        counter_slots: slots,
+        max_processes: 0,
+        ..Default::default()
+    })
+    .expect("lifecycle loads");
+    let t0 = scrape(&mut c, &mut lc);
+    let queues = |t: &str| value(t, "bpfmap_maps_created_total", &[("map_type", "queue")]);
+    let n = 2 * slots as usize;
+    for i in 0..n {
+        // Each thread is a distinct comm: two counters (the create syscall
+        // and the creation by type) per comm.
+        as_comm(&format!("lctest_slot{i}"), || {
+            drop(map(MapType::Queue, "lcslot", 0, 4, 1, 0));
+        });
+    }
+    let t = scrape(&mut c, &mut lc);
+    let named = (0..n)
+        .filter(|i| {
+            value(
+                &t,
+                "bpfmap_maps_created_total",
+                &[("comm", &format!("lctest_slot{i}")), ("map_type", "queue")],
+            ) == 1.0
+        })
+        .count();
+    assert!(
+        named < slots as usize,
+        "{named} comms kept apart with {slots} slots"
+    );
+    assert_eq!(queues(&t) - queues(&t0), n as f64, "totals stay exact");
+    assert!(
+        value(
+            &t,
+            "bpfmap_maps_created_total",
+            &[("comm", "other"), ("map_type", "queue")]
+        ) >= (n - named) as f64,
+        "the overflow counts as comm=\"other\""
+    );
+}
+
 #[test]
 fn pid_label_is_opt_in() {
     require_root();
