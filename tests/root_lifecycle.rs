@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bpfmap_exporter::census::{Census, CensusOpts, Parts};
 use bpfmap_exporter::collector::Collector;
+use bpfmap_exporter::lifecycle::probes::KernelCaps;
 use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts};
 use bpfmap_exporter::metrics::{encode_text, Families};
 use common::*;
@@ -149,10 +150,17 @@ fn probe_modes_match_the_kernel() {
         // fexit on __x64_sys_bpf: no syscall tracepoint for the node.
         assert_eq!((m.as_str(), a), ("fexit", true), "map_syscalls");
     } else {
-        // This host, and 5.10 (its BTF gives __x64_sys_bpf's argument as a
-        // forward declaration, which the verifier refuses).
+        // This host (fentry refused), and 5.10: its BTF gives
+        // __x64_sys_bpf's argument as a forward declaration, which the
+        // verifier would refuse, so fexit is not even tried there.
         assert_eq!((m.as_str(), a), ("tracepoint", true), "map_syscalls");
     }
+    let caps = KernelCaps::read(std::path::Path::new("/sys/kernel/btf/vmlinux")).unwrap();
+    assert_eq!(
+        caps.sys_bpf_regs,
+        !release().starts_with("5.10."),
+        "__x64_sys_bpf's pt_regs is a complete struct in the BTF of every kernel here but 5.10"
+    );
     assert_eq!(mode_of(&lc, "map_destroy"), ("census".into(), true));
     let btf_has_map_create = std::process::Command::new("bpftool")
         .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
