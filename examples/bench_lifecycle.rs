@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bpfmap_exporter::collector::Collector;
 use bpfmap_exporter::lifecycle::floor::{Floor, EMPTY_PROGS};
+use bpfmap_exporter::lifecycle::probes::Mode;
 use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts};
 use bpfmap_exporter::metrics::{encode_text, Families};
 use bpfmap_exporter::sys;
@@ -114,6 +115,19 @@ const VARIANTS: [(&str, &[&str], &str); 4] = [
     ),
 ];
 
+/// Every fentry/fexit program (excluded to measure the kprobe modes).
+const TRAMPOLINES: &[&str] = &[
+    "fexit_sys_bpf",
+    "fexit_map_create",
+    "fe_bpf_map_inc",
+    "fe_bpf_map_inc_with_uref",
+    "fe___bpf_map_inc_not_zero",
+    "fe_bpf_map_inc_not_zero",
+    "fe_bpf_map_put",
+    "fe_bpf_map_put_with_uref",
+    "fx_bpf_map_put_with_uref",
+];
+
 /// The attach mechanism of one of our programs (whose empty twin is its floor).
 fn mechanism(prog: &str) -> &'static str {
     match prog {
@@ -123,7 +137,8 @@ fn mechanism(prog: &str) -> &'static str {
         "raw_sys_exit" => "raw_tp",
         p if p.starts_with("fe_") => "fentry",
         p if p.starts_with("fx_") => "fexit",
-        _ => "kprobe", // kp_*, kr_*, kret_map_create
+        p if p.starts_with("kr") => "kretprobe", // kr_*, kret_map_create
+        _ => "kprobe",                           // kp_*
     }
 }
 
@@ -226,6 +241,24 @@ fn main() {
         "| map_syscalls attach point | loop | program | runs per iteration | ns per run | floor ns per run | ns over floor |"
     );
     println!("|---|---|---|---|---|---|---|");
+    let per_event = |lc: &mut Lifecycle, label: &str| {
+        for (name, run) in loops {
+            let before = stats(lc);
+            run();
+            let after = stats(lc);
+            for (p, dr, ds) in delta(&before, &after) {
+                let ns = ds * 1e9 / dr;
+                let (fl, over) = match floor_of(&p, name) {
+                    Some(f) => (format!("{f:.1}"), format!("{:+.1}", ns - f)),
+                    None => ("n/a".into(), "n/a".into()),
+                };
+                println!(
+                    "| {label} | {name} | {p} | {:.2} | {ns:.1} | {fl} | {over} |",
+                    dr / cycles as f64,
+                );
+            }
+        }
+    };
     for (point, exclude, _) in VARIANTS {
         let Some(mut lc) = load(exclude, true) else {
             println!("| {point} | | (does not load here) | | | | |");
@@ -236,22 +269,21 @@ fn main() {
             println!("| {point} | | (not available here: got {got}) | | | | |");
             continue;
         }
-        for (name, run) in loops {
-            let before = stats(&mut lc);
-            run();
-            let after = stats(&mut lc);
-            for (p, dr, ds) in delta(&before, &after) {
-                let ns = ds * 1e9 / dr;
-                let (fl, over) = match floor_of(&p, name) {
-                    Some(f) => (format!("{f:.1}"), format!("{:+.1}", ns - f)),
-                    None => ("n/a".into(), "n/a".into()),
-                };
-                println!(
-                    "| {got} | {name} | {p} | {:.2} | {ns:.1} | {fl} | {over} |",
-                    dr / cycles as f64,
-                );
-            }
+        per_event(&mut lc, &got);
+    }
+    // The kprobe/kretprobe modes, with every fentry/fexit program excluded
+    // (where the kernel has kprobes).
+    match load(TRAMPOLINES, true) {
+        Some(mut lc)
+            if lc
+                .choices()
+                .iter()
+                .any(|c| matches!(c.mode, Mode::Kprobe | Mode::Kretprobe)) =>
+        {
+            let label = format!("{} (kprobes, no fentry/fexit)", syscall_point(&lc));
+            per_event(&mut lc, &label);
         }
+        _ => println!("| kprobe/kretprobe (no fentry/fexit) | | (not available here) | | | | |"),
     }
     println!();
     if std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")

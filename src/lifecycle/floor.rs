@@ -46,12 +46,17 @@ pub const EMPTY_PROGS: &[EmptyProg] = &[
     EmptyProg {
         prog: "bench_empty_fentry",
         mechanism: "fentry",
-        point: "bpf_map_put_with_uref",
+        point: "__x64_sys_bpf",
     },
     EmptyProg {
         prog: "bench_empty_kprobe",
         mechanism: "kprobe",
-        point: "bpf_map_put_with_uref",
+        point: "__x64_sys_bpf",
+    },
+    EmptyProg {
+        prog: "bench_empty_kretprobe",
+        mechanism: "kretprobe",
+        point: "__x64_sys_bpf",
     },
 ];
 
