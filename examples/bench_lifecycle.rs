@@ -59,6 +59,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Interquartile range over the median, in percent: the round-to-round
+/// noise of one setup.
+fn spread(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (q(0.75) - q(0.25)) / q(0.5) * 100.0
+}
+
 fn load(exclude: &[&str], stats: bool) -> Option<Lifecycle> {
     Lifecycle::load(LifecycleOpts {
         enable_stats: stats,
@@ -296,12 +304,14 @@ fn main() {
     // 3. Wall time, alternating rounds: nothing attached / the empty twin at
     //    the same point (the named baseline) / our programs.
     println!("### Wall time, median of {rounds} alternating rounds of {cycles} iterations (BPF stats off)\n");
-    println!("| map_syscalls attach point | loop | nothing attached | empty twin attached | ours attached | ours / nothing | ours / empty twin | ours − empty twin per iteration |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| map_syscalls attach point | loop | nothing attached | empty twin attached | ours attached | ours / nothing | ours / empty twin | ours − empty twin per iteration | round noise (IQR/median: nothing, empty, ours) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    // create+close last: its deferred map frees then land in the next
+    // setup's settle pause, not in the lookup or getppid loop.
     let time3 = |m: &mut [[Vec<f64>; 3]; 3], i: usize| {
-        m[0][i].push(create_close(cycles).as_secs_f64());
-        m[1][i].push(lookups(&arr, cycles).as_secs_f64());
         m[2][i].push(other_syscalls(cycles * 10).as_secs_f64() / 10.0);
+        m[1][i].push(lookups(&arr, cycles).as_secs_f64());
+        m[0][i].push(create_close(cycles).as_secs_f64());
     };
     for (point, exclude, empty) in VARIANTS.iter().filter(|_| rounds > 0) {
         let (point, exclude, empty) = (*point, *exclude, *empty);
@@ -339,17 +349,23 @@ fn main() {
             }
         }
         if m[0][2].len() < rounds {
-            println!("| {point} | (not available here) | | | | | | |");
+            println!("| {point} | (not available here) | | | | | | | |");
             continue;
         }
         for (name, [none, empty, ours]) in ["create+close", "lookup", "getppid (not bpf)"]
             .iter()
             .zip(m)
         {
+            let noise = format!(
+                "{:.0}%, {:.0}%, {:.0}%",
+                spread(none.clone()),
+                spread(empty.clone()),
+                spread(ours.clone())
+            );
             let (n, e, o) = (median(none), median(empty), median(ours));
             let per = |x: f64| x * 1e6 / cycles as f64;
             println!(
-                "| {got} | {name} | {:.2} µs/it | {:.2} µs/it | {:.2} µs/it | {:.3} | {:.3} | {:+.0} ns |",
+                "| {got} | {name} | {:.2} µs/it | {:.2} µs/it | {:.2} µs/it | {:.3} | {:.3} | {:+.0} ns | {noise} |",
                 per(n),
                 per(e),
                 per(o),
