@@ -26,21 +26,69 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile __u32 with_pid = 0;
 const volatile __u32 log_events = 0;
+/* 1 when the kernel has the bpf_rdonly_cast kfunc (6.2+), from its BTF
+ * (src/lifecycle/probes.rs): the creation path then reads the new file and
+ * map with direct loads. Read-only data, so the verifier drops the branch
+ * not taken (and, before 6.2, the kfunc call libbpf left unresolved). */
+const volatile __u32 have_rdonly_cast = 0;
 /* 1 when the fexit/kretprobe program on map_create counts creations; 0 when
  * the syscall-exit program does. Written by user space after attaching. */
 __u32 create_from_probe = 0;
 /* Id of the most recent creation (a hint for the scan's upper bound). */
 __u32 last_id = 0;
 
+/* Per-process counters: (process, kind, arg) -> a counter slot, given out
+ * on first use from free_slots and never taken back, so a slot's counter
+ * only grows and its key never changes. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LC_SLOTS);
 	__type(key, struct count_key);
+	__type(value, __u32);
+} slots SEC(".maps");
+
+/* The counters, by slot, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LC_SLOTS);
+	__type(key, __u32);
 	__type(value, __u64);
 } counts SEC(".maps");
 
+/* Slots not given out yet: user space pushes 0..max_entries-1 before it
+ * attaches anything (a queue: atomic on every kernel, unlike a fetch-add
+ * before 5.12). LC_SLOTS unless user space resized the three maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, LC_SLOTS);
+	__type(value, __u32);
+} free_slots SEC(".maps");
+
+/* Per-CPU cache of recent keys and their slots, indexed by kind, arg and
+ * process: the common case (a process repeating a command) counts without
+ * hashing the key. Programs on one CPU can still nest (interrupts) or, under
+ * full preemption, interleave (fentry/fexit only disable migration), so an
+ * entry is a seqlock: `seq` is odd while a writer rewrites it, a reader
+ * takes the slot only when `seq` is even and the same before and after it
+ * read the key and the slot, and writers exclude each other with a try-lock
+ * built from atomic adds (BPF_XADD: no cmpxchg before 5.12). */
+struct cache_ent {
+	__u64 key[4];   /* struct count_key, as words */
+	__u32 slot;     /* slot + 1; 0 = empty */
+	__u32 seq;      /* odd while being written */
+	__u32 lock;     /* writers: the one that raised it to 1 writes */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LC_CACHE);
+	__type(key, __u32);
+	__type(value, struct cache_ent);
+} cache SEC(".maps");
+
 /* One value holding every overflow counter, so user space reads them all
- * with one lookup. Atomic adds: this path runs only when `counts` is full. */
+ * with one lookup. Used only when every counter slot is taken. */
 struct overflow_val {
 	__u64 n[LC_OVERFLOW_SLOTS];
 };
@@ -84,37 +132,150 @@ struct {
 /* Makes the skeleton emit the record type. */
 struct create_rec _create_rec = {};
 
+/* bpf_get_current_task_btf() (5.11+) gives a BTF pointer to current: its
+ * fields are then plain loads (with exception handling), not helper calls.
+ * Resolved by libbpf against the running kernel's BTF (CO-RE): on 5.10 the
+ * branches that use it are dead code the verifier never visits. */
+#define HAVE_TASK_BTF \
+	bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)
+
+/* The bytes of a comm word from its first NUL on cleared: the kernel may
+ * leave bytes of an older, longer name after the NUL (strlcpy before 6.x),
+ * and bpf_get_current_comm() returns them as zeros. Little endian. */
+static __always_inline __u64 comm_word(__u64 w, __u64 *done)
+{
+	const __u64 ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+	__u64 z = (w - ones) & ~w & highs; /* lowest set bit: the first NUL */
+
+	if (*done)
+		return 0;
+	if (!z)
+		return w;
+	*done = 1;
+	z &= -z;                /* 0x80 << 8k: byte k is the first NUL */
+	return w & ((z >> 7) - 1);
+}
+
+/* The current task's comm and cgroup id, as bpf_get_current_comm() and
+ * bpf_get_current_cgroup_id() give them, its tgid into k only with the pid
+ * label; returns the tgid. */
+static __always_inline __u32 current_ids(struct count_key *k)
+{
+	__u32 tgid;
+
+	if (HAVE_TASK_BTF) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		__u64 done = 0;
+
+		tgid = t->tgid;
+		k->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+		((__u64 *)k->comm)[0] = comm_word(*(__u64 *)&t->comm[0], &done);
+		((__u64 *)k->comm)[1] = comm_word(*(__u64 *)&t->comm[8], &done);
+	} else {
+		tgid = bpf_get_current_pid_tgid() >> 32;
+		k->cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(k->comm, sizeof(k->comm));
+	}
+	if (with_pid)
+		k->tgid = tgid;
+	return tgid;
+}
+
+#define READ_ONCE32(x) (*(volatile __u32 *)&(x))
+#define WRITE_ONCE32(x, v) (*(volatile __u32 *)&(x) = (v))
+#define barrier() asm volatile("" ::: "memory")
+
+/* The slot of key k, given out now when k is new; -1 when every slot is
+ * taken (or the slots hash is full). */
+static __always_inline long slot_of(struct count_key *k)
+{
+	__u32 *s = bpf_map_lookup_elem(&slots, k);
+	__u32 slot;
+
+	if (s)
+		return *s;
+	if (bpf_map_pop_elem(&free_slots, &slot))
+		return -1;
+	if (bpf_map_update_elem(&slots, k, &slot, BPF_NOEXIST) == 0)
+		return slot;
+	/* Another CPU inserted k meanwhile (or the hash is full): give the
+	 * slot back and take the winner's. */
+	bpf_map_push_elem(&free_slots, &slot, 0);
+	s = bpf_map_lookup_elem(&slots, k);
+	return s ? *s : -1;
+}
+
+/* The cached slot of key w (as words) in entry c, or -1. */
+static __always_inline long cache_get(struct cache_ent *c, const __u64 *w)
+{
+	__u32 seq = READ_ONCE32(c->seq), slot;
+	int same;
+
+	if (seq & 1)
+		return -1;
+	barrier();
+	same = c->key[0] == w[0] && c->key[1] == w[1] && c->key[2] == w[2] &&
+	       c->key[3] == w[3];
+	slot = c->slot;
+	barrier();
+	if (!same || !slot || READ_ONCE32(c->seq) != seq)
+		return -1;
+	return slot - 1;
+}
+
+static __always_inline void cache_put(struct cache_ent *c, const __u64 *w, __u32 slot)
+{
+	__sync_fetch_and_add(&c->lock, 1);
+	if (READ_ONCE32(c->lock) == 1) {
+		WRITE_ONCE32(c->seq, c->seq + 1);
+		barrier();
+		c->key[0] = w[0];
+		c->key[1] = w[1];
+		c->key[2] = w[2];
+		c->key[3] = w[3];
+		c->slot = slot + 1;
+		barrier();
+		WRITE_ONCE32(c->seq, c->seq + 1);
+	}
+	__sync_fetch_and_add(&c->lock, -1);
+}
+
 static __always_inline void count(__u16 kind, __u16 arg)
 {
 	struct count_key k = {};
-	__u64 one = 1, *v;
+	struct cache_ent *c;
 	struct overflow_val *ov;
-	__u32 idx, zero;
+	__u64 *n, *w = (__u64 *)&k;
+	__u32 ci, s, tgid, zero = 0;
+	long slot;
 
-	k.cgroup_id = bpf_get_current_cgroup_id();
-	if (with_pid)
-		k.tgid = bpf_get_current_pid_tgid() >> 32;
+	tgid = current_ids(&k);
 	k.kind = kind;
 	k.arg = arg;
-	bpf_get_current_comm(k.comm, sizeof(k.comm));
-	v = bpf_map_lookup_elem(&counts, &k);
-	if (v) {
-		*v += 1; /* per-CPU slot: no other writer */
+	/* Distinct (kind, arg) pairs of one process never share an entry:
+	 * a per-process constant is XORed into (kind << 6 | arg). */
+	ci = (((__u32)kind << 6) | (arg & 63)) ^
+	     ((((__u32)k.cgroup_id ^ tgid) * 2654435761u) >> 24);
+	ci &= LC_CACHE - 1;
+	c = bpf_map_lookup_elem(&cache, &ci);
+	slot = c ? cache_get(c, w) : -1;
+	if (slot < 0) {
+		slot = slot_of(&k);
+		if (slot >= 0 && c)
+			cache_put(c, w, slot);
+	}
+	if (slot >= 0) {
+		s = slot;
+		n = bpf_map_lookup_elem(&counts, &s);
+		if (n) /* atomic: another program can nest on this CPU */
+			__sync_fetch_and_add(n, 1);
 		return;
 	}
-	if (bpf_map_update_elem(&counts, &k, &one, BPF_NOEXIST) == 0)
-		return;
-	v = bpf_map_lookup_elem(&counts, &k); /* inserted meanwhile */
-	if (v) {
-		*v += 1;
-		return;
-	}
-	/* Table full: keep the total exact, without the process. */
-	idx = (__u32)kind * LC_ARGS + (arg & (LC_ARGS - 1));
-	zero = 0;
+	/* Every slot taken: keep the total exact, without the process. */
+	ci = (__u32)kind * LC_ARGS + (arg & (LC_ARGS - 1));
 	ov = bpf_map_lookup_elem(&overflow, &zero);
-	if (ov && idx < LC_OVERFLOW_SLOTS)
-		__sync_fetch_and_add(&ov->n[idx], 1);
+	if (ov && ci < LC_OVERFLOW_SLOTS)
+		__sync_fetch_and_add(&ov->n[ci], 1);
 }
 
 /* The fd was installed by this very bpf() call; only another thread of the
@@ -126,54 +287,134 @@ static __always_inline int is_anon_inode(struct file *file)
 	return BPF_CORE_READ(file, f_inode, i_sb, s_magic) == ANON_INODE_FS_MAGIC;
 }
 
-/* A map was created and installed as `fd` in the current task's fd table:
- * find it there (CO-RE), count it and record it by id. */
-static __always_inline void on_create(long fd)
+/* What on_create needs to know of a new map. */
+struct new_map {
+	struct bpf_map *map; /* kernel address, only recorded */
+	__u32 id;
+	__u32 map_type;
+	__u32 key_size;
+	__u32 value_size;
+	__u32 max_entries;
+	__u32 map_flags;
+};
+
+/* The file at fd of the current task's fd table: direct loads through the
+ * task (5.11+) and, with bpf_rdonly_cast (6.2+), of the fd array slot too;
+ * otherwise one bpf_probe_read_kernel() of that slot (a variable index),
+ * and on 5.10 CO-RE probe reads all the way. 0 when none. */
+static __always_inline __u64 fd_file(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt;
-	struct file **fds, *file = NULL;
-	struct bpf_map *map;
-	struct create_rec *r;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 id, slot, map_type;
+	__u64 fds, file = 0;
 
 	if (fd < 0)
-		return;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
-		return;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return;
+		return 0;
+	if (HAVE_TASK_BTF) {
+		struct task_struct *t = bpf_get_current_task_btf();
+
+		fdt = t->files->fdt;
+		if (!fdt || (__u64)fd >= fdt->max_fds)
+			return 0;
+		fds = (__u64)fdt->fd;
+	} else {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+		fdt = BPF_CORE_READ(t, files, fdt);
+		if (!fdt || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
+			return 0;
+		fds = (__u64)BPF_CORE_READ(fdt, fd);
+	}
+	if (!fds)
+		return 0;
+	fds += fd * sizeof(void *);
+	/* The slot is a `struct file *`; read as the first field of a struct
+	 * that starts with one (struct kiocb's ki_filp, at offset 0 on every
+	 * kernel; checked by CO-RE), it is one more direct load. */
+	if (have_rdonly_cast && bpf_core_field_offset(struct kiocb, ki_filp) == 0)
+		return (__u64)bpf_core_cast((void *)fds, struct kiocb)->ki_filp;
+	if (bpf_probe_read_kernel(&file, sizeof(file), (void *)fds))
+		return 0;
+	return file;
+}
+
+/* The map behind a map file. With bpf_rdonly_cast() (6.2+: turns a kernel
+ * address into a BTF pointer, inlined by the verifier into a move) every
+ * field is a direct load; before it, CO-RE probe reads. 0 when the file is
+ * not an anon inode (see is_anon_inode). */
+static __always_inline int file_map(__u64 addr, struct new_map *m)
+{
+	if (have_rdonly_cast) {
+		struct file *f = bpf_core_cast((void *)addr, struct file);
+		struct bpf_map *map;
+
+		if (f->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
+			return 0;
+		m->map = f->private_data;
+		map = bpf_core_cast(m->map, struct bpf_map);
+		m->id = map->id;
+		m->map_type = map->map_type;
+		if (log_events) {
+			m->key_size = map->key_size;
+			m->value_size = map->value_size;
+			m->max_entries = map->max_entries;
+			m->map_flags = map->map_flags;
+		}
+		return 1;
+	}
+	struct file *file = (struct file *)addr;
+	struct bpf_map *map;
+
 	if (!is_anon_inode(file))
-		return;
+		return 0;
 	map = BPF_CORE_READ(file, private_data);
-	id = BPF_CORE_READ(map, id);
-	map_type = BPF_CORE_READ(map, map_type);
-	count(LC_KIND_CREATE, map_type);
-	if (!id)
+	m->map = map;
+	m->id = BPF_CORE_READ(map, id);
+	m->map_type = BPF_CORE_READ(map, map_type);
+	if (log_events) { /* sizes and flags are only logged */
+		m->key_size = BPF_CORE_READ(map, key_size);
+		m->value_size = BPF_CORE_READ(map, value_size);
+		m->max_entries = BPF_CORE_READ(map, max_entries);
+		m->map_flags = BPF_CORE_READ(map, map_flags);
+	}
+	return 1;
+}
+
+/* A map was created and installed as `fd` in the current task's fd table:
+ * find it there, count it and record it by id. */
+static __always_inline void on_create(long fd)
+{
+	struct new_map m = {};
+	struct count_key who = {};
+	struct create_rec *r;
+	__u64 file, pid_tgid;
+	__u32 slot;
+
+	file = fd_file(fd);
+	if (!file || !file_map(file, &m))
 		return;
-	slot = id & (LC_RING - 1);
+	count(LC_KIND_CREATE, m.map_type);
+	if (!m.id)
+		return;
+	slot = m.id & (LC_RING - 1);
 	r = bpf_map_lookup_elem(&records, &slot);
 	if (!r)
 		return;
+	pid_tgid = bpf_get_current_pid_tgid();
+	current_ids(&who);
 	r->id = 0; /* invalid while being written */
 	r->create_ns = bpf_ktime_get_boot_ns();
-	r->cgroup_id = bpf_get_current_cgroup_id();
-	r->map_ptr = (__u64)(unsigned long)map;
+	r->cgroup_id = who.cgroup_id;
+	r->map_ptr = (__u64)(unsigned long)m.map;
 	r->tgid = pid_tgid >> 32;
 	r->pid = (__u32)pid_tgid;
-	r->map_type = map_type;
-	if (log_events) { /* sizes and flags are only logged */
-		r->key_size = BPF_CORE_READ(map, key_size);
-		r->value_size = BPF_CORE_READ(map, value_size);
-		r->max_entries = BPF_CORE_READ(map, max_entries);
-		r->map_flags = BPF_CORE_READ(map, map_flags);
-	}
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	r->id = id;
-	last_id = id;
+	r->map_type = m.map_type;
+	r->key_size = m.key_size;
+	r->value_size = m.value_size;
+	r->max_entries = m.max_entries;
+	r->map_flags = m.map_flags;
+	__builtin_memcpy(r->comm, who.comm, sizeof(r->comm));
+	r->id = m.id;
+	last_id = m.id;
 	if (log_events && bpf_ringbuf_output(&events, r, sizeof(*r), 0)) {
 		__u32 zero = 0;
 		__u64 *l = bpf_map_lookup_elem(&lost, &zero);
@@ -240,6 +481,14 @@ int BPF_PROG(btf_sys_exit, struct pt_regs *regs, long ret)
 SEC("raw_tp/sys_exit")
 int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
+	if (have_rdonly_cast) { /* direct loads, not two probe reads */
+		struct pt_regs *regs = bpf_core_cast((void *)ctx->args[0], struct pt_regs);
+
+		if (regs->orig_ax != NR_BPF)
+			return 0;
+		on_bpf_exit(regs->di, (long)ctx->args[1]);
+		return 0;
+	}
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 
 	if (SYSCALL_NR(regs) != NR_BPF)
@@ -341,3 +590,33 @@ SEC("kprobe/bpf_map_put_with_uref")
 int BPF_KPROBE(kp_bpf_map_put_with_uref) { put_enter(); return 0; }
 SEC("kretprobe/bpf_map_put_with_uref")
 int BPF_KRETPROBE(kr_bpf_map_put_with_uref) { put_exit(); return 0; }
+
+/* ---- benchmark floor: empty twins of the attach points ----
+ * Never autoloaded by the exporter (src/lifecycle/probes.rs plans none of
+ * them); only examples/bench_lifecycle.rs loads them (src/lifecycle/floor.rs)
+ * to measure, in the same run, what merely being attached costs with BPF
+ * stats on: the named baseline our programs are compared with. */
+
+SEC("fexit/__x64_sys_bpf")
+int BPF_PROG(bench_empty_fexit) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_bpf")
+int bench_empty_tp(void *ctx) { return 0; }
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(bench_empty_btf) { return 0; }
+
+SEC("raw_tp/sys_exit")
+int bench_empty_raw(void *ctx) { return 0; }
+
+/* fentry/kprobe/kretprobe twins sit on __x64_sys_bpf too: the refcount
+ * functions that fire on a close differ between kernels, every loop of the
+ * benchmark makes bpf() calls. */
+SEC("fentry/__x64_sys_bpf")
+int BPF_PROG(bench_empty_fentry) { return 0; }
+
+SEC("kprobe/__x64_sys_bpf")
+int bench_empty_kprobe(void *ctx) { return 0; }
+
+SEC("kretprobe/__x64_sys_bpf")
+int bench_empty_kretprobe(void *ctx) { return 0; }

@@ -10,18 +10,23 @@
  * its `id` field equals it (a newer id overwrites it after LC_RING creates). */
 #define LC_RING 32768
 
+/* Counter slots (one per count_key seen; the slots hash gives a key's
+ * index into the per-CPU counts array) and per-CPU cache entries. */
+#define LC_SLOTS 16384
+#define LC_CACHE 256
+
 /* Counter kinds (count_key.kind). */
 #define LC_KIND_CREATE 1   /* arg = map_type */
 #define LC_KIND_SYSCALL 2  /* arg = cmd << 1 | (1 when the call failed) */
 #define LC_KIND_INC 3      /* arg = 0 */
 #define LC_KIND_DEC 4      /* arg = 0 */
 
-/* Overflow counters (array) when the per-process hash is full:
+/* Overflow counters (array) when every counter slot is taken:
  * index = kind * LC_ARGS + arg. */
 #define LC_ARGS 256
 #define LC_OVERFLOW_SLOTS (5 * LC_ARGS)
 
-/* Per-process counter key. 32 bytes. */
+/* Per-process counter key (the slots hash key). 32 bytes. */
 struct count_key {
 	__u64 cgroup_id;
 	__u32 tgid;        /* 0 unless the pid label is on */

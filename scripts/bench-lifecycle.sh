@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Lifecycle benchmark (root): per-event cost of each lifecycle program from
-# the kernel's BPF stats, and a tight map create/close loop (and a lookup
-# loop) without and with the programs attached, alternating, in one run.
+# Lifecycle benchmark (root), in one run: the floor (an empty program at each
+# attach point, the named baseline), per-event cost of each lifecycle program
+# from the kernel's BPF stats next to it, and a tight map create/close loop
+# (and a lookup loop) with nothing, the empty twin, and our programs
+# attached, in rotated alternating rounds.
 #   ./scripts/bench-lifecycle.sh [CYCLES [ROUNDS]]     default: 20000 7
 # Prints markdown for BENCHMARKS.md. The classic tracepoint needs tracefs
 # (mounted here if missing); the tp_btf/raw_tp rows need nothing.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bpfmap_exporter::census::{Census, CensusOpts, Parts};
 use bpfmap_exporter::collector::Collector;
+use bpfmap_exporter::lifecycle::probes::KernelCaps;
 use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts};
 use bpfmap_exporter::metrics::{encode_text, Families};
 use common::*;
@@ -149,10 +150,17 @@ fn probe_modes_match_the_kernel() {
         // fexit on __x64_sys_bpf: no syscall tracepoint for the node.
         assert_eq!((m.as_str(), a), ("fexit", true), "map_syscalls");
     } else {
-        // This host, and 5.10 (its BTF gives __x64_sys_bpf's argument as a
-        // forward declaration, which the verifier refuses).
+        // This host (fentry refused), and 5.10: its BTF gives
+        // __x64_sys_bpf's argument as a forward declaration, which the
+        // verifier would refuse, so fexit is not even tried there.
         assert_eq!((m.as_str(), a), ("tracepoint", true), "map_syscalls");
     }
+    let caps = KernelCaps::read(std::path::Path::new("/sys/kernel/btf/vmlinux")).unwrap();
+    assert_eq!(
+        caps.sys_bpf_regs,
+        !release().starts_with("5.10."),
+        "__x64_sys_bpf's pt_regs is a complete struct in the BTF of every kernel here but 5.10"
+    );
     assert_eq!(mode_of(&lc, "map_destroy"), ("census".into(), true));
     let btf_has_map_create = std::process::Command::new("bpftool")
         .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
@@ -456,6 +464,55 @@ fn cardinality_cap_folds_into_other_with_exact_totals() {
         "totals stay exact"
     );
     assert!(value(&t, "bpfmap_maps_created_total", &[("comm", "other")]) >= 3.0);
+}
+
+/// More distinct (process, counter) pairs than the kernel has counter slots:
+/// the rest count into comm="other" in the kernel (the overflow path), and
+/// totals stay exact.
+#[test]
+fn counter_slots_overflow_into_other_with_exact_totals() {
+    require_root();
+    let mut c = census();
+    let slots = 8;
+    let mut lc = Lifecycle::load(LifecycleOpts {
+        counter_slots: slots,
+        max_processes: 0,
+        ..Default::default()
+    })
+    .expect("lifecycle loads");
+    let t0 = scrape(&mut c, &mut lc);
+    let queues = |t: &str| value(t, "bpfmap_maps_created_total", &[("map_type", "queue")]);
+    let n = 2 * slots as usize;
+    for i in 0..n {
+        // Each thread is a distinct comm: two counters (the create syscall
+        // and the creation by type) per comm.
+        as_comm(&format!("lctest_slot{i}"), || {
+            drop(map(MapType::Queue, "lcslot", 0, 4, 1, 0));
+        });
+    }
+    let t = scrape(&mut c, &mut lc);
+    let named = (0..n)
+        .filter(|i| {
+            value(
+                &t,
+                "bpfmap_maps_created_total",
+                &[("comm", &format!("lctest_slot{i}")), ("map_type", "queue")],
+            ) == 1.0
+        })
+        .count();
+    assert!(
+        named < slots as usize,
+        "{named} comms kept apart with {slots} slots"
+    );
+    assert_eq!(queues(&t) - queues(&t0), n as f64, "totals stay exact");
+    assert!(
+        value(
+            &t,
+            "bpfmap_maps_created_total",
+            &[("comm", "other"), ("map_type", "queue")]
+        ) >= (n - named) as f64,
+        "the overflow counts as comm=\"other\""
+    );
 }
 
 #[test]

@@ -8,6 +8,9 @@ pub const COUNT_KEY_SIZE: usize = 32;
 pub const CREATE_REC_SIZE: usize = 72;
 /// `LC_RING`: creation record slots (map id modulo this).
 pub const RING: u32 = 32768;
+/// `LC_SLOTS`: per-process counter slots by default (the `slots` hash maps
+/// a `count_key` to its index in the per-CPU `counts` array).
+pub const SLOTS: u32 = 16384;
 /// `LC_ARGS` and `LC_OVERFLOW_SLOTS`.
 pub const ARGS: usize = 256;
 pub const OVERFLOW_SLOTS: usize = 5 * ARGS;
@@ -21,11 +24,16 @@ pub const KIND_DEC: u16 = 4;
 pub struct DecodeError {
     pub what: &'static str,
     pub len: usize,
+    /// An out-of-range value (`len` is then the record's valid length).
+    pub value: Option<u64>,
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: unexpected length {}", self.what, self.len)
+        match self.value {
+            Some(v) => write!(f, "{}: value {v} out of range", self.what),
+            None => write!(f, "{}: unexpected length {}", self.what, self.len),
+        }
     }
 }
 
@@ -88,6 +96,7 @@ pub fn decode_count_key(b: &[u8]) -> Result<(ProcKey, Option<Kind>), DecodeError
         return Err(DecodeError {
             what: "count_key",
             len: b.len(),
+            value: None,
         });
     }
     let key = ProcKey {
@@ -96,6 +105,23 @@ pub fn decode_count_key(b: &[u8]) -> Result<(ProcKey, Option<Kind>), DecodeError
         comm: comm_str(&b[16..32]),
     };
     Ok((key, Kind::from_raw(u16_at(b, 12), u16_at(b, 14))))
+}
+
+/// A `slots` hash value: the key's index in the per-CPU `counts` array
+/// of `n` slots.
+pub fn decode_slot(b: &[u8], n: u32) -> Result<u32, DecodeError> {
+    let err = |value| DecodeError {
+        what: "slot",
+        len: b.len(),
+        value,
+    };
+    if b.len() != 4 {
+        return Err(err(None));
+    }
+    match u32_at(b, 0) {
+        s if s < n => Ok(s),
+        s => Err(err(Some(s as u64))),
+    }
 }
 
 /// Sum of a per-CPU u64 value.
@@ -112,6 +138,7 @@ pub fn decode_overflow(b: &[u8]) -> Result<Vec<(Kind, u64)>, DecodeError> {
         return Err(DecodeError {
             what: "overflow",
             len: b.len(),
+            value: None,
         });
     }
     let mut out = Vec::new();
@@ -149,6 +176,7 @@ pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, DecodeError> {
         return Err(DecodeError {
             what: "create_rec",
             len: b.len(),
+            value: None,
         });
     }
     Ok(CreateRec {
@@ -218,6 +246,19 @@ mod tests {
             })
         );
         assert!(decode_count_key(&b[..31]).is_err());
+    }
+
+    #[test]
+    fn slots_are_u32_indexes_below_the_slot_count() {
+        assert_eq!(decode_slot(&7u32.to_le_bytes(), SLOTS), Ok(7));
+        assert_eq!(
+            decode_slot(&(SLOTS - 1).to_le_bytes(), SLOTS),
+            Ok(SLOTS - 1)
+        );
+        let e = decode_slot(&SLOTS.to_le_bytes(), SLOTS).unwrap_err();
+        assert_eq!(e.to_string(), "slot: value 16384 out of range");
+        assert!(decode_slot(&8u32.to_le_bytes(), 8).is_err());
+        assert!(decode_slot(&[0u8; 8], SLOTS).is_err());
     }
 
     #[test]

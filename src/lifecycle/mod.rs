@@ -7,6 +7,7 @@
 //! destructions come from map ids leaving the census (ids are never reused
 //! before they wrap), attributed to the creator recorded at creation.
 pub mod decode;
+pub mod floor;
 pub mod probes;
 pub mod state;
 
@@ -51,6 +52,11 @@ pub struct LifecycleOpts {
     /// Programs never to use (benchmarks compare attach points with it),
     /// e.g. `tp_sys_exit_bpf` to force `tp_btf/sys_exit`.
     pub exclude_programs: Vec<String>,
+    /// Kernel counter slots: distinct (process, counter) pairs the BPF
+    /// programs keep apart; the rest count into `comm="other"` (totals stay
+    /// exact). The default is `decode::SLOTS`; tests shrink it to reach the
+    /// overflow path.
+    pub counter_slots: u32,
 }
 
 impl Default for LifecycleOpts {
@@ -64,6 +70,7 @@ impl Default for LifecycleOpts {
             census: true,
             attributor: Arc::new(NoAttribution),
             exclude_programs: Vec::new(),
+            counter_slots: decode::SLOTS,
         }
     }
 }
@@ -87,6 +94,7 @@ pub struct Lifecycle {
 fn open_and_load(
     set: &BTreeSet<&'static str>,
     opts: &LifecycleOpts,
+    caps: &KernelCaps,
 ) -> anyhow::Result<LifecycleSkel<'static>> {
     let mut builder = LifecycleSkelBuilder::default();
     if let Some(p) = &opts.btf_path {
@@ -102,15 +110,34 @@ fn open_and_load(
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.with_pid = opts.pid_label as u32;
         ro.log_events = opts.log_events as u32;
+        ro.have_rdonly_cast = caps.rdonly_cast as u32;
     }
     if !opts.log_events {
         open.maps.events.set_max_entries(4096)?;
     }
+    anyhow::ensure!(
+        opts.counter_slots > 0,
+        "lifecycle counter slots must be at least 1"
+    );
+    open.maps.slots.set_max_entries(opts.counter_slots)?;
+    open.maps.counts.set_max_entries(opts.counter_slots)?;
+    open.maps.free_slots.set_max_entries(opts.counter_slots)?;
     for mut p in open.open_object_mut().progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
         p.set_autoload(set.contains(name.as_str()));
     }
-    Ok(open.load()?)
+    let skel = open.load()?;
+    fill_free_slots(&skel.maps.free_slots, opts.counter_slots)?;
+    Ok(skel)
+}
+
+/// Hand every counter slot to the programs (before anything is attached).
+fn fill_free_slots(q: &libbpf_rs::Map<'_>, n: u32) -> anyhow::Result<()> {
+    for slot in 0..n {
+        q.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("filling the free counter slots ({slot})"))?;
+    }
+    Ok(())
 }
 
 /// Attach every probe along its chain; first attach that works wins.
@@ -230,7 +257,7 @@ impl Lifecycle {
         let mut loaded = None;
         let mut last_err = None;
         for set in probes::load_attempts(&plan) {
-            match open_and_load(&set, &opts) {
+            match open_and_load(&set, &opts, &caps) {
                 Ok(skel) => {
                     loaded = Some((skel, set));
                     break;
@@ -252,7 +279,7 @@ impl Lifecycle {
         let used_set: BTreeSet<&'static str> = used.iter().copied().collect();
         if used_set != set {
             drop(links);
-            match open_and_load(&used_set, &opts) {
+            match open_and_load(&used_set, &opts, &caps) {
                 Ok(s2) => {
                     skel = s2;
                     set = used_set;
@@ -354,10 +381,14 @@ impl Lifecycle {
     /// Every per-process kernel counter: (process or None for overflow, kind, value).
     fn read_counts(&self) -> anyhow::Result<Vec<(Option<ProcKey>, Kind, u64)>> {
         let mut out = Vec::new();
-        let m = &self.skel.maps.counts;
-        for key in m.keys() {
-            let Some(vals) = m.lookup_percpu(&key, MapFlags::ANY)? else {
-                continue; // deleted meanwhile (never happens: we never delete)
+        let (slots, counts) = (&self.skel.maps.slots, &self.skel.maps.counts);
+        for key in slots.keys() {
+            let Some(slot) = slots.lookup(&key, MapFlags::ANY)? else {
+                continue; // never happens: slots are never deleted
+            };
+            let slot = decode::decode_slot(&slot, self.opts.counter_slots)?;
+            let Some(vals) = counts.lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)? else {
+                continue;
             };
             let (p, kind) = decode::decode_count_key(&key)?;
             if let Some(kind) = kind {
@@ -643,6 +674,7 @@ pub fn from_cli(cli: &crate::cli::Cli, attributor: Arc<dyn Attributor>) -> Box<d
         census: cli.collector_enabled("maps"),
         attributor,
         exclude_programs: Vec::new(),
+        counter_slots: decode::SLOTS,
     };
     match Lifecycle::load(opts) {
         Ok(l) => Box::new(l),

@@ -69,6 +69,41 @@ pub struct KernelCaps {
     pub tracefs_sys_exit_bpf: bool,
     /// bpf_task_pt_regs() exists (5.15+), needed by the classic tracepoint.
     pub task_pt_regs: bool,
+    /// The bpf_rdonly_cast kfunc exists (6.2+): the creation path reads the
+    /// new file and map with direct loads instead of probe reads.
+    pub rdonly_cast: bool,
+    /// `__x64_sys_bpf`'s first parameter is a pointer to a complete
+    /// `struct pt_regs` in the kernel BTF. 5.10's BTF has only a forward
+    /// declaration there, and the verifier refuses fexit programs that read
+    /// it ("arg0 type FWD is not a struct"): fexit is then not even tried.
+    pub sys_bpf_regs: bool,
+}
+
+/// Whether FUNC `name`'s first parameter is a pointer to a complete struct
+/// (not a forward declaration) in `btf`: what a fentry/fexit program needs
+/// to read the argument's fields.
+pub fn first_param_is_struct(btf: &libbpf_rs::btf::Btf<'_>, name: &str) -> bool {
+    use libbpf_rs::btf::types::{Func, FuncProto};
+    use libbpf_rs::btf::{BtfKind, BtfType};
+    let Some(func) = btf.type_by_name::<Func>(name) else {
+        return false;
+    };
+    let Some(proto) = func.next_type().and_then(|t| FuncProto::try_from(t).ok()) else {
+        return false;
+    };
+    let Some(param) = proto.get(0) else {
+        return false;
+    };
+    let Some(ty) = btf.type_by_id::<BtfType<'_>>(param.ty) else {
+        return false;
+    };
+    let ty = ty.skip_mods_and_typedefs();
+    if ty.kind() != BtfKind::Ptr {
+        return false;
+    }
+    ty.next_type()
+        .map(|t| t.skip_mods_and_typedefs().kind() == BtfKind::Struct)
+        .unwrap_or(false)
 }
 
 pub const REFCOUNT_FUNCS: &[&str] = &[
@@ -118,6 +153,8 @@ impl KernelCaps {
         .iter()
         .any(|p| std::fs::read_to_string(p).is_ok());
         let task_pt_regs = btf.type_by_name::<Func>("bpf_task_pt_regs").is_some();
+        let rdonly_cast = btf.type_by_name::<Func>("bpf_rdonly_cast").is_some();
+        let sys_bpf_regs = first_param_is_struct(&btf, "__x64_sys_bpf");
         Ok(KernelCaps {
             btf_funcs,
             tp_btf_sys_exit,
@@ -125,6 +162,8 @@ impl KernelCaps {
             kallsyms,
             tracefs_sys_exit_bpf,
             task_pt_regs,
+            rdonly_cast,
+            sys_bpf_regs,
         })
     }
 }
@@ -161,7 +200,7 @@ pub fn plan(caps: &KernelCaps) -> Vec<ProbeDef> {
     let has_kprobe = |f: &str| caps.kprobe_pmu && caps.kallsyms.contains(f);
 
     let mut sys = Vec::new();
-    if has_func("__x64_sys_bpf") {
+    if has_func("__x64_sys_bpf") && caps.sys_bpf_regs {
         sys.push(Cand {
             mode: Mode::Fexit,
             progs: &["fexit_sys_bpf"],
@@ -299,13 +338,13 @@ pub fn load_attempts(plan: &[ProbeDef]) -> Vec<BTreeSet<&'static str>> {
     };
     // Programs that a kernel may refuse on its own (verifier differences)
     // are dropped alone first, so they never cost a whole class.
+    // (fexit_sys_bpf is only planned where its pt_regs argument is a complete
+    // struct in the BTF, which 5.10 lacks; see KernelCaps::sys_bpf_regs.)
     let shaky = |g: &str| matches!(g, "fexit_map_create" | "fexit_sys_bpf");
     let tp = |g: &str| g == "tp_sys_exit_bpf";
     let candidates = vec![
         set(&|_, _| true),
         set(&|_, g| g != "fexit_map_create"),
-        // 5.10's BTF gives __x64_sys_bpf's pt_regs argument as a forward
-        // declaration: the verifier refuses that context access.
         set(&|_, g| !shaky(g)),
         set(&|_, g| !tp(g)),
         set(&|_, g| !shaky(g) && !tp(g)),
@@ -361,6 +400,8 @@ mod tests {
             },
             tracefs_sys_exit_bpf: false,
             task_pt_regs: true,
+            rdonly_cast: true,
+            sys_bpf_regs: funcs.contains(&"__x64_sys_bpf"),
         }
     }
 
@@ -392,13 +433,78 @@ mod tests {
             .copied()
             .filter(|f| *f != "map_create" && *f != "bpf_task_pt_regs")
             .collect();
-        let p = plan(&caps(&funcs, true));
+        let mut c = caps(&funcs, true);
+        // 5.10's BTF: __x64_sys_bpf exists, its pt_regs is a FWD.
+        c.sys_bpf_regs = false;
+        let p = plan(&c);
         let create = p.iter().find(|p| p.name == "map_create").unwrap();
         assert_eq!(create.chain.len(), 1);
         assert_eq!(create.chain[0].mode, Mode::Tracepoint);
         let inc = p.iter().find(|p| p.name == "bpf_map_inc").unwrap();
         let modes: Vec<_> = inc.chain.iter().map(|c| c.mode).collect();
         assert_eq!(modes, vec![Mode::Fentry, Mode::Kprobe]);
+        let sys = p.iter().find(|p| p.name == "map_syscalls").unwrap();
+        assert!(
+            sys.chain.iter().all(|c| c.mode != Mode::Fexit),
+            "fexit on __x64_sys_bpf is not tried when its pt_regs is a FWD"
+        );
+        assert!(load_attempts(&p)
+            .iter()
+            .all(|s| !s.contains("fexit_sys_bpf")));
+    }
+
+    /// A raw BTF blob (what /sys/kernel/btf/vmlinux holds) with
+    /// `long __x64_sys_bpf(const struct pt_regs *regs)`, pt_regs complete
+    /// or only forward-declared.
+    fn sys_bpf_btf(complete: bool) -> Vec<u8> {
+        // Strings: offsets 0 "", 1 "pt_regs", 9 "long", 14 "regs",
+        // 19 "__x64_sys_bpf", 33 "di".
+        let strs = b"\0pt_regs\0long\0regs\0__x64_sys_bpf\0di\0";
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        let mut t: Vec<u32> = Vec::new();
+        if complete {
+            // [1] STRUCT pt_regs, size 8, one member di: long at bit 0
+            t.extend([1, info(4, 1), 8, 33, 4, 0]);
+        } else {
+            // [1] FWD struct pt_regs
+            t.extend([1, info(7, 0), 0]);
+        }
+        t.extend([0, info(10, 0), 1]); // [2] CONST -> 1
+        t.extend([0, info(2, 0), 2]); // [3] PTR -> 2
+        t.extend([9, info(1, 0), 8, (1 << 24) | 64]); // [4] INT long, signed, 64 bits
+        t.extend([0, info(13, 1), 4, 14, 3]); // [5] FUNC_PROTO long (regs: [3])
+        t.extend([19, info(12, 1), 5]); // [6] FUNC __x64_sys_bpf, global
+        let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut b = Vec::new();
+        b.extend(0xeb9fu16.to_le_bytes());
+        b.extend([1u8, 0]); // version, flags
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strs.len() as u32,
+        ] {
+            b.extend(w.to_le_bytes());
+        }
+        b.extend(types);
+        b.extend(strs);
+        b
+    }
+
+    #[test]
+    fn sys_bpf_regs_is_read_from_btf() {
+        for complete in [true, false] {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), sys_bpf_btf(complete)).unwrap();
+            let btf = libbpf_rs::btf::Btf::from_path(f.path()).expect("parses");
+            assert_eq!(
+                first_param_is_struct(&btf, "__x64_sys_bpf"),
+                complete,
+                "complete={complete}"
+            );
+            assert!(!first_param_is_struct(&btf, "no_such_function"));
+        }
     }
 
     #[test]

@@ -1,0 +1,120 @@
+//! The benchmark's named baseline: empty twins (`bench_empty_*` in
+//! bpf/lifecycle.bpf.c) of the lifecycle attach points. The exporter never
+//! loads them; `examples/bench_lifecycle.rs` does, to measure in the same run
+//! what merely being attached at a point costs (the kernel's dispatch, and
+//! BPF stats when on), next to what our programs cost there.
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::Link;
+
+use crate::lifecycle_skel::{LifecycleSkel, LifecycleSkelBuilder};
+use crate::sys;
+
+/// An empty program: (program name, mechanism, attach point).
+pub struct EmptyProg {
+    pub prog: &'static str,
+    pub mechanism: &'static str,
+    pub point: &'static str,
+}
+
+/// Every empty twin, one per attach mechanism the lifecycle programs use.
+pub const EMPTY_PROGS: &[EmptyProg] = &[
+    EmptyProg {
+        prog: "bench_empty_fexit",
+        mechanism: "fexit",
+        point: "__x64_sys_bpf",
+    },
+    EmptyProg {
+        prog: "bench_empty_tp",
+        mechanism: "tracepoint",
+        point: "syscalls:sys_exit_bpf",
+    },
+    EmptyProg {
+        prog: "bench_empty_btf",
+        mechanism: "tp_btf",
+        point: "tp_btf/sys_exit",
+    },
+    EmptyProg {
+        prog: "bench_empty_raw",
+        mechanism: "raw_tp",
+        point: "raw_tp/sys_exit",
+    },
+    EmptyProg {
+        prog: "bench_empty_fentry",
+        mechanism: "fentry",
+        point: "__x64_sys_bpf",
+    },
+    EmptyProg {
+        prog: "bench_empty_kprobe",
+        mechanism: "kprobe",
+        point: "__x64_sys_bpf",
+    },
+    EmptyProg {
+        prog: "bench_empty_kretprobe",
+        mechanism: "kretprobe",
+        point: "__x64_sys_bpf",
+    },
+];
+
+/// One empty program, loaded and attached.
+pub struct Floor {
+    skel: LifecycleSkel<'static>,
+    _link: Link,
+    pub prog: &'static EmptyProg,
+}
+
+impl Floor {
+    /// Load and attach the empty twin named `prog` (one of EMPTY_PROGS).
+    pub fn load(prog: &str, btf_path: Option<PathBuf>) -> anyhow::Result<Floor> {
+        let def = EMPTY_PROGS
+            .iter()
+            .find(|e| e.prog == prog)
+            .with_context(|| format!("{prog} is not an empty benchmark program"))?;
+        let mut builder = LifecycleSkelBuilder::default();
+        if let Some(p) = &btf_path {
+            builder.obj_builder.btf_custom_path(p)?;
+        }
+        // As in Lifecycle::load: the skeleton borrows its storage for its
+        // whole life (a few bytes per load; fds and maps close on drop).
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = builder
+            .open(storage)
+            .context("opening lifecycle BPF object")?;
+        open.maps.events.set_max_entries(4096)?;
+        for mut p in open.open_object_mut().progs_mut() {
+            let load = p.name().to_string_lossy() == def.prog;
+            p.set_autoload(load);
+        }
+        let skel = open
+            .load()
+            .with_context(|| format!("loading {}", def.prog))?;
+        let link = skel
+            .object()
+            .progs_mut()
+            .find(|p| p.name().to_string_lossy() == def.prog)
+            .context("program missing after load")?
+            .attach()
+            .with_context(|| format!("attaching {} at {}", def.prog, def.point))?;
+        Ok(Floor {
+            skel,
+            _link: link,
+            prog: def,
+        })
+    }
+
+    /// (run_cnt, run_time_ns) of the empty program (kernel BPF stats).
+    pub fn run_stats(&self) -> anyhow::Result<(u64, u64)> {
+        let p = self
+            .skel
+            .object()
+            .progs()
+            .find(|p| p.name().to_string_lossy() == self.prog.prog)
+            .context("program missing")?;
+        Ok(sys::prog_run_stats(p.as_fd())?)
+    }
+}
