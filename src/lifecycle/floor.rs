@@ -3,15 +3,14 @@
 //! loads them; `examples/bench_lifecycle.rs` does, to measure in the same run
 //! what merely being attached at a point costs (the kernel's dispatch, and
 //! BPF stats when on), next to what our programs cost there.
-use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel};
 use libbpf_rs::Link;
 
-use crate::lifecycle_skel::{LifecycleSkel, LifecycleSkelBuilder};
+use crate::lifecycle_skel::LifecycleSkel;
 use crate::sys;
 
 /// An empty program: (program name, mechanism, attach point).
@@ -74,17 +73,7 @@ impl Floor {
             .iter()
             .find(|e| e.prog == prog)
             .with_context(|| format!("{prog} is not an empty benchmark program"))?;
-        let mut builder = LifecycleSkelBuilder::default();
-        if let Some(p) = &btf_path {
-            builder.obj_builder.btf_custom_path(p)?;
-        }
-        // As in Lifecycle::load: the skeleton borrows its storage for its
-        // whole life (a few bytes per load; fds and maps close on drop).
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = builder
-            .open(storage)
-            .context("opening lifecycle BPF object")?;
+        let mut open = super::open_skel(btf_path.as_deref())?;
         open.maps.events.set_max_entries(4096)?;
         for mut p in open.open_object_mut().progs_mut() {
             let load = p.name().to_string_lossy() == def.prog;

@@ -25,7 +25,7 @@ use crate::census::names::map_type_name;
 use crate::census::Snapshot;
 use crate::collector::Collector;
 use crate::k8s::{Attributor, NoAttribution};
-use crate::lifecycle_skel::{LifecycleSkel, LifecycleSkelBuilder};
+use crate::lifecycle_skel::{LifecycleSkel, LifecycleSkelBuilder, OpenLifecycleSkel};
 use crate::metrics::{Families, Labels};
 use crate::sys;
 
@@ -91,22 +91,29 @@ pub struct Lifecycle {
     stats_fd: Option<OwnedFd>,
 }
 
+/// Open the lifecycle BPF object (with `btf_path` for CO-RE when given).
+/// The skeleton borrows its object storage for its whole life; a few bytes
+/// per open are leaked (fds and maps are closed on drop).
+pub(crate) fn open_skel(
+    btf_path: Option<&std::path::Path>,
+) -> anyhow::Result<OpenLifecycleSkel<'static>> {
+    let mut builder = LifecycleSkelBuilder::default();
+    if let Some(p) = btf_path {
+        builder.obj_builder.btf_custom_path(p)?;
+    }
+    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+        Box::leak(Box::new(MaybeUninit::uninit()));
+    builder
+        .open(storage)
+        .context("opening lifecycle BPF object")
+}
+
 fn open_and_load(
     set: &BTreeSet<&'static str>,
     opts: &LifecycleOpts,
     caps: &KernelCaps,
 ) -> anyhow::Result<LifecycleSkel<'static>> {
-    let mut builder = LifecycleSkelBuilder::default();
-    if let Some(p) = &opts.btf_path {
-        builder.obj_builder.btf_custom_path(p)?;
-    }
-    // The skeleton borrows its object storage for its whole life; a few
-    // bytes per load attempt are leaked (fds and maps are closed on drop).
-    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-        Box::leak(Box::new(MaybeUninit::uninit()));
-    let mut open = builder
-        .open(storage)
-        .context("opening lifecycle BPF object")?;
+    let mut open = open_skel(opts.btf_path.as_deref())?;
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.with_pid = opts.pid_label as u32;
         ro.log_events = opts.log_events as u32;
