@@ -105,25 +105,19 @@ pub struct RawSamples<'a> {
 }
 
 impl RawSamples<'_> {
-    /// `name{id="<id>"} value`
-    pub fn id(&mut self, id: u32, value: f64) {
+    /// `name{id="<id>"`: the start of every per-map sample.
+    fn open_id(&mut self, id: u32) {
         self.buf.extend_from_slice(self.name.as_bytes());
         self.buf.extend_from_slice(b"{id=\"");
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
-        self.buf.extend_from_slice(b"\"}");
-        write_value(self.buf, value);
-        *self.n += 1;
     }
 
     /// `name{id="<id>"} value` for an integer value (no float formatting;
-    /// the same text as [`RawSamples::id`] for |value| < 2^53, where an
-    /// `f64` holds the integer exactly).
+    /// the same text the crate writes for |value| < 2^53, where an `f64`
+    /// holds the integer exactly).
     pub fn id_int(&mut self, id: u32, value: i64) {
-        self.buf.extend_from_slice(self.name.as_bytes());
-        self.buf.extend_from_slice(b"{id=\"");
-        self.buf
-            .extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        self.open_id(id);
         self.buf.extend_from_slice(b"\"} ");
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
@@ -133,10 +127,7 @@ impl RawSamples<'_> {
 
     /// `name{id="<id>",<key>="<val>"} value`
     pub fn id_and(&mut self, id: u32, key: &str, val: &str, value: f64) {
-        self.buf.extend_from_slice(self.name.as_bytes());
-        self.buf.extend_from_slice(b"{id=\"");
-        self.buf
-            .extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        self.open_id(id);
         self.buf.extend_from_slice(b"\",");
         self.buf.extend_from_slice(key.as_bytes());
         self.buf.extend_from_slice(b"=\"");
@@ -148,19 +139,7 @@ impl RawSamples<'_> {
 
     /// `name{k="v",...} value`, labels in the given order.
     pub fn labels(&mut self, labels: &[(&str, &str)], value: f64) {
-        self.buf.extend_from_slice(self.name.as_bytes());
-        let mut sep = b'{';
-        for (k, v) in labels {
-            self.buf.push(sep);
-            sep = b',';
-            self.buf.extend_from_slice(k.as_bytes());
-            self.buf.extend_from_slice(b"=\"");
-            escape_label_value(self.buf, v);
-            self.buf.push(b'"');
-        }
-        if !labels.is_empty() {
-            self.buf.push(b'}');
-        }
+        write_labels(self.buf, self.name, labels.iter().copied());
         write_value(self.buf, value);
         *self.n += 1;
     }
@@ -353,22 +332,6 @@ impl Families {
             .push((labels, Value::Simple(value)));
     }
 
-    /// Gauges whose only label is the map `id`, in bulk.
-    pub fn gauges_by_id(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        samples: impl IntoIterator<Item = (u32, f64)>,
-    ) {
-        let samples = samples.into_iter();
-        // `name{id="4294967295"} <value>\n`: the value is rarely longer than 20.
-        let guess = samples.size_hint().0 * (name.len() + 40);
-        let mut w = self.raw_with_capacity(name, help, MetricType::GAUGE, guess);
-        for (id, v) in samples {
-            w.id(id, v);
-        }
-    }
-
     /// Raw samples of `name` written by `write`, or, when `cache` holds text
     /// for `name` written from the same `fingerprint`, that text again.
     /// Without a cache this is [`Families::raw_with_capacity`] plus `write`.
@@ -523,7 +486,7 @@ impl Families {
     }
 
     /// Encode in the text format, then `extra` families, as one buffer.
-    pub fn encode_text(self, extra: &[MetricFamily], _size_hint: usize) -> anyhow::Result<Vec<u8>> {
+    pub fn encode_text(self, extra: &[MetricFamily]) -> anyhow::Result<Vec<u8>> {
         Ok(self.encode_chunks(extra)?.to_vec())
     }
 
@@ -572,7 +535,7 @@ impl Families {
                             mf.get_field_type()
                         );
                     };
-                    write_labels(&mut buf, name, &labels);
+                    write_labels(&mut buf, name, labels.iter().map(|(k, v)| (*k, v.as_str())));
                     write_value(&mut buf, x);
                 }
             }
@@ -639,7 +602,11 @@ impl Exposition {
 /// The start of a gauge or counter sample line, exactly as the crate's text
 /// encoder writes it: `name{k="v",...}`, label values escaped (`\\`, `\"`,
 /// `\n`).
-fn write_labels(buf: &mut Vec<u8>, name: &str, labels: &Labels) {
+fn write_labels<'a>(
+    buf: &mut Vec<u8>,
+    name: &str,
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
     buf.extend_from_slice(name.as_bytes());
     let mut sep = b'{';
     for (k, v) in labels {
@@ -650,7 +617,7 @@ fn write_labels(buf: &mut Vec<u8>, name: &str, labels: &Labels) {
         escape_label_value(buf, v);
         buf.push(b'"');
     }
-    if !labels.is_empty() {
+    if sep == b',' {
         buf.push(b'}');
     }
 }
@@ -753,23 +720,32 @@ mod tests {
             2.5,
         );
         f.gauge("t_single", "one sample", vec![("a", "b".into())], 7.0);
-        f.gauges_by_id(
+        // Raw `id`-only samples, float values (special ones included).
+        let by_id = |f: &mut Families, name, help, samples: Vec<(u32, f64)>| {
+            let mut w = f.raw(name, help, MetricType::GAUGE);
+            for (id, v) in samples {
+                w.labels(&[("id", &id.to_string())], v);
+            }
+        };
+        by_id(
+            &mut f,
             "t_by_id",
             "by id",
             values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| (i as u32 * 7919, *v)),
+                .map(|(i, v)| (i as u32 * 7919, *v))
+                .collect(),
         );
-        f.gauges_by_id("t_by_id", "by id", vec![(u32::MAX, 3.0)]);
-        f.gauges_by_id("t_one_by_id", "by id", vec![(1, 1.0)]);
-        f.gauges_by_id("t_no_help", "", vec![(2, 0.25)]);
+        by_id(&mut f, "t_by_id", "by id", vec![(u32::MAX, 3.0)]);
+        by_id(&mut f, "t_one_by_id", "by id", vec![(1, 1.0)]);
+        by_id(&mut f, "t_no_help", "", vec![(2, 0.25)]);
         {
             let mut w = f.raw("t_raw", "raw \\ help\nline", MetricType::COUNTER);
             for (i, s) in odd.iter().enumerate() {
                 w.labels(&[("mount", s), ("path", "/sys/fs/bpf/x")], values[i]);
                 w.id_and(i as u32, "kind", s, values[values.len() - 1 - i]);
-                w.id(i as u32, values[i + 3]);
+                w.labels(&[("id", &i.to_string())], values[i + 3]);
             }
             w.labels(&[], 5.0);
             for v in [
@@ -809,8 +785,8 @@ mod tests {
         // Raw samples after labelled ones in the same family.
         f.gauge("t_mixed", "mixed", vec![("id", "1".into())], 1.0);
         f.gauge("t_mixed", "mixed", vec![("id", "2".into())], 2.0);
-        f.gauges_by_id("t_mixed", "mixed", vec![(3, 3.0)]);
-        let direct = String::from_utf8(f.clone().encode_text(&[], 0).unwrap()).unwrap();
+        by_id(&mut f, "t_mixed", "mixed", vec![(3, 3.0)]);
+        let direct = String::from_utf8(f.clone().encode_text(&[]).unwrap()).unwrap();
         let crate_path = String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap();
         assert_eq!(direct, crate_path);
         assert!(direct.contains("t_gauge{id=\"1\",comm=\"quo\\\"te\"} -0"));

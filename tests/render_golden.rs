@@ -150,7 +150,7 @@ fn rendered(opts: &RenderOpts) -> String {
     );
     // The exporter's own encoding path must agree byte for byte with the
     // prometheus crate's encoder over the whole census.
-    let served = String::from_utf8(f.clone().encode_text(&[], 0).unwrap()).unwrap();
+    let served = String::from_utf8(f.clone().encode_text(&[]).unwrap()).unwrap();
     let reference = String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap();
     assert_eq!(
         served, reference,

@@ -602,7 +602,7 @@ mod cache_tests {
             }
             None => render(snap, &opts, &none, &mut f),
         }
-        String::from_utf8(f.encode_text(&[], 0).unwrap()).unwrap()
+        String::from_utf8(f.encode_text(&[]).unwrap()).unwrap()
     }
 
     #[test]

@@ -270,7 +270,7 @@ mod tests {
 
         let mut f = Families::new();
         a.render_metrics(&mut f);
-        let text = String::from_utf8(f.encode_text(&[], 0).unwrap()).unwrap();
+        let text = String::from_utf8(f.encode_text(&[]).unwrap()).unwrap();
         assert!(
             text.contains(&format!("bpfmap_k8s_pod_info{{pod_uid=\"{UID}\",namespace=\"kube-system\",pod=\"cilium-x7k2p\"}} 1")),
             "{text}"
@@ -279,7 +279,7 @@ mod tests {
         // pod info only for pods seen since the last render
         let mut f = Families::new();
         a.render_metrics(&mut f);
-        let text = String::from_utf8(f.encode_text(&[], 0).unwrap()).unwrap();
+        let text = String::from_utf8(f.encode_text(&[]).unwrap()).unwrap();
         assert!(!text.contains("bpfmap_k8s_pod_info"), "{text}");
     }
 
