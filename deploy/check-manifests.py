@@ -8,8 +8,8 @@ scripts/check-deploy.sh):
   relabel actions are checked), and that they select the DaemonSet's pods and
   its named port;
 - the kustomization: every resource exists and is a known kind;
-- the alert rules: severity, summary, description and a runbook_url whose
-  README anchor exists, and a promtool unit test that fires and one that stays
+- the alert rules: severity, summary, description and a runbook_url (docs/runbooks.md) whose
+  anchor exists there, and a promtool unit test that fires and one that stays
   silent for every alert;
 - the Grafana dashboards: valid JSON, datasource and node variables, every
   panel has a query and uses the datasource variable.
@@ -198,9 +198,9 @@ def main():
             err("kustomization.yaml", f"{must} is not listed in resources")
 
     # Alert rules: metadata, runbook anchors, unit-test coverage.
-    readme = (ROOT / "README.md").read_text()
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text()
     anchors = set()
-    for line in readme.splitlines():
+    for line in runbooks.splitlines():
         m = re.match(r"#+\s+(.*)", line)
         if m:
             a = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
@@ -221,9 +221,11 @@ def main():
                 if not ann.get(k):
                     err(w, f"needs annotations.{k}")
             url = ann.get("runbook_url", "")
-            anchor = url.split("#", 1)[1] if "#" in url else ""
+            page, _, anchor = url.partition("#")
+            if not page.endswith("/docs/runbooks.md"):
+                err(w, f"runbook_url {url!r} must point into docs/runbooks.md")
             if anchor not in anchors:
-                err(w, f"runbook_url anchor #{anchor} has no heading in README.md (add '### {name}' under 'Alerts and runbooks')")
+                err(w, f"runbook_url anchor #{anchor} has no heading in docs/runbooks.md (add '### {name}')")
             if "for" not in r:
                 err(w, "needs a for: duration")
     tests = yaml.safe_load((DEPLOY / "prometheus" / "rules_test.yml").read_text())
