@@ -7,14 +7,8 @@ use libbpf_cargo::SkeletonBuilder;
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));
     println!("cargo:rerun-if-changed=bpf");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    let rev = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    watch_revision_inputs();
+    let rev = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=BPFMAP_REVISION={rev}");
     let mut sources: Vec<PathBuf> = fs::read_dir("bpf")
         .expect("bpf/ directory")
@@ -40,5 +34,32 @@ fn main() {
             .build_and_generate(&skel)
             .unwrap_or_else(|e| panic!("building BPF skeleton for {}: {e:#}", src.display()));
         println!("cargo:rerun-if-changed={}", src.display());
+    }
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    std::process::Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// The revision changes when HEAD moves to another ref or when the ref it
+/// names moves (a commit writes the loose ref; `git gc` moves it into
+/// packed-refs), so all three are build inputs. Outside a git checkout there
+/// is nothing to watch and the revision is "unknown".
+fn watch_revision_inputs() {
+    let Some(git_dir) = git(&["rev-parse", "--git-dir"]).map(PathBuf::from) else {
+        return;
+    };
+    let mut inputs = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        inputs.push(git_dir.join(r));
+    }
+    // A missing input would make cargo rerun this script on every build.
+    for p in inputs.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", p.display());
     }
 }

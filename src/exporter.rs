@@ -1,12 +1,17 @@
 //! One scrape: census parts + other collectors, each timed and reported,
 //! rendered into fresh families. Owned by a single thread (BPF objects are
 //! not shared across threads), which serialises scrapes.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use tokio::sync::mpsc;
 
 use crate::census::render::{render_cached, RenderOpts};
 use crate::census::{Census, CensusOpts, PartResult, Parts, Snapshot};
 use crate::cli::Cli;
 use crate::collector::Collector;
+use crate::http::ScrapeRequest;
 use crate::k8s::Attributor;
 use crate::metrics::Families;
 
@@ -51,10 +56,17 @@ impl Exporter {
         } else {
             None
         };
+        let attributor = crate::k8s::from_cli(cli)?;
+        let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+        // The lifecycle collector never stops the exporter: if it cannot
+        // load, it reports success 0 with the reason.
+        if on("lifecycle") {
+            collectors.push(crate::lifecycle::from_cli(cli, attributor.clone()));
+        }
         Ok(Exporter {
             census,
-            collectors: Vec::new(),
-            attributor: crate::k8s::from_cli(cli)?,
+            collectors,
+            attributor,
             render_opts: RenderOpts {
                 max_map_series: cli.max_map_series,
                 per_map: !cli.no_per_map,
@@ -63,16 +75,6 @@ impl Exporter {
             process: prometheus::process_collector::ProcessCollector::for_self(),
             series_cache: Some(Default::default()),
         })
-    }
-
-    /// The attributor, for collectors that label processes (lifecycle).
-    pub fn attributor(&self) -> std::sync::Arc<dyn Attributor> {
-        self.attributor.clone()
-    }
-
-    /// Add a collector (lifecycle, ...).
-    pub fn add_collector(&mut self, c: Box<dyn Collector>) {
-        self.collectors.push(c);
     }
 
     pub fn collectors(&self) -> &[Box<dyn Collector>] {
@@ -198,5 +200,59 @@ impl Exporter {
             parts,
             snapshot,
         }
+    }
+}
+
+/// The collector thread and the hop to it: it owns the [`Exporter`] (BPF
+/// objects are not shared across threads) and answers each
+/// [`ScrapeRequest`] with one scrape's exposition, in arrival order.
+pub struct ScrapeService {
+    thread: std::thread::JoinHandle<()>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl ScrapeService {
+    /// Load every collector on a new thread and start serving requests.
+    /// Returns once loading finished, with loading's error if it failed.
+    pub fn start(cli: &Cli) -> anyhow::Result<(ScrapeService, mpsc::Sender<ScrapeRequest>)> {
+        let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(16);
+        let healthy = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let h = healthy.clone();
+        let cli = cli.clone();
+        let thread = std::thread::Builder::new()
+            .name("collector".into())
+            .spawn(move || {
+                let mut ex = match Exporter::new(&cli) {
+                    Ok(ex) => {
+                        crate::sys::trim_c_heap();
+                        let _ = ready_tx.send(Ok(()));
+                        ex
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                h.store(true, Ordering::Relaxed);
+                while let Some(reply) = rx.blocking_recv() {
+                    let _ = reply.send(ex.scrape().text);
+                }
+                h.store(false, Ordering::Relaxed);
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("collector thread died while loading"))??;
+        Ok((ScrapeService { thread, healthy }, tx))
+    }
+
+    /// True while the collector thread serves requests (`/healthz`).
+    pub fn healthy(&self) -> Arc<AtomicBool> {
+        self.healthy.clone()
+    }
+
+    /// Wait for the thread to finish (after every request sender is gone).
+    pub fn join(self) {
+        let _ = self.thread.join();
     }
 }

@@ -1,11 +1,8 @@
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use bpfmap_exporter::cli::{Cli, Command};
-use bpfmap_exporter::exporter::{Exporter, Scrape};
-use bpfmap_exporter::http::{self, ScrapeRequest};
-use tokio::sync::mpsc;
+use bpfmap_exporter::exporter::{Exporter, Scrape, ScrapeService};
+use bpfmap_exporter::http;
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
@@ -74,16 +71,6 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
     ok
 }
 
-/// The lifecycle collector (issue 3), when enabled, labelled through the
-/// exporter's container/pod attributor. It never stops the exporter: if it
-/// cannot load, it reports success 0 with the reason.
-fn add_lifecycle(ex: &mut Exporter, cli: &Cli) {
-    if cli.collector_enabled("lifecycle") {
-        let attributor = ex.attributor();
-        ex.add_collector(bpfmap_exporter::lifecycle::from_cli(cli, attributor));
-    }
-}
-
 fn run() -> anyhow::Result<bool> {
     bpfmap_exporter::sys::tune_allocator();
     let cli = Cli::parse_from_env();
@@ -96,51 +83,19 @@ fn run() -> anyhow::Result<bool> {
 
     if cli.check {
         let mut ex = Exporter::new(&cli)?;
-        add_lifecycle(&mut ex, &cli);
         let scrape = ex.scrape();
         return Ok(print_check(&scrape, &ex));
     }
 
-    // The collector thread owns every BPF object; HTTP handlers send it requests.
-    let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(16);
-    let healthy = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-    let h = healthy.clone();
-    let cli2 = cli.clone();
-    let worker = std::thread::Builder::new()
-        .name("collector".into())
-        .spawn(move || {
-            let mut ex = match Exporter::new(&cli2) {
-                Ok(mut ex) => {
-                    add_lifecycle(&mut ex, &cli2);
-                    bpfmap_exporter::sys::trim_c_heap();
-                    let _ = ready_tx.send(Ok(()));
-                    ex
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            h.store(true, Ordering::Relaxed);
-            while let Some(reply) = rx.blocking_recv() {
-                let scrape = ex.scrape();
-                let _ = reply.send(scrape.text);
-            }
-            h.store(false, Ordering::Relaxed);
-        })?;
-    ready_rx
-        .recv()
-        .map_err(|_| anyhow::anyhow!("collector thread died while loading"))??;
-
+    let (service, scrapes) = ScrapeService::start(&cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let st = http::State {
         telemetry_path: cli.telemetry_path.clone(),
-        scrapes: tx,
-        healthy,
+        scrapes,
+        healthy: service.healthy(),
     };
     rt.block_on(async move {
         let shutdown = async {
@@ -156,7 +111,7 @@ fn run() -> anyhow::Result<bool> {
         http::serve(cli.listen, st, shutdown).await
     })?;
     drop(rt);
-    let _ = worker.join();
+    service.join();
     Ok(true)
 }
 
