@@ -80,7 +80,11 @@ fn load(exclude: &[&str], stats: bool) -> Option<Lifecycle> {
 /// (program -> (runs, seconds)) from the exporter's own stats metrics.
 fn stats(lc: &mut Lifecycle) -> Vec<(String, f64, f64)> {
     let mut f = Families::new();
-    lc.collect(None, &mut f).unwrap();
+    let ctx = bpfmap_exporter::collector::ScrapeContext {
+        census: None,
+        attributor: &bpfmap_exporter::k8s::NoAttribution,
+    };
+    lc.collect(&ctx, &mut f).unwrap();
     let t = String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap();
     let mut out: Vec<(String, f64, f64)> = Vec::new();
     for l in t.lines() {

@@ -8,39 +8,6 @@ use clap::{ArgAction, Parser};
 /// Default listen port, documented in README.
 pub const DEFAULT_PORT: u16 = 9863;
 
-/// Every collector the exporter has, with whether it is on by default.
-pub const COLLECTORS: &[(&str, bool, &str)] = &[
-    (
-        "maps",
-        true,
-        "census of every map (iter/bpf_map): type, sizes, refcount, usercount",
-    ),
-    (
-        "memory",
-        true,
-        "per-map memory as fdinfo memlock reports it",
-    ),
-    (
-        "files",
-        true,
-        "map files in process fd tables (iter/task_file)",
-    ),
-    (
-        "mmaps",
-        true,
-        "map files held only by mmaps (iter/task_vma, 5.15+)",
-    ),
-    ("programs", true, "programs that use each map"),
-    ("outer_maps", true, "map-in-map slots that hold each map"),
-    ("links", true, "iterator links attached to each map"),
-    ("pins", true, "bpffs pins on every mounted bpffs"),
-    (
-        "lifecycle",
-        true,
-        "map create/destroy, refcount and syscall flow per process",
-    ),
-];
-
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "bpfmap-exporter",
@@ -175,18 +142,30 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
         .collect()
 }
 
+/// The `--help` section listing every collector of the registry.
+fn collectors_help() -> String {
+    let mut s = String::from("Collectors (--collector.<name> / --no-collector.<name>):\n");
+    for c in crate::collector::REGISTRY {
+        let on = if c.default_on { "on" } else { "off" };
+        s.push_str(&format!("  {:<12} [{on}] {}\n", c.name, c.help));
+    }
+    s
+}
+
 impl Cli {
     pub fn parse_from_env() -> Self {
-        Self::parse_from(normalize_args(std::env::args()))
+        use clap::{CommandFactory, FromArgMatches};
+        let m = Self::command()
+            .after_help(collectors_help())
+            .get_matches_from(normalize_args(std::env::args()));
+        Self::from_arg_matches(&m).unwrap_or_else(|e| e.exit())
     }
 
     /// Whether a collector is enabled after applying enable/disable flags.
     /// Returns an error naming valid collectors when a name is unknown.
     pub fn collector_enabled(&self, name: &str) -> bool {
-        let default = COLLECTORS
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, d, _)| *d)
+        let default = crate::collector::spec(name)
+            .map(|s| s.default_on)
             .unwrap_or(false);
         if self.disable.iter().any(|n| n == name) {
             return false;
@@ -196,8 +175,8 @@ impl Cli {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         for n in self.enable.iter().chain(self.disable.iter()) {
-            if !COLLECTORS.iter().any(|(c, _, _)| c == n) {
-                let names: Vec<_> = COLLECTORS.iter().map(|(c, _, _)| *c).collect();
+            if crate::collector::spec(n).is_none() {
+                let names: Vec<_> = crate::collector::REGISTRY.iter().map(|s| s.name).collect();
                 anyhow::bail!(
                     "unknown collector {n:?}: valid names are {}",
                     names.join(", ")
@@ -251,6 +230,17 @@ mod tests {
         let c = parse(&["--no-collector", "bogus"]);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("bogus") && e.contains("pins"), "{e}");
+    }
+
+    #[test]
+    fn help_lists_every_registered_collector() {
+        let h = collectors_help();
+        for c in crate::collector::REGISTRY {
+            assert!(
+                h.contains(&format!("  {:<12} [on] {}", c.name, c.help)),
+                "{h}"
+            );
+        }
     }
 
     #[test]

@@ -1,55 +1,62 @@
-//! One scrape: census parts + other collectors, each timed and reported,
-//! rendered into fresh families. Owned by a single thread (BPF objects are
-//! not shared across threads), which serialises scrapes.
+//! One scrape: the census, then every other collector, each timed and
+//! reported by the collector registry's one function, rendered into fresh
+//! families. Owned by a single thread (BPF objects are not shared across
+//! threads), which serialises scrapes.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::census::render::{render_cached, RenderOpts};
-use crate::census::{Census, CensusOpts, PartResult, Parts, Snapshot};
+use crate::census::render::{RenderOpts, Renderer};
+use crate::census::{Census, CensusOpts, Parts, Snapshot};
 use crate::cli::Cli;
-use crate::collector::Collector;
+use crate::collector::{Collector, Report, ScrapeContext};
 use crate::http::ScrapeRequest;
 use crate::k8s::Attributor;
 use crate::metrics::Families;
 
 pub struct Exporter {
     census: Option<Census>,
+    renderer: Renderer,
+    /// The collectors that run after the census, in registry order.
     collectors: Vec<Box<dyn Collector>>,
     /// Container/pod identity of processes (census and lifecycle series).
-    attributor: std::sync::Arc<dyn Attributor>,
-    render_opts: RenderOpts,
+    attributor: Arc<dyn Attributor>,
     process: prometheus::process_collector::ProcessCollector,
-    /// Per-map families' text from the previous scrape, reused where
-    /// unchanged.
-    series_cache: Option<crate::metrics::SeriesCache>,
 }
 
 /// What a scrape produced, for /metrics and for `--check`.
 pub struct Scrape {
     /// The exposition in the text format (or why encoding failed).
     pub text: anyhow::Result<crate::metrics::Exposition>,
-    pub parts: Vec<PartResult>,
+    pub report: Report,
     pub snapshot: Snapshot,
 }
 
+/// The `k8s` collector: pod names of the pods the attributor met since the
+/// previous scrape.
+struct K8s;
+
+impl Collector for K8s {
+    fn name(&self) -> &'static str {
+        "k8s"
+    }
+
+    fn collect(&mut self, ctx: &ScrapeContext<'_>, out: &mut Families) -> anyhow::Result<()> {
+        ctx.attributor.render_metrics(out);
+        Ok(())
+    }
+}
+
 impl Exporter {
+    /// Build every enabled collector of the registry.
     pub fn new(cli: &Cli) -> anyhow::Result<Exporter> {
         let on = |n: &str| cli.collector_enabled(n);
         let census = if on("maps") {
             Some(Census::load(CensusOpts {
                 btf_path: cli.btf_path.clone(),
-                parts: Parts {
-                    memory: on("memory"),
-                    files: on("files"),
-                    mmaps: on("mmaps"),
-                    programs: on("programs"),
-                    outer_maps: on("outer_maps"),
-                    links: on("links"),
-                    pins: on("pins"),
-                },
+                parts: Parts::from_fn(on),
                 pins_max_entries: cli.pins_max_entries,
                 pins_max_depth: cli.pins_max_depth,
             })?)
@@ -58,22 +65,28 @@ impl Exporter {
         };
         let attributor = crate::k8s::from_cli(cli)?;
         let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
-        // The lifecycle collector never stops the exporter: if it cannot
-        // load, it reports success 0 with the reason.
-        if on("lifecycle") {
-            collectors.push(crate::lifecycle::from_cli(cli, attributor.clone()));
+        for spec in crate::collector::REGISTRY {
+            if spec.stage != crate::collector::Stage::After || !on(spec.name) {
+                continue;
+            }
+            collectors.push(match spec.name {
+                // Never stops the exporter: if it cannot load, it reports
+                // success 0 with the reason.
+                "lifecycle" => crate::lifecycle::from_cli(cli, attributor.clone()),
+                "k8s" => Box::new(K8s),
+                other => unreachable!("collector {other} is in the registry but never built"),
+            });
         }
         Ok(Exporter {
             census,
-            collectors,
-            attributor,
-            render_opts: RenderOpts {
+            renderer: Renderer::new(RenderOpts {
                 max_map_series: cli.max_map_series,
                 per_map: !cli.no_per_map,
                 max_pin_series: cli.pins_max_series,
-            },
+            }),
+            collectors,
+            attributor,
             process: prometheus::process_collector::ProcessCollector::for_self(),
-            series_cache: Some(Default::default()),
         })
     }
 
@@ -93,85 +106,49 @@ impl Exporter {
             .flat_map(|c| c.own_map_ids())
             .collect();
         let t_census = Instant::now();
-        let (snapshot, mut parts) = match self.census.as_mut() {
-            Some(c) => {
-                let snap = c.take(&own_extra);
-                let parts = snap.parts.clone();
-                (snap, parts)
-            }
-            None => (Snapshot::default(), Vec::new()),
+        let (snapshot, mut report) = match self.census.as_mut() {
+            Some(c) => c.take(&own_extra),
+            None => (Snapshot::default(), Report::default()),
         };
         let census_s = t_census.elapsed().as_secs_f64();
         let t_render = Instant::now();
         if self.census.is_some() {
-            if let Some(c) = self.series_cache.as_mut() {
-                c.begin();
-            }
             let attributor = &self.attributor;
-            render_cached(
+            self.renderer.render(
                 &snapshot,
-                &self.render_opts,
                 &|tgid, cgroup_id| {
                     let id = attributor.identify(tgid, cgroup_id);
                     (id.container_id, id.pod_uid)
                 },
                 &mut out,
-                self.series_cache.as_mut(),
             );
-            if let Some(c) = self.series_cache.as_mut() {
-                c.end();
-            }
-            let f = &snapshot.features;
-            for (name, v) in [("task_vma", f.task_vma), ("elem_count", f.elem_count)] {
-                out.gauge(
-                    "bpfmap_feature_available",
-                    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+).",
-                    vec![("feature", name.to_string())],
-                    v as u8 as f64,
-                );
-            }
         }
-        let census_ref = snapshot.maps_ok.then_some(&snapshot);
+        let ctx = ScrapeContext {
+            census: snapshot.maps_ok.then_some(&snapshot),
+            attributor: &*self.attributor,
+        };
         for c in self.collectors.iter_mut() {
-            let t = Instant::now();
             let mut fams = Families::new();
-            let r = c.collect(census_ref, &mut fams);
-            let seconds = t.elapsed().as_secs_f64();
-            match r {
-                Ok(()) => {
-                    out.extend(fams);
-                    parts.push(PartResult {
-                        name: c.name(),
-                        ok: true,
-                        seconds,
-                        error: None,
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(collector = c.name(), error = %format!("{e:#}"), "collector failed");
-                    parts.push(PartResult {
-                        name: c.name(),
-                        ok: false,
-                        seconds,
-                        error: Some(format!("{e:#}")),
-                    });
-                }
+            if report
+                .run(c.name(), || c.collect(&ctx, &mut fams))
+                .is_some()
+            {
+                out.extend(fams);
             }
         }
-        self.attributor.render_metrics(&mut out);
-        for p in &parts {
-            let l = || vec![("collector", p.name.to_string())];
+        for o in &report.outcomes {
+            let l = || vec![("collector", o.name.to_string())];
             out.gauge(
                 "bpfmap_scrape_collector_success",
                 "1 when the collector succeeded in this scrape.",
                 l(),
-                p.ok as u8 as f64,
+                o.ok as u8 as f64,
             );
             out.gauge(
                 "bpfmap_scrape_collector_duration_seconds",
                 "Time the collector took in this scrape.",
                 l(),
-                p.seconds,
+                o.seconds,
             );
         }
         out.gauge(
@@ -197,7 +174,7 @@ impl Exporter {
         );
         Scrape {
             text,
-            parts,
+            report,
             snapshot,
         }
     }

@@ -1,4 +1,5 @@
 //! bpfmap-exporter: a Prometheus exporter for BPF maps.
+pub mod bpf;
 pub mod census;
 pub mod cli;
 pub mod collector;
@@ -9,13 +10,3 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod simulate;
 pub mod sys;
-
-pub mod skel {
-    #![allow(clippy::all, missing_docs, non_camel_case_types, unused)]
-    include!(concat!(env!("OUT_DIR"), "/census.skel.rs"));
-}
-
-pub mod lifecycle_skel {
-    #![allow(clippy::all, missing_docs, non_camel_case_types, unused)]
-    include!(concat!(env!("OUT_DIR"), "/lifecycle.skel.rs"));
-}

@@ -57,7 +57,7 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
         }
     }
     let mut ok = true;
-    for p in &scrape.parts {
+    for p in &scrape.report.outcomes {
         println!(
             "collector={} success={} seconds={:.6}",
             p.name, p.ok as u8, p.seconds

@@ -26,7 +26,7 @@ fn text(s: &Snapshot) -> String {
 fn until(c: &mut Census, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = c.take(&[]);
+        let (s, _) = c.take(&[]);
         if pred(&s) {
             return s;
         }
@@ -173,8 +173,8 @@ fn census_explains_every_holder_kind_then_forgets_freed_maps() {
     assert_ne!(addr, libc::MAP_FAILED, "mmap of the array");
     drop(mm);
 
-    let s = census.take(&[]);
-    for p in &s.parts {
+    let (s, report) = census.take(&[]);
+    for p in &report.outcomes {
         assert!(p.ok, "census part {} failed: {:?}", p.name, p.error);
     }
     for m in &typed {
@@ -351,8 +351,8 @@ fn unexplained_reference_from_an_in_flight_fd_is_reported() {
     let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
     send_fd(&a, m.as_fd().as_raw_fd());
     drop(m);
-    let s = census.take(&[]);
-    for p in &s.parts {
+    let (s, report) = census.take(&[]);
+    for p in &report.outcomes {
         assert!(p.ok, "census part {} failed: {:?}", p.name, p.error);
     }
     let rec = s.maps.iter().find(|r| r.id == id).unwrap();
@@ -403,7 +403,7 @@ fn exporter_keeps_no_fds_and_its_maps_go_with_it() {
     let own = census.own_map_ids().to_vec();
     let during = open_fds();
     for _ in 0..20 {
-        let s = census.take(&[]);
+        let (s, _) = census.take(&[]);
         assert!(
             s.maps.iter().all(|m| !own.contains(&m.id)),
             "own maps are not reported as the node's"
@@ -429,7 +429,7 @@ fn exposition_passes_promtool_with_odd_comms() {
     let odd: &[u8] = b"a\"b\\c\nd\xff\xfe";
     let mut child = child_with_comm(tmp.path(), odd);
     drop(fd);
-    let s = census.take(&[]);
+    let (s, _) = census.take(&[]);
     let p = s
         .processes
         .iter()
@@ -503,8 +503,8 @@ fn maps_vanishing_mid_census_cause_no_error_and_no_stale_series() {
         || (done.load(std::sync::atomic::Ordering::Relaxed) <= 10
             && t.elapsed() < std::time::Duration::from_secs(60))
     {
-        let s = census.take(&[]);
-        for p in &s.parts {
+        let (s, report) = census.take(&[]);
+        for p in &report.outcomes {
             assert!(
                 p.ok,
                 "part {} failed while maps vanish: {:?}",

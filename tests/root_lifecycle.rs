@@ -10,7 +10,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use bpfmap_exporter::census::{Census, CensusOpts, Parts};
-use bpfmap_exporter::collector::Collector;
+use bpfmap_exporter::collector::{Collector, ScrapeContext};
+use bpfmap_exporter::k8s::NoAttribution;
 use bpfmap_exporter::lifecycle::probes::KernelCaps;
 use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts};
 use bpfmap_exporter::metrics::{encode_text, Families};
@@ -20,25 +21,21 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 /// A census with only the map iterator (what the lifecycle diff needs).
 fn census() -> Census {
     Census::load(CensusOpts {
-        parts: Parts {
-            memory: false,
-            files: false,
-            mmaps: false,
-            programs: false,
-            outer_maps: false,
-            links: false,
-            pins: false,
-        },
+        parts: Parts::from_fn(|n| n == "maps"),
         ..Default::default()
     })
     .expect("census loads")
 }
 
 fn scrape(c: &mut Census, lc: &mut Lifecycle) -> String {
-    let snap = c.take(&lc.own_map_ids());
+    let (snap, _) = c.take(&lc.own_map_ids());
     assert!(snap.maps_ok, "census failed");
     let mut f = Families::new();
-    lc.collect(Some(&snap), &mut f).expect("lifecycle collect");
+    let ctx = ScrapeContext {
+        census: Some(&snap),
+        attributor: &NoAttribution,
+    };
+    lc.collect(&ctx, &mut f).expect("lifecycle collect");
     String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap()
 }
 

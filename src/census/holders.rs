@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
 
-use super::decode::{FileRecord, MapRecord};
 use super::IdMap;
+use crate::bpf::census::{FileRecord, MapRecord};
 
 /// Holder kinds, as the `kind` label of `bpfmap_map_holders`.
 pub const KINDS: [&str; 6] = ["file", "pin", "program", "map", "mmap", "link"];

@@ -1,5 +1,7 @@
-//! Turning a [`Snapshot`] into metric families. Pure code: the golden-file
-//! test renders a hand-built snapshot.
+//! Turning a [`Snapshot`] into metric families. [`render`] is a pure
+//! function of the snapshot (the golden-file test renders a hand-built one);
+//! [`Renderer`] adds the one piece of state carried between scrapes, the
+//! text of per-map families, reused where its inputs did not change.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::fdinfo::ObjKind;
@@ -44,6 +46,38 @@ pub fn render(
     out: &mut Families,
 ) {
     render_cached(snap, opts, attribution, out, None);
+}
+
+/// The census renderer of a running exporter: [`render`] plus the
+/// [`SeriesCache`] it owns, which keeps the previous scrape's per-map text.
+/// Its output is byte-identical to [`render`]'s for the same snapshot.
+pub struct Renderer {
+    opts: RenderOpts,
+    cache: SeriesCache,
+}
+
+impl Renderer {
+    pub fn new(opts: RenderOpts) -> Renderer {
+        Renderer {
+            opts,
+            cache: SeriesCache::default(),
+        }
+    }
+
+    pub fn render(&mut self, snap: &Snapshot, attribution: Attribution<'_>, out: &mut Families) {
+        self.cache.begin();
+        render_cached(snap, &self.opts, attribution, out, Some(&mut self.cache));
+        self.cache.end();
+        let f = &snap.features;
+        for (name, v) in [("task_vma", f.task_vma), ("elem_count", f.elem_count)] {
+            out.gauge(
+                "bpfmap_feature_available",
+                "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+).",
+                vec![("feature", name.to_string())],
+                v as u8 as f64,
+            );
+        }
+    }
 }
 
 /// [`render`], reusing the text of per-map families from `cache` where what

@@ -10,7 +10,7 @@ use anyhow::Context;
 use libbpf_rs::skel::{OpenSkel, Skel};
 use libbpf_rs::Link;
 
-use crate::lifecycle_skel::LifecycleSkel;
+use crate::bpf::lifecycle::LifecycleSkel;
 use crate::sys;
 
 /// An empty program: (program name, mechanism, attach point).
@@ -73,7 +73,7 @@ impl Floor {
             .iter()
             .find(|e| e.prog == prog)
             .with_context(|| format!("{prog} is not an empty benchmark program"))?;
-        let mut open = super::open_skel(btf_path.as_deref())?;
+        let mut open = crate::bpf::lifecycle::open_skel(btf_path.as_deref())?;
         open.maps.events.set_max_entries(4096)?;
         for mut p in open.open_object_mut().progs_mut() {
             let load = p.name().to_string_lossy() == def.prog;

@@ -6,31 +6,30 @@
 //! from the running kernel (fentry/fexit -> kprobe/kretprobe -> tracepoint);
 //! destructions come from map ids leaving the census (ids are never reused
 //! before they wrap), attributed to the creator recorded at creation.
-pub mod decode;
 pub mod floor;
 pub mod probes;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::skel::Skel;
 use libbpf_rs::{Link, MapCore, MapFlags};
 
+use crate::bpf::lifecycle::records as decode;
+use crate::bpf::lifecycle::{attach, open_and_load, LifecycleSkel};
+use crate::bpf::records::sum_percpu;
 use crate::census::names::map_type_name;
-use crate::census::Snapshot;
-use crate::collector::Collector;
+use crate::collector::{Collector, ScrapeContext};
 use crate::k8s::{Attributor, NoAttribution};
-use crate::lifecycle_skel::{LifecycleSkel, LifecycleSkelBuilder, OpenLifecycleSkel};
 use crate::metrics::{Families, Labels};
 use crate::sys;
 
 use decode::{Kind, ProcKey};
-use probes::{Choice, KernelCaps, Mode, ProbeDef};
+use probes::{Choice, KernelCaps, Mode};
 use state::{Folder, LabelSet, Slot, Tracker};
 
 /// Options of the lifecycle collector (from the command line).
@@ -89,159 +88,6 @@ pub struct Lifecycle {
     opts: LifecycleOpts,
     ring: Option<(libbpf_rs::RingBuffer<'static>, Events)>,
     stats_fd: Option<OwnedFd>,
-}
-
-/// Open the lifecycle BPF object (with `btf_path` for CO-RE when given).
-/// The skeleton borrows its object storage for its whole life; a few bytes
-/// per open are leaked (fds and maps are closed on drop).
-pub(crate) fn open_skel(
-    btf_path: Option<&std::path::Path>,
-) -> anyhow::Result<OpenLifecycleSkel<'static>> {
-    let mut builder = LifecycleSkelBuilder::default();
-    if let Some(p) = btf_path {
-        builder.obj_builder.btf_custom_path(p)?;
-    }
-    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-        Box::leak(Box::new(MaybeUninit::uninit()));
-    builder
-        .open(storage)
-        .context("opening lifecycle BPF object")
-}
-
-fn open_and_load(
-    set: &BTreeSet<&'static str>,
-    opts: &LifecycleOpts,
-    caps: &KernelCaps,
-) -> anyhow::Result<LifecycleSkel<'static>> {
-    let mut open = open_skel(opts.btf_path.as_deref())?;
-    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-        ro.with_pid = opts.pid_label as u32;
-        ro.log_events = opts.log_events as u32;
-        ro.have_rdonly_cast = caps.rdonly_cast as u32;
-    }
-    if !opts.log_events {
-        open.maps.events.set_max_entries(4096)?;
-    }
-    anyhow::ensure!(
-        opts.counter_slots > 0,
-        "lifecycle counter slots must be at least 1"
-    );
-    open.maps.slots.set_max_entries(opts.counter_slots)?;
-    open.maps.counts.set_max_entries(opts.counter_slots)?;
-    open.maps.free_slots.set_max_entries(opts.counter_slots)?;
-    for mut p in open.open_object_mut().progs_mut() {
-        let name = p.name().to_string_lossy().into_owned();
-        p.set_autoload(set.contains(name.as_str()));
-    }
-    let skel = open.load()?;
-    fill_free_slots(&skel.maps.free_slots, opts.counter_slots)?;
-    Ok(skel)
-}
-
-/// Hand every counter slot to the programs (before anything is attached).
-fn fill_free_slots(q: &libbpf_rs::Map<'_>, n: u32) -> anyhow::Result<()> {
-    for slot in 0..n {
-        q.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| format!("filling the free counter slots ({slot})"))?;
-    }
-    Ok(())
-}
-
-/// Attach every probe along its chain; first attach that works wins.
-fn attach(
-    skel: &LifecycleSkel<'static>,
-    plan: &[ProbeDef],
-    loaded: &BTreeSet<&'static str>,
-    census: bool,
-    final_pass: bool,
-) -> (Vec<Link>, Vec<Choice>, Vec<&'static str>) {
-    let mut links = Vec::new();
-    let mut choices: Vec<Choice> = Vec::new();
-    let mut progs_used = Vec::new();
-    for def in plan {
-        let mut chosen = None;
-        for cand in &def.chain {
-            if cand.mode == Mode::Census {
-                if census {
-                    chosen = Some(Choice {
-                        probe: def.name,
-                        mode: Mode::Census,
-                        attached: true,
-                        point: cand.point.to_string(),
-                    });
-                    break;
-                }
-                continue; // --no-collector.maps: nothing finds destructions
-            }
-            if cand.progs.is_empty() {
-                // map_create through the syscall-exit program.
-                let sys = choices.iter().find(|c| c.probe == "map_syscalls");
-                if let Some(sys) = sys.filter(|c| c.attached) {
-                    chosen = Some(Choice {
-                        probe: def.name,
-                        mode: sys.mode,
-                        attached: true,
-                        point: sys.point.clone(),
-                    });
-                    break;
-                }
-                continue;
-            }
-            if !cand.progs.iter().all(|g| loaded.contains(g)) {
-                continue;
-            }
-            let mut got = Vec::new();
-            let mut err = None;
-            for g in cand.progs {
-                let prog = skel
-                    .object()
-                    .progs_mut()
-                    .find(|p| p.name().to_string_lossy() == *g);
-                match prog.map(|p| p.attach()) {
-                    Some(Ok(l)) => got.push(l),
-                    Some(Err(e)) => {
-                        err = Some(format!("{e}"));
-                        break;
-                    }
-                    None => {
-                        err = Some("program not loaded".into());
-                        break;
-                    }
-                }
-            }
-            match err {
-                None => {
-                    links.extend(got);
-                    progs_used.extend(cand.progs.iter().copied());
-                    chosen = Some(Choice {
-                        probe: def.name,
-                        mode: cand.mode,
-                        attached: true,
-                        point: cand.point.to_string(),
-                    });
-                    break;
-                }
-                Some(e) if final_pass => {
-                    tracing::info!(
-                        probe = def.name,
-                        mode = cand.mode.as_str(),
-                        point = cand.point,
-                        error = %e,
-                        "attach failed, trying the next mode"
-                    );
-                }
-                Some(_) => {}
-            }
-        }
-        let c = chosen.unwrap_or_else(|| Choice {
-            probe: def.name,
-            mode: Mode::None,
-            attached: false,
-            point: "none".into(),
-        });
-        choices.push(c);
-    }
-    (links, choices, progs_used)
 }
 
 impl Lifecycle {
@@ -399,7 +245,7 @@ impl Lifecycle {
             };
             let (p, kind) = decode::decode_count_key(&key)?;
             if let Some(kind) = kind {
-                out.push((Some(p), kind, decode::sum_percpu(&vals)));
+                out.push((Some(p), kind, sum_percpu(&vals)));
             }
         }
         if let Some(v) = self
@@ -422,7 +268,7 @@ impl Lifecycle {
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .ok()
             .flatten()
-            .map(|v| decode::sum_percpu(&v))
+            .map(|v| sum_percpu(&v))
             .unwrap_or(0)
     }
 
@@ -439,14 +285,7 @@ impl Lifecycle {
     }
 
     fn last_recorded(&self) -> u32 {
-        self.skel
-            .maps
-            .bss_data
-            .as_deref()
-            // SAFETY: the .bss map is mmaped for the skeleton's life; the
-            // kernel writes this u32 concurrently, so read it volatile.
-            .map(|b| unsafe { std::ptr::read_volatile(&b.last_id) })
-            .unwrap_or(0)
+        crate::bpf::lifecycle::last_recorded(&self.skel)
     }
 
     fn log_events(&mut self) {
@@ -516,7 +355,8 @@ impl Collector for Lifecycle {
         self.choices.iter().map(|c| c.check_line()).collect()
     }
 
-    fn collect(&mut self, census: Option<&Snapshot>, out: &mut Families) -> anyhow::Result<()> {
+    fn collect(&mut self, ctx: &ScrapeContext<'_>, out: &mut Families) -> anyhow::Result<()> {
+        let census = ctx.census;
         self.log_events();
         for c in &self.choices {
             out.gauge(
@@ -664,7 +504,7 @@ impl Collector for Unavailable {
         "lifecycle"
     }
 
-    fn collect(&mut self, _: Option<&Snapshot>, _: &mut Families) -> anyhow::Result<()> {
+    fn collect(&mut self, _: &ScrapeContext<'_>, _: &mut Families) -> anyhow::Result<()> {
         anyhow::bail!("{}", self.error)
     }
 }

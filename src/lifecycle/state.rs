@@ -4,7 +4,7 @@
 //! unit-tested without root.
 use std::collections::{BTreeMap, HashSet};
 
-use super::decode::{CreateRec, Kind, ProcKey};
+use crate::bpf::lifecycle::records::{CreateRec, Kind, ProcKey};
 
 /// Upper bounds (seconds) of `bpfmap_map_lifetime_seconds`.
 pub const LIFETIME_BUCKETS: &[f64] = &[

@@ -1,6 +1,14 @@
-//! Decoding the records shared with bpf/lifecycle.bpf.c (bpf/lifecycle.h),
-//! field by field, little endian. Pure: no I/O.
-use std::fmt;
+//! The records shared with bpf/lifecycle.bpf.c (bpf/lifecycle.h), decoded
+//! with the shared reader; their sizes are checked at compile time against
+//! the types the skeleton generates from the object's BTF. Pure: no I/O.
+use crate::bpf::records::{lossy, Rec, RecordError};
+
+const _: () = {
+    use super::skel::types;
+    assert!(std::mem::size_of::<types::count_key>() == COUNT_KEY_SIZE);
+    assert!(std::mem::size_of::<types::create_rec>() == CREATE_REC_SIZE);
+    assert!(std::mem::size_of::<types::overflow_val>() == OVERFLOW_SLOTS * 8);
+};
 
 /// Size of `struct count_key`.
 pub const COUNT_KEY_SIZE: usize = 32;
@@ -19,41 +27,6 @@ pub const KIND_CREATE: u16 = 1;
 pub const KIND_SYSCALL: u16 = 2;
 pub const KIND_INC: u16 = 3;
 pub const KIND_DEC: u16 = 4;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError {
-    pub what: &'static str,
-    pub len: usize,
-    /// An out-of-range value (`len` is then the record's valid length).
-    pub value: Option<u64>,
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.value {
-            Some(v) => write!(f, "{}: value {v} out of range", self.what),
-            None => write!(f, "{}: unexpected length {}", self.what, self.len),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
-
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes(b[o..o + 2].try_into().expect("2 bytes"))
-}
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
-}
-
-/// A comm as the kernel stores it: up to the first NUL, lossy UTF-8.
-pub fn comm_str(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
 
 /// The process a kernel counter belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,59 +64,34 @@ impl Kind {
 }
 
 /// `struct count_key`.
-pub fn decode_count_key(b: &[u8]) -> Result<(ProcKey, Option<Kind>), DecodeError> {
-    if b.len() != COUNT_KEY_SIZE {
-        return Err(DecodeError {
-            what: "count_key",
-            len: b.len(),
-            value: None,
-        });
-    }
+pub fn decode_count_key(b: &[u8]) -> Result<(ProcKey, Option<Kind>), RecordError> {
+    let r = Rec::exact("count_key", b, COUNT_KEY_SIZE)?;
     let key = ProcKey {
-        cgroup_id: u64_at(b, 0),
-        tgid: u32_at(b, 8),
-        comm: comm_str(&b[16..32]),
+        cgroup_id: r.u64(0),
+        tgid: r.u32(8),
+        comm: lossy(r.cstr(16, 16)),
     };
-    Ok((key, Kind::from_raw(u16_at(b, 12), u16_at(b, 14))))
+    Ok((key, Kind::from_raw(r.u16(12), r.u16(14))))
 }
 
 /// A `slots` hash value: the key's index in the per-CPU `counts` array
 /// of `n` slots.
-pub fn decode_slot(b: &[u8], n: u32) -> Result<u32, DecodeError> {
-    let err = |value| DecodeError {
-        what: "slot",
-        len: b.len(),
-        value,
-    };
-    if b.len() != 4 {
-        return Err(err(None));
-    }
-    match u32_at(b, 0) {
+pub fn decode_slot(b: &[u8], n: u32) -> Result<u32, RecordError> {
+    match Rec::exact("slot", b, 4)?.u32(0) {
         s if s < n => Ok(s),
-        s => Err(err(Some(s as u64))),
+        s => Err(RecordError::Range {
+            what: "slot",
+            value: s as u64,
+        }),
     }
-}
-
-/// Sum of a per-CPU u64 value.
-pub fn sum_percpu(vals: &[Vec<u8>]) -> u64 {
-    vals.iter()
-        .filter(|v| v.len() >= 8)
-        .map(|v| u64_at(v, 0))
-        .fold(0u64, |a, b| a.wrapping_add(b))
 }
 
 /// The overflow counters (one array value of OVERFLOW_SLOTS u64s) as kinds.
-pub fn decode_overflow(b: &[u8]) -> Result<Vec<(Kind, u64)>, DecodeError> {
-    if b.len() != OVERFLOW_SLOTS * 8 {
-        return Err(DecodeError {
-            what: "overflow",
-            len: b.len(),
-            value: None,
-        });
-    }
+pub fn decode_overflow(b: &[u8]) -> Result<Vec<(Kind, u64)>, RecordError> {
+    let r = Rec::exact("overflow", b, OVERFLOW_SLOTS * 8)?;
     let mut out = Vec::new();
     for i in 0..OVERFLOW_SLOTS {
-        let n = u64_at(b, i * 8);
+        let n = r.u64(i * 8);
         if n == 0 {
             continue;
         }
@@ -171,27 +119,21 @@ pub struct CreateRec {
     pub comm: String,
 }
 
-pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, DecodeError> {
-    if b.len() != CREATE_REC_SIZE {
-        return Err(DecodeError {
-            what: "create_rec",
-            len: b.len(),
-            value: None,
-        });
-    }
+pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, RecordError> {
+    let b = Rec::exact("create_rec", b, CREATE_REC_SIZE)?;
     Ok(CreateRec {
-        create_ns: u64_at(b, 0),
-        cgroup_id: u64_at(b, 8),
-        map_ptr: u64_at(b, 16),
-        id: u32_at(b, 24),
-        tgid: u32_at(b, 28),
-        pid: u32_at(b, 32),
-        map_type: u32_at(b, 36),
-        key_size: u32_at(b, 40),
-        value_size: u32_at(b, 44),
-        max_entries: u32_at(b, 48),
-        map_flags: u32_at(b, 52),
-        comm: comm_str(&b[56..72]),
+        create_ns: b.u64(0),
+        cgroup_id: b.u64(8),
+        map_ptr: b.u64(16),
+        id: b.u32(24),
+        tgid: b.u32(28),
+        pid: b.u32(32),
+        map_type: b.u32(36),
+        key_size: b.u32(40),
+        value_size: b.u32(44),
+        max_entries: b.u32(48),
+        map_flags: b.u32(52),
+        comm: lossy(b.cstr(56, 16)),
     })
 }
 
@@ -220,6 +162,7 @@ pub fn cmd_name(cmd: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::records::sum_percpu;
 
     #[test]
     fn count_key_round_trip() {

@@ -1,6 +1,7 @@
-//! Decoding of the fixed-size records that bpf/census.bpf.c writes with
-//! bpf_seq_write(). Layouts mirror bpf/census.h; pure code, unit-tested.
-use thiserror::Error;
+//! The records that bpf/census.bpf.c writes with bpf_seq_write(), decoded
+//! with the shared reader. Layouts mirror bpf/census.h, whose static
+//! asserts hold the C side to these sizes. Pure code, unit-tested.
+use crate::bpf::records::{stream, RecordError};
 
 pub const MAP_REC_SIZE: usize = 88;
 pub const FILE_REC_SIZE: usize = 56;
@@ -40,74 +41,44 @@ pub struct FileRecord {
     pub vm_start: u64,
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("iterator output of {len} bytes is not a whole number of {rec}-byte records: the BPF object and the exporter binary disagree on the record layout (rebuild both from one tree)")]
-    Truncated { len: usize, rec: usize },
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
-}
-fn i64_at(b: &[u8], off: usize) -> i64 {
-    i64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
-}
-fn cstr(b: &[u8]) -> &[u8] {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    &b[..end]
-}
-
-fn chunks(buf: &[u8], rec: usize) -> Result<std::slice::ChunksExact<'_, u8>, DecodeError> {
-    if buf.len() % rec != 0 {
-        return Err(DecodeError::Truncated {
-            len: buf.len(),
-            rec,
-        });
-    }
-    Ok(buf.chunks_exact(rec))
-}
-
 /// Decode `iter/bpf_map` output. The iterator's cursor holds one reference on
 /// the map it is visiting, so one is subtracted from the raw refcount.
-pub fn decode_maps(buf: &[u8]) -> Result<Vec<MapRecord>, DecodeError> {
-    Ok(chunks(buf, MAP_REC_SIZE)?
+pub fn decode_maps(buf: &[u8]) -> Result<Vec<MapRecord>, RecordError> {
+    Ok(stream("iter/bpf_map output", buf, MAP_REC_SIZE)?
         .map(|b| {
-            let elem = i64_at(b, 24);
+            let elem = b.i64(24);
             MapRecord {
-                map_ptr: u64_at(b, 0),
-                refcnt: i64_at(b, 8) - 1,
-                usercnt: i64_at(b, 16),
+                map_ptr: b.u64(0),
+                refcnt: b.i64(8) - 1,
+                usercnt: b.i64(16),
                 elem_count: (elem >= 0).then_some(elem),
-                map_extra: u64_at(b, 32),
-                id: u32_at(b, 40),
-                map_type: u32_at(b, 44),
-                key_size: u32_at(b, 48),
-                value_size: u32_at(b, 52),
-                max_entries: u32_at(b, 56),
-                map_flags: u32_at(b, 60),
-                frozen: u32_at(b, 64) != 0,
-                is_outer: u32_at(b, 68) != 0,
-                name: String::from_utf8_lossy(cstr(&b[72..88])).into_owned(),
+                map_extra: b.u64(32),
+                id: b.u32(40),
+                map_type: b.u32(44),
+                key_size: b.u32(48),
+                value_size: b.u32(52),
+                max_entries: b.u32(56),
+                map_flags: b.u32(60),
+                frozen: b.u32(64) != 0,
+                is_outer: b.u32(68) != 0,
+                name: String::from_utf8_lossy(b.cstr(72, 16)).into_owned(),
             }
         })
         .collect())
 }
 
 /// Decode `iter/task_file` or `iter/task_vma` output.
-pub fn decode_files(buf: &[u8]) -> Result<Vec<FileRecord>, DecodeError> {
-    Ok(chunks(buf, FILE_REC_SIZE)?
+pub fn decode_files(buf: &[u8]) -> Result<Vec<FileRecord>, RecordError> {
+    Ok(stream("iter/task_file output", buf, FILE_REC_SIZE)?
         .map(|b| FileRecord {
-            file_ptr: u64_at(b, 0),
-            cgroup_id: u64_at(b, 8),
-            tgid: u32_at(b, 16),
-            pid: u32_at(b, 20),
-            fd: u32_at(b, 24),
-            map_id: u32_at(b, 28),
-            comm: cstr(&b[32..48]).to_vec(),
-            vm_start: u64_at(b, 48),
+            file_ptr: b.u64(0),
+            cgroup_id: b.u64(8),
+            tgid: b.u32(16),
+            pid: b.u32(20),
+            fd: b.u32(24),
+            map_id: b.u32(28),
+            comm: b.cstr(32, 16).to_vec(),
+            vm_start: b.u64(48),
         })
         .collect())
 }
@@ -192,7 +163,14 @@ pub(crate) mod tests {
         let mut buf = encode_map(&sample_map(), 2);
         buf.pop();
         let err = decode_maps(&buf).unwrap_err();
-        assert_eq!(err, DecodeError::Truncated { len: 87, rec: 88 });
+        assert_eq!(
+            err,
+            RecordError::Truncated {
+                what: "iter/bpf_map output",
+                len: 87,
+                rec: 88
+            }
+        );
         assert!(err.to_string().contains("record layout"));
     }
 

@@ -1,0 +1,166 @@
+//! The census skeleton (bpf/census.bpf.c): the `iter/bpf_map`,
+//! `iter/task_file` and `iter/task_vma` programs, loaded and attached, and
+//! their output read and decoded.
+pub mod records;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use libbpf_rs::skel::OpenSkel;
+use libbpf_rs::Link;
+
+pub use records::{decode_files, decode_maps, FileRecord, MapRecord};
+
+use super::{iter, load};
+use crate::sys;
+
+#[allow(clippy::all, missing_docs, non_camel_case_types, unused)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/census.skel.rs"));
+}
+use skel::{CensusSkel, CensusSkelBuilder};
+
+/// Kernel features the census found in the kernel's BTF at load time.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    /// iter/task_vma (5.15+): mmap holders.
+    pub task_vma: bool,
+    /// bpf_map_sum_elem_count kfunc (6.6+): live entries of hash maps.
+    pub elem_count: bool,
+}
+
+impl Features {
+    fn probe(btf: &std::path::Path) -> anyhow::Result<Features> {
+        use libbpf_rs::btf::types::{Func, Struct};
+        let btf = load::read_btf(btf)?;
+        Ok(Features {
+            // The iterator's context struct exists exactly where the iterator does.
+            task_vma: btf.type_by_name::<Struct>("bpf_iter__task_vma").is_some(),
+            elem_count: btf.type_by_name::<Func>("bpf_map_sum_elem_count").is_some(),
+        })
+    }
+}
+
+/// Which task walks to load.
+#[derive(Debug, Clone)]
+pub struct LoadOpts {
+    pub btf_path: Option<PathBuf>,
+    /// iter/task_file: map files in fd tables.
+    pub files: bool,
+    /// iter/task_vma: map files behind vmas (where the kernel has it).
+    pub mmaps: bool,
+}
+
+/// The loaded and attached census programs.
+pub struct Programs {
+    skel: CensusSkel<'static>,
+    map_link: Link,
+    file_link: Option<Link>,
+    vma_link: Option<Link>,
+    own_ids: Vec<u32>,
+    features: Features,
+}
+
+impl Programs {
+    /// Load and attach. Fails with an actionable message on missing
+    /// privileges or BTF.
+    pub fn load(opts: &LoadOpts) -> anyhow::Result<Programs> {
+        load::require_capabilities()?;
+        let btf = load::btf_path(opts.btf_path.as_deref())?;
+        let features = Features::probe(&btf)?;
+        let mut open = load::open(
+            CensusSkelBuilder::default(),
+            opts.btf_path.as_ref().map(|_| btf.as_path()),
+            "census",
+        )?;
+        let vmas = features.task_vma && opts.mmaps;
+        open.progs.dump_map.set_autoload(!features.elem_count);
+        open.progs.dump_map_count.set_autoload(features.elem_count);
+        open.progs.dump_task_vma.set_autoload(vmas);
+        open.progs.dump_task_file.set_autoload(opts.files);
+        let skel = open.load().map_err(|e| load::load_error("census", e))?;
+        let map_link = if features.elem_count {
+            skel.progs.dump_map_count.attach()
+        } else {
+            skel.progs.dump_map.attach()
+        }
+        .context("attaching iter/bpf_map")?;
+        let file_link = opts
+            .files
+            .then(|| skel.progs.dump_task_file.attach())
+            .transpose()
+            .context("attaching iter/task_file")?;
+        let vma_link = vmas
+            .then(|| skel.progs.dump_task_vma.attach())
+            .transpose()
+            .context("attaching iter/task_vma")?;
+        let own_ids = sys::object_map_ids(libbpf_rs::skel::Skel::object(&skel));
+        let p = Programs {
+            skel,
+            map_link,
+            file_link,
+            vma_link,
+            own_ids,
+            features,
+        };
+        p.settle_probe_maps();
+        Ok(p)
+    }
+
+    /// libbpf's feature probes create and close small maps ("libbpf_global",
+    /// "libbpf_det_bind") while loading; the kernel frees them a moment later
+    /// (deferred prog/map release). Wait, bounded, until this load's probe
+    /// maps are gone so the first census does not count the exporter's own
+    /// debris.
+    fn settle_probe_maps(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut buf = Vec::new();
+        while Instant::now() < deadline {
+            let Ok(maps) = self.read_maps(&mut buf) else {
+                return;
+            };
+            let max_own = self.own_ids.iter().copied().max().unwrap_or(0);
+            let lingering = maps.iter().any(|m| {
+                m.usercnt == 0 && m.id.abs_diff(max_own) <= 8 && m.name.starts_with("libbpf_")
+            });
+            if !lingering {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// Map ids of the census's own BPF objects.
+    pub fn own_map_ids(&self) -> &[u32] {
+        &self.own_ids
+    }
+
+    /// One `iter/bpf_map` walk, decoded (`buf` is kept by the caller).
+    pub fn read_maps(&self, buf: &mut Vec<u8>) -> anyhow::Result<Vec<MapRecord>> {
+        let _ = &self.skel;
+        Ok(decode_maps(iter::read(&self.map_link, buf)?)?)
+    }
+
+    /// A new `iter/task_file` walk, or None when it is not loaded. It is
+    /// read with [`read_files`], on any thread.
+    pub fn open_files(&self) -> Option<anyhow::Result<std::fs::File>> {
+        self.file_link.as_ref().map(iter::open)
+    }
+
+    /// A new `iter/task_vma` walk, or None when it is not loaded (off, or
+    /// the kernel lacks it).
+    pub fn open_vmas(&self) -> Option<anyhow::Result<std::fs::File>> {
+        self.vma_link.as_ref().map(iter::open)
+    }
+}
+
+/// Read and decode a task walk opened by [`Programs::open_files`] or
+/// [`Programs::open_vmas`].
+pub fn read_files(f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<Vec<FileRecord>> {
+    Ok(decode_files(iter::read_file(f, buf)?)?)
+}

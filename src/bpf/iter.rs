@@ -1,0 +1,32 @@
+//! BPF iterator I/O: a new iterator instance on a link is a file whose
+//! whole content is one walk's output.
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+
+use anyhow::Context;
+use libbpf_rs::Link;
+
+/// A new iterator instance on `link`, as a plain file (readable on any thread).
+pub(crate) fn open(link: &Link) -> anyhow::Result<std::fs::File> {
+    // SAFETY: bpf_iter_create takes a link fd and returns a new fd or -errno.
+    let fd = unsafe { libbpf_sys::bpf_iter_create(link.as_fd().as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd)).context("creating iterator");
+    }
+    // SAFETY: `fd` is a fresh fd that nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Read one walk's whole output into `buf` (cleared first). Callers keep
+/// their buffers from one scrape to the next, so a walk of megabytes does not
+/// fault in and grow a fresh buffer each time.
+pub(crate) fn read_file(mut f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<&[u8]> {
+    buf.clear();
+    f.read_to_end(buf).context("reading iterator")?;
+    Ok(buf)
+}
+
+/// [`open`] then [`read_file`].
+pub(crate) fn read<'a>(link: &Link, buf: &'a mut Vec<u8>) -> anyhow::Result<&'a [u8]> {
+    read_file(open(link)?, buf)
+}
