@@ -14,6 +14,7 @@ use crate::cli::Cli;
 use crate::collector::{Collector, Report, ScrapeContext};
 use crate::http::ScrapeRequest;
 use crate::k8s::Attributor;
+use crate::metrics::defs;
 use crate::metrics::Families;
 
 pub struct Exporter {
@@ -138,22 +139,11 @@ impl Exporter {
         }
         for o in &report.outcomes {
             let l = || vec![("collector", o.name.to_string())];
-            out.gauge(
-                "bpfmap_scrape_collector_success",
-                "1 when the collector succeeded in this scrape.",
-                l(),
-                o.ok as u8 as f64,
-            );
-            out.gauge(
-                "bpfmap_scrape_collector_duration_seconds",
-                "Time the collector took in this scrape.",
-                l(),
-                o.seconds,
-            );
+            out.gauge(&defs::SCRAPE_COLLECTOR_SUCCESS, l(), o.ok as u8 as f64);
+            out.gauge(&defs::SCRAPE_COLLECTOR_DURATION_SECONDS, l(), o.seconds);
         }
         out.gauge(
-            "bpfmap_build_info",
-            "Build of the exporter.",
+            &defs::BUILD_INFO,
             vec![
                 ("version", env!("CARGO_PKG_VERSION").to_string()),
                 ("revision", env!("BPFMAP_REVISION").to_string()),

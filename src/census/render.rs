@@ -8,8 +8,8 @@ use super::fdinfo::ObjKind;
 use super::holders::KINDS;
 use super::names::{map_type_label, map_type_name};
 use super::Snapshot;
+use crate::metrics::{defs, Def};
 use crate::metrics::{Families, SeriesCache};
-use prometheus::proto::MetricType;
 use std::hash::Hasher;
 
 pub struct RenderOpts {
@@ -71,8 +71,7 @@ impl Renderer {
         let f = &snap.features;
         for (name, v) in [("task_vma", f.task_vma), ("elem_count", f.elem_count)] {
             out.gauge(
-                "bpfmap_feature_available",
-                "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+).",
+                &defs::FEATURE_AVAILABLE,
                 vec![("feature", name.to_string())],
                 v as u8 as f64,
             );
@@ -143,26 +142,16 @@ fn render_maps(
             None => unexplained_known = false,
         }
     }
-    out.declare(
-        "bpfmap_maps",
-        "Live BPF maps on the node, by map type (the exporter's own excluded).",
-        prometheus::proto::MetricType::GAUGE,
-    );
+    out.declare(&defs::MAPS);
     let by_type: BTreeMap<String, (u64, u64)> = by_type
         .into_iter()
         .map(|(t, v)| (map_type_name(t), v))
         .collect();
     for (t, (n, bytes)) in &by_type {
-        out.gauge(
-            "bpfmap_maps",
-            "Live BPF maps on the node, by map type (the exporter's own excluded).",
-            vec![("map_type", t.clone())],
-            *n as f64,
-        );
+        out.gauge(&defs::MAPS, vec![("map_type", t.clone())], *n as f64);
         if !snap.memory.is_empty() {
             out.gauge(
-                "bpfmap_maps_memory_bytes",
-                "Kernel memory of live BPF maps by map type, as fdinfo memlock reports it.",
+                &defs::MAPS_MEMORY_BYTES,
                 vec![("map_type", t.clone())],
                 *bytes as f64,
             );
@@ -170,26 +159,19 @@ fn render_maps(
     }
     if unexplained_known {
         out.gauge(
-            "bpfmap_maps_unexplained_refs",
-            "Sum over all maps of references no user-visible holder explains (the leak signal).",
+            &defs::MAPS_UNEXPLAINED_REFS,
             vec![],
             unexplained_total as f64,
         );
         out.gauge(
-            "bpfmap_maps_with_unexplained_refs",
-            "Maps with at least one reference no user-visible holder explains.",
+            &defs::MAPS_WITH_UNEXPLAINED_REFS,
             vec![],
             with_unexplained as f64,
         );
     }
 
     if !opts.per_map {
-        out.gauge(
-            "bpfmap_map_series_omitted",
-            "Maps whose per-map series were not published (per-map series off or capped).",
-            vec![],
-            snap.maps.len() as f64,
-        );
+        out.gauge(&defs::MAP_SERIES_OMITTED, vec![], snap.maps.len() as f64);
         return;
     }
     // Per-map series, capped: maps with unexplained references first (the
@@ -218,8 +200,7 @@ fn render_maps(
         order.sort_unstable_by_key(key);
     }
     out.gauge(
-        "bpfmap_map_series_omitted",
-        "Maps whose per-map series were not published (per-map series off or capped).",
+        &defs::MAP_SERIES_OMITTED,
         vec![],
         (snap.maps.len() - limit) as f64,
     );
@@ -249,9 +230,7 @@ fn render_maps(
     });
     out.raw_cached(
         cache.as_deref_mut(),
-        "bpfmap_map_info",
-        "Map metadata; join on id: ... * on(id) group_left(name, map_type) bpfmap_map_info.",
-        MetricType::GAUGE,
+        &defs::MAP_INFO,
         fp,
         order.len() * 128,
         |info| {
@@ -276,23 +255,23 @@ fn render_maps(
     // Integer per-map families: (id, value) for the maps that have one.
     type Field<'a> = Box<dyn Fn(usize) -> Option<i64> + 'a>;
     let m = |i: usize| &snap.maps[i];
-    let fields: [(&'static str, &'static str, Field<'_>); 8] = [
-        ("bpfmap_map_max_entries", "max_entries of the map.", Box::new(|i| Some(m(i).max_entries as i64))),
-        ("bpfmap_map_key_size_bytes", "Key size of the map.", Box::new(|i| Some(m(i).key_size as i64))),
-        ("bpfmap_map_value_size_bytes", "Value size of the map.", Box::new(|i| Some(m(i).value_size as i64))),
+    let fields: [(&Def, Field<'_>); 8] = [
         (
-            "bpfmap_map_refcount",
-            "References on the map (bpf_map.refcnt), without the census iterator's own.",
-            Box::new(|i| Some(m(i).refcnt)),
+            &defs::MAP_MAX_ENTRIES,
+            Box::new(|i| Some(m(i).max_entries as i64)),
         ),
         (
-            "bpfmap_map_usercount",
-            "User references on the map (bpf_map.usercnt).",
-            Box::new(|i| Some(m(i).usercnt)),
+            &defs::MAP_KEY_SIZE_BYTES,
+            Box::new(|i| Some(m(i).key_size as i64)),
         ),
         (
-            "bpfmap_map_entries",
-            "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
+            &defs::MAP_VALUE_SIZE_BYTES,
+            Box::new(|i| Some(m(i).value_size as i64)),
+        ),
+        (&defs::MAP_REFCOUNT, Box::new(|i| Some(m(i).refcnt))),
+        (&defs::MAP_USERCOUNT, Box::new(|i| Some(m(i).usercnt))),
+        (
+            &defs::MAP_ENTRIES,
             Box::new(|i| {
                 let m = m(i);
                 (super::names::memory_follows_elements(m.map_type, 1)
@@ -301,17 +280,15 @@ fn render_maps(
             }),
         ),
         (
-            "bpfmap_map_memory_bytes",
-            "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
+            &defs::MAP_MEMORY_BYTES,
             Box::new(|i| Some(rows[i].memory? as i64)),
         ),
         (
-            "bpfmap_map_unexplained_refs",
-            "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
+            &defs::MAP_UNEXPLAINED_REFS,
             Box::new(|i| rows[i].unexplained),
         ),
     ];
-    for (name, help, field) in fields {
+    for (def, field) in fields {
         // A family with no sample at all is left out (no HELP/TYPE either).
         if !order.iter().any(|&i| field(i).is_some()) {
             continue;
@@ -326,11 +303,9 @@ fn render_maps(
         });
         out.raw_cached(
             cache.as_deref_mut(),
-            name,
-            help,
-            MetricType::GAUGE,
+            def,
             fp,
-            order.len() * (name.len() + 40),
+            order.len() * (def.name.len() + 40),
             |w| {
                 for &i in order {
                     if let Some(v) = field(i) {
@@ -353,9 +328,7 @@ fn render_maps(
         });
         out.raw_cached(
             cache.as_deref_mut(),
-            "bpfmap_map_holders",
-            "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
-            MetricType::GAUGE,
+            &defs::MAP_HOLDERS,
             fp,
             order.len() * 64,
             |w| {
@@ -413,23 +386,12 @@ fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Fam
             ]
         };
         if p.files > 0 {
-            out.gauge(
-                "bpfmap_process_map_files",
-                "Distinct map files (struct file, not fds) in the process's fd table.",
-                labels(),
-                p.files as f64,
-            );
-            out.gauge(
-                "bpfmap_process_map_fds",
-                "File descriptors the process has open on maps (dups count).",
-                labels(),
-                p.fds as f64,
-            );
+            out.gauge(&defs::PROCESS_MAP_FILES, labels(), p.files as f64);
+            out.gauge(&defs::PROCESS_MAP_FDS, labels(), p.fds as f64);
         }
         if p.mmap_only_files > 0 {
             out.gauge(
-                "bpfmap_process_map_mmap_files",
-                "Map files the process keeps alive only through mmaps (in no fd).",
+                &defs::PROCESS_MAP_MMAP_FILES,
                 labels(),
                 p.mmap_only_files as f64,
             );
@@ -439,12 +401,7 @@ fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Fam
 
 fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     let Some(inv) = &snap.inventory else { return };
-    out.gauge(
-        "bpfmap_bpffs_mounts",
-        "Mounted bpffs instances visible to the exporter.",
-        vec![],
-        inv.mounts.len() as f64,
-    );
+    out.gauge(&defs::BPFFS_MOUNTS, vec![], inv.mounts.len() as f64);
     // objects: distinct inodes per mount and type; bytes: distinct maps per mount.
     let mut objects: BTreeMap<(String, &'static str), HashSet<(u64, u64)>> = BTreeMap::new();
     let mut bytes: BTreeMap<String, HashMap<u32, u64>> = BTreeMap::new();
@@ -479,8 +436,7 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
         }
         if i < pin_limit {
             out.gauge(
-                "bpfmap_pin_info",
-                "One bpffs pin: its mount, path, object type and object id.",
+                &defs::PIN_INFO,
                 vec![
                     ("mount", p.mount.clone()),
                     ("path", p.path.clone()),
@@ -492,8 +448,7 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
             if p.info.kind == ObjKind::Map {
                 if let Some(Some(users)) = snap.holders.get(&p.info.id).map(|h| h.counts[2]) {
                     out.gauge(
-                        "bpfmap_pinned_map_unused",
-                        "1 when no program uses the pinned map (a stale pin candidate).",
+                        &defs::PINNED_MAP_UNUSED,
                         vec![
                             ("mount", p.mount.clone()),
                             ("path", p.path.clone()),
@@ -507,24 +462,21 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     }
     for ((mount, kind), inodes) in objects {
         out.gauge(
-            "bpfmap_pinned_objects",
-            "Pinned objects (distinct inodes) per bpffs mount and object type.",
+            &defs::PINNED_OBJECTS,
             vec![("mount", mount), ("object_type", kind.to_string())],
             inodes.len() as f64,
         );
     }
     for (mount, maps) in bytes {
         out.gauge(
-            "bpfmap_pinned_map_memory_bytes",
-            "Memory of the distinct maps pinned in a bpffs mount.",
+            &defs::PINNED_MAP_MEMORY_BYTES,
             vec![("mount", mount)],
             maps.values().sum::<u64>() as f64,
         );
     }
     for ((mount, reason), n) in &inv.skipped {
         out.gauge(
-            "bpfmap_bpffs_skipped_entries",
-            "bpffs entries the pin walk skipped this scrape, by reason.",
+            &defs::BPFFS_SKIPPED_ENTRIES,
             vec![("mount", mount.clone()), ("reason", reason.to_string())],
             *n as f64,
         );
@@ -535,16 +487,10 @@ fn render_own(snap: &Snapshot, out: &mut Families) {
     if !snap.maps_ok {
         return;
     }
-    out.gauge(
-        "bpfmap_exporter_maps",
-        "BPF maps that belong to the exporter itself (excluded from every node series).",
-        vec![],
-        snap.own.len() as f64,
-    );
+    out.gauge(&defs::EXPORTER_MAPS, vec![], snap.own.len() as f64);
     if !snap.memory.is_empty() {
         out.gauge(
-            "bpfmap_exporter_map_memory_bytes",
-            "Kernel memory of the exporter's own BPF maps.",
+            &defs::EXPORTER_MAP_MEMORY_BYTES,
             vec![],
             snap.own
                 .iter()

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::metrics::defs;
 use crate::metrics::Families;
 
 /// Container and pod identity of a process. Empty where unknown.
@@ -133,8 +134,7 @@ impl Attributor for CgroupAttributor {
         for uid in seen {
             if let Some(r) = idx.pods.get(&uid) {
                 out.gauge(
-                    "bpfmap_k8s_pod_info",
-                    "Namespace and name of a pod whose processes hold or create maps; join on pod_uid.",
+                    &defs::K8S_POD_INFO,
                     vec![
                         ("pod_uid", uid.clone()),
                         ("namespace", r.namespace.clone()),
@@ -144,34 +144,21 @@ impl Attributor for CgroupAttributor {
                 );
             }
         }
+        out.gauge(&defs::K8S_PODS, vec![], idx.pods.len() as f64);
         out.gauge(
-            "bpfmap_k8s_pods",
-            "Pods on this node known to the pod-name enrichment.",
-            vec![],
-            idx.pods.len() as f64,
-        );
-        out.gauge(
-            "bpfmap_k8s_pod_refresh_success",
-            "1 when the last refresh of the node's pod list succeeded.",
+            &defs::K8S_POD_REFRESH_SUCCESS,
             vec![],
             idx.last_ok as u8 as f64,
         );
+        out.counter(&defs::K8S_POD_REFRESHES_TOTAL, vec![], idx.refreshes as f64);
         out.counter(
-            "bpfmap_k8s_pod_refreshes_total",
-            "Refreshes of the node's pod list.",
-            vec![],
-            idx.refreshes as f64,
-        );
-        out.counter(
-            "bpfmap_k8s_pod_refresh_failures_total",
-            "Failed refreshes of the node's pod list (the last good list is kept).",
+            &defs::K8S_POD_REFRESH_FAILURES_TOTAL,
             vec![],
             idx.failures as f64,
         );
         if idx.last_success_unix > 0.0 {
             out.gauge(
-                "bpfmap_k8s_pod_last_success_timestamp_seconds",
-                "Unix time of the last successful pod list refresh.",
+                &defs::K8S_POD_LAST_SUCCESS_TIMESTAMP_SECONDS,
                 vec![],
                 idx.last_success_unix,
             );

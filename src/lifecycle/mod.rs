@@ -25,6 +25,7 @@ use crate::bpf::records::sum_percpu;
 use crate::census::names::map_type_name;
 use crate::collector::{Collector, ScrapeContext};
 use crate::k8s::{Attributor, NoAttribution};
+use crate::metrics::defs;
 use crate::metrics::{Families, Labels};
 use crate::sys;
 
@@ -327,14 +328,12 @@ impl Lifecycle {
                 continue;
             };
             out.counter(
-                "bpfmap_bpf_program_runs_total",
-                "Runs of the exporter's own BPF programs (kernel BPF stats; needs --bpf.enable-stats or sysctl kernel.bpf_stats_enabled=1).",
+                &defs::BPF_PROGRAM_RUNS_TOTAL,
                 vec![("program", name.clone())],
                 cnt as f64,
             );
             out.counter(
-                "bpfmap_bpf_program_run_seconds_total",
-                "Time spent in the exporter's own BPF programs (kernel BPF stats).",
+                &defs::BPF_PROGRAM_RUN_SECONDS_TOTAL,
                 vec![("program", name)],
                 ns as f64 / 1e9,
             );
@@ -360,8 +359,7 @@ impl Collector for Lifecycle {
         self.log_events();
         for c in &self.choices {
             out.gauge(
-                "bpfmap_probe_attached",
-                "1 when the lifecycle probe is attached in this mode, 0 when not.",
+                &defs::PROBE_ATTACHED,
                 vec![
                     ("probe", c.probe.to_string()),
                     ("mode", c.mode.as_str().to_string()),
@@ -421,35 +419,15 @@ impl Collector for Lifecycle {
             match *kind {
                 Kind::Create { map_type } => {
                     labels.push(("map_type", map_type_name(map_type)));
-                    out.counter(
-                        "bpfmap_maps_created_total",
-                        "Maps created, by creating process and map type.",
-                        labels,
-                        n,
-                    );
+                    out.counter(&defs::MAPS_CREATED_TOTAL, labels, n);
                 }
                 Kind::Syscall { cmd, error } => {
                     labels.push(("cmd", decode::cmd_name(cmd)));
                     labels.push(("result", if error { "error" } else { "ok" }.into()));
-                    out.counter(
-                        "bpfmap_map_syscalls_total",
-                        "bpf() map commands from user space, by process, command and result.",
-                        labels,
-                        n,
-                    );
+                    out.counter(&defs::MAP_SYSCALLS_TOTAL, labels, n);
                 }
-                Kind::Inc => out.counter(
-                    "bpfmap_map_refcount_increments_total",
-                    "Map refcount increments seen by the attached refcount probes, by process.",
-                    labels,
-                    n,
-                ),
-                Kind::Dec => out.counter(
-                    "bpfmap_map_refcount_decrements_total",
-                    "Map refcount decrements seen by the attached refcount probes, by process.",
-                    labels,
-                    n,
-                ),
+                Kind::Inc => out.counter(&defs::MAP_REFCOUNT_INCREMENTS_TOTAL, labels, n),
+                Kind::Dec => out.counter(&defs::MAP_REFCOUNT_DECREMENTS_TOTAL, labels, n),
             }
         }
         let mut destroyed: BTreeMap<(LabelSet, String), u64> = BTreeMap::new();
@@ -465,17 +443,11 @@ impl Collector for Lifecycle {
         for ((l, ty), n) in destroyed {
             let mut labels = self.labels(&l);
             labels.push(("map_type", ty));
-            out.counter(
-                "bpfmap_maps_destroyed_total",
-                "Maps destroyed, by the process that created them (comm=\"unknown\": created before the exporter started) and map type.",
-                labels,
-                n as f64,
-            );
+            out.counter(&defs::MAPS_DESTROYED_TOTAL, labels, n as f64);
         }
         for (ty, h) in &self.tracker.lifetimes {
             out.histogram(
-                "bpfmap_map_lifetime_seconds",
-                "Lifetime of destroyed maps, from creation to the scrape that found them gone, by map type.",
+                &defs::MAP_LIFETIME_SECONDS,
                 vec![("map_type", map_type_name(*ty))],
                 &h.cumulative(),
                 h.count,
@@ -483,8 +455,7 @@ impl Collector for Lifecycle {
             );
         }
         out.counter(
-            "bpfmap_events_lost_total",
-            "Lifecycle events lost: --log.map-events ring buffer drops plus creation records overwritten before a scrape read them.",
+            &defs::EVENTS_LOST_TOTAL,
             vec![],
             (self.ring_lost() + self.tracker.lost) as f64,
         );

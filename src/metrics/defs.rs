@@ -1,0 +1,276 @@
+//! Every metric family the exporter publishes: name, help and type,
+//! declared once. Call sites name a definition; none repeats a help string.
+use prometheus::proto::MetricType;
+
+use super::Def;
+
+const fn gauge(name: &'static str, help: &'static str) -> Def {
+    Def::new(name, help, MetricType::GAUGE)
+}
+const fn counter(name: &'static str, help: &'static str) -> Def {
+    Def::new(name, help, MetricType::COUNTER)
+}
+const fn histogram(name: &'static str, help: &'static str) -> Def {
+    Def::new(name, help, MetricType::HISTOGRAM)
+}
+
+pub const BPF_PROGRAM_RUN_SECONDS_TOTAL: Def = counter(
+    "bpfmap_bpf_program_run_seconds_total",
+    "Time spent in the exporter's own BPF programs (kernel BPF stats).",
+);
+pub const BPF_PROGRAM_RUNS_TOTAL: Def = counter(
+    "bpfmap_bpf_program_runs_total",
+    "Runs of the exporter's own BPF programs (kernel BPF stats; needs --bpf.enable-stats or sysctl kernel.bpf_stats_enabled=1).",
+);
+pub const BPFFS_MOUNTS: Def = gauge(
+    "bpfmap_bpffs_mounts",
+    "Mounted bpffs instances visible to the exporter.",
+);
+pub const BPFFS_SKIPPED_ENTRIES: Def = gauge(
+    "bpfmap_bpffs_skipped_entries",
+    "bpffs entries the pin walk skipped this scrape, by reason.",
+);
+pub const BUILD_INFO: Def = gauge("bpfmap_build_info", "Build of the exporter.");
+pub const EVENTS_LOST_TOTAL: Def = counter(
+    "bpfmap_events_lost_total",
+    "Lifecycle events lost: --log.map-events ring buffer drops plus creation records overwritten before a scrape read them.",
+);
+pub const EXPORTER_MAP_MEMORY_BYTES: Def = gauge(
+    "bpfmap_exporter_map_memory_bytes",
+    "Kernel memory of the exporter's own BPF maps.",
+);
+pub const EXPORTER_MAPS: Def = gauge(
+    "bpfmap_exporter_maps",
+    "BPF maps that belong to the exporter itself (excluded from every node series).",
+);
+pub const FEATURE_AVAILABLE: Def = gauge(
+    "bpfmap_feature_available",
+    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+).",
+);
+pub const K8S_POD_INFO: Def = gauge(
+    "bpfmap_k8s_pod_info",
+    "Namespace and name of a pod whose processes hold or create maps; join on pod_uid.",
+);
+pub const K8S_POD_LAST_SUCCESS_TIMESTAMP_SECONDS: Def = gauge(
+    "bpfmap_k8s_pod_last_success_timestamp_seconds",
+    "Unix time of the last successful pod list refresh.",
+);
+pub const K8S_POD_REFRESH_FAILURES_TOTAL: Def = counter(
+    "bpfmap_k8s_pod_refresh_failures_total",
+    "Failed refreshes of the node's pod list (the last good list is kept).",
+);
+pub const K8S_POD_REFRESH_SUCCESS: Def = gauge(
+    "bpfmap_k8s_pod_refresh_success",
+    "1 when the last refresh of the node's pod list succeeded.",
+);
+pub const K8S_POD_REFRESHES_TOTAL: Def = counter(
+    "bpfmap_k8s_pod_refreshes_total",
+    "Refreshes of the node's pod list.",
+);
+pub const K8S_PODS: Def = gauge(
+    "bpfmap_k8s_pods",
+    "Pods on this node known to the pod-name enrichment.",
+);
+pub const MAP_ENTRIES: Def = gauge(
+    "bpfmap_map_entries",
+    "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
+);
+pub const MAP_HOLDERS: Def = gauge(
+    "bpfmap_map_holders",
+    "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
+);
+pub const MAP_INFO: Def = gauge(
+    "bpfmap_map_info",
+    "Map metadata; join on id: ... * on(id) group_left(name, map_type) bpfmap_map_info.",
+);
+pub const MAP_KEY_SIZE_BYTES: Def = gauge("bpfmap_map_key_size_bytes", "Key size of the map.");
+pub const MAP_LIFETIME_SECONDS: Def = histogram(
+    "bpfmap_map_lifetime_seconds",
+    "Lifetime of destroyed maps, from creation to the scrape that found them gone, by map type.",
+);
+pub const MAP_MAX_ENTRIES: Def = gauge("bpfmap_map_max_entries", "max_entries of the map.");
+pub const MAP_MEMORY_BYTES: Def = gauge(
+    "bpfmap_map_memory_bytes",
+    "Kernel memory of the map as fdinfo memlock reports it (real usage on 6.4+, an estimate from sizes on 5.11-6.3, charged pages on 5.10).",
+);
+pub const MAP_REFCOUNT: Def = gauge(
+    "bpfmap_map_refcount",
+    "References on the map (bpf_map.refcnt), without the census iterator's own.",
+);
+pub const MAP_REFCOUNT_DECREMENTS_TOTAL: Def = counter(
+    "bpfmap_map_refcount_decrements_total",
+    "Map refcount decrements seen by the attached refcount probes, by process.",
+);
+pub const MAP_REFCOUNT_INCREMENTS_TOTAL: Def = counter(
+    "bpfmap_map_refcount_increments_total",
+    "Map refcount increments seen by the attached refcount probes, by process.",
+);
+pub const MAP_SERIES_OMITTED: Def = gauge(
+    "bpfmap_map_series_omitted",
+    "Maps whose per-map series were not published (per-map series off or capped).",
+);
+pub const MAP_SYSCALLS_TOTAL: Def = counter(
+    "bpfmap_map_syscalls_total",
+    "bpf() map commands from user space, by process, command and result.",
+);
+pub const MAP_UNEXPLAINED_REFS: Def = gauge(
+    "bpfmap_map_unexplained_refs",
+    "References on the map that no file, pin, program, outer map, mmap or link explains: the leak signal.",
+);
+pub const MAP_USERCOUNT: Def = gauge(
+    "bpfmap_map_usercount",
+    "User references on the map (bpf_map.usercnt).",
+);
+pub const MAP_VALUE_SIZE_BYTES: Def =
+    gauge("bpfmap_map_value_size_bytes", "Value size of the map.");
+pub const MAPS: Def = gauge(
+    "bpfmap_maps",
+    "Live BPF maps on the node, by map type (the exporter's own excluded).",
+);
+pub const MAPS_CREATED_TOTAL: Def = counter(
+    "bpfmap_maps_created_total",
+    "Maps created, by creating process and map type.",
+);
+pub const MAPS_DESTROYED_TOTAL: Def = counter(
+    "bpfmap_maps_destroyed_total",
+    "Maps destroyed, by the process that created them (comm=\"unknown\": created before the exporter started) and map type.",
+);
+pub const MAPS_MEMORY_BYTES: Def = gauge(
+    "bpfmap_maps_memory_bytes",
+    "Kernel memory of live BPF maps by map type, as fdinfo memlock reports it.",
+);
+pub const MAPS_UNEXPLAINED_REFS: Def = gauge(
+    "bpfmap_maps_unexplained_refs",
+    "Sum over all maps of references no user-visible holder explains (the leak signal).",
+);
+pub const MAPS_WITH_UNEXPLAINED_REFS: Def = gauge(
+    "bpfmap_maps_with_unexplained_refs",
+    "Maps with at least one reference no user-visible holder explains.",
+);
+pub const PIN_INFO: Def = gauge(
+    "bpfmap_pin_info",
+    "One bpffs pin: its mount, path, object type and object id.",
+);
+pub const PINNED_MAP_MEMORY_BYTES: Def = gauge(
+    "bpfmap_pinned_map_memory_bytes",
+    "Memory of the distinct maps pinned in a bpffs mount.",
+);
+pub const PINNED_MAP_UNUSED: Def = gauge(
+    "bpfmap_pinned_map_unused",
+    "1 when no program uses the pinned map (a stale pin candidate).",
+);
+pub const PINNED_OBJECTS: Def = gauge(
+    "bpfmap_pinned_objects",
+    "Pinned objects (distinct inodes) per bpffs mount and object type.",
+);
+pub const PROBE_ATTACHED: Def = gauge(
+    "bpfmap_probe_attached",
+    "1 when the lifecycle probe is attached in this mode, 0 when not.",
+);
+pub const PROCESS_MAP_FDS: Def = gauge(
+    "bpfmap_process_map_fds",
+    "File descriptors the process has open on maps (dups count).",
+);
+pub const PROCESS_MAP_FILES: Def = gauge(
+    "bpfmap_process_map_files",
+    "Distinct map files (struct file, not fds) in the process's fd table.",
+);
+pub const PROCESS_MAP_MMAP_FILES: Def = gauge(
+    "bpfmap_process_map_mmap_files",
+    "Map files the process keeps alive only through mmaps (in no fd).",
+);
+pub const SCRAPE_COLLECTOR_DURATION_SECONDS: Def = gauge(
+    "bpfmap_scrape_collector_duration_seconds",
+    "Time the collector took in this scrape.",
+);
+pub const SCRAPE_COLLECTOR_SUCCESS: Def = gauge(
+    "bpfmap_scrape_collector_success",
+    "1 when the collector succeeded in this scrape.",
+);
+
+/// Every definition, for checks over the whole set.
+pub const ALL: &[&Def] = &[
+    &BPF_PROGRAM_RUN_SECONDS_TOTAL,
+    &BPF_PROGRAM_RUNS_TOTAL,
+    &BPFFS_MOUNTS,
+    &BPFFS_SKIPPED_ENTRIES,
+    &BUILD_INFO,
+    &EVENTS_LOST_TOTAL,
+    &EXPORTER_MAP_MEMORY_BYTES,
+    &EXPORTER_MAPS,
+    &FEATURE_AVAILABLE,
+    &K8S_POD_INFO,
+    &K8S_POD_LAST_SUCCESS_TIMESTAMP_SECONDS,
+    &K8S_POD_REFRESH_FAILURES_TOTAL,
+    &K8S_POD_REFRESH_SUCCESS,
+    &K8S_POD_REFRESHES_TOTAL,
+    &K8S_PODS,
+    &MAP_ENTRIES,
+    &MAP_HOLDERS,
+    &MAP_INFO,
+    &MAP_KEY_SIZE_BYTES,
+    &MAP_LIFETIME_SECONDS,
+    &MAP_MAX_ENTRIES,
+    &MAP_MEMORY_BYTES,
+    &MAP_REFCOUNT,
+    &MAP_REFCOUNT_DECREMENTS_TOTAL,
+    &MAP_REFCOUNT_INCREMENTS_TOTAL,
+    &MAP_SERIES_OMITTED,
+    &MAP_SYSCALLS_TOTAL,
+    &MAP_UNEXPLAINED_REFS,
+    &MAP_USERCOUNT,
+    &MAP_VALUE_SIZE_BYTES,
+    &MAPS,
+    &MAPS_CREATED_TOTAL,
+    &MAPS_DESTROYED_TOTAL,
+    &MAPS_MEMORY_BYTES,
+    &MAPS_UNEXPLAINED_REFS,
+    &MAPS_WITH_UNEXPLAINED_REFS,
+    &PIN_INFO,
+    &PINNED_MAP_MEMORY_BYTES,
+    &PINNED_MAP_UNUSED,
+    &PINNED_OBJECTS,
+    &PROBE_ATTACHED,
+    &PROCESS_MAP_FDS,
+    &PROCESS_MAP_FILES,
+    &PROCESS_MAP_MMAP_FILES,
+    &SCRAPE_COLLECTOR_DURATION_SECONDS,
+    &SCRAPE_COLLECTOR_SUCCESS,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions_and_are_unique() {
+        let mut names: Vec<_> = ALL.iter().map(|d| d.name).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "a metric is defined twice");
+        for d in ALL {
+            assert!(d.name.starts_with("bpfmap_"), "{}", d.name);
+            assert!(!d.help.is_empty(), "{} has no help", d.name);
+            let total = d.name.ends_with("_total");
+            assert_eq!(
+                total,
+                d.kind == MetricType::COUNTER,
+                "{}: _total exactly on counters",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_metric_is_documented_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        for d in ALL {
+            assert!(
+                readme.contains(&format!("`{}`", d.name)),
+                "{} is not in README's metric tables",
+                d.name
+            );
+        }
+    }
+}
