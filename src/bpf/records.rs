@@ -83,12 +83,6 @@ pub fn cstr(b: &[u8]) -> &[u8] {
     &b[..end]
 }
 
-/// A kernel comm or name, lossy UTF-8. Labels that must keep every byte
-/// distinct take the raw bytes instead.
-pub fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(cstr(b)).into_owned()
-}
-
 /// Sum of a per-CPU u64 value (wrapping, as the kernel counters do).
 pub fn sum_percpu(vals: &[Vec<u8>]) -> u64 {
     vals.iter()
@@ -123,7 +117,6 @@ mod tests {
         assert_eq!(r.u32(2), 2);
         assert_eq!(r.u64(6), 3);
         assert_eq!(r.cstr(14, 3), b"a");
-        assert_eq!(lossy(&[0xff, b'x', 0, b'y']), "\u{fffd}x");
     }
 
     #[test]

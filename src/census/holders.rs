@@ -18,17 +18,64 @@ use rustc_hash::FxHashSet;
 use super::IdMap;
 use crate::bpf::census::{FileRecord, MapRecord};
 
-/// Holder kinds, as the `kind` label of `bpfmap_map_holders`.
-pub const KINDS: [&str; 6] = ["file", "pin", "program", "map", "mmap", "link"];
+/// What explains a reference: the `kind` label of `bpfmap_map_holders`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HolderKind {
+    /// A `struct file` of the map in some fd table.
+    File,
+    /// A bpffs pin (an inode).
+    Pin,
+    /// A program that uses the map.
+    Program,
+    /// An outer-map slot holding the map.
+    Map,
+    /// A map file reachable only through a vma.
+    Mmap,
+    /// An iterator link attached to the map.
+    Link,
+}
 
-/// Holder counts for one map. `None` where the part that counts that kind is
-/// disabled or failed this scrape.
+impl HolderKind {
+    /// Every kind, in label order; `Holders::counts` is indexed by it.
+    pub const ALL: [HolderKind; 6] = [
+        HolderKind::File,
+        HolderKind::Pin,
+        HolderKind::Program,
+        HolderKind::Map,
+        HolderKind::Mmap,
+        HolderKind::Link,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            HolderKind::File => "file",
+            HolderKind::Pin => "pin",
+            HolderKind::Program => "program",
+            HolderKind::Map => "map",
+            HolderKind::Mmap => "mmap",
+            HolderKind::Link => "link",
+        }
+    }
+}
+
+/// Holder counts for one map, indexed by [`HolderKind`]. `None` where the
+/// part that counts that kind is disabled or failed this scrape.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Holders {
-    pub counts: [Option<u64>; 6],
+    pub counts: [Option<u64>; HolderKind::ALL.len()],
 }
 
 impl Holders {
+    /// The count of one kind (None: unknown this scrape).
+    pub fn get(&self, k: HolderKind) -> Option<u64> {
+        self.counts[k as usize]
+    }
+
+    /// Every kind with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (HolderKind, Option<u64>)> + '_ {
+        HolderKind::ALL.iter().map(|&k| (k, self.get(k)))
+    }
+
     /// refcount minus every holder, or `None` when a holder kind is unknown.
     /// A negative difference (a holder appeared between the map census and
     /// the holder walk) reads 0: the series is a leak signal, and transient
@@ -64,23 +111,23 @@ pub struct Observed {
 pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
     // Every map starts at 0 for each kind whose part ran, unknown otherwise.
     let mmaps_known = obs.files.is_some() && obs.vmas.is_some();
-    let known = [
-        obs.files.is_some(),
-        obs.pins.is_some(),
-        obs.programs.is_some(),
-        obs.slots.is_some(),
-        mmaps_known,
-        obs.links.is_some(),
-    ];
+    let known = |k: HolderKind| match k {
+        HolderKind::File => obs.files.is_some(),
+        HolderKind::Pin => obs.pins.is_some(),
+        HolderKind::Program => obs.programs.is_some(),
+        HolderKind::Map => obs.slots.is_some(),
+        HolderKind::Mmap => mmaps_known,
+        HolderKind::Link => obs.links.is_some(),
+    };
     let zero = Holders {
-        counts: known.map(|k| k.then_some(0)),
+        counts: HolderKind::ALL.map(|k| known(k).then_some(0)),
     };
     let mut out = IdMap::with_capacity_and_hasher(maps.len(), Default::default());
     out.extend(maps.iter().map(|m| (m.id, zero.clone())));
-    let mut add = |kind: usize, id: u32| {
+    let mut add = |kind: HolderKind, id: u32| {
         // Holders of maps outside the census (freed meanwhile, or the
         // exporter's own) are not counted.
-        if let Some(Some(c)) = out.get_mut(&id).map(|h| h.counts[kind].as_mut()) {
+        if let Some(Some(c)) = out.get_mut(&id).map(|h| h.counts[kind as usize].as_mut()) {
             *c += 1;
         }
     };
@@ -89,7 +136,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
     let fd_files = obs.files.as_ref().map(|fs| distinct_files(fs.iter()));
     if let Some(files) = &fd_files {
         for &(_, id) in files {
-            add(0, id);
+            add(HolderKind::File, id);
         }
     }
     // Files only reachable through a vma (not in any fd table).
@@ -98,10 +145,14 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
             .iter()
             .filter(|v| in_fd.binary_search_by_key(&v.file_ptr, |f| f.0).is_err());
         for (_, id) in distinct_files(only) {
-            add(4, id);
+            add(HolderKind::Mmap, id);
         }
     }
-    for (kind, ids) in [(1, &obs.pins), (3, &obs.slots), (5, &obs.links)] {
+    for (kind, ids) in [
+        (HolderKind::Pin, &obs.pins),
+        (HolderKind::Map, &obs.slots),
+        (HolderKind::Link, &obs.links),
+    ] {
         for &id in ids.iter().flatten() {
             add(kind, id);
         }
@@ -112,7 +163,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            add(2, id);
+            add(HolderKind::Program, id);
         }
     }
     out
@@ -242,7 +293,7 @@ mod tests {
             file(100, 100, 5, 0xb, 7),
         ]);
         let h = &compute(&maps, &obs)[&7];
-        assert_eq!(h.counts[0], Some(2));
+        assert_eq!(h.get(HolderKind::File), Some(2));
         assert_eq!(h.unexplained(2), Some(0));
     }
 
@@ -264,7 +315,7 @@ mod tests {
             [Some(1), Some(1), Some(2), Some(1), Some(1), Some(0)]
         );
         assert_eq!(hs[&1].unexplained(6), Some(0));
-        assert_eq!(hs[&2].counts[2], Some(1));
+        assert_eq!(hs[&2].get(HolderKind::Program), Some(1));
         assert_eq!(hs[&2].unexplained(1), Some(0));
     }
 
@@ -283,7 +334,7 @@ mod tests {
         let mut obs = all_known();
         obs.programs = None;
         let h = &compute(&maps, &obs)[&3];
-        assert_eq!(h.counts[2], None);
+        assert_eq!(h.get(HolderKind::Program), None);
         assert_eq!(h.unexplained(2), None);
     }
 
@@ -300,7 +351,7 @@ mod tests {
         let maps = vec![map(4, 1)];
         let mut obs = all_known();
         obs.programs = Some(vec![vec![4, 4]]);
-        assert_eq!(compute(&maps, &obs)[&4].counts[2], Some(1));
+        assert_eq!(compute(&maps, &obs)[&4].get(HolderKind::Program), Some(1));
     }
 
     #[test]

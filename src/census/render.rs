@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::fdinfo::ObjKind;
-use super::holders::KINDS;
+use super::holders::HolderKind;
 use super::names::{map_type_label, map_type_name};
 use super::Snapshot;
 use crate::metrics::{defs, Def};
@@ -32,12 +32,6 @@ impl Default for RenderOpts {
 
 /// (container_id, pod_uid) for a process, empty when unknown.
 pub type Attribution<'a> = &'a dyn Fn(u32, u64) -> (String, String);
-
-/// Comm bytes as a label value: valid UTF-8 always (the text encoder
-/// escapes quotes, backslashes and newlines).
-pub fn comm_label(comm: &[u8]) -> String {
-    String::from_utf8_lossy(comm).into_owned()
-}
 
 pub fn render(
     snap: &Snapshot,
@@ -244,7 +238,7 @@ fn render_maps(
                         ("id", id_buf.format(m.id)),
                         ("name", &m.name),
                         ("map_type", &ty),
-                        ("flags", hex_label(m.map_flags, &mut flags)),
+                        ("flags", super::names::flags_label(m.map_flags, &mut flags)),
                         ("frozen", if m.frozen { "1" } else { "0" }),
                     ],
                     1.0,
@@ -274,9 +268,7 @@ fn render_maps(
             &defs::MAP_ENTRIES,
             Box::new(|i| {
                 let m = m(i);
-                (super::names::memory_follows_elements(m.map_type, 1)
-                    || matches!(m.map_type, 1 | 5 | 9 | 10 | 13))
-                .then_some(m.elem_count?)
+                super::names::counts_elements(m.map_type).then_some(m.elem_count?)
             }),
         ),
         (
@@ -336,14 +328,14 @@ fn render_maps(
                     let Some(h) = rows[i].holders else {
                         continue;
                     };
-                    for (k, c) in KINDS.iter().zip(h.counts.iter()) {
+                    for (k, c) in h.iter() {
                         // Zero-valued kinds are left out: most maps have one or
                         // two holder kinds, and six series per map would
                         // dominate the exposition. A kind that is unknown (its
                         // part disabled or failed) is left out too, and then so
                         // is unexplained.
                         if let Some(c) = c.filter(|c| *c > 0) {
-                            w.id_and(snap.maps[i].id, "kind", k, c as f64);
+                            w.id_and(snap.maps[i].id, "kind", k.label(), c as f64);
                         }
                     }
                 }
@@ -352,35 +344,13 @@ fn render_maps(
     }
 }
 
-/// `0x<hex>` into `buf` (the `flags` label, as [`super::names::flags_label`]).
-fn hex_label(v: u32, buf: &mut [u8; 10]) -> &str {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 8];
-    let mut n = 0;
-    let mut x = v;
-    loop {
-        digits[n] = HEX[(x & 0xf) as usize];
-        n += 1;
-        x >>= 4;
-        if x == 0 {
-            break;
-        }
-    }
-    buf[0] = b'0';
-    buf[1] = b'x';
-    for i in 0..n {
-        buf[2 + i] = digits[n - 1 - i];
-    }
-    std::str::from_utf8(&buf[..2 + n]).expect("ascii")
-}
-
 fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Families) {
     for p in &snap.processes {
         let (container, pod) = attribution(p.tgid, p.cgroup_id);
         let labels = || {
             vec![
                 ("pid", p.tgid.to_string()),
-                ("comm", comm_label(&p.comm)),
+                ("comm", super::names::comm_label(&p.comm)),
                 ("container_id", container.clone()),
                 ("pod_uid", pod.clone()),
             ]
@@ -446,7 +416,11 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
                 1.0,
             );
             if p.info.kind == ObjKind::Map {
-                if let Some(Some(users)) = snap.holders.get(&p.info.id).map(|h| h.counts[2]) {
+                if let Some(Some(users)) = snap
+                    .holders
+                    .get(&p.info.id)
+                    .map(|h| h.get(HolderKind::Program))
+                {
                     out.gauge(
                         &defs::PINNED_MAP_UNUSED,
                         vec![
@@ -497,19 +471,6 @@ fn render_own(snap: &Snapshot, out: &mut Families) {
                 .filter_map(|m| snap.memory.get(&m.id))
                 .sum::<u64>() as f64,
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_label_matches_flags_label() {
-        for v in [0, 1, 0x9, 0xa, 0x10, 0x401, 0x1000, 0xdead_beef, u32::MAX] {
-            let mut buf = [0u8; 10];
-            assert_eq!(hex_label(v, &mut buf), super::super::names::flags_label(v));
-        }
     }
 }
 

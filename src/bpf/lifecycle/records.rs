@@ -1,7 +1,8 @@
 //! The records shared with bpf/lifecycle.bpf.c (bpf/lifecycle.h), decoded
 //! with the shared reader; their sizes are checked at compile time against
 //! the types the skeleton generates from the object's BTF. Pure: no I/O.
-use crate::bpf::records::{lossy, Rec, RecordError};
+use crate::bpf::records::{Rec, RecordError};
+use crate::census::names::comm_label;
 
 const _: () = {
     use super::skel::types;
@@ -69,7 +70,7 @@ pub fn decode_count_key(b: &[u8]) -> Result<(ProcKey, Option<Kind>), RecordError
     let key = ProcKey {
         cgroup_id: r.u64(0),
         tgid: r.u32(8),
-        comm: lossy(r.cstr(16, 16)),
+        comm: comm_label(r.cstr(16, 16)),
     };
     Ok((key, Kind::from_raw(r.u16(12), r.u16(14))))
 }
@@ -133,7 +134,7 @@ pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, RecordError> {
         value_size: b.u32(44),
         max_entries: b.u32(48),
         map_flags: b.u32(52),
-        comm: lossy(b.cstr(56, 16)),
+        comm: comm_label(b.cstr(56, 16)),
     })
 }
 
