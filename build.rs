@@ -1,4 +1,5 @@
-//! Compiles every `bpf/<name>.bpf.c` into a libbpf-rs skeleton `<name>.skel.rs` in OUT_DIR.
+//! Compiles every `bpf/<name>.bpf.c` into a libbpf-rs skeleton `<name>.skel.rs`
+//! in OUT_DIR (and the benchmark's `bpf/bench/*.bpf.c` into `bench_*`).
 //! The vendored `bpf/vmlinux.h` means no kernel headers are needed to build.
 use std::{env, ffi::OsStr, fs, path::PathBuf};
 
@@ -10,31 +11,41 @@ fn main() {
     watch_revision_inputs();
     let rev = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=BPFMAP_REVISION={rev}");
-    let mut sources: Vec<PathBuf> = fs::read_dir("bpf")
-        .expect("bpf/ directory")
+    // The exporter's programs: bpf/<name>.bpf.c -> <name>.skel.rs. The
+    // benchmark's own programs: bpf/bench/<name>.bpf.c -> bench_<name>.skel.rs,
+    // included only by examples.
+    for (dir, prefix) in [("bpf", ""), ("bpf/bench", "bench_")] {
+        for src in bpf_sources(dir) {
+            let stem = src
+                .file_name()
+                .and_then(OsStr::to_str)
+                .and_then(|n| n.strip_suffix(".bpf.c"))
+                .expect("file name")
+                .to_string();
+            let skel = out.join(format!("{prefix}{stem}.skel.rs"));
+            SkeletonBuilder::new()
+                .source(&src)
+                .clang_args([
+                    OsStr::new("-Ibpf"),
+                    OsStr::new("-Wall"),
+                    OsStr::new("-Wno-unused-function"),
+                ])
+                .build_and_generate(&skel)
+                .unwrap_or_else(|e| panic!("building BPF skeleton for {}: {e:#}", src.display()));
+            println!("cargo:rerun-if-changed={}", src.display());
+        }
+    }
+}
+
+/// The `*.bpf.c` files directly in `dir`, sorted.
+fn bpf_sources(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}/: {e}"))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
         .collect();
-    sources.sort();
-    for src in sources {
-        let stem = src
-            .file_name()
-            .and_then(OsStr::to_str)
-            .and_then(|n| n.strip_suffix(".bpf.c"))
-            .expect("file name")
-            .to_string();
-        let skel = out.join(format!("{stem}.skel.rs"));
-        SkeletonBuilder::new()
-            .source(&src)
-            .clang_args([
-                OsStr::new("-Ibpf"),
-                OsStr::new("-Wall"),
-                OsStr::new("-Wno-unused-function"),
-            ])
-            .build_and_generate(&skel)
-            .unwrap_or_else(|e| panic!("building BPF skeleton for {}: {e:#}", src.display()));
-        println!("cargo:rerun-if-changed={}", src.display());
-    }
+    v.sort();
+    v
 }
 
 fn git(args: &[&str]) -> Option<String> {

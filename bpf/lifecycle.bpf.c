@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-/* Map lifecycle flow (issue 3): map creations by type, bpf() map commands by
+/* Map lifecycle flow: map creations by type, bpf() map commands by
  * result, and refcount increments/decrements, counted per process in per-CPU
  * maps. User space chooses at startup which programs load and attach
  * (fentry/fexit -> kprobe/kretprobe -> tracepoint) from the running kernel;
@@ -590,33 +590,3 @@ SEC("kprobe/bpf_map_put_with_uref")
 int BPF_KPROBE(kp_bpf_map_put_with_uref) { put_enter(); return 0; }
 SEC("kretprobe/bpf_map_put_with_uref")
 int BPF_KRETPROBE(kr_bpf_map_put_with_uref) { put_exit(); return 0; }
-
-/* ---- benchmark floor: empty twins of the attach points ----
- * Never autoloaded by the exporter (src/lifecycle/probes.rs plans none of
- * them); only examples/bench_lifecycle.rs loads them (src/lifecycle/floor.rs)
- * to measure, in the same run, what merely being attached costs with BPF
- * stats on: the named baseline our programs are compared with. */
-
-SEC("fexit/__x64_sys_bpf")
-int BPF_PROG(bench_empty_fexit) { return 0; }
-
-SEC("tracepoint/syscalls/sys_exit_bpf")
-int bench_empty_tp(void *ctx) { return 0; }
-
-SEC("tp_btf/sys_exit")
-int BPF_PROG(bench_empty_btf) { return 0; }
-
-SEC("raw_tp/sys_exit")
-int bench_empty_raw(void *ctx) { return 0; }
-
-/* fentry/kprobe/kretprobe twins sit on __x64_sys_bpf too: the refcount
- * functions that fire on a close differ between kernels, every loop of the
- * benchmark makes bpf() calls. */
-SEC("fentry/__x64_sys_bpf")
-int BPF_PROG(bench_empty_fentry) { return 0; }
-
-SEC("kprobe/__x64_sys_bpf")
-int bench_empty_kprobe(void *ctx) { return 0; }
-
-SEC("kretprobe/__x64_sys_bpf")
-int bench_empty_kretprobe(void *ctx) { return 0; }

@@ -16,11 +16,13 @@
 use std::time::{Duration, Instant};
 
 use bpfmap_exporter::collector::Collector;
-use bpfmap_exporter::lifecycle::floor::{Floor, EMPTY_PROGS};
+#[path = "support/floor.rs"]
+mod floor;
 use bpfmap_exporter::lifecycle::probes::Mode;
-use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts};
+use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts, TestKnobs};
 use bpfmap_exporter::metrics::{encode_text, Families};
 use bpfmap_exporter::sys;
+use floor::{Floor, EMPTY_PROGS};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 fn create_close(n: usize) -> Duration {
@@ -71,7 +73,10 @@ fn load(exclude: &[&str], stats: bool) -> Option<Lifecycle> {
     Lifecycle::load(LifecycleOpts {
         enable_stats: stats,
         census: false,
-        exclude_programs: exclude.iter().map(|s| s.to_string()).collect(),
+        knobs: TestKnobs {
+            exclude_programs: exclude.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .ok()

@@ -11,6 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh >/dev/null
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
-cargo build --release --quiet --example bench_lifecycle
+cargo build --release --quiet --features testing --example bench_lifecycle
 echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)"
 exec target/release/examples/bench_lifecycle "$@"

@@ -24,10 +24,10 @@ stage() {
 stage "install dependencies" ./scripts/install-deps.sh
 export CARGO_TERM_COLOR=never
 stage "format" cargo fmt --check
-stage "build" cargo build --release --all-targets --locked
+stage "build" cargo build --release --all-targets --locked --features testing
 # Unit tests and root integration tests. Root tests share the kernel's map
 # table, so they run one at a time.
-stage "cargo test" cargo test --release --locked -- --test-threads=1
+stage "cargo test" cargo test --release --locked --features testing -- --test-threads=1
 if ((quick)); then
     echo "test.sh: quick run done"
     exit 0

@@ -13,7 +13,7 @@ use bpfmap_exporter::census::{Census, CensusOpts, Parts};
 use bpfmap_exporter::collector::{Collector, ScrapeContext};
 use bpfmap_exporter::k8s::NoAttribution;
 use bpfmap_exporter::lifecycle::probes::KernelCaps;
-use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts};
+use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts, TestKnobs};
 use bpfmap_exporter::metrics::{encode_text, Families};
 use common::*;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
@@ -472,7 +472,10 @@ fn counter_slots_overflow_into_other_with_exact_totals() {
     let mut c = census();
     let slots = 8;
     let mut lc = Lifecycle::load(LifecycleOpts {
-        counter_slots: slots,
+        knobs: TestKnobs {
+            counter_slots: slots,
+            ..Default::default()
+        },
         max_processes: 0,
         ..Default::default()
     })

@@ -54,12 +54,12 @@ mkdir -p "$results"
 # 1. Build once on the host. Binary paths come from cargo (CARGO_TARGET_DIR
 #    is honoured); every tests/root_* binary is picked up.
 echo "matrix: building" >&2
-cargo build --release --locked --bin bpfmap-exporter --message-format=json-render-diagnostics \
+cargo build --release --locked --features testing --bin bpfmap-exporter --message-format=json-render-diagnostics \
     > "$results/build.json" || {
     echo "matrix: cargo build failed" >&2
     exit 2
 }
-cargo test --release --locked --no-run --message-format=json-render-diagnostics \
+cargo test --release --locked --features testing --no-run --message-format=json-render-diagnostics \
     > "$results/tests.json" || {
     echo "matrix: building the tests failed" >&2
     exit 2

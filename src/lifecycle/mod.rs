@@ -6,7 +6,6 @@
 //! from the running kernel (fentry/fexit -> kprobe/kretprobe -> tracepoint);
 //! destructions come from map ids leaving the census (ids are never reused
 //! before they wrap), attributed to the creator recorded at creation.
-pub mod floor;
 pub mod probes;
 pub mod state;
 
@@ -49,14 +48,51 @@ pub struct LifecycleOpts {
     /// Whether the census runs (destructions are found through it).
     pub census: bool,
     pub attributor: Arc<dyn Attributor>,
+    /// Overrides that only tests and benchmarks set.
+    #[cfg(feature = "testing")]
+    pub knobs: TestKnobs,
+}
+
+/// Lifecycle overrides for tests and benchmarks (cargo feature `testing`;
+/// the exporter itself is built without them).
+#[cfg(feature = "testing")]
+#[derive(Clone)]
+pub struct TestKnobs {
     /// Programs never to use (benchmarks compare attach points with it),
     /// e.g. `tp_sys_exit_bpf` to force `tp_btf/sys_exit`.
     pub exclude_programs: Vec<String>,
     /// Kernel counter slots: distinct (process, counter) pairs the BPF
     /// programs keep apart; the rest count into `comm="other"` (totals stay
-    /// exact). The default is `decode::SLOTS`; tests shrink it to reach the
-    /// overflow path.
+    /// exact). Tests shrink it to reach the overflow path.
     pub counter_slots: u32,
+}
+
+#[cfg(feature = "testing")]
+impl Default for TestKnobs {
+    fn default() -> Self {
+        TestKnobs {
+            exclude_programs: Vec::new(),
+            counter_slots: decode::SLOTS,
+        }
+    }
+}
+
+impl LifecycleOpts {
+    /// Kernel counter slots (`decode::SLOTS` unless a test shrinks them).
+    pub(crate) fn counter_slots(&self) -> u32 {
+        #[cfg(feature = "testing")]
+        return self.knobs.counter_slots;
+        #[cfg(not(feature = "testing"))]
+        decode::SLOTS
+    }
+
+    /// Whether a benchmark excluded program `prog`.
+    fn excluded(&self, _prog: &str) -> bool {
+        #[cfg(feature = "testing")]
+        return self.knobs.exclude_programs.iter().any(|x| x == _prog);
+        #[cfg(not(feature = "testing"))]
+        false
+    }
 }
 
 impl Default for LifecycleOpts {
@@ -69,8 +105,8 @@ impl Default for LifecycleOpts {
             enable_stats: false,
             census: true,
             attributor: Arc::new(NoAttribution),
-            exclude_programs: Vec::new(),
-            counter_slots: decode::SLOTS,
+            #[cfg(feature = "testing")]
+            knobs: TestKnobs::default(),
         }
     }
 }
@@ -95,18 +131,12 @@ impl Lifecycle {
     /// Choose attach points from the running kernel, load only the chosen
     /// programs and attach them. Fails only when nothing can be loaded.
     pub fn load(opts: LifecycleOpts) -> anyhow::Result<Lifecycle> {
-        let btf = opts
-            .btf_path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
+        let btf = crate::bpf::load::btf_path(opts.btf_path.as_deref())?;
         let caps = KernelCaps::read(&btf)?;
         let mut plan = probes::plan(&caps);
         for def in plan.iter_mut() {
-            def.chain.retain(|c| {
-                !c.progs
-                    .iter()
-                    .any(|g| opts.exclude_programs.iter().any(|x| x == g))
-            });
+            def.chain
+                .retain(|c| !c.progs.iter().any(|g| opts.excluded(g)));
         }
         let mut loaded = None;
         let mut last_err = None;
@@ -240,7 +270,7 @@ impl Lifecycle {
             let Some(slot) = slots.lookup(&key, MapFlags::ANY)? else {
                 continue; // never happens: slots are never deleted
             };
-            let slot = decode::decode_slot(&slot, self.opts.counter_slots)?;
+            let slot = decode::decode_slot(&slot, self.opts.counter_slots())?;
             let Some(vals) = counts.lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY)? else {
                 continue;
             };
@@ -491,8 +521,8 @@ pub fn from_cli(cli: &crate::cli::Cli, attributor: Arc<dyn Attributor>) -> Box<d
         enable_stats: cli.bpf_enable_stats,
         census: cli.collector_enabled("maps"),
         attributor,
-        exclude_programs: Vec::new(),
-        counter_slots: decode::SLOTS,
+        #[cfg(feature = "testing")]
+        knobs: TestKnobs::default(),
     };
     match Lifecycle::load(opts) {
         Ok(l) => Box::new(l),

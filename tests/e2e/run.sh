@@ -24,7 +24,7 @@ for tool in prometheus promtool python3 curl; do
 done
 bin=target/release/bpfmap-exporter
 if [[ ! -x $bin ]]; then
-    cargo build --release --locked --bin bpfmap-exporter
+    cargo build --release --locked --features testing --bin bpfmap-exporter
 fi
 
 tmp=$(mktemp -d /tmp/bpfmap-e2e.XXXXXX)

@@ -50,18 +50,18 @@ pub(crate) fn open_and_load(
         open.maps.events.set_max_entries(4096)?;
     }
     anyhow::ensure!(
-        opts.counter_slots > 0,
+        opts.counter_slots() > 0,
         "lifecycle counter slots must be at least 1"
     );
-    open.maps.slots.set_max_entries(opts.counter_slots)?;
-    open.maps.counts.set_max_entries(opts.counter_slots)?;
-    open.maps.free_slots.set_max_entries(opts.counter_slots)?;
+    open.maps.slots.set_max_entries(opts.counter_slots())?;
+    open.maps.counts.set_max_entries(opts.counter_slots())?;
+    open.maps.free_slots.set_max_entries(opts.counter_slots())?;
     for mut p in open.open_object_mut().progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
         p.set_autoload(set.contains(name.as_str()));
     }
     let skel = open.load()?;
-    fill_free_slots(&skel.maps.free_slots, opts.counter_slots)?;
+    fill_free_slots(&skel.maps.free_slots, opts.counter_slots())?;
     Ok(skel)
 }
 

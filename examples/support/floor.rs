@@ -1,8 +1,8 @@
-//! The benchmark's named baseline: empty twins (`bench_empty_*` in
-//! bpf/lifecycle.bpf.c) of the lifecycle attach points. The exporter never
-//! loads them; `examples/bench_lifecycle.rs` does, to measure in the same run
-//! what merely being attached at a point costs (the kernel's dispatch, and
-//! BPF stats when on), next to what our programs cost there.
+//! The lifecycle benchmark's named baseline: empty twins of the lifecycle
+//! attach points (bpf/bench/empty.bpf.c, a skeleton of their own that the
+//! exporter does not contain), to measure in the same run what merely being
+//! attached at a point costs (the kernel's dispatch, and BPF stats when on),
+//! next to what our programs cost there.
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -10,8 +10,13 @@ use anyhow::Context;
 use libbpf_rs::skel::{OpenSkel, Skel};
 use libbpf_rs::Link;
 
-use crate::bpf::lifecycle::LifecycleSkel;
-use crate::sys;
+use bpfmap_exporter::sys;
+
+#[allow(clippy::all, missing_docs, non_camel_case_types, unused)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/bench_empty.skel.rs"));
+}
+use skel::{EmptySkel, EmptySkelBuilder};
 
 /// An empty program: (program name, mechanism, attach point).
 pub struct EmptyProg {
@@ -61,7 +66,7 @@ pub const EMPTY_PROGS: &[EmptyProg] = &[
 
 /// One empty program, loaded and attached.
 pub struct Floor {
-    skel: LifecycleSkel<'static>,
+    skel: EmptySkel<'static>,
     _link: Link,
     pub prog: &'static EmptyProg,
 }
@@ -73,8 +78,11 @@ impl Floor {
             .iter()
             .find(|e| e.prog == prog)
             .with_context(|| format!("{prog} is not an empty benchmark program"))?;
-        let mut open = crate::bpf::lifecycle::open_skel(btf_path.as_deref())?;
-        open.maps.events.set_max_entries(4096)?;
+        let mut open = bpfmap_exporter::bpf::load::open(
+            EmptySkelBuilder::default(),
+            btf_path.as_deref(),
+            "benchmark floor",
+        )?;
         for mut p in open.open_object_mut().progs_mut() {
             let load = p.name().to_string_lossy() == def.prog;
             p.set_autoload(load);
