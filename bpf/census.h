@@ -1,5 +1,5 @@
 /* Records the census iterators write with bpf_seq_write(). Shared with
- * src/census/decode.rs, which decodes them field by field (little endian,
+ * src/bpf/census/records.rs, which decodes them field by field (little endian,
  * natural alignment, no implicit padding: every struct is padded by hand). */
 #ifndef BPFMAP_CENSUS_H
 #define BPFMAP_CENSUS_H
@@ -38,7 +38,7 @@ struct file_rec {
 	__u64 vm_start;     /* vma records only */
 };
 
-/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE in src/census/decode.rs. */
+/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE in src/bpf/census/records.rs. */
 _Static_assert(sizeof(struct map_rec) == 88, "map_rec layout");
 _Static_assert(sizeof(struct file_rec) == 56, "file_rec layout");
 

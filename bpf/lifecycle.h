@@ -51,7 +51,7 @@ struct create_rec {
 	char comm[LC_COMM_LEN];
 };
 
-/* Keep in step with src/lifecycle/decode.rs. */
+/* Keep in step with src/bpf/lifecycle/records.rs. */
 _Static_assert(sizeof(struct count_key) == 32, "count_key layout");
 _Static_assert(sizeof(struct create_rec) == 72, "create_rec layout");
 

@@ -4,7 +4,7 @@
 #      Service, ServiceAccount, RBAC), after proving it rejects a broken one;
 #   2. prometheus-operator CRs (ServiceMonitor, PodMonitor, PrometheusRule),
 #      kustomization, rule metadata, runbook anchors, test coverage and
-#      dashboards: deploy/check-manifests.py;
+#      dashboards: scripts/py/check_manifests.py;
 #   3. the PrometheusRule embeds exactly deploy/prometheus/rules.yml;
 #   4. promtool check rules (plain file and the PrometheusRule's groups),
 #      promtool test rules, promtool check config of the scrape example;
@@ -46,11 +46,11 @@ for f in deploy/*.yaml; do
 done
 
 # 2. CRs, kustomization, alert metadata, dashboards.
-python3 deploy/check-manifests.py
+python3 scripts/py/check_manifests.py
 
 # 3. One source of rules.
-python3 deploy/gen-prometheusrule.py --check
-python3 dashboards/generate.py --check
+python3 scripts/py/gen_prometheusrule.py --check
+python3 scripts/py/gen_dashboards.py --check
 
 # 4. promtool.
 promtool check rules deploy/prometheus/rules.yml

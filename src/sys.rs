@@ -140,8 +140,8 @@ pub fn fdinfo(fd: &OwnedFd) -> io::Result<String> {
 
 /// Make mimalloc return freed memory to the OS at once and commit arena
 /// memory only on use: a scrape builds and drops a few MiB of label strings,
-/// and the exporter's resident size should not keep their high-water mark.
-/// (With defaults the peak RSS at 10k maps was ~2x glibc's; see BENCHMARKS.md.)
+/// and the exporter's resident size should not keep their high-water mark
+/// (BENCHMARKS.md compares the settings).
 pub fn tune_allocator() {
     // mimalloc v2 option numbers (mimalloc.h: mi_option_e).
     const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
@@ -152,8 +152,8 @@ pub fn tune_allocator() {
         libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
     }
     // libbpf (C) allocates with glibc's malloc, in the arena of whichever
-    // thread loads the BPF objects: parsing vmlinux BTF there left ~11 MiB
-    // resident after load at 10k maps. Fixed thresholds keep big blocks
+    // thread loads the BPF objects, and parsing vmlinux BTF there leaves
+    // megabytes resident after load. Fixed thresholds keep big blocks
     // (BTF data) in their own mappings, returned to the OS on free (the
     // default threshold rises to the largest block freed, up to 32 MiB).
     // SAFETY: mallopt only sets allocator parameters.
@@ -162,9 +162,8 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
     }
     // No transparent huge pages for this process: mimalloc advises them on
-    // its arenas, so a scrape touching a fresh buffer faulted in (and
-    // zeroed) 2 MiB at a time: a tenth of a scrape's time at 10k maps, and
-    // resident memory in 2 MiB steps.
+    // its arenas, and a scrape touching a fresh buffer would fault in (and
+    // zero) 2 MiB at a time, growing resident memory in 2 MiB steps.
     const PR_SET_THP_DISABLE: libc::c_int = 41;
     // SAFETY: prctl with an integer option; failure (old kernel) is harmless.
     unsafe {

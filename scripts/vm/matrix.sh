@@ -146,7 +146,7 @@ done <<< "$kernels"
 
 # 5. Verdicts and the tables.
 echo "$((SECONDS - t0))" > "$results/total.seconds"
-python3 "$root/scripts/vm/report.py" "$results" "$root/results/matrix.md"
+python3 "$root/scripts/py/matrix_report.py" "$results" "$root/results/matrix.md"
 rc=$?
 echo "matrix: $((SECONDS - t0)) s in all; tables in results/matrix.md, logs in results/matrix/<kernel>/" >&2
 exit $rc

@@ -7,4 +7,4 @@ pub mod census;
 pub(crate) mod iter;
 pub mod lifecycle;
 pub mod load;
-pub mod records;
+pub(crate) mod records;

@@ -93,8 +93,8 @@ pub fn identify(path: &Path) -> std::io::Result<FdInfo> {
 /// Identities of pinned inodes from the previous walk. A bpffs inode holds
 /// one object for its whole life, so an inode seen again (same device, inode
 /// number and ctime) is the same object: the walk then costs one `lstat` per
-/// pin instead of BPF_OBJ_GET plus an fdinfo read (17 us per pin here, 34 ms
-/// per scrape at 2,000 pins). Entries not seen in a walk are dropped.
+/// pin instead of BPF_OBJ_GET plus an fdinfo read (BENCHMARKS.md has the
+/// cost of each). Entries not seen in a walk are dropped.
 #[derive(Default)]
 pub struct IdentCache {
     prev: rustc_hash::FxHashMap<(u64, u64, i64, i64), FdInfo>,

@@ -1,4 +1,4 @@
-//! Pod attribution: a process's cgroup -> container id -> pod (issue 5).
+//! Pod attribution: a process's cgroup -> container id -> pod.
 //!
 //! Contract used by the census renderer and the lifecycle collector: an
 //! [`Attributor`] turns (tgid, cgroup id) into an [`Identity`]. Empty strings
@@ -16,8 +16,8 @@
 //! Cardinality: container_id and pod_uid add no series of their own (one
 //! process has one of each); `bpfmap_k8s_pod_info` has one series per pod
 //! that holds or created maps since the previous scrape, capped.
-pub mod cgroup;
-pub mod pods;
+pub(crate) mod cgroup;
+pub(crate) mod pods;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Map lifecycle and refcount flow per process (issue 3).
+//! Map lifecycle and refcount flow per process.
 //!
 //! BPF programs (bpf/lifecycle.bpf.c) count, per process and in per-CPU
 //! maps, map creations by type, bpf() map commands by result, and refcount
@@ -7,7 +7,7 @@
 //! destructions come from map ids leaving the census (ids are never reused
 //! before they wrap), attributed to the creator recorded at creation.
 pub mod probes;
-pub mod state;
+pub(crate) mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, OwnedFd};

@@ -116,6 +116,7 @@ impl Tracker {
         }
     }
 
+    #[cfg(test)]
     pub fn live_len(&self) -> usize {
         self.live.len()
     }
@@ -294,6 +295,7 @@ impl Folder {
         LabelSet::named("other")
     }
 
+    #[cfg(test)]
     pub fn admitted(&self) -> usize {
         self.admitted.len()
     }

@@ -6,10 +6,10 @@
 //! because nobody emits them again. The only state a scrape may carry to the
 //! next is a renderer's [`SeriesCache`] ([`cache`]); [`proto`] is the
 //! `prometheus` crate's model, for histograms and tools.
-pub mod cache;
+pub(crate) mod cache;
 pub mod defs;
-pub mod proto;
-pub mod text;
+pub(crate) mod proto;
+pub(crate) mod text;
 
 use std::collections::BTreeMap;
 

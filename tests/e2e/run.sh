@@ -3,7 +3,7 @@
 #   1. start the real exporter on 127.0.0.1:<free port>;
 #   2. start Debian's Prometheus on 127.0.0.1:<free port> with a temp TSDB,
 #      scrape/evaluation interval 1s and a test copy of deploy/prometheus/
-#      rules.yml with shortened for:/windows (tests/e2e/shorten_rules.py);
+#      rules.yml with shortened for:/windows (scripts/py/e2e_shorten_rules.py);
 #   3. run `bpfmap-exporter simulate-leak` (files, in-flight fds, pins, a
 #      full map, churn);
 #   4. through Prometheus's HTTP API: every dashboard panel query returns
@@ -75,7 +75,7 @@ echo "e2e: exporter pid $exporter_pid on 127.0.0.1:$eport"
 
 # 2. Prometheus
 pport=$(free_port)
-python3 tests/e2e/shorten_rules.py deploy/prometheus/rules.yml "$tmp/rules.yml"
+python3 scripts/py/e2e_shorten_rules.py deploy/prometheus/rules.yml "$tmp/rules.yml"
 promtool check rules "$tmp/rules.yml" >/dev/null
 cat >"$tmp/prometheus.yml" <<CFG
 global:
@@ -112,7 +112,7 @@ echo "e2e: simulator pid $sim_pid (comm $comm, pins under $pin_dir)"
 
 # 4. panels and alerts
 t_fire=$SECONDS
-python3 tests/e2e/check.py fire "$prom" "$comm" "$prefix" || fail "see above"
+python3 scripts/py/e2e_check.py fire "$prom" "$comm" "$prefix" || fail "see above"
 echo "e2e: fire phase took $((SECONDS - t_fire)) s"
 
 # 5. cleanup and resolution
@@ -122,6 +122,6 @@ sim_pid=
 grep -q "cleaned up" "$tmp/sim.log" || fail "simulate-leak did not report its cleanup: $(tail -n 5 "$tmp/sim.log")"
 [[ ! -e $pin_dir ]] || fail "simulate-leak left $pin_dir behind"
 t_res=$SECONDS
-python3 tests/e2e/check.py resolve "$prom" "$comm" "$prefix" || fail "see above"
+python3 scripts/py/e2e_check.py resolve "$prom" "$comm" "$prefix" || fail "see above"
 echo "e2e: resolve phase took $((SECONDS - t_res)) s"
 echo "e2e: ok ($((SECONDS - t_start)) s)"

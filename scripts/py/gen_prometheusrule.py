@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-HERE = pathlib.Path(__file__).resolve().parent
+HERE = pathlib.Path(__file__).resolve().parents[2] / "deploy"
 SOURCE = HERE / "prometheus" / "rules.yml"
 TARGET = HERE / "prometheusrule.yaml"
 
@@ -46,7 +46,7 @@ def generate() -> str:
         "spec": {"groups": src["groups"]},
     }
     header = (
-        "# GENERATED from deploy/prometheus/rules.yml by deploy/gen-prometheusrule.py.\n"
+        "# GENERATED from deploy/prometheus/rules.yml by scripts/py/gen_prometheusrule.py.\n"
         "# Do not edit: change rules.yml and re-run the generator\n"
         "# (scripts/check-deploy.sh fails when this file is stale).\n"
     )
@@ -64,14 +64,14 @@ def main() -> int:
         )
         if current != text or not same_groups:
             print(
-                f"{TARGET} is stale or differs from {SOURCE}: run deploy/gen-prometheusrule.py",
+                f"{TARGET} is stale or differs from {SOURCE}: run scripts/py/gen_prometheusrule.py",
                 file=sys.stderr,
             )
             return 1
         print(f"{TARGET.name}: embeds the {len(yaml.safe_load(text)['spec']['groups'])} groups of rules.yml")
         return 0
     if sys.argv[1:]:
-        print("usage: gen-prometheusrule.py [--check]", file=sys.stderr)
+        print("usage: gen_prometheusrule.py [--check]", file=sys.stderr)
         return 2
     TARGET.write_text(text)
     return 0

@@ -4,7 +4,7 @@ floors shortened so the end-to-end test sees alerts fire within a minute.
 
 Every substitution is explicit per alert and must match: if the rules change
 so that a pattern no longer occurs, this fails (instead of silently testing
-the long-window rule). Usage: shorten_rules.py <rules.yml> <out.yml>
+the long-window rule). Usage: e2e_shorten_rules.py <rules.yml> <out.yml>
 """
 import sys
 
@@ -40,16 +40,16 @@ def main(src, dst):
         for r in g["rules"]:
             name = r.get("alert")
             if name not in EXPR:
-                sys.exit(f"shorten_rules.py: alert {name} has no entry: add its shortened windows to tests/e2e/shorten_rules.py")
+                sys.exit(f"e2e_shorten_rules.py: alert {name} has no entry: add its shortened windows to scripts/py/e2e_shorten_rules.py")
             seen.add(name)
             for old, new in EXPR[name]:
                 if old not in r["expr"]:
-                    sys.exit(f"shorten_rules.py: {name}: {old!r} not in its expr any more: update tests/e2e/shorten_rules.py")
+                    sys.exit(f"e2e_shorten_rules.py: {name}: {old!r} not in its expr any more: update scripts/py/e2e_shorten_rules.py")
                 r["expr"] = r["expr"].replace(old, new)
             r["for"] = FOR
     missing = set(EXPR) - seen
     if missing:
-        sys.exit(f"shorten_rules.py: alerts {sorted(missing)} are gone from rules.yml: update tests/e2e/shorten_rules.py")
+        sys.exit(f"e2e_shorten_rules.py: alerts {sorted(missing)} are gone from rules.yml: update scripts/py/e2e_shorten_rules.py")
     yaml.safe_dump(doc, open(dst, "w"), sort_keys=False)
 
 

@@ -1,4 +1,4 @@
-//! Leak simulator: `bpfmap-exporter simulate-leak` (issue 5).
+//! Leak simulator: `bpfmap-exporter simulate-leak`.
 //!
 //! Creates the conditions the alert rules look for, at a chosen rate, and
 //! removes all of them on exit (end of `--duration`, SIGINT or SIGTERM):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Verdicts and tables of a kernel-matrix run (scripts/vm/matrix.sh).
 
-report.py <results-dir> <markdown-out>; exits 1 when any kernel failed.
+matrix_report.py <results-dir> <markdown-out>; exits 1 when any kernel failed.
 A kernel fails when: it never wrote `done` (crashed, hung or timed out); a
 test binary exited non-zero or is missing its result; `--check` failed; its
 console or dmesg shows a kernel BUG:, WARNING:, Oops, panic or general
@@ -49,7 +49,7 @@ def rejections(kernel, text, where, reasons, notes):
         end = text.find("END PROG LOAD LOG", m.end())
         log = text[m.end():end if end > 0 else m.end() + 4000]
         if any(k == kernel and p == prog and t in log for k, p, t in EXPECTED_REJECTIONS):
-            note = f"{where}: expected verifier rejection of {prog} (handled fallback, see report.py)"
+            note = f"{where}: expected verifier rejection of {prog} (handled fallback, see matrix_report.py)"
             if note not in notes:
                 notes.append(note)
         else:
@@ -62,7 +62,7 @@ def version(release):
 
 
 here = os.path.dirname(os.path.abspath(__file__))
-order = ["host"] + [l.split()[0] for l in read(os.path.join(here, "kernels.lock")).splitlines()
+order = ["host"] + [l.split()[0] for l in read(os.path.join(here, "..", "vm", "kernels.lock")).splitlines()
                     if l.strip() and not l.startswith("#")]
 rows, failed_any, probes_all = [], False, []
 for name in order:

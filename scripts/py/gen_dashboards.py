@@ -4,14 +4,14 @@
 Every panel uses the datasource variable ${datasource}; every query filters
 on the node variable $instance. scripts/check-deploy.sh checks both, and
 tests/e2e/run.sh runs every query against a real Prometheus.
-  ./dashboards/generate.py          rewrite the JSON files
-  ./dashboards/generate.py --check  exit 1 if they differ from this script
+  scripts/py/gen_dashboards.py          rewrite the JSON files
+  scripts/py/gen_dashboards.py --check  exit 1 if they differ from this script
 """
 import json
 import pathlib
 import sys
 
-HERE = pathlib.Path(__file__).resolve().parent
+HERE = pathlib.Path(__file__).resolve().parents[2] / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 I = 'instance=~"$instance"'
 RI = "$__rate_interval"
@@ -206,7 +206,7 @@ def main():
         else:
             path.write_text(text)
     if stale:
-        print(f"dashboards {stale} differ from dashboards/generate.py: run ./dashboards/generate.py", file=sys.stderr)
+        print(f"dashboards {stale} differ from scripts/py/gen_dashboards.py: run scripts/py/gen_dashboards.py", file=sys.stderr)
         return 1
     return 0
 
