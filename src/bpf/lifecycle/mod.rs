@@ -170,3 +170,59 @@ pub(crate) fn attach(
     }
     (links, choices, progs_used)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use libbpf_rs::skel::OpenSkel;
+
+    use crate::lifecycle::probes::{plan, KernelCaps};
+
+    /// Probe plans name programs by string; every name a plan can choose on
+    /// any kernel is a program of the object, and every program of the
+    /// object is reachable from some plan (nothing ships unused).
+    #[test]
+    fn plan_names_are_exactly_the_object_programs() {
+        let funcs = [
+            "__x64_sys_bpf",
+            "map_create",
+            "bpf_map_inc",
+            "bpf_map_inc_with_uref",
+            "bpf_map_inc_not_zero",
+            "bpf_map_put",
+            "bpf_map_put_with_uref",
+        ];
+        let every = |inner: bool| KernelCaps {
+            btf_funcs: funcs
+                .iter()
+                .map(|s| s.to_string())
+                .chain(inner.then(|| "__bpf_map_inc_not_zero".to_string()))
+                .collect(),
+            tp_btf_sys_exit: true,
+            kprobe_pmu: true,
+            kallsyms: funcs
+                .iter()
+                .map(|s| s.to_string())
+                .chain(inner.then(|| "__bpf_map_inc_not_zero".to_string()))
+                .collect(),
+            tracefs_sys_exit_bpf: true,
+            task_pt_regs: true,
+            rdonly_cast: true,
+            sys_bpf_regs: true,
+        };
+        let planned: BTreeSet<&str> = [every(true), every(false)]
+            .iter()
+            .flat_map(|c| plan(c))
+            .flat_map(|d| d.chain.into_iter().flat_map(|c| c.progs.iter().copied()))
+            .collect();
+        let open = super::open_skel(None).expect("the lifecycle object opens without privileges");
+        let object: BTreeSet<String> = open
+            .open_object()
+            .progs()
+            .map(|p| p.name().to_string_lossy().into_owned())
+            .collect();
+        let object: BTreeSet<&str> = object.iter().map(String::as_str).collect();
+        assert_eq!(planned, object);
+    }
+}
