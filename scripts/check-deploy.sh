@@ -45,8 +45,20 @@ for f in deploy/*.yaml; do
     esac
 done
 
-# 2. CRs, kustomization, alert metadata, dashboards.
-python3 scripts/py/check_manifests.py
+for f in deploy/web/*.yaml; do
+    case $f in
+        deploy/web/kustomization.yaml|deploy/web/daemonset-web-patch.yaml|deploy/web/servicemonitor-tls.yaml|deploy/web/podmonitor-tls.yaml) ;;
+        *) fail "$f is not validated: add it to scripts/check-deploy.sh and scripts/py/check_manifests.py" ;;
+    esac
+done
+
+# 2. CRs, kustomization (and the web overlay, rendered), alert metadata,
+# dashboards; then the rendered web DaemonSet against the Kubernetes schemas.
+RENDERED_WEB_DAEMONSET="$tmp/daemonset-web.yaml" python3 scripts/py/check_manifests.py
+out=$(kubernetes-validate --strict -k "$K8S_VERSION" "$tmp/daemonset-web.yaml" 2>&1) || fail "deploy/web: the DaemonSet with daemonset-web-patch.yaml applied does not validate:
+$out"
+grep -q "passed" <<<"$out" || fail "deploy/web: kubernetes-validate found no schema for the rendered DaemonSet"
+echo "check-deploy: deploy/web DaemonSet (base + patch) valid against Kubernetes $K8S_VERSION"
 
 # 3. One source of rules.
 python3 scripts/py/gen_prometheusrule.py --check
@@ -77,6 +89,25 @@ d["rule_files"] = [sys.argv[2]]
 yaml.safe_dump(d, open(sys.argv[1], "w"))
 ' "$tmp/prometheus.yml" "$PWD/deploy/prometheus/rules.yml"
 promtool check config "$tmp/prometheus.yml"
+# The TLS/auth variant, with its files swapped for real ones made here.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=check \
+    -keyout "$tmp/client.key" -out "$tmp/client.crt" 2>/dev/null
+cp "$tmp/client.crt" "$tmp/ca.crt"; echo secret > "$tmp/password"
+python3 -c '
+import sys, yaml
+d = yaml.safe_load(open("deploy/prometheus/scrape-config-tls.yml"))
+for j in d["scrape_configs"]:
+    assert j["job_name"] == "bpfmap-exporter" and j.get("scheme") == "https", "scrape-config-tls.yml: job bpfmap-exporter with scheme https"
+    t = j["tls_config"]
+    assert not t.get("insecure_skip_verify"), "scrape-config-tls.yml: insecure_skip_verify defeats the CA"
+    for k in ("ca_file", "cert_file", "key_file"):
+        t[k] = sys.argv[2] + "/" + {"ca_file": "ca.crt", "cert_file": "client.crt", "key_file": "client.key"}[k]
+    j["basic_auth"]["password_file"] = sys.argv[2] + "/password"
+    j.pop("kubernetes_sd_configs")
+    j["static_configs"] = [{"targets": ["127.0.0.1:9863"]}]
+yaml.safe_dump(d, open(sys.argv[1], "w"))
+' "$tmp/prometheus-tls.yml" "$tmp"
+promtool check config "$tmp/prometheus-tls.yml"
 
 # 5. Dockerfile builds with the same packages as install-deps.sh.
 for p in clang llvm libelf-dev zlib1g-dev pkg-config make; do

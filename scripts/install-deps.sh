@@ -3,12 +3,13 @@
 # Idempotent: packages already present are skipped, so a second run is quick.
 #   build:  clang llvm libelf-dev zlib1g-dev pkg-config make
 #   tests:  bpftool (baseline + inspection), prometheus (promtool and the
-#           end-to-end Prometheus), python3-yaml, jq, curl
+#           end-to-end Prometheus), python3-yaml, jq, curl, openssl (test CA of
+#           the e2e TLS scrape and check-deploy)
 #   matrix: qemu-system-x86, virtme-ng (PyPI), busybox-static (guest tools)
 set -euo pipefail
 
 want=(clang llvm libelf-dev zlib1g-dev pkg-config make bpftool prometheus
-      jq curl python3-yaml qemu-system-x86 busybox-static procps iproute2 kmod)
+      jq curl openssl python3-yaml qemu-system-x86 busybox-static procps iproute2 kmod)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

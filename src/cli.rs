@@ -1,7 +1,7 @@
 //! Command line, in Prometheus exporter style (`--web.listen-address`,
 //! `--collector.<name>` / `--no-collector.<name>`, `--log.level`).
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
@@ -15,17 +15,37 @@ pub const DEFAULT_PORT: u16 = 9863;
     about = "Prometheus exporter for BPF maps: who holds them, what they cost, and which references nothing explains"
 )]
 pub struct Cli {
-    /// Address to listen on for the web interface and telemetry.
-    #[arg(long = "web.listen-address", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
-    pub listen: SocketAddr,
+    /// Address to listen on for the web interface and telemetry: :PORT (every IPv4 address), HOST:PORT or [IPv6]:PORT. Repeatable.
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9863", action = ArgAction::Append)]
+    pub listen: Vec<String>,
+
+    /// Web configuration file in exporter-toolkit's format (TLS, client certificates, basic auth, response headers). Re-read when it or a file it names changes.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Close a connection whose request header (or TLS handshake) has not arrived within this time.
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = parse_duration)]
+    pub web_read_header_timeout: Duration,
+
+    /// Close a keep-alive connection idle this long between requests.
+    #[arg(long = "web.idle-timeout", default_value = "2m", value_parser = parse_duration)]
+    pub web_idle_timeout: Duration,
+
+    /// Serve at most this many connections at once; more wait in the listen backlog.
+    #[arg(long = "web.max-connections", default_value_t = 512)]
+    pub web_max_connections: usize,
 
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", default_value = "/metrics")]
     pub telemetry_path: String,
 
-    /// Log level: error, warn, info, debug or trace (or a tracing filter string).
-    #[arg(long = "log.level", default_value = "info")]
+    /// Log level: error, warn, info, debug or trace (or target=level directives, comma-separated).
+    #[arg(long = "log.level", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
+
+    /// Log format: logfmt (text; colour only on a terminal) or json (one object a line).
+    #[arg(long = "log.format", default_value = "logfmt", value_parser = ["logfmt", "json"])]
+    pub log_format: String,
 
     /// Log every map create and destroy (map type, sizes, flags, pid, comm). Goes through a ring buffer; drops are counted in bpfmap_events_lost_total.
     #[arg(long = "log.map-events", action = ArgAction::SetTrue)]
@@ -118,6 +138,52 @@ pub enum Command {
     SimulateLeak(crate::simulate::SimulateArgs),
 }
 
+const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+
+/// A log level, or comma-separated `level` / `target=level` directives whose
+/// levels are all known (a bare unknown word would be read by tracing as a
+/// target name and silence every line).
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.split(',').all(|d| {
+            let level = d
+                .rsplit_once('=')
+                .map(|(t, l)| (!t.is_empty()).then_some(l));
+            match level {
+                Some(Some(l)) => LEVELS.contains(&l.to_ascii_lowercase().as_str()),
+                Some(None) => false,
+                None => LEVELS.contains(&d.to_ascii_lowercase().as_str()),
+            }
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a log level: use error, warn, info, debug or trace (or target=level directives such as info,bpfmap_exporter=debug)"
+        ))
+    }
+}
+
+/// A duration as Prometheus writes them: a number and ms, s, m or h.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err =
+        || format!("{s:?} is not a duration: use a number and ms, s, m or h, for example 10s");
+    let i = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (n, unit) = s.split_at(i);
+    let n: u64 = n.parse().map_err(|_| err())?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(err()),
+    };
+    if ms == 0 {
+        return Err(format!("{s:?}: must be more than 0"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// Rewrite `--collector.NAME` / `--no-collector.NAME` into `--collector NAME` /
 /// `--no-collector NAME` so clap can parse them, keeping `--collector.maps.*`
 /// option flags (which take values) untouched.
@@ -206,7 +272,8 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&[]);
-        assert_eq!(c.listen.port(), DEFAULT_PORT);
+        assert_eq!(c.listen, vec![format!("0.0.0.0:{DEFAULT_PORT}")]);
+        assert_eq!(c.web_read_header_timeout, Duration::from_secs(10));
         assert_eq!(c.telemetry_path, "/metrics");
         assert!(c.collector_enabled("maps"));
         assert!(c.collector_enabled("pins"));
@@ -249,9 +316,32 @@ mod tests {
             "--web.listen-address=127.0.0.1:1234",
             "--web.telemetry-path=/m",
         ]);
-        assert_eq!(c.listen.to_string(), "127.0.0.1:1234");
+        assert_eq!(c.listen, vec!["127.0.0.1:1234".to_string()]);
         assert_eq!(c.telemetry_path, "/m");
+        let c = parse(&["--web.listen-address=:1", "--web.listen-address", "[::1]:2"]);
+        assert_eq!(c.listen, vec![":1".to_string(), "[::1]:2".to_string()]);
         let c = parse(&["--web.telemetry-path=metrics"]);
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn log_level_and_durations_are_validated() {
+        for ok in ["info", "DEBUG", "warn,bpfmap_exporter=trace", "libbpf=off"] {
+            assert!(parse_log_level(ok).is_ok(), "{ok}");
+        }
+        for bad in ["loud", "", "info,", "=debug", "x=loud"] {
+            let e = parse_log_level(bad).unwrap_err();
+            assert!(
+                e.contains("error, warn, info, debug or trace"),
+                "{bad}: {e}"
+            );
+        }
+        let v = vec!["bpfmap-exporter".to_string(), "--log.level=loud".into()];
+        assert!(Cli::try_parse_from(v).is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["10", "s", "1.5s", "0s", "5d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -25,6 +25,9 @@ pub struct Exporter {
     /// Container/pod identity of processes (census and lifecycle series).
     attributor: Arc<dyn Attributor>,
     process: prometheus::process_collector::ProcessCollector,
+    /// Scrapes run and HTTP requests they answered, since start.
+    scrapes: u64,
+    requests: u64,
 }
 
 /// What a scrape produced, for /metrics and for `--check`.
@@ -33,6 +36,8 @@ pub struct Scrape {
     pub text: anyhow::Result<crate::metrics::Exposition>,
     pub report: Report,
     pub snapshot: Snapshot,
+    /// The same families as protos, when asked for (protobuf, OpenMetrics).
+    pub families: Option<Vec<prometheus::proto::MetricFamily>>,
 }
 
 /// The `k8s` collector: pod names of the pods the attributor met since the
@@ -88,6 +93,8 @@ impl Exporter {
             collectors,
             attributor,
             process: prometheus::process_collector::ProcessCollector::for_self(),
+            scrapes: 0,
+            requests: 0,
         })
     }
 
@@ -100,6 +107,14 @@ impl Exporter {
     }
 
     pub fn scrape(&mut self) -> Scrape {
+        self.scrape_for(0, false)
+    }
+
+    /// One scrape answering `requests` HTTP requests; `families` also
+    /// returns the families as protos.
+    pub fn scrape_for(&mut self, requests: u64, families: bool) -> Scrape {
+        self.scrapes += 1;
+        self.requests += requests;
         let mut out = Families::new();
         let own_extra: Vec<u32> = self
             .collectors
@@ -150,7 +165,18 @@ impl Exporter {
             ],
             1.0,
         );
+        out.counter(&defs::SCRAPES_TOTAL, vec![], self.scrapes as f64);
+        out.counter(
+            &defs::SCRAPE_REQUESTS_TOTAL,
+            vec![],
+            (self.requests - requests) as f64,
+        );
         let process = prometheus::core::Collector::collect(&self.process);
+        let families = families.then(|| {
+            let mut v = out.clone().into_proto();
+            v.extend(process.iter().cloned());
+            v
+        });
         let render_s = t_render.elapsed().as_secs_f64();
         let t_encode = Instant::now();
         let series = out.len();
@@ -166,13 +192,16 @@ impl Exporter {
             text,
             report,
             snapshot,
+            families,
         }
     }
 }
 
 /// The collector thread and the hop to it: it owns the [`Exporter`] (BPF
 /// objects are not shared across threads) and answers each
-/// [`ScrapeRequest`] with one scrape's exposition, in arrival order.
+/// [`ScrapeRequest`]. Single flight: every request waiting when a scrape
+/// starts is answered from that scrape, so N simultaneous requests cost one
+/// census (two when some arrive while one runs).
 pub struct ScrapeService {
     thread: std::thread::JoinHandle<()>,
     healthy: Arc<AtomicBool>,
@@ -182,7 +211,7 @@ impl ScrapeService {
     /// Load every collector on a new thread and start serving requests.
     /// Returns once loading finished, with loading's error if it failed.
     pub fn start(cli: &Cli) -> anyhow::Result<(ScrapeService, mpsc::Sender<ScrapeRequest>)> {
-        let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(16);
+        let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(cli.web_max_connections.max(1));
         let healthy = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let h = healthy.clone();
@@ -202,8 +231,19 @@ impl ScrapeService {
                     }
                 };
                 h.store(true, Ordering::Relaxed);
-                while let Some(reply) = rx.blocking_recv() {
-                    let _ = reply.send(ex.scrape().text);
+                let mut carried = Vec::new();
+                loop {
+                    let mut batch = std::mem::take(&mut carried);
+                    if batch.is_empty() {
+                        match rx.blocking_recv() {
+                            Some(r) => batch.push(r),
+                            None => break,
+                        }
+                    }
+                    while let Ok(r) = rx.try_recv() {
+                        batch.push(r);
+                    }
+                    carried = answer(&mut ex, batch, &mut rx);
                 }
                 h.store(false, Ordering::Relaxed);
             })?;
@@ -222,4 +262,48 @@ impl ScrapeService {
     pub fn join(self) {
         let _ = self.thread.join();
     }
+}
+
+/// Answer a batch of requests from one scrape, encoding each wanted format
+/// once. Requests that arrived while the scrape ran share it too (the data
+/// is at most one scrape's duration older than such a request).
+fn answer(
+    ex: &mut Exporter,
+    mut batch: Vec<ScrapeRequest>,
+    rx: &mut mpsc::Receiver<ScrapeRequest>,
+) -> Vec<ScrapeRequest> {
+    use crate::http::{Body, Format};
+    let protos = batch.iter().any(|r| r.format != Format::Text);
+    let scrape = ex.scrape_for(batch.len() as u64, protos);
+    // Late requests for a format this scrape kept no protos for wait for
+    // the next scrape.
+    let mut next = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        if protos || r.format == Format::Text {
+            ex.requests += 1;
+            batch.push(r);
+        } else {
+            next.push(r);
+        }
+    }
+    let text = scrape.text.map(Body::Chunks).map_err(Arc::new);
+    let fams = scrape.families.unwrap_or_default();
+    let mut encoded: Vec<(Format, Result<Body, Arc<anyhow::Error>>)> = Vec::new();
+    for r in batch {
+        let body = match r.format {
+            Format::Text => text.clone(),
+            f => match encoded.iter().find(|(g, _)| *g == f) {
+                Some((_, b)) => b.clone(),
+                None => {
+                    let b = crate::exposition::encode(f, &fams)
+                        .map(|v| Body::Bytes(v.into()))
+                        .map_err(Arc::new);
+                    encoded.push((f, b.clone()));
+                    b
+                }
+            },
+        };
+        let _ = r.reply.send(body);
+    }
+    next
 }

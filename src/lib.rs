@@ -4,12 +4,15 @@ pub mod census;
 pub mod cli;
 pub mod collector;
 pub mod exporter;
+pub mod exposition;
 pub mod http;
 pub mod k8s;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod simulate;
 pub mod sys;
+pub mod web;
 
 #[cfg(test)]
 mod layout {

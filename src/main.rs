@@ -4,18 +4,17 @@ use bpfmap_exporter::cli::{Cli, Command};
 use bpfmap_exporter::exporter::{Exporter, Scrape, ScrapeService};
 use bpfmap_exporter::http;
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
-        anyhow::anyhow!("--log.level {level:?}: {e}. Use error, warn, info, debug or trace")
-    })?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    bpfmap_exporter::logging::init(&cli.log_level, &cli.log_format)?;
     // Route libbpf's own log lines into tracing.
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |lvl, msg: String| {
         let msg = msg.trim_end();
         match lvl {
+            libbpf_rs::PrintLevel::Warn
+                if bpfmap_exporter::logging::libbpf_warning_expected(msg) =>
+            {
+                tracing::debug!(target: "libbpf", expected_fallback = true, "{msg}")
+            }
             libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
             libbpf_rs::PrintLevel::Info => tracing::info!(target: "libbpf", "{msg}"),
             libbpf_rs::PrintLevel::Debug => tracing::debug!(target: "libbpf", "{msg}"),
@@ -74,7 +73,7 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
 fn run() -> anyhow::Result<bool> {
     bpfmap_exporter::sys::tune_allocator();
     let cli = Cli::parse_from_env();
-    init_logging(&cli.log_level)?;
+    init_logging(&cli)?;
     cli.validate()?;
     if let Some(Command::SimulateLeak(args)) = &cli.command {
         bpfmap_exporter::simulate::run(args)?;
@@ -87,6 +86,16 @@ fn run() -> anyhow::Result<bool> {
         return Ok(print_check(&scrape, &ex));
     }
 
+    // Bind and read the web config before loading BPF: a busy port or a bad
+    // file is the first thing reported.
+    let mut addrs = Vec::new();
+    for a in &cli.listen {
+        addrs.extend(http::parse_listen(a)?);
+    }
+    let listeners = http::bind(&addrs)?;
+    let web = std::sync::Arc::new(bpfmap_exporter::web::Web::load(
+        cli.web_config_file.as_deref(),
+    )?);
     let (service, scrapes) = ScrapeService::start(&cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -96,6 +105,12 @@ fn run() -> anyhow::Result<bool> {
         telemetry_path: cli.telemetry_path.clone(),
         scrapes,
         healthy: service.healthy(),
+        web,
+    };
+    let limits = http::Limits {
+        header_timeout: cli.web_read_header_timeout,
+        idle_timeout: cli.web_idle_timeout,
+        max_connections: cli.web_max_connections,
     };
     rt.block_on(async move {
         let shutdown = async {
@@ -108,7 +123,7 @@ fn run() -> anyhow::Result<bool> {
             }
             tracing::info!("shutting down");
         };
-        http::serve(cli.listen, st, shutdown).await
+        http::serve(listeners, st, limits, shutdown).await
     })?;
     drop(rt);
     service.join();

@@ -110,6 +110,119 @@ def check_endpoint(where, ep, allowed):
             check_relabelings(f"{where}.{k}", ep[k])
 
 
+TLS_KEYS = {"ca", "cert", "keySecret", "serverName", "insecureSkipVerify", "caFile", "certFile", "keyFile", "minVersion", "maxVersion"}
+SCRAPE_SECRET = "bpfmap-exporter-scrape"
+
+
+def check_secret_ref(where, ref):
+    if check_keys(where, ref, {"name", "key", "optional"}):
+        if ref.get("name") != SCRAPE_SECRET or not ref.get("key"):
+            err(where, f"must reference a key of the Secret {SCRAPE_SECRET} (deploy/web/kustomization.yaml says what it holds)")
+
+
+def check_tls_endpoint(where, ep):
+    """The TLS/auth variant: https, a CA, a client certificate and basic auth from the scrape Secret."""
+    if ep.get("scheme") != "https":
+        err(where, "scheme must be https (the exporter serves TLS with deploy/web/web-config.yml)")
+    tls = ep.get("tlsConfig")
+    if not tls or not check_keys(f"{where}.tlsConfig", tls, TLS_KEYS):
+        err(where, "needs tlsConfig")
+        return
+    if tls.get("insecureSkipVerify"):
+        err(where, "tlsConfig.insecureSkipVerify defeats the CA: remove it")
+    for k in ("ca", "cert"):
+        if check_keys(f"{where}.tlsConfig.{k}", tls.get(k, {}), {"secret", "configMap"}):
+            check_secret_ref(f"{where}.tlsConfig.{k}.secret", tls.get(k, {}).get("secret", {}))
+    check_secret_ref(f"{where}.tlsConfig.keySecret", tls.get("keySecret", {}))
+    ba = ep.get("basicAuth")
+    if not ba or not check_keys(f"{where}.basicAuth", ba, {"username", "password"}):
+        err(where, "needs basicAuth (web-config.yml sets basic_auth_users)")
+        return
+    for k in ("username", "password"):
+        check_secret_ref(f"{where}.basicAuth.{k}", ba.get(k, {}))
+
+
+def strategic_merge(base, patch, key_of=None):
+    """The subset of Kubernetes strategic merge the overlay uses: maps merge,
+    null deletes, lists of maps merge by name (mountPath for volumeMounts),
+    other lists are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            elif k in out:
+                out[k] = strategic_merge(out[k], v, {"volumeMounts": "mountPath"}.get(k, "name"))
+            else:
+                out[k] = v
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(x, dict) and key_of in x for x in base + patch):
+        out = list(base)
+        for item in patch:
+            idx = next((i for i, b in enumerate(out) if b[key_of] == item[key_of]), None)
+            if idx is None:
+                out.append(item)
+            else:
+                out[idx] = strategic_merge(out[idx], item)
+        return out
+    return patch
+
+
+WEB_TOP = {"tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"}
+
+
+def check_web_overlay(ds):
+    w = "web/kustomization.yaml"
+    web = DEPLOY / "web"
+    kz = yaml.safe_load((web / "kustomization.yaml").read_text())
+    for res in kz.get("resources", []):
+        if not (web / res).is_file():
+            err(w, f"resource {res} does not exist (relative to deploy/web/)")
+    for must in ("../daemonset.yaml", "../serviceaccount.yaml", "../service.yaml", "servicemonitor-tls.yaml"):
+        if must not in kz.get("resources", []):
+            err(w, f"{must} is not listed in resources")
+    base_kz = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    if kz.get("images") != base_kz.get("images") or kz.get("namespace") != base_kz.get("namespace"):
+        err(w, "images and namespace must be those of deploy/kustomization.yaml")
+    patches = kz.get("patches") or []
+    if len(patches) != 1 or not (web / patches[0].get("path", "")).is_file():
+        err(w, "needs one patch, daemonset-web-patch.yaml, that exists")
+        return
+    patch = yaml.safe_load((web / patches[0]["path"]).read_text())
+    merged = strategic_merge(ds, patch)
+    c = merged["spec"]["template"]["spec"]["containers"][0]
+    base_args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    missing = [a for a in base_args if a not in c["args"]]
+    if missing:
+        err("web/daemonset-web-patch.yaml", f"args drop the base's flags {missing}: args replace the base list, copy them")
+    cfg = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--web.config.file=")]
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in merged["spec"]["template"]["spec"]["volumes"]}
+    if not cfg:
+        err("web/daemonset-web-patch.yaml", "needs --web.config.file=<mounted path>")
+    else:
+        d = str(pathlib.PurePosixPath(cfg[0]).parent)
+        v = vols.get(mounts.get(d, ""), {})
+        if "secret" not in v:
+            err("web/daemonset-web-patch.yaml", f"--web.config.file's directory {d} must be a volumeMount of a Secret volume")
+        elif (v["secret"].get("items") or None) is None and pathlib.PurePosixPath(cfg[0]).name != "web-config.yml":
+            err("web/daemonset-web-patch.yaml", "the Secret key web-config.yml (kustomization.yaml's instructions) must be the file named")
+    for probe in ("readinessProbe", "livenessProbe"):
+        p = c.get(probe, {})
+        handlers = [h for h in ("httpGet", "tcpSocket", "exec", "grpc") if h in p]
+        if handlers != ["tcpSocket"]:
+            err("web/daemonset-web-patch.yaml", f"{probe} must be tcpSocket only after the merge (got {handlers}): the kubelet has no client certificate")
+    out = __import__("os").environ.get("RENDERED_WEB_DAEMONSET")
+    if out:
+        pathlib.Path(out).write_text(yaml.safe_dump(merged))
+    wc = yaml.safe_load((web / "web-config.yml").read_text())
+    extra = set(wc) - WEB_TOP
+    if extra:
+        err("web/web-config.yml", f"unknown top-level fields {sorted(extra)}")
+    if not wc.get("tls_server_config", {}).get("client_ca_file") or not wc.get("basic_auth_users"):
+        err("web/web-config.yml", "the example must show client certificates and basic auth")
+
+
 def selects(selector, labels):
     ml = (selector or {}).get("matchLabels") or {}
     return bool(ml) and all(labels.get(k) == v for k, v in ml.items())
@@ -122,9 +235,8 @@ def main():
     svc = next(d for d in load_all(DEPLOY / "service.yaml") if d.get("kind") == "Service")
     svc_ports = {p["name"] for p in svc["spec"]["ports"]}
 
-    # ServiceMonitor
-    for doc in load_all(DEPLOY / "servicemonitor.yaml"):
-        w = "servicemonitor.yaml"
+    # ServiceMonitor (plain and TLS/auth variant)
+    for w, doc in [(f, d) for f in ("servicemonitor.yaml", "web/servicemonitor-tls.yaml") for d in load_all(DEPLOY / f)]:
         if doc.get("kind") != "ServiceMonitor":
             err(w, f"expected kind ServiceMonitor, got {doc.get('kind')}")
             continue
@@ -140,12 +252,13 @@ def main():
             err(w, "spec.endpoints is empty")
         for i, ep in enumerate(eps):
             check_endpoint(f"{w} spec.endpoints[{i}]", ep, ENDPOINT_KEYS)
+            if w.startswith("web/"):
+                check_tls_endpoint(f"{w} spec.endpoints[{i}]", ep)
             if ep.get("port") not in svc_ports:
                 err(w, f"endpoint port {ep.get('port')!r} is not a named port of the Service ({sorted(svc_ports)})")
 
-    # PodMonitor
-    for doc in load_all(DEPLOY / "podmonitor.yaml"):
-        w = "podmonitor.yaml"
+    # PodMonitor (plain and TLS/auth variant)
+    for w, doc in [(f, d) for f in ("podmonitor.yaml", "web/podmonitor-tls.yaml") for d in load_all(DEPLOY / f)]:
         if doc.get("kind") != "PodMonitor":
             err(w, f"expected kind PodMonitor, got {doc.get('kind')}")
             continue
@@ -161,6 +274,8 @@ def main():
             err(w, "spec.podMetricsEndpoints is empty")
         for i, ep in enumerate(eps):
             check_endpoint(f"{w} spec.podMetricsEndpoints[{i}]", ep, PODENDPOINT_KEYS)
+            if w.startswith("web/"):
+                check_tls_endpoint(f"{w} spec.podMetricsEndpoints[{i}]", ep)
             if ep.get("port") not in ports:
                 err(w, f"port {ep.get('port')!r} is not a named container port ({sorted(ports)})")
 
@@ -187,6 +302,8 @@ def main():
                         for k in ("labels", "annotations"):
                             if k in r and not all(isinstance(v, str) for v in r[k].values()):
                                 err(rw, f"{k} values must be strings")
+
+    check_web_overlay(ds)
 
     # kustomization
     kz = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())

@@ -1,6 +1,7 @@
 //! bpffs inventory: every mounted bpffs (from /proc/self/mountinfo), every
 //! pinned object in it, with bounded, symlink-safe walks.
 use std::collections::BTreeMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ pub struct Mount {
 }
 
 /// Undo the octal escapes (`\040` for space, ...) of /proc/*/mountinfo.
-fn unescape(s: &str) -> String {
+fn unescape(s: &str) -> PathBuf {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -34,7 +35,7 @@ fn unescape(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// bpffs mounts listed in a mountinfo text.
@@ -48,7 +49,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             }
             let f: Vec<&str> = pre.split_whitespace().collect();
             Some(Mount {
-                mount_point: PathBuf::from(unescape(f.get(4)?)),
+                mount_point: unescape(f.get(4)?),
                 dev: f.get(2)?.to_string(),
             })
         })
@@ -144,7 +145,7 @@ pub fn walk(
         ..Default::default()
     };
     for m in mounts {
-        let mname = m.mount_point.to_string_lossy().into_owned();
+        let mname = super::names::label_bytes(m.mount_point.as_os_str().as_bytes());
         let mut skip = |reason: &'static str, n: u64| {
             *inv.skipped.entry((mname.clone(), reason)).or_insert(0) += n;
         };
@@ -188,9 +189,12 @@ pub fn walk(
                             mount: mname.clone(),
                             path: format!(
                                 "/{}",
-                                p.strip_prefix(&m.mount_point)
-                                    .unwrap_or(&p)
-                                    .to_string_lossy()
+                                super::names::label_bytes(
+                                    p.strip_prefix(&m.mount_point)
+                                        .unwrap_or(&p)
+                                        .as_os_str()
+                                        .as_bytes()
+                                )
                             ),
                             dev: md.dev(),
                             ino: md.ino(),

@@ -210,10 +210,59 @@ pub fn flags_label(v: u32, buf: &mut [u8; 10]) -> &str {
 }
 
 /// A comm (or any kernel name) as a label value: the bytes up to the first
-/// NUL, as valid UTF-8 (the text writer escapes quotes, backslashes and
-/// newlines).
+/// NUL, escaped by [`label_bytes`].
 pub fn comm_label(comm: &[u8]) -> String {
-    String::from_utf8_lossy(crate::bpf::records::cstr(comm)).into_owned()
+    label_bytes(crate::bpf::records::cstr(comm))
+}
+
+/// Bytes from the outside world (comms, paths) as a label value, reversibly:
+/// valid UTF-8 is kept, a backslash becomes `\\`, and every byte that is not
+/// part of valid UTF-8 becomes `\xNN` (lower-case hex). Distinct byte
+/// strings give distinct values; the text writer then escapes the value as
+/// usual (so `\xff` appears as `\\xff` in the exposition).
+pub fn label_bytes(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for x in chunk.invalid() {
+            let _ = write!(out, "\\x{x:02x}");
+        }
+    }
+    out
+}
+
+/// Inverse of [`label_bytes`] (for tests and tools).
+pub fn unlabel_bytes(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            match b.get(i + 1)? {
+                b'\\' => {
+                    out.push(b'\\');
+                    i += 2;
+                }
+                b'x' => {
+                    let h = std::str::from_utf8(b.get(i + 2..i + 4)?).ok()?;
+                    out.push(u8::from_str_radix(h, 16).ok()?);
+                    i += 4;
+                }
+                _ => return None,
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -259,6 +308,13 @@ mod tests {
             let mut buf = [0u8; 10];
             assert_eq!(flags_label(v, &mut buf), format!("0x{v:x}"));
         }
-        assert_eq!(comm_label(&[0xff, b'x', 0, b'y']), "\u{fffd}x");
+        assert_eq!(comm_label(&[0xff, b'x', 0, b'y']), "\\xffx");
+        assert_eq!(comm_label(b"dup\xff"), "dup\\xff");
+        assert_ne!(comm_label(b"dup\xfe"), comm_label(b"dup\xff"));
+        assert_eq!(comm_label(b"a\\b"), "a\\\\b");
+        assert_eq!(
+            unlabel_bytes(&comm_label(b"a\\xff\xfe")).unwrap(),
+            b"a\\xff\xfe"
+        );
     }
 }

@@ -376,7 +376,9 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     let mut objects: BTreeMap<(String, &'static str), HashSet<(u64, u64)>> = BTreeMap::new();
     let mut bytes: BTreeMap<String, HashMap<u32, u64>> = BTreeMap::new();
     for m in &inv.mounts {
-        let name = m.mount_point.to_string_lossy().into_owned();
+        let name = super::names::label_bytes(std::os::unix::ffi::OsStrExt::as_bytes(
+            m.mount_point.as_os_str(),
+        ));
         bytes.entry(name.clone()).or_default();
         for k in [ObjKind::Map, ObjKind::Prog, ObjKind::Link] {
             objects.entry((name.clone(), k.label())).or_default();

@@ -209,6 +209,9 @@ pub fn from_cli(cli: &crate::cli::Cli) -> anyhow::Result<Arc<dyn Attributor>> {
 }
 
 #[cfg(test)]
+mod prop_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

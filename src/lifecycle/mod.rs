@@ -140,14 +140,16 @@ impl Lifecycle {
         }
         let mut loaded = None;
         let mut last_err = None;
+        let mut refused = 0;
         for set in probes::load_attempts(&plan) {
-            match open_and_load(&set, &opts, &caps) {
+            match crate::logging::expected_failures(|| open_and_load(&set, &opts, &caps)) {
                 Ok(skel) => {
                     loaded = Some((skel, set));
                     break;
                 }
                 Err(e) => {
-                    tracing::info!(error = %format!("{e:#}"), programs = set.len(), "lifecycle load refused, dropping a class of programs");
+                    refused += 1;
+                    tracing::debug!(error = %format!("{e:#}"), programs = set.len(), "lifecycle load refused, dropping a class of programs");
                     last_err = Some(e);
                 }
             }
@@ -157,7 +159,8 @@ impl Lifecycle {
                 .unwrap_or_else(|| anyhow::anyhow!("no lifecycle program set"))
                 .context("loading lifecycle BPF programs"));
         };
-        let (mut links, mut choices, mut used) = attach(&skel, &plan, &set, opts.census, false);
+        let (mut links, mut choices, mut used) =
+            crate::logging::expected_failures(|| attach(&skel, &plan, &set, opts.census, false));
         // Load only what is used: reload with the chosen programs when some
         // loaded ones found no attach point.
         let used_set: BTreeSet<&'static str> = used.iter().copied().collect();
@@ -167,7 +170,9 @@ impl Lifecycle {
                 Ok(s2) => {
                     skel = s2;
                     set = used_set;
-                    (links, choices, used) = attach(&skel, &plan, &set, opts.census, true);
+                    (links, choices, used) = crate::logging::expected_failures(|| {
+                        attach(&skel, &plan, &set, opts.census, true)
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "reloading the chosen programs failed; keeping the first load");
@@ -181,15 +186,35 @@ impl Lifecycle {
         if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
             bss.create_from_probe = create_from_probe as u32;
         }
+        // Fallbacks are expected (kernels differ): details at debug, one
+        // summary line at info.
+        let off: Vec<&str> = choices
+            .iter()
+            .filter(|c| c.mode == Mode::None)
+            .map(|c| c.probe)
+            .collect();
+        let modes: BTreeSet<&str> = choices
+            .iter()
+            .filter(|c| c.mode != Mode::None)
+            .map(|c| c.mode.as_str())
+            .collect();
+        tracing::info!(
+            attached = choices.len() - off.len(),
+            modes = ?modes,
+            off = ?off,
+            load_attempts_refused = refused,
+            libbpf_warnings_expected = crate::logging::demoted_warnings(),
+            "lifecycle probes (details at --log.level=debug; --check lists each)"
+        );
         for c in &choices {
             if c.mode == Mode::None {
-                tracing::warn!(
+                tracing::debug!(
                     probe = c.probe,
                     "no attach point on this kernel: probe off (mode none)"
                 );
                 continue;
             }
-            tracing::info!(
+            tracing::debug!(
                 probe = c.probe,
                 mode = c.mode.as_str(),
                 attached = c.attached,

@@ -188,6 +188,16 @@ pub const SCRAPE_COLLECTOR_SUCCESS: Def = gauge(
     "1 when the collector succeeded in this scrape.",
 );
 
+pub const SCRAPES_TOTAL: Def = counter(
+    "bpfmap_scrapes_total",
+    "Scrapes (censuses) the collector thread ran since start; concurrent HTTP requests share one.",
+);
+
+pub const SCRAPE_REQUESTS_TOTAL: Def = counter(
+    "bpfmap_scrape_requests_total",
+    "HTTP scrape requests answered since start, before this scrape's.",
+);
+
 /// Every definition, for checks over the whole set.
 pub const ALL: &[&Def] = &[
     &BPF_PROGRAM_RUN_SECONDS_TOTAL,
@@ -236,6 +246,8 @@ pub const ALL: &[&Def] = &[
     &PROCESS_MAP_MMAP_FILES,
     &SCRAPE_COLLECTOR_DURATION_SECONDS,
     &SCRAPE_COLLECTOR_SUCCESS,
+    &SCRAPES_TOTAL,
+    &SCRAPE_REQUESTS_TOTAL,
 ];
 
 #[cfg(test)]

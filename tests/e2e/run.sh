@@ -61,17 +61,52 @@ wait_http() { # url seconds what
     fail "$3 did not answer $1 within $2 s"
 }
 
-# 1. exporter
+# 1. exporter, over TLS with client certificates and basic auth: a test CA,
+# a server and a client certificate made here, and deploy/web/web-config.yml
+# (its user "prometheus", password "change-me") pointed at them.
+pki=$tmp/pki
+mkdir -p "$pki"
+ossl() { openssl "$@" 2>/dev/null || fail "openssl $1 failed"; }
+ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj "/CN=bpfmap e2e CA" -keyout "$pki/ca.key" -out "$pki/ca.crt" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+for who in server client; do
+    ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who" \
+        -keyout "$pki/$who.key" -out "$pki/$who.csr"
+    if [[ $who == server ]]; then
+        ext="subjectAltName=IP:127.0.0.1,DNS:bpfmap-exporter
+extendedKeyUsage=serverAuth"
+    else
+        ext="extendedKeyUsage=clientAuth"
+    fi
+    ossl x509 -req -in "$pki/$who.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+        -CAcreateserial -days 1 -out "$pki/$who.crt" -extfile <(printf '%s\n' "$ext")
+done
+sed -e 's|cert_file: tls.crt|cert_file: server.crt|' -e 's|key_file: tls.key|key_file: server.key|' \
+    deploy/web/web-config.yml >"$pki/web-config.yml"
+grep -q 'cert_file: server.crt' "$pki/web-config.yml" || fail "deploy/web/web-config.yml no longer names tls.crt"
+echo -n change-me >"$pki/password"
+ecurl() { curl -fsS --cacert "$pki/ca.crt" --cert "$pki/client.crt" --key "$pki/client.key" -u prometheus:change-me "$@"; }
 eport=$(free_port)
-eargs=(--web.listen-address="127.0.0.1:$eport" --log.level=warn)
+eargs=(--web.listen-address="127.0.0.1:$eport" --log.level=warn --web.config.file="$pki/web-config.yml")
 # Kernel BPF stats feed the "own BPF programs" panels, when this build has the flag.
 if "$bin" --help | grep -q -- '--bpf.enable-stats'; then
     eargs+=(--bpf.enable-stats)
 fi
 "$bin" "${eargs[@]}" >"$tmp/exporter.log" 2>&1 &
 exporter_pid=$!
-wait_http "http://127.0.0.1:$eport/healthz" 60 "the exporter"
-echo "e2e: exporter pid $exporter_pid on 127.0.0.1:$eport"
+for ((i = 0; i < 300; i++)); do
+    ecurl -o /dev/null "https://127.0.0.1:$eport/healthz" 2>/dev/null && break
+    sleep 0.2
+done
+ecurl -o /dev/null "https://127.0.0.1:$eport/healthz" || fail "the exporter did not answer over TLS"
+# Without credentials, or without a client certificate, nothing is served.
+code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$pki/ca.crt" --cert "$pki/client.crt" --key "$pki/client.key" "https://127.0.0.1:$eport/metrics")
+[[ $code == 401 ]] || fail "a scrape without basic auth got HTTP $code, not 401"
+if curl -fsS -o /dev/null --cacert "$pki/ca.crt" -u prometheus:change-me "https://127.0.0.1:$eport/metrics" 2>/dev/null; then
+    fail "a scrape without a client certificate was served"
+fi
+echo "e2e: exporter pid $exporter_pid on https://127.0.0.1:$eport (client certificate + basic auth)"
 
 # 2. Prometheus
 pport=$(free_port)
@@ -86,6 +121,14 @@ rule_files:
   - $tmp/rules.yml
 scrape_configs:
   - job_name: bpfmap-exporter
+    scheme: https
+    tls_config:
+      ca_file: $pki/ca.crt
+      cert_file: $pki/client.crt
+      key_file: $pki/client.key
+    basic_auth:
+      username: prometheus
+      password_file: $pki/password
     static_configs:
       - targets: ['127.0.0.1:$eport']
 CFG
@@ -97,6 +140,19 @@ prom_pid=$!
 wait_http "http://127.0.0.1:$pport/-/ready" 60 "Prometheus"
 prom="http://127.0.0.1:$pport"
 echo "e2e: prometheus pid $prom_pid on $prom"
+
+# Prometheus negotiates its format: check what the exporter answered it.
+for ((i = 0; i < 150; i++)); do
+    up=$(curl -fsS "$prom/api/v1/query" --data-urlencode 'query=up{job="bpfmap-exporter"}' | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")')
+    [[ $up == 1 ]] && break
+    sleep 0.2
+done
+[[ $up == 1 ]] || fail "Prometheus could not scrape the exporter over TLS with basic auth: $(curl -fsS "$prom/api/v1/targets" | head -c 600)"
+accept=$(curl -fsS "$prom/api/v1/targets" | python3 -c 'import json,sys; t=json.load(sys.stdin)["data"]["activeTargets"]; print(t[0].get("scrapeUrl",""), t[0].get("lastError",""))')
+echo "e2e: Prometheus scrapes over TLS with basic auth: $accept"
+om=$(ecurl -H 'Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1' "https://127.0.0.1:$eport/metrics")
+[[ $(tail -n 1 <<<"$om") == "# EOF" ]] || fail "OpenMetrics answer does not end with # EOF"
+promtool check metrics <<<"$om" >/dev/null 2>&1 || [[ $? -eq 3 ]] || fail "promtool rejects the OpenMetrics exposition"
 
 # 3. simulator
 comm=bpfmap-e2e-sim
