@@ -438,8 +438,8 @@ fn exposition_passes_promtool_with_odd_comms() {
     assert_eq!(p.comm, odd.to_vec());
     let out = text(&s);
     assert!(
-        out.contains("comm=\"a\\\"b\\\\c\\nd\u{fffd}\u{fffd}\""),
-        "comm escaped and made UTF-8"
+        out.contains("comm=\"a\\\"b\\\\\\\\c\\nd\\\\xff\\\\xfe\""),
+        "comm escaped, its backslash and non-UTF-8 bytes reversibly: {out}"
     );
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("m.prom");
