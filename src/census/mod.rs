@@ -2,6 +2,7 @@
 //! afresh on each scrape with the census iterators (`bpf::census`) plus a
 //! few bpf() queries, into a data-only [`Snapshot`].
 pub mod bpffs;
+pub mod creators;
 pub mod fdinfo;
 pub mod holders;
 pub mod names;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-pub use crate::bpf::census::{Features, FileRecord, MapRecord};
+pub use crate::bpf::census::{Creator, Features, FileRecord, MapRecord};
 pub use holders::{Holders, ProcessHolder};
 
 use crate::bpf::census::{self as progs, Programs};
@@ -101,6 +102,9 @@ pub struct Snapshot {
     /// Whether the map census itself succeeded.
     pub maps_ok: bool,
     pub features: Features,
+    /// Memory cgroup id -> path in the memory hierarchy, for the cgroups
+    /// the maps are charged to, when the creators part ran.
+    pub creator_paths: Option<HashMap<u64, String>>,
 }
 
 struct MemEntry {
@@ -119,6 +123,8 @@ pub struct Census {
     pin_cache: bpffs::IdentCache,
     /// Iterator output buffers, kept between scrapes (maps, files, vmas).
     bufs: [Vec<u8>; 3],
+    /// Memory cgroup paths of the maps' creators, cached between scrapes.
+    creator_paths: creators::PathResolver,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -153,6 +159,7 @@ impl Census {
             mem_cache: IdMap::default(),
             bufs: Default::default(),
             pin_cache: Default::default(),
+            creator_paths: Default::default(),
         })
     }
 
@@ -271,6 +278,11 @@ impl Census {
                 Ok(inv)
             });
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
+        }
+        if p.on("creators") && snap.maps_ok && snap.features.map_memcg {
+            let ids = creators::cgroup_ids(snap.maps.iter());
+            let resolver = &mut self.creator_paths;
+            snap.creator_paths = report.run("creators", || resolver.resolve(&ids));
         }
         if p.on("memory") {
             let all = snap.maps.iter().chain(snap.own.iter());
