@@ -116,6 +116,8 @@ pub struct Cli {
 pub enum Command {
     /// Create maps and leak files and pins at a chosen rate so alerts can be seen firing; cleans up on exit.
     SimulateLeak(crate::simulate::SimulateArgs),
+    /// Take one census and explain maps (by --id, --name, --pin or --pid): facts, creator, every holder by identity, the unexplained remainder. Root.
+    Explain(crate::explain::ExplainArgs),
 }
 
 /// Rewrite `--collector.NAME` / `--no-collector.NAME` into `--collector NAME` /

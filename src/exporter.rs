@@ -60,6 +60,7 @@ impl Exporter {
                 parts: Parts::from_fn(on),
                 pins_max_entries: cli.pins_max_entries,
                 pins_max_depth: cli.pins_max_depth,
+                keep_files: false,
             })?)
         } else {
             None

@@ -80,6 +80,10 @@ fn run() -> anyhow::Result<bool> {
         bpfmap_exporter::simulate::run(args)?;
         return Ok(true);
     }
+    if let Some(Command::Explain(args)) = &cli.command {
+        bpfmap_exporter::explain::run(args, cli.btf_path.clone())?;
+        return Ok(true);
+    }
 
     if cli.check {
         let mut ex = Exporter::new(&cli)?;

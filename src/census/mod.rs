@@ -70,6 +70,8 @@ pub struct CensusOpts {
     pub parts: Parts,
     pub pins_max_entries: usize,
     pub pins_max_depth: usize,
+    /// Keep the file and vma records (holder identities) in the snapshot.
+    pub keep_files: bool,
 }
 
 impl Default for CensusOpts {
@@ -79,6 +81,7 @@ impl Default for CensusOpts {
             parts: Parts::default(),
             pins_max_entries: 100_000,
             pins_max_depth: 32,
+            keep_files: false,
         }
     }
 }
@@ -105,6 +108,9 @@ pub struct Snapshot {
     /// Memory cgroup id -> path in the memory hierarchy, for the cgroups
     /// the maps are charged to, when the creators part ran.
     pub creator_paths: Option<HashMap<u64, String>>,
+    /// Map files in fd tables and behind vmas, with `CensusOpts::keep_files`.
+    pub files: Option<Vec<FileRecord>>,
+    pub vmas: Option<Vec<FileRecord>>,
 }
 
 struct MemEntry {
@@ -291,6 +297,10 @@ impl Census {
             {
                 snap.memory = mem;
             }
+        }
+        if self.opts.keep_files {
+            snap.files = obs.files.clone();
+            snap.vmas = obs.vmas.clone();
         }
         let (_, seconds) = measure(|| {
             if snap.maps_ok {
