@@ -224,32 +224,44 @@ pub fn identity(snap: &Snapshot, m: &MapRecord) -> Option<CreatorIdentity> {
 /// The creator series: exact aggregates per (container_id, pod_uid) and of
 /// maps whose creator is gone, and per-map identity for maps charged to a
 /// non-root cgroup, at most `max_per_map` of them (0 = all), those whose
-/// creator is gone first, then by id.
+/// creator is gone first, then by id. Each cgroup path is parsed once.
 pub fn render(snap: &Snapshot, per_map: bool, max_per_map: usize, out: &mut Families) {
-    if !snap.maps_ok || snap.creator_paths.is_none() || !snap.features.map_memcg {
+    let Some(paths) = snap.creator_paths.as_ref() else {
+        return;
+    };
+    if !snap.maps_ok || !snap.features.map_memcg {
         return;
     }
-    let mut agg: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    let parsed: HashMap<u64, crate::k8s::cgroup::CgroupIdentity> =
+        paths.iter().map(|(id, p)| (*id, parse_path(p))).collect();
+    let none = crate::k8s::cgroup::CgroupIdentity::default();
+    let who = |id: Option<u64>| id.and_then(|id| parsed.get(&id)).unwrap_or(&none);
+    let mut agg: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     let mut gone = 0u64;
-    let mut charged: Vec<(&MapRecord, CreatorIdentity)> = Vec::new();
+    // (map, cgroup id, gone) of maps charged to a non-root cgroup.
+    let mut charged: Vec<(&MapRecord, u64, bool)> = Vec::new();
     for m in &snap.maps {
-        let Some(c) = identity(snap, m) else { continue };
+        if m.creator == Creator::Unknown {
+            continue;
+        }
+        let cg = m.creator.cgroup_id();
+        let c = who(cg);
         let e = agg
-            .entry((c.container_id.clone(), c.pod_uid.clone()))
+            .entry((c.container_id.as_str(), c.pod_uid.as_str()))
             .or_default();
         e.0 += 1;
         e.1 += snap.memory.get(&m.id).copied().unwrap_or(0);
-        gone += c.gone as u64;
-        if c.cgroup_id.is_some() {
-            charged.push((m, c));
+        gone += m.creator.is_gone() as u64;
+        if let Some(cg) = cg {
+            charged.push((m, cg, m.creator.is_gone()));
         }
     }
     out.declare(&defs::CREATOR_MAPS);
     for ((container, pod), (n, bytes)) in &agg {
         let labels = || {
             vec![
-                ("container_id", container.clone()),
-                ("pod_uid", pod.clone()),
+                ("container_id", container.to_string()),
+                ("pod_uid", pod.to_string()),
             ]
         };
         out.gauge(&defs::CREATOR_MAPS, labels(), *n as f64);
@@ -258,26 +270,36 @@ pub fn render(snap: &Snapshot, per_map: bool, max_per_map: usize, out: &mut Fami
         }
     }
     out.gauge(&defs::MAPS_CREATOR_GONE, vec![], gone as f64);
-    if !per_map {
+    if !per_map || charged.is_empty() {
         return;
     }
-    charged.sort_unstable_by_key(|(m, c)| (!c.gone, m.id));
+    charged.sort_unstable_by_key(|(m, _, g)| (!g, m.id));
     if max_per_map > 0 {
         charged.truncate(max_per_map);
     }
-    for (m, c) in &charged {
-        out.gauge(
-            &defs::MAP_CREATOR_INFO,
-            vec![
-                ("id", m.id.to_string()),
-                ("cgroup_id", c.cgroup_id.unwrap_or(0).to_string()),
-                ("container_id", c.container_id.clone()),
-                ("pod_uid", c.pod_uid.clone()),
-            ],
-            1.0,
-        );
-        if c.gone {
-            out.gauge(&defs::MAP_CREATOR_GONE, vec![("id", m.id.to_string())], 1.0);
+    // Straight to text (no label vectors): one series per charged map.
+    {
+        let mut w = out.raw_with_capacity(&defs::MAP_CREATOR_INFO, charged.len() * 180);
+        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+        for (m, cg, _) in &charged {
+            let c = who(Some(*cg));
+            w.labels(
+                &[
+                    ("id", a.format(m.id)),
+                    ("cgroup_id", b.format(*cg)),
+                    ("container_id", &c.container_id),
+                    ("pod_uid", &c.pod_uid),
+                ],
+                1.0,
+            );
+        }
+    }
+    if charged.iter().any(|(_, _, g)| *g) {
+        let mut w = out.raw(&defs::MAP_CREATOR_GONE);
+        for (m, _, g) in &charged {
+            if *g {
+                w.id_int(m.id, 1);
+            }
         }
     }
 }
