@@ -55,6 +55,10 @@ pub struct Cli {
     #[arg(long = "collector.pins.max-depth", default_value_t = 32)]
     pub pins_max_depth: usize,
 
+    /// Cgroup hierarchy whose directory inodes are the maps' memory cgroup ids: the unified (v2) mount, or a tmpfs holding the v1 `memory` hierarchy (its `memory` directory is used). Default: the mount in /proc/self/mountinfo. In a pod, mount the host's /sys/fs/cgroup (for example at /host/sys/fs/cgroup) and point this at it.
+    #[arg(long = "collector.creators.cgroup-root", value_name = "DIR")]
+    pub creators_cgroup_root: Option<std::path::PathBuf>,
+
     /// Publish bpfmap_pin_info for at most this many pins per scrape; 0 = no limit.
     #[arg(long = "collector.pins.max-series", default_value_t = 10_000)]
     pub pins_max_series: usize,

@@ -61,6 +61,7 @@ impl Exporter {
                 pins_max_entries: cli.pins_max_entries,
                 pins_max_depth: cli.pins_max_depth,
                 keep_files: false,
+                cgroup_root: cli.creators_cgroup_root.clone(),
             })?)
         } else {
             None

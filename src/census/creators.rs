@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 use super::{Creator, MapRecord, Snapshot};
 use crate::k8s::cgroup::parse_path;
@@ -81,6 +81,30 @@ pub fn memcg_mount(mountinfo: &str) -> Option<MemcgMount> {
     v2
 }
 
+/// A given hierarchy root: a tmpfs of v1 hierarchies means its `memory`
+/// directory.
+fn given_root(r: &Path) -> PathBuf {
+    let v1 = r.join("memory");
+    if v1.join("memory.usage_in_bytes").exists() {
+        v1
+    } else {
+        r.to_path_buf()
+    }
+}
+
+/// Fail early, naming the fix, when a given hierarchy root is not a cgroup
+/// hierarchy.
+pub fn check_root(r: &Path) -> anyhow::Result<()> {
+    let g = given_root(r);
+    if !g.join("cgroup.procs").exists() {
+        bail!(
+            "--collector.creators.cgroup-root {}: not a cgroup hierarchy (no cgroup.procs); give the host's /sys/fs/cgroup as mounted into this container",
+            r.display()
+        );
+    }
+    Ok(())
+}
+
 /// Bounds of one walk of the cgroup hierarchy.
 #[derive(Debug, Clone, Copy)]
 pub struct WalkLimits {
@@ -136,14 +160,17 @@ pub fn walk(root: &Path, limits: WalkLimits) -> anyhow::Result<HashMap<u64, Stri
 #[derive(Debug, Default)]
 pub struct PathResolver {
     limits: WalkLimits,
+    /// Given hierarchy root; else found in mountinfo on each walk.
+    root: Option<PathBuf>,
     paths: HashMap<u64, String>,
     misses: HashSet<u64>,
 }
 
 impl PathResolver {
-    pub fn new(limits: WalkLimits) -> PathResolver {
+    pub fn new(limits: WalkLimits, root: Option<PathBuf>) -> PathResolver {
         PathResolver {
             limits,
+            root: root.map(|r| given_root(&r)),
             ..Default::default()
         }
     }
@@ -155,12 +182,17 @@ impl PathResolver {
             .iter()
             .any(|id| !self.paths.contains_key(id) && !self.misses.contains(id));
         if unseen {
-            let mi = std::fs::read_to_string("/proc/self/mountinfo")
-                .context("reading /proc/self/mountinfo")?;
-            let mount = memcg_mount(&mi).context(
-                "no cgroup hierarchy with the memory controller is mounted: mount cgroup2 (or the v1 memory hierarchy) at /sys/fs/cgroup, in Kubernetes mount the host's /sys/fs/cgroup",
-            )?;
-            self.paths = walk(&mount.root, self.limits)?;
+            let root = match &self.root {
+                Some(r) => r.clone(),
+                None => {
+                    let mi = std::fs::read_to_string("/proc/self/mountinfo")
+                        .context("reading /proc/self/mountinfo")?;
+                    memcg_mount(&mi).context(
+                        "no cgroup hierarchy with the memory controller is mounted: mount cgroup2 (or the v1 memory hierarchy) at /sys/fs/cgroup, or pass --collector.creators.cgroup-root",
+                    )?.root
+                }
+            };
+            self.paths = walk(&root, self.limits)?;
             self.misses.clear();
         }
         let mut out = HashMap::with_capacity(ids.len());
@@ -370,6 +402,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(few.len(), 2);
+    }
+
+    #[test]
+    fn given_root_prefers_the_v1_memory_hierarchy_and_is_checked() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(given_root(t.path()), t.path());
+        assert!(check_root(t.path())
+            .unwrap_err()
+            .to_string()
+            .contains("not a cgroup hierarchy"));
+        std::fs::create_dir(t.path().join("memory")).unwrap();
+        std::fs::write(t.path().join("memory/memory.usage_in_bytes"), "0").unwrap();
+        std::fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
+        assert_eq!(given_root(t.path()), t.path().join("memory"));
+        check_root(t.path()).unwrap();
     }
 
     fn map(id: u32, creator: Creator) -> MapRecord {

@@ -72,6 +72,8 @@ pub struct CensusOpts {
     pub pins_max_depth: usize,
     /// Keep the file and vma records (holder identities) in the snapshot.
     pub keep_files: bool,
+    /// The memory cgroup hierarchy to resolve creators in (default: mountinfo's).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl Default for CensusOpts {
@@ -82,6 +84,7 @@ impl Default for CensusOpts {
             pins_max_entries: 100_000,
             pins_max_depth: 32,
             keep_files: false,
+            cgroup_root: None,
         }
     }
 }
@@ -154,6 +157,10 @@ impl Census {
     /// Load and attach the census iterators. Fails with an actionable message
     /// on missing privileges or BTF.
     pub fn load(opts: CensusOpts) -> anyhow::Result<Census> {
+        if let Some(r) = &opts.cgroup_root {
+            creators::check_root(r)?;
+        }
+        let cgroup_root = opts.cgroup_root.clone();
         let progs = Programs::load(&progs::LoadOpts {
             btf_path: opts.btf_path.clone(),
             files: opts.parts.on("files"),
@@ -165,7 +172,10 @@ impl Census {
             mem_cache: IdMap::default(),
             bufs: Default::default(),
             pin_cache: Default::default(),
-            creator_paths: Default::default(),
+            creator_paths: creators::PathResolver::new(
+                creators::WalkLimits::default(),
+                cgroup_root,
+            ),
         })
     }
 
