@@ -62,6 +62,50 @@ static __always_inline int is_map_file(struct file *file)
 	return 0;
 }
 
+/* struct bpf_map before 5.19 held its memory cgroup directly (5.11-5.18). */
+struct bpf_map___old {
+	struct mem_cgroup *memcg;
+} __attribute__((preserve_access_index));
+
+#define CSS_ONLINE_FLAG 2 /* enum CSS_ONLINE: css.flags bit while the cgroup exists */
+
+/* The memory cgroup the map is charged to, which is the creator's
+ * (bpf_map_save_memcg at creation). 5.19+: map->objcg, NULL for the root
+ * cgroup. Removing a cgroup reparents its objcgs (memcg_reparent_objcgs:
+ * memcg->objcg is cleared and every objcg on its list gets objcg->memcg =
+ * parent), so a live creator is exactly objcg->memcg->objcg == objcg; after
+ * a removal objcg->memcg is the nearest live ancestor, whose own objcg is
+ * another one (or NULL for the root). 5.11-5.18: map->memcg holds a css
+ * reference, so the removed cgroup stays readable, offline. */
+static __always_inline void fill_creator(struct map_rec *r, struct bpf_map *map)
+{
+	if (bpf_core_field_exists(map->objcg)) {
+		struct obj_cgroup *objcg = map->objcg;
+		struct mem_cgroup *memcg;
+
+		if (!objcg) {
+			r->memcg_state = BPFMAP_MEMCG_ROOT;
+			return;
+		}
+		memcg = objcg->memcg;
+		if (!memcg)
+			return;
+		r->memcg_id = memcg->css.cgroup->kn->id;
+		r->memcg_state = memcg->objcg == objcg ? BPFMAP_MEMCG_LIVE : BPFMAP_MEMCG_GONE;
+	} else if (bpf_core_field_exists(((struct bpf_map___old *)map)->memcg)) {
+		struct mem_cgroup *memcg = BPF_CORE_READ((struct bpf_map___old *)map, memcg);
+
+		if (!memcg) {
+			r->memcg_state = BPFMAP_MEMCG_ROOT;
+			return;
+		}
+		r->memcg_id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
+		r->memcg_state = BPF_CORE_READ(memcg, css.flags) & CSS_ONLINE_FLAG
+					 ? BPFMAP_MEMCG_LIVE
+					 : BPFMAP_MEMCG_GONE;
+	}
+}
+
 /* The iterator hands us a trusted BTF pointer: read its fields directly
  * (CO-RE relocated through vmlinux.h's preserve_access_index). Direct loads
  * are JITed as plain loads; BPF_CORE_READ would call bpf_probe_read_kernel
@@ -83,6 +127,7 @@ static __always_inline void fill_map(struct map_rec *r, struct bpf_map *map)
 	r->inner_meta = map->inner_map_meta != NULL;
 	__builtin_memcpy(r->name, map->name, sizeof(r->name));
 	r->elem_count = -1;
+	fill_creator(r, map);
 }
 
 SEC("iter/bpf_map")

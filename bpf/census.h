@@ -7,7 +7,13 @@
 #define BPFMAP_NAME_LEN 16
 #define BPFMAP_COMM_LEN 16
 
-/* iter/bpf_map: one per live map. 88 bytes. */
+/* Creator memory cgroup of a map (map_rec.memcg_state). */
+#define BPFMAP_MEMCG_UNKNOWN 0 /* no memcg accounting of maps (before 5.11, !CONFIG_MEMCG) */
+#define BPFMAP_MEMCG_ROOT    1 /* charged to no cgroup: created from the root (host) */
+#define BPFMAP_MEMCG_LIVE    2 /* charged to the creating cgroup, which still exists */
+#define BPFMAP_MEMCG_GONE    3 /* creating cgroup removed: charged to an ancestor (memcg_id) */
+
+/* iter/bpf_map: one per live map. 104 bytes. */
 struct map_rec {
 	__u64 map_ptr;      /* kernel address: identity key for lifecycle joins */
 	__s64 refcnt;       /* raw, includes the iterator cursor's own +1 */
@@ -23,6 +29,9 @@ struct map_rec {
 	__u32 frozen;
 	__u32 inner_meta;   /* 1 when the map is an outer map (has inner_map_meta) */
 	char name[BPFMAP_NAME_LEN];
+	__u64 memcg_id;     /* kernfs id of the memory cgroup charged (v1 memory or v2 hierarchy), 0 if none */
+	__u32 memcg_state;  /* BPFMAP_MEMCG_* */
+	__u32 pad;
 };
 
 /* iter/task_file and iter/task_vma: one per map file seen in an fd table or
@@ -39,7 +48,7 @@ struct file_rec {
 };
 
 /* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE in src/bpf/census/records.rs. */
-_Static_assert(sizeof(struct map_rec) == 88, "map_rec layout");
+_Static_assert(sizeof(struct map_rec) == 104, "map_rec layout");
 _Static_assert(sizeof(struct file_rec) == 56, "file_rec layout");
 
 #endif

@@ -75,6 +75,10 @@ pub struct Cli {
     #[arg(long = "collector.pins.max-depth", default_value_t = 32)]
     pub pins_max_depth: usize,
 
+    /// Cgroup hierarchy whose directory inodes are the maps' memory cgroup ids: the unified (v2) mount, or a tmpfs holding the v1 `memory` hierarchy (its `memory` directory is used). Default: the mount in /proc/self/mountinfo. In a pod, mount the host's /sys/fs/cgroup (for example at /host/sys/fs/cgroup) and point this at it.
+    #[arg(long = "collector.creators.cgroup-root", value_name = "DIR")]
+    pub creators_cgroup_root: Option<std::path::PathBuf>,
+
     /// Publish bpfmap_pin_info for at most this many pins per scrape; 0 = no limit.
     #[arg(long = "collector.pins.max-series", default_value_t = 10_000)]
     pub pins_max_series: usize,
@@ -136,6 +140,8 @@ pub struct Cli {
 pub enum Command {
     /// Create maps and leak files and pins at a chosen rate so alerts can be seen firing; cleans up on exit.
     SimulateLeak(crate::simulate::SimulateArgs),
+    /// Take one census and explain maps (by --id, --name, --pin or --pid): facts, creator, every holder by identity, the unexplained remainder. Root.
+    Explain(crate::explain::ExplainArgs),
 }
 
 const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];

@@ -55,6 +55,10 @@ pub const REGISTRY: &[Spec] = &[
     census("outer_maps", "map-in-map slots that hold each map"),
     census("links", "iterator links attached to each map"),
     census("pins", "bpffs pins on every mounted bpffs"),
+    census(
+        "creators",
+        "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
+    ),
     Spec {
         name: "lifecycle",
         default_on: true,

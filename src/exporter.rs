@@ -65,6 +65,8 @@ impl Exporter {
                 parts: Parts::from_fn(on),
                 pins_max_entries: cli.pins_max_entries,
                 pins_max_depth: cli.pins_max_depth,
+                keep_files: false,
+                cgroup_root: cli.creators_cgroup_root.clone(),
             })?)
         } else {
             None

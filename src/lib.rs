@@ -3,6 +3,7 @@ pub mod bpf;
 pub mod census;
 pub mod cli;
 pub mod collector;
+pub mod explain;
 pub mod exporter;
 pub mod exposition;
 pub mod http;

@@ -31,6 +31,7 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
         let f = c.features();
         println!("feature=task_vma available={}", f.task_vma as u8);
         println!("feature=elem_count available={}", f.elem_count as u8);
+        println!("feature=map_memcg available={}", f.map_memcg as u8);
     }
     let unexplained: i64 = s
         .maps
@@ -77,6 +78,10 @@ fn run() -> anyhow::Result<bool> {
     cli.validate()?;
     if let Some(Command::SimulateLeak(args)) = &cli.command {
         bpfmap_exporter::simulate::run(args)?;
+        return Ok(true);
+    }
+    if let Some(Command::Explain(args)) = &cli.command {
+        bpfmap_exporter::explain::run(args, cli.btf_path.clone())?;
         return Ok(true);
     }
 

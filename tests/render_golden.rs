@@ -26,6 +26,7 @@ fn map(id: u32, name: &str, map_type: u32, refcnt: i64, usercnt: i64) -> MapReco
         frozen: id == 12,
         is_outer: false,
         name: name.to_string(),
+        creator: Default::default(),
     }
 }
 

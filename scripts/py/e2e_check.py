@@ -77,6 +77,7 @@ def wanted(base, comm, prefix):
         churn: lambda l: True,
         "BpfMapNearlyFull": lambda l: l.get("name", "").startswith(f"{prefix}_full"),
         "BpfPinnedMapUnused": lambda l: f"/{prefix}_pin" in l.get("path", ""),
+        "BpfMapsOutlivedTheirPod": lambda l: True,
     }
     return w, churn
 
@@ -136,7 +137,7 @@ def fire(base, comm, prefix):
 def resolve(base, comm, prefix):
     t0 = time.time()
     w, churn = wanted(base, comm, prefix)
-    must = {"BpfMapUnexplainedReferences", "BpfProcessMapFilesGrowing", churn, "BpfMapNearlyFull", "BpfPinnedMapUnused"}
+    must = {"BpfMapUnexplainedReferences", "BpfProcessMapFilesGrowing", churn, "BpfMapNearlyFull", "BpfPinnedMapUnused", "BpfMapsOutlivedTheirPod"}
     resolved = {}
     while time.time() - t0 < RESOLVE_TIMEOUT:
         still = matched(firing(base), w)

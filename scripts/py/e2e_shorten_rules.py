@@ -25,6 +25,7 @@ EXPR = {
     "BpfPinnedMapMemoryGrowing": [("[6h]", "[1m]"), ("86400", "600"), ("134217728", "65536")],
     "BpfMapNearlyFull": [],
     "BpfPinnedMapUnused": [],
+    "BpfMapsOutlivedTheirPod": [],
     "BpfMapExporterDown": [],
     "BpfMapExporterAbsent": [],
     "BpfMapExporterCollectorFailing": [],

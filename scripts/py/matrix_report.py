@@ -124,6 +124,8 @@ for name in order:
         lacks.append("real map memory: not measured (no bpftool)")
     if feats.get("elem_count") is False:
         lacks.append("elem_count (no bpfmap_map_entries)")
+    if feats.get("map_memcg") is False:
+        lacks.append("map_memcg (creator of maps unknown: no bpfmap_creator_* series)")
     ok = not reasons
     failed_any |= not ok
     rows.append(dict(name=name, release=release, passed=passed, failed=failed, probes=probes, notes=notes,

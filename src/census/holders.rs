@@ -253,6 +253,7 @@ mod tests {
             frozen: false,
             is_outer: false,
             name: format!("m{id}"),
+            creator: Default::default(),
         }
     }
 

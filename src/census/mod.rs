@@ -2,6 +2,7 @@
 //! afresh on each scrape with the census iterators (`bpf::census`) plus a
 //! few bpf() queries, into a data-only [`Snapshot`].
 pub mod bpffs;
+pub mod creators;
 pub mod fdinfo;
 pub mod holders;
 pub mod names;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-pub use crate::bpf::census::{Features, FileRecord, MapRecord};
+pub use crate::bpf::census::{Creator, Features, FileRecord, MapRecord};
 pub use holders::{Holders, ProcessHolder};
 
 use crate::bpf::census::{self as progs, Programs};
@@ -69,6 +70,10 @@ pub struct CensusOpts {
     pub parts: Parts,
     pub pins_max_entries: usize,
     pub pins_max_depth: usize,
+    /// Keep the file and vma records (holder identities) in the snapshot.
+    pub keep_files: bool,
+    /// The memory cgroup hierarchy to resolve creators in (default: mountinfo's).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl Default for CensusOpts {
@@ -78,6 +83,8 @@ impl Default for CensusOpts {
             parts: Parts::default(),
             pins_max_entries: 100_000,
             pins_max_depth: 32,
+            keep_files: false,
+            cgroup_root: None,
         }
     }
 }
@@ -101,6 +108,12 @@ pub struct Snapshot {
     /// Whether the map census itself succeeded.
     pub maps_ok: bool,
     pub features: Features,
+    /// Memory cgroup id -> path in the memory hierarchy, for the cgroups
+    /// the maps are charged to, when the creators part ran.
+    pub creator_paths: Option<HashMap<u64, String>>,
+    /// Map files in fd tables and behind vmas, with `CensusOpts::keep_files`.
+    pub files: Option<Vec<FileRecord>>,
+    pub vmas: Option<Vec<FileRecord>>,
 }
 
 struct MemEntry {
@@ -119,6 +132,8 @@ pub struct Census {
     pin_cache: bpffs::IdentCache,
     /// Iterator output buffers, kept between scrapes (maps, files, vmas).
     bufs: [Vec<u8>; 3],
+    /// Memory cgroup paths of the maps' creators, cached between scrapes.
+    creator_paths: creators::PathResolver,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -142,6 +157,10 @@ impl Census {
     /// Load and attach the census iterators. Fails with an actionable message
     /// on missing privileges or BTF.
     pub fn load(opts: CensusOpts) -> anyhow::Result<Census> {
+        if let Some(r) = &opts.cgroup_root {
+            creators::check_root(r)?;
+        }
+        let cgroup_root = opts.cgroup_root.clone();
         let progs = Programs::load(&progs::LoadOpts {
             btf_path: opts.btf_path.clone(),
             files: opts.parts.on("files"),
@@ -153,6 +172,10 @@ impl Census {
             mem_cache: IdMap::default(),
             bufs: Default::default(),
             pin_cache: Default::default(),
+            creator_paths: creators::PathResolver::new(
+                creators::WalkLimits::default(),
+                cgroup_root,
+            ),
         })
     }
 
@@ -272,6 +295,11 @@ impl Census {
             });
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
         }
+        if p.on("creators") && snap.maps_ok && snap.features.map_memcg {
+            let ids = creators::cgroup_ids(snap.maps.iter());
+            let resolver = &mut self.creator_paths;
+            snap.creator_paths = report.run("creators", || resolver.resolve(&ids));
+        }
         if p.on("memory") {
             let all = snap.maps.iter().chain(snap.own.iter());
             if let Some(mem) =
@@ -279,6 +307,10 @@ impl Census {
             {
                 snap.memory = mem;
             }
+        }
+        if self.opts.keep_files {
+            snap.files = obs.files.clone();
+            snap.vmas = obs.vmas.clone();
         }
         let (_, seconds) = measure(|| {
             if snap.maps_ok {

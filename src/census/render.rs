@@ -63,7 +63,11 @@ impl Renderer {
         render_cached(snap, &self.opts, attribution, out, Some(&mut self.cache));
         self.cache.end();
         let f = &snap.features;
-        for (name, v) in [("task_vma", f.task_vma), ("elem_count", f.elem_count)] {
+        for (name, v) in [
+            ("task_vma", f.task_vma),
+            ("elem_count", f.elem_count),
+            ("map_memcg", f.map_memcg),
+        ] {
             out.gauge(
                 &defs::FEATURE_AVAILABLE,
                 vec![("feature", name.to_string())],
@@ -86,6 +90,7 @@ pub fn render_cached(
     render_processes(snap, attribution, out);
     render_pins(snap, opts, out);
     render_own(snap, out);
+    super::creators::render(snap, opts.per_map, opts.max_map_series, out);
 }
 
 /// One map's looked-up census facts.
@@ -498,6 +503,7 @@ mod cache_tests {
                 frozen: id == frozen,
                 is_outer: false,
                 name: format!("m\"{id}"),
+                creator: Default::default(),
             })
             .collect();
         let obs = holders::Observed {

@@ -31,6 +31,14 @@ pub const BPFFS_SKIPPED_ENTRIES: Def = gauge(
     "bpffs entries the pin walk skipped this scrape, by reason.",
 );
 pub const BUILD_INFO: Def = gauge("bpfmap_build_info", "Build of the exporter.");
+pub const CREATOR_MAPS: Def = gauge(
+    "bpfmap_creator_maps",
+    "Maps by the container and pod whose memory cgroup they are charged to (their creator's; \"\" for the host or a non-container cgroup). Exact, never capped.",
+);
+pub const CREATOR_MAPS_MEMORY_BYTES: Def = gauge(
+    "bpfmap_creator_maps_memory_bytes",
+    "Kernel memory of the maps charged to each container and pod (\"\" for the host). Exact, never capped.",
+);
 pub const EVENTS_LOST_TOTAL: Def = counter(
     "bpfmap_events_lost_total",
     "Lifecycle events lost: --log.map-events ring buffer drops plus creation records overwritten before a scrape read them.",
@@ -45,7 +53,7 @@ pub const EXPORTER_MAPS: Def = gauge(
 );
 pub const FEATURE_AVAILABLE: Def = gauge(
     "bpfmap_feature_available",
-    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+).",
+    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+), map_memcg (creator memory cgroup of maps, 5.11+ with CONFIG_MEMCG).",
 );
 pub const K8S_POD_INFO: Def = gauge(
     "bpfmap_k8s_pod_info",
@@ -70,6 +78,14 @@ pub const K8S_POD_REFRESHES_TOTAL: Def = counter(
 pub const K8S_PODS: Def = gauge(
     "bpfmap_k8s_pods",
     "Pods on this node known to the pod-name enrichment.",
+);
+pub const MAP_CREATOR_GONE: Def = gauge(
+    "bpfmap_map_creator_gone",
+    "1 for a map whose creating memory cgroup was removed (the map outlived its container or pod); join on id.",
+);
+pub const MAP_CREATOR_INFO: Def = gauge(
+    "bpfmap_map_creator_info",
+    "Creator of a map charged to a non-root memory cgroup: its cgroup id, container and pod (\"\" where the path names none); join on id.",
 );
 pub const MAP_ENTRIES: Def = gauge(
     "bpfmap_map_entries",
@@ -134,6 +150,10 @@ pub const MAPS_CREATED_TOTAL: Def = counter(
 pub const MAPS_DESTROYED_TOTAL: Def = counter(
     "bpfmap_maps_destroyed_total",
     "Maps destroyed, by the process that created them (comm=\"unknown\": created before the exporter started) and map type.",
+);
+pub const MAPS_CREATOR_GONE: Def = gauge(
+    "bpfmap_maps_creator_gone",
+    "Maps whose creating memory cgroup was removed: they outlived the container or pod that created them. Exact.",
 );
 pub const MAPS_MEMORY_BYTES: Def = gauge(
     "bpfmap_maps_memory_bytes",
@@ -205,6 +225,8 @@ pub const ALL: &[&Def] = &[
     &BPFFS_MOUNTS,
     &BPFFS_SKIPPED_ENTRIES,
     &BUILD_INFO,
+    &CREATOR_MAPS,
+    &CREATOR_MAPS_MEMORY_BYTES,
     &EVENTS_LOST_TOTAL,
     &EXPORTER_MAP_MEMORY_BYTES,
     &EXPORTER_MAPS,
@@ -215,6 +237,8 @@ pub const ALL: &[&Def] = &[
     &K8S_POD_REFRESH_SUCCESS,
     &K8S_POD_REFRESHES_TOTAL,
     &K8S_PODS,
+    &MAP_CREATOR_GONE,
+    &MAP_CREATOR_INFO,
     &MAP_ENTRIES,
     &MAP_HOLDERS,
     &MAP_INFO,
@@ -233,6 +257,7 @@ pub const ALL: &[&Def] = &[
     &MAPS,
     &MAPS_CREATED_TOTAL,
     &MAPS_DESTROYED_TOTAL,
+    &MAPS_CREATOR_GONE,
     &MAPS_MEMORY_BYTES,
     &MAPS_UNEXPLAINED_REFS,
     &MAPS_WITH_UNEXPLAINED_REFS,

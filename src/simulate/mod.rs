@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
+mod orphans;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimulateArgs {
     /// Maps whose fds are kept open and leaked by this process (its map file count grows).
@@ -38,6 +40,10 @@ pub struct SimulateArgs {
     /// Maps pinned under --pin-dir with every fd closed (stale pins, pinned bytes).
     #[arg(long = "leak-pins", default_value_t = 3)]
     pub leak_pins: u32,
+
+    /// Maps pinned from a memory cgroup named like a pod's container, whose container and pod cgroups are then removed (maps that outlived their pod).
+    #[arg(long = "leak-orphans", default_value_t = 2)]
+    pub leak_orphans: u32,
 
     /// Leaks (files, in-flight and pins, interleaved) created per second.
     #[arg(long = "leak-rate", default_value_t = 2.0)]
@@ -168,6 +174,8 @@ struct Leaks {
     pins: Vec<PathBuf>,
     pin_dir_created: Option<PathBuf>,
     ids: Vec<(u32, String)>,
+    /// Empty memory cgroups of the orphan leak, removed deepest first.
+    cgroups: Vec<PathBuf>,
 }
 
 impl Drop for Leaks {
@@ -179,6 +187,14 @@ impl Drop for Leaks {
                 if e.kind() != io::ErrorKind::NotFound {
                     eprintln!("simulate-leak: could not unlink pin {}: {e}", p.display());
                 }
+            }
+        }
+        for d in self.cgroups.drain(..).rev() {
+            if let Err(e) = std::fs::remove_dir(&d) {
+                eprintln!(
+                    "simulate-leak: could not remove cgroup {}: {e}",
+                    d.display()
+                );
             }
         }
         if let Some(d) = self.pin_dir_created.take() {
@@ -304,7 +320,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         tracing::warn!("could not set comm to {:?}: {e}", args.comm);
     }
     let mut leaks = Leaks::default();
-    if args.leak_pins > 0 {
+    if args.leak_pins > 0 || args.leak_orphans > 0 {
         ensure_pin_dir(&args.pin_dir, &mut leaks)?;
     }
     let r = simulate(args, &stop, &mut leaks);
@@ -343,6 +359,28 @@ fn simulate(args: &SimulateArgs, stop: &AtomicBool, leaks: &mut Leaks) -> anyhow
         ));
         leaks.ids.push((id, name));
         leaks.files.push(m);
+    }
+
+    if args.leak_orphans > 0 {
+        let mut made = Vec::new();
+        let dirs = orphans::in_pod_cgroup(|| {
+            for i in 0..args.leak_orphans {
+                let name = format!("{p}_orph{i}");
+                let mut m = create_map(&name, args.map_entries)?;
+                let path = args.pin_dir.join(&name);
+                m.pin(&path).map_err(|e| {
+                    anyhow::anyhow!("pinning map {name} at {}: {e}", path.display())
+                })?;
+                made.push((map_id(&m), name, path));
+            }
+            Ok(())
+        });
+        for (id, name, path) in made {
+            say(format!("leak=orphan id={id} name={name}"));
+            leaks.ids.push((id, name));
+            leaks.pins.push(path);
+        }
+        leaks.cgroups = dirs?;
     }
 
     let schedule = leak_schedule(args.leak_files, args.leak_inflight, args.leak_pins);

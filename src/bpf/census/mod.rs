@@ -10,7 +10,7 @@ use anyhow::Context;
 use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::Link;
 
-pub use records::{decode_files, decode_maps, FileRecord, MapRecord};
+pub use records::{decode_files, decode_maps, Creator, FileRecord, MapRecord};
 
 use super::{iter, load};
 use crate::sys;
@@ -28,6 +28,9 @@ pub struct Features {
     pub task_vma: bool,
     /// bpf_map_sum_elem_count kfunc (6.6+): live entries of hash maps.
     pub elem_count: bool,
+    /// Memory cgroup accounting of maps (5.11+ with CONFIG_MEMCG): the
+    /// creator cgroup of every map (`struct bpf_map` has objcg or memcg).
+    pub map_memcg: bool,
 }
 
 impl Features {
@@ -38,6 +41,12 @@ impl Features {
             // The iterator's context struct exists exactly where the iterator does.
             task_vma: btf.type_by_name::<Struct>("bpf_iter__task_vma").is_some(),
             elem_count: btf.type_by_name::<Func>("bpf_map_sum_elem_count").is_some(),
+            map_memcg: btf.type_by_name::<Struct>("bpf_map").is_some_and(|s| {
+                s.iter().any(|m| {
+                    m.name
+                        .is_some_and(|n| n == std::ffi::OsStr::new("objcg") || n == "memcg")
+                })
+            }),
         })
     }
 }

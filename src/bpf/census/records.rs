@@ -3,7 +3,7 @@
 //! asserts hold the C side to these sizes. Pure code, unit-tested.
 use crate::bpf::records::{stream, RecordError};
 
-pub const MAP_REC_SIZE: usize = 88;
+pub const MAP_REC_SIZE: usize = 104;
 pub const FILE_REC_SIZE: usize = 56;
 
 /// One live map as the `iter/bpf_map` program saw it.
@@ -25,6 +25,46 @@ pub struct MapRecord {
     pub frozen: bool,
     pub is_outer: bool,
     pub name: String,
+    /// The memory cgroup the map is charged to: its creator's.
+    pub creator: Creator,
+}
+
+/// A map's creator as the kernel's memory accounting records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Creator {
+    /// No memcg accounting of maps on this kernel (before 5.11, no CONFIG_MEMCG).
+    #[default]
+    Unknown,
+    /// Charged to no cgroup: created from the root cgroup (the host).
+    Root,
+    /// Charged to the creating cgroup, which still exists (its kernfs id).
+    Live(u64),
+    /// The creating cgroup was removed; the id is the ancestor now charged
+    /// on 5.19+, the removed cgroup itself on 5.11-5.18.
+    Gone(u64),
+}
+
+impl Creator {
+    fn decode(id: u64, state: u32) -> Creator {
+        match state {
+            1 => Creator::Root,
+            2 => Creator::Live(id),
+            3 => Creator::Gone(id),
+            _ => Creator::Unknown,
+        }
+    }
+
+    /// The kernfs id of the charged cgroup, if any.
+    pub fn cgroup_id(&self) -> Option<u64> {
+        match *self {
+            Creator::Live(id) | Creator::Gone(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Creator::Gone(_))
+    }
 }
 
 /// One map file found in a task's fd table (`fd = Some`) or behind a vma.
@@ -62,6 +102,7 @@ pub fn decode_maps(buf: &[u8]) -> Result<Vec<MapRecord>, RecordError> {
                 frozen: b.u32(64) != 0,
                 is_outer: b.u32(68) != 0,
                 name: String::from_utf8_lossy(b.cstr(72, 16)).into_owned(),
+                creator: Creator::decode(b.u64(88), b.u32(96)),
             }
         })
         .collect())
@@ -111,6 +152,14 @@ pub(crate) mod tests {
             b[40 + 4 * i..44 + 4 * i].copy_from_slice(&v.to_le_bytes());
         }
         b[72..72 + r.name.len()].copy_from_slice(r.name.as_bytes());
+        let (id, state) = match r.creator {
+            Creator::Unknown => (0, 0u32),
+            Creator::Root => (0, 1),
+            Creator::Live(id) => (id, 2),
+            Creator::Gone(id) => (id, 3),
+        };
+        b[88..96].copy_from_slice(&id.to_le_bytes());
+        b[96..100].copy_from_slice(&state.to_le_bytes());
         b
     }
 
@@ -130,6 +179,7 @@ pub(crate) mod tests {
             frozen: true,
             is_outer: false,
             name: "cilium_ct4_glob".into(),
+            creator: Creator::Live(4711),
         }
     }
 
@@ -167,11 +217,28 @@ pub(crate) mod tests {
             err,
             RecordError::Truncated {
                 what: "iter/bpf_map output",
-                len: 87,
-                rec: 88
+                len: 103,
+                rec: 104
             }
         );
         assert!(err.to_string().contains("record layout"));
+    }
+
+    #[test]
+    fn creator_states_round_trip() {
+        for c in [
+            Creator::Unknown,
+            Creator::Root,
+            Creator::Live(1 << 40),
+            Creator::Gone(77),
+        ] {
+            let mut m = sample_map();
+            m.creator = c;
+            assert_eq!(decode_maps(&encode_map(&m, 1)).unwrap()[0].creator, c);
+        }
+        assert_eq!(Creator::Gone(77).cgroup_id(), Some(77));
+        assert_eq!(Creator::Root.cgroup_id(), None);
+        assert!(Creator::Gone(1).is_gone() && !Creator::Live(1).is_gone());
     }
 
     #[test]

@@ -1,0 +1,534 @@
+//! The creator of every map, from the kernel's memory accounting: the
+//! census records the kernfs id of the memory cgroup each map is charged to
+//! ([`Creator`]); this module resolves those ids to cgroup paths (bounded,
+//! cached walk of the memory cgroup hierarchy) and the paths to container
+//! and pod with the attributor's parser, and renders the creator series.
+//!
+//! A kernfs id is the inode number of the cgroup's directory in the
+//! hierarchy that holds the memory controller: the v1 `memory` mount where
+//! there is one, else the unified (v2) mount.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::{Creator, MapRecord, Snapshot};
+use crate::k8s::cgroup::parse_path;
+use crate::metrics::{defs, Families};
+
+/// The mount whose directory inodes are memory cgroup ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcgMount {
+    pub root: PathBuf,
+    /// The cgroup v1 memory hierarchy (else the unified hierarchy).
+    pub v1: bool,
+}
+
+/// Octal escapes of mountinfo fields (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or(""), 8)
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The memory cgroup hierarchy in `/proc/self/mountinfo` text: a v1 mount
+/// with the `memory` controller is preferred (where it exists the memory
+/// controller is not on the unified hierarchy), else the first cgroup2 mount.
+pub fn memcg_mount(mountinfo: &str) -> Option<MemcgMount> {
+    let mut v2 = None;
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(point) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        let mut post = post.split(' ');
+        let (Some(fstype), _, Some(opts)) = (post.next(), post.next(), post.next()) else {
+            continue;
+        };
+        match fstype {
+            "cgroup" if opts.split(',').any(|o| o == "memory") => {
+                return Some(MemcgMount {
+                    root: PathBuf::from(unescape(point)),
+                    v1: true,
+                });
+            }
+            "cgroup2" if v2.is_none() => {
+                v2 = Some(MemcgMount {
+                    root: PathBuf::from(unescape(point)),
+                    v1: false,
+                })
+            }
+            _ => {}
+        }
+    }
+    v2
+}
+
+/// A given hierarchy root: a tmpfs of v1 hierarchies means its `memory`
+/// directory.
+fn given_root(r: &Path) -> PathBuf {
+    let v1 = r.join("memory");
+    if v1.join("memory.usage_in_bytes").exists() {
+        v1
+    } else {
+        r.to_path_buf()
+    }
+}
+
+/// Fail early, naming the fix, when a given hierarchy root is not a cgroup
+/// hierarchy.
+pub fn check_root(r: &Path) -> anyhow::Result<()> {
+    let g = given_root(r);
+    if !g.join("cgroup.procs").exists() {
+        bail!(
+            "--collector.creators.cgroup-root {}: not a cgroup hierarchy (no cgroup.procs); give the host's /sys/fs/cgroup as mounted into this container",
+            r.display()
+        );
+    }
+    Ok(())
+}
+
+/// Bounds of one walk of the cgroup hierarchy.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkLimits {
+    pub max_entries: usize,
+    pub max_depth: usize,
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        WalkLimits {
+            max_entries: 100_000,
+            max_depth: 32,
+        }
+    }
+}
+
+/// Directory inode -> path relative to `root` ("/" for the root), for every
+/// cgroup directory within the limits.
+pub fn walk(root: &Path, limits: WalkLimits) -> anyhow::Result<HashMap<u64, String>> {
+    let md = std::fs::metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    let mut out = HashMap::new();
+    out.insert(md.ino(), "/".to_string());
+    let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        if depth >= limits.max_depth {
+            continue;
+        }
+        // A cgroup removed during the walk is simply not found.
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if out.len() >= limits.max_entries {
+                return Ok(out);
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            if !ft.is_dir() {
+                continue;
+            }
+            let Ok(md) = e.metadata() else { continue };
+            let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+            out.insert(md.ino(), child.clone());
+            stack.push((e.path(), child, depth + 1));
+        }
+    }
+    Ok(out)
+}
+
+/// Memory cgroup id -> path, cached between scrapes. The hierarchy is walked
+/// again only when a scrape asks for an id that neither the last walk found
+/// nor was already missing from it, so a cgroup that cannot be found costs
+/// one walk, not one per scrape.
+#[derive(Debug, Default)]
+pub struct PathResolver {
+    limits: WalkLimits,
+    /// Given hierarchy root; else found in mountinfo on each walk.
+    root: Option<PathBuf>,
+    paths: HashMap<u64, String>,
+    misses: HashSet<u64>,
+}
+
+impl PathResolver {
+    pub fn new(limits: WalkLimits, root: Option<PathBuf>) -> PathResolver {
+        PathResolver {
+            limits,
+            root: root.map(|r| given_root(&r)),
+            ..Default::default()
+        }
+    }
+
+    /// The paths of `ids` that can be found. Fails only when no memory
+    /// cgroup hierarchy is mounted.
+    pub fn resolve(&mut self, ids: &HashSet<u64>) -> anyhow::Result<HashMap<u64, String>> {
+        let unseen = ids
+            .iter()
+            .any(|id| !self.paths.contains_key(id) && !self.misses.contains(id));
+        if unseen {
+            let root = match &self.root {
+                Some(r) => r.clone(),
+                None => {
+                    let mi = std::fs::read_to_string("/proc/self/mountinfo")
+                        .context("reading /proc/self/mountinfo")?;
+                    memcg_mount(&mi).context(
+                        "no cgroup hierarchy with the memory controller is mounted: mount cgroup2 (or the v1 memory hierarchy) at /sys/fs/cgroup, or pass --collector.creators.cgroup-root",
+                    )?.root
+                }
+            };
+            self.paths = walk(&root, self.limits)?;
+            self.misses.clear();
+        }
+        let mut out = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            match self.paths.get(&id) {
+                Some(p) => {
+                    out.insert(id, p.clone());
+                }
+                None => {
+                    self.misses.insert(id);
+                }
+            }
+        }
+        self.misses.retain(|id| ids.contains(id));
+        Ok(out)
+    }
+}
+
+/// The memory cgroup ids the census's maps are charged to.
+pub fn cgroup_ids<'a>(maps: impl Iterator<Item = &'a MapRecord>) -> HashSet<u64> {
+    maps.filter_map(|m| m.creator.cgroup_id()).collect()
+}
+
+/// Who created a map, as far as the kernel's accounting and the cgroup
+/// paths tell. Empty container / pod strings mean "not a container" (the
+/// host, or a path the parser does not recognise).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreatorIdentity {
+    /// Kernfs id of the charged memory cgroup; `None` for the root cgroup.
+    pub cgroup_id: Option<u64>,
+    /// Its path in the memory hierarchy, where found.
+    pub cgroup_path: Option<String>,
+    pub container_id: String,
+    pub pod_uid: String,
+    /// The creating cgroup was removed: the map outlived its creator, and
+    /// the cgroup above is the ancestor it is now charged to.
+    pub gone: bool,
+}
+
+/// The creator of `m`, or `None` where the kernel does not record it (or
+/// the creators part did not run).
+pub fn identity(snap: &Snapshot, m: &MapRecord) -> Option<CreatorIdentity> {
+    let paths = snap.creator_paths.as_ref()?;
+    match m.creator {
+        Creator::Unknown => None,
+        Creator::Root => Some(CreatorIdentity::default()),
+        Creator::Live(id) | Creator::Gone(id) => {
+            let path = paths.get(&id).cloned();
+            let parsed = path.as_deref().map(parse_path).unwrap_or_default();
+            Some(CreatorIdentity {
+                cgroup_id: Some(id),
+                cgroup_path: path,
+                container_id: parsed.container_id,
+                pod_uid: parsed.pod_uid,
+                gone: m.creator.is_gone(),
+            })
+        }
+    }
+}
+
+/// The creator series: exact aggregates per (container_id, pod_uid) and of
+/// maps whose creator is gone, and per-map identity for maps charged to a
+/// non-root cgroup, at most `max_per_map` of them (0 = all), those whose
+/// creator is gone first, then by id. Each cgroup path is parsed once.
+pub fn render(snap: &Snapshot, per_map: bool, max_per_map: usize, out: &mut Families) {
+    let Some(paths) = snap.creator_paths.as_ref() else {
+        return;
+    };
+    if !snap.maps_ok || !snap.features.map_memcg {
+        return;
+    }
+    let parsed: HashMap<u64, crate::k8s::cgroup::CgroupIdentity> =
+        paths.iter().map(|(id, p)| (*id, parse_path(p))).collect();
+    let none = crate::k8s::cgroup::CgroupIdentity::default();
+    let who = |id: Option<u64>| id.and_then(|id| parsed.get(&id)).unwrap_or(&none);
+    let mut agg: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    let mut gone = 0u64;
+    // (map, cgroup id, gone) of maps charged to a non-root cgroup.
+    let mut charged: Vec<(&MapRecord, u64, bool)> = Vec::new();
+    for m in &snap.maps {
+        if m.creator == Creator::Unknown {
+            continue;
+        }
+        let cg = m.creator.cgroup_id();
+        let c = who(cg);
+        let e = agg
+            .entry((c.container_id.as_str(), c.pod_uid.as_str()))
+            .or_default();
+        e.0 += 1;
+        e.1 += snap.memory.get(&m.id).copied().unwrap_or(0);
+        gone += m.creator.is_gone() as u64;
+        if let Some(cg) = cg {
+            charged.push((m, cg, m.creator.is_gone()));
+        }
+    }
+    out.declare(&defs::CREATOR_MAPS);
+    for ((container, pod), (n, bytes)) in &agg {
+        let labels = || {
+            vec![
+                ("container_id", container.to_string()),
+                ("pod_uid", pod.to_string()),
+            ]
+        };
+        out.gauge(&defs::CREATOR_MAPS, labels(), *n as f64);
+        if !snap.memory.is_empty() {
+            out.gauge(&defs::CREATOR_MAPS_MEMORY_BYTES, labels(), *bytes as f64);
+        }
+    }
+    out.gauge(&defs::MAPS_CREATOR_GONE, vec![], gone as f64);
+    if !per_map || charged.is_empty() {
+        return;
+    }
+    charged.sort_unstable_by_key(|(m, _, g)| (!g, m.id));
+    if max_per_map > 0 {
+        charged.truncate(max_per_map);
+    }
+    // Straight to text (no label vectors): one series per charged map.
+    {
+        let mut w = out.raw_with_capacity(&defs::MAP_CREATOR_INFO, charged.len() * 180);
+        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+        for (m, cg, _) in &charged {
+            let c = who(Some(*cg));
+            w.labels(
+                &[
+                    ("id", a.format(m.id)),
+                    ("cgroup_id", b.format(*cg)),
+                    ("container_id", &c.container_id),
+                    ("pod_uid", &c.pod_uid),
+                ],
+                1.0,
+            );
+        }
+    }
+    if charged.iter().any(|(_, _, g)| *g) {
+        let mut w = out.raw(&defs::MAP_CREATOR_GONE);
+        for (m, _, g) in &charged {
+            if *g {
+                w.id_int(m.id, 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MI: &str = "\
+25 30 0:22 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+27 25 0:24 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+28 25 0:25 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+";
+
+    #[test]
+    fn v1_memory_hierarchy_wins_over_unified() {
+        assert_eq!(
+            memcg_mount(MI),
+            Some(MemcgMount {
+                root: "/sys/fs/cgroup/memory".into(),
+                v1: true
+            })
+        );
+    }
+
+    #[test]
+    fn unified_hierarchy_without_v1_memory() {
+        let mi = "26 25 0:23 / /sys/fs/cgroup\\040x rw - cgroup2 cgroup2 rw\n\
+                  27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu,cpuacct\n";
+        assert_eq!(
+            memcg_mount(mi),
+            Some(MemcgMount {
+                root: "/sys/fs/cgroup x".into(),
+                v1: false
+            })
+        );
+        assert_eq!(memcg_mount("1 0 0:1 / / rw - ext4 /dev/sda rw\n"), None);
+    }
+
+    #[test]
+    fn walk_maps_inodes_to_relative_paths_within_limits() {
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("kubepods/besteffort/podx");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(t.path().join("kubepods/memory.stat"), "").unwrap();
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let all = walk(t.path(), WalkLimits::default()).unwrap();
+        assert_eq!(all.len(), 4, "{all:?}");
+        assert_eq!(all[&ino(t.path())], "/");
+        assert_eq!(all[&ino(&deep)], "/kubepods/besteffort/podx");
+        let shallow = walk(
+            t.path(),
+            WalkLimits {
+                max_entries: 100,
+                max_depth: 2,
+            },
+        )
+        .unwrap();
+        assert_eq!(shallow.len(), 3);
+        assert!(!shallow.contains_key(&ino(&deep)));
+        let few = walk(
+            t.path(),
+            WalkLimits {
+                max_entries: 2,
+                max_depth: 32,
+            },
+        )
+        .unwrap();
+        assert_eq!(few.len(), 2);
+    }
+
+    #[test]
+    fn given_root_prefers_the_v1_memory_hierarchy_and_is_checked() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(given_root(t.path()), t.path());
+        assert!(check_root(t.path())
+            .unwrap_err()
+            .to_string()
+            .contains("not a cgroup hierarchy"));
+        std::fs::create_dir(t.path().join("memory")).unwrap();
+        std::fs::write(t.path().join("memory/memory.usage_in_bytes"), "0").unwrap();
+        std::fs::write(t.path().join("memory/cgroup.procs"), "").unwrap();
+        assert_eq!(given_root(t.path()), t.path().join("memory"));
+        check_root(t.path()).unwrap();
+    }
+
+    fn map(id: u32, creator: Creator) -> MapRecord {
+        MapRecord {
+            map_ptr: 0,
+            refcnt: 1,
+            usercnt: 1,
+            elem_count: None,
+            map_extra: 0,
+            id,
+            map_type: 1,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            map_flags: 0,
+            frozen: false,
+            is_outer: false,
+            name: format!("m{id}"),
+            creator,
+        }
+    }
+
+    const POD: &str = "0b8e6f7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    const CTR: &str = "3770bdd710afe32f765d2a786a1ec9be82b53f7d11c3078d0359abf802f9db29";
+
+    fn snap() -> Snapshot {
+        let mut s = Snapshot {
+            maps: vec![
+                map(1, Creator::Root),
+                map(2, Creator::Live(10)),
+                map(3, Creator::Live(10)),
+                map(4, Creator::Gone(11)),
+                map(5, Creator::Live(99)), // path not found: cgroup id only
+                map(6, Creator::Root),
+            ],
+            maps_ok: true,
+            creator_paths: Some(HashMap::from([
+                (10, format!("/kubepods/besteffort/pod{POD}/{CTR}")),
+                (11, format!("/kubepods/besteffort/pod{POD}")),
+            ])),
+            ..Default::default()
+        };
+        s.features.map_memcg = true;
+        for (id, b) in [(1, 100), (2, 10), (3, 20), (4, 1000), (5, 5), (6, 1)] {
+            s.memory.insert(id, b);
+        }
+        s
+    }
+
+    fn text(f: Families) -> String {
+        String::from_utf8(crate::metrics::encode_text(&f.into_proto()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn identity_resolves_container_pod_and_gone() {
+        let s = snap();
+        let id = |i: usize| identity(&s, &s.maps[i]).unwrap();
+        assert_eq!(id(0), CreatorIdentity::default());
+        assert_eq!(
+            (
+                id(1).container_id.as_str(),
+                id(1).pod_uid.as_str(),
+                id(1).gone
+            ),
+            (CTR, POD, false)
+        );
+        assert_eq!(
+            (
+                id(3).container_id.as_str(),
+                id(3).pod_uid.as_str(),
+                id(3).gone
+            ),
+            ("", POD, true)
+        );
+        assert_eq!(
+            (id(4).cgroup_id, id(4).cgroup_path.clone(), id(4).pod_uid),
+            (Some(99), None, String::new())
+        );
+        let mut unknown = s.clone();
+        unknown.maps[0].creator = Creator::Unknown;
+        assert_eq!(identity(&unknown, &unknown.maps[0]), None);
+    }
+
+    #[test]
+    fn aggregates_are_exact_and_per_map_is_capped_gone_first() {
+        let mut f = Families::new();
+        render(&snap(), true, 2, &mut f);
+        let t = text(f);
+        let want_agg = [
+            format!("bpfmap_creator_maps{{container_id=\"\",pod_uid=\"\"}} 3"),
+            format!("bpfmap_creator_maps{{container_id=\"\",pod_uid=\"{POD}\"}} 1"),
+            format!("bpfmap_creator_maps{{container_id=\"{CTR}\",pod_uid=\"{POD}\"}} 2"),
+            format!("bpfmap_creator_maps_memory_bytes{{container_id=\"\",pod_uid=\"\"}} 106"),
+            format!("bpfmap_creator_maps_memory_bytes{{container_id=\"\",pod_uid=\"{POD}\"}} 1000"),
+            format!("bpfmap_creator_maps_memory_bytes{{container_id=\"{CTR}\",pod_uid=\"{POD}\"}} 30"),
+            "bpfmap_maps_creator_gone 1".to_string(),
+            "bpfmap_map_creator_gone{id=\"4\"} 1".to_string(),
+            format!("bpfmap_map_creator_info{{id=\"4\",cgroup_id=\"11\",container_id=\"\",pod_uid=\"{POD}\"}} 1"),
+            format!("bpfmap_map_creator_info{{id=\"2\",cgroup_id=\"10\",container_id=\"{CTR}\",pod_uid=\"{POD}\"}} 1"),
+        ];
+        for w in &want_agg {
+            assert!(t.contains(w.as_str()), "missing {w} in\n{t}");
+        }
+        assert_eq!(t.matches("bpfmap_map_creator_info{").count(), 2, "{t}");
+    }
+
+    #[test]
+    fn nothing_is_published_where_the_kernel_does_not_record_creators() {
+        let mut s = snap();
+        s.features.map_memcg = false;
+        let mut f = Families::new();
+        render(&s, true, 0, &mut f);
+        assert!(!text(f).contains("creator"));
+    }
+}
