@@ -33,11 +33,11 @@ pub const BPFFS_SKIPPED_ENTRIES: Def = gauge(
 pub const BUILD_INFO: Def = gauge("bpfmap_build_info", "Build of the exporter.");
 pub const CREATOR_MAPS: Def = gauge(
     "bpfmap_creator_maps",
-    "Maps by the container and pod whose memory cgroup they are charged to (their creator's; \"\" for the host or a non-container cgroup). Exact, never capped.",
+    "Maps by the container and pod whose memory cgroup they are charged to (their creator's; empty labels for the host or a non-container cgroup). Exact, never capped.",
 );
 pub const CREATOR_MAPS_MEMORY_BYTES: Def = gauge(
     "bpfmap_creator_maps_memory_bytes",
-    "Kernel memory of the maps charged to each container and pod (\"\" for the host). Exact, never capped.",
+    "Kernel memory of the maps charged to each container and pod (empty labels for the host). Exact, never capped.",
 );
 pub const EVENTS_LOST_TOTAL: Def = counter(
     "bpfmap_events_lost_total",
@@ -85,7 +85,7 @@ pub const MAP_CREATOR_GONE: Def = gauge(
 );
 pub const MAP_CREATOR_INFO: Def = gauge(
     "bpfmap_map_creator_info",
-    "Creator of a map charged to a non-root memory cgroup: its cgroup id, container and pod (\"\" where the path names none); join on id.",
+    "Creator of a map charged to a non-root memory cgroup: its cgroup id, container and pod (empty where the path names none); join on id.",
 );
 pub const MAP_ENTRIES: Def = gauge(
     "bpfmap_map_entries",
@@ -149,7 +149,7 @@ pub const MAPS_CREATED_TOTAL: Def = counter(
 );
 pub const MAPS_DESTROYED_TOTAL: Def = counter(
     "bpfmap_maps_destroyed_total",
-    "Maps destroyed, by the process that created them (comm=\"unknown\": created before the exporter started) and map type.",
+    "Maps destroyed, by the process that created them (comm unknown: created before the exporter started) and map type.",
 );
 pub const MAPS_CREATOR_GONE: Def = gauge(
     "bpfmap_maps_creator_gone",
@@ -289,6 +289,13 @@ mod tests {
         for d in ALL {
             assert!(d.name.starts_with("bpfmap_"), "{}", d.name);
             assert!(!d.help.is_empty(), "{} has no help", d.name);
+            // Classic text escapes only \\ and \n in HELP, OpenMetrics also ":
+            // help without quotes reads the same in both formats.
+            assert!(
+                !d.help.contains('"'),
+                "{}: no double quotes in help",
+                d.name
+            );
             let total = d.name.ends_with("_total");
             assert_eq!(
                 total,
