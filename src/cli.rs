@@ -75,6 +75,10 @@ pub struct Cli {
     #[arg(long = "collector.pins.max-depth", default_value_t = 32)]
     pub pins_max_depth: usize,
 
+    /// Before publishing an unexplained reference, re-read the affected maps after this many milliseconds (up to three times, while their refcounts keep falling): references the kernel drops within its deferred-free window (a program just unloaded, a map just closed) are not leaks. 0 = publish the first reading.
+    #[arg(long = "collector.maps.confirm-delay-ms", default_value_t = 100)]
+    pub confirm_delay_ms: u64,
+
     /// Publish bpfmap_pin_info for at most this many pins per scrape; 0 = no limit.
     #[arg(long = "collector.pins.max-series", default_value_t = 10_000)]
     pub pins_max_series: usize,

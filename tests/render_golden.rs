@@ -70,6 +70,7 @@ fn snapshot() -> Snapshot {
         slots: Some(vec![13]),
         links: Some(vec![]),
         pins: Some(vec![11]),
+        incomplete: vec![],
     };
     let holders = holders::compute(&maps, &obs);
     let processes = holders::processes(&files, &vmas);

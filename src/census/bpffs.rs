@@ -86,8 +86,15 @@ pub struct WalkLimits {
 
 /// Identify a pinned file: BPF_OBJ_GET read-only, then its fdinfo. The fd is
 /// closed before returning, so the transient reference is gone.
+///
+/// Links refuse read-only opens (EINVAL: a link fd has no read-only mode),
+/// so an EINVAL is retried with flags 0; that fd is only read for fdinfo and
+/// closed at once.
 pub fn identify(path: &Path) -> std::io::Result<FdInfo> {
-    let fd = crate::sys::obj_get_rdonly(path)?;
+    let fd = match crate::sys::obj_get(path, true) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => crate::sys::obj_get(path, false)?,
+        r => r?,
+    };
     Ok(parse_fdinfo(&crate::sys::fdinfo(&fd)?))
 }
 
@@ -201,7 +208,34 @@ pub fn walk(
                             info,
                             fresh,
                         }),
-                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => skip("vanished", 1),
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                            match std::fs::symlink_metadata(&p) {
+                                // Still there: the kernel's own preloaded
+                                // iterator links (CONFIG_BPF_PRELOAD) refuse
+                                // BPF_OBJ_GET with ENOENT.
+                                Ok(again) if again.ino() == md.ino() => {
+                                    let name = p.file_name().and_then(|n| n.to_str());
+                                    if depth == 0 && PRELOADED.contains(&name.unwrap_or("")) {
+                                        inv.pins.push(Pin {
+                                            mount: mname.clone(),
+                                            path: format!("/{}", name.unwrap_or("")),
+                                            dev: md.dev(),
+                                            ino: md.ino(),
+                                            info: FdInfo {
+                                                kind: ObjKind::Link,
+                                                id: 0,
+                                                memlock: None,
+                                                map_type: None,
+                                            },
+                                            fresh: false,
+                                        });
+                                    } else {
+                                        skip("not_bpf_object", 1)
+                                    }
+                                }
+                                _ => skip("vanished", 1),
+                            }
+                        }
                         Err(e)
                             if e.raw_os_error() == Some(libc::EACCES)
                                 || e.raw_os_error() == Some(libc::EPERM) =>
@@ -221,7 +255,30 @@ pub fn walk(
     inv
 }
 
+/// The iterator links the kernel pins on every bpffs it mounts
+/// (kernel/bpf/preload): they hold no map.
+pub const PRELOADED: [&str; 2] = ["maps.debug", "progs.debug"];
+
+/// Skip reasons after which a pinned object may have gone unseen (so pin
+/// holders are a lower bound). `symlink` and `other_file_type` are never
+/// objects; `vanished` pins took their reference with them.
+pub const INCOMPLETE_REASONS: [&str; 5] = [
+    "max_entries",
+    "max_depth",
+    "permission_denied",
+    "unreadable",
+    "not_bpf_object",
+];
+
 impl Inventory {
+    /// Whether the walk saw every pinned object of every bpffs.
+    pub fn complete(&self) -> bool {
+        !self
+            .skipped
+            .iter()
+            .any(|((_, r), n)| *n > 0 && INCOMPLETE_REASONS.contains(r))
+    }
+
     /// Map ids held by pins, one entry per distinct pinned inode (hard links and
     /// bind mounts of one superblock share an inode and hold one reference).
     pub fn map_pin_holders(&self) -> Vec<u32> {

@@ -86,6 +86,25 @@ pub fn render_cached(
     render_processes(snap, attribution, out);
     render_pins(snap, opts, out);
     render_own(snap, out);
+    render_sources(snap, out);
+}
+
+/// Completeness of each holder source and of the pid-namespace view.
+fn render_sources(snap: &Snapshot, out: &mut Families) {
+    if !snap.maps_ok {
+        return;
+    }
+    for (source, complete) in &snap.sources {
+        out.gauge(
+            &defs::HOLDER_SOURCE_COMPLETE,
+            vec![("source", source.to_string())],
+            *complete as u8 as f64,
+        );
+    }
+    out.gauge(&defs::CENSUS_SETTLED_REFS, vec![], snap.settled_refs as f64);
+    if let Some(host) = snap.host_pid_namespace {
+        out.gauge(&defs::PID_NAMESPACE_HOST, vec![], host as u8 as f64);
+    }
 }
 
 /// One map's looked-up census facts.
@@ -110,7 +129,7 @@ fn render_maps(
     let mut by_type: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
     let mut unexplained_total = 0i64;
     let mut with_unexplained = 0u64;
-    let mut unexplained_known = !snap.holders.is_empty() || snap.maps.is_empty();
+    let mut withheld = 0u64;
     // Each map's memory and holders, looked up once (parallel to snap.maps).
     let rows: Vec<Row<'_>> = snap
         .maps
@@ -133,7 +152,7 @@ fn render_maps(
                 unexplained_total += u;
                 with_unexplained += (u > 0) as u64;
             }
-            None => unexplained_known = false,
+            None => withheld += 1,
         }
     }
     out.declare(&defs::MAPS);
@@ -151,7 +170,11 @@ fn render_maps(
             );
         }
     }
-    if unexplained_known {
+    let holders_ran = !snap.holders.is_empty() || snap.maps.is_empty();
+    if holders_ran {
+        out.gauge(&defs::MAPS_UNEXPLAINED_WITHHELD, vec![], withheld as f64);
+    }
+    if holders_ran && withheld == 0 {
         out.gauge(
             &defs::MAPS_UNEXPLAINED_REFS,
             vec![],
@@ -520,6 +543,7 @@ mod cache_tests {
             slots: Some(vec![]),
             links: Some(vec![]),
             pins: Some(vec![]),
+            incomplete: vec![],
         };
         Snapshot {
             holders: holders::compute(&maps, &obs),
