@@ -684,3 +684,80 @@ fn preloaded_iterator_links_are_identified_as_links() {
     }
     assert!(text(&s).contains("bpfmap_pinned_objects{mount=\"/sys/fs/bpf\",object_type=\"link\"}"));
 }
+
+#[test]
+fn pins_in_another_mount_namespace_are_found_and_labelled_apart() {
+    // A process with its own mount namespace mounts a private bpffs at a
+    // path that exists, empty, in ours, and pins a map there; the exporter's
+    // namespace has no such mount. The pin must explain the map, under a
+    // `mount` label distinct from the plain path.
+    require_root();
+    let dir = tempfile::Builder::new()
+        .prefix("bpfmap-ns-fs")
+        .tempdir()
+        .unwrap();
+    let d = dir.path().display().to_string();
+    let ready = dir.path().join("..").join(format!(
+        "{}.ready",
+        dir.path().file_name().unwrap().to_string_lossy()
+    ));
+    let script = format!(
+        "mount -t bpf bpf {d} && bpftool map create {d}/nsmap type array key 4 value 4 entries 1 name t_ns_pin \
+         && bpftool map show pinned {d}/nsmap > {r} && exec sleep 60",
+        r = ready.display()
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .spawn()
+        .expect("unshare");
+    let t = Instant::now();
+    while std::fs::metadata(&ready).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the namespace's pin never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let shown = std::fs::read_to_string(&ready).unwrap();
+    let id: u32 = shown.split(':').next().unwrap().trim().parse().unwrap();
+    let mut census = Census::load(CensusOpts::default()).unwrap();
+    let (s, _) = census.take(&[]);
+    let inv = s.inventory.as_ref().unwrap();
+    let pin = inv
+        .pins
+        .iter()
+        .find(|p| p.info.id == id && p.info.kind.label() == "map")
+        .unwrap_or_else(|| {
+            panic!(
+                "pin of map {id} not found: {:?} {:?}",
+                inv.mounts, inv.unreachable
+            )
+        });
+    assert_eq!(pin.path, "/nsmap");
+    assert!(
+        pin.mount.starts_with(&format!("{d}@")),
+        "label {}",
+        pin.mount
+    );
+    let rec = s.maps.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(
+        s.holders[&id].get(bpfmap_exporter::census::holders::HolderKind::Pin),
+        Some(1)
+    );
+    assert_eq!(s.holders[&id].unexplained(rec.refcnt), Some(0));
+    assert!(inv.unreachable.is_empty(), "{:?}", inv.unreachable);
+    let t = text(&s);
+    assert!(
+        t.contains(&format!(
+            "bpfmap_bpffs_mount_reachable{{mount=\"{}\"}} 1",
+            pin.mount
+        )),
+        "{t}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&ready);
+    until(&mut census, "namespace's map freed", |s| {
+        !s.maps.iter().any(|m| m.id == id)
+    });
+}

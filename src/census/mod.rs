@@ -9,7 +9,7 @@ pub mod render;
 mod sources;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -151,6 +151,8 @@ pub struct Census {
     mem_cache: IdMap<MemEntry>,
     /// Pinned inodes identified by earlier pin walks.
     pin_cache: bpffs::IdentCache,
+    /// bpffs superblocks of every mount namespace (cached mount tables).
+    mounts: bpffs::MountDiscovery,
     /// Iterator output buffers, kept between scrapes (maps, files, vmas).
     bufs: [Vec<u8>; 3],
     /// Map ids the exporter's loads allocated (first, last], and when the
@@ -194,6 +196,7 @@ impl Census {
             mem_cache: IdMap::default(),
             bufs: Default::default(),
             pin_cache: Default::default(),
+            mounts: Default::default(),
             load_window: None,
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
@@ -351,13 +354,16 @@ impl Census {
                 max_depth: self.opts.pins_max_depth,
             };
             snap.inventory = report.run("pins", || {
-                let mi = std::fs::read_to_string("/proc/self/mountinfo")
-                    .context("reading /proc/self/mountinfo")?;
+                let sbs = self
+                    .mounts
+                    .discover(Path::new("/proc"))
+                    .context("reading /proc/*/mountinfo")?;
                 let cache = &mut self.pin_cache;
-                let inv = bpffs::walk(&bpffs::parse_mountinfo(&mi), &limits, &mut |p, md| {
-                    cache.identify(p, md)
-                });
+                let inv = bpffs::walk(&sbs, &limits, &mut |p, md| cache.identify(p, md));
                 cache.finish();
+                for m in &inv.unreachable {
+                    tracing::warn!(mount = %m, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
+                }
                 Ok(inv)
             });
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());

@@ -399,9 +399,21 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     let mut objects: BTreeMap<(String, &'static str), HashSet<(u64, u64)>> = BTreeMap::new();
     let mut bytes: BTreeMap<String, HashMap<u32, u64>> = BTreeMap::new();
     for m in &inv.mounts {
-        let name = super::names::label_bytes(std::os::unix::ffi::OsStrExt::as_bytes(
-            m.mount_point.as_os_str(),
-        ));
+        out.gauge(
+            &defs::BPFFS_MOUNT_REACHABLE,
+            vec![("mount", m.label.clone())],
+            !inv.unreachable.contains(&m.label) as u8 as f64,
+        );
+    }
+    if opts.max_pin_series != 0 {
+        out.gauge(
+            &defs::PIN_SERIES_OMITTED,
+            vec![],
+            inv.pins.len().saturating_sub(opts.max_pin_series) as f64,
+        );
+    }
+    for m in &inv.mounts {
+        let name = m.label.clone();
         bytes.entry(name.clone()).or_default();
         for k in [ObjKind::Map, ObjKind::Prog, ObjKind::Link] {
             objects.entry((name.clone(), k.label())).or_default();

@@ -42,6 +42,14 @@ pub const PID_NAMESPACE_HOST: Def = gauge(
     "bpfmap_pid_namespace_host",
     "1 when the exporter runs in the host's (initial) pid namespace; 0 means process holders are invisible (run with hostPID: true / podman --pid=host).",
 );
+pub const BPFFS_MOUNT_REACHABLE: Def = gauge(
+    "bpfmap_bpffs_mount_reachable",
+    "1 when the pin walk could enter this bpffs superblock; 0 when its mount is unreachable (another mount namespace without CAP_SYS_PTRACE): unexplained counts it could explain are withheld.",
+);
+pub const PIN_SERIES_OMITTED: Def = gauge(
+    "bpfmap_pin_series_omitted",
+    "Pins without a bpfmap_pin_info series this scrape (--collector.pins.max-series cap); bpfmap_pinned_objects still counts them.",
+);
 pub const BPFFS_SKIPPED_ENTRIES: Def = gauge(
     "bpfmap_bpffs_skipped_entries",
     "bpffs entries the pin walk skipped this scrape, by reason.",
@@ -254,6 +262,8 @@ pub const ALL: &[&Def] = &[
     &HOLDER_SOURCE_COMPLETE,
     &MAPS_UNEXPLAINED_WITHHELD,
     &PID_NAMESPACE_HOST,
+    &BPFFS_MOUNT_REACHABLE,
+    &PIN_SERIES_OMITTED,
     &MAPS_UNEXPLAINED_REFS,
     &MAPS_WITH_UNEXPLAINED_REFS,
     &PIN_INFO,
