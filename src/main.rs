@@ -58,6 +58,11 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
         unexplained,
         withheld
     );
+    if let Some(inv) = &s.inventory {
+        for m in &inv.unreachable {
+            println!("bpffs mount={m} reachable=0 (mounted in another mount namespace; walking it through /proc/<pid>/root needs CAP_SYS_PTRACE)");
+        }
+    }
     for (source, complete) in &s.sources {
         if !complete {
             println!("source={source} complete=0");

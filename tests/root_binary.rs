@@ -422,3 +422,60 @@ fn check_and_a_concurrent_server_report_the_same_node_figures() {
         5 - agree
     );
 }
+
+#[test]
+fn without_sys_ptrace_a_foreign_namespace_bpffs_is_unreachable_and_withheld() {
+    require_root();
+    let dir = tempfile::Builder::new()
+        .prefix("bpfmap-ns-bin")
+        .tempdir()
+        .unwrap();
+    let d = dir.path().display().to_string();
+    let ready = format!("{d}.ready");
+    let script = format!(
+        "mount -t bpf bpf {d} && bpftool map create {d}/nsmap type array key 4 value 4 entries 1 name t_ns_bin \
+         && echo ok > {ready} && exec sleep 60"
+    );
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .spawn()
+        .expect("unshare");
+    let t = Instant::now();
+    while std::fs::metadata(&ready).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the namespace's pin never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = |pre: &[&str]| {
+        let mut c = Command::new(pre.first().copied().unwrap_or(BIN));
+        if !pre.is_empty() {
+            c.args(&pre[1..]).arg(BIN);
+        }
+        let out = c
+            .args(["--check", "--no-collector.lifecycle"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Root without CAP_SYS_PTRACE: /proc/<pid>/root of the namespace's
+    // process is refused, so the mount is unreachable and pins incomplete.
+    let without = run(&[
+        "setpriv",
+        "--bounding-set=-sys_ptrace",
+        "--inh-caps=-sys_ptrace",
+    ]);
+    assert!(
+        without.contains(&format!("bpffs mount={d}@")) && without.contains("reachable=0"),
+        "{without}"
+    );
+    assert!(without.contains("source=pins complete=0"), "{without}");
+    // With it (root), the same mount is walked and pins are complete.
+    let with = run(&[]);
+    assert!(!with.contains("reachable=0"), "{with}");
+    assert!(!with.contains("source=pins complete=0"), "{with}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&ready);
+}
