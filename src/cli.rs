@@ -78,6 +78,9 @@ pub struct Cli {
     /// Cgroup hierarchy whose directory inodes are the maps' memory cgroup ids: the unified (v2) mount, or a tmpfs holding the v1 `memory` hierarchy (its `memory` directory is used). Default: the mount in /proc/self/mountinfo. In a pod, mount the host's /sys/fs/cgroup (for example at /host/sys/fs/cgroup) and point this at it.
     #[arg(long = "collector.creators.cgroup-root", value_name = "DIR")]
     pub creators_cgroup_root: Option<std::path::PathBuf>,
+    /// Before publishing an unexplained reference, re-read the affected maps after this many milliseconds (up to three times, while their refcounts keep falling): references the kernel drops within its deferred-free window (a program just unloaded, a map just closed) are not leaks. 0 = publish the first reading.
+    #[arg(long = "collector.maps.confirm-delay-ms", default_value_t = 100)]
+    pub confirm_delay_ms: u64,
 
     /// Publish bpfmap_pin_info for at most this many pins per scrape; 0 = no limit.
     #[arg(long = "collector.pins.max-series", default_value_t = 10_000)]

@@ -156,7 +156,7 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
                     "{want} is not a pin on a mounted bpffs (mounts: {})",
                     inv.mounts
                         .iter()
-                        .map(|m| m.mount_point.display().to_string())
+                        .map(|m| m.label.clone())
                         .collect::<Vec<_>>()
                         .join(", ")
                 )),

@@ -59,6 +59,7 @@ impl Exporter {
     /// Build every enabled collector of the registry.
     pub fn new(cli: &Cli) -> anyhow::Result<Exporter> {
         let on = |n: &str| cli.collector_enabled(n);
+        let load_first = crate::sys::max_map_id().unwrap_or(0);
         let census = if on("maps") {
             Some(Census::load(CensusOpts {
                 btf_path: cli.btf_path.clone(),
@@ -67,6 +68,7 @@ impl Exporter {
                 pins_max_depth: cli.pins_max_depth,
                 keep_files: false,
                 cgroup_root: cli.creators_cgroup_root.clone(),
+                confirm_delay: std::time::Duration::from_millis(cli.confirm_delay_ms),
             })?)
         } else {
             None
@@ -84,6 +86,13 @@ impl Exporter {
                 "k8s" => Box::new(K8s),
                 other => unreachable!("collector {other} is in the registry but never built"),
             });
+        }
+        let mut census = census;
+        // Every BPF load is done (the census above, then the collectors):
+        // the map ids allocated since `new` began are the exporter's own
+        // while no user reference holds them (see Census::set_load_window).
+        if let Some(c) = census.as_mut() {
+            c.set_load_window(load_first, crate::sys::max_map_id().unwrap_or(u32::MAX));
         }
         Ok(Exporter {
             census,
@@ -232,6 +241,12 @@ impl ScrapeService {
                         return;
                     }
                 };
+                if crate::census::in_host_pid_namespace() == Some(false) {
+                    tracing::error!(
+                        "{} (bpfmap_pid_namespace_host is 0)",
+                        crate::census::PID_NAMESPACE_ERROR
+                    );
+                }
                 h.store(true, Ordering::Relaxed);
                 let mut carried = Vec::new();
                 loop {

@@ -33,13 +33,20 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
         println!("feature=elem_count available={}", f.elem_count as u8);
         println!("feature=map_memcg available={}", f.map_memcg as u8);
     }
-    let unexplained: i64 = s
+    let per_map: Vec<Option<i64>> = s
         .maps
         .iter()
-        .filter_map(|m| s.holders.get(&m.id).and_then(|h| h.unexplained(m.refcnt)))
-        .sum();
+        .map(|m| s.holders.get(&m.id).and_then(|h| h.unexplained(m.refcnt)))
+        .collect();
+    let withheld = per_map.iter().filter(|u| u.is_none()).count();
+    // A count that is not known is not printed as a number.
+    let unexplained = if withheld == 0 && (s.maps.is_empty() || !s.holders.is_empty()) {
+        per_map.iter().flatten().sum::<i64>().to_string()
+    } else {
+        "unknown".to_string()
+    };
     println!(
-        "maps={} own_maps={} memory_bytes={} processes={} pins={} unexplained_refs={}",
+        "maps={} own_maps={} memory_bytes={} processes={} pins={} unexplained_refs={} unexplained_withheld_maps={}",
         s.maps.len(),
         s.own.len(),
         s.memory
@@ -49,8 +56,19 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
             .sum::<u64>(),
         s.processes.len(),
         s.inventory.as_ref().map(|i| i.pins.len()).unwrap_or(0),
-        unexplained
+        unexplained,
+        withheld
     );
+    if let Some(inv) = &s.inventory {
+        for m in &inv.unreachable {
+            println!("bpffs mount={m} reachable=0 (mounted in another mount namespace; walking it through /proc/<pid>/root needs CAP_SYS_PTRACE)");
+        }
+    }
+    for (source, complete) in &s.sources {
+        if !complete {
+            println!("source={source} complete=0");
+        }
+    }
     for c in ex.collectors() {
         for line in c.check_lines() {
             println!("{line}");
@@ -66,6 +84,10 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
             println!("collector={} error={e}", p.name);
             ok = false;
         }
+    }
+    if s.host_pid_namespace == Some(false) {
+        println!("error={}", bpfmap_exporter::census::PID_NAMESPACE_ERROR);
+        ok = false;
     }
     println!("result={}", if ok { "ok" } else { "failed" });
     ok

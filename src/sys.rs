@@ -26,15 +26,15 @@ pub fn map_fd_by_id(id: u32) -> io::Result<OwnedFd> {
     fd_or_err(unsafe { libbpf_sys::bpf_map_get_fd_by_id(id) })
 }
 
-/// BPF_OBJ_GET of a bpffs path, read-only (BPF_F_RDONLY). Works for maps,
-/// programs and links.
-pub fn obj_get_rdonly(path: &Path) -> io::Result<OwnedFd> {
+/// BPF_OBJ_GET of a bpffs path, read-only (BPF_F_RDONLY) when `rdonly`.
+/// Maps and programs accept read-only; links refuse it with EINVAL.
+pub fn obj_get(path: &Path, rdonly: bool) -> io::Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
     let opts = libbpf_sys::bpf_obj_get_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_obj_get_opts>() as _,
-        file_flags: libbpf_sys::BPF_F_RDONLY,
+        file_flags: if rdonly { libbpf_sys::BPF_F_RDONLY } else { 0 },
         path_fd: 0,
     };
     // SAFETY: `c` and `opts` outlive the call; libbpf only reads them.

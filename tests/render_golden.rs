@@ -3,7 +3,7 @@
 //! `UPDATE_GOLDEN=1 cargo test --release --test render_golden` and review the diff.
 use std::path::PathBuf;
 
-use bpfmap_exporter::census::bpffs::{Inventory, Mount, Pin};
+use bpfmap_exporter::census::bpffs::{Inventory, Pin, Superblock};
 use bpfmap_exporter::census::fdinfo::{FdInfo, ObjKind};
 use bpfmap_exporter::census::holders::{self, Observed};
 use bpfmap_exporter::census::render::{render, RenderOpts};
@@ -71,13 +71,17 @@ fn snapshot() -> Snapshot {
         slots: Some(vec![13]),
         links: Some(vec![]),
         pins: Some(vec![11]),
+        incomplete: vec![],
     };
     let holders = holders::compute(&maps, &obs);
     let processes = holders::processes(&files, &vmas);
     let inventory = Inventory {
-        mounts: vec![Mount {
-            mount_point: PathBuf::from("/sys/fs/bpf"),
+        unreachable: vec![],
+        mounts: vec![Superblock {
             dev: "0:30".into(),
+            label: "/sys/fs/bpf".into(),
+            path: PathBuf::from("/sys/fs/bpf"),
+            partial: false,
         }],
         pins: vec![
             Pin {

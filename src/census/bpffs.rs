@@ -13,6 +13,126 @@ pub struct Mount {
     pub mount_point: PathBuf,
     /// major:minor of the superblock; mounts with equal `dev` share pins.
     pub dev: String,
+    /// The directory of the superblock this mount shows (`/` for the whole
+    /// tree; a bind mount of a subdirectory shows only part of it).
+    pub root: PathBuf,
+}
+
+/// One bpffs superblock to walk, through one of its mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superblock {
+    pub dev: String,
+    /// The `mount` label: the mount point in the exporter's own mount
+    /// namespace, or `<mount point>@<dev>` for a superblock mounted only in
+    /// other namespaces (two namespaces may mount different bpffs at one path).
+    pub label: String,
+    /// Where to walk it: the mount point, or `/proc/<pid>/root/<mount point>`.
+    pub path: PathBuf,
+    /// Only a subdirectory of the superblock is mounted anywhere.
+    pub partial: bool,
+}
+
+/// Every bpffs superblock on the node from the mount tables of every
+/// process (`/proc/<pid>/mountinfo`, readable without ptrace rights),
+/// deduplicated by superblock. Mount tables are cached per pid: a scrape
+/// reads the exporter's own table, and those of processes it has not seen;
+/// every table is reread each [`MountDiscovery::RESCAN`] (processes that
+/// change namespace or mount later are found then).
+#[derive(Default)]
+pub struct MountDiscovery {
+    by_pid: rustc_hash::FxHashMap<u32, Vec<Mount>>,
+    last_full: Option<std::time::Instant>,
+    /// Mount tables read in the last discovery (a cost figure for tests).
+    pub tables_read: usize,
+}
+
+impl MountDiscovery {
+    pub const RESCAN: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// The superblocks to walk this scrape.
+    pub fn discover(&mut self, proc_root: &Path) -> std::io::Result<Vec<Superblock>> {
+        let own = parse_mountinfo(&std::fs::read_to_string(proc_root.join("self/mountinfo"))?);
+        let full = self.last_full.is_none_or(|t| t.elapsed() >= Self::RESCAN);
+        if full {
+            self.last_full = Some(std::time::Instant::now());
+        }
+        let me = std::process::id();
+        let mut live = rustc_hash::FxHashSet::default();
+        self.tables_read = 1;
+        for ent in std::fs::read_dir(proc_root)?.flatten() {
+            let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            live.insert(pid);
+            if !full && self.by_pid.contains_key(&pid) {
+                continue;
+            }
+            // A process gone meanwhile has no table (and no mounts to miss).
+            if let Ok(t) = std::fs::read_to_string(ent.path().join("mountinfo")) {
+                self.tables_read += 1;
+                self.by_pid.insert(pid, parse_mountinfo(&t));
+            }
+        }
+        self.by_pid.retain(|pid, _| live.contains(pid));
+        Ok(superblocks(&own, &self.by_pid, proc_root))
+    }
+}
+
+/// One walk target per superblock: a whole-tree mount in the own namespace
+/// first, else a whole-tree mount of another process through its root, else
+/// a partial one (reported as such).
+pub fn superblocks(
+    own: &[Mount],
+    others: &rustc_hash::FxHashMap<u32, Vec<Mount>>,
+    proc_root: &Path,
+) -> Vec<Superblock> {
+    let mut out: BTreeMap<String, Superblock> = BTreeMap::new();
+    fn offer(out: &mut BTreeMap<String, Superblock>, sb: Superblock) {
+        match out.get(&sb.dev) {
+            Some(cur) if !cur.partial || sb.partial => {}
+            _ => {
+                out.insert(sb.dev.clone(), sb);
+            }
+        }
+    }
+    for m in own {
+        offer(
+            &mut out,
+            Superblock {
+                dev: m.dev.clone(),
+                label: super::names::label_bytes(m.mount_point.as_os_str().as_bytes()),
+                path: m.mount_point.clone(),
+                partial: m.root != Path::new("/"),
+            },
+        );
+    }
+    let mut pids: Vec<&u32> = others.keys().collect();
+    pids.sort_unstable();
+    for pid in pids {
+        for m in &others[pid] {
+            if out.get(&m.dev).is_some_and(|c| !c.partial) {
+                continue;
+            }
+            let rel = m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point);
+            offer(
+                &mut out,
+                Superblock {
+                    dev: m.dev.clone(),
+                    label: format!(
+                        "{}@{}",
+                        super::names::label_bytes(m.mount_point.as_os_str().as_bytes()),
+                        m.dev
+                    ),
+                    path: proc_root.join(pid.to_string()).join("root").join(rel),
+                    partial: m.root != Path::new("/"),
+                },
+            );
+        }
+    }
+    out.into_values().collect()
 }
 
 /// Undo the octal escapes (`\040` for space, ...) of /proc/*/mountinfo.
@@ -51,6 +171,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             Some(Mount {
                 mount_point: unescape(f.get(4)?),
                 dev: f.get(2)?.to_string(),
+                root: unescape(f.get(3)?),
             })
         })
         .collect()
@@ -73,7 +194,11 @@ pub struct Pin {
 /// What one walk of all mounts found, plus what it had to skip and why.
 #[derive(Debug, Default, Clone)]
 pub struct Inventory {
-    pub mounts: Vec<Mount>,
+    /// Every bpffs superblock on the node, walked once each.
+    pub mounts: Vec<Superblock>,
+    /// Superblocks whose walk could not start (their mount is not reachable
+    /// from the exporter: no CAP_SYS_PTRACE for /proc/<pid>/root, or gone).
+    pub unreachable: Vec<String>,
     pub pins: Vec<Pin>,
     /// (mount, reason) -> entries skipped.
     pub skipped: BTreeMap<(String, &'static str), u64>,
@@ -86,8 +211,15 @@ pub struct WalkLimits {
 
 /// Identify a pinned file: BPF_OBJ_GET read-only, then its fdinfo. The fd is
 /// closed before returning, so the transient reference is gone.
+///
+/// Links refuse read-only opens (EINVAL: a link fd has no read-only mode),
+/// so an EINVAL is retried with flags 0; that fd is only read for fdinfo and
+/// closed at once.
 pub fn identify(path: &Path) -> std::io::Result<FdInfo> {
-    let fd = crate::sys::obj_get_rdonly(path)?;
+    let fd = match crate::sys::obj_get(path, true) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => crate::sys::obj_get(path, false)?,
+        r => r?,
+    };
     Ok(parse_fdinfo(&crate::sys::fdinfo(&fd)?))
 }
 
@@ -136,7 +268,7 @@ impl IdentCache {
 /// Walk every mount. `ident` identifies one pinned file and says whether it
 /// asked the kernel (injected for tests; [`IdentCache::identify`] in use).
 pub fn walk(
-    mounts: &[Mount],
+    mounts: &[Superblock],
     limits: &WalkLimits,
     ident: &mut dyn FnMut(&Path, &std::fs::Metadata) -> std::io::Result<(FdInfo, bool)>,
 ) -> Inventory {
@@ -145,15 +277,24 @@ pub fn walk(
         ..Default::default()
     };
     for m in mounts {
-        let mname = super::names::label_bytes(m.mount_point.as_os_str().as_bytes());
+        let mname = m.label.clone();
+        if m.partial {
+            *inv.skipped
+                .entry((mname.clone(), "partial_mount"))
+                .or_insert(0) += 1;
+        }
         let mut skip = |reason: &'static str, n: u64| {
             *inv.skipped.entry((mname.clone(), reason)).or_insert(0) += n;
         };
         let mut seen = 0usize;
-        let mut stack: Vec<(PathBuf, usize)> = vec![(m.mount_point.clone(), 0)];
+        let mut stack: Vec<(PathBuf, usize)> = vec![(m.path.clone(), 0)];
         while let Some((dir, depth)) = stack.pop() {
             let rd = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd,
+                Err(_) if depth == 0 => {
+                    inv.unreachable.push(mname.clone());
+                    continue;
+                }
                 Err(_) => {
                     skip("unreadable", 1);
                     continue;
@@ -190,10 +331,7 @@ pub fn walk(
                             path: format!(
                                 "/{}",
                                 super::names::label_bytes(
-                                    p.strip_prefix(&m.mount_point)
-                                        .unwrap_or(&p)
-                                        .as_os_str()
-                                        .as_bytes()
+                                    p.strip_prefix(&m.path).unwrap_or(&p).as_os_str().as_bytes()
                                 )
                             ),
                             dev: md.dev(),
@@ -201,7 +339,34 @@ pub fn walk(
                             info,
                             fresh,
                         }),
-                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => skip("vanished", 1),
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                            match std::fs::symlink_metadata(&p) {
+                                // Still there: the kernel's own preloaded
+                                // iterator links (CONFIG_BPF_PRELOAD) refuse
+                                // BPF_OBJ_GET with ENOENT.
+                                Ok(again) if again.ino() == md.ino() => {
+                                    let name = p.file_name().and_then(|n| n.to_str());
+                                    if depth == 0 && PRELOADED.contains(&name.unwrap_or("")) {
+                                        inv.pins.push(Pin {
+                                            mount: mname.clone(),
+                                            path: format!("/{}", name.unwrap_or("")),
+                                            dev: md.dev(),
+                                            ino: md.ino(),
+                                            info: FdInfo {
+                                                kind: ObjKind::Link,
+                                                id: 0,
+                                                memlock: None,
+                                                map_type: None,
+                                            },
+                                            fresh: false,
+                                        });
+                                    } else {
+                                        skip("not_bpf_object", 1)
+                                    }
+                                }
+                                _ => skip("vanished", 1),
+                            }
+                        }
                         Err(e)
                             if e.raw_os_error() == Some(libc::EACCES)
                                 || e.raw_os_error() == Some(libc::EPERM) =>
@@ -221,7 +386,32 @@ pub fn walk(
     inv
 }
 
+/// The iterator links the kernel pins on every bpffs it mounts
+/// (kernel/bpf/preload): they hold no map.
+pub const PRELOADED: [&str; 2] = ["maps.debug", "progs.debug"];
+
+/// Skip reasons after which a pinned object may have gone unseen (so pin
+/// holders are a lower bound). `symlink` and `other_file_type` are never
+/// objects; `vanished` pins took their reference with them.
+pub const INCOMPLETE_REASONS: [&str; 6] = [
+    "partial_mount",
+    "max_entries",
+    "max_depth",
+    "permission_denied",
+    "unreadable",
+    "not_bpf_object",
+];
+
 impl Inventory {
+    /// Whether the walk saw every pinned object of every bpffs.
+    pub fn complete(&self) -> bool {
+        self.unreachable.is_empty()
+            && !self
+                .skipped
+                .iter()
+                .any(|((_, r), n)| *n > 0 && INCOMPLETE_REASONS.contains(r))
+    }
+
     /// Map ids held by pins, one entry per distinct pinned inode (hard links and
     /// bind mounts of one superblock share an inode and hold one reference).
     pub fn map_pin_holders(&self) -> Vec<u32> {
@@ -255,16 +445,61 @@ mod tests {
             vec![
                 Mount {
                     mount_point: "/sys/fs/bpf".into(),
-                    dev: "0:35".into()
+                    dev: "0:35".into(),
+                    root: "/".into(),
                 },
                 Mount {
                     mount_point: "/var/run/cilium/bpf fs".into(),
-                    dev: "0:35".into()
+                    dev: "0:35".into(),
+                    root: "/".into(),
                 },
                 Mount {
                     mount_point: "/tmp/priv".into(),
-                    dev: "0:50".into()
+                    dev: "0:50".into(),
+                    root: "/".into(),
                 },
+            ]
+        );
+    }
+
+    #[test]
+    fn superblocks_are_walked_once_preferring_own_whole_mounts() {
+        let own = parse_mountinfo(MI);
+        let mut others = rustc_hash::FxHashMap::default();
+        // pid 7: the host's bpffs again, a private one at a path the own
+        // namespace also uses for another bpffs, and a bind of a subdir.
+        others.insert(
+            7,
+            parse_mountinfo(
+                "1 0 0:35 / /sys/fs/bpf rw - bpf bpf rw\n\
+                 2 0 0:60 / /tmp/priv rw - bpf bpf rw\n\
+                 3 0 0:61 /sub /x rw - bpf bpf rw\n",
+            ),
+        );
+        let sbs = superblocks(&own, &others, Path::new("/proc"));
+        let got: Vec<(&str, &str, String, bool)> = sbs
+            .iter()
+            .map(|s| {
+                (
+                    s.dev.as_str(),
+                    s.label.as_str(),
+                    s.path.display().to_string(),
+                    s.partial,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("0:35", "/sys/fs/bpf", "/sys/fs/bpf".to_string(), false),
+                ("0:50", "/tmp/priv", "/tmp/priv".to_string(), false),
+                (
+                    "0:60",
+                    "/tmp/priv@0:60",
+                    "/proc/7/root/tmp/priv".to_string(),
+                    false
+                ),
+                ("0:61", "/x@0:61", "/proc/7/root/x".to_string(), true),
             ]
         );
     }
@@ -283,9 +518,11 @@ mod tests {
         std::fs::write(root.join("a/b/c/m2"), b"").unwrap();
         std::fs::write(root.join("junk"), b"").unwrap();
         std::os::unix::fs::symlink(root, root.join("a/loop")).unwrap();
-        let mounts = vec![Mount {
-            mount_point: root.to_path_buf(),
+        let mounts = vec![Superblock {
             dev: "0:1".into(),
+            label: root.to_string_lossy().into_owned(),
+            path: root.to_path_buf(),
+            partial: false,
         }];
         let mut ident = |p: &Path, _: &std::fs::Metadata| -> std::io::Result<(FdInfo, bool)> {
             if p.ends_with("junk") {

@@ -63,6 +63,13 @@ impl HolderKind {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Holders {
     pub counts: [Option<u64>; HolderKind::ALL.len()],
+    /// Every counted kind saw every holder it could (no walk cut short, no
+    /// mount unreachable, the host's pid namespace). A count from an
+    /// incomplete source is a lower bound.
+    pub complete: bool,
+    /// References the kernel released between the census and its
+    /// confirming re-read (deferred frees): never unexplained.
+    pub settled: i64,
 }
 
 impl Holders {
@@ -76,16 +83,29 @@ impl Holders {
         HolderKind::ALL.iter().map(|&k| (k, self.get(k)))
     }
 
-    /// refcount minus every holder, or `None` when a holder kind is unknown.
-    /// A negative difference (a holder appeared between the map census and
-    /// the holder walk) reads 0: the series is a leak signal, and transient
-    /// races must not page anyone.
+    /// refcount minus every holder, when that is known.
+    ///
+    /// Invariant: a number is returned only when it is exact. Holders found
+    /// are always real, so when they already explain the whole refcount the
+    /// map has no unexplained reference whatever an incomplete or unknown
+    /// source missed (`Some(0)`). Otherwise a missed holder could explain the
+    /// rest, and the count is withheld (`None`) unless every kind is known
+    /// and complete. A negative difference (a holder appeared between the map
+    /// census and the holder walk) reads 0: transient races must not page.
     pub fn unexplained(&self, refcnt: i64) -> Option<i64> {
-        let mut sum = 0i64;
-        for c in self.counts {
-            sum += c? as i64;
+        let sum = self.known_sum() + self.settled;
+        if sum >= refcnt {
+            return Some(0);
         }
-        Some((refcnt - sum).max(0))
+        if !self.complete || self.counts.iter().any(|c| c.is_none()) {
+            return None;
+        }
+        Some(refcnt - sum)
+    }
+
+    /// The known holders' total (a lower bound where a source is incomplete).
+    pub fn known_sum(&self) -> i64 {
+        self.counts.iter().flatten().map(|&c| c as i64).sum()
     }
 }
 
@@ -105,6 +125,10 @@ pub struct Observed {
     pub links: Option<Vec<u32>>,
     /// For each pinned map inode (deduplicated by (dev, ino)): its map id.
     pub pins: Option<Vec<u32>>,
+    /// Sources that ran but could not see every holder this scrape (a pin
+    /// walk cut short or denied, an unreachable bpffs, a task walk confined
+    /// to a non-initial pid namespace), by collector name.
+    pub incomplete: Vec<&'static str>,
 }
 
 /// Per-map holder counts for every map in `maps`.
@@ -121,6 +145,8 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
     };
     let zero = Holders {
         counts: HolderKind::ALL.map(|k| known(k).then_some(0)),
+        complete: obs.incomplete.is_empty(),
+        settled: 0,
     };
     let mut out = IdMap::with_capacity_and_hasher(maps.len(), Default::default());
     out.extend(maps.iter().map(|m| (m.id, zero.clone())));
@@ -278,6 +304,7 @@ mod tests {
             slots: Some(vec![]),
             links: Some(vec![]),
             pins: Some(vec![]),
+            incomplete: vec![],
         }
     }
 
@@ -308,6 +335,7 @@ mod tests {
             slots: Some(vec![1]),
             links: Some(vec![]),
             pins: Some(vec![1]),
+            incomplete: vec![],
         };
         let hs = compute(&maps, &obs);
         // file 0xf1 is in an fd table and mapped: counted once, as a file.
@@ -337,6 +365,31 @@ mod tests {
         let h = &compute(&maps, &obs)[&3];
         assert_eq!(h.get(HolderKind::Program), None);
         assert_eq!(h.unexplained(2), None);
+    }
+
+    #[test]
+    fn unknown_kind_still_knows_a_fully_explained_map() {
+        // Known holders already explain the whole refcount: nothing a
+        // disabled or incomplete source could add makes a leak.
+        let maps = vec![map(3, 1)];
+        let mut obs = all_known();
+        obs.programs = None;
+        obs.files = Some(vec![file(1, 1, 3, 0x1, 3)]);
+        assert_eq!(compute(&maps, &obs)[&3].unexplained(1), Some(0));
+    }
+
+    #[test]
+    fn incomplete_source_withholds_unexplained() {
+        // A pin walk cut at max-entries may have missed this map's pin.
+        let maps = vec![map(3, 2), map(4, 1)];
+        let mut obs = all_known();
+        obs.incomplete = vec!["pins"];
+        obs.files = Some(vec![file(1, 1, 3, 0x1, 3)]);
+        let hs = compute(&maps, &obs);
+        assert_eq!(hs[&3].unexplained(2), None);
+        assert_eq!(hs[&4].unexplained(1), None);
+        obs.incomplete.clear();
+        assert_eq!(compute(&maps, &obs)[&3].unexplained(2), Some(1));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod render;
 mod sources;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -74,6 +74,9 @@ pub struct CensusOpts {
     pub keep_files: bool,
     /// The memory cgroup hierarchy to resolve creators in (default: mountinfo's).
     pub cgroup_root: Option<PathBuf>,
+    /// Delay before each confirming re-read of maps with unexplained
+    /// references; zero publishes the first reading.
+    pub confirm_delay: std::time::Duration,
 }
 
 impl Default for CensusOpts {
@@ -85,6 +88,7 @@ impl Default for CensusOpts {
             pins_max_depth: 32,
             keep_files: false,
             cgroup_root: None,
+            confirm_delay: std::time::Duration::from_millis(100),
         }
     }
 }
@@ -114,7 +118,37 @@ pub struct Snapshot {
     /// Map files in fd tables and behind vmas, with `CensusOpts::keep_files`.
     pub files: Option<Vec<FileRecord>>,
     pub vmas: Option<Vec<FileRecord>>,
+    /// Each holder source (collector name) and whether it was complete this
+    /// scrape (off or failed counts as incomplete).
+    pub sources: Vec<(&'static str, bool)>,
+    /// References that looked unexplained at the census and were released
+    /// before the confirming re-reads ended (deferred frees).
+    pub settled_refs: u64,
+    /// Whether the exporter sees the host's pid namespace (None: unknown).
+    pub host_pid_namespace: Option<bool>,
 }
+
+/// The initial pid namespace's inode number (PROC_PID_INIT_INO, fixed in
+/// the kernel ABI).
+const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+
+/// Whether this process runs in the initial (host) pid namespace. The task
+/// iterators see only the tasks of the reader's pid namespace, so anywhere
+/// else fd-table and mmap holders are incomplete.
+pub fn in_host_pid_namespace() -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    Some(md.ino() == PROC_PID_INIT_INO)
+}
+
+/// The message for a non-host pid namespace (used by `--check` and the server).
+pub const PID_NAMESPACE_ERROR: &str = "the exporter is not in the host's pid namespace: it sees only its own \
+     container's processes, so every map a host process holds would look leaked. Unexplained counts are withheld. \
+     Run it with hostPID: true (Kubernetes, see deploy/daemonset.yaml) or --pid=host (podman/docker)";
+
+/// How long after the exporter's loads their map-id window still marks
+/// unreferenced maps as the exporter's debris.
+pub const LOAD_DEBRIS_HORIZON: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct MemEntry {
     bytes: u64,
@@ -130,10 +164,19 @@ pub struct Census {
     mem_cache: IdMap<MemEntry>,
     /// Pinned inodes identified by earlier pin walks.
     pin_cache: bpffs::IdentCache,
+    /// bpffs superblocks of every mount namespace (cached mount tables).
+    mounts: bpffs::MountDiscovery,
     /// Iterator output buffers, kept between scrapes (maps, files, vmas).
     bufs: [Vec<u8>; 3],
     /// Memory cgroup paths of the maps' creators, cached between scrapes.
     creator_paths: creators::PathResolver,
+    /// Map ids the exporter's loads allocated (first, last], and when the
+    /// window closed: every BPF load of this process (census, lifecycle,
+    /// libbpf's feature probes, skeletons it dropped) happens in it.
+    load_window: Option<(u32, u32, std::time::Instant)>,
+    /// This process's comm: map files held only by other processes of that
+    /// name are another exporter instance's own maps.
+    comm: Vec<u8>,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -176,7 +219,29 @@ impl Census {
                 creators::WalkLimits::default(),
                 cgroup_root,
             ),
+            mounts: Default::default(),
+            load_window: None,
+            comm: std::fs::read("/proc/self/comm")
+                .map(|mut c| {
+                    c.truncate(c.len().saturating_sub(1));
+                    c
+                })
+                .unwrap_or_default(),
         })
+    }
+
+    /// Declare the map ids the exporter's loads allocated: ids in
+    /// `(first, last]` (from BPF_MAP_GET_NEXT_ID before and after every
+    /// load). Of those, maps this process holds a file of are its own, and
+    /// maps no user reference holds (usercnt 0: no fd, pin, mmap or link
+    /// anywhere) are debris of its loads (dropped skeletons, libbpf's probe
+    /// maps) waiting for the kernel's deferred free: its own until gone. The
+    /// kernel frees such debris within milliseconds; an unreferenced map of
+    /// the window still there after [`LOAD_DEBRIS_HORIZON`] is another
+    /// agent's (loaded concurrently, held only by its programs) and counts
+    /// as the node's again.
+    pub fn set_load_window(&mut self, first: u32, last: u32) {
+        self.load_window = Some((first, last, std::time::Instant::now()));
     }
 
     pub fn features(&self) -> &Features {
@@ -219,7 +284,8 @@ impl Census {
         // the maps: the walks are mostly kernel time.
         let own_ref = &own;
         let progs = &self.progs;
-        let (maps, files, vmas, processes) = std::thread::scope(|scope| {
+        let comm = &self.comm;
+        let (maps, files, vmas, processes, peers, mine) = std::thread::scope(|scope| {
             let tasks = scope.spawn(|| {
                 let walk =
                     |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
@@ -227,26 +293,49 @@ impl Census {
                             measure(|| Ok(not_own(progs::read_files(it?, buf)?, own_ref)));
                         (name, r, seconds)
                     };
-                let files = file_iter.map(|it| walk("files", it, file_buf));
-                let vmas = vma_iter.map(|it| walk("mmaps", it, vma_buf));
+                let mut files = file_iter.map(|it| walk("files", it, file_buf));
+                let mut vmas = vma_iter.map(|it| walk("mmaps", it, vma_buf));
+                // Maps whose every file holder is another exporter instance
+                // (a `--check` next to the server) are that instance's own:
+                // both then report the same node figures.
+                let (peers, mine) = peer_exporter_maps(ok_files(&files), comm);
+                for w in [&mut files, &mut vmas].into_iter().flatten() {
+                    if let (_, Ok(v), _) = w {
+                        v.retain(|f| !peers.contains(&f.map_id));
+                    }
+                }
                 let processes = holders::processes(ok_files(&files), ok_files(&vmas));
-                (files, vmas, processes)
+                (files, vmas, processes, peers, mine)
             });
             let maps = report.run("maps", || progs.read_maps(map_buf));
-            let (files, vmas, processes) = tasks.join().unwrap_or_else(|_| {
+            let (files, vmas, processes, peers, mine) = tasks.join().unwrap_or_else(|_| {
                 let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
-                (Some(failed("files")), Some(failed("mmaps")), Vec::new())
+                (
+                    Some(failed("files")),
+                    Some(failed("mmaps")),
+                    Vec::new(),
+                    Default::default(),
+                    Default::default(),
+                )
             });
-            (maps, files, vmas, processes)
+            (maps, files, vmas, processes, peers, mine)
         });
         snap.maps_ok = maps.is_some();
         let mut maps = maps.unwrap_or_default();
-        snap.own = maps
-            .iter()
-            .filter(|m| own.contains(&m.id))
-            .cloned()
-            .collect();
-        maps.retain(|m| !own.contains(&m.id));
+        // In the load window: maps this process holds a file of (it opens
+        // no node map while the task walk runs) are its loads'; unreferenced
+        // ones are its debris, for a while.
+        let window = self.load_window;
+        let in_window =
+            |m: &MapRecord| matches!(window, Some((lo, hi, _)) if m.id > lo && m.id <= hi);
+        let debris_time = window.is_some_and(|w| w.2.elapsed() < LOAD_DEBRIS_HORIZON);
+        let is_own = |m: &MapRecord| {
+            own.contains(&m.id)
+                || peers.contains(&m.id)
+                || (in_window(m) && (mine.contains(&m.id) || (debris_time && m.usercnt == 0)))
+        };
+        snap.own = maps.iter().filter(|m| is_own(m)).cloned().collect();
+        maps.retain(|m| !is_own(m));
         snap.maps = maps;
         snap.processes = processes;
 
@@ -278,22 +367,34 @@ impl Census {
                 .collect();
             obs.slots = report.run("outer_maps", || sources::outer_map_slots(&outer));
         }
+        let host_pid = in_host_pid_namespace();
+        if host_pid == Some(false) {
+            obs.incomplete.extend(["files", "mmaps"]);
+        }
         if p.on("pins") {
             let limits = bpffs::WalkLimits {
                 max_entries: self.opts.pins_max_entries,
                 max_depth: self.opts.pins_max_depth,
             };
             snap.inventory = report.run("pins", || {
-                let mi = std::fs::read_to_string("/proc/self/mountinfo")
-                    .context("reading /proc/self/mountinfo")?;
+                let sbs = self
+                    .mounts
+                    .discover(Path::new("/proc"))
+                    .context("reading /proc/*/mountinfo")?;
                 let cache = &mut self.pin_cache;
-                let inv = bpffs::walk(&bpffs::parse_mountinfo(&mi), &limits, &mut |p, md| {
-                    cache.identify(p, md)
-                });
+                let inv = bpffs::walk(&sbs, &limits, &mut |p, md| cache.identify(p, md));
                 cache.finish();
+                for m in &inv.unreachable {
+                    tracing::warn!(mount = %m, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
+                }
                 Ok(inv)
             });
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
+            if let Some(inv) = &snap.inventory {
+                if !inv.complete() {
+                    obs.incomplete.push("pins");
+                }
+            }
         }
         if p.on("creators") && snap.maps_ok && snap.features.map_memcg {
             let ids = creators::cgroup_ids(snap.maps.iter());
@@ -319,11 +420,98 @@ impl Census {
             }
             Ok(())
         });
+        if snap.maps_ok && !self.opts.confirm_delay.is_zero() {
+            let _ = report.run("confirm", || self.confirm(&mut snap));
+        }
+        let known = [
+            ("files", obs.files.is_some()),
+            ("mmaps", obs.files.is_some() && obs.vmas.is_some()),
+            ("programs", obs.programs.is_some()),
+            ("outer_maps", obs.slots.is_some()),
+            ("links", obs.links.is_some()),
+            ("pins", obs.pins.is_some()),
+        ];
+        snap.sources = known
+            .into_iter()
+            .map(|(n, k)| (n, k && !obs.incomplete.contains(&n)))
+            .collect();
+        snap.host_pid_namespace = host_pid;
         tracing::debug!(seconds, "holder arithmetic");
         for o in &report.outcomes {
             tracing::debug!(part = o.name, seconds = o.seconds, "census part");
         }
         snap
+    }
+
+    /// Re-read the maps with unexplained references after the confirm delay,
+    /// up to three times while their refcounts keep falling. References the
+    /// kernel released meanwhile (deferred frees: a program just unloaded, a
+    /// map file just closed, a map freed) are recorded as `settled` and are
+    /// not published as unexplained: a leak is a reference that stays. Maps
+    /// freed meanwhile leave the snapshot.
+    fn confirm(&mut self, snap: &mut Snapshot) -> anyhow::Result<()> {
+        let mut pending: IdMap<i64> = snap
+            .maps
+            .iter()
+            .filter(|m| {
+                snap.holders
+                    .get(&m.id)
+                    .and_then(|h| h.unexplained(m.refcnt))
+                    .unwrap_or(0)
+                    > 0
+            })
+            .map(|m| (m.id, m.refcnt))
+            .collect();
+        for _ in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            std::thread::sleep(self.opts.confirm_delay);
+            let now: IdMap<i64> = self
+                .progs
+                .read_maps(&mut self.bufs[0])?
+                .into_iter()
+                .filter(|m| pending.contains_key(&m.id))
+                .map(|m| (m.id, m.refcnt))
+                .collect();
+            let mut fell = false;
+            pending.retain(|id, last| {
+                let cur = now.get(id).copied().unwrap_or(0);
+                if cur < *last {
+                    fell = true;
+                    if let (Some(h), Some(m)) = (
+                        snap.holders.get_mut(id),
+                        snap.maps.iter().find(|m| m.id == *id),
+                    ) {
+                        h.settled = m.refcnt - cur;
+                    }
+                    *last = cur;
+                }
+                cur > 0
+            });
+            if !fell {
+                break;
+            }
+        }
+        // Maps freed meanwhile were the last moments of something already
+        // gone (another exporter's dropped load, an agent's teardown): not
+        // the node's maps in this scrape.
+        let gone: rustc_hash::FxHashSet<u32> = snap
+            .holders
+            .iter()
+            .filter(|(_, h)| h.settled > 0)
+            .map(|(id, _)| *id)
+            .filter(|id| !pending.contains_key(id))
+            .collect();
+        snap.settled_refs = snap.holders.values().map(|h| h.settled.max(0) as u64).sum();
+        if !gone.is_empty() {
+            snap.maps.retain(|m| !gone.contains(&m.id));
+            for id in &gone {
+                snap.holders.remove(id);
+                snap.memory.remove(id);
+            }
+        }
+        Ok(())
     }
 
     /// Per-map memory from fdinfo `memlock:`. Values are cached by map id
@@ -378,4 +566,37 @@ impl Census {
         self.mem_cache.retain(|id, _| out.contains_key(id));
         out
     }
+}
+
+/// Maps whose every file holder is another process with this process's comm
+/// (another exporter instance), and the maps this process holds files of.
+fn peer_exporter_maps(
+    files: &[FileRecord],
+    comm: &[u8],
+) -> (rustc_hash::FxHashSet<u32>, rustc_hash::FxHashSet<u32>) {
+    let me = std::process::id();
+    // A process's name is its thread-group leader's comm (a thread of an
+    // exporter is named after its role).
+    let mut leader: IdMap<bool> = IdMap::default();
+    for f in files.iter().filter(|f| f.pid == f.tgid) {
+        leader.insert(f.tgid, f.comm == comm);
+    }
+    let mut peer: IdMap<bool> = IdMap::default();
+    for f in files {
+        let named = leader.get(&f.tgid).copied().unwrap_or(f.comm == comm);
+        let is_peer = f.tgid != me && !comm.is_empty() && named;
+        *peer.entry(f.map_id).or_insert(true) &= is_peer;
+    }
+    let mine = files
+        .iter()
+        .filter(|f| f.tgid == me)
+        .map(|f| f.map_id)
+        .collect();
+    (
+        peer.into_iter()
+            .filter(|(_, p)| *p)
+            .map(|(id, _)| id)
+            .collect(),
+        mine,
+    )
 }

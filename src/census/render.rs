@@ -91,6 +91,25 @@ pub fn render_cached(
     render_pins(snap, opts, out);
     render_own(snap, out);
     super::creators::render(snap, opts.per_map, opts.max_map_series, out);
+    render_sources(snap, out);
+}
+
+/// Completeness of each holder source and of the pid-namespace view.
+fn render_sources(snap: &Snapshot, out: &mut Families) {
+    if !snap.maps_ok {
+        return;
+    }
+    for (source, complete) in &snap.sources {
+        out.gauge(
+            &defs::HOLDER_SOURCE_COMPLETE,
+            vec![("source", source.to_string())],
+            *complete as u8 as f64,
+        );
+    }
+    out.gauge(&defs::CENSUS_SETTLED_REFS, vec![], snap.settled_refs as f64);
+    if let Some(host) = snap.host_pid_namespace {
+        out.gauge(&defs::PID_NAMESPACE_HOST, vec![], host as u8 as f64);
+    }
 }
 
 /// One map's looked-up census facts.
@@ -115,7 +134,7 @@ fn render_maps(
     let mut by_type: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
     let mut unexplained_total = 0i64;
     let mut with_unexplained = 0u64;
-    let mut unexplained_known = !snap.holders.is_empty() || snap.maps.is_empty();
+    let mut withheld = 0u64;
     // Each map's memory and holders, looked up once (parallel to snap.maps).
     let rows: Vec<Row<'_>> = snap
         .maps
@@ -138,7 +157,7 @@ fn render_maps(
                 unexplained_total += u;
                 with_unexplained += (u > 0) as u64;
             }
-            None => unexplained_known = false,
+            None => withheld += 1,
         }
     }
     out.declare(&defs::MAPS);
@@ -156,7 +175,11 @@ fn render_maps(
             );
         }
     }
-    if unexplained_known {
+    let holders_ran = !snap.holders.is_empty() || snap.maps.is_empty();
+    if holders_ran {
+        out.gauge(&defs::MAPS_UNEXPLAINED_WITHHELD, vec![], withheld as f64);
+    }
+    if holders_ran && withheld == 0 {
         out.gauge(
             &defs::MAPS_UNEXPLAINED_REFS,
             vec![],
@@ -381,9 +404,21 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     let mut objects: BTreeMap<(String, &'static str), HashSet<(u64, u64)>> = BTreeMap::new();
     let mut bytes: BTreeMap<String, HashMap<u32, u64>> = BTreeMap::new();
     for m in &inv.mounts {
-        let name = super::names::label_bytes(std::os::unix::ffi::OsStrExt::as_bytes(
-            m.mount_point.as_os_str(),
-        ));
+        out.gauge(
+            &defs::BPFFS_MOUNT_REACHABLE,
+            vec![("mount", m.label.clone())],
+            !inv.unreachable.contains(&m.label) as u8 as f64,
+        );
+    }
+    if opts.max_pin_series != 0 {
+        out.gauge(
+            &defs::PIN_SERIES_OMITTED,
+            vec![],
+            inv.pins.len().saturating_sub(opts.max_pin_series) as f64,
+        );
+    }
+    for m in &inv.mounts {
+        let name = m.label.clone();
         bytes.entry(name.clone()).or_default();
         for k in [ObjKind::Map, ObjKind::Prog, ObjKind::Link] {
             objects.entry((name.clone(), k.label())).or_default();
@@ -526,6 +561,7 @@ mod cache_tests {
             slots: Some(vec![]),
             links: Some(vec![]),
             pins: Some(vec![]),
+            incomplete: vec![],
         };
         Snapshot {
             holders: holders::compute(&maps, &obs),

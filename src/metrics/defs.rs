@@ -26,6 +26,30 @@ pub const BPFFS_MOUNTS: Def = gauge(
     "bpfmap_bpffs_mounts",
     "Mounted bpffs instances visible to the exporter.",
 );
+pub const CENSUS_SETTLED_REFS: Def = gauge(
+    "bpfmap_census_settled_refs",
+    "References that looked unexplained in this scrape's census and were released within the confirm delay (deferred frees); never counted as unexplained.",
+);
+pub const HOLDER_SOURCE_COMPLETE: Def = gauge(
+    "bpfmap_holder_source_complete",
+    "1 when the holder source ran and saw every holder it could this scrape; 0 when it was off, failed or incomplete (walk cut short, bpffs unreachable, task walk outside the host pid namespace).",
+);
+pub const MAPS_UNEXPLAINED_WITHHELD: Def = gauge(
+    "bpfmap_maps_unexplained_withheld",
+    "Maps whose unexplained count is not published this scrape: a holder source that could explain them was off, failed or incomplete (see bpfmap_holder_source_complete).",
+);
+pub const PID_NAMESPACE_HOST: Def = gauge(
+    "bpfmap_pid_namespace_host",
+    "1 when the exporter runs in the host's (initial) pid namespace; 0 means process holders are invisible (run with hostPID: true / podman --pid=host).",
+);
+pub const BPFFS_MOUNT_REACHABLE: Def = gauge(
+    "bpfmap_bpffs_mount_reachable",
+    "1 when the pin walk could enter this bpffs superblock; 0 when its mount is unreachable (another mount namespace without CAP_SYS_PTRACE): unexplained counts it could explain are withheld.",
+);
+pub const PIN_SERIES_OMITTED: Def = gauge(
+    "bpfmap_pin_series_omitted",
+    "Pins without a bpfmap_pin_info series this scrape (--collector.pins.max-series cap); bpfmap_pinned_objects still counts them.",
+);
 pub const BPFFS_SKIPPED_ENTRIES: Def = gauge(
     "bpfmap_bpffs_skipped_entries",
     "bpffs entries the pin walk skipped this scrape, by reason.",
@@ -259,6 +283,12 @@ pub const ALL: &[&Def] = &[
     &MAPS_DESTROYED_TOTAL,
     &MAPS_CREATOR_GONE,
     &MAPS_MEMORY_BYTES,
+    &CENSUS_SETTLED_REFS,
+    &HOLDER_SOURCE_COMPLETE,
+    &MAPS_UNEXPLAINED_WITHHELD,
+    &PID_NAMESPACE_HOST,
+    &BPFFS_MOUNT_REACHABLE,
+    &PIN_SERIES_OMITTED,
     &MAPS_UNEXPLAINED_REFS,
     &MAPS_WITH_UNEXPLAINED_REFS,
     &PIN_INFO,
