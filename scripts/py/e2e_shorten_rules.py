@@ -14,6 +14,7 @@ FOR = "5s"
 # alert -> [(old, new), ...] applied to its expr
 EXPR = {
     "BpfMapUnexplainedReferences": [],
+    "BpfMapLeakDetectionBlind": [],
     "BpfMapRefcountImbalance": [("[1h]", "[1m]"), ("> 1000", "> 5")],
     "BpfProcessMapFilesGrowing": [
         ("bpfmap_process_map_files > 500", "bpfmap_process_map_files > 10"),
