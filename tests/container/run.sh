@@ -19,9 +19,13 @@ cd "$(dirname "$0")/../.."
 t0=$SECONDS
 fail() { echo "container-test: FAIL $*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || fail "must run as root (podman, bpffs mounts, BPF maps)"
-for tool in podman runc mmdebstrap promtool bpftool python3 curl objcopy; do
-    command -v "$tool" >/dev/null || fail "$tool not found: run scripts/install-deps.sh"
-done
+tools=(podman runc mmdebstrap promtool bpftool python3 curl objcopy)
+missing_tools() { local t; for t in "${tools[@]}"; do command -v "$t" >/dev/null || echo "$t"; done; }
+if [[ -n $(missing_tools) ]]; then
+    ./scripts/install-deps.sh
+    [[ -z $(missing_tools) ]] || fail "$(missing_tools | tr '\n' ' ')not installed by scripts/install-deps.sh"
+fi
+python3 -c 'import yaml' 2>/dev/null || fail "python3-yaml missing: run scripts/install-deps.sh"
 daemonset=${DAEMONSET:-deploy/daemonset.yaml}
 # podman on this kind of host: crun fails on hybrid cgroups, systemd cgroups
 # are not available, and the default ulimits are refused (GUIDE.md, section 6).
