@@ -26,6 +26,11 @@ COVERS = {
     # An fd in an SCM_RIGHTS message that nobody received (iter/unix, 5.17+),
     # holder kind "inflight".
     "inflight": False,
+    # Unexplained counts are published only when every holder source was
+    # complete: bpfmap_holder_source_complete{source}, bpfmap_pid_namespace_host
+    # and bpfmap_maps_unexplained_withheld exist. In this scenario every source
+    # must be complete and nothing withheld.
+    "withholding": False,
 }
 
 # case -> (COVERS key or None, holders when explained)
@@ -80,6 +85,20 @@ def main():
         bad = [(l.get("collector"), v) for n, l, v in samples if n == name and v != 1]
         check(not bad and get(name), "every collector succeeded (bpfmap_scrape_collector_success == 1)",
               f"failing collectors {bad}" if bad else "no bpfmap_scrape_collector_success series")
+
+    flip = " -- the exporter now publishes it: set COVERS['withholding'] = True in tests/container/check.py"
+    srcs = [(l.get("source"), v) for n, l, v in samples if n == "bpfmap_holder_source_complete"]
+    pidns = one("bpfmap_pid_namespace_host")
+    withheld = one("bpfmap_maps_unexplained_withheld")
+    if COVERS["withholding"]:
+        check(srcs and all(v == 1 for _, v in srcs), "every holder source complete (bpfmap_holder_source_complete == 1)",
+              f"got {srcs}")
+        check(pidns == 1, "bpfmap_pid_namespace_host == 1 (hostPID)", f"got {pidns}")
+        check(withheld == 0, "bpfmap_maps_unexplained_withheld == 0", f"got {withheld}")
+    else:
+        check(not srcs and pidns is None and withheld is None,
+              "no completeness metrics (COVERS['withholding'] is False: not published yet)",
+              f"got holder_source_complete {srcs}, pid_namespace_host {pidns}, withheld {withheld}{flip}")
 
     for case, (cover, explained) in CASES.items():
         m = state["maps"][case]

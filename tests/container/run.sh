@@ -59,7 +59,10 @@ trap 'exit 143' TERM
 # 1. Runtime base. The key covers everything that decides its content.
 suite=bookworm
 runtime_pkgs=libelf1,zlib1g,ca-certificates
+# merged-usr hook: /usr merged by mmdebstrap and usr-is-merged installed, so
+# usrmerge and the perl it pulls in (~50 MB) stay out of the image.
 mmdeb_opts=(--variant=minbase --include="$runtime_pkgs"
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
     --dpkgopt='path-exclude=/usr/share/locale/*' --aptopt='Acquire::Languages "none"'
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*')
@@ -68,8 +71,9 @@ base_tar=$cache/runtime-base-$key.tar
 base_img=localhost/bpfmap-runtime-base:$key
 if [[ ! -s $base_tar ]]; then
     t=$SECONDS
-    mmdebstrap --quiet --format=tar "${mmdeb_opts[@]}" "$suite" "$base_tar.part" \
-        || fail "mmdebstrap of the runtime base failed (needs deb.debian.org)"
+    rm -f "$cache"/runtime-base-*.tar  # bases of other package lists
+    mmdebstrap --quiet --format=tar "${mmdeb_opts[@]}" "$suite" "$base_tar.part" >"$tmp/mmdebstrap.log" 2>&1 \
+        || { tail -n 30 "$tmp/mmdebstrap.log" >&2; rm -f "$base_tar.part"; fail "mmdebstrap of the runtime base failed (needs a Debian mirror)"; }
     mv "$base_tar.part" "$base_tar"
     echo "container-test: runtime base $base_tar built ($((SECONDS - t)) s)"
 fi
@@ -126,7 +130,7 @@ ready=0
 for ((i = 0; i < 300; i++)); do
     if curl -fsS -o /dev/null "$base_url$probe_path" 2>/dev/null; then ready=1; break; fi
     [[ $("${podman[@]}" inspect -f '{{.State.Running}}' "$name" 2>/dev/null) == true ]] \
-        || fail "the exporter container exited before $probe_path answered (log above)"
+        || fail "the exporter container exited before $probe_path answered (its log follows)"
     sleep 0.2
 done
 ((ready)) || fail "readinessProbe $probe_path did not answer 200 within 60 s"
