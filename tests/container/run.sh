@@ -3,15 +3,15 @@
 #   1. build a Debian 12 runtime base with mmdebstrap (cached under
 #      .cache/container/, keyed by its package list) and podman-import it;
 #   2. build deploy/Dockerfile on it with BINARY_FROM=prebuilt and the
-#      stripped target/release/bpfmap-exporter (built if missing);
-#   3. set up the scenario on the host (tests/container/scenario.py): pins on
+#      stripped product build of target/release/bpfmap-exporter;
+#   3. set up the scenario on the host (scripts/py/container_scenario.py): pins on
 #      /sys/fs/bpf, on a second host bpffs and in a private mount namespace, a
 #      plain file holder, an fd in flight, an io_uring fixed file;
 #   4. run the image with podman under the settings of deploy/daemonset.yaml
-#      itself (tests/container/podman_args.py translates every field or fails);
+#      itself (scripts/py/container_podman_args.py translates every field or fails);
 #   5. check the container's process has exactly the DaemonSet's capabilities
 #      and no_new_privs, then from the first scrape on (3 scrapes): promtool
-#      check metrics and holders/unexplained per map id (tests/container/check.py).
+#      check metrics and holders/unexplained per map id (scripts/py/container_check.py).
 # Env: DAEMONSET=<file> runs another spec (the proof that the test can fail).
 # Every process, container, pin and mount made here is removed on exit.
 set -euo pipefail
@@ -81,9 +81,12 @@ if ! "${podman[@]}" image exists "$base_img"; then
     "${podman[@]}" import -q "$base_tar" "$base_img" >/dev/null
 fi
 
-# 2. The image, from the binary the suite built (same Debian 12 glibc).
+# 2. The image, from the product build (default features, as the Dockerfile's
+#    build stage builds it) on this Debian 12 host (same glibc as the base).
+#    Cargo keeps it next to the suite's `testing` build: after the first time,
+#    switching between the two costs nothing.
+cargo build --release --locked --bin bpfmap-exporter
 bin=target/release/bpfmap-exporter
-[[ -x $bin ]] || cargo build --release --locked --bin bpfmap-exporter
 ctx=$tmp/ctx
 mkdir -p "$ctx"
 objcopy --strip-debug "$bin" "$ctx/bpfmap-exporter"
@@ -97,7 +100,7 @@ echo "container-test: image $image built ($((size / 1048576)) MiB, base $base_im
 # 3. Scenario, from outside the container. Its stdin is held open by this
 #    shell; closing it (or SIGTERM) makes it clean up.
 mkfifo "$tmp/scen.in"
-python3 tests/container/scenario.py "$tmp/state.json" <"$tmp/scen.in" >"$tmp/scen.log" 2>&1 &
+python3 scripts/py/container_scenario.py "$tmp/state.json" <"$tmp/scen.in" >"$tmp/scen.log" 2>&1 &
 scen_pid=$!
 exec {scen_in}>"$tmp/scen.in"
 for ((i = 0; i < 100; i++)); do
@@ -118,7 +121,7 @@ PY
 
 # 4. The exporter container, with the DaemonSet's settings.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 tests/container/podman_args.py "$daemonset" "$image" "$port" >"$tmp/spec.json" \
+python3 scripts/py/container_podman_args.py "$daemonset" "$image" "$port" >"$tmp/spec.json" \
     || fail "$daemonset could not be translated into podman flags (see above)"
 mapfile -t run_args < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["run"]))' "$tmp/spec.json")
 read -r probe_path scrape_port < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["probe_path"], d["port"])' "$tmp/spec.json")
@@ -176,7 +179,7 @@ for n in 1 2 3; do
     promtool check metrics <"$tmp/metrics.$n" >"$tmp/promtool.$n" 2>&1 \
         || { cat "$tmp/promtool.$n" >&2; fail "scrape $n: promtool check metrics rejected the exposition"; }
     echo "container-test: scrape $n: ok   promtool check metrics ($(wc -l <"$tmp/metrics.$n") lines)"
-    python3 tests/container/check.py "$tmp/metrics.$n" "$tmp/state.json" "$n" \
+    python3 scripts/py/container_check.py "$tmp/metrics.$n" "$tmp/state.json" "$n" \
         || fail "scrape $n: assertions failed (see FAIL lines above)"
     sleep 1
 done

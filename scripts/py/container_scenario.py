@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Holders of BPF maps, set up on the host from outside the exporter's container.
 
-    scenario.py STATE_JSON
+    container_scenario.py STATE_JSON
 
 Creates one BPF array map per case, named ct<pid mod 100000>_<short case>, so the
 maps of two runs never collide:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Assertions of the container test on one scrape of the exporter's /metrics.
 
-    check.py METRICS_FILE STATE_JSON SCRAPE_NO
+    container_check.py METRICS_FILE STATE_JSON SCRAPE_NO
 
-STATE_JSON is what scenario.py wrote (map ids by case, holder pids). Prints one
+STATE_JSON is what container_scenario.py wrote (map ids by case, holder pids). Prints one
 line per assertion (`ok` or `FAIL`), exits 1 if any failed.
 
 Each map of the scenario has exactly one reference (refcount 1), and the test
@@ -86,7 +86,7 @@ def main():
         check(not bad and get(name), "every collector succeeded (bpfmap_scrape_collector_success == 1)",
               f"failing collectors {bad}" if bad else "no bpfmap_scrape_collector_success series")
 
-    flip = " -- the exporter now publishes it: set COVERS['withholding'] = True in tests/container/check.py"
+    flip = " -- the exporter now publishes it: set COVERS['withholding'] = True in scripts/py/container_check.py"
     srcs = [(l.get("source"), v) for n, l, v in samples if n == "bpfmap_holder_source_complete"]
     pidns = one("bpfmap_pid_namespace_host")
     withheld = one("bpfmap_maps_unexplained_withheld")
@@ -119,7 +119,7 @@ def main():
         hint = ""
         if not covered and un == 0:
             hint = (f" -- the census now explains this case: set COVERS[{cover!r}] = True in "
-                    "tests/container/check.py")
+                    "scripts/py/container_check.py")
         check(un == want_unexpl, f"{tag}: bpfmap_map_unexplained_refs == {want_unexpl}"
               + ("" if covered else f" (COVERS[{cover!r}] is False: not explained yet)"), f"got {un}{hint}")
 

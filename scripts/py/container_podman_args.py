@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Translate the exporter container of deploy/daemonset.yaml into podman flags.
 
-    podman_args.py DAEMONSET IMAGE HOST_PORT
+    container_podman_args.py DAEMONSET IMAGE HOST_PORT
 
 prints one JSON object:
     {"run": [podman run flags..., IMAGE, args...],
@@ -41,7 +41,7 @@ PROPAGATION = {None: "rprivate", "None": "rprivate", "HostToContainer": "rslave"
 
 
 def fail(msg):
-    sys.exit(f"podman_args: {msg}")
+    sys.exit(f"container_podman_args: {msg}")
 
 
 def find_container(doc):
@@ -52,7 +52,7 @@ def find_container(doc):
     if len(containers) != 1:
         fail(f"expected one container in the DaemonSet, found {len(containers)}")
     if pod.get("initContainers"):
-        fail("initContainers are not translated: add them to tests/container/podman_args.py")
+        fail("initContainers are not translated: add them to scripts/py/container_podman_args.py")
     return pod, containers[0]
 
 
@@ -78,13 +78,13 @@ def main():
     if take(pod, "automountServiceAccountToken", "pod", handled):
         fail("automountServiceAccountToken: true mounts an API token; the container test has no API server")
     if take(pod, "securityContext", "pod", handled):
-        fail("a pod-level securityContext is not translated: add it to tests/container/podman_args.py")
+        fail("a pod-level securityContext is not translated: add it to scripts/py/container_podman_args.py")
     volumes = {v["name"]: v for v in take(pod, "volumes", "pod", handled) or []}
     handled.add("containers")
     for k in pod:
         if k not in handled and k not in IGNORED_POD:
             fail(f"pod spec field {k!r} of {path} is not translated into podman flags: "
-                 "translate it in tests/container/podman_args.py or list it in IGNORED_POD with a reason")
+                 "translate it in scripts/py/container_podman_args.py or list it in IGNORED_POD with a reason")
 
     chandled = set()
     ports = [p["containerPort"] for p in c.get("ports", [])]
@@ -132,7 +132,7 @@ def main():
     for k in sc:
         if k not in schandled:
             fail(f"securityContext field {k!r} of {path} is not translated into podman flags: "
-                 "translate it in tests/container/podman_args.py")
+                 "translate it in scripts/py/container_podman_args.py")
 
     for m in take(c, "volumeMounts", "container", chandled) or []:
         v = volumes.get(m["name"])
@@ -176,7 +176,7 @@ def main():
     for k in c:
         if k not in chandled and k not in IGNORED_CONTAINER:
             fail(f"container field {k!r} of {path} is not translated into podman flags: "
-                 "translate it in tests/container/podman_args.py or list it in IGNORED_CONTAINER with a reason")
+                 "translate it in scripts/py/container_podman_args.py or list it in IGNORED_CONTAINER with a reason")
 
     probe = c.get("readinessProbe", {}).get("httpGet")
     if not probe:
