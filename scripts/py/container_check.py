@@ -11,6 +11,7 @@ knows which holder takes it, so holders by kind and unexplained refs are
 asserted exactly, per map id, on every scrape including the first.
 """
 import json
+import os
 import re
 import sys
 
@@ -32,6 +33,13 @@ COVERS = {
     # must be complete and nothing withheld.
     "withholding": False,
 }
+
+# CONTAINER_COVERS=a,b (environment) sets those entries to True for one run,
+# to try a tree whose census is ahead of this file.
+for _key in filter(None, os.environ.get("CONTAINER_COVERS", "").split(",")):
+    if _key not in COVERS:
+        raise SystemExit(f"container_check: CONTAINER_COVERS names {_key!r}; known: {', '.join(COVERS)}")
+    COVERS[_key] = True
 
 # case -> (COVERS key or None, holders when explained)
 CASES = {

@@ -12,7 +12,8 @@
 #   5. check the container's process has exactly the DaemonSet's capabilities
 #      and no_new_privs, then from the first scrape on (3 scrapes): promtool
 #      check metrics and holders/unexplained per map id (scripts/py/container_check.py).
-# Env: DAEMONSET=<file> runs another spec (the proof that the test can fail).
+# Env: DAEMONSET=<file> runs another spec (the proof that the test can fail);
+#      BINARY=<file> packages that binary instead of building this tree's.
 # Every process, container, pin and mount made here is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -85,8 +86,9 @@ fi
 #    build stage builds it) on this Debian 12 host (same glibc as the base).
 #    Cargo keeps it next to the suite's `testing` build: after the first time,
 #    switching between the two costs nothing.
-cargo build --release --locked --bin bpfmap-exporter
-bin=target/release/bpfmap-exporter
+bin=${BINARY:-target/release/bpfmap-exporter}
+[[ -n ${BINARY:-} ]] || cargo build --release --locked --bin bpfmap-exporter
+[[ -x $bin ]] || fail "$bin is not an executable"
 ctx=$tmp/ctx
 mkdir -p "$ctx"
 objcopy --strip-debug "$bin" "$ctx/bpfmap-exporter"
