@@ -65,21 +65,22 @@ def main():
     run = []
     handled = set()
 
-    def take(obj, key, where, handled_set):
+    def take(obj, key, handled_set):
+        """obj[key] (or None), recording that the field is translated."""
         handled_set.add(key)
         return obj.get(key)
 
     # Pod-level namespaces.
-    if take(pod, "hostPID", "pod", handled):
+    if take(pod, "hostPID", handled):
         run.append("--pid=host")
-    if take(pod, "hostIPC", "pod", handled):
+    if take(pod, "hostIPC", handled):
         run.append("--ipc=host")
-    host_network = take(pod, "hostNetwork", "pod", handled)
-    if take(pod, "automountServiceAccountToken", "pod", handled):
+    host_network = take(pod, "hostNetwork", handled)
+    if take(pod, "automountServiceAccountToken", handled):
         fail("automountServiceAccountToken: true mounts an API token; the container test has no API server")
-    if take(pod, "securityContext", "pod", handled):
+    if take(pod, "securityContext", handled):
         fail("a pod-level securityContext is not translated: add it to scripts/py/container_podman_args.py")
-    volumes = {v["name"]: v for v in take(pod, "volumes", "pod", handled) or []}
+    volumes = {v["name"]: v for v in take(pod, "volumes", handled) or []}
     handled.add("containers")
     for k in pod:
         if k not in handled and k not in IGNORED_POD:
@@ -94,27 +95,27 @@ def main():
         for p in ports:
             run.append(f"--publish=127.0.0.1:{host_port}:{p}")
 
-    sc = take(c, "securityContext", "container", chandled) or {}
+    sc = take(c, "securityContext", chandled) or {}
     schandled = set()
-    uid = take(sc, "runAsUser", "sc", schandled)
-    gid = take(sc, "runAsGroup", "sc", schandled)
+    uid = take(sc, "runAsUser", schandled)
+    gid = take(sc, "runAsGroup", schandled)
     if uid is not None:
         run.append(f"--user={uid}:{gid if gid is not None else uid}")
-    if take(sc, "runAsNonRoot", "sc", schandled) and uid in (None, 0):
+    if take(sc, "runAsNonRoot", schandled) and uid in (None, 0):
         fail("runAsNonRoot: true with uid 0 would not start")
-    if take(sc, "privileged", "sc", schandled):
+    if take(sc, "privileged", schandled):
         run.append("--privileged")
     # Kubernetes: allowPrivilegeEscalation defaults to true unless privileged
     # is false and no CAP_SYS_ADMIN is added; false sets no_new_privs.
-    ape = take(sc, "allowPrivilegeEscalation", "sc", schandled)
+    ape = take(sc, "allowPrivilegeEscalation", schandled)
     if ape is False:
         run.append("--security-opt=no-new-privileges")
     elif ape is None:
         fail("securityContext.allowPrivilegeEscalation is unset: set it explicitly")
-    if take(sc, "readOnlyRootFilesystem", "sc", schandled):
+    if take(sc, "readOnlyRootFilesystem", schandled):
         # Kubernetes mounts no tmpfs on /tmp or /run; podman does by default.
         run += ["--read-only", "--read-only-tmpfs=false"]
-    seccomp = take(sc, "seccompProfile", "sc", schandled) or {}
+    seccomp = take(sc, "seccompProfile", schandled) or {}
     stype = seccomp.get("type", "RuntimeDefault")
     if stype == "Unconfined":
         run.append("--security-opt=seccomp=unconfined")
@@ -122,7 +123,7 @@ def main():
         pass  # podman's default profile
     else:
         fail(f"seccompProfile type {stype!r} is not translated (Localhost needs the profile file)")
-    caps = take(sc, "capabilities", "sc", schandled) or {}
+    caps = take(sc, "capabilities", schandled) or {}
     for cap in caps.get("drop", []):
         run.append("--cap-drop=all" if cap == "ALL" else f"--cap-drop=CAP_{cap}")
     for cap in caps.get("add", []):
@@ -134,7 +135,7 @@ def main():
             fail(f"securityContext field {k!r} of {path} is not translated into podman flags: "
                  "translate it in scripts/py/container_podman_args.py")
 
-    for m in take(c, "volumeMounts", "container", chandled) or []:
+    for m in take(c, "volumeMounts", chandled) or []:
         v = volumes.get(m["name"])
         if v is None:
             fail(f"volumeMount {m['name']!r} has no volume")
@@ -148,7 +149,7 @@ def main():
         opts = ["ro" if m.get("readOnly") else "rw", PROPAGATION[m.get("mountPropagation")]]
         run.append(f"--volume={hp['path']}:{m['mountPath']}:{','.join(opts)}")
 
-    for e in take(c, "env", "container", chandled) or []:
+    for e in take(c, "env", chandled) or []:
         if "value" in e:
             run.append(f"--env={e['name']}={e['value']}")
         elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
@@ -156,7 +157,7 @@ def main():
         else:
             fail(f"env {e['name']!r}: only value and fieldRef spec.nodeName are translated")
 
-    res = take(c, "resources", "container", chandled) or {}
+    res = take(c, "resources", chandled) or {}
     lim = res.get("limits", {})
     if "memory" in lim:
         mem = str(lim["memory"])
@@ -169,10 +170,10 @@ def main():
         cpus = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
         run.append(f"--cpus={cpus}")
 
-    command = take(c, "command", "container", chandled)
+    command = take(c, "command", chandled)
     if command:
         run.append(f"--entrypoint={json.dumps(command)}")
-    args = take(c, "args", "container", chandled) or []
+    args = take(c, "args", chandled) or []
     for k in c:
         if k not in chandled and k not in IGNORED_CONTAINER:
             fail(f"container field {k!r} of {path} is not translated into podman flags: "

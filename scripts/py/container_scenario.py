@@ -7,7 +7,8 @@ Creates one BPF array map per case, named ct<pid mod 100000>_<short case>, so th
 maps of two runs never collide:
 
   pin_sys    pinned under /sys/fs/bpf (the DaemonSet's bpffs mount), no fd
-  pin_host2  pinned on a second bpffs mounted on the host at HOST2_MOUNT, no fd
+  pin_host2  pinned on a second bpffs mounted on the host (in this process's
+             mount namespace, not under /sys/fs/bpf) at HOST2_MOUNT, no fd
   pin_ns     pinned on a bpffs mounted in a private mount namespace of a child
              process (unshare -m), visible to no other namespace, no fd
   file       its fd held open by this process (a plain file holder)
@@ -27,9 +28,10 @@ import signal
 import socket
 import sys
 
-HOST2_MOUNT = "/run/bpfmap-test-bpffs"
-NS_MOUNT = "/run/bpfmap-test-nsbpffs"
-SYS_DIR_FMT = "/sys/fs/bpf/bpfmap-ct-{pid}"
+# Per-run paths, so concurrent runs do not collide.
+HOST2_MOUNT = f"/run/bpfmap-test-bpffs-{os.getpid()}"
+NS_MOUNT = f"/run/bpfmap-test-nsbpffs-{os.getpid()}"
+SYS_DIR = f"/sys/fs/bpf/bpfmap-ct-{os.getpid()}"
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -125,7 +127,7 @@ def main():
     signal.signal(signal.SIGINT, done)
     try:
         # pin_sys
-        sys_dir = SYS_DIR_FMT.format(pid=me)
+        sys_dir = SYS_DIR
         os.makedirs(sys_dir, exist_ok=True)
         cleanup.append(lambda: os.rmdir(sys_dir))
         fd = map_create(names["pin_sys"])
@@ -136,8 +138,9 @@ def main():
 
         # pin_host2
         if is_mounted(HOST2_MOUNT):
-            sys.exit(f"scenario: {HOST2_MOUNT} is already mounted (another run?); umount it first")
+            sys.exit(f"scenario: {HOST2_MOUNT} is already mounted; umount it first")
         mount_bpffs(HOST2_MOUNT)
+        cleanup.append(lambda: os.rmdir(HOST2_MOUNT))
         cleanup.append(lambda: libc.umount2(HOST2_MOUNT.encode(), 2))  # MNT_DETACH
         fd = map_create(names["pin_host2"])
         maps["pin_host2"] = map_id(fd)
@@ -147,6 +150,7 @@ def main():
 
         # pin_ns: a child in its own mount namespace.
         os.makedirs(NS_MOUNT, exist_ok=True)
+        cleanup.append(lambda: os.rmdir(NS_MOUNT))
         ready_r, ready_w = os.pipe()
         done_r, done_w = os.pipe()
         child = os.fork()

@@ -9,8 +9,8 @@
 #      plain file holder, an fd in flight, an io_uring fixed file;
 #   4. run the image with podman under the settings of deploy/daemonset.yaml
 #      itself (scripts/py/container_podman_args.py translates every field or fails);
-#   5. check the container's process has exactly the DaemonSet's capabilities
-#      and no_new_privs, then from the first scrape on (3 scrapes): promtool
+#   5. check the container's process has exactly the DaemonSet's capabilities,
+#      no_new_privs, seccomp mode and mounts (ro, propagation), then from the first scrape on (3 scrapes): promtool
 #      check metrics and holders/unexplained per map id (scripts/py/container_check.py).
 # Env: DAEMONSET=<file> runs another spec (the proof that the test can fail);
 #      BINARY=<file> packages that binary instead of building this tree's.
@@ -142,7 +142,7 @@ done
 
 # 5a. The running process has what the DaemonSet grants, no more.
 cpid=$("${podman[@]}" inspect -f '{{.State.Pid}}' "$name")
-python3 - "$daemonset" "/proc/$cpid/status" <<'PY' || fail "the container's process does not run with the DaemonSet's security settings"
+python3 - "$daemonset" "/proc/$cpid/status" "/proc/$cpid/mountinfo" <<'PY' || fail "the container's process does not run with the DaemonSet's security settings"
 import sys, yaml
 CAPS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
         "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13,
@@ -164,11 +164,50 @@ seccomp = st["Seccomp"].strip()
 want_seccomp = "0" if sc.get("seccompProfile", {}).get("type") == "Unconfined" else "2"
 if seccomp != want_seccomp:
     bad.append(f"Seccomp mode {seccomp}, want {want_seccomp}")
+# Mounts as the container sees them: read-only where the spec says so, and a
+# slave of the host's mount (mountinfo optional field master:N) for
+# HostToContainer, so pins created later, also in new sub-mounts, show up.
+def mountinfo(path):
+    out = {}
+    for line in open(path):
+        left, _ = line.split(" - ", 1)
+        f = left.split()
+        out[f[4]] = (f[5].split(","), f[6:])
+    return out
+mounts = mountinfo(sys.argv[3])
+host = mountinfo("/proc/self/mountinfo")
+hostpaths = {v["name"]: v["hostPath"]["path"] for v in yaml.safe_load(open(sys.argv[1]))["spec"]["template"]["spec"]["volumes"]}
+for m in c.get("volumeMounts", []):
+    if m["mountPath"] not in mounts:
+        bad.append(f"mount {m['mountPath']} missing")
+        continue
+    opts, tags = mounts[m["mountPath"]]
+    if ("ro" in opts) != bool(m.get("readOnly")):
+        bad.append(f"mount {m['mountPath']} options {','.join(opts)}, readOnly {m.get('readOnly')}")
+    # A slave needs a shared master: where the host's mount is private (no
+    # shared:N, e.g. a host whose init is not systemd), the runtime's rslave
+    # has nothing to follow, on Kubernetes as here.
+    src = hostpaths[m["name"]]
+    host_shared = src in host and any(t.startswith("shared:") for t in host[src][1])
+    want_slave = m.get("mountPropagation") in ("HostToContainer", "Bidirectional") and host_shared
+    slave = any(t.startswith("master:") for t in tags)
+    if slave != want_slave:
+        bad.append(f"mount {m['mountPath']}: propagation {m.get('mountPropagation', 'None')}, host mount "
+                   f"{'shared' if host_shared else 'private'}, container tags {tags or 'none'}")
+    elif m.get("mountPropagation") == "HostToContainer" and not host_shared:
+        print(f"container-test: note: host mount {src} is private (no shared:N in /proc/self/mountinfo), so "
+              f"mountPropagation HostToContainer of {m['mountPath']} cannot take effect here; "
+              f"`mount --make-shared {src}` (systemd does it at boot) makes it a slave")
+root_opts = mounts["/"][0]
+if ("ro" in root_opts) != bool(sc.get("readOnlyRootFilesystem")):
+    bad.append(f"root file system options {','.join(root_opts)}")
 for b in bad:
     print(f"container-test: FAIL process: {b}", file=sys.stderr)
 if bad:
     sys.exit(1)
-print(f"container-test: process: CapEff {want:#x}, NoNewPrivs {int(nnp)}, Seccomp {seccomp}")
+print(f"container-test: process: CapEff {want:#x}, NoNewPrivs {int(nnp)}, Seccomp {seccomp}; "
+      + "; ".join(f"{m['mountPath']} {','.join(mounts[m['mountPath']][0][:1] + [t for t in mounts[m['mountPath']][1] if ':' in t])}"
+                  for m in c.get("volumeMounts", [])) + f"; / {root_opts[0]}")
 PY
 [[ $("${podman[@]}" inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$name") == true ]] \
     || fail "the container's root filesystem is writable"
