@@ -10,8 +10,9 @@
 #   4. run the image with podman under the settings of deploy/daemonset.yaml
 #      itself (scripts/py/container_podman_args.py translates every field or fails);
 #   5. check the container's process has exactly the DaemonSet's capabilities,
-#      no_new_privs, seccomp mode and mounts (ro, propagation), then from the first scrape on (3 scrapes): promtool
-#      check metrics and holders/unexplained per map id (scripts/py/container_check.py).
+#      no_new_privs, seccomp mode and mounts (ro, propagation), then, from the
+#      first scrape on (3 scrapes), promtool check metrics and holders /
+#      unexplained per map id (scripts/py/container_check.py).
 # Env: DAEMONSET=<file> runs another spec (the proof that the test can fail);
 #      BINARY=<file> packages that binary instead of building this tree's.
 # Every process, container, pin and mount made here is removed on exit.
@@ -28,8 +29,8 @@ if [[ -n $(missing_tools) ]]; then
 fi
 python3 -c 'import yaml' 2>/dev/null || fail "python3-yaml missing: run scripts/install-deps.sh"
 daemonset=${DAEMONSET:-deploy/daemonset.yaml}
-# podman on this kind of host: crun fails on hybrid cgroups, systemd cgroups
-# are not available, and the default ulimits are refused (GUIDE.md, section 6).
+# podman on hosts like CI's: crun fails on hybrid cgroups, systemd cgroups are
+# not available, and the default ulimits are refused (README, Building the image).
 podman=(podman --runtime runc --cgroup-manager cgroupfs)
 ulimits=(--ulimit nofile=16384:16384 --ulimit nproc=4096:4096)
 
