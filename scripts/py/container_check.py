@@ -27,6 +27,9 @@ COVERS = {
     # An fd in an SCM_RIGHTS message that nobody received (iter/unix, 5.17+),
     # holder kind "inflight".
     "inflight": False,
+    # An io_uring fixed file explained as holder kind "io_uring" (the ring's
+    # owner). While False, it is the scenario's one real unexplained reference.
+    "io_uring": False,
     # Unexplained counts are published only when every holder source was
     # complete: bpfmap_holder_source_complete{source}, bpfmap_pid_namespace_host
     # and bpfmap_maps_unexplained_withheld exist. In this scenario every source
@@ -49,8 +52,8 @@ CASES = {
     "pin_ns": ("other_mount_ns_pins", {"pin": 1}),
     "inflight": ("inflight", {"inflight": 1}),
     # An io_uring fixed file: no fd table, pin, program, map or link holds the
-    # map, so it is the one real unexplained reference of the scenario.
-    "uring": (None, {}),
+    # map.
+    "uring": ("io_uring", {"io_uring": 1}),
 }
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$')
@@ -108,12 +111,14 @@ def main():
               "no completeness metrics (COVERS['withholding'] is False: not published yet)",
               f"got holder_source_complete {srcs}, pid_namespace_host {pidns}, withheld {withheld}{flip}")
 
+    expected_total = 0
     for case, (cover, explained) in CASES.items():
         m = state["maps"][case]
         mid, mname = m["id"], m["name"]
         covered = cover is None or COVERS[cover]
         want_holders = explained if covered else {}
         want_unexpl = 0 if (covered and explained) else 1
+        expected_total += want_unexpl
         tag = f"{case} (map {mname}, id {mid})"
         info = [l for n, l, v in samples if n == "bpfmap_map_info" and l.get("id") == str(mid)]
         check(len(info) == 1 and info[0].get("name") == mname, f"{tag}: bpfmap_map_info present with its name",
@@ -130,6 +135,15 @@ def main():
                     "scripts/py/container_check.py")
         check(un == want_unexpl, f"{tag}: bpfmap_map_unexplained_refs == {want_unexpl}"
               + ("" if covered else f" (COVERS[{cover!r}] is False: not explained yet)"), f"got {un}{hint}")
+
+    # Node totals include every other map on the node, so only a lower bound
+    # is known: at least the scenario's own unexplained references.
+    total = one("bpfmap_maps_unexplained_refs")
+    with_un = one("bpfmap_maps_with_unexplained_refs")
+    check(isinstance(total, float) and total >= expected_total,
+          f"bpfmap_maps_unexplained_refs >= {expected_total} (the scenario's)", f"got {total}")
+    check(isinstance(with_un, float) and with_un >= expected_total,
+          f"bpfmap_maps_with_unexplained_refs >= {expected_total}", f"got {with_un}")
 
     # The pin on the DaemonSet's mount is listed with its path.
     psys = state["maps"]["pin_sys"]
