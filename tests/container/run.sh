@@ -93,12 +93,18 @@ bin=${BINARY:-target/release/bpfmap-exporter}
 ctx=$tmp/ctx
 mkdir -p "$ctx"
 objcopy --strip-debug "$bin" "$ctx/bpfmap-exporter"
-image=localhost/bpfmap-exporter:container-test
+tag=localhost/bpfmap-exporter:container-test
+# Layer cache on (buildah needs it for a stage used as a base): an unchanged
+# binary reuses every layer, a new one adds only its own layer. The run uses
+# the built image's id, so a concurrent run retagging cannot swap it.
 "${podman[@]}" build -q "${ulimits[@]}" -f deploy/Dockerfile \
     --build-arg RUNTIME_IMAGE="$base_img" --build-arg BINARY_FROM=prebuilt \
-    -t "$image" "$ctx" >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; fail "podman build of deploy/Dockerfile failed"; }
+    -t "$tag" "$ctx" >"$tmp/build.log" 2>"$tmp/build.err" \
+    || { cat "$tmp/build.log" "$tmp/build.err" >&2; fail "podman build of deploy/Dockerfile failed"; }
+image=$(tail -n 1 "$tmp/build.log")
+[[ $image =~ ^[0-9a-f]{64}$ ]] || { cat "$tmp/build.log" >&2; fail "podman build printed no image id"; }
 size=$("${podman[@]}" image inspect -f '{{.Size}}' "$image")
-echo "container-test: image $image built ($((size / 1048576)) MiB, base $base_img)"
+echo "container-test: image $tag (${image:0:12}) built ($((size / 1048576)) MiB, base $base_img)"
 
 # 3. Scenario, from outside the container. Its stdin is held open by this
 #    shell; closing it (or SIGTERM) makes it clean up.
