@@ -2,7 +2,7 @@
 # The image, built and run as deployed (as root, no image registry needed):
 #   1. build a Debian 12 runtime base with mmdebstrap (cached under
 #      .cache/container/, keyed by its package list) and podman-import it;
-#   2. build deploy/Dockerfile on it with BINARY_FROM=prebuilt and the
+#   2. build deploy/Dockerfile's target prebuilt on it with the
 #      stripped product build of target/release/bpfmap-exporter;
 #   3. set up the scenario on the host (scripts/py/container_scenario.py): pins on
 #      /sys/fs/bpf, on a second host bpffs and in a private mount namespace, a
@@ -94,11 +94,11 @@ ctx=$tmp/ctx
 mkdir -p "$ctx"
 objcopy --strip-debug "$bin" "$ctx/bpfmap-exporter"
 tag=localhost/bpfmap-exporter:container-test
-# Layer cache on (buildah needs it for a stage used as a base): an unchanged
+# Layer cache on: an unchanged
 # binary reuses every layer, a new one adds only its own layer. The run uses
 # the built image's id, so a concurrent run retagging cannot swap it.
-"${podman[@]}" build -q "${ulimits[@]}" -f deploy/Dockerfile \
-    --build-arg RUNTIME_IMAGE="$base_img" --build-arg BINARY_FROM=prebuilt \
+"${podman[@]}" build -q "${ulimits[@]}" -f deploy/Dockerfile --target prebuilt \
+    --build-arg RUNTIME_IMAGE="$base_img" \
     -t "$tag" "$ctx" >"$tmp/build.log" 2>"$tmp/build.err" \
     || { cat "$tmp/build.log" "$tmp/build.err" >&2; fail "podman build of deploy/Dockerfile failed"; }
 image=$(tail -n 1 "$tmp/build.log")
