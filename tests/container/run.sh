@@ -227,8 +227,11 @@ for n in 1 2 3; do
     promtool check metrics <"$tmp/metrics.$n" >"$tmp/promtool.$n" 2>&1 \
         || { cat "$tmp/promtool.$n" >&2; fail "scrape $n: promtool check metrics rejected the exposition"; }
     echo "container-test: scrape $n: ok   promtool check metrics ($(wc -l <"$tmp/metrics.$n") lines)"
-    python3 scripts/py/container_check.py "$tmp/metrics.$n" "$tmp/state.json" "$n" \
-        || fail "scrape $n: assertions failed (see FAIL lines above)"
+    if ! python3 scripts/py/container_check.py "$tmp/metrics.$n" "$tmp/state.json" "$n"; then
+        cp "$tmp/metrics.$n" "$cache/failed-scrape.txt"
+        cp "$tmp/state.json" "$cache/failed-state.json"
+        fail "scrape $n: assertions failed (see FAIL lines above; the scrape is in $cache/failed-scrape.txt)"
+    fi
     sleep 1
 done
 echo "container-test: ok ($((SECONDS - t0)) s)"
