@@ -6,10 +6,13 @@
 #           end-to-end Prometheus), python3-yaml, jq, curl, openssl (test CA of
 #           the e2e TLS scrape and check-deploy)
 #   matrix: qemu-system-x86, virtme-ng (PyPI), busybox-static (guest tools)
+#   container test: podman, runc (crun fails on hybrid cgroup hosts),
+#           mmdebstrap (local Debian base images, no image registry needed)
 set -euo pipefail
 
 want=(clang llvm libelf-dev zlib1g-dev pkg-config make bpftool prometheus
-      jq curl openssl python3-yaml qemu-system-x86 busybox-static procps iproute2 kmod)
+      jq curl openssl python3-yaml qemu-system-x86 busybox-static procps iproute2 kmod
+      podman runc mmdebstrap binutils)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

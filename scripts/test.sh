@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as root on Debian 12. Installs what it needs first.
-#   ./scripts/test.sh            everything (unit, root, kernel matrix, deploy, e2e)
+#   ./scripts/test.sh            everything (unit, root, kernel matrix, deploy,
+#                                the image run as deployed, e2e)
 #   ./scripts/test.sh --quick    unit + root tests on this kernel only
 # Each stage prints its duration; the first failure fails the run.
 set -euo pipefail
@@ -32,7 +33,7 @@ if ((quick)); then
     echo "test.sh: quick run done"
     exit 0
 fi
-for s in scripts/vm/matrix.sh scripts/check-deploy.sh tests/e2e/run.sh; do
+for s in scripts/vm/matrix.sh scripts/check-deploy.sh tests/container/run.sh tests/e2e/run.sh; do
     if [[ -x $s ]]; then
         stage "$s" "$s"
     else
