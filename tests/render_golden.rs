@@ -82,6 +82,7 @@ fn snapshot() -> Snapshot {
             label: "/sys/fs/bpf".into(),
             path: PathBuf::from("/sys/fs/bpf"),
             partial: false,
+            fallbacks: vec![],
         }],
         pins: vec![
             Pin {

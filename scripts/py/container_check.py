@@ -23,7 +23,7 @@ COVERS = {
     # Pins on a bpffs that is not mounted in the exporter's mount namespace:
     # a second host bpffs mount (not under /sys/fs/bpf) and a private bpffs in
     # another process's mount namespace.
-    "other_mount_ns_pins": False,
+    "other_mount_ns_pins": True,
     # An fd in an SCM_RIGHTS message that nobody received (iter/unix, 5.17+),
     # holder kind "inflight".
     "inflight": False,
@@ -34,7 +34,7 @@ COVERS = {
     # complete: bpfmap_holder_source_complete{source}, bpfmap_pid_namespace_host
     # and bpfmap_maps_unexplained_withheld exist. In this scenario every source
     # must be complete and nothing withheld.
-    "withholding": False,
+    "withholding": True,
 }
 
 # CONTAINER_COVERS=a,b (environment) sets those entries to True for one run,

@@ -30,7 +30,15 @@ pub struct Superblock {
     pub path: PathBuf,
     /// Only a subdirectory of the superblock is mounted anywhere.
     pub partial: bool,
+    /// Other ways in (the same mount seen through other processes' roots),
+    /// tried in order when `path` cannot be read: /proc/<pid>/root is refused
+    /// for a process with capabilities the exporter lacks (often pid 1).
+    pub fallbacks: Vec<PathBuf>,
 }
+
+/// How many other processes' roots a superblock mounted only elsewhere keeps
+/// as fallbacks.
+const MAX_FALLBACKS: usize = 8;
 
 /// Every bpffs superblock on the node from the mount tables of every
 /// process (`/proc/<pid>/mountinfo`, readable without ptrace rights),
@@ -90,9 +98,19 @@ pub fn superblocks(
     proc_root: &Path,
 ) -> Vec<Superblock> {
     let mut out: BTreeMap<String, Superblock> = BTreeMap::new();
-    fn offer(out: &mut BTreeMap<String, Superblock>, sb: Superblock) {
-        match out.get(&sb.dev) {
-            Some(cur) if !cur.partial || sb.partial => {}
+    fn offer(out: &mut BTreeMap<String, Superblock>, sb: Superblock, proc_root: &Path) {
+        match out.get_mut(&sb.dev) {
+            Some(cur) if !cur.partial || sb.partial => {
+                // The same whole mount through another process: a fallback
+                // for a target that is itself reached through /proc.
+                if cur.partial == sb.partial
+                    && cur.path.starts_with(proc_root)
+                    && cur.fallbacks.len() < MAX_FALLBACKS
+                    && cur.path != sb.path
+                {
+                    cur.fallbacks.push(sb.path);
+                }
+            }
             _ => {
                 out.insert(sb.dev.clone(), sb);
             }
@@ -106,14 +124,19 @@ pub fn superblocks(
                 label: super::names::label_bytes(m.mount_point.as_os_str().as_bytes()),
                 path: m.mount_point.clone(),
                 partial: m.root != Path::new("/"),
+                fallbacks: Vec::new(),
             },
+            proc_root,
         );
     }
     let mut pids: Vec<&u32> = others.keys().collect();
     pids.sort_unstable();
     for pid in pids {
         for m in &others[pid] {
-            if out.get(&m.dev).is_some_and(|c| !c.partial) {
+            if out
+                .get(&m.dev)
+                .is_some_and(|c| !c.partial && !c.path.starts_with(proc_root))
+            {
                 continue;
             }
             let rel = m.mount_point.strip_prefix("/").unwrap_or(&m.mount_point);
@@ -128,7 +151,9 @@ pub fn superblocks(
                     ),
                     path: proc_root.join(pid.to_string()).join("root").join(rel),
                     partial: m.root != Path::new("/"),
+                    fallbacks: Vec::new(),
                 },
+                proc_root,
             );
         }
     }
@@ -287,7 +312,12 @@ pub fn walk(
             *inv.skipped.entry((mname.clone(), reason)).or_insert(0) += n;
         };
         let mut seen = 0usize;
-        let mut stack: Vec<(PathBuf, usize)> = vec![(m.path.clone(), 0)];
+        // The first way in that can be read (the walk then stays under it).
+        let root = std::iter::once(&m.path)
+            .chain(m.fallbacks.iter())
+            .find(|p| std::fs::read_dir(p).is_ok())
+            .unwrap_or(&m.path);
+        let mut stack: Vec<(PathBuf, usize)> = vec![(root.clone(), 0)];
         while let Some((dir, depth)) = stack.pop() {
             let rd = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd,
@@ -331,7 +361,7 @@ pub fn walk(
                             path: format!(
                                 "/{}",
                                 super::names::label_bytes(
-                                    p.strip_prefix(&m.path).unwrap_or(&p).as_os_str().as_bytes()
+                                    p.strip_prefix(root).unwrap_or(&p).as_os_str().as_bytes()
                                 )
                             ),
                             dev: md.dev(),
@@ -505,6 +535,44 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_seen_only_elsewhere_keeps_other_processes_roots_as_fallbacks() {
+        let mut others = rustc_hash::FxHashMap::default();
+        for pid in [1u32, 40, 41] {
+            others.insert(pid, parse_mountinfo("1 0 0:41 / /run/b rw - bpf bpf rw\n"));
+        }
+        let sbs = superblocks(&[], &others, Path::new("/proc"));
+        assert_eq!(sbs.len(), 1);
+        assert_eq!(sbs[0].path, PathBuf::from("/proc/1/root/run/b"));
+        assert_eq!(
+            sbs[0].fallbacks,
+            vec![
+                PathBuf::from("/proc/40/root/run/b"),
+                PathBuf::from("/proc/41/root/run/b")
+            ]
+        );
+        // The walk goes in through the first root it can read and labels
+        // pins relative to it.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), b"").unwrap();
+        let sb = Superblock {
+            dev: "0:41".into(),
+            label: "/run/b@0:41".into(),
+            path: PathBuf::from("/nonexistent/refused"),
+            partial: false,
+            fallbacks: vec![dir.path().to_path_buf()],
+        };
+        let inv = walk(
+            &[sb],
+            &WalkLimits {
+                max_entries: 10,
+                max_depth: 4,
+            },
+            &mut |_, _| Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+        );
+        assert!(inv.unreachable.is_empty(), "{:?}", inv.unreachable);
+    }
+
+    #[test]
     fn malformed_lines_are_ignored() {
         assert!(parse_mountinfo("garbage\n\n1 2 - bpf\n").is_empty());
     }
@@ -523,6 +591,7 @@ mod tests {
             label: root.to_string_lossy().into_owned(),
             path: root.to_path_buf(),
             partial: false,
+            fallbacks: vec![],
         }];
         let mut ident = |p: &Path, _: &std::fs::Metadata| -> std::io::Result<(FdInfo, bool)> {
             if p.ends_with("junk") {
