@@ -277,7 +277,7 @@ fn say(line: String) {
     let _ = out.flush();
 }
 
-/// Set SIGINT/SIGTERM to flip `stop` (a tokio signal thread; no unsafe).
+/// Set SIGINT/SIGTERM to flip `stop` (a tokio signal thread).
 fn stop_on_signal(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
