@@ -5,35 +5,9 @@ mod common;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use bpfmap_exporter::census::render::{render, RenderOpts};
 use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
-use bpfmap_exporter::metrics::{encode_text, Families};
 use common::*;
 use libbpf_rs::{MapHandle, MapType};
-
-fn text(s: &Snapshot) -> String {
-    let mut f = Families::new();
-    render(
-        s,
-        &RenderOpts::default(),
-        &|_, _| (String::new(), String::new()),
-        &mut f,
-    );
-    String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap()
-}
-
-/// Retake the census until `pred` holds (releases are deferred), bounded.
-fn until(c: &mut Census, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (s, _) = c.take(&[]);
-        if pred(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 struct Expect {
     id: u32,

@@ -7,36 +7,10 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use bpfmap_exporter::census::creators::{identity, memcg_mount};
-use bpfmap_exporter::census::render::{render, RenderOpts};
-use bpfmap_exporter::census::{Census, CensusOpts, Creator, Snapshot};
-use bpfmap_exporter::metrics::{encode_text, Families};
+use bpfmap_exporter::census::{Census, CensusOpts, Creator};
 use common::*;
-
-fn text(s: &Snapshot) -> String {
-    let mut f = Families::new();
-    render(
-        s,
-        &RenderOpts::default(),
-        &|_, _| (String::new(), String::new()),
-        &mut f,
-    );
-    String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap()
-}
-
-fn until(c: &mut Census, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (s, _) = c.take(&[]);
-        if pred(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn random_hex(bytes: usize) -> String {
     use std::io::Read;

@@ -194,3 +194,35 @@ pub fn set_slot(outer: &MapHandle, key: u32, inner: &MapHandle) {
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
+
+use bpfmap_exporter::census::render::{render, RenderOpts};
+use bpfmap_exporter::census::{Census, Snapshot};
+use bpfmap_exporter::metrics::{encode_text, Families};
+
+/// The census families of `s`, rendered in the text format.
+pub fn text(s: &Snapshot) -> String {
+    let mut f = Families::new();
+    render(
+        s,
+        &RenderOpts::default(),
+        &|_, _| (String::new(), String::new()),
+        &mut f,
+    );
+    String::from_utf8(encode_text(&f.into_proto()).unwrap()).unwrap()
+}
+
+/// Retake the census until `pred` holds (releases are deferred), bounded.
+pub fn until(c: &mut Census, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (s, _) = c.take(&[]);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
