@@ -202,6 +202,7 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	r.file_ptr = (__u64)(unsigned long)file;
 	r.map_id = map_id_of(file);
 	r.vm_start = vma->vm_start;
+	r.vm_end = vma->vm_end;
 	fill_task(&r, task);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

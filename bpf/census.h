@@ -35,7 +35,7 @@ struct map_rec {
 };
 
 /* iter/task_file and iter/task_vma: one per map file seen in an fd table or
- * behind a vma. 56 bytes. */
+ * behind a vma. 64 bytes. */
 struct file_rec {
 	__u64 file_ptr;     /* struct file address: distinct files = distinct references */
 	__u64 cgroup_id;    /* cgroup v2 (default hierarchy) kernfs id of the task */
@@ -44,11 +44,12 @@ struct file_rec {
 	__u32 fd;           /* fd number, or 0 for vma records */
 	__u32 map_id;
 	char comm[BPFMAP_COMM_LEN];
-	__u64 vm_start;     /* vma records only */
+	__u64 vm_start;     /* vma records only: the mapped range [vm_start, vm_end) */
+	__u64 vm_end;
 };
 
 /* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE in src/bpf/census/records.rs. */
 _Static_assert(sizeof(struct map_rec) == 104, "map_rec layout");
-_Static_assert(sizeof(struct file_rec) == 56, "file_rec layout");
+_Static_assert(sizeof(struct file_rec) == 64, "file_rec layout");
 
 #endif

@@ -178,6 +178,13 @@ pub trait Collector {
     fn check_lines(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The creating process of each live map, where this collector saw
+    /// the creation (the lifecycle collector). Per-map data for the JSON
+    /// API and `explain`, never labels.
+    fn creator_processes(&self) -> Option<crate::explain::CreatorProcesses> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! `bpfmap-exporter explain`: one census, then for the selected maps every
-//! fact and every holder by identity. [`report`] is a pure function of the
-//! [`Snapshot`] (taken with `keep_files`) and the [`Extras`] (program,
-//! outer-map slot and link identities), so the same JSON can be served by
-//! the running exporter. The JSON schema is documented in README
-//! ("explain").
-use std::collections::BTreeMap;
+//! fact and every holder by identity. [`report`] is a pure function of an
+//! [`Input`]: the [`Snapshot`] (taken with `keep_files`), the [`Extras`]
+//! (program, outer-map slot and link identities) and the creator processes
+//! the lifecycle collector recorded, so the running exporter serves the same
+//! JSON (`/api/v1/maps`, src/api.rs). The JSON schema is documented in
+//! README ("Explain a map").
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -13,10 +14,10 @@ use serde_json::{json, Value};
 use crate::census::creators;
 use crate::census::holders::HolderKind;
 use crate::census::names::{flags_label, is_map_in_map, map_type_name};
-use crate::census::{Census, CensusOpts, MapRecord, Snapshot};
+use crate::census::{Census, CensusOpts, FileRecord, IdMap, MapRecord, Snapshot};
 
 /// Version of the JSON document's shape.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("select").required(true).args(["id", "name", "pin", "pid"])))]
@@ -36,7 +37,37 @@ pub struct ExplainArgs {
     /// text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
+    /// Ask a running exporter (its /api/v1/maps) instead of taking a census
+    /// here, e.g. http://127.0.0.1:9863: it also knows the creating process
+    /// of maps created while it ran. Basic auth as http://user:password@host:port.
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
 }
+
+/// The process that created a map, as the lifecycle probes recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatorProcess {
+    pub pid: u32,
+    pub comm: String,
+    /// cgroup v2 id of the creating task.
+    pub cgroup_id: u64,
+    /// Creation time, Unix seconds.
+    pub created_unix: f64,
+}
+
+/// What the lifecycle collector knows of the creators of live maps.
+#[derive(Debug, Clone, Default)]
+pub struct CreatorProcesses {
+    /// Maps whose creation the probes recorded.
+    pub by_id: IdMap<CreatorProcess>,
+    /// Maps with ids up to this existed before the probes attached.
+    pub start_max: u32,
+}
+
+/// Why creator processes are unknown in a standalone census.
+pub const STANDALONE_PROCESSES: &str =
+    "the lifecycle collector does not run in a standalone explain \
+     (explain --from http://<node>:9863 asks a running exporter, which records creations)";
 
 /// Holder identities found by bpf() queries (the snapshot keeps counts).
 #[derive(Debug, Clone, Default)]
@@ -125,13 +156,9 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
                     "no map named {n:?} (names are at most 15 bytes, as the kernel truncates them)"
                 )),
                 1 => Ok(vec![hits[0].id]),
-                _ => Err(format!(
-                    "{} maps are named {n:?}; choose one with --id: {}",
-                    hits.len(),
-                    hits.iter()
-                        .map(|m| format!("{} ({})", m.id, map_type_name(m.map_type)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                _ => Err(several_named(
+                    n,
+                    hits.iter().map(|m| (m.id, map_type_name(m.map_type))),
                 )),
             }
         }
@@ -179,77 +206,284 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
     }
 }
 
+/// The message for a name several maps share.
+pub fn several_named(n: &str, hits: impl Iterator<Item = (u32, String)>) -> String {
+    let hits: Vec<String> = hits.map(|(id, ty)| format!("{id} ({ty})")).collect();
+    format!(
+        "{} maps are named {n:?}; choose one with --id: {}",
+        hits.len(),
+        hits.join(", ")
+    )
+}
+
+/// Filters and paging of a listing (`/api/v1/maps`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Only maps with unexplained references (a published, non-zero count).
+    pub unexplained: bool,
+    /// Only maps whose creating cgroup is gone.
+    pub creator_gone: bool,
+    /// Only maps with a greater id (paging: the previous page's `next_after`).
+    pub after: Option<u32>,
+    /// At most this many maps.
+    pub limit: usize,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            unexplained: false,
+            creator_gone: false,
+            after: None,
+            limit: usize::MAX,
+        }
+    }
+}
+
+/// A page of a selection: the ids to report, how many matched in all, and
+/// the id to continue after when the page is full and more matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub ids: Vec<u32>,
+    pub total: usize,
+    pub next_after: Option<u32>,
+}
+
+/// Apply `f` to `ids` (any order): filters, then ascending ids from
+/// `f.after`, at most `f.limit`.
+pub fn page(snap: &Snapshot, ids: &[u32], f: &Filter) -> Page {
+    let wanted: HashSet<u32> = ids.iter().copied().collect();
+    let mut hits: Vec<u32> = snap
+        .maps
+        .iter()
+        .filter(|m| wanted.contains(&m.id))
+        .filter(|m| {
+            !f.unexplained
+                || snap
+                    .holders
+                    .get(&m.id)
+                    .and_then(|h| h.unexplained(m.refcnt))
+                    .is_some_and(|u| u > 0)
+        })
+        .filter(|m| !f.creator_gone || creators::identity(snap, m).is_some_and(|c| c.gone))
+        .map(|m| m.id)
+        .collect();
+    hits.sort_unstable();
+    hits.dedup();
+    let total = hits.len();
+    let from = f.after.map_or(0, |a| hits.partition_point(|&id| id <= a));
+    let rest = &hits[from..];
+    let n = rest.len().min(f.limit);
+    Page {
+        ids: rest[..n].to_vec(),
+        total,
+        next_after: (n < rest.len() && n > 0).then(|| rest[n - 1]),
+    }
+}
+
 /// (container_id, pod_uid) of a process, empty where unknown.
 pub type Attribution<'a> = &'a dyn Fn(u32, u64) -> (String, String);
+
+/// Everything a report reads.
+pub struct Input<'a> {
+    pub snap: &'a Snapshot,
+    pub extras: &'a Extras,
+    pub attribution: Attribution<'a>,
+    /// Census collectors that failed this scrape.
+    pub failed: &'a [String],
+    /// The lifecycle collector's creators, or why there are none.
+    pub processes: Result<&'a CreatorProcesses, &'a str>,
+    /// Now, Unix seconds (for the creators' ages).
+    pub now_unix: f64,
+    /// At most this many identities per holder kind of one map, and fd
+    /// numbers of one process; the rest are counted in `holders_omitted`.
+    pub max_holders: usize,
+}
 
 fn comm(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The report of one map.
-pub fn map_report(
-    snap: &Snapshot,
-    x: &Extras,
-    attribution: Attribution<'_>,
-    failed: &[String],
-    m: &MapRecord,
-) -> Value {
-    let mut flags = [0u8; 10];
-    // Processes: fd numbers per tgid, distinct files.
-    let mut procs: BTreeMap<u32, (String, u64, Vec<u32>, Vec<u64>)> = BTreeMap::new();
-    for f in snap.files.iter().flatten().filter(|f| f.map_id == m.id) {
-        let e = procs
-            .entry(f.tgid)
-            .or_insert_with(|| (comm(&f.comm), f.cgroup_id, vec![], vec![]));
-        e.2.push(f.fd);
-        e.3.push(f.file_ptr);
+/// Holder identities of the reported maps, by map id (built once per report).
+#[derive(Default)]
+struct Index<'a> {
+    files: IdMap<Vec<&'a FileRecord>>,
+    vmas: IdMap<Vec<&'a FileRecord>>,
+    pins: IdMap<Vec<&'a crate::census::bpffs::Pin>>,
+    programs: IdMap<Vec<&'a (u32, String, String, Vec<u32>)>>,
+    slots: IdMap<Vec<&'a (u32, String, u32)>>,
+    links: IdMap<Vec<u32>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(inp: &Input<'a>, ids: &[u32]) -> Index<'a> {
+        let want: HashSet<u32> = ids.iter().copied().collect();
+        let mut x = Index::default();
+        let snap = inp.snap;
+        for f in snap
+            .files
+            .iter()
+            .flatten()
+            .filter(|f| want.contains(&f.map_id))
+        {
+            x.files.entry(f.map_id).or_default().push(f);
+        }
+        for f in snap
+            .vmas
+            .iter()
+            .flatten()
+            .filter(|f| want.contains(&f.map_id))
+        {
+            x.vmas.entry(f.map_id).or_default().push(f);
+        }
+        for p in snap.inventory.iter().flat_map(|i| i.pins.iter()) {
+            if p.info.kind == crate::census::fdinfo::ObjKind::Map && want.contains(&p.info.id) {
+                x.pins.entry(p.info.id).or_default().push(p);
+            }
+        }
+        for p in &inp.extras.programs {
+            let mut used = p.3.clone();
+            used.sort_unstable();
+            used.dedup();
+            for id in used.into_iter().filter(|id| want.contains(id)) {
+                x.programs.entry(id).or_default().push(p);
+            }
+        }
+        for s in inp.extras.slots.iter().filter(|s| want.contains(&s.2)) {
+            x.slots.entry(s.2).or_default().push(s);
+        }
+        for l in inp.extras.links.iter().filter(|l| want.contains(&l.1)) {
+            x.links.entry(l.1).or_default().push(l.0);
+        }
+        x
     }
-    let processes: Vec<Value> = procs
-        .iter()
-        .map(|(tgid, (comm, cg, fds, files))| {
-            let (c, p) = attribution(*tgid, *cg);
-            let mut fds = fds.clone();
-            fds.sort_unstable();
-            fds.dedup();
-            let mut files = files.clone();
-            files.sort_unstable();
-            files.dedup();
-            json!({"pid": tgid, "comm": comm, "container_id": c, "pod_uid": p,
-                   "fds": fds, "files": files.len()})
-        })
-        .collect();
-    let mmaps: Vec<Value> = snap
-        .vmas
-        .iter()
-        .flatten()
-        .filter(|f| f.map_id == m.id)
-        .map(|f| json!({"pid": f.tgid, "comm": comm(&f.comm), "address": format!("0x{:x}", f.vm_start)}))
-        .collect();
-    let pins: Vec<Value> = snap
-        .inventory
-        .iter()
-        .flat_map(|i| i.pins.iter())
-        .filter(|p| p.info.kind == crate::census::fdinfo::ObjKind::Map && p.info.id == m.id)
-        .map(|p| json!({"mount": p.mount, "path": p.path}))
-        .collect();
-    let programs: Vec<Value> = x
-        .programs
-        .iter()
-        .filter(|p| p.3.contains(&m.id))
-        .map(|p| json!({"id": p.0, "name": p.1, "type": p.2}))
-        .collect();
-    let outer: Vec<Value> = x
-        .slots
-        .iter()
-        .filter(|s| s.2 == m.id)
-        .map(|s| json!({"id": s.0, "key": s.1}))
-        .collect();
-    let links: Vec<Value> = x
-        .links
-        .iter()
-        .filter(|l| l.1 == m.id)
-        .map(|l| json!({"id": l.0}))
-        .collect();
+}
+
+/// The identities of one holder kind of map `id`. Every kind has an entry,
+/// so a new kind appears in `holders` without a schema change.
+fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<Value> {
+    let none = Vec::new();
+    match kind {
+        HolderKind::File => {
+            // fd numbers per process, distinct files.
+            let mut procs: BTreeMap<u32, (String, u64, Vec<u32>, Vec<u64>)> = BTreeMap::new();
+            for f in x.files.get(&id).unwrap_or(&none) {
+                let e = procs
+                    .entry(f.tgid)
+                    .or_insert_with(|| (comm(&f.comm), f.cgroup_id, vec![], vec![]));
+                if f.pid == f.tgid {
+                    e.0 = comm(&f.comm);
+                }
+                e.2.push(f.fd);
+                e.3.push(f.file_ptr);
+            }
+            procs
+                .into_iter()
+                .map(|(tgid, (comm, cg, mut fds, mut files))| {
+                    let (c, p) = (inp.attribution)(tgid, cg);
+                    fds.sort_unstable();
+                    fds.dedup();
+                    files.sort_unstable();
+                    files.dedup();
+                    let omitted = fds.len().saturating_sub(inp.max_holders);
+                    fds.truncate(inp.max_holders);
+                    json!({"pid": tgid, "comm": comm, "container_id": c, "pod_uid": p,
+                           "fds": fds, "fds_omitted": omitted, "files": files.len()})
+                })
+                .collect()
+        }
+        HolderKind::Pin => x
+            .pins
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|p| json!({"mount": p.mount, "path": p.path}))
+            .collect(),
+        HolderKind::Program => x
+            .programs
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|p| json!({"id": p.0, "name": p.1, "type": p.2}))
+            .collect(),
+        HolderKind::Map => x
+            .slots
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|s| json!({"id": s.0, "key": s.1}))
+            .collect(),
+        HolderKind::Mmap => {
+            let mut v: Vec<&&FileRecord> = x.vmas.get(&id).into_iter().flatten().collect();
+            v.sort_by_key(|f| (f.tgid, f.vm_start));
+            v.dedup_by_key(|f| (f.tgid, f.vm_start));
+            v.into_iter()
+                .map(|f| {
+                    json!({"pid": f.tgid, "comm": comm(&f.comm),
+                           "start": format!("0x{:x}", f.vm_start),
+                           "end": format!("0x{:x}", f.vm_end),
+                           "in_fd_table": x.files.get(&id).is_some_and(|fs| fs.iter().any(|g| g.file_ptr == f.file_ptr))})
+                })
+                .collect()
+        }
+        HolderKind::Link => x
+            .links
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|l| json!({"id": l}))
+            .collect(),
+    }
+}
+
+/// Human age of `secs` seconds: `45s`, `12m`, `3h`, `2d`.
+pub fn age(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// The creating process of `m`, or why it is unknown.
+fn process(inp: &Input<'_>, m: &MapRecord) -> (Value, Value) {
+    match inp.processes {
+        Err(why) => (Value::Null, json!(why)),
+        Ok(p) => match p.by_id.get(&m.id) {
+            Some(c) => (
+                json!({"pid": c.pid, "comm": c.comm, "cgroup_id": c.cgroup_id,
+                       "created_unix_seconds": (c.created_unix * 1000.0).round() / 1000.0,
+                       "age_seconds": (inp.now_unix - c.created_unix).max(0.0).round()}),
+                Value::Null,
+            ),
+            None if m.id <= p.start_max => (
+                Value::Null,
+                json!("the map existed before the exporter's lifecycle probes attached"),
+            ),
+            None => (
+                Value::Null,
+                json!("the lifecycle probes recorded no creation of this map (record overwritten, or a creation path the probes do not see)"),
+            ),
+        },
+    }
+}
+
+/// The report of one map.
+fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
+    let snap = inp.snap;
+    let mut flags = [0u8; 10];
+    let mut holders = serde_json::Map::new();
+    let mut omitted = serde_json::Map::new();
+    for k in HolderKind::ALL {
+        let mut v = identities(inp, x, k, m.id);
+        if v.len() > inp.max_holders {
+            omitted.insert(k.label().into(), json!(v.len() - inp.max_holders));
+            v.truncate(inp.max_holders);
+        }
+        holders.insert(k.label().into(), Value::Array(v));
+    }
     let h = snap.holders.get(&m.id);
     let counts: BTreeMap<&str, Value> = HolderKind::ALL
         .iter()
@@ -264,18 +498,30 @@ pub fn map_report(
     let unexplained = h.and_then(|h| h.unexplained(m.refcnt));
     let withheld = match unexplained {
         Some(_) => Value::Null,
-        None if failed.is_empty() => json!("a holder collector is turned off"),
+        None if inp.failed.is_empty() => {
+            let incomplete: Vec<&str> = snap
+                .sources
+                .iter()
+                .filter(|(_, complete)| !complete)
+                .map(|(n, _)| *n)
+                .collect();
+            json!(format!(
+                "a holder source is off or saw only part of the node: {}",
+                incomplete.join(", ")
+            ))
+        }
         None => json!(format!(
             "holder census incomplete: {} failed",
-            failed.join(", ")
+            inp.failed.join(", ")
         )),
     };
+    let (process, process_unknown) = process(inp, m);
     let creator = match creators::identity(snap, m) {
-        None => json!({"known": false, "reason": if snap.features.map_memcg {
-            "the creators collector did not run or failed"
-        } else {
-            "this kernel records no creator of maps (memcg accounting of maps is 5.11+ with CONFIG_MEMCG)"
-        }}),
+        None => json!({"known": false, "reason": match &snap.features.map_memcg_off {
+            Some(why) => format!("{why}: maps are not charged to their creator's memory cgroup"),
+            None if snap.features.map_memcg => "the creators collector did not run or failed".into(),
+            None => "this kernel records no creator of maps (memcg accounting of maps is 5.11+ with CONFIG_MEMCG)".to_string(),
+        }, "process": process, "process_unknown": process_unknown}),
         Some(c) => json!({
             "known": true,
             "cgroup_id": c.cgroup_id,
@@ -283,7 +529,8 @@ pub fn map_report(
             "container_id": c.container_id,
             "pod_uid": c.pod_uid,
             "gone": c.gone,
-            "process": Value::Null,
+            "process": process,
+            "process_unknown": process_unknown,
         }),
     };
     json!({
@@ -299,34 +546,30 @@ pub fn map_report(
         "refcount": m.refcnt,
         "usercount": m.usercnt,
         "creator": creator,
-        "holders": {
-            "processes": processes,
-            "pins": pins,
-            "programs": programs,
-            "outer_maps": outer,
-            "mmaps": mmaps,
-            "links": links,
-        },
+        "holders": holders,
+        "holders_omitted": omitted,
         "holder_counts": counts,
         "unexplained": unexplained,
         "unexplained_withheld": withheld,
     })
 }
 
-/// The whole document for `ids`.
-pub fn report(
-    snap: &Snapshot,
-    x: &Extras,
-    attribution: Attribution<'_>,
-    failed: &[String],
-    ids: &[u32],
-) -> Value {
-    let maps: Vec<Value> = ids
+/// The whole document for a page of maps.
+pub fn report(inp: &Input<'_>, page: &Page) -> Value {
+    let x = Index::new(inp, &page.ids);
+    let maps: Vec<Value> = page
+        .ids
         .iter()
-        .filter_map(|id| snap.maps.iter().find(|m| m.id == *id))
-        .map(|m| map_report(snap, x, attribution, failed, m))
+        .filter_map(|id| inp.snap.maps.iter().find(|m| m.id == *id))
+        .map(|m| map_report(inp, &x, m))
         .collect();
-    json!({"schema_version": SCHEMA_VERSION, "maps": maps})
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "total": page.total,
+        "truncated": page.next_after.is_some(),
+        "next_after": page.next_after,
+        "maps": maps,
+    })
 }
 
 /// Human-readable rendering of [`report`]'s document.
@@ -363,8 +606,8 @@ pub fn text(doc: &Value) -> String {
             m["usercount"]
         );
         let c = &m["creator"];
-        if c["known"] == json!(true) {
-            let what = if c["cgroup_id"].is_null() {
+        let what = if c["known"] == json!(true) {
+            if c["cgroup_id"].is_null() {
                 "root cgroup (host)".to_string()
             } else {
                 format!(
@@ -379,19 +622,32 @@ pub fn text(doc: &Value) -> String {
                         ""
                     }
                 )
+            }
+        } else {
+            format!("cgroup unknown ({})", s(&c["reason"]))
+        };
+        let p = &c["process"];
+        let who = if p.is_object() {
+            format!(
+                "created by pid {} ({}), {} ago",
+                p["pid"],
+                s(&p["comm"]),
+                age(p["age_seconds"].as_f64().unwrap_or(0.0))
+            )
+        } else {
+            format!("process unknown ({})", s(&c["process_unknown"]))
+        };
+        let _ = writeln!(o, "  creator: {what}; {who}");
+        let h = &m["holders"];
+        let each = |k: &str| h[k].as_array().cloned().unwrap_or_default();
+        for p in each("file") {
+            let more = match p["fds_omitted"].as_u64() {
+                Some(n) if n > 0 => format!(" and {n} more"),
+                _ => String::new(),
             };
             let _ = writeln!(
                 o,
-                "  creator: {what}; process unknown (no lifecycle record in a standalone census)"
-            );
-        } else {
-            let _ = writeln!(o, "  creator: unknown ({})", s(&c["reason"]));
-        }
-        let h = &m["holders"];
-        for p in h["processes"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                o,
-                "  process pid {} comm {:?} container {:?} pod {:?} fds {} ({} distinct files)",
+                "  process pid {} comm {:?} container {:?} pod {:?} fds {}{more} ({} distinct files)",
                 p["pid"],
                 s(&p["comm"]),
                 s(&p["container_id"]),
@@ -400,10 +656,10 @@ pub fn text(doc: &Value) -> String {
                 p["files"]
             );
         }
-        for p in h["pins"].as_array().into_iter().flatten() {
+        for p in each("pin") {
             let _ = writeln!(o, "  pin {} {}", s(&p["mount"]), s(&p["path"]));
         }
-        for p in h["programs"].as_array().into_iter().flatten() {
+        for p in each("program") {
             let _ = writeln!(
                 o,
                 "  program id {} {:?} {}",
@@ -412,20 +668,33 @@ pub fn text(doc: &Value) -> String {
                 s(&p["type"])
             );
         }
-        for p in h["outer_maps"].as_array().into_iter().flatten() {
+        for p in each("map") {
             let _ = writeln!(o, "  outer map id {} key {}", p["id"], s(&p["key"]));
         }
-        for p in h["mmaps"].as_array().into_iter().flatten() {
+        for p in each("mmap") {
             let _ = writeln!(
                 o,
-                "  mmap pid {} comm {:?} at {}",
+                "  mmap pid {} comm {:?} at {}-{}",
                 p["pid"],
                 s(&p["comm"]),
-                s(&p["address"])
+                s(&p["start"]),
+                s(&p["end"])
             );
         }
-        for p in h["links"].as_array().into_iter().flatten() {
+        for p in each("link") {
             let _ = writeln!(o, "  iterator link id {}", p["id"]);
+        }
+        // Kinds this renderer does not name yet still show.
+        let named = ["file", "pin", "program", "map", "mmap", "link"];
+        for (k, v) in h.as_object().into_iter().flatten() {
+            if !named.contains(&k.as_str()) {
+                for p in v.as_array().into_iter().flatten() {
+                    let _ = writeln!(o, "  {k} {p}");
+                }
+            }
+        }
+        for (k, n) in m["holders_omitted"].as_object().into_iter().flatten() {
+            let _ = writeln!(o, "  ... and {n} more {k} holders (not listed)");
         }
         match &m["unexplained"] {
             Value::Null => {
@@ -440,11 +709,24 @@ pub fn text(doc: &Value) -> String {
             }
         }
     }
+    if doc["truncated"] == json!(true) {
+        let _ = writeln!(
+            o,
+            "({} of {} maps shown; continue after id {})",
+            doc["maps"].as_array().map_or(0, |a| a.len()),
+            doc["total"],
+            doc["next_after"]
+        );
+    }
     o
 }
 
-/// Run the subcommand: one census, print, error on a bad selector.
+/// Run the subcommand: one census (or one request to a running exporter
+/// with `--from`), print, error on a bad selector.
 pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(url) = &args.from {
+        return run_from(args, url);
+    }
     let sel = if let Some(id) = args.id {
         Selector::Id(id)
     } else if let Some(n) = &args.name {
@@ -484,14 +766,136 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
         let i = attr.identify(tgid, cg);
         (i.container_id, i.pod_uid)
     };
-    let doc = report(&snap, &x, &attribution, &failed, &ids);
+    let inp = Input {
+        snap: &snap,
+        extras: &x,
+        attribution: &attribution,
+        failed: &failed,
+        processes: Err(STANDALONE_PROCESSES),
+        now_unix: now_unix(),
+        max_holders: usize::MAX,
+    };
+    let doc = report(&inp, &page(&snap, &ids, &Filter::default()));
+    print(args, &doc, ids.is_empty())
+}
+
+fn print(args: &ExplainArgs, doc: &Value, none: bool) -> anyhow::Result<()> {
     if args.output == "json" {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(doc)?);
     } else {
-        print!("{}", text(&doc));
-        if ids.is_empty() {
+        print!("{}", text(doc));
+        if none {
             println!("process {} holds no map", args.pid.unwrap_or(0));
         }
     }
     Ok(())
+}
+
+/// Now, Unix seconds.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `explain --from URL`: the same selection, answered by a running
+/// exporter's `/api/v1/maps`.
+fn run_from(args: &ExplainArgs, url: &str) -> anyhow::Result<()> {
+    use base64::Engine;
+    let base = url.trim_end_matches('/');
+    let parsed: hyper::Uri = base
+        .parse()
+        .with_context(|| format!("--from {url:?}: not a URL (e.g. http://127.0.0.1:9863)"))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+        bail!("--from {url:?}: expected http://HOST:PORT or https://HOST:PORT");
+    }
+    // user:password@ becomes a basic auth header (ureq sends none itself).
+    let (auth, base) = match parsed.authority().map(|a| a.as_str()) {
+        Some(a) if a.contains('@') => {
+            let (user, host) = a.rsplit_once('@').expect("contains @");
+            let b64 = base64::engine::general_purpose::STANDARD.encode(user);
+            let scheme = parsed.scheme_str().unwrap_or("http");
+            let rest = parsed.path().trim_end_matches('/');
+            (
+                Some(format!("Basic {b64}")),
+                format!("{scheme}://{host}{rest}"),
+            )
+        }
+        _ => (None, base.to_string()),
+    };
+    let (path, query): (String, Vec<(&str, String)>) = if let Some(id) = args.id {
+        (format!("/api/v1/maps/{id}"), vec![])
+    } else if let Some(n) = &args.name {
+        ("/api/v1/maps".into(), vec![("name", n.clone())])
+    } else if let Some(p) = &args.pin {
+        (
+            "/api/v1/maps".into(),
+            vec![("pin", p.to_string_lossy().into_owned())],
+        )
+    } else if let Some(pid) = args.pid {
+        ("/api/v1/maps".into(), vec![("pid", pid.to_string())])
+    } else {
+        bail!("choose a map with --id, --name, --pin or --pid");
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut req = agent.get(format!("{base}{path}"));
+    for (k, v) in &query {
+        req = req.query(k, v);
+    }
+    if path == "/api/v1/maps" {
+        req = req.query("limit", crate::api::MAX_LIMIT.to_string());
+    }
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    let mut resp = req
+        .call()
+        .with_context(|| format!("GET {base}{path} (--from)"))?;
+    let status = resp.status();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .with_context(|| format!("reading the answer of {base}{path}"))?;
+    let doc: Value = serde_json::from_str(&body).with_context(|| {
+        format!(
+            "{base}{path} answered {status} with no JSON document (is it a bpfmap-exporter?): {}",
+            body.chars().take(200).collect::<String>()
+        )
+    })?;
+    if !status.is_success() {
+        bail!(
+            "{}",
+            doc["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{base}{path} answered {status}"))
+        );
+    }
+    let maps = doc["maps"].as_array().cloned().unwrap_or_default();
+    if let (Some(n), true) = (&args.name, maps.len() > 1) {
+        bail!(
+            "{}",
+            several_named(
+                n,
+                maps.iter().map(|m| (
+                    m["id"].as_u64().unwrap_or(0) as u32,
+                    m["type"].as_str().unwrap_or("").to_string()
+                ))
+            )
+        );
+    }
+    if args.name.is_some() && maps.is_empty() {
+        bail!(
+            "no map named {:?} (names are at most 15 bytes, as the kernel truncates them)",
+            args.name.as_deref().unwrap_or("")
+        );
+    }
+    print(args, &doc, maps.is_empty())
 }

@@ -12,7 +12,7 @@ use crate::census::render::{RenderOpts, Renderer};
 use crate::census::{Census, CensusOpts, Parts, Snapshot};
 use crate::cli::Cli;
 use crate::collector::{Collector, Report, ScrapeContext};
-use crate::http::ScrapeRequest;
+use crate::http::{Job, MapsRequest, ScrapeRequest};
 use crate::k8s::Attributor;
 use crate::metrics::defs;
 use crate::metrics::Families;
@@ -117,6 +117,51 @@ impl Exporter {
         self.census.as_ref()
     }
 
+    /// Keep holder identities (file and vma records) in the next scrapes'
+    /// snapshots, for the JSON API.
+    pub fn keep_files(&mut self, on: bool) {
+        if let Some(c) = self.census.as_mut() {
+            c.set_keep_files(on);
+        }
+    }
+
+    /// What the JSON API reads from a scrape taken with [`Self::keep_files`]:
+    /// the snapshot, the holder identities the census counts only, and the
+    /// creator processes the lifecycle collector recorded.
+    pub fn maps_data(&self, snap: Snapshot, report: &Report) -> crate::api::MapsData {
+        let extras = if snap.maps_ok {
+            crate::explain::gather_extras(&snap)
+        } else {
+            Default::default()
+        };
+        let failed = report
+            .outcomes
+            .iter()
+            .filter(|o| {
+                !o.ok
+                    && crate::collector::spec(o.name)
+                        .is_none_or(|s| s.stage == crate::collector::Stage::Census)
+            })
+            .map(|o| o.name.to_string())
+            .collect();
+        let processes = self
+            .collectors
+            .iter()
+            .find_map(|c| c.creator_processes())
+            .ok_or_else(|| {
+                "the lifecycle collector is off or could not load (bpfmap_scrape_collector_success{collector=\"lifecycle\"}): \
+                 only it records which process created a map"
+                    .to_string()
+            });
+        crate::api::MapsData {
+            snap,
+            extras,
+            failed,
+            processes,
+            attributor: self.attributor.clone(),
+        }
+    }
+
     pub fn scrape(&mut self) -> Scrape {
         self.scrape_for(0, false)
     }
@@ -209,10 +254,11 @@ impl Exporter {
 }
 
 /// The collector thread and the hop to it: it owns the [`Exporter`] (BPF
-/// objects are not shared across threads) and answers each
-/// [`ScrapeRequest`]. Single flight: every request waiting when a scrape
-/// starts is answered from that scrape, so N simultaneous requests cost one
-/// census (two when some arrive while one runs).
+/// objects are not shared across threads) and answers each [`Job`]: a
+/// [`ScrapeRequest`] or a JSON API [`MapsRequest`]. Single flight: every
+/// request waiting when a scrape starts is answered from that scrape, so N
+/// simultaneous requests, scrapes and API requests alike, cost one census
+/// (two when some arrive while one runs).
 pub struct ScrapeService {
     thread: std::thread::JoinHandle<()>,
     healthy: Arc<AtomicBool>,
@@ -221,8 +267,8 @@ pub struct ScrapeService {
 impl ScrapeService {
     /// Load every collector on a new thread and start serving requests.
     /// Returns once loading finished, with loading's error if it failed.
-    pub fn start(cli: &Cli) -> anyhow::Result<(ScrapeService, mpsc::Sender<ScrapeRequest>)> {
-        let (tx, mut rx) = mpsc::channel::<ScrapeRequest>(cli.web_max_connections.max(1));
+    pub fn start(cli: &Cli) -> anyhow::Result<(ScrapeService, mpsc::Sender<Job>)> {
+        let (tx, mut rx) = mpsc::channel::<Job>(cli.web_max_connections.max(1));
         let healthy = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let h = healthy.clone();
@@ -283,30 +329,40 @@ impl ScrapeService {
 
 /// Answer a batch of requests from one scrape, encoding each wanted format
 /// once. Requests that arrived while the scrape ran share it too (the data
-/// is at most one scrape's duration older than such a request).
-fn answer(
-    ex: &mut Exporter,
-    mut batch: Vec<ScrapeRequest>,
-    rx: &mut mpsc::Receiver<ScrapeRequest>,
-) -> Vec<ScrapeRequest> {
+/// is at most one scrape's duration older than such a request). API
+/// requests get the snapshot after every scrape request was answered.
+fn answer(ex: &mut Exporter, batch: Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
     use crate::http::{Body, Format};
-    let protos = batch.iter().any(|r| r.format != Format::Text);
-    let scrape = ex.scrape_for(batch.len() as u64, protos);
-    // Late requests for a format this scrape kept no protos for wait for
+    let mut scrapes: Vec<ScrapeRequest> = Vec::new();
+    let mut maps: Vec<MapsRequest> = Vec::new();
+    for j in batch {
+        match j {
+            Job::Metrics(r) => scrapes.push(r),
+            Job::Maps(r) => maps.push(r),
+        }
+    }
+    let protos = scrapes.iter().any(|r| r.format != Format::Text);
+    let want_maps = !maps.is_empty();
+    ex.keep_files(want_maps);
+    let scrape = ex.scrape_for(scrapes.len() as u64, protos);
+    // Late requests for a format this scrape kept no protos for, and late
+    // API requests when this scrape kept no holder identities, wait for
     // the next scrape.
     let mut next = Vec::new();
-    while let Ok(r) = rx.try_recv() {
-        if protos || r.format == Format::Text {
-            ex.requests += 1;
-            batch.push(r);
-        } else {
-            next.push(r);
+    while let Ok(j) = rx.try_recv() {
+        match j {
+            Job::Metrics(r) if protos || r.format == Format::Text => {
+                ex.requests += 1;
+                scrapes.push(r);
+            }
+            Job::Maps(r) if want_maps => maps.push(r),
+            other => next.push(other),
         }
     }
     let text = scrape.text.map(Body::Chunks).map_err(Arc::new);
     let fams = scrape.families.unwrap_or_default();
     let mut encoded: Vec<(Format, Result<Body, Arc<anyhow::Error>>)> = Vec::new();
-    for r in batch {
+    for r in scrapes {
         let body = match r.format {
             Format::Text => text.clone(),
             f => match encoded.iter().find(|(g, _)| *g == f) {
@@ -321,6 +377,12 @@ fn answer(
             },
         };
         let _ = r.reply.send(body);
+    }
+    if want_maps {
+        let data = Arc::new(ex.maps_data(scrape.snapshot, &scrape.report));
+        for r in maps {
+            let _ = r.reply.send(data.clone());
+        }
     }
     next
 }

@@ -1,7 +1,8 @@
-//! HTTP: `/` landing page, `/healthz`, and the telemetry path, over plain
-//! TCP or TLS (`--web.config.file`). Scrapes are handed to the collector
-//! thread, which owns every BPF object and answers every request waiting
-//! when a scrape starts from that one scrape.
+//! HTTP: `/` landing page, `/healthz`, the telemetry path and the JSON API
+//! (`/api/v1/maps`, src/api.rs), over plain TCP or TLS (`--web.config.file`).
+//! Scrapes and API requests are handed to the collector thread, which owns
+//! every BPF object and answers every request waiting when a scrape starts
+//! from that one scrape.
 //!
 //! Invariants: request bodies are never read; only GET and HEAD are served;
 //! a connection is closed when its request header has not arrived within
@@ -109,6 +110,18 @@ pub struct ScrapeRequest {
     pub reply: oneshot::Sender<Result<Body, Arc<anyhow::Error>>>,
 }
 
+/// A JSON API request: the collector thread answers with the census it
+/// took for it (or for the scrape it shared).
+pub struct MapsRequest {
+    pub reply: oneshot::Sender<Arc<crate::api::MapsData>>,
+}
+
+/// What the collector thread is asked for.
+pub enum Job {
+    Metrics(ScrapeRequest),
+    Maps(MapsRequest),
+}
+
 /// A response body sent as a list of chunks (an exposition's families'
 /// buffers, without joining them into one copy first).
 pub struct Chunks {
@@ -169,7 +182,7 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct State {
     pub telemetry_path: String,
-    pub scrapes: mpsc::Sender<ScrapeRequest>,
+    pub scrapes: mpsc::Sender<Job>,
     pub healthy: Arc<AtomicBool>,
     pub web: Arc<crate::web::Web>,
 }
@@ -193,7 +206,7 @@ async fn scrape(st: &State, format: Format) -> Response<Chunks> {
     };
     if st
         .scrapes
-        .send(ScrapeRequest { format, reply: tx })
+        .send(Job::Metrics(ScrapeRequest { format, reply: tx }))
         .await
         .is_err()
     {
@@ -217,6 +230,56 @@ async fn scrape(st: &State, format: Format) -> Response<Chunks> {
             format!("scrape failed: {e:#}\n"),
         ),
         Err(_) => gone(),
+    }
+}
+
+/// `/api/v1/maps[/<id>]` (`rest`: the path after `/api/v1/maps`). HEAD
+/// answers what GET would, without the body.
+async fn api(st: &State, rest: &str, query: Option<&str>) -> Response<Chunks> {
+    let json = |code: StatusCode, body: Vec<u8>| {
+        Response::builder()
+            .status(code)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Chunks::new([Bytes::from(body)]))
+            .expect("static response parts are valid")
+    };
+    let fail = |e: crate::api::ApiError| json(e.status, crate::api::error_body(&e));
+    let q = match crate::api::parse(rest, query) {
+        Ok(q) => q,
+        Err(e) => return fail(e),
+    };
+    let gone = || crate::api::ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "collector thread is gone".into(),
+    };
+    let (tx, rx) = oneshot::channel();
+    if st
+        .scrapes
+        .send(Job::Maps(MapsRequest { reply: tx }))
+        .await
+        .is_err()
+    {
+        return fail(gone());
+    }
+    let Ok(data) = rx.await else {
+        return fail(gone());
+    };
+    // The document is built off the collector thread and off the reactor.
+    let built = tokio::task::spawn_blocking(move || {
+        crate::api::answer(&data, &q).map(|doc| {
+            let mut v = serde_json::to_vec(&doc).expect("a JSON value serialises");
+            v.push(b'\n');
+            v
+        })
+    })
+    .await;
+    match built {
+        Ok(Ok(body)) => json(StatusCode::OK, body),
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(crate::api::ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("building the document failed: {e}"),
+        }),
     }
 }
 
@@ -245,6 +308,11 @@ async fn route(st: &State, req: &Request<Incoming>) -> Response<Chunks> {
                 .expect("static response parts are valid");
         }
         scrape(st, format).await
+    } else if let Some(rest) = path
+        .strip_prefix("/api/v1/maps")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        api(st, rest, req.uri().query()).await
     } else if path == "/healthz" {
         if st.healthy.load(Ordering::Relaxed) {
             resp(StatusCode::OK, "text/plain", "ok\n")
@@ -263,7 +331,7 @@ async fn route(st: &State, req: &Request<Incoming>) -> Response<Chunks> {
             format!(
                 "<html><head><title>bpfmap-exporter</title></head><body><h1>bpfmap-exporter {}</h1>\
                  <p>Prometheus exporter for BPF maps: census, holders, unexplained references, bpffs pins and map lifecycle.</p>\
-                 <ul><li><a href=\"{p}\">{p}</a></li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
+                 <ul><li><a href=\"{p}\">{p}</a></li><li><a href=\"/api/v1/maps\">/api/v1/maps</a> (JSON: every map, its creator and holders)</li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
                 env!("CARGO_PKG_VERSION")
             ),
         )

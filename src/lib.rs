@@ -1,4 +1,5 @@
 //! bpfmap-exporter: a Prometheus exporter for BPF maps.
+pub mod api;
 pub mod bpf;
 pub mod census;
 pub mod cli;

@@ -40,6 +40,7 @@ fn file(tgid: u32, fd: u32, file_ptr: u64, map_id: u32, comm: &[u8]) -> FileReco
         map_id,
         comm: comm.to_vec(),
         vm_start: 0,
+        vm_end: 0,
     }
 }
 
@@ -62,6 +63,7 @@ fn snapshot() -> Snapshot {
     ];
     let vmas = vec![FileRecord {
         vm_start: 0x7f00_0000_0000,
+        vm_end: 0x7f00_0000_1000,
         ..file(300, 0, 0xc, 13, b"mmapper")
     }];
     let obs = Observed {

@@ -6,7 +6,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::process::Command;
 
 use bpfmap_exporter::census::{Census, CensusOpts};
-use bpfmap_exporter::explain::{gather_extras, report, select, text, Selector};
+use bpfmap_exporter::explain::{
+    gather_extras, page, report, select, text, Filter, Input, Selector, STANDALONE_PROCESSES,
+};
 use common::*;
 use libbpf_rs::{MapHandle, MapType};
 use serde_json::{json, Value};
@@ -62,7 +64,20 @@ fn explain_names_every_holder_by_identity() {
         "{by_pid:?}"
     );
 
-    let doc = report(&snap, &x, &no_attr, &[], &[id]);
+    let inp = Input {
+        snap: &snap,
+        extras: &x,
+        attribution: &no_attr,
+        failed: &[],
+        processes: Err(STANDALONE_PROCESSES),
+        now_unix: 0.0,
+        max_holders: usize::MAX,
+    };
+    let doc = report(&inp, &page(&snap, &[id], &Filter::default()));
+    assert_eq!(
+        (doc["total"].clone(), doc["truncated"].clone()),
+        (json!(1), json!(false))
+    );
     let r = &doc["maps"][0];
     assert_eq!(r["id"], json!(id));
     assert_eq!(
@@ -74,7 +89,7 @@ fn explain_names_every_holder_by_identity() {
     assert_eq!(r["unexplained"], json!(0));
     let h = &r["holders"];
     let me = std::process::id();
-    let procs = h["processes"].as_array().unwrap();
+    let procs = h["file"].as_array().unwrap();
     assert_eq!(procs.len(), 1, "{procs:?}");
     assert_eq!(procs[0]["pid"], json!(me));
     assert_eq!(procs[0]["files"], json!(1));
@@ -83,10 +98,10 @@ fn explain_names_every_holder_by_identity() {
     assert_eq!(procs[0]["fds"], json!(fds));
     let fs_mount = fs.path().to_string_lossy().to_string();
     assert_eq!(
-        h["pins"],
+        h["pin"],
         json!([{"mount": fs_mount, "path": "/t_explain_pin"}])
     );
-    let progs = h["programs"].as_array().unwrap();
+    let progs = h["program"].as_array().unwrap();
     assert_eq!(progs.len(), 1, "{progs:?}");
     assert_eq!(progs[0]["type"], json!("SocketFilter"));
     let prog_id: u32 = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", prog.as_raw_fd()))
@@ -99,11 +114,22 @@ fn explain_names_every_holder_by_identity() {
         .unwrap();
     assert_eq!(progs[0]["id"], json!(prog_id));
     assert_eq!(
-        h["outer_maps"],
+        h["map"],
         json!([{"id": outer_id, "key": "1"}, {"id": outer_id, "key": "3"}])
     );
-    assert_eq!(h["mmaps"], json!([]));
-    assert_eq!(h["links"], json!([]));
+    assert_eq!(h["mmap"], json!([]));
+    assert_eq!(h["link"], json!([]));
+    // Every holder kind has its list and its count, under the same key.
+    assert_eq!(
+        h.as_object().unwrap().keys().collect::<Vec<_>>(),
+        r["holder_counts"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(r["creator"]["process"], Value::Null);
+    assert_eq!(r["creator"]["process_unknown"], json!(STANDALONE_PROCESSES));
     let t = text(&doc);
     for want in [
         format!("map {id} \"t_explain\" array"),
@@ -112,6 +138,7 @@ fn explain_names_every_holder_by_identity() {
         format!("program id {prog_id}"),
         format!("outer map id {outer_id} key 1"),
         "unexplained: 0".to_string(),
+        "process unknown (the lifecycle collector does not run in a standalone explain".to_string(),
     ] {
         assert!(t.contains(&want), "missing {want:?} in\n{t}");
     }
@@ -129,9 +156,9 @@ fn explain_names_every_holder_by_identity() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["schema_version"], json!(1));
+    assert_eq!(v["schema_version"], json!(2));
     assert_eq!(v["maps"][0]["id"], json!(id));
-    assert_eq!(v["maps"][0]["holders"]["outer_maps"], h["outer_maps"]);
+    assert_eq!(v["maps"][0]["holders"]["map"], h["map"]);
     drop((outer, prog, dup, m));
 }
 

@@ -293,6 +293,7 @@ mod tests {
             map_id,
             comm: b"loader".to_vec(),
             vm_start: 0,
+            vm_end: 0,
         }
     }
 

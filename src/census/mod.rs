@@ -248,6 +248,12 @@ impl Census {
         self.progs.features()
     }
 
+    /// Keep the file and vma records in the snapshots from now on (see
+    /// `CensusOpts::keep_files`).
+    pub fn set_keep_files(&mut self, on: bool) {
+        self.opts.keep_files = on;
+    }
+
     /// Map ids of the census's own BPF objects.
     pub fn own_map_ids(&self) -> &[u32] {
         self.progs.own_map_ids()

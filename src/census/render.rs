@@ -553,6 +553,7 @@ mod cache_tests {
                         map_id: id,
                         comm: b"agent".to_vec(),
                         vm_start: 0,
+                        vm_end: 0,
                     })
                     .collect(),
             ),

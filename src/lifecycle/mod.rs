@@ -224,6 +224,8 @@ impl Lifecycle {
         }
         let own_ids = sys::object_map_ids(skel.object());
         let start_max = sys::max_map_id().context("BPF_MAP_GET_NEXT_ID")?;
+        let mut tracker = Tracker::new(start_max);
+        tracker.pid_label = opts.pid_label;
         let ring = if opts.log_events {
             let events: Events = Arc::new(Mutex::new(Vec::new()));
             let ev = events.clone();
@@ -255,7 +257,7 @@ impl Lifecycle {
             choices,
             attached_progs: used,
             own_ids,
-            tracker: Tracker::new(start_max),
+            tracker,
             folder: Folder::new(opts.max_processes),
             opts,
             ring,
@@ -409,6 +411,37 @@ impl Collector for Lifecycle {
         self.choices.iter().map(|c| c.check_line()).collect()
     }
 
+    fn creator_processes(&self) -> Option<crate::explain::CreatorProcesses> {
+        if !self.opts.census {
+            return None;
+        }
+        let now_boot = sys::boottime_ns();
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let by_id = self
+            .tracker
+            .live()
+            .filter_map(|(id, k)| {
+                let (who, ns) = (k.creator.as_ref()?, k.create_ns?);
+                Some((
+                    id,
+                    crate::explain::CreatorProcess {
+                        pid: k.pid,
+                        comm: who.comm.clone(),
+                        cgroup_id: who.cgroup_id,
+                        created_unix: now_unix - now_boot.saturating_sub(ns) as f64 / 1e9,
+                    },
+                ))
+            })
+            .collect();
+        Some(crate::explain::CreatorProcesses {
+            by_id,
+            start_max: self.tracker.start_max(),
+        })
+    }
+
     fn collect(&mut self, ctx: &ScrapeContext<'_>, out: &mut Families) -> anyhow::Result<()> {
         let census = ctx.census;
         self.log_events();
@@ -436,12 +469,9 @@ impl Collector for Lifecycle {
                 &live,
                 last,
                 |id| match self.slot(id) {
-                    Slot::Valid(mut r) => {
+                    Slot::Valid(r) => {
                         if warmed.insert((r.tgid, r.cgroup_id)) {
                             self.opts.attributor.identify(r.tgid, r.cgroup_id);
-                        }
-                        if !self.opts.pid_label {
-                            r.tgid = 0;
                         }
                         Slot::Valid(r)
                     }

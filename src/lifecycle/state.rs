@@ -64,6 +64,10 @@ pub enum Slot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Known {
     pub creator: Option<ProcKey>,
+    /// The creating process's tgid (0 when unknown), kept apart from
+    /// `creator` (whose tgid is 0 unless the pid label is on, so label sets
+    /// stay bounded): per-map data only, never a label.
+    pub pid: u32,
     pub map_type: u32,
     pub create_ns: Option<u64>,
 }
@@ -98,6 +102,8 @@ pub struct Tracker {
     pub lifetimes: BTreeMap<u32, Hist>,
     /// Records that were overwritten before they were read.
     pub lost: u64,
+    /// Keep the creator's tgid in the label identity (`--collector.lifecycle.pid-label`).
+    pub pid_label: bool,
 }
 
 impl Tracker {
@@ -113,7 +119,28 @@ impl Tracker {
             destroyed: BTreeMap::new(),
             lifetimes: BTreeMap::new(),
             lost: 0,
+            pid_label: false,
         }
+    }
+
+    /// A creator's label identity: the tgid only with the pid label.
+    fn key(&self, comm: String, tgid: u32, cgroup_id: u64) -> ProcKey {
+        ProcKey {
+            comm,
+            tgid: if self.pid_label { tgid } else { 0 },
+            cgroup_id,
+        }
+    }
+
+    /// Ids up to this existed before the probes were attached: their
+    /// creator is never known.
+    pub fn start_max(&self) -> u32 {
+        self.start_max
+    }
+
+    /// Every live map tracked, with what the probes recorded of its creation.
+    pub fn live(&self) -> impl Iterator<Item = (u32, &Known)> + '_ {
+        self.live.iter().map(|(id, k)| (*id, k))
     }
 
     #[cfg(test)]
@@ -159,22 +186,21 @@ impl Tracker {
             let known = if id <= self.start_max {
                 Known {
                     creator: None,
+                    pid: 0,
                     map_type: ty,
                     create_ns: None,
                 }
             } else {
                 match slot(id) {
                     Slot::Valid(r) => Known {
-                        creator: Some(ProcKey {
-                            comm: r.comm,
-                            tgid: r.tgid,
-                            cgroup_id: r.cgroup_id,
-                        }),
+                        pid: r.tgid,
+                        creator: Some(self.key(r.comm, r.tgid, r.cgroup_id)),
                         map_type: ty,
                         create_ns: Some(r.create_ns),
                     },
                     _ => Known {
                         creator: None,
+                        pid: 0,
                         map_type: ty,
                         create_ns: None,
                     },
@@ -212,11 +238,8 @@ impl Tracker {
             match slot(id) {
                 Slot::Valid(r) => {
                     let k = Known {
-                        creator: Some(ProcKey {
-                            comm: r.comm,
-                            tgid: r.tgid,
-                            cgroup_id: r.cgroup_id,
-                        }),
+                        pid: r.tgid,
+                        creator: Some(self.key(r.comm, r.tgid, r.cgroup_id)),
                         map_type: r.map_type,
                         create_ns: Some(r.create_ns),
                     };

@@ -31,24 +31,48 @@ pub struct Features {
     /// Memory cgroup accounting of maps (5.11+ with CONFIG_MEMCG): the
     /// creator cgroup of every map (`struct bpf_map` has objcg or memcg).
     pub map_memcg: bool,
+    /// Why the kernel records no creator although its layout could (a boot
+    /// parameter; `map_memcg` is then false).
+    pub map_memcg_off: Option<String>,
 }
 
 impl Features {
     fn probe(btf: &std::path::Path) -> anyhow::Result<Features> {
         use libbpf_rs::btf::types::{Func, Struct};
         let btf = load::read_btf(btf)?;
+        let field = |name: &str| {
+            btf.type_by_name::<Struct>("bpf_map").is_some_and(|s| {
+                s.iter()
+                    .any(|m| m.name.is_some_and(|n| n == std::ffi::OsStr::new(name)))
+            })
+        };
+        let objcg = field("objcg");
+        let layout = objcg || field("memcg");
+        let map_memcg_off = if layout {
+            let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+            crate::census::creators::accounting_off(&cmdline, objcg, kernel_release())
+        } else {
+            None
+        };
+        if let Some(why) = &map_memcg_off {
+            tracing::warn!(reason = %why, "maps are not charged to their creator's memory cgroup: creators unknown (bpfmap_feature_available{{feature=\"map_memcg\"}} 0)");
+        }
         Ok(Features {
             // The iterator's context struct exists exactly where the iterator does.
             task_vma: btf.type_by_name::<Struct>("bpf_iter__task_vma").is_some(),
             elem_count: btf.type_by_name::<Func>("bpf_map_sum_elem_count").is_some(),
-            map_memcg: btf.type_by_name::<Struct>("bpf_map").is_some_and(|s| {
-                s.iter().any(|m| {
-                    m.name
-                        .is_some_and(|n| n == std::ffi::OsStr::new("objcg") || n == "memcg")
-                })
-            }),
+            map_memcg: layout && map_memcg_off.is_none(),
+            map_memcg_off,
         })
     }
+}
+
+/// The running kernel's (major, minor), (0, 0) if unreadable.
+fn kernel_release() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r.trim().split(|c: char| !c.is_ascii_digit());
+    let mut n = || it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (n(), n())
 }
 
 /// Which task walks to load.

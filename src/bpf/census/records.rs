@@ -4,7 +4,7 @@
 use crate::bpf::records::{stream, RecordError};
 
 pub const MAP_REC_SIZE: usize = 104;
-pub const FILE_REC_SIZE: usize = 56;
+pub const FILE_REC_SIZE: usize = 64;
 
 /// One live map as the `iter/bpf_map` program saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,9 @@ pub struct FileRecord {
     pub map_id: u32,
     /// Raw comm bytes up to the first NUL; may be any bytes, not only UTF-8.
     pub comm: Vec<u8>,
+    /// The mapped range `[vm_start, vm_end)` of vma records (0 for fds).
     pub vm_start: u64,
+    pub vm_end: u64,
 }
 
 /// Decode `iter/bpf_map` output. The iterator's cursor holds one reference on
@@ -120,6 +122,7 @@ pub fn decode_files(buf: &[u8]) -> Result<Vec<FileRecord>, RecordError> {
             map_id: b.u32(28),
             comm: b.cstr(32, 16).to_vec(),
             vm_start: b.u64(48),
+            vm_end: b.u64(56),
         })
         .collect())
 }
@@ -252,6 +255,7 @@ pub(crate) mod tests {
         b[28..32].copy_from_slice(&9u32.to_le_bytes());
         b[32..36].copy_from_slice(&[0xff, b'"', b'\n', b'\\']);
         b[48..56].copy_from_slice(&0x7f00u64.to_le_bytes());
+        b[56..64].copy_from_slice(&0x8f00u64.to_le_bytes());
         let got = decode_files(&b).unwrap();
         assert_eq!(
             got,
@@ -264,6 +268,7 @@ pub(crate) mod tests {
                 map_id: 9,
                 comm: vec![0xff, b'"', b'\n', b'\\'],
                 vm_start: 0x7f00,
+                vm_end: 0x8f00,
             }]
         );
     }
