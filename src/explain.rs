@@ -69,11 +69,13 @@ pub const STANDALONE_PROCESSES: &str =
     "the lifecycle collector does not run in a standalone explain \
      (explain --from http://<node>:9863 asks a running exporter, which records creations)";
 
+/// (program id, name, type, map ids it uses).
+pub type ProgramIdentity = (u32, String, String, Vec<u32>);
+
 /// Holder identities found by bpf() queries (the snapshot keeps counts).
 #[derive(Debug, Clone, Default)]
 pub struct Extras {
-    /// (program id, name, type, map ids it uses).
-    pub programs: Vec<(u32, String, String, Vec<u32>)>,
+    pub programs: Vec<ProgramIdentity>,
     /// (outer map id, key, inner map id).
     pub slots: Vec<(u32, String, u32)>,
     /// (link id, map id) of iterator links bound to a map.
@@ -310,7 +312,7 @@ struct Index<'a> {
     files: IdMap<Vec<&'a FileRecord>>,
     vmas: IdMap<Vec<&'a FileRecord>>,
     pins: IdMap<Vec<&'a crate::census::bpffs::Pin>>,
-    programs: IdMap<Vec<&'a (u32, String, String, Vec<u32>)>>,
+    programs: IdMap<Vec<&'a ProgramIdentity>>,
     slots: IdMap<Vec<&'a (u32, String, u32)>>,
     links: IdMap<Vec<u32>>,
 }

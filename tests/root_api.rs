@@ -1,0 +1,801 @@
+//! The JSON API of the running exporter (`/api/v1/maps`), as root: the
+//! census root tests' holder kinds, each by identity (processes with pid,
+//! comm and fds, pins with mount and path, programs, outer-map slots, mmaps
+//! with their address range, iterator links); the creating process of maps
+//! created while the exporter runs; filters, paging, limits and errors;
+//! HEAD, methods and basic auth as on /metrics; single flight with scrapes;
+//! and `explain --from`.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use libbpf_rs::{MapHandle, MapType};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bpfmap-exporter");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the exporter (every collector on) and wait until it is healthy.
+fn start(extra: &[&str], auth: Option<&str>) -> Server {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Server { child, port };
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = try_request(port, "GET", "/healthz", auth) {
+            if r.code == 200 {
+                return s;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "never healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[derive(Debug)]
+struct Resp {
+    code: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.code,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+fn try_request(port: u16, method: &str, path: &str, auth: Option<&str>) -> std::io::Result<Resp> {
+    use base64::Engine;
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let auth = auth
+        .map(|a| {
+            format!(
+                "Authorization: Basic {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(a)
+            )
+        })
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let headers = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let code = headers[9..12].parse().map_err(std::io::Error::other)?;
+    Ok(Resp {
+        code,
+        headers,
+        body: buf[split + 4..].to_vec(),
+    })
+}
+
+fn get(port: u16, path: &str) -> Resp {
+    try_request(port, "GET", path, None).unwrap()
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
+/// The first map named `name` in a listing.
+fn by_name<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == json!(name))
+        .unwrap_or_else(|| panic!("{name} not listed"))
+}
+
+/// Poll `path` until `ok` holds for its document (the census and the
+/// lifecycle records settle within a few scrapes).
+fn until(port: u16, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let r = get(port, path);
+        if r.code == 200 {
+            let v = r.json();
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{what}: last answer {}",
+                serde_json::to_string_pretty(&v).unwrap()
+            );
+        } else {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{what}: {} {}",
+                r.code,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn fdinfo_field(fd: RawFd, key: &str) -> u32 {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("fdinfo {key}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// An iterator link bound to `map_fd`: a do-nothing `iter/bpf_map_elem`
+/// program attached to the map. Err: the kernel refused the program
+/// (errno).
+fn map_iter_link(map_fd: RawFd) -> Result<(OwnedFd, OwnedFd), i32> {
+    let name = std::ffi::CString::new("bpf_map_elem").unwrap();
+    // SAFETY: a NUL-terminated name; libbpf reads the kernel's BTF.
+    let btf_id = unsafe {
+        libbpf_sys::libbpf_find_vmlinux_btf_id(name.as_ptr(), libbpf_sys::BPF_TRACE_ITER)
+    };
+    assert!(btf_id > 0, "iter/bpf_map_elem BTF id: {btf_id}");
+    let insns = [
+        libbpf_sys::bpf_insn {
+            code: 0xb7, // r0 = 0
+            ..Default::default()
+        },
+        libbpf_sys::bpf_insn {
+            code: 0x95, // exit
+            ..Default::default()
+        },
+    ];
+    let lic = std::ffi::CString::new("GPL").unwrap();
+    let mut opts = libbpf_sys::bpf_prog_load_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_prog_load_opts>() as _,
+        expected_attach_type: libbpf_sys::BPF_TRACE_ITER,
+        attach_btf_id: btf_id as u32,
+        ..Default::default()
+    };
+    // SAFETY: insns, lic and opts outlive the call.
+    let prog = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_TRACING,
+            std::ptr::null(),
+            lic.as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            &mut opts,
+        )
+    };
+    if prog < 0 {
+        return Err(-prog);
+    }
+    // SAFETY: a fresh fd.
+    let prog = unsafe { OwnedFd::from_raw_fd(prog) };
+    // SAFETY: zeroed plain data, then the map fd set.
+    let mut info: libbpf_sys::bpf_iter_link_info = unsafe { std::mem::zeroed() };
+    info.map.map_fd = map_fd as u32;
+    // SAFETY: zeroed plain data (every field's default), then set.
+    let mut lopts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    lopts.sz = std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _;
+    lopts.iter_info = &mut info;
+    lopts.iter_info_len = std::mem::size_of::<libbpf_sys::bpf_iter_link_info>() as u32;
+    // SAFETY: info and lopts outlive the call.
+    let link = unsafe {
+        libbpf_sys::bpf_link_create(prog.as_raw_fd(), 0, libbpf_sys::BPF_TRACE_ITER, &lopts)
+    };
+    assert!(link >= 0, "link create: {link}");
+    // SAFETY: a fresh fd.
+    Ok((prog, unsafe { OwnedFd::from_raw_fd(link) }))
+}
+
+/// An io_uring whose only reference to `fd`'s file is a registered fixed
+/// file: a reference no holder source explains.
+fn uring_fixed_file(fd: RawFd) -> OwnedFd {
+    let mut params = [0u8; 120]; // struct io_uring_params
+                                 // SAFETY: io_uring_setup(entries, params) with a zeroed params buffer
+                                 // of the kernel's size.
+    let ring = unsafe { libc::syscall(425, 4u32, params.as_mut_ptr()) };
+    assert!(
+        ring >= 0,
+        "io_uring_setup: {}",
+        std::io::Error::last_os_error()
+    );
+    let fds = [fd];
+    // SAFETY: IORING_REGISTER_FILES (2) with one valid fd.
+    let r = unsafe { libc::syscall(427, ring as i32, 2u32, fds.as_ptr(), 1u32) };
+    assert_eq!(
+        r,
+        0,
+        "IORING_REGISTER_FILES: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh fd.
+    unsafe { OwnedFd::from_raw_fd(ring as i32) }
+}
+
+/// Create a map from a shell moved into `cgroup` (exec'd into bpftool):
+/// returns the creating pid.
+fn create_in(cgroup: &Path, pin: &Path, name: &str) -> u32 {
+    let script = format!(
+        "echo $$ && echo $$ > '{}/cgroup.procs' && exec bpftool map create '{}' type hash key 4 value 4 entries 8 name {name}",
+        cgroup.display(),
+        pin.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "creating {name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+struct Cgroups(Vec<PathBuf>);
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn api_names_every_holder_and_the_creating_process() {
+    require_root();
+    ensure_bpffs();
+    // A map from before the exporter started: its creator process is unknown.
+    let old = map(MapType::Array, "t_api_old", 4, 4, 1, 0);
+    let old_id = id_of(&old);
+    let s = start(&[], None);
+    let port = s.port;
+
+    // Created while the exporter runs, from this thread.
+    let me = std::process::id();
+    let my_comm = std::fs::read_to_string("/proc/thread-self/comm")
+        .unwrap()
+        .trim()
+        .to_string();
+    // One map held by: two fds of this process (one a dup, inherited by a
+    // child: one file), a pin, a program, two outer-map slots, an
+    // iterator link.
+    let m = map(MapType::Array, "t_api", 4, 4, 1, 0);
+    let id = id_of(&m);
+    let dup = inheritable_dup(m.as_fd().as_raw_fd());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = child_with_comm(tmp.path(), b"bpfmap-api-kid");
+    // Only that child inherits the dup (not the commands run below).
+    // SAFETY: fcntl on an fd we own.
+    assert_eq!(
+        unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) },
+        0
+    );
+    let fs = PrivateBpffs::new();
+    let pin = fs.path().join("t_api_pin");
+    let mut pinned = MapHandle::from_map_id(id).unwrap();
+    pinned.pin(&pin).unwrap();
+    drop(pinned);
+    let prog = prog_using_map(m.as_fd().as_raw_fd());
+    let prog_id = fdinfo_field(prog.as_raw_fd(), "prog_id:");
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        inner_map_fd: m.as_fd().as_raw_fd() as u32,
+        ..Default::default()
+    };
+    let outer =
+        MapHandle::create(MapType::ArrayOfMaps, Some("t_api_outer"), 4, 4, 4, &opts).unwrap();
+    set_slot(&outer, 0, &m);
+    set_slot(&outer, 2, &m);
+    let outer_id = id_of(&outer);
+    // Some hosts refuse tracing programs other than the census's own
+    // iterators (this development host answers EPERM, as for fentry):
+    // there the link cannot exist, and the API must show none.
+    let link = match map_iter_link(m.as_fd().as_raw_fd()) {
+        Ok(l) => Some(l),
+        Err(libc::EPERM) => {
+            eprintln!("iter/bpf_map_elem refused with EPERM here: no map-bound iterator link (the kernel matrix checks one)");
+            None
+        }
+        Err(e) => panic!(
+            "loading iter/bpf_map_elem: {}",
+            std::io::Error::from_raw_os_error(e)
+        ),
+    };
+    let link_id = link
+        .as_ref()
+        .map(|(_, l)| fdinfo_field(l.as_raw_fd(), "link_id:"));
+    let links = link_id.is_some() as i64;
+    // An mmap'ed array whose fd is closed.
+    let mm = map(MapType::Array, "t_api_mmap", 4, 8, 512, 0x400);
+    let mm_id = id_of(&mm);
+    let len = 4096usize;
+    // SAFETY: mapping a valid BPF_F_MMAPABLE array fd, unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            mm.as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    drop(mm);
+    // A map held only by an io_uring fixed file: unexplained.
+    let leak = map(MapType::Array, "t_api_leak", 4, 4, 1, 0);
+    let leak_id = id_of(&leak);
+    let ring = uring_fixed_file(leak.as_fd().as_raw_fd());
+    drop(leak);
+
+    let one = until(port, &format!("/api/v1/maps/{id}"), "t_api settled", |v| {
+        v["maps"][0]["refcount"] == json!(5 + links)
+            && v["maps"][0]["creator"]["process"].is_object()
+            && v["maps"][0]["holders"]["file"].as_array().map(|a| a.len()) == Some(2)
+    });
+    assert_eq!(one["schema_version"], json!(2));
+    let r = &one["maps"][0];
+    assert_eq!(
+        (r["id"].clone(), r["name"].clone(), r["type"].clone()),
+        (json!(id), json!("t_api"), json!("array"))
+    );
+    // refcount 6: 1 file (the dup and the child share it), 1 pin, 1
+    // program, 2 slots, 1 link.
+    assert_eq!(r["unexplained"], json!(0), "{r:#}");
+    assert_eq!(r["usercount"], json!(2 + links), "file, pin, link");
+    let h = &r["holders"];
+    let mut fds = vec![m.as_fd().as_raw_fd() as u32, dup.as_raw_fd() as u32];
+    fds.sort_unstable();
+    let kid = child.id();
+    let kid_comm = std::fs::read_to_string(format!("/proc/{kid}/comm")).unwrap();
+    assert_eq!(
+        h["file"],
+        json!([
+            {"pid": me, "comm": std::fs::read_to_string("/proc/self/comm").unwrap().trim(),
+             "container_id": "", "pod_uid": "", "fds": fds, "fds_omitted": 0, "files": 1},
+            {"pid": kid, "comm": kid_comm.trim(), "container_id": "", "pod_uid": "",
+             "fds": [dup.as_raw_fd()], "fds_omitted": 0, "files": 1},
+        ]),
+        "{h:#}"
+    );
+    let mount = fs.path().to_string_lossy().to_string();
+    assert_eq!(h["pin"], json!([{"mount": mount, "path": "/t_api_pin"}]));
+    assert_eq!(
+        h["program"],
+        json!([{"id": prog_id, "name": "", "type": "SocketFilter"}])
+    );
+    assert_eq!(
+        h["map"],
+        json!([{"id": outer_id, "key": "0"}, {"id": outer_id, "key": "2"}])
+    );
+    match link_id {
+        Some(l) => assert_eq!(h["link"], json!([{"id": l}])),
+        None => assert_eq!(h["link"], json!([])),
+    }
+    assert_eq!(h["mmap"], json!([]));
+    assert_eq!(
+        r["holder_counts"],
+        json!({"file": 1, "pin": 1, "program": 1, "map": 2, "mmap": 0, "link": links})
+    );
+    assert_eq!(r["holders_omitted"], json!({}));
+    // The creating process, from the lifecycle records.
+    let p = &r["creator"]["process"];
+    assert_eq!(
+        (p["pid"].clone(), p["comm"].clone()),
+        (json!(me), json!(my_comm)),
+        "{p:#}"
+    );
+    let age = p["age_seconds"].as_f64().unwrap();
+    assert!((0.0..60.0).contains(&age), "age {age}");
+    assert_eq!(r["creator"]["process_unknown"], Value::Null);
+
+    // The mmap: its address range (iter/task_vma, 5.15+; before, the
+    // mmap is an unexplained reference and no identity is shown).
+    let v = get(port, &format!("/api/v1/maps/{mm_id}")).json();
+    let mr = &v["maps"][0];
+    if !kernel_at_least(5, 15) {
+        assert_eq!(mr["holders"]["mmap"], json!([]));
+        assert_eq!(mr["unexplained"], json!(1));
+    } else {
+        assert_eq!(
+            mr["holders"]["mmap"],
+            json!([{"pid": me, "comm": std::fs::read_to_string("/proc/self/comm").unwrap().trim(),
+                "start": format!("0x{:x}", addr as u64),
+                "end": format!("0x{:x}", addr as u64 + len as u64),
+                "in_fd_table": false}])
+        );
+        assert_eq!(mr["unexplained"], json!(0));
+    }
+
+    // The map from before the exporter started.
+    let v = get(port, &format!("/api/v1/maps/{old_id}")).json();
+    assert_eq!(v["maps"][0]["creator"]["process"], Value::Null);
+    assert!(v["maps"][0]["creator"]["process_unknown"]
+        .as_str()
+        .unwrap()
+        .contains("existed before"));
+
+    // Selections: name, pin, pid.
+    let v = get(port, "/api/v1/maps?name=t_api").json();
+    assert_eq!(v["maps"][0]["id"], json!(id));
+    assert_eq!(v["total"], json!(1));
+    let v = get(
+        port,
+        &format!(
+            "/api/v1/maps?pin={}",
+            pin.to_string_lossy().replace('/', "%2F")
+        ),
+    )
+    .json();
+    assert_eq!(v["maps"][0]["id"], json!(id));
+    let v = get(port, &format!("/api/v1/maps?pid={kid}")).json();
+    let ids: Vec<u64> = v["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id as u64], "the child holds only the dup's map");
+
+    // Filters: unexplained (the io_uring map) and creator_gone.
+    let v = until(
+        port,
+        "/api/v1/maps?unexplained=1&limit=1000",
+        "leak listed",
+        |v| {
+            v["maps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["id"] == json!(leak_id))
+        },
+    );
+    for m in v["maps"].as_array().unwrap() {
+        assert!(m["unexplained"].as_i64().unwrap() > 0, "{m:#}");
+    }
+    assert_eq!(by_name(&v, "t_api_leak")["unexplained"], json!(1));
+    assert!(!v["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == json!(id)));
+
+    if !kernel_at_least(5, 11) {
+        // No memcg accounting of maps: the cgroup is unknown and says why,
+        // the process is still known from the lifecycle records.
+        let c = &r["creator"];
+        assert_eq!(c["known"], json!(false));
+        assert!(c["reason"].as_str().unwrap().contains("5.11"), "{c:#}");
+    } else {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = bpfmap_exporter::census::creators::memcg_mount(&mi).unwrap();
+        let uid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .unwrap()
+            .trim()
+            .to_string();
+        let top = mount
+            .root
+            .join(format!("bpfmap-api-{}", std::process::id()));
+        let pod = top.join(format!("kubepods/besteffort/pod{uid}"));
+        let ctr = pod.join("c0ffee".repeat(10) + "c0ffee12");
+        std::fs::create_dir_all(&ctr).unwrap();
+        let dirs = Cgroups(vec![
+            top.clone(),
+            top.join("kubepods"),
+            top.join("kubepods/besteffort"),
+            pod.clone(),
+            ctr.clone(),
+        ]);
+        if !mount.v1 {
+            for d in [
+                &mount.root,
+                &top,
+                &top.join("kubepods"),
+                &top.join("kubepods/besteffort"),
+                &pod,
+            ] {
+                let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory");
+            }
+        }
+        let orphan_pin = fs.path().join("t_api_orphan");
+        let pid = create_in(&ctr, &orphan_pin, "t_api_orphan");
+        drop(dirs); // the container and pod cgroups go; the pinned map stays
+        let v = until(
+            port,
+            "/api/v1/maps?creator_gone=1&limit=1000",
+            "orphan listed",
+            |v| {
+                v["maps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["name"] == json!("t_api_orphan"))
+            },
+        );
+        for m in v["maps"].as_array().unwrap() {
+            assert_eq!(m["creator"]["gone"], json!(true), "{m:#}");
+        }
+        let o = by_name(&v, "t_api_orphan");
+        assert_eq!(o["creator"]["process"]["pid"], json!(pid), "{o:#}");
+        assert_eq!(o["creator"]["process"]["comm"], json!("bpftool"));
+        // explain --from says who created it, and how long ago.
+        let out = Command::new(BIN)
+            .args([
+                "explain",
+                "--from",
+                &format!("http://127.0.0.1:{port}"),
+                "--pin",
+            ])
+            .arg(&orphan_pin)
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            t.contains(&format!("created by pid {pid} (bpftool), ")),
+            "{t}"
+        );
+        assert!(t.contains("creating cgroup gone"), "{t}");
+        let _ = std::fs::remove_file(&orphan_pin);
+    }
+
+    // Paging: limit and after.
+    let all = get(port, "/api/v1/maps?limit=1000").json();
+    let total = all["total"].as_u64().unwrap();
+    assert!(total >= 6, "{total}");
+    let p1 = get(port, "/api/v1/maps?limit=2").json();
+    assert_eq!(p1["maps"].as_array().unwrap().len(), 2);
+    assert_eq!(p1["truncated"], json!(true));
+    let after = p1["next_after"].as_u64().unwrap();
+    assert_eq!(after, p1["maps"][1]["id"].as_u64().unwrap());
+    let p2 = get(port, &format!("/api/v1/maps?limit=2&after={after}")).json();
+    assert!(p2["maps"][0]["id"].as_u64().unwrap() > after);
+    // The default page is bounded.
+    let d = get(port, "/api/v1/maps").json();
+    assert!(d["maps"].as_array().unwrap().len() <= 100);
+
+    // explain --from agrees with the API (JSON), and fails like explain.
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "--from",
+            &format!("http://127.0.0.1:{port}"),
+            "--id",
+            &id.to_string(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["maps"][0]["holders"], r["holders"]);
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "--from",
+            &format!("http://127.0.0.1:{port}"),
+            "--id",
+            "2147483647",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no map with id 2147483647"));
+
+    // SAFETY: unmapping the mapping made above.
+    unsafe { libc::munmap(addr, len) };
+    let _ = child.kill();
+    let _ = child.wait();
+    drop((ring, link, outer, prog, dup, m, old));
+}
+
+#[test]
+fn api_errors_methods_head_auth_and_single_flight() {
+    require_root();
+    ensure_bpffs();
+    let s = start(&["--no-collector.lifecycle"], None);
+    let port = s.port;
+    let m = map(MapType::Hash, "t_api_err", 4, 4, 1, 0);
+    let id = id_of(&m);
+    until(port, &format!("/api/v1/maps/{id}"), "map listed", |v| {
+        v["maps"][0]["id"] == json!(id)
+    });
+    // Unknown id: 404 with a JSON error.
+    let r = get(port, "/api/v1/maps/2147483647");
+    assert_eq!(r.code, 404);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("no map with id 2147483647"));
+    // Bad parameters: 400 naming them.
+    for (path, want) in [
+        ("/api/v1/maps?limit=0", "parameter limit"),
+        ("/api/v1/maps?limit=100000", "parameter limit"),
+        ("/api/v1/maps?unexplained=maybe", "parameter unexplained"),
+        ("/api/v1/maps?colour=red", "unknown parameter \"colour\""),
+        ("/api/v1/maps/abc", "map id \"abc\""),
+        ("/api/v1/maps?pid=x", "parameter pid"),
+    ] {
+        let r = get(port, path);
+        assert_eq!(r.code, 400, "{path}");
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(want),
+            "{path}: {:?}",
+            r.json()
+        );
+    }
+    let r = get(port, "/api/v1/maps?pin=%2Fnot%2Fa%2Fpin");
+    assert_eq!(r.code, 404);
+    assert!(r.json()["error"].as_str().unwrap().contains("is not a pin"));
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let r = get(port, &format!("/api/v1/maps?pid={pid_max}"));
+    assert_eq!(r.code, 404);
+    // Without lifecycle, the creator process says why it is unknown.
+    let v = get(port, &format!("/api/v1/maps/{id}")).json();
+    assert!(v["maps"][0]["creator"]["process_unknown"]
+        .as_str()
+        .unwrap()
+        .contains("lifecycle collector is off"));
+    // HEAD: the GET's status and type, no body; methods as on /metrics.
+    let h = try_request(port, "HEAD", &format!("/api/v1/maps/{id}"), None).unwrap();
+    assert_eq!(h.code, 200);
+    assert!(h.body.is_empty());
+    assert_eq!(
+        h.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let h = try_request(port, "HEAD", "/api/v1/maps/2147483647", None).unwrap();
+    assert_eq!(h.code, 404);
+    for method in ["POST", "PUT", "DELETE"] {
+        let r = try_request(port, method, "/api/v1/maps", None).unwrap();
+        assert_eq!(r.code, 405, "{method}");
+        assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"));
+    }
+
+    // Single flight: scrapes and API requests arriving together share
+    // censuses.
+    let before = counter(
+        &String::from_utf8(get(port, "/metrics").body).unwrap(),
+        "bpfmap_scrapes_total",
+    );
+    let mut conns: Vec<(bool, TcpStream)> = (0..40)
+        .map(|i| (i % 2 == 0, TcpStream::connect(("127.0.0.1", port)).unwrap()))
+        .collect();
+    for (api, c) in conns.iter_mut() {
+        let path = if *api {
+            "/api/v1/maps?limit=5"
+        } else {
+            "/metrics"
+        };
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+    }
+    for (_, mut c) in conns {
+        let mut raw = Vec::new();
+        c.read_to_end(&mut raw).unwrap();
+        assert!(
+            raw.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&raw[..raw.len().min(300)])
+        );
+    }
+    let after = counter(
+        &String::from_utf8(get(port, "/metrics").body).unwrap(),
+        "bpfmap_scrapes_total",
+    );
+    let censuses = after - before - 1.0;
+    eprintln!("censuses for 20 scrapes and 20 API requests together: {censuses}");
+    assert!(
+        (1.0..=3.0).contains(&censuses),
+        "{censuses} censuses for 40 simultaneous requests"
+    );
+    drop(s);
+
+    // Basic auth guards the API as it guards /metrics.
+    let d = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let cfg = d.path().join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+    let s = start(
+        &[
+            "--no-collector.lifecycle",
+            &format!("--web.config.file={}", cfg.display()),
+        ],
+        Some("alice:pw"),
+    );
+    let r = get(s.port, "/api/v1/maps?limit=1");
+    assert_eq!(r.code, 401);
+    let r = try_request(
+        s.port,
+        "GET",
+        &format!("/api/v1/maps/{id}"),
+        Some("alice:pw"),
+    )
+    .unwrap();
+    assert_eq!(r.code, 200);
+    assert_eq!(r.json()["maps"][0]["id"], json!(id));
+    // explain --from with user:password@.
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "--from",
+            &format!("http://alice:pw@127.0.0.1:{}", s.port),
+            "--id",
+            &id.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"t_api_err\""));
+    drop(m);
+}
