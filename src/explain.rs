@@ -1001,7 +1001,10 @@ mod tests {
         let s = snapshot();
         let all: Vec<u32> = (1..=5).collect();
         let p = page(&s, &all, &Filter::default());
-        assert_eq!((p.ids.clone(), p.total, p.next_after), (all.clone(), 5, None));
+        assert_eq!(
+            (p.ids.clone(), p.total, p.next_after),
+            (all.clone(), 5, None)
+        );
         let f = |unexplained, creator_gone| Filter {
             unexplained,
             creator_gone,
@@ -1015,7 +1018,10 @@ mod tests {
             ..Filter::default()
         };
         let p = page(&s, &[5, 1, 3, 2, 4, 99], &two);
-        assert_eq!((p.ids.clone(), p.total, p.next_after), (vec![1, 2], 5, Some(2)));
+        assert_eq!(
+            (p.ids.clone(), p.total, p.next_after),
+            (vec![1, 2], 5, Some(2))
+        );
         let p = page(
             &s,
             &all,
@@ -1049,7 +1055,10 @@ mod tests {
                 created_unix: 1000.0,
             },
         );
-        let procs = CreatorProcesses { by_id, start_max: 1 };
+        let procs = CreatorProcesses {
+            by_id,
+            start_max: 1,
+        };
         let x = Extras::default();
         let inp = Input {
             snap: &s,
@@ -1088,8 +1097,16 @@ mod tests {
         // Map 2: its creator process, pod and container; unexplained 1.
         let c = &maps[1]["creator"];
         assert_eq!(
-            (c["container_id"].clone(), c["pod_uid"].clone(), c["gone"].clone()),
-            (json!("c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"), json!("0a1b2c3d-1111-2222-3333-444455556666"), json!(false))
+            (
+                c["container_id"].clone(),
+                c["pod_uid"].clone(),
+                c["gone"].clone()
+            ),
+            (
+                json!("c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"),
+                json!("0a1b2c3d-1111-2222-3333-444455556666"),
+                json!(false)
+            )
         );
         assert_eq!(c["process"]["pid"], json!(4242));
         assert_eq!(c["process"]["age_seconds"], json!(10805.0));

@@ -376,6 +376,30 @@ mod tests {
     }
 
     #[test]
+    fn the_creating_pid_is_kept_per_map_but_out_of_labels() {
+        let slots = |id| {
+            let mut r = rec(id, "agent", 1, 5);
+            r.tgid = 4242;
+            Slot::Valid(r)
+        };
+        for pid_label in [false, true] {
+            let mut t = Tracker::new(10);
+            t.pid_label = pid_label;
+            t.update(&[(5, 1), (11, 1)], 11, slots, 10);
+            assert_eq!(t.start_max(), 10);
+            let live: BTreeMap<u32, Known> = t.live().map(|(id, k)| (id, k.clone())).collect();
+            assert_eq!(live[&5].creator, None, "pre-existing");
+            let k = &live[&11];
+            assert_eq!((k.pid, k.create_ns), (4242, Some(5)));
+            let who = k.creator.as_ref().unwrap();
+            assert_eq!(
+                (who.comm.as_str(), who.tgid),
+                ("agent", if pid_label { 4242 } else { 0 })
+            );
+        }
+    }
+
+    #[test]
     fn pre_existing_maps_are_never_created_and_die_unattributed() {
         let mut t = Tracker::new(10);
         let d = t.update(&[(5, 1), (10, 2)], 0, |_| Slot::Empty, 0);
