@@ -750,6 +750,18 @@ fn api_errors_methods_head_auth_and_single_flight() {
         "bpfmap_scrapes_total",
     );
     let censuses = after - before - 1.0;
+    // API requests leave no fd behind in the exporter (program, link and
+    // outer-map queries close what they open).
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.child.id()))
+            .unwrap()
+            .count()
+    };
+    let fds_before = fds();
+    for _ in 0..20 {
+        assert_eq!(get(port, "/api/v1/maps?limit=1000").code, 200);
+    }
+    assert_eq!(fds(), fds_before, "exporter fds after 20 API requests");
     eprintln!("censuses for 20 scrapes and 20 API requests together: {censuses}");
     assert!(
         (1.0..=3.0).contains(&censuses),
