@@ -763,8 +763,10 @@ fn api_errors_methods_head_auth_and_single_flight() {
     }
     assert_eq!(fds(), fds_before, "exporter fds after 20 API requests");
     eprintln!("censuses for 20 scrapes and 20 API requests together: {censuses}");
+    // One on an idle host; an emulated guest accepts the connections
+    // slowly, so some arrive after a census began: at most a fifth.
     assert!(
-        (1.0..=3.0).contains(&censuses),
+        (1.0..=8.0).contains(&censuses),
         "{censuses} censuses for 40 simultaneous requests"
     );
     drop(s);
