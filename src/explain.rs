@@ -30,7 +30,7 @@ pub struct ExplainArgs {
     /// The map pinned at this path on a bpffs.
     #[arg(long)]
     pub pin: Option<PathBuf>,
-    /// Every map this process holds (fds and mmaps).
+    /// Every map this process holds (fds and mmaps) or has in flight to it.
     #[arg(long)]
     pub pid: Option<u32>,
     /// text or json.
@@ -170,6 +170,12 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
                 .flatten()
                 .filter(|f| f.tgid == *pid)
                 .map(|f| f.map_id)
+                .chain(
+                    snap.inflight
+                        .iter()
+                        .filter(|f| f.receivers.iter().any(|r| r.tgid == *pid))
+                        .map(|f| f.map_id),
+                )
                 .filter(|id| snap.maps.iter().any(|m| m.id == *id))
                 .collect();
             ids.sort_unstable();
@@ -250,6 +256,28 @@ pub fn map_report(
         .filter(|l| l.1 == m.id)
         .map(|l| json!({"id": l.0}))
         .collect();
+    let inflight: Vec<Value> = snap
+        .inflight
+        .iter()
+        .filter(|f| f.map_id == m.id)
+        .map(|f| {
+            let receivers: Vec<Value> = f
+                .receivers
+                .iter()
+                .map(|r| {
+                    let (c, p) = attribution(r.tgid, r.cgroup_id);
+                    json!({"pid": r.tgid, "comm": comm(&r.comm), "container_id": c, "pod_uid": p})
+                })
+                .collect();
+            json!({
+                "socket_inode": (f.receiver_ino != 0).then_some(f.receiver_ino),
+                "queue_socket_inode": f.queue_ino,
+                "via_sockets": f.via,
+                "receivers": receivers,
+                "age_seconds": snap.inflight_ages.get(&m.id).map(|d| d.as_secs()),
+            })
+        })
+        .collect();
     let h = snap.holders.get(&m.id);
     let counts: BTreeMap<&str, Value> = HolderKind::ALL
         .iter()
@@ -306,6 +334,7 @@ pub fn map_report(
             "outer_maps": outer,
             "mmaps": mmaps,
             "links": links,
+            "inflight": inflight,
         },
         "holder_counts": counts,
         "unexplained": unexplained,
@@ -426,6 +455,42 @@ pub fn text(doc: &Value) -> String {
         }
         for p in h["links"].as_array().into_iter().flatten() {
             let _ = writeln!(o, "  iterator link id {}", p["id"]);
+        }
+        for p in h["inflight"].as_array().into_iter().flatten() {
+            let via: Vec<String> = p["via_sockets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string())
+                .collect();
+            let inside = if via.is_empty() {
+                String::new()
+            } else {
+                format!(" inside in-flight socket inode {}", via.join(" inside "))
+            };
+            let age = match &p["age_seconds"] {
+                Value::Null => String::new(),
+                a => format!(", in flight for {a}s"),
+            };
+            let rs = p["receivers"].as_array().cloned().unwrap_or_default();
+            if rs.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  fd in flight on socket inode {}{inside}, no process owns the receiving socket{age}",
+                    p["queue_socket_inode"]
+                );
+            }
+            for r in rs {
+                let _ = writeln!(
+                    o,
+                    "  fd in flight to pid {} ({}) on socket inode {}{inside} container {:?} pod {:?}{age}",
+                    r["pid"],
+                    s(&r["comm"]),
+                    p["socket_inode"],
+                    s(&r["container_id"]),
+                    s(&r["pod_uid"]),
+                );
+            }
         }
         match &m["unexplained"] {
             Value::Null => {

@@ -233,3 +233,17 @@ pub fn object_map_ids(obj: &libbpf_rs::Object) -> Vec<u32> {
         .map(|i| i.info.id)
         .collect()
 }
+
+/// Move the calling thread into the network namespace `ns` (an open
+/// `/proc/<pid>/ns/net`). Only this thread moves: a network namespace is
+/// per task. Needs CAP_SYS_ADMIN over the namespace.
+pub fn setns_net(ns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns takes an fd and a flag and touches no memory of ours; the
+    // fd is borrowed, so it stays open for the call.
+    let ret = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

@@ -40,6 +40,7 @@ fn file(tgid: u32, fd: u32, file_ptr: u64, map_id: u32, comm: &[u8]) -> FileReco
         map_id,
         comm: comm.to_vec(),
         vm_start: 0,
+        sock_ino: 0,
     }
 }
 
@@ -62,6 +63,7 @@ fn snapshot() -> Snapshot {
     ];
     let vmas = vec![FileRecord {
         vm_start: 0x7f00_0000_0000,
+        sock_ino: 0,
         ..file(300, 0, 0xc, 13, b"mmapper")
     }];
     let obs = Observed {
@@ -71,6 +73,7 @@ fn snapshot() -> Snapshot {
         slots: Some(vec![13]),
         links: Some(vec![]),
         pins: Some(vec![11]),
+        inflight: Some(vec![]),
         incomplete: vec![],
     };
     let holders = holders::compute(&maps, &obs);
