@@ -32,6 +32,7 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
         println!("feature=task_vma available={}", f.task_vma as u8);
         println!("feature=elem_count available={}", f.elem_count as u8);
         println!("feature=map_memcg available={}", f.map_memcg as u8);
+        println!("feature=iter_unix available={}", f.iter_unix as u8);
     }
     let per_map: Vec<Option<i64>> = s
         .maps
