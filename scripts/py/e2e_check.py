@@ -87,11 +87,16 @@ def wanted(base, comm, prefix):
     """name -> predicate on an alert's labels, for the simulator's alerts."""
     churn = "BpfMapsAccumulating" if query(base, "bpfmap_maps_created_total") else "BpfMapCountGrowing"
     fly = lambda l: l.get("name", "").startswith(f"{prefix}_fly")
+    uring = lambda l: l.get("name", "").startswith(f"{prefix}_uring")
     # The simulator's in-flight fds: explained and stuck where the kernel has
-    # iter/unix (5.17+), unexplained references where it does not.
-    inflight = "BpfMapFdStuckInFlight" if has_iter_unix(base) else "BpfMapUnexplainedReferences"
+    # iter/unix (5.17+), unexplained references where it does not. Its
+    # io_uring fixed files are the unexplained references everywhere.
+    if has_iter_unix(base):
+        stuck = {"BpfMapFdStuckInFlight": fly, "BpfMapUnexplainedReferences": uring}
+    else:
+        stuck = {"BpfMapUnexplainedReferences": lambda l: fly(l) or uring(l)}
     w = {
-        inflight: fly,
+        **stuck,
         "BpfProcessMapFilesGrowing": lambda l: l.get("comm") == comm,
         churn: lambda l: True,
         "BpfMapNearlyFull": lambda l: l.get("name", "").startswith(f"{prefix}_full"),
@@ -160,8 +165,8 @@ def fire(base, comm, prefix):
 def resolve(base, comm, prefix):
     t0 = time.time()
     w, churn = wanted(base, comm, prefix)
-    inflight = "BpfMapFdStuckInFlight" if has_iter_unix(base) else "BpfMapUnexplainedReferences"
-    must = {inflight, "BpfProcessMapFilesGrowing", churn, "BpfMapNearlyFull", "BpfPinnedMapUnused", "BpfMapsOutlivedTheirPod"}
+    stuck = {"BpfMapFdStuckInFlight"} if has_iter_unix(base) else set()
+    must = stuck | {"BpfMapUnexplainedReferences", "BpfProcessMapFilesGrowing", churn, "BpfMapNearlyFull", "BpfPinnedMapUnused", "BpfMapsOutlivedTheirPod"}
     resolved = {}
     while time.time() - t0 < RESOLVE_TIMEOUT:
         still = matched(firing(base), w)
