@@ -159,21 +159,21 @@ fn a_map_file_inside_an_in_flight_socket_is_received_by_the_outer_socket_owner()
     send_fd(&a0, b1.as_raw_fd());
     let inner = ino(&b1);
     drop((m, b1));
-    let s = until(&mut c, "only the messages hold the map", |s| {
-        s.holders.get(&id).and_then(|h| h.get(HolderKind::File)) == Some(0)
-    });
-    // Measured: on 6.1 and 6.12 iter/unix does not report the queue of a
-    // unix socket that is itself in flight (its map file reads as one
-    // unexplained reference); on 6.18 it does. Kernels between 6.12 and 6.18
-    // are not measured: this expects 6.18's behaviour from 6.13 on.
-    if !has_iter_unix() || !kernel_at_least(6, 13) {
-        assert_eq!(holders_of(&s, id), (1, Some(0), Some(0), Some(1)));
-        drop((a0, a1, b0));
-        until(&mut c, "nested in-flight map freed", |s| {
-            !s.maps.iter().any(|m| m.id == id)
+    if !has_iter_unix() {
+        let s = until(&mut c, "only the messages hold the map", |s| {
+            s.holders.get(&id).and_then(|h| h.get(HolderKind::File)) == Some(0)
         });
+        assert_eq!(holders_of(&s, id), (1, Some(0), Some(0), Some(1)));
         return;
     }
+    // Retaken until explained (bounded): in emulated 6.1 and 6.12 guests
+    // the first census after the closes has shown the nested file as
+    // unexplained in some runs and explained in others.
+    let s = until(&mut c, "the nested in-flight file is explained", |s| {
+        let h = s.holders.get(&id);
+        h.and_then(|h| h.get(HolderKind::File)) == Some(0)
+            && h.and_then(|h| h.get(HolderKind::Inflight)) == Some(1)
+    });
     assert_eq!(holders_of(&s, id), (1, Some(0), Some(1), Some(0)));
     let f = s
         .inflight
