@@ -62,6 +62,22 @@ static __always_inline int is_map_file(struct file *file)
 	return 0;
 }
 
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/* Inodes of the sockets whose receive queues hold files in flight (filled by
+ * user space from the iter/unix walk before each task walk): their fds in
+ * task_file name the receiving processes. want_sockets is 0 while the set is
+ * empty, so a node with nothing in flight pays one load per file. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} receiver_sockets SEC(".maps");
+
+__u32 want_sockets = 0;
+
 /* struct bpf_map before 5.19 held its memory cgroup directly (5.11-5.18). */
 struct bpf_map___old {
 	struct mem_cgroup *memcg;
@@ -174,11 +190,25 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 
 	if (!task || !file)
 		return 0;
-	if (!is_map_file(file))
-		return 0;
+	if (!is_map_file(file)) {
+		struct inode *inode;
+		__u64 ino;
+
+		/* A receiver of files in flight: a socket user space asked for. */
+		if (!want_sockets)
+			return 0;
+		inode = file->f_inode;
+		if ((inode->i_mode & S_IFMT) != S_IFSOCK)
+			return 0;
+		ino = inode->i_ino;
+		if (!bpf_map_lookup_elem(&receiver_sockets, &ino))
+			return 0;
+		r.sock_ino = ino;
+	} else {
+		r.map_id = map_id_of(file);
+	}
 	r.file_ptr = (__u64)(unsigned long)file;
 	r.fd = ctx->fd;
-	r.map_id = map_id_of(file);
 	fill_task(&r, task);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

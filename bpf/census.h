@@ -35,7 +35,8 @@ struct map_rec {
 };
 
 /* iter/task_file and iter/task_vma: one per map file seen in an fd table or
- * behind a vma. 64 bytes. */
+ * behind a vma, and (task_file, map_id 0) one per fd of a socket whose inode
+ * user space asked for (the receivers of files in flight). 72 bytes. */
 struct file_rec {
 	__u64 file_ptr;     /* struct file address: distinct files = distinct references */
 	__u64 cgroup_id;    /* cgroup v2 (default hierarchy) kernfs id of the task */
@@ -46,10 +47,25 @@ struct file_rec {
 	char comm[BPFMAP_COMM_LEN];
 	__u64 vm_start;     /* vma records only: the mapped range [vm_start, vm_end) */
 	__u64 vm_end;
+	__u64 sock_ino;     /* socket-owner records (map_id 0): the socket's inode */
 };
 
-/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE in src/bpf/census/records.rs. */
+/* iter/unix (bpf/inflight.bpf.c): one per map file or unix socket file held
+ * by an SCM_RIGHTS message in a unix socket's receive queue, and one summary
+ * record (file_ptr 0) per socket whose walk was cut short. 32 bytes. */
+#define BPFMAP_INFLIGHT_TRUNCATED 1 /* more queued messages or files than walked */
+
+struct inflight_rec {
+	__u64 file_ptr;     /* the in-flight struct file */
+	__u64 sock_ino;     /* inode of the socket whose queue holds it (0: a socket with no inode) */
+	__u64 inner_ino;    /* unix socket files: that socket's inode; 0 for map files */
+	__u32 map_id;       /* map files: the map id; 0 for socket files */
+	__u32 flags;        /* BPFMAP_INFLIGHT_* */
+};
+
+/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE / INFLIGHT_REC_SIZE in src/bpf/census/records.rs. */
 _Static_assert(sizeof(struct map_rec) == 104, "map_rec layout");
-_Static_assert(sizeof(struct file_rec) == 64, "file_rec layout");
+_Static_assert(sizeof(struct file_rec) == 72, "file_rec layout");
+_Static_assert(sizeof(struct inflight_rec) == 32, "inflight_rec layout");
 
 #endif

@@ -56,6 +56,10 @@ pub const REGISTRY: &[Spec] = &[
     census("links", "iterator links attached to each map"),
     census("pins", "bpffs pins on every mounted bpffs"),
     census(
+        "inflight",
+        "map files in flight in unix sockets' receive queues (iter/unix, 5.17+) and the processes receiving them",
+    ),
+    census(
         "creators",
         "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
     ),
@@ -80,7 +84,15 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
 
 /// The census parts that explain references: with any of them off or
 /// failed, unexplained counts cannot be known.
-pub const HOLDER_SOURCES: &[&str] = &["files", "mmaps", "programs", "outer_maps", "links", "pins"];
+pub const HOLDER_SOURCES: &[&str] = &[
+    "files",
+    "mmaps",
+    "programs",
+    "outer_maps",
+    "links",
+    "pins",
+    "inflight",
+];
 
 /// One collector's outcome in one scrape.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ pub struct ExplainArgs {
     /// The map pinned at this path on a bpffs.
     #[arg(long)]
     pub pin: Option<PathBuf>,
-    /// Every map this process holds (fds and mmaps).
+    /// Every map this process holds (fds and mmaps) or has in flight to it.
     #[arg(long)]
     pub pid: Option<u32>,
     /// text or json.
@@ -199,6 +199,12 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
                 .flatten()
                 .filter(|f| f.tgid == *pid)
                 .map(|f| f.map_id)
+                .chain(
+                    snap.inflight
+                        .iter()
+                        .filter(|f| f.receivers.iter().any(|r| r.tgid == *pid))
+                        .map(|f| f.map_id),
+                )
                 .filter(|id| snap.maps.iter().any(|m| m.id == *id))
                 .collect();
             ids.sort_unstable();
@@ -434,6 +440,29 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
             .into_iter()
             .flatten()
             .map(|l| json!({"id": l}))
+            .collect(),
+        HolderKind::Inflight => inp
+            .snap
+            .inflight
+            .iter()
+            .filter(|f| f.map_id == id)
+            .map(|f| {
+                let receivers: Vec<Value> = f
+                    .receivers
+                    .iter()
+                    .map(|r| {
+                        let (c, p) = (inp.attribution)(r.tgid, r.cgroup_id);
+                        json!({"pid": r.tgid, "comm": comm(&r.comm), "container_id": c, "pod_uid": p})
+                    })
+                    .collect();
+                json!({
+                    "socket_inode": (f.receiver_ino != 0).then_some(f.receiver_ino),
+                    "queue_socket_inode": f.queue_ino,
+                    "via_sockets": f.via,
+                    "receivers": receivers,
+                    "age_seconds": inp.snap.inflight_ages.get(&id).map(|d| d.as_secs()),
+                })
+            })
             .collect(),
     }
 }
@@ -686,8 +715,44 @@ pub fn text(doc: &Value) -> String {
         for p in each("link") {
             let _ = writeln!(o, "  iterator link id {}", p["id"]);
         }
+        for p in each("inflight") {
+            let via: Vec<String> = p["via_sockets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string())
+                .collect();
+            let inside = if via.is_empty() {
+                String::new()
+            } else {
+                format!(" inside in-flight socket inode {}", via.join(" inside "))
+            };
+            let age = match &p["age_seconds"] {
+                Value::Null => String::new(),
+                a => format!(", in flight for {a}s"),
+            };
+            let rs = p["receivers"].as_array().cloned().unwrap_or_default();
+            if rs.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  fd in flight on socket inode {}{inside}, no process owns the receiving socket{age}",
+                    p["queue_socket_inode"]
+                );
+            }
+            for r in rs {
+                let _ = writeln!(
+                    o,
+                    "  fd in flight to pid {} ({}) on socket inode {}{inside} container {:?} pod {:?}{age}",
+                    r["pid"],
+                    s(&r["comm"]),
+                    p["socket_inode"],
+                    s(&r["container_id"]),
+                    s(&r["pod_uid"]),
+                );
+            }
+        }
         // Kinds this renderer does not name yet still show.
-        let named = ["file", "pin", "program", "map", "mmap", "link"];
+        let named = ["file", "pin", "program", "map", "mmap", "link", "inflight"];
         for (k, v) in h.as_object().into_iter().flatten() {
             if !named.contains(&k.as_str()) {
                 for p in v.as_array().into_iter().flatten() {
@@ -939,6 +1004,7 @@ mod tests {
             comm: b"agent".to_vec(),
             vm_start: vm,
             vm_end: if vm > 0 { vm + 0x1000 } else { 0 },
+            sock_ino: 0,
         }
     }
 
@@ -968,6 +1034,7 @@ mod tests {
             slots: Some(vec![]),
             links: Some(vec![]),
             pins: Some(vec![]),
+            inflight: Some(vec![]),
             incomplete: vec![],
         };
         Snapshot {

@@ -35,6 +35,7 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
             Some(why) => println!("feature=map_memcg available=0 reason={why:?}"),
             None => println!("feature=map_memcg available={}", f.map_memcg as u8),
         }
+        println!("feature=iter_unix available={}", f.iter_unix as u8);
     }
     let per_map: Vec<Option<i64>> = s
         .maps

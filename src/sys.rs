@@ -233,3 +233,56 @@ pub fn object_map_ids(obj: &libbpf_rs::Object) -> Vec<u32> {
         .map(|i| i.info.id)
         .collect()
 }
+
+/// Move the calling thread into the network namespace `ns` (an open
+/// `/proc/<pid>/ns/net`). Only this thread moves: a network namespace is
+/// per task. Needs CAP_SYS_ADMIN over the namespace.
+pub fn setns_net(ns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns takes an fd and a flag and touches no memory of ours; the
+    // fd is borrowed, so it stays open for the call.
+    let ret = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A new io_uring whose registered-file table (IORING_REGISTER_FILES) holds
+/// the files of `fds`: references that stay after the fds are closed, in no
+/// fd table. Closing the ring releases them.
+pub fn io_uring_with_files(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<OwnedFd> {
+    const IORING_REGISTER_FILES: libc::c_long = 2;
+    // struct io_uring_params is 120 bytes; zeroed asks for defaults.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup writes at most sizeof(struct io_uring_params)
+    // (120 bytes) into `params`, which lives across the call.
+    let ring = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            1 as libc::c_long,
+            params.as_mut_ptr(),
+        )
+    };
+    if ring < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a non-negative io_uring_setup return is a fresh fd nothing else owns.
+    let ring = unsafe { OwnedFd::from_raw_fd(ring as i32) };
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: the kernel reads `raw.len()` ints from `raw`, which lives
+    // across the call; the ring fd is ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.as_raw_fd() as libc::c_long,
+            IORING_REGISTER_FILES,
+            raw.as_ptr(),
+            raw.len() as libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ring)
+}

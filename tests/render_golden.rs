@@ -41,6 +41,7 @@ fn file(tgid: u32, fd: u32, file_ptr: u64, map_id: u32, comm: &[u8]) -> FileReco
         comm: comm.to_vec(),
         vm_start: 0,
         vm_end: 0,
+        sock_ino: 0,
     }
 }
 
@@ -73,6 +74,7 @@ fn snapshot() -> Snapshot {
         slots: Some(vec![13]),
         links: Some(vec![]),
         pins: Some(vec![11]),
+        inflight: Some(vec![]),
         incomplete: vec![],
     };
     let holders = holders::compute(&maps, &obs);

@@ -25,8 +25,10 @@ COVERS = {
     # another process's mount namespace.
     "other_mount_ns_pins": True,
     # An fd in an SCM_RIGHTS message that nobody received (iter/unix, 5.17+),
-    # holder kind "inflight".
-    "inflight": False,
+    # holder kind "inflight", received by the scenario process (its socket is
+    # in the host's network namespace, the exporter's container in its own:
+    # the walk enters it).
+    "inflight": True,
     # An io_uring fixed file explained as holder kind "io_uring" (the ring's
     # owner). While False, it is the scenario's one real unexplained reference.
     "io_uring": False,
@@ -161,6 +163,20 @@ def main():
     pid = state["pids"]["holder"]
     files = one("bpfmap_process_map_files", pid=pid)
     check(files == 1, f"holder process {pid}: bpfmap_process_map_files == 1", f"got {files}")
+
+    if COVERS["inflight"]:
+        # The receiver of the in-flight fd is named: the scenario process owns
+        # the receiving socket; every network namespace was walked.
+        infl = one("bpfmap_process_map_inflight_files", pid=pid)
+        check(infl == 1, f"holder process {pid}: bpfmap_process_map_inflight_files == 1 (the receiver named)",
+              f"got {infl}")
+        unreach = one("bpfmap_inflight_network_namespaces", state="unreachable")
+        walked = one("bpfmap_inflight_network_namespaces", state="walked")
+        check(unreach == 0 and isinstance(walked, float) and walked >= 1,
+              "bpfmap_inflight_network_namespaces: none unreachable", f"walked {walked}, unreachable {unreach}")
+        age = one("bpfmap_map_inflight_age_seconds", id=state["maps"]["inflight"]["id"])
+        check(isinstance(age, float) and age >= 0, "in-flight map: bpfmap_map_inflight_age_seconds present",
+              f"got {age}")
 
     own = one("bpfmap_exporter_maps")
     check(isinstance(own, float) and own > 0, "bpfmap_exporter_maps > 0 (own maps accounted as own)", f"got {own}")

@@ -15,6 +15,7 @@ FOR = "5s"
 EXPR = {
     "BpfMapUnexplainedReferences": [],
     "BpfMapLeakDetectionBlind": [],
+    "BpfMapFdStuckInFlight": [("> 1800", "> 5")],
     "BpfMapRefcountImbalance": [("[1h]", "[1m]"), ("> 1000", "> 5")],
     "BpfProcessMapFilesGrowing": [
         ("bpfmap_process_map_files > 500", "bpfmap_process_map_files > 10"),

@@ -1,9 +1,10 @@
 //! The kernel side of the exporter: every BPF skeleton ([`census`],
-//! [`lifecycle`]), the load path they share ([`load`]), iterator I/O
+//! [`inflight`], [`lifecycle`]), the load path they share ([`load`]), iterator I/O
 //! ([`iter`]) and record decoding ([`records`]). With `sys` (raw bpf()
 //! commands) this is the only code that needs `unsafe`, and every use says
 //! why it is sound in a `// SAFETY:` line.
 pub mod census;
+pub mod inflight;
 pub(crate) mod iter;
 pub mod lifecycle;
 pub mod load;

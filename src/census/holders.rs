@@ -10,7 +10,10 @@
 //!   holder; a file both in an fd table and mapped counts once;
 //! - each program using the map holds one ref (prog used_maps lists maps once);
 //! - each outer-map slot holding the map holds one ref;
-//! - each iterator link attached to the map holds one ref + one uref.
+//! - each iterator link attached to the map holds one ref + one uref;
+//! - a map file held only by SCM_RIGHTS messages in unix sockets' receive
+//!   queues (in flight) is one holder, however many messages carry it; a file
+//!   also in an fd table or behind a vma is counted there.
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
@@ -33,17 +36,20 @@ pub enum HolderKind {
     Mmap,
     /// An iterator link attached to the map.
     Link,
+    /// A map file in flight (SCM_RIGHTS, not yet received), in no fd table.
+    Inflight,
 }
 
 impl HolderKind {
     /// Every kind, in label order; `Holders::counts` is indexed by it.
-    pub const ALL: [HolderKind; 6] = [
+    pub const ALL: [HolderKind; 7] = [
         HolderKind::File,
         HolderKind::Pin,
         HolderKind::Program,
         HolderKind::Map,
         HolderKind::Mmap,
         HolderKind::Link,
+        HolderKind::Inflight,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -54,6 +60,7 @@ impl HolderKind {
             HolderKind::Map => "map",
             HolderKind::Mmap => "mmap",
             HolderKind::Link => "link",
+            HolderKind::Inflight => "inflight",
         }
     }
 }
@@ -125,6 +132,9 @@ pub struct Observed {
     pub links: Option<Vec<u32>>,
     /// For each pinned map inode (deduplicated by (dev, ino)): its map id.
     pub pins: Option<Vec<u32>>,
+    /// For each map file in flight that no fd table or vma holds
+    /// (deduplicated by file): its map id.
+    pub inflight: Option<Vec<u32>>,
     /// Sources that ran but could not see every holder this scrape (a pin
     /// walk cut short or denied, an unreachable bpffs, a task walk confined
     /// to a non-initial pid namespace), by collector name.
@@ -142,6 +152,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         HolderKind::Map => obs.slots.is_some(),
         HolderKind::Mmap => mmaps_known,
         HolderKind::Link => obs.links.is_some(),
+        HolderKind::Inflight => obs.inflight.is_some(),
     };
     let zero = Holders {
         counts: HolderKind::ALL.map(|k| known(k).then_some(0)),
@@ -178,6 +189,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         (HolderKind::Pin, &obs.pins),
         (HolderKind::Map, &obs.slots),
         (HolderKind::Link, &obs.links),
+        (HolderKind::Inflight, &obs.inflight),
     ] {
         for &id in ids.iter().flatten() {
             add(kind, id);
@@ -294,6 +306,7 @@ mod tests {
             comm: b"loader".to_vec(),
             vm_start: 0,
             vm_end: 0,
+            sock_ino: 0,
         }
     }
 
@@ -305,6 +318,7 @@ mod tests {
             slots: Some(vec![]),
             links: Some(vec![]),
             pins: Some(vec![]),
+            inflight: Some(vec![]),
             incomplete: vec![],
         }
     }
@@ -328,7 +342,7 @@ mod tests {
 
     #[test]
     fn every_kind_explains_its_share() {
-        let maps = vec![map(1, 6), map(2, 1)];
+        let maps = vec![map(1, 7), map(2, 1)];
         let obs = Observed {
             files: Some(vec![file(1, 1, 3, 0xf1, 1)]),
             vmas: Some(vec![file(1, 1, 0, 0xf1, 1), file(1, 1, 0, 0xf2, 1)]),
@@ -336,22 +350,44 @@ mod tests {
             slots: Some(vec![1]),
             links: Some(vec![]),
             pins: Some(vec![1]),
+            inflight: Some(vec![1]),
             incomplete: vec![],
         };
         let hs = compute(&maps, &obs);
         // file 0xf1 is in an fd table and mapped: counted once, as a file.
         assert_eq!(
             hs[&1].counts,
-            [Some(1), Some(1), Some(2), Some(1), Some(1), Some(0)]
+            [
+                Some(1),
+                Some(1),
+                Some(2),
+                Some(1),
+                Some(1),
+                Some(0),
+                Some(1)
+            ]
         );
-        assert_eq!(hs[&1].unexplained(6), Some(0));
+        assert_eq!(hs[&1].unexplained(7), Some(0));
         assert_eq!(hs[&2].get(HolderKind::Program), Some(1));
         assert_eq!(hs[&2].unexplained(1), Some(0));
     }
 
     #[test]
+    fn in_flight_file_explains_its_reference_and_unknown_in_flight_withholds() {
+        let maps = vec![map(3, 2)];
+        let mut obs = all_known();
+        obs.pins = Some(vec![3]);
+        obs.inflight = Some(vec![3]);
+        let h = &compute(&maps, &obs)[&3];
+        assert_eq!(h.get(HolderKind::Inflight), Some(1));
+        assert_eq!(h.unexplained(2), Some(0));
+        obs.inflight = None;
+        assert_eq!(compute(&maps, &obs)[&3].unexplained(2), None);
+    }
+
+    #[test]
     fn unexplained_reference_is_reported() {
-        // e.g. a map file in flight in an SCM_RIGHTS message.
+        // e.g. an io_uring fixed file.
         let maps = vec![map(3, 2)];
         let mut obs = all_known();
         obs.pins = Some(vec![3]);

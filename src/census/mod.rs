@@ -5,6 +5,7 @@ pub mod bpffs;
 pub mod creators;
 pub mod fdinfo;
 pub mod holders;
+pub mod inflight;
 pub mod names;
 pub mod render;
 mod sources;
@@ -126,6 +127,14 @@ pub struct Snapshot {
     pub settled_refs: u64,
     /// Whether the exporter sees the host's pid namespace (None: unknown).
     pub host_pid_namespace: Option<bool>,
+    /// Map files in flight that no fd table or vma holds, with receivers.
+    pub inflight: Vec<inflight::InflightFile>,
+    /// Map id -> how long its oldest in-flight file has been in flight (as
+    /// far as this exporter has seen: since it first saw it there).
+    pub inflight_ages: IdMap<std::time::Duration>,
+    /// Network namespaces the in-flight walk covered and could not cover,
+    /// when it ran.
+    pub inflight_netns: Option<(u32, u32)>,
 }
 
 /// The initial pid namespace's inode number (PROC_PID_INIT_INO, fixed in
@@ -155,6 +164,14 @@ struct MemEntry {
     elem_count: Option<i64>,
 }
 
+/// The in-flight walk's program and the state it keeps between scrapes.
+struct InflightState {
+    prog: crate::bpf::inflight::Inflight,
+    netns: inflight::NetnsDiscovery,
+    ages: inflight::Ages,
+    buf: Vec<u8>,
+}
+
 /// The loaded census programs and the state kept between scrapes: a memory
 /// cache keyed by map id (ids are never reused before they wrap), the pin
 /// identities, and the iterator buffers.
@@ -177,6 +194,11 @@ pub struct Census {
     /// This process's comm: map files held only by other processes of that
     /// name are another exporter instance's own maps.
     comm: Vec<u8>,
+    /// The in-flight walk, where the kernel has iter/unix and the part is on;
+    /// `Err` keeps the load error, reported as the part's failure each scrape.
+    inflight: Option<Result<InflightState, String>>,
+    /// Map ids of every census object (census and in-flight).
+    own_ids: Vec<u32>,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -209,6 +231,28 @@ impl Census {
             files: opts.parts.on("files"),
             mmaps: opts.parts.on("mmaps"),
         })?;
+        let mut own_ids = progs.own_map_ids().to_vec();
+        // iter/unix is absent before 5.17: there the object is not loaded at
+        // all (the census above does not depend on it) and in-flight files
+        // stay unexplained (bpfmap_feature_available{feature="iter_unix"} 0).
+        let inflight = (opts.parts.on("inflight") && progs.features().iter_unix).then(|| {
+            let custom = opts.btf_path.as_deref();
+            match crate::bpf::inflight::Inflight::load(custom) {
+                Ok(prog) => {
+                    own_ids.extend_from_slice(prog.own_map_ids());
+                    Ok(InflightState {
+                        prog,
+                        netns: Default::default(),
+                        ages: Default::default(),
+                        buf: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "in-flight walk (iter/unix) not loaded: unexplained counts it could explain are withheld");
+                    Err(format!("{e:#}"))
+                }
+            }
+        });
         Ok(Census {
             progs,
             opts,
@@ -221,6 +265,8 @@ impl Census {
             ),
             mounts: Default::default(),
             load_window: None,
+            inflight,
+            own_ids,
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
                     c.truncate(c.len().saturating_sub(1));
@@ -256,7 +302,7 @@ impl Census {
 
     /// Map ids of the census's own BPF objects.
     pub fn own_map_ids(&self) -> &[u32] {
-        self.progs.own_map_ids()
+        &self.own_ids
     }
 
     /// Take one census. `extra_own` are map ids of other exporter parts
@@ -274,13 +320,40 @@ impl Census {
             features: self.progs.features().clone(),
             ..Default::default()
         };
-        let own: rustc_hash::FxHashSet<u32> = self
-            .progs
-            .own_map_ids()
-            .iter()
-            .chain(extra_own)
-            .copied()
-            .collect();
+        let own: rustc_hash::FxHashSet<u32> =
+            self.own_ids.iter().chain(extra_own).copied().collect();
+        let host_pid = in_host_pid_namespace();
+
+        // Files in flight first: their receiving sockets are named by the
+        // task walk below, which must know which sockets to report.
+        let mut inflight_walk: Option<inflight::Walk> = None;
+        if p.on("inflight") && p.on("files") {
+            match &mut self.inflight {
+                Some(Ok(st)) => {
+                    let walk = report.run("inflight", || {
+                        let ns = st
+                            .netns
+                            .discover(Path::new("/proc"))
+                            .context("reading /proc/*/ns/net")?;
+                        let uncovered = inflight::unknown_namespaces(Path::new("/proc"), &ns);
+                        inflight::walk(&st.prog, &ns, uncovered, &mut st.buf)
+                    });
+                    let want = walk
+                        .as_ref()
+                        .map(|w| inflight::receiver_sockets(&w.records))
+                        .unwrap_or_default();
+                    if let Err(e) = self.progs.set_receiver_sockets(&want) {
+                        tracing::warn!(error = %format!("{e:#}"), "naming receivers of files in flight");
+                    }
+                    inflight_walk = walk;
+                }
+                Some(Err(e)) => {
+                    let e = anyhow::anyhow!("{e}");
+                    report.record::<()>("inflight", 0.0, Err(e));
+                }
+                None => {}
+            }
+        }
 
         let [map_buf, file_buf, vma_buf] = &mut self.bufs;
         let file_iter = self.progs.open_files();
@@ -291,7 +364,7 @@ impl Census {
         let own_ref = &own;
         let progs = &self.progs;
         let comm = &self.comm;
-        let (maps, files, vmas, processes, peers, mine) = std::thread::scope(|scope| {
+        let (maps, files, vmas, processes, peers, mine, sockets) = std::thread::scope(|scope| {
             let tasks = scope.spawn(|| {
                 let walk =
                     |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
@@ -301,6 +374,14 @@ impl Census {
                     };
                 let mut files = file_iter.map(|it| walk("files", it, file_buf));
                 let mut vmas = vma_iter.map(|it| walk("mmaps", it, vma_buf));
+                // The receivers of files in flight: fds of the sockets asked for.
+                let mut sockets = Vec::new();
+                if let Some((_, Ok(v), _)) = &mut files {
+                    let (s, m): (Vec<FileRecord>, Vec<FileRecord>) =
+                        std::mem::take(v).into_iter().partition(|f| f.is_socket());
+                    *v = m;
+                    sockets = s;
+                }
                 // Maps whose every file holder is another exporter instance
                 // (a `--check` next to the server) are that instance's own:
                 // both then report the same node figures.
@@ -311,20 +392,22 @@ impl Census {
                     }
                 }
                 let processes = holders::processes(ok_files(&files), ok_files(&vmas));
-                (files, vmas, processes, peers, mine)
+                (files, vmas, processes, peers, mine, sockets)
             });
             let maps = report.run("maps", || progs.read_maps(map_buf));
-            let (files, vmas, processes, peers, mine) = tasks.join().unwrap_or_else(|_| {
-                let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
-                (
-                    Some(failed("files")),
-                    Some(failed("mmaps")),
-                    Vec::new(),
-                    Default::default(),
-                    Default::default(),
-                )
-            });
-            (maps, files, vmas, processes, peers, mine)
+            let (files, vmas, processes, peers, mine, sockets) =
+                tasks.join().unwrap_or_else(|_| {
+                    let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
+                    (
+                        Some(failed("files")),
+                        Some(failed("mmaps")),
+                        Vec::new(),
+                        Default::default(),
+                        Default::default(),
+                        Vec::new(),
+                    )
+                });
+            (maps, files, vmas, processes, peers, mine, sockets)
         });
         snap.maps_ok = maps.is_some();
         let mut maps = maps.unwrap_or_default();
@@ -373,9 +456,42 @@ impl Census {
                 .collect();
             obs.slots = report.run("outer_maps", || sources::outer_map_slots(&outer));
         }
-        let host_pid = in_host_pid_namespace();
+        if p.on("inflight") {
+            // The in-flight file deduplication needs the fd tables.
+            let files_ok = obs.files.is_some();
+            obs.inflight = match (&self.inflight, &inflight_walk) {
+                (Some(_), Some(w)) if files_ok => {
+                    let empty = Vec::new();
+                    let vmas = obs.vmas.as_ref().unwrap_or(&empty);
+                    let mut found = inflight::resolve(
+                        &w.records,
+                        &sockets,
+                        obs.files.as_ref().unwrap_or(&empty),
+                        vmas,
+                    );
+                    found.retain(|f| !own.contains(&f.map_id) && !peers.contains(&f.map_id));
+                    if !w.complete() {
+                        obs.incomplete.push("inflight");
+                    }
+                    snap.inflight_netns = Some((w.walked, w.unreachable));
+                    let ids = found.iter().map(|f| f.map_id).collect();
+                    if let Some(Ok(st)) = &mut self.inflight {
+                        snap.inflight_ages = st.ages.update(&found, std::time::Instant::now());
+                    }
+                    snap.inflight = found;
+                    Some(ids)
+                }
+                // No iter/unix (before 5.17): in-flight files cannot be
+                // seen; they read as unexplained there (README says so), as
+                // mmap-only files do before 5.15.
+                (None, _) if !snap.features.iter_unix => Some(Vec::new()),
+                _ => None,
+            };
+        }
         if host_pid == Some(false) {
-            obs.incomplete.extend(["files", "mmaps"]);
+            // Other pid namespaces' processes, and the network namespaces
+            // only they are in, are out of sight.
+            obs.incomplete.extend(["files", "mmaps", "inflight"]);
         }
         if p.on("pins") {
             let limits = bpffs::WalkLimits {
@@ -436,6 +552,7 @@ impl Census {
             ("outer_maps", obs.slots.is_some()),
             ("links", obs.links.is_some()),
             ("pins", obs.pins.is_some()),
+            ("inflight", obs.inflight.is_some()),
         ];
         snap.sources = known
             .into_iter()

@@ -67,6 +67,7 @@ impl Renderer {
             ("task_vma", f.task_vma),
             ("elem_count", f.elem_count),
             ("map_memcg", f.map_memcg),
+            ("iter_unix", f.iter_unix),
         ] {
             out.gauge(
                 &defs::FEATURE_AVAILABLE,
@@ -92,6 +93,61 @@ pub fn render_cached(
     render_own(snap, out);
     super::creators::render(snap, opts.per_map, opts.max_map_series, out);
     render_sources(snap, out);
+    render_inflight(snap, attribution, out);
+}
+
+/// In-flight holders: each map's oldest in-flight age (never capped: the
+/// stuck-in-flight alert reads it), the files each receiving process has
+/// waiting, and the network namespaces the walk covered.
+fn render_inflight(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Families) {
+    if let Some((walked, unreachable)) = snap.inflight_netns {
+        out.gauge(
+            &defs::INFLIGHT_NETNS,
+            vec![("state", "walked".to_string())],
+            walked as f64,
+        );
+        out.gauge(
+            &defs::INFLIGHT_NETNS,
+            vec![("state", "unreachable".to_string())],
+            unreachable as f64,
+        );
+    }
+    let ages: BTreeMap<u32, f64> = snap
+        .inflight_ages
+        .iter()
+        .map(|(id, d)| (*id, d.as_secs_f64().floor()))
+        .collect();
+    for (id, age) in ages {
+        out.gauge(
+            &defs::MAP_INFLIGHT_AGE_SECONDS,
+            vec![("id", id.to_string())],
+            age,
+        );
+    }
+    // (pid) -> (comm, cgroup, distinct files); a file with no receiver found
+    // is left out here (it still counts as a holder).
+    let mut by: BTreeMap<u32, (Vec<u8>, u64, HashSet<u64>)> = BTreeMap::new();
+    for f in &snap.inflight {
+        for r in &f.receivers {
+            by.entry(r.tgid)
+                .or_insert_with(|| (r.comm.clone(), r.cgroup_id, HashSet::new()))
+                .2
+                .insert(f.file_ptr);
+        }
+    }
+    for (pid, (comm, cgroup, files)) in by {
+        let (container, pod) = attribution(pid, cgroup);
+        out.gauge(
+            &defs::PROCESS_MAP_INFLIGHT_FILES,
+            vec![
+                ("pid", pid.to_string()),
+                ("comm", super::names::comm_label(&comm)),
+                ("container_id", container),
+                ("pod_uid", pod),
+            ],
+            files.len() as f64,
+        );
+    }
 }
 
 /// Completeness of each holder source and of the pid-namespace view.
@@ -554,6 +610,7 @@ mod cache_tests {
                         comm: b"agent".to_vec(),
                         vm_start: 0,
                         vm_end: 0,
+                        sock_ino: 0,
                     })
                     .collect(),
             ),
@@ -562,6 +619,7 @@ mod cache_tests {
             slots: Some(vec![]),
             links: Some(vec![]),
             pins: Some(vec![]),
+            inflight: Some(vec![]),
             incomplete: vec![],
         };
         Snapshot {

@@ -77,7 +77,7 @@ pub const EXPORTER_MAPS: Def = gauge(
 );
 pub const FEATURE_AVAILABLE: Def = gauge(
     "bpfmap_feature_available",
-    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+), map_memcg (creator memory cgroup of maps, 5.11+ with CONFIG_MEMCG).",
+    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+), map_memcg (creator memory cgroup of maps, 5.11+ with CONFIG_MEMCG), iter_unix (in-flight holders, 5.17+).",
 );
 pub const K8S_POD_INFO: Def = gauge(
     "bpfmap_k8s_pod_info",
@@ -219,6 +219,18 @@ pub const PROCESS_MAP_FILES: Def = gauge(
     "bpfmap_process_map_files",
     "Distinct map files (struct file, not fds) in the process's fd table.",
 );
+pub const PROCESS_MAP_INFLIGHT_FILES: Def = gauge(
+    "bpfmap_process_map_inflight_files",
+    "Map files in flight (SCM_RIGHTS messages not yet received) to unix sockets the process owns, directly or inside an in-flight socket, and held in no fd table (iter/unix, 5.17+).",
+);
+pub const MAP_INFLIGHT_AGE_SECONDS: Def = gauge(
+    "bpfmap_map_inflight_age_seconds",
+    "How long the map's oldest in-flight file (held only by an unreceived SCM_RIGHTS message) has stayed in the same socket's queue, since this exporter first saw it there.",
+);
+pub const INFLIGHT_NETNS: Def = gauge(
+    "bpfmap_inflight_network_namespaces",
+    "Network namespaces the in-flight walk (iter/unix sees one namespace per walk) covered (state=walked) and could not enter or identify (state=unreachable; in-flight counts they could explain are withheld).",
+);
 pub const PROCESS_MAP_MMAP_FILES: Def = gauge(
     "bpfmap_process_map_mmap_files",
     "Map files the process keeps alive only through mmaps (in no fd).",
@@ -299,6 +311,9 @@ pub const ALL: &[&Def] = &[
     &PROCESS_MAP_FDS,
     &PROCESS_MAP_FILES,
     &PROCESS_MAP_MMAP_FILES,
+    &PROCESS_MAP_INFLIGHT_FILES,
+    &MAP_INFLIGHT_AGE_SECONDS,
+    &INFLIGHT_NETNS,
     &SCRAPE_COLLECTOR_DURATION_SECONDS,
     &SCRAPE_COLLECTOR_SUCCESS,
     &SCRAPES_TOTAL,

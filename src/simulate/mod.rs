@@ -5,7 +5,13 @@
 //! - **files**: maps whose fds this process keeps open and keeps adding
 //!   (`bpfmap_process_map_files` grows);
 //! - **in flight**: maps whose only reference is an fd inside an SCM_RIGHTS
-//!   message that nobody receives (`bpfmap_map_unexplained_refs` = 1);
+//!   message that nobody receives: a stuck in-flight fd, explained as holder
+//!   kind `inflight` where the kernel has iter/unix (5.17+;
+//!   `bpfmap_map_inflight_age_seconds` grows, `BpfMapFdStuckInFlight`), an
+//!   unexplained reference before (`bpfmap_map_unexplained_refs` = 1);
+//! - **io_uring** (`--leak-uring`, off by default): maps held only by an
+//!   io_uring's registered-file table, a reference nothing the census walks
+//!   explains (`bpfmap_map_unexplained_refs` = 1);
 //! - **pins**: maps pinned under `--pin-dir` with no fd and no program
 //!   (`bpfmap_pinned_map_unused` = 1, pinned bytes grow);
 //! - **full**: hash maps filled to `--fill-percent` (`bpfmap_map_entries`);
@@ -33,9 +39,15 @@ pub struct SimulateArgs {
     #[arg(long = "leak-files", default_value_t = 20)]
     pub leak_files: u32,
 
-    /// Maps leaked as an fd in flight in an SCM_RIGHTS message (unexplained references).
+    /// Maps held only by an fd stuck in flight in an SCM_RIGHTS message (holder
+    /// kind inflight on 5.17+, unexplained references before).
     #[arg(long = "leak-inflight", default_value_t = 3)]
     pub leak_inflight: u32,
+
+    /// Maps held only by an io_uring's registered-file table (fds closed):
+    /// references nothing the census walks explains (unexplained references).
+    #[arg(long = "leak-uring", default_value_t = 0)]
+    pub leak_uring: u32,
 
     /// Maps pinned under --pin-dir with every fd closed (stale pins, pinned bytes).
     #[arg(long = "leak-pins", default_value_t = 3)]
@@ -176,12 +188,15 @@ struct Leaks {
     ids: Vec<(u32, String)>,
     /// Empty memory cgroups of the orphan leak, removed deepest first.
     cgroups: Vec<PathBuf>,
+    /// The io_uring whose registered files hold the uring leak's maps.
+    uring: Option<std::os::fd::OwnedFd>,
 }
 
 impl Drop for Leaks {
     fn drop(&mut self) {
         self.files.clear();
         self.inflight.clear();
+        self.uring = None;
         for p in self.pins.drain(..) {
             if let Err(e) = std::fs::remove_file(&p) {
                 if e.kind() != io::ErrorKind::NotFound {
@@ -333,11 +348,12 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 fn simulate(args: &SimulateArgs, stop: &AtomicBool, leaks: &mut Leaks) -> anyhow::Result<()> {
     let p = &args.prefix;
     say(format!(
-        "simulate-leak: pid={} comm={} leak_files={} leak_inflight={} leak_pins={} full_maps={} churn_rate={} duration={}",
+        "simulate-leak: pid={} comm={} leak_files={} leak_inflight={} leak_uring={} leak_pins={} full_maps={} churn_rate={} duration={}",
         std::process::id(),
         args.comm,
         args.leak_files,
         args.leak_inflight,
+        args.leak_uring,
         args.leak_pins,
         args.full_maps,
         args.churn_rate,
@@ -381,6 +397,24 @@ fn simulate(args: &SimulateArgs, stop: &AtomicBool, leaks: &mut Leaks) -> anyhow
             leaks.pins.push(path);
         }
         leaks.cgroups = dirs?;
+    }
+
+    if args.leak_uring > 0 {
+        let mut maps = Vec::new();
+        for i in 0..args.leak_uring {
+            let name = format!("{p}_uring{i}");
+            let m = create_map(&name, args.map_entries)?;
+            maps.push((map_id(&m), name, m));
+        }
+        let fds: Vec<_> = maps.iter().map(|(_, _, m)| m.as_fd()).collect();
+        leaks.uring = Some(crate::sys::io_uring_with_files(&fds).context(
+            "io_uring_setup/io_uring_register(IORING_REGISTER_FILES) for --leak-uring (kernel.io_uring_disabled?)",
+        )?);
+        // The fds close here; the ring's file table keeps the files.
+        for (id, name, _) in maps {
+            say(format!("leak=uring id={id} name={name}"));
+            leaks.ids.push((id, name));
+        }
     }
 
     let schedule = leak_schedule(args.leak_files, args.leak_inflight, args.leak_pins);

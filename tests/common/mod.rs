@@ -226,3 +226,34 @@ pub fn until(c: &mut Census, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Sn
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Send `fd` over `sock` in an SCM_RIGHTS message (one data byte).
+pub fn send_fd(sock: &impl AsRawFd, fd: i32) {
+    let mut buf = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr zeroed then pointed at live buffers; the cmsg macros
+    // address within cbuf, which is CMSG_SPACE bytes long.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
+        assert_eq!(
+            libc::sendmsg(sock.as_raw_fd(), &msg, 0),
+            1,
+            "sendmsg SCM_RIGHTS"
+        );
+    }
+}

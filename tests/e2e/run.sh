@@ -4,7 +4,8 @@
 #   2. start Debian's Prometheus on 127.0.0.1:<free port> with a temp TSDB,
 #      scrape/evaluation interval 1s and a test copy of deploy/prometheus/
 #      rules.yml with shortened for:/windows (scripts/py/e2e_shorten_rules.py);
-#   3. run `bpfmap-exporter simulate-leak` (files, in-flight fds, pins, a
+#   3. run `bpfmap-exporter simulate-leak` (files, in-flight fds, an io_uring
+#      fixed file, pins, a
 #      full map, churn);
 #   4. through Prometheus's HTTP API: every dashboard panel query returns
 #      data (exceptions listed with their reason), and the refcount
@@ -159,7 +160,7 @@ comm=bpfmap-e2e-sim
 prefix=e2e
 pin_dir=/sys/fs/bpf/bpfmap-e2e-$$
 "$bin" simulate-leak --comm "$comm" --name-prefix "$prefix" --pin-dir "$pin_dir" \
-    --leak-files 150 --leak-inflight 3 --leak-pins 3 --leak-rate 2 --full-maps 1 \
+    --leak-files 150 --leak-inflight 3 --leak-uring 1 --leak-pins 3 --leak-rate 2 --full-maps 1 \
     --churn-rate 20 --duration 0 >"$tmp/sim.log" 2>&1 &
 sim_pid=$!
 sleep 2

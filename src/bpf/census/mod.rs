@@ -10,7 +10,7 @@ use anyhow::Context;
 use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::Link;
 
-pub use records::{decode_files, decode_maps, Creator, FileRecord, MapRecord};
+pub use records::{decode_files, decode_maps, Creator, FileRecord, InflightRecord, MapRecord};
 
 use super::{iter, load};
 use crate::sys;
@@ -34,6 +34,9 @@ pub struct Features {
     /// Why the kernel records no creator although its layout could (a boot
     /// parameter; `map_memcg` is then false).
     pub map_memcg_off: Option<String>,
+    /// iter/unix (5.17+): files in flight in unix sockets' queues. Set by
+    /// the census when it loads the in-flight object.
+    pub iter_unix: bool,
 }
 
 impl Features {
@@ -63,6 +66,7 @@ impl Features {
             elem_count: btf.type_by_name::<Func>("bpf_map_sum_elem_count").is_some(),
             map_memcg: layout && map_memcg_off.is_none(),
             map_memcg_off,
+            iter_unix: btf.type_by_name::<Struct>("bpf_iter__unix").is_some(),
         })
     }
 }
@@ -166,6 +170,32 @@ impl Programs {
 
     pub fn features(&self) -> &Features {
         &self.features
+    }
+
+    /// The inodes of the sockets whose fds the next task_file walk reports
+    /// (as records with map id 0): the receivers of files in flight.
+    pub fn set_receiver_sockets(&mut self, inos: &[u64]) -> anyhow::Result<()> {
+        use libbpf_rs::MapCore;
+        let map = &self.skel.maps.receiver_sockets;
+        let old: Vec<Vec<u8>> = map.keys().collect();
+        for k in old {
+            let _ = map.delete(&k);
+        }
+        let cap = map.info().map(|i| i.info.max_entries as usize).unwrap_or(0);
+        for ino in inos.iter().take(cap) {
+            map.update(&ino.to_ne_bytes(), &[1u8], libbpf_rs::MapFlags::ANY)
+                .context("updating receiver_sockets")?;
+        }
+        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+            bss.want_sockets = (!inos.is_empty()) as u32;
+        }
+        if inos.len() > cap {
+            anyhow::bail!(
+                "{} receiving sockets, more than the {cap} whose owners one walk can name",
+                inos.len()
+            );
+        }
+        Ok(())
     }
 
     /// Map ids of the census's own BPF objects.

@@ -4,7 +4,8 @@
 use crate::bpf::records::{stream, RecordError};
 
 pub const MAP_REC_SIZE: usize = 104;
-pub const FILE_REC_SIZE: usize = 64;
+pub const FILE_REC_SIZE: usize = 72;
+pub const INFLIGHT_REC_SIZE: usize = 32;
 
 /// One live map as the `iter/bpf_map` program saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +82,46 @@ pub struct FileRecord {
     /// The mapped range `[vm_start, vm_end)` of vma records (0 for fds).
     pub vm_start: u64,
     pub vm_end: u64,
+    /// Socket-owner records (`map_id` 0): the inode of the socket this fd
+    /// refers to, a receiver of files in flight. 0 for map files.
+    pub sock_ino: u64,
+}
+
+impl FileRecord {
+    /// Whether this is an fd of a receiving socket, not of a map file.
+    pub fn is_socket(&self) -> bool {
+        self.map_id == 0 && self.sock_ino != 0
+    }
+}
+
+/// One file held by an SCM_RIGHTS message in a unix socket's receive queue
+/// (`iter/unix`), or, with `file_ptr` 0, a socket whose walk was cut short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InflightRecord {
+    pub file_ptr: u64,
+    /// Inode of the socket whose receive queue holds the file (0: a socket
+    /// with no inode).
+    pub sock_ino: u64,
+    /// A unix socket file in flight: that socket's inode (its own queue may
+    /// hold more files). 0 for map files.
+    pub inner_ino: u64,
+    /// A map file: its map id. 0 for socket files.
+    pub map_id: u32,
+    /// The socket's queue held more messages or files than one walk reads.
+    pub truncated: bool,
+}
+
+/// Decode `iter/unix` output (bpf/inflight.bpf.c).
+pub fn decode_inflight(buf: &[u8]) -> Result<Vec<InflightRecord>, RecordError> {
+    Ok(stream("iter/unix output", buf, INFLIGHT_REC_SIZE)?
+        .map(|b| InflightRecord {
+            file_ptr: b.u64(0),
+            sock_ino: b.u64(8),
+            inner_ino: b.u64(16),
+            map_id: b.u32(24),
+            truncated: b.u32(28) & 1 != 0,
+        })
+        .collect())
 }
 
 /// Decode `iter/bpf_map` output. The iterator's cursor holds one reference on
@@ -123,6 +164,7 @@ pub fn decode_files(buf: &[u8]) -> Result<Vec<FileRecord>, RecordError> {
             comm: b.cstr(32, 16).to_vec(),
             vm_start: b.u64(48),
             vm_end: b.u64(56),
+            sock_ino: b.u64(64),
         })
         .collect())
 }
@@ -245,6 +287,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn inflight_records_decode() {
+        let mut b = vec![0u8; 2 * INFLIGHT_REC_SIZE];
+        b[0..8].copy_from_slice(&0xf11eu64.to_le_bytes());
+        b[8..16].copy_from_slice(&4242u64.to_le_bytes());
+        b[24..28].copy_from_slice(&17u32.to_le_bytes());
+        b[40..48].copy_from_slice(&99u64.to_le_bytes());
+        b[60..64].copy_from_slice(&1u32.to_le_bytes());
+        let got = decode_inflight(&b).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                InflightRecord {
+                    file_ptr: 0xf11e,
+                    sock_ino: 4242,
+                    inner_ino: 0,
+                    map_id: 17,
+                    truncated: false
+                },
+                InflightRecord {
+                    file_ptr: 0,
+                    sock_ino: 99,
+                    inner_ino: 0,
+                    map_id: 0,
+                    truncated: true
+                }
+            ]
+        );
+        assert!(decode_inflight(&b[..31]).is_err());
+    }
+
+    #[test]
     fn file_record_decodes_non_utf8_comm() {
         let mut b = vec![0u8; FILE_REC_SIZE];
         b[0..8].copy_from_slice(&0xdeadu64.to_le_bytes());
@@ -256,6 +329,7 @@ pub(crate) mod tests {
         b[32..36].copy_from_slice(&[0xff, b'"', b'\n', b'\\']);
         b[48..56].copy_from_slice(&0x7f00u64.to_le_bytes());
         b[56..64].copy_from_slice(&0x8f00u64.to_le_bytes());
+        b[64..72].copy_from_slice(&0x4242u64.to_le_bytes());
         let got = decode_files(&b).unwrap();
         assert_eq!(
             got,
@@ -269,6 +343,7 @@ pub(crate) mod tests {
                 comm: vec![0xff, b'"', b'\n', b'\\'],
                 vm_start: 0x7f00,
                 vm_end: 0x8f00,
+                sock_ino: 0x4242,
             }]
         );
     }

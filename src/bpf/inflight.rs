@@ -1,0 +1,74 @@
+//! The in-flight skeleton (bpf/inflight.bpf.c): the `iter/unix` program
+//! that lists the map files and unix socket files held by SCM_RIGHTS
+//! messages in unix sockets' receive queues. A separate object from the
+//! census: it exists only on kernels with iter/unix (5.17+), and the census
+//! must load without it.
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use anyhow::Context;
+use libbpf_rs::skel::OpenSkel;
+use libbpf_rs::Link;
+
+pub use super::census::records::{decode_inflight, InflightRecord};
+use super::{iter, load};
+use crate::sys;
+
+#[allow(clippy::all, missing_docs, non_camel_case_types, unused)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/inflight.skel.rs"));
+}
+use skel::{InflightSkel, InflightSkelBuilder};
+
+/// Whether the kernel has iter/unix: its context struct exists exactly
+/// where the iterator does (5.17, with bpf_loop).
+pub fn available(btf: &Path) -> anyhow::Result<bool> {
+    use libbpf_rs::btf::types::Struct;
+    Ok(load::read_btf(btf)?
+        .type_by_name::<Struct>("bpf_iter__unix")
+        .is_some())
+}
+
+/// The loaded and attached iter/unix program.
+pub struct Inflight {
+    _skel: InflightSkel<'static>,
+    link: Link,
+    own_ids: Vec<u32>,
+}
+
+impl Inflight {
+    /// Load and attach; `btf_custom` is `--btf.path` when given.
+    pub fn load(btf_custom: Option<&Path>) -> anyhow::Result<Inflight> {
+        let open = load::open(InflightSkelBuilder::default(), btf_custom, "inflight")?;
+        let skel = open.load().map_err(|e| load::load_error("inflight", e))?;
+        let link = skel
+            .progs
+            .dump_unix_inflight
+            .attach()
+            .context("attaching iter/unix")?;
+        let own_ids = sys::object_map_ids(libbpf_rs::skel::Skel::object(&skel));
+        Ok(Inflight {
+            _skel: skel,
+            link,
+            own_ids,
+        })
+    }
+
+    /// Map ids of this object's own maps.
+    pub fn own_map_ids(&self) -> &[u32] {
+        &self.own_ids
+    }
+
+    /// A new walk of the unix sockets of the calling thread's network
+    /// namespace (the kernel binds an iter/unix instance to its creator's
+    /// namespace when it is created). Read it with [`read`], on any thread.
+    pub fn open(&self) -> anyhow::Result<std::fs::File> {
+        let _ = self.link.as_fd();
+        iter::open(&self.link)
+    }
+}
+
+/// Read and decode one walk opened by [`Inflight::open`].
+pub fn read(f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<Vec<InflightRecord>> {
+    Ok(decode_inflight(iter::read_file(f, buf)?)?)
+}
