@@ -99,6 +99,9 @@ impl Exporter {
             renderer: Renderer::new(RenderOpts {
                 max_map_series: cli.max_map_series,
                 per_map: !cli.no_per_map,
+                all_maps: cli.publish_all_maps,
+                top_by_memory: cli.top_by_memory,
+                near_full_ratio: cli.near_full_ratio,
                 max_pin_series: cli.pins_max_series,
             }),
             collectors,
