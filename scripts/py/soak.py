@@ -33,6 +33,7 @@ import urllib.error
 import urllib.request
 
 
+NODE_MAPS = re.compile(rb'^bpfmap_maps\{[^}]*\} (\S+)$', re.M)
 COLLECTOR_FAILED = re.compile(rb'^bpfmap_scrape_collector_success\{collector="([^"]+)"\} 0$', re.M)
 
 
@@ -133,6 +134,11 @@ def main() -> int:
         stdout=exp_log, stderr=subprocess.STDOUT)
     rows = []
     failures = []
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         wait_ready(url, exp, time.monotonic() + 120)
         print(f"soak: exporter pid {exp.pid}, simulator pid {sim.pid}, {a.duration:.0f} s, "
@@ -142,7 +148,7 @@ def main() -> int:
         last_report = t_start
         with open(os.path.join(a.out, "samples.csv"), "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["t_s", "rss_kib", "fds", "status", "bytes", "series", "scrape_ms"])
+            w.writerow(["t_s", "rss_kib", "fds", "status", "bytes", "series", "scrape_ms", "node_maps"])
             while True:
                 now = time.monotonic()
                 if now - t_start >= a.duration:
@@ -153,8 +159,10 @@ def main() -> int:
                 if sim.poll() is not None:
                     failures.append(f"simulator exited with status {sim.returncode} at {now - t_start:.0f} s")
                     break
+                node_maps = 0
                 try:
                     status, nbytes, series, ms, body = scrape(url, 30)
+                    node_maps = int(sum(float(v) for v in NODE_MAPS.findall(body)))
                     if b"bpfmap_build_info" not in body or b"bpfmap_scrape_collector_success" not in body:
                         failures.append(f"incomplete exposition at {now - t_start:.0f} s")
                     failed = sorted(set(COLLECTOR_FAILED.findall(body)))
@@ -166,14 +174,15 @@ def main() -> int:
                 if status != 200:
                     failures.append(f"scrape at {now - t_start:.0f} s: status {status}")
                 row = {"t": now - t_start, "rss": proc_rss_kib(exp.pid), "fds": proc_fds(exp.pid),
-                       "status": status, "bytes": nbytes, "series": series, "ms": ms}
+                       "status": status, "bytes": nbytes, "series": series, "ms": ms, "maps": node_maps}
                 rows.append(row)
-                w.writerow([f"{row['t']:.1f}", row["rss"], row["fds"], status, nbytes, series, f"{ms:.1f}"])
+                w.writerow([f"{row['t']:.1f}", row["rss"], row["fds"], status, nbytes, series, f"{ms:.1f}",
+                            node_maps])
                 if now - last_report >= 60:
                     f.flush()
                     last_report = now
                     print(f"soak: {row['t']:.0f} s rss={row['rss']} KiB fds={row['fds']} "
-                          f"series={series} bytes={nbytes} scrape={ms:.1f} ms", flush=True)
+                          f"series={series} bytes={nbytes} scrape={ms:.1f} ms node_maps={node_maps}", flush=True)
                 next_t += a.interval
                 time.sleep(max(0.0, next_t - time.monotonic()))
     finally:
@@ -212,8 +221,16 @@ def main() -> int:
     if ms:
         print(f"soak: scrape ms median {statistics.median(ms):.1f}, p99 {ms[int(len(ms) * 0.99) - 1]:.1f}, "
               f"max {ms[-1]:.1f}; series median {statistics.median(r['series'] for r in rows)}")
+    base_maps = max(r["maps"] for r in rows if r["t"] < warmup + 60)
+    peak_maps = max(r["maps"] for r in after)
+    print(f"soak: live maps on the node: at most {base_maps} until the end of the first minute after "
+          f"the warm-up, at most {peak_maps} after the warm-up")
     if drift > a.max_rss_drift:
-        failures.append(f"RSS drift {drift:+.2f}% exceeds {a.max_rss_drift}%")
+        why = ""
+        if peak_maps > base_maps * 1.2 + 100:
+            why = (f" (the node's map count rose from at most {base_maps} to {peak_maps} after the warm-up: "
+                   "other processes' maps grow the census; re-run on a quiet node)")
+        failures.append(f"RSS drift {drift:+.2f}% exceeds {a.max_rss_drift}%{why}")
     if last_fds != base_fds:
         failures.append(f"fd count moved from {base_fds:g} to {last_fds:g}")
     if max(fds_after) > base_fds + a.fd_slack:
