@@ -147,7 +147,7 @@ pub const MAP_REFCOUNT_INCREMENTS_TOTAL: Def = counter(
 );
 pub const MAP_SERIES_OMITTED: Def = gauge(
     "bpfmap_map_series_omitted",
-    "Maps whose per-map series were not published (per-map series off or capped).",
+    "Maps whose per-map series were not published, by reason: budget (not a map that matters nor among the largest), cap (--collector.maps.max-series), disabled (--collector.maps.no-per-map).",
 );
 pub const MAP_SYSCALLS_TOTAL: Def = counter(
     "bpfmap_map_syscalls_total",
