@@ -8,6 +8,15 @@ exporter itself on a loopback port, then scrapes /metrics once a second for
 --duration. After each scrape it samples the exporter's RSS (VmRSS) and open
 fd count from /proc, and writes one CSV row per sample.
 
+The exporter's memory follows the node's map count (the census holds every
+map's record), and an allocator keeps its high-water mark; on a shared node
+another process creating thousands of maps would read as drift. So during
+the warm-up a second simulator holds --prime-maps maps (default 10,000,
+one-slot maps) for --prime-seconds and exits: the exporter reaches the
+high-water mark of a 10,000-map node before the drift baseline is taken.
+The node's map count is recorded with each sample; a drift that coincides
+with a map count above the prime level says so.
+
 Pass criteria (printed with the figures, exit status 1 when one fails):
   - every scrape answered 200 with a complete exposition;
   - RSS drift at most --max-rss-drift (default 5%) after --warmup: the median
@@ -20,6 +29,7 @@ Pass criteria (printed with the figures, exit status 1 when one fails):
 Usage (root): scripts/dev soak --duration 1h [--binary FILE] [--out DIR]
 """
 import argparse
+import resource
 import csv
 import os
 import re
@@ -101,6 +111,9 @@ def main() -> int:
     ap.add_argument("--churn-rate", type=float, default=20.0, help="simulator maps created and destroyed per second")
     ap.add_argument("--leak-inflight", type=int, default=0,
                     help="simulator in-flight leaks (unexplained references); 0 keeps a shared node clean")
+    ap.add_argument("--prime-maps", type=int, default=10000,
+                    help="maps held for --prime-seconds early in the warm-up (0 = none)")
+    ap.add_argument("--prime-seconds", type=int, default=15)
     ap.add_argument("--max-rss-drift", type=float, default=5.0, help="percent")
     ap.add_argument("--fd-slack", type=int, default=4)
     ap.add_argument("--out", default=".cache/soak", help="directory for samples.csv and the logs")
@@ -116,6 +129,15 @@ def main() -> int:
     warmup = a.warmup if a.warmup is not None else (300.0 if a.duration >= 900 else a.duration / 3)
     if warmup + 60 > a.duration:
         print(f"soak: --duration must exceed the warm-up ({warmup:.0f} s) by at least a minute", file=sys.stderr)
+        return 2
+    if a.prime_maps and warmup < a.prime_seconds + 30:
+        print(f"soak: the warm-up ({warmup:.0f} s) must exceed --prime-seconds by 30 s (or --prime-maps 0)",
+              file=sys.stderr)
+        return 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if a.prime_maps + 1024 > hard:
+        print(f"soak: --prime-maps {a.prime_maps} needs {a.prime_maps + 1024} fds; the hard RLIMIT_NOFILE is {hard}",
+              file=sys.stderr)
         return 2
     os.makedirs(a.out, exist_ok=True)
     url = f"http://127.0.0.1:{a.port}/metrics"
@@ -134,6 +156,7 @@ def main() -> int:
         stdout=exp_log, stderr=subprocess.STDOUT)
     rows = []
     failures = []
+    prime = None
 
     def stop(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -143,6 +166,18 @@ def main() -> int:
         wait_ready(url, exp, time.monotonic() + 120)
         print(f"soak: exporter pid {exp.pid}, simulator pid {sim.pid}, {a.duration:.0f} s, "
               f"warm-up {warmup:.0f} s, samples in {a.out}/samples.csv", flush=True)
+        if a.prime_maps:
+            n = a.prime_maps
+
+            def fds():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n + 1024, hard))
+
+            prime = subprocess.Popen(
+                [a.binary, "simulate-leak", f"--duration={a.prime_seconds}", f"--leak-files={n}",
+                 f"--leak-rate={max(n, 1)}", "--leak-inflight=0", "--leak-pins=0", "--leak-orphans=0",
+                 "--full-maps=0", "--churn-rate=0", "--map-entries=1", f"--pin-dir={sim_dir}-prime",
+                 "--name-prefix=prime", "--comm=bpfmap-prime"],
+                stdout=sim_log, stderr=subprocess.STDOUT, preexec_fn=fds)
         t_start = time.monotonic()
         next_t = t_start
         last_report = t_start
@@ -156,6 +191,10 @@ def main() -> int:
                 if exp.poll() is not None:
                     failures.append(f"exporter exited with status {exp.returncode} at {now - t_start:.0f} s")
                     break
+                if prime is not None and prime.poll() is not None:
+                    if prime.returncode != 0:
+                        failures.append(f"the priming simulator exited with status {prime.returncode}")
+                    prime = None
                 if sim.poll() is not None:
                     failures.append(f"simulator exited with status {sim.returncode} at {now - t_start:.0f} s")
                     break
@@ -186,17 +225,19 @@ def main() -> int:
                 next_t += a.interval
                 time.sleep(max(0.0, next_t - time.monotonic()))
     finally:
-        for p in (exp, sim):
+        procs = [p for p in (exp, sim, prime) if p is not None]
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in (exp, sim):
+        for p in procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        if os.path.isdir(sim_dir):
-            shutil.rmtree(sim_dir, ignore_errors=True)
+        for d in (sim_dir, f"{sim_dir}-prime"):
+            if os.path.isdir(d):
+                shutil.rmtree(d, ignore_errors=True)
 
     if len(rows) < 3:
         print("soak: FAIL: too few samples", *failures, sep="\n  ", file=sys.stderr)
@@ -222,6 +263,8 @@ def main() -> int:
         print(f"soak: scrape ms median {statistics.median(ms):.1f}, p99 {ms[int(len(ms) * 0.99) - 1]:.1f}, "
               f"max {ms[-1]:.1f}; series median {statistics.median(r['series'] for r in rows)}")
     base_maps = max(r["maps"] for r in rows if r["t"] < warmup + 60)
+    if a.prime_maps:
+        print(f"soak: primed with {a.prime_maps} maps for {a.prime_seconds} s at the start of the warm-up")
     peak_maps = max(r["maps"] for r in after)
     print(f"soak: live maps on the node: at most {base_maps} until the end of the first minute after "
           f"the warm-up, at most {peak_maps} after the warm-up")
