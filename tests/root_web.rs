@@ -683,7 +683,7 @@ fn concurrent_scrapes_share_a_census_head_skips_it_and_methods_are_limited() {
     eprintln!("censuses for 200 concurrent scrapes: {censuses}");
     assert_eq!(requests, 201.0, "requests answered (200 + the first read)");
     assert!(
-        censuses <= 2.0 && censuses >= 1.0,
+        (1.0..=2.0).contains(&censuses),
         "{censuses} censuses for 200 concurrent scrapes"
     );
 

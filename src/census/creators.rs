@@ -598,10 +598,10 @@ mod tests {
         render(&snap(), Some(&HashSet::from([1, 2, 4])), &mut f);
         let t = text(f);
         let want_agg = [
-            format!("bpfmap_creator_maps{{container_id=\"\",pod_uid=\"\"}} 3"),
+            "bpfmap_creator_maps{container_id=\"\",pod_uid=\"\"} 3".to_string(),
             format!("bpfmap_creator_maps{{container_id=\"\",pod_uid=\"{POD}\"}} 1"),
             format!("bpfmap_creator_maps{{container_id=\"{CTR}\",pod_uid=\"{POD}\"}} 2"),
-            format!("bpfmap_creator_maps_memory_bytes{{container_id=\"\",pod_uid=\"\"}} 106"),
+            "bpfmap_creator_maps_memory_bytes{container_id=\"\",pod_uid=\"\"} 106".to_string(),
             format!("bpfmap_creator_maps_memory_bytes{{container_id=\"\",pod_uid=\"{POD}\"}} 1000"),
             format!("bpfmap_creator_maps_memory_bytes{{container_id=\"{CTR}\",pod_uid=\"{POD}\"}} 30"),
             "bpfmap_maps_creator_gone 1".to_string(),
