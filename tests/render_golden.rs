@@ -218,6 +218,8 @@ fn capped_per_map_series_keep_exact_aggregates() {
     let agg = |t: &str| -> Vec<String> {
         t.lines()
             .filter(|l| l.starts_with("bpfmap_maps") || l.starts_with("bpfmap_pinned"))
+            // Per-pin, not an aggregate: it follows the budget.
+            .filter(|l| !l.starts_with("bpfmap_pinned_map_unused"))
             .map(String::from)
             .collect()
     };
@@ -276,6 +278,8 @@ fn the_budget_keeps_the_leaking_map_and_the_largest() {
     let agg = |t: &str| -> Vec<String> {
         t.lines()
             .filter(|l| l.starts_with("bpfmap_maps") || l.starts_with("bpfmap_pinned"))
+            // Per-pin, not an aggregate: it follows the budget.
+            .filter(|l| !l.starts_with("bpfmap_pinned_map_unused"))
             .map(String::from)
             .collect()
     };

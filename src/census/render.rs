@@ -247,11 +247,16 @@ pub fn render_cached(
     cache: Option<&mut SeriesCache>,
 ) {
     let selected = render_maps(snap, opts, out, cache);
-    render_processes(snap, attribution, out);
-    render_pins(snap, opts, out);
-    render_own(snap, out);
     let ids: Option<HashSet<u32>> =
         selected.map(|sel| sel.iter().map(|&i| snap.maps[i].id).collect());
+    render_processes(snap, attribution, out);
+    // Under the budget, a map's pins are listed only where the map has
+    // per-map series or no program uses it (the stale-pin alert's series).
+    let pin_budget = (opts.per_map && !opts.all_maps)
+        .then_some(ids.as_ref())
+        .flatten();
+    render_pins(snap, opts, pin_budget, out);
+    render_own(snap, out);
     super::creators::render(snap, ids.as_ref(), out);
     render_sources(snap, out);
 }
@@ -540,7 +545,16 @@ fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Fam
     }
 }
 
-fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
+/// Pin families. With `selected` (the budget), `bpfmap_pin_info` and
+/// `bpfmap_pinned_map_unused` cover the pins of programs and links, of the
+/// selected maps, and of maps no program uses (or whose users are unknown);
+/// the others are counted in `bpfmap_pin_series_omitted`. Totals count every pin.
+fn render_pins(
+    snap: &Snapshot,
+    opts: &RenderOpts,
+    selected: Option<&HashSet<u32>>,
+    out: &mut Families,
+) {
     let Some(inv) = &snap.inventory else { return };
     out.gauge(&defs::BPFFS_MOUNTS, vec![], inv.mounts.len() as f64);
     // objects: distinct inodes per mount and type; bytes: distinct maps per mount.
@@ -553,13 +567,18 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
             !inv.unreachable.contains(&m.label) as u8 as f64,
         );
     }
-    if opts.max_pin_series != 0 {
-        out.gauge(
-            &defs::PIN_SERIES_OMITTED,
-            vec![],
-            inv.pins.len().saturating_sub(opts.max_pin_series) as f64,
-        );
-    }
+    let listed = |p: &super::bpffs::Pin| -> bool {
+        let Some(sel) = selected else { return true };
+        if p.info.kind != ObjKind::Map || sel.contains(&p.info.id) {
+            return true;
+        }
+        let users = snap
+            .holders
+            .get(&p.info.id)
+            .and_then(|h| h.get(HolderKind::Program));
+        users.is_none_or(|u| u == 0)
+    };
+    let listable = inv.pins.iter().filter(|p| listed(p)).count();
     for m in &inv.mounts {
         let name = m.label.clone();
         bytes.entry(name.clone()).or_default();
@@ -572,7 +591,15 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     } else {
         opts.max_pin_series
     };
-    for (i, p) in inv.pins.iter().enumerate() {
+    if opts.max_pin_series != 0 || selected.is_some() {
+        out.gauge(
+            &defs::PIN_SERIES_OMITTED,
+            vec![],
+            (inv.pins.len() - listable.min(pin_limit)) as f64,
+        );
+    }
+    let mut n_listed = 0usize;
+    for p in inv.pins.iter() {
         objects
             .entry((p.mount.clone(), p.info.kind.label()))
             .or_default()
@@ -589,7 +616,8 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
                 .or_default()
                 .insert(p.info.id, mem);
         }
-        if i < pin_limit {
+        if n_listed < pin_limit && listed(p) {
+            n_listed += 1;
             out.gauge(
                 &defs::PIN_INFO,
                 vec![
@@ -935,5 +963,56 @@ mod budget_tests {
         assert!(budget.contains("bpfmap_map_holders{id=\"7\",kind=\"pin\"} 1\n"));
         assert!(!budget.contains("{id=\"99\""));
         assert!(budget.contains("bpfmap_maps_creator_gone 1\n"));
+    }
+
+    #[test]
+    fn pins_are_listed_for_selected_and_unused_maps_only() {
+        use crate::census::bpffs::{Inventory, Pin};
+        use crate::census::fdinfo::FdInfo;
+        let mut s = snapshot();
+        let pin = |id: u32, kind: ObjKind| Pin {
+            mount: "/sys/fs/bpf".into(),
+            path: format!("/p{id}"),
+            dev: 1,
+            ino: id as u64,
+            info: FdInfo {
+                kind,
+                id,
+                memlock: None,
+                map_type: None,
+            },
+            fresh: true,
+        };
+        // 7: unused (no program), 100: selected, 50: used and not selected,
+        // 500: a program.
+        s.inventory = Some(Inventory {
+            pins: vec![
+                pin(7, ObjKind::Map),
+                pin(100, ObjKind::Map),
+                pin(50, ObjKind::Map),
+                pin(500, ObjKind::Prog),
+            ],
+            ..Default::default()
+        });
+        let t = text(&s, &opts(3, 0));
+        for id in [7, 100, 500] {
+            assert!(
+                t.contains(&format!("path=\"/p{id}\"")),
+                "pin {id} missing:\n{t}"
+            );
+        }
+        assert!(!t.contains("path=\"/p50\""), "{t}");
+        assert!(t.contains("bpfmap_pin_series_omitted 1\n"), "{t}");
+        assert!(
+            t.contains("bpfmap_pinned_map_unused{mount=\"/sys/fs/bpf\",path=\"/p7\",id=\"7\"} 1\n")
+        );
+        // The totals count every pin.
+        assert!(
+            t.contains("bpfmap_pinned_objects{mount=\"/sys/fs/bpf\",object_type=\"map\"} 3\n"),
+            "{t}"
+        );
+        // Publishing every map lists every pin.
+        let all = text(&s, &RenderOpts::all());
+        assert!(all.contains("path=\"/p50\""));
     }
 }

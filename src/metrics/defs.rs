@@ -48,7 +48,7 @@ pub const BPFFS_MOUNT_REACHABLE: Def = gauge(
 );
 pub const PIN_SERIES_OMITTED: Def = gauge(
     "bpfmap_pin_series_omitted",
-    "Pins without a bpfmap_pin_info series this scrape (--collector.pins.max-series cap); bpfmap_pinned_objects still counts them.",
+    "Pins without a bpfmap_pin_info series this scrape: pins of maps the per-map budget left out that a program uses, and pins over --collector.pins.max-series; bpfmap_pinned_objects still counts them.",
 );
 pub const BPFFS_SKIPPED_ENTRIES: Def = gauge(
     "bpfmap_bpffs_skipped_entries",
