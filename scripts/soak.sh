@@ -8,12 +8,12 @@
 # figures and PASS or FAIL (exit 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-binary=target/release/bpfmap-exporter
-for ((i = 1; i <= $#; i++)); do
-    [[ ${!i} == --binary ]] && { j=$((i + 1)); binary=${!j}; }
-    [[ ${!i} == --binary=* ]] && binary=${!i#--binary=}
+# Without --binary, the exporter is built first (a release build).
+given=0
+for a in "$@"; do
+    [[ $a == --binary || $a == --binary=* ]] && given=1
 done
-if [[ $binary == target/release/bpfmap-exporter ]]; then
+if ((!given)); then
     cargo build --release --quiet --bin bpfmap-exporter
 fi
 exec python3 scripts/py/soak.py "$@"

@@ -35,7 +35,8 @@ if ((quick)); then
 fi
 # RSS drift and fd count under churn, scraped every second (the documented
 # soak is an hour: scripts/dev soak --duration 1h).
-stage "soak (3 min)" ./scripts/soak.sh --duration 3m --out .cache/soak-suite
+# The binary of the build stage (no rebuild without the testing feature).
+stage "soak (3 min)" ./scripts/soak.sh --duration 3m --binary target/release/bpfmap-exporter --out .cache/soak-suite
 for s in scripts/vm/matrix.sh scripts/check-deploy.sh tests/container/run.sh tests/e2e/run.sh; do
     if [[ -x $s ]]; then
         stage "$s" "$s"
