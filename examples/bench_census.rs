@@ -4,6 +4,11 @@
 //! peak RSS. Run with `./scripts/bench-census.sh` (root).
 //!
 //! Usage: bench_census <exporter-binary> <n> [<n> ...]
+//!        bench_census --series <exporter-binary> <baseline-binary> <n> [<n> ...]
+//!
+//! `--series` is the cardinality benchmark (`./scripts/bench-series.sh`):
+//! series and bytes of one scrape with default flags, for the exporter and
+//! a baseline build in the same run, over the same maps.
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -120,6 +125,80 @@ fn hold(k: usize, first: usize) {
     let _ = std::io::stdin().read_to_end(&mut sink);
 }
 
+/// Start `bin` with `extra` flags on a free loopback port; wait until it listens.
+fn start(bin: &str, extra: &[&str]) -> (std::process::Child, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "exporter never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+/// The body of GET /metrics (through curl, which decodes chunked and gzip
+/// transfers), with or without asking for gzip.
+fn body(port: u16, gzip: bool) -> Vec<u8> {
+    let mut c = Command::new("curl");
+    c.args(["-sf", &format!("http://127.0.0.1:{port}/metrics")]);
+    if gzip {
+        c.args(["-H", "Accept-Encoding: gzip"]);
+    }
+    let out = c.output().expect("curl");
+    assert!(out.status.success(), "scrape failed");
+    out.stdout
+}
+
+/// Series and bytes per scrape with default flags: `bin` against `baseline`
+/// over the same live maps. The second of two scrapes is measured (the
+/// first warms the per-map text cache and the lifecycle state).
+fn series(bin: &str, baseline: &str, sizes: &[usize]) {
+    println!("| live maps | build | series | of them per-map (bpfmap_map_*) | exposition KiB | gzip KiB |");
+    println!("|---|---|---|---|---|---|");
+    let mut holders = Holders {
+        children: Vec::new(),
+    };
+    for &n in sizes {
+        holders.grow_to(n);
+        for (label, b) in [("baseline", baseline), ("this build", bin)] {
+            let (mut child, port) = start(b, &[]);
+            body(port, false);
+            let text = body(port, false);
+            let gz = body(port, true);
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = String::from_utf8_lossy(&text);
+            let samples: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
+            let per_map = samples
+                .iter()
+                .filter(|l| l.starts_with("bpfmap_map_") && l.contains("{id=\""))
+                .count();
+            println!(
+                "| {n} | {label} | {} | {per_map} | {:.1} | {:.1} |",
+                samples.len(),
+                text.len() as f64 / 1024.0,
+                gz.len() as f64 / 1024.0
+            );
+        }
+    }
+}
+
 fn bench(bin: &str, n: usize, holders: &mut Holders, extra: &[&str], label: &str) {
     holders.grow_to(n);
     let port = TcpListener::bind("127.0.0.1:0")
@@ -183,8 +262,17 @@ fn main() {
         hold(args[2].parse().unwrap(), args[3].parse().unwrap());
         return;
     }
+    if args.len() >= 5 && args[1] == "--series" {
+        let sizes: Vec<usize> = args[4..]
+            .iter()
+            .map(|s| s.parse().expect("map count"))
+            .collect();
+        series(&args[2], &args[3], &sizes);
+        return;
+    }
     if args.len() < 3 {
         eprintln!("usage: bench_census <exporter-binary> <n> [<n> ...]");
+        eprintln!("       bench_census --series <exporter-binary> <baseline-binary> <n> [<n> ...]");
         std::process::exit(2);
     }
     let bin = &args[1];
@@ -205,12 +293,15 @@ fn main() {
         return;
     }
     for n in sizes {
-        bench(bin, n, &mut holders, &[], "defaults (per-map cap 10000)");
+        bench(bin, n, &mut holders, &[], "defaults (per-map budget)");
         bench(
             bin,
             n,
             &mut holders,
-            &["--collector.maps.max-series=0"],
+            &[
+                "--collector.maps.publish-all",
+                "--collector.maps.max-series=0",
+            ],
             "all per-map series",
         );
         bench(

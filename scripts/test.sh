@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as root on Debian 12. Installs what it needs first.
-#   ./scripts/test.sh            everything (unit, root, kernel matrix, deploy,
-#                                the image run as deployed, e2e)
+#   ./scripts/test.sh            everything (unit, root, a 3-minute soak, kernel
+#                                matrix, deploy, the image run as deployed, e2e)
 #   ./scripts/test.sh --quick    unit + root tests on this kernel only
 # Each stage prints its duration; the first failure fails the run.
 set -euo pipefail
@@ -33,6 +33,10 @@ if ((quick)); then
     echo "test.sh: quick run done"
     exit 0
 fi
+# RSS drift and fd count under churn, scraped every second (the documented
+# soak is an hour: scripts/dev soak --duration 1h).
+# The binary of the build stage (no rebuild without the testing feature).
+stage "soak (3 min)" ./scripts/soak.sh --duration 3m --binary target/release/bpfmap-exporter --out .cache/soak-suite
 for s in scripts/vm/matrix.sh scripts/check-deploy.sh tests/container/run.sh tests/e2e/run.sh; do
     if [[ -x $s ]]; then
         stage "$s" "$s"

@@ -59,9 +59,21 @@ pub struct Cli {
     #[arg(long = "btf.path")]
     pub btf_path: Option<PathBuf>,
 
-    /// Publish per-map series for at most this many maps (largest memory first); 0 = no limit. Aggregates are always exact.
-    #[arg(long = "collector.maps.max-series", default_value_t = 10_000)]
+    /// Publish per-map series for at most this many maps; 0 = no limit. The selected maps that matter most go first (unexplained references, creator gone, unused pin, near full, then the largest). Aggregates are always exact.
+    #[arg(long = "collector.maps.max-series", default_value_t = crate::census::render::DEFAULT_MAX_MAP_SERIES)]
     pub max_map_series: usize,
+
+    /// Besides the maps that matter (unexplained references, creator gone, pinned with no program, near full), the N largest maps by memory keep their per-map series.
+    #[arg(long = "collector.maps.top-by-memory", default_value_t = crate::census::render::DEFAULT_TOP_BY_MEMORY)]
+    pub top_by_memory: usize,
+
+    /// A hash-family map (not LRU, 64 slots or more) with entries at or above this share of max_entries keeps its per-map series. 0 < ratio <= 1.
+    #[arg(long = "collector.maps.near-full-ratio", default_value_t = crate::census::render::DEFAULT_NEAR_FULL_RATIO, value_parser = parse_ratio)]
+    pub near_full_ratio: f64,
+
+    /// Publish per-map series for every map, not only the maps that matter and the top by memory (still capped by --collector.maps.max-series; add --collector.maps.max-series=0 for all of them).
+    #[arg(long = "collector.maps.publish-all", action = ArgAction::SetTrue)]
+    pub publish_all_maps: bool,
 
     /// Publish no per-map series at all (only aggregates, processes and pins).
     #[arg(long = "collector.maps.no-per-map", action = ArgAction::SetTrue)]
@@ -268,6 +280,15 @@ impl Cli {
     }
 }
 
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(format!(
+            "expected a share of max_entries above 0 and at most 1, e.g. 0.8 (got {s:?})"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +307,27 @@ mod tests {
         assert_eq!(c.telemetry_path, "/metrics");
         assert!(c.collector_enabled("maps"));
         assert!(c.collector_enabled("pins"));
+        assert_eq!(c.max_map_series, 150);
+        assert_eq!(c.top_by_memory, 50);
+        assert!(!c.publish_all_maps);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn near_full_ratio_is_a_share() {
+        assert_eq!(
+            parse(&["--collector.maps.near-full-ratio=0.5"]).near_full_ratio,
+            0.5
+        );
+        for bad in ["0", "1.5", "-1", "x", "NaN"] {
+            let e = Cli::try_parse_from(normalize_args(vec![
+                "bpfmap-exporter".to_string(),
+                format!("--collector.maps.near-full-ratio={bad}"),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("share of max_entries"), "{bad}: {e}");
+        }
     }
 
     #[test]

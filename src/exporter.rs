@@ -38,6 +38,9 @@ pub struct Scrape {
     pub snapshot: Snapshot,
     /// The same families as protos, when asked for (protobuf, OpenMetrics).
     pub families: Option<Vec<prometheus::proto::MetricFamily>>,
+    /// The families before encoding and the process families, when asked
+    /// for: filtered requests (collect[] / exclude[]) are encoded from them.
+    pub source: Option<(Families, Vec<prometheus::proto::MetricFamily>)>,
 }
 
 /// The `k8s` collector: pod names of the pods the attributor met since the
@@ -99,6 +102,9 @@ impl Exporter {
             renderer: Renderer::new(RenderOpts {
                 max_map_series: cli.max_map_series,
                 per_map: !cli.no_per_map,
+                all_maps: cli.publish_all_maps,
+                top_by_memory: cli.top_by_memory,
+                near_full_ratio: cli.near_full_ratio,
                 max_pin_series: cli.pins_max_series,
             }),
             collectors,
@@ -163,12 +169,12 @@ impl Exporter {
     }
 
     pub fn scrape(&mut self) -> Scrape {
-        self.scrape_for(0, false)
+        self.scrape_for(0, false, false)
     }
 
     /// One scrape answering `requests` HTTP requests; `families` also
-    /// returns the families as protos.
-    pub fn scrape_for(&mut self, requests: u64, families: bool) -> Scrape {
+    /// returns the families as protos, `keep` the families unencoded.
+    pub fn scrape_for(&mut self, requests: u64, families: bool, keep: bool) -> Scrape {
         self.scrapes += 1;
         self.requests += requests;
         let mut out = Families::new();
@@ -236,6 +242,7 @@ impl Exporter {
         let render_s = t_render.elapsed().as_secs_f64();
         let t_encode = Instant::now();
         let series = out.len();
+        let source = keep.then(|| (out.clone(), process.clone()));
         let text = out.encode_chunks(&process);
         tracing::debug!(
             census_s,
@@ -249,6 +256,7 @@ impl Exporter {
             report,
             snapshot,
             families,
+            source,
         }
     }
 }
@@ -341,17 +349,25 @@ fn answer(ex: &mut Exporter, batch: Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> V
             Job::Maps(r) => maps.push(r),
         }
     }
-    let protos = scrapes.iter().any(|r| r.format != Format::Text);
+    let protos = scrapes
+        .iter()
+        .any(|r| r.format != Format::Text && r.filter.is_none());
+    let keep = scrapes.iter().any(|r| r.filter.is_some());
     let want_maps = !maps.is_empty();
     ex.keep_files(want_maps);
-    let scrape = ex.scrape_for(scrapes.len() as u64, protos);
-    // Late requests for a format this scrape kept no protos for, and late
-    // API requests when this scrape kept no holder identities, wait for
-    // the next scrape.
+    let scrape = ex.scrape_for(scrapes.len() as u64, protos, keep);
+    // Late requests this scrape kept nothing to answer from (protos for
+    // another format, families for a filter, holder identities for the
+    // API) wait for the next scrape.
     let mut next = Vec::new();
     while let Ok(j) = rx.try_recv() {
         match j {
-            Job::Metrics(r) if protos || r.format == Format::Text => {
+            Job::Metrics(r)
+                if match r.filter {
+                    Some(_) => keep,
+                    None => protos || r.format == Format::Text,
+                } =>
+            {
                 ex.requests += 1;
                 scrapes.push(r);
             }
@@ -361,11 +377,21 @@ fn answer(ex: &mut Exporter, batch: Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> V
     }
     let text = scrape.text.map(Body::Chunks).map_err(Arc::new);
     let fams = scrape.families.unwrap_or_default();
-    let mut encoded: Vec<(Format, Result<Body, Arc<anyhow::Error>>)> = Vec::new();
+    type Encoded = Result<Body, Arc<anyhow::Error>>;
+    let mut encoded: Vec<(Format, Encoded)> = Vec::new();
+    let mut filtered: Vec<(Format, Arc<crate::metrics::filter::Filter>, Encoded)> = Vec::new();
     for r in scrapes {
-        let body = match r.format {
-            Format::Text => text.clone(),
-            f => match encoded.iter().find(|(g, _)| *g == f) {
+        let body = match (&r.filter, r.format) {
+            (Some(f), format) => match filtered.iter().find(|(g, h, _)| *g == format && h == f) {
+                Some((_, _, b)) => b.clone(),
+                None => {
+                    let b = encode_filtered(scrape.source.as_ref(), f, format);
+                    filtered.push((format, f.clone(), b.clone()));
+                    b
+                }
+            },
+            (None, Format::Text) => text.clone(),
+            (None, f) => match encoded.iter().find(|(g, _)| *g == f) {
                 Some((_, b)) => b.clone(),
                 None => {
                     let b = crate::exposition::encode(f, &fams)
@@ -385,4 +411,26 @@ fn answer(ex: &mut Exporter, batch: Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> V
         }
     }
     next
+}
+
+/// One filtered response from a scrape's kept families.
+fn encode_filtered(
+    source: Option<&(Families, Vec<prometheus::proto::MetricFamily>)>,
+    filter: &crate::metrics::filter::Filter,
+    format: crate::http::Format,
+) -> Result<crate::http::Body, Arc<anyhow::Error>> {
+    use crate::http::{Body, Format};
+    let (fams, process) =
+        source.ok_or_else(|| Arc::new(anyhow::anyhow!("the scrape kept no families to filter")))?;
+    let mut fams = fams.clone();
+    filter.apply(&mut fams);
+    match format {
+        Format::Text => fams.encode_chunks(process).map(Body::Chunks),
+        f => {
+            let mut v = fams.into_proto();
+            v.extend(process.iter().cloned());
+            crate::exposition::encode(f, &v).map(|v| Body::Bytes(v.into()))
+        }
+    }
+    .map_err(Arc::new)
 }

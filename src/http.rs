@@ -107,6 +107,8 @@ pub enum Body {
 /// why the scrape failed).
 pub struct ScrapeRequest {
     pub format: Format,
+    /// collect[] / exclude[]: served from the same scrape, filtered.
+    pub filter: Option<Arc<crate::metrics::filter::Filter>>,
     pub reply: oneshot::Sender<Result<Body, Arc<anyhow::Error>>>,
 }
 
@@ -185,6 +187,8 @@ pub struct State {
     pub scrapes: mpsc::Sender<Job>,
     pub healthy: Arc<AtomicBool>,
     pub web: Arc<crate::web::Web>,
+    /// Collectors this exporter runs (what collect[] may name).
+    pub enabled_collectors: Vec<&'static str>,
 }
 
 fn resp(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Chunks> {
@@ -195,7 +199,11 @@ fn resp(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Chunk
         .expect("static response parts are valid")
 }
 
-async fn scrape(st: &State, format: Format) -> Response<Chunks> {
+async fn scrape(
+    st: &State,
+    format: Format,
+    filter: Option<Arc<crate::metrics::filter::Filter>>,
+) -> Response<Chunks> {
     let (tx, rx) = oneshot::channel();
     let gone = || {
         resp(
@@ -206,7 +214,11 @@ async fn scrape(st: &State, format: Format) -> Response<Chunks> {
     };
     if st
         .scrapes
-        .send(Job::Metrics(ScrapeRequest { format, reply: tx }))
+        .send(Job::Metrics(ScrapeRequest {
+            format,
+            filter,
+            reply: tx,
+        }))
         .await
         .is_err()
     {
@@ -298,6 +310,13 @@ async fn route(st: &State, req: &Request<Incoming>) -> Response<Chunks> {
     let path = req.uri().path();
     if path == st.telemetry_path {
         let format = negotiate(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
+        let filter = match crate::metrics::filter::Filter::from_query(
+            req.uri().query(),
+            &st.enabled_collectors,
+        ) {
+            Ok(f) => f.map(Arc::new),
+            Err(e) => return resp(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        };
         if head {
             // HEAD answers without a census: the headers a GET would send,
             // minus the length nobody knows before scraping.
@@ -307,7 +326,7 @@ async fn route(st: &State, req: &Request<Incoming>) -> Response<Chunks> {
                 .body(Chunks::new([]))
                 .expect("static response parts are valid");
         }
-        scrape(st, format).await
+        scrape(st, format, filter).await
     } else if let Some(rest) = path
         .strip_prefix("/api/v1/maps")
         .filter(|r| r.is_empty() || r.starts_with('/'))

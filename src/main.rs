@@ -137,6 +137,11 @@ fn run() -> anyhow::Result<bool> {
         scrapes,
         healthy: service.healthy(),
         web,
+        enabled_collectors: bpfmap_exporter::collector::REGISTRY
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| cli.collector_enabled(n))
+            .collect(),
     };
     let limits = http::Limits {
         header_timeout: cli.web_read_header_timeout,

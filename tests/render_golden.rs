@@ -220,6 +220,8 @@ fn capped_per_map_series_keep_exact_aggregates() {
     let agg = |t: &str| -> Vec<String> {
         t.lines()
             .filter(|l| l.starts_with("bpfmap_maps") || l.starts_with("bpfmap_pinned"))
+            // Per-pin, not an aggregate: it follows the budget.
+            .filter(|l| !l.starts_with("bpfmap_pinned_map_unused"))
             .map(String::from)
             .collect()
     };
@@ -228,7 +230,8 @@ fn capped_per_map_series_keep_exact_aggregates() {
     assert!(capped.contains("bpfmap_map_refcount{id=\"12\"} 2"));
     assert!(capped.contains("bpfmap_map_refcount{id=\"10\"} 1"));
     assert!(!capped.contains("bpfmap_map_refcount{id=\"13\"}"));
-    assert!(capped.contains("bpfmap_map_series_omitted 2"));
+    assert!(capped.contains("bpfmap_map_series_omitted{reason=\"cap\"} 2"));
+    assert!(capped.contains("bpfmap_map_series_omitted{reason=\"budget\"} 0"));
 }
 
 #[test]
@@ -264,4 +267,31 @@ fn leak_is_the_only_unexplained_reference() {
     assert!(t.contains("bpfmap_maps_unexplained_refs 2"));
     // The exporter's own map is reported apart, never among the node's maps.
     assert!(!t.contains("id=\"900\""), "{t}");
+}
+
+#[test]
+fn the_budget_keeps_the_leaking_map_and_the_largest() {
+    let full = rendered(&RenderOpts::all());
+    let budget = rendered(&RenderOpts {
+        top_by_memory: 1,
+        ..Default::default()
+    });
+    golden("census_budget.prom", &budget);
+    let agg = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("bpfmap_maps") || l.starts_with("bpfmap_pinned"))
+            // Per-pin, not an aggregate: it follows the budget.
+            .filter(|l| !l.starts_with("bpfmap_pinned_map_unused"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(agg(&full), agg(&budget));
+    let published: Vec<&str> = budget
+        .lines()
+        .filter(|l| l.starts_with("bpfmap_map_info{"))
+        .collect();
+    assert_eq!(published.len(), 2, "{published:?}");
+    assert!(budget.contains("bpfmap_map_unexplained_refs{id=\"12\"} 2"));
+    assert!(budget.contains("bpfmap_map_refcount{id=\"10\"} 1"));
+    assert!(budget.contains("bpfmap_map_series_omitted{reason=\"budget\"} 2"));
 }

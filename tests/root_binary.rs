@@ -197,7 +197,15 @@ fn server_scrapes_are_valid_fresh_and_leak_no_fds() {
     require_root();
     ensure_bpffs();
     let port = free_port();
-    let srv = serve(port, &[]);
+    // Every map's series: the test follows one small map in and out, which
+    // the default budget may leave out on a busy node.
+    let srv = serve(
+        port,
+        &[
+            "--collector.maps.publish-all",
+            "--collector.maps.max-series=0",
+        ],
+    );
     let pid = srv.0.id();
 
     let (code, body) = get(port, "/");
@@ -478,4 +486,76 @@ fn without_sys_ptrace_a_foreign_namespace_bpffs_is_unreachable_and_withheld() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_file(&ready);
+}
+
+#[test]
+fn the_default_budget_keeps_the_maps_that_matter() {
+    use libbpf_rs::{MapCore, MapFlags};
+    require_root();
+    ensure_bpffs();
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Dir(format!("/sys/fs/bpf/bpfmap-budget-{}", std::process::id()).into());
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // Held by an fd only: unremarkable, left out with no top-by-memory.
+    let plain = map(MapType::Hash, "bud_plain", 4, 4, 64, 0);
+    // 60 of 64 slots: near full at the default 0.8.
+    let full = map(MapType::Hash, "bud_full", 4, 4, 64, 0);
+    for k in 0u32..60 {
+        full.update(&k.to_ne_bytes(), &k.to_ne_bytes(), MapFlags::ANY)
+            .unwrap();
+    }
+    // Pinned, no fd, no program: a stale pin candidate.
+    let mut pinned = map(MapType::Array, "bud_pin", 4, 4, 1, 0);
+    let pin_id = id_of(&pinned);
+    pinned.pin(dir.0.join("m")).unwrap();
+    drop(pinned);
+    let (plain_id, full_id) = (id_of(&plain), id_of(&full));
+
+    let port = free_port();
+    let _srv = serve(port, &["--collector.maps.top-by-memory=0"]);
+    let (code, body) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    promtool_ok(&body);
+    let info = |id: u32| format!("bpfmap_map_info{{id=\"{id}\",");
+    assert!(
+        !body.contains(&info(plain_id)),
+        "unremarkable map {plain_id} published"
+    );
+    assert!(
+        body.contains(&info(pin_id)),
+        "unused pin's map {pin_id} missing"
+    );
+    assert!(body.contains(&format!(
+        "bpfmap_map_holders{{id=\"{pin_id}\",kind=\"pin\"}} 1"
+    )));
+    if body.contains("bpfmap_feature_available{feature=\"elem_count\"} 1") {
+        assert!(
+            body.contains(&info(full_id)),
+            "near-full map {full_id} missing"
+        );
+        assert!(body.contains(&format!("bpfmap_map_entries{{id=\"{full_id}\"}} 60")));
+    } else {
+        // Without bpf_map_sum_elem_count (before 6.6) fill is unknown: the
+        // map is not selected as near full.
+        eprintln!("elem_count unavailable on this kernel: near-full selection cannot apply");
+        assert!(!body.contains(&info(full_id)));
+    }
+    let omitted = family_sum(
+        &body
+            .lines()
+            .filter(|l| l.contains("reason=\"budget\""))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "bpfmap_map_series_omitted",
+    )
+    .expect("bpfmap_map_series_omitted{reason=\"budget\"}");
+    assert!(omitted >= 1.0, "omitted {omitted}");
+    // Aggregates count every map, selected or not.
+    assert!(family_sum(&body, "bpfmap_maps").unwrap() >= 3.0);
+    assert!(body.contains("bpfmap_map_series_omitted{reason=\"cap\"} 0"));
 }

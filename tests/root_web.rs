@@ -683,7 +683,7 @@ fn concurrent_scrapes_share_a_census_head_skips_it_and_methods_are_limited() {
     eprintln!("censuses for 200 concurrent scrapes: {censuses}");
     assert_eq!(requests, 201.0, "requests answered (200 + the first read)");
     assert!(
-        censuses <= 2.0 && censuses >= 1.0,
+        (1.0..=2.0).contains(&censuses),
         "{censuses} censuses for 200 concurrent scrapes"
     );
 
@@ -789,4 +789,97 @@ fn gzip_and_negotiated_formats_parse_with_real_clients() {
         .collect();
     let pb_names: std::collections::BTreeSet<String> = names.into_iter().collect();
     assert_eq!(text_names, pb_names);
+}
+
+#[test]
+fn collect_and_exclude_filter_one_shared_census() {
+    require_root();
+    ensure_bpffs();
+    let _m = map(libbpf_rs::MapType::Hash, "web_filter", 4, 4, 8, 0);
+    let s = start(&[], None);
+    wait_healthy(s.port, None);
+    let port = s.port;
+
+    let pins = get(port, "/metrics?collect[]=pins", &[]);
+    assert_eq!(pins.code, 200);
+    let t = pins.text();
+    assert!(t.contains("\nbpfmap_bpffs_mounts "), "{t}");
+    assert!(t.contains("bpfmap_build_info{"));
+    assert!(t.contains("bpfmap_scrape_collector_success{collector=\"pins\"} 1"));
+    assert!(!t.contains("collector=\"maps\""), "{t}");
+    assert!(!t.contains("bpfmap_maps{") && !t.contains("bpfmap_map_info{"));
+    let (ok, msg) = promtool(&pins.body);
+    assert!(ok, "{msg}");
+
+    let ex = get(port, "/metrics?exclude[]=pins&exclude%5B%5D=files", &[]).text();
+    assert!(ex.contains("bpfmap_maps{map_type=\"hash\"}"), "{ex}");
+    assert!(ex.contains("bpfmap_scrape_collector_success{collector=\"maps\"} 1"));
+    assert!(!ex.contains("bpfmap_bpffs_mounts") && !ex.contains("collector=\"pins\""));
+    assert!(!ex.contains("bpfmap_process_map_files"));
+
+    // OpenMetrics of a filtered scrape, as Prometheus asks for it.
+    let om = get(
+        port,
+        "/metrics?collect[]=maps",
+        &[("Accept", "application/openmetrics-text;version=1.0.0")],
+    );
+    assert!(om.text().ends_with("# EOF\n") && om.text().contains("bpfmap_maps{"));
+    assert!(!om.text().contains("bpfmap_bpffs_mounts"));
+
+    for (q, want) in [
+        (
+            "collect[]=maps&exclude[]=pins",
+            "Combined collect and exclude queries are not allowed.",
+        ),
+        (
+            "collect[]=nope",
+            "unknown collector \"nope\" in collect[]: valid names are maps, memory",
+        ),
+        ("exclude[]=nope", "unknown collector \"nope\" in exclude[]"),
+        ("collect[]=lifecycle", "disabled collector \"lifecycle\""),
+    ] {
+        let r = get(port, &format!("/metrics?{q}"), &[]);
+        assert_eq!(r.code, 400, "{q}");
+        assert!(r.text().contains(want), "{q}: {}", r.text());
+    }
+
+    // Filtered and unfiltered requests in flight together share one census
+    // and neither changes what the other gets.
+    let before = counter(&get(port, "/metrics", &[]).text(), "bpfmap_scrapes_total");
+    let mut conns: Vec<(bool, TcpStream)> = (0..40).map(|i| (i % 2 == 0, plain(port))).collect();
+    for (filtered, c) in conns.iter_mut() {
+        let path = if *filtered {
+            "/metrics?collect[]=pins"
+        } else {
+            "/metrics"
+        };
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    }
+    for (filtered, mut c) in conns {
+        let mut raw = Vec::new();
+        c.read_to_end(&mut raw).unwrap();
+        let t = String::from_utf8_lossy(&raw);
+        assert!(t.starts_with("HTTP/1.1 200"), "{}", &t[..t.len().min(200)]);
+        assert!(t.contains("bpfmap_bpffs_mounts"));
+        assert_eq!(
+            !filtered,
+            t.contains("bpfmap_maps{map_type=\"hash\"}"),
+            "filtered={filtered}"
+        );
+        assert_eq!(
+            !filtered,
+            t.contains("collector=\"maps\""),
+            "filtered={filtered}"
+        );
+    }
+    let after = counter(&get(port, "/metrics", &[]).text(), "bpfmap_scrapes_total");
+    let censuses = after - before - 1.0;
+    eprintln!("censuses for 40 concurrent scrapes, half filtered: {censuses}");
+    assert!(
+        (1.0..=2.0).contains(&censuses),
+        "{censuses} censuses for 40 concurrent scrapes"
+    );
 }

@@ -293,9 +293,9 @@ pub fn identity(snap: &Snapshot, m: &MapRecord) -> Option<CreatorIdentity> {
 
 /// The creator series: exact aggregates per (container_id, pod_uid) and of
 /// maps whose creator is gone, and per-map identity for maps charged to a
-/// non-root cgroup, at most `max_per_map` of them (0 = all), those whose
-/// creator is gone first, then by id. Each cgroup path is parsed once.
-pub fn render(snap: &Snapshot, per_map: bool, max_per_map: usize, out: &mut Families) {
+/// non-root cgroup among the `selected` map ids (the renderer's budget; None =
+/// per-map series off), by id. Each cgroup path is parsed once.
+pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Families) {
     let Some(paths) = snap.creator_paths.as_ref() else {
         return;
     };
@@ -340,13 +340,14 @@ pub fn render(snap: &Snapshot, per_map: bool, max_per_map: usize, out: &mut Fami
         }
     }
     out.gauge(&defs::MAPS_CREATOR_GONE, vec![], gone as f64);
-    if !per_map || charged.is_empty() {
+    let Some(selected) = selected else {
+        return;
+    };
+    charged.retain(|(m, _, _)| selected.contains(&m.id));
+    if charged.is_empty() {
         return;
     }
-    charged.sort_unstable_by_key(|(m, _, g)| (!g, m.id));
-    if max_per_map > 0 {
-        charged.truncate(max_per_map);
-    }
+    charged.sort_unstable_by_key(|(m, _, _)| m.id);
     // Straight to text (no label vectors): one series per charged map.
     {
         let mut w = out.raw_with_capacity(&defs::MAP_CREATOR_INFO, charged.len() * 180);
@@ -590,15 +591,17 @@ mod tests {
     }
 
     #[test]
-    fn aggregates_are_exact_and_per_map_is_capped_gone_first() {
+    fn aggregates_are_exact_and_per_map_follows_the_selection() {
         let mut f = Families::new();
-        render(&snap(), true, 2, &mut f);
+        // Map 3 is charged but not selected: its identity is left out, the
+        // aggregates still count it.
+        render(&snap(), Some(&HashSet::from([1, 2, 4])), &mut f);
         let t = text(f);
         let want_agg = [
-            format!("bpfmap_creator_maps{{container_id=\"\",pod_uid=\"\"}} 3"),
+            "bpfmap_creator_maps{container_id=\"\",pod_uid=\"\"} 3".to_string(),
             format!("bpfmap_creator_maps{{container_id=\"\",pod_uid=\"{POD}\"}} 1"),
             format!("bpfmap_creator_maps{{container_id=\"{CTR}\",pod_uid=\"{POD}\"}} 2"),
-            format!("bpfmap_creator_maps_memory_bytes{{container_id=\"\",pod_uid=\"\"}} 106"),
+            "bpfmap_creator_maps_memory_bytes{container_id=\"\",pod_uid=\"\"} 106".to_string(),
             format!("bpfmap_creator_maps_memory_bytes{{container_id=\"\",pod_uid=\"{POD}\"}} 1000"),
             format!("bpfmap_creator_maps_memory_bytes{{container_id=\"{CTR}\",pod_uid=\"{POD}\"}} 30"),
             "bpfmap_maps_creator_gone 1".to_string(),
@@ -617,7 +620,7 @@ mod tests {
         let mut s = snap();
         s.features.map_memcg = false;
         let mut f = Families::new();
-        render(&s, true, 0, &mut f);
+        render(&s, Some(&s.maps.iter().map(|m| m.id).collect()), &mut f);
         assert!(!text(f).contains("creator"));
     }
 }

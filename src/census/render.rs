@@ -12,21 +12,181 @@ use crate::metrics::{defs, Def};
 use crate::metrics::{Families, SeriesCache};
 use std::hash::Hasher;
 
+/// Which maps get per-map series: the budget. Aggregates never depend on it.
+///
+/// Invariant: a map that matters (unexplained references, creator gone,
+/// behind a pin no program uses, near full) is selected before any map kept
+/// only for its size, and the cap cuts the least important first; every map
+/// left out is counted in `bpfmap_map_series_omitted{reason}`.
+#[derive(Debug, Clone)]
 pub struct RenderOpts {
-    /// Per-map series for at most this many maps (largest memory first); 0 = all.
+    /// Per-map series for at most this many maps, most important first; 0 = no cap.
     pub max_map_series: usize,
     pub per_map: bool,
+    /// Every map is selected, not only the ones that matter and the top by memory.
+    pub all_maps: bool,
+    /// The N largest maps by memory are selected whatever else holds.
+    pub top_by_memory: usize,
+    /// A hash-family map (not LRU, at least [`NEAR_FULL_MIN_ENTRIES`] slots)
+    /// whose entries reach this share of max_entries is selected.
+    pub near_full_ratio: f64,
     /// bpfmap_pin_info for at most this many pins; 0 = all.
     pub max_pin_series: usize,
 }
 
+/// Default per-map cap: at about 12 series per map, 150 maps stay below
+/// 2,000 per-map series, leaving room for the node's other series under a
+/// 3,000-series budget.
+pub const DEFAULT_MAX_MAP_SERIES: usize = 150;
+pub const DEFAULT_TOP_BY_MEMORY: usize = 50;
+/// Below the BpfMapNearlyFull alert's 0.9, so a map's series exist before it
+/// crosses the alert threshold.
+pub const DEFAULT_NEAR_FULL_RATIO: f64 = 0.8;
+/// The alert's floor: maps with fewer slots are full by design (config maps).
+pub const NEAR_FULL_MIN_ENTRIES: u32 = 64;
+
 impl Default for RenderOpts {
+    /// The exporter's defaults (the budget on).
     fn default() -> Self {
         RenderOpts {
-            max_map_series: 0,
+            max_map_series: DEFAULT_MAX_MAP_SERIES,
             per_map: true,
+            all_maps: false,
+            top_by_memory: DEFAULT_TOP_BY_MEMORY,
+            near_full_ratio: DEFAULT_NEAR_FULL_RATIO,
             max_pin_series: 0,
         }
+    }
+}
+
+impl RenderOpts {
+    /// Per-map series for every map, uncapped (the explain view in metrics).
+    pub fn all() -> Self {
+        RenderOpts {
+            max_map_series: 0,
+            all_maps: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a map keeps its per-map series, most important first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Keep {
+    /// Some of its references nothing explains (the leak signal).
+    Unexplained,
+    /// Its creating memory cgroup was removed.
+    CreatorGone,
+    /// Pinned, and no program uses it (a stale pin candidate).
+    UnusedPin,
+    /// A hash-family map at or above the near-full ratio.
+    NearFull,
+    /// Among the N largest by memory.
+    TopMemory,
+    /// Selected only because every map is (`all_maps`).
+    Any,
+}
+
+/// The maps that get per-map series, as indices into `snap.maps` in map
+/// order, and how many were left out by each reason.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub maps: Vec<usize>,
+    /// Not a map that matters and not among the top by memory.
+    pub omitted_budget: usize,
+    /// Selected, but beyond the cap (the least important go first).
+    pub omitted_cap: usize,
+    /// Per-map series are off.
+    pub omitted_disabled: usize,
+}
+
+/// Whether the map's entry count reaches `ratio` of its slots, for the maps
+/// the near-full alert judges (known count, not LRU, enough slots).
+fn near_full(m: &super::MapRecord, ratio: f64) -> bool {
+    use super::names::MapType;
+    if m.max_entries < NEAR_FULL_MIN_ENTRIES
+        || !super::names::counts_elements(m.map_type)
+        || matches!(
+            MapType::from_raw(m.map_type),
+            Some(MapType::LruHash | MapType::LruPercpuHash)
+        )
+    {
+        return false;
+    }
+    m.elem_count
+        .is_some_and(|e| e as f64 >= ratio * m.max_entries as f64)
+}
+
+/// Choose the maps with per-map series. Pure: O(n) over the maps plus a
+/// sort of the candidates.
+fn select(snap: &Snapshot, opts: &RenderOpts, rows: &[Row<'_>]) -> Selection {
+    let n = snap.maps.len();
+    if !opts.per_map {
+        return Selection {
+            omitted_disabled: n,
+            ..Default::default()
+        };
+    }
+    use std::cmp::Reverse;
+    let mem = |i: usize| rows[i].memory.unwrap_or(0);
+    // The top N by memory, ties to the lower id.
+    let mut top = vec![false; n];
+    if opts.top_by_memory >= n {
+        top.iter_mut().for_each(|t| *t = true);
+    } else if opts.top_by_memory > 0 {
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.select_nth_unstable_by_key(opts.top_by_memory - 1, |&i| {
+            (Reverse(mem(i)), snap.maps[i].id)
+        });
+        for &i in &idx[..opts.top_by_memory] {
+            top[i] = true;
+        }
+    }
+    let mut cands: Vec<(Keep, usize)> = Vec::new();
+    for (i, m) in snap.maps.iter().enumerate() {
+        let holders = rows[i].holders;
+        let unused_pin = holders.is_some_and(|h| {
+            h.get(HolderKind::Pin).unwrap_or(0) > 0 && h.get(HolderKind::Program) == Some(0)
+        });
+        let keep = if rows[i].unexplained.unwrap_or(0) > 0 {
+            Keep::Unexplained
+        } else if m.creator.is_gone() {
+            Keep::CreatorGone
+        } else if unused_pin {
+            Keep::UnusedPin
+        } else if near_full(m, opts.near_full_ratio) {
+            Keep::NearFull
+        } else if top[i] {
+            Keep::TopMemory
+        } else if opts.all_maps {
+            Keep::Any
+        } else {
+            continue;
+        };
+        cands.push((keep, i));
+    }
+    let omitted_budget = n - cands.len();
+    let mut omitted_cap = 0;
+    if opts.max_map_series > 0 && cands.len() > opts.max_map_series {
+        let key = |&(k, i): &(Keep, usize)| {
+            (
+                k,
+                Reverse(rows[i].unexplained.unwrap_or(0)),
+                Reverse(mem(i)),
+                snap.maps[i].id,
+            )
+        };
+        cands.select_nth_unstable_by_key(opts.max_map_series - 1, key);
+        omitted_cap = cands.len() - opts.max_map_series;
+        cands.truncate(opts.max_map_series);
+    }
+    let mut maps: Vec<usize> = cands.into_iter().map(|(_, i)| i).collect();
+    maps.sort_unstable();
+    Selection {
+        maps,
+        omitted_budget,
+        omitted_cap,
+        omitted_disabled: 0,
     }
 }
 
@@ -87,11 +247,18 @@ pub fn render_cached(
     out: &mut Families,
     cache: Option<&mut SeriesCache>,
 ) {
-    render_maps(snap, opts, out, cache);
+    let selected = render_maps(snap, opts, out, cache);
+    let ids: Option<HashSet<u32>> =
+        selected.map(|sel| sel.iter().map(|&i| snap.maps[i].id).collect());
     render_processes(snap, attribution, out);
-    render_pins(snap, opts, out);
+    // Under the budget, a map's pins are listed only where the map has
+    // per-map series or no program uses it (the stale-pin alert's series).
+    let pin_budget = (opts.per_map && !opts.all_maps)
+        .then_some(ids.as_ref())
+        .flatten();
+    render_pins(snap, opts, pin_budget, out);
     render_own(snap, out);
-    super::creators::render(snap, opts.per_map, opts.max_map_series, out);
+    super::creators::render(snap, ids.as_ref(), out);
     render_sources(snap, out);
     render_inflight(snap, attribution, out);
 }
@@ -175,14 +342,16 @@ struct Row<'a> {
     unexplained: Option<i64>,
 }
 
+/// The census families of maps; returns the maps given per-map series
+/// (None when the census failed).
 fn render_maps(
     snap: &Snapshot,
     opts: &RenderOpts,
     out: &mut Families,
     mut cache: Option<&mut SeriesCache>,
-) {
+) -> Option<Vec<usize>> {
     if !snap.maps_ok {
-        return;
+        return None;
     }
     // Aggregates: always exact, whatever the per-map cap.
     // Keyed by the numeric type (a name String per map would cost an
@@ -248,46 +417,24 @@ fn render_maps(
         );
     }
 
-    if !opts.per_map {
-        out.gauge(&defs::MAP_SERIES_OMITTED, vec![], snap.maps.len() as f64);
-        return;
+    let sel = select(snap, opts, &rows);
+    for (reason, n) in [
+        ("budget", sel.omitted_budget),
+        ("cap", sel.omitted_cap),
+        ("disabled", sel.omitted_disabled),
+    ] {
+        out.gauge(
+            &defs::MAP_SERIES_OMITTED,
+            vec![("reason", reason.to_string())],
+            n as f64,
+        );
     }
-    // Per-map series, capped: maps with unexplained references first (the
-    // leak signal must never be capped away), then the largest by memory,
-    // ties by lower id.
-    let mut order: Vec<usize> = (0..snap.maps.len()).collect();
-    let limit = if opts.max_map_series == 0 {
-        order.len()
-    } else {
-        opts.max_map_series.min(order.len())
-    };
-    if limit < order.len() {
-        use std::cmp::Reverse;
-        let key = |&i: &usize| {
-            (
-                Reverse(rows[i].unexplained.unwrap_or(0)),
-                Reverse(rows[i].memory.unwrap_or(0)),
-                snap.maps[i].id,
-            )
-        };
-        // The top `limit` in O(n), then only those sorted (ids make keys unique).
-        if limit > 0 {
-            order.select_nth_unstable_by_key(limit - 1, key);
-        }
-        order.truncate(limit);
-        order.sort_unstable_by_key(key);
-    }
-    out.gauge(
-        &defs::MAP_SERIES_OMITTED,
-        vec![],
-        (snap.maps.len() - limit) as f64,
-    );
     // Per-map series are written straight in the text format (RawSamples):
     // no label vector and no String per label, which dominated scrapes of
     // 10k+ maps.
-    let order = &order[..limit];
+    let order = &sel.maps[..];
     if order.is_empty() {
-        return;
+        return Some(sel.maps);
     }
     // With a cache, each family's text is reused when what it is written
     // from is unchanged; the fingerprint covers exactly those values.
@@ -426,6 +573,7 @@ fn render_maps(
             },
         );
     }
+    Some(sel.maps)
 }
 
 fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Families) {
@@ -453,7 +601,16 @@ fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Fam
     }
 }
 
-fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
+/// Pin families. With `selected` (the budget), `bpfmap_pin_info` and
+/// `bpfmap_pinned_map_unused` cover the pins of programs and links, of the
+/// selected maps, and of maps no program uses (or whose users are unknown);
+/// the others are counted in `bpfmap_pin_series_omitted`. Totals count every pin.
+fn render_pins(
+    snap: &Snapshot,
+    opts: &RenderOpts,
+    selected: Option<&HashSet<u32>>,
+    out: &mut Families,
+) {
     let Some(inv) = &snap.inventory else { return };
     out.gauge(&defs::BPFFS_MOUNTS, vec![], inv.mounts.len() as f64);
     // objects: distinct inodes per mount and type; bytes: distinct maps per mount.
@@ -466,13 +623,18 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
             !inv.unreachable.contains(&m.label) as u8 as f64,
         );
     }
-    if opts.max_pin_series != 0 {
-        out.gauge(
-            &defs::PIN_SERIES_OMITTED,
-            vec![],
-            inv.pins.len().saturating_sub(opts.max_pin_series) as f64,
-        );
-    }
+    let listed = |p: &super::bpffs::Pin| -> bool {
+        let Some(sel) = selected else { return true };
+        if p.info.kind != ObjKind::Map || sel.contains(&p.info.id) {
+            return true;
+        }
+        let users = snap
+            .holders
+            .get(&p.info.id)
+            .and_then(|h| h.get(HolderKind::Program));
+        users.is_none_or(|u| u == 0)
+    };
+    let listable = inv.pins.iter().filter(|p| listed(p)).count();
     for m in &inv.mounts {
         let name = m.label.clone();
         bytes.entry(name.clone()).or_default();
@@ -485,7 +647,15 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
     } else {
         opts.max_pin_series
     };
-    for (i, p) in inv.pins.iter().enumerate() {
+    if opts.max_pin_series != 0 || selected.is_some() {
+        out.gauge(
+            &defs::PIN_SERIES_OMITTED,
+            vec![],
+            (inv.pins.len() - listable.min(pin_limit)) as f64,
+        );
+    }
+    let mut n_listed = 0usize;
+    for p in inv.pins.iter() {
         objects
             .entry((p.mount.clone(), p.info.kind.label()))
             .or_default()
@@ -502,7 +672,8 @@ fn render_pins(snap: &Snapshot, opts: &RenderOpts, out: &mut Families) {
                 .or_default()
                 .insert(p.info.id, mem);
         }
-        if i < pin_limit {
+        if n_listed < pin_limit && listed(p) {
+            n_listed += 1;
             out.gauge(
                 &defs::PIN_INFO,
                 vec![
@@ -676,5 +847,230 @@ mod cache_tests {
         assert_eq!(misses[5], 1, "{misses:?}");
         assert!(cache.hits > 0);
         assert!(text(&scrapes[2], None).contains("bpfmap_map_unexplained_refs{id=\"17\"} 1\n"));
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use crate::census::{Creator, Holders, MapRecord};
+
+    /// 100 hash maps (memory grows with the id), one of each kind that
+    /// matters, and two that look full but are not judged (LRU, too small).
+    fn snapshot() -> Snapshot {
+        let mut maps: Vec<MapRecord> = (1..=100)
+            .map(|id| MapRecord {
+                map_ptr: id as u64,
+                refcnt: 1,
+                usercnt: 1,
+                elem_count: Some(10),
+                map_extra: 0,
+                id,
+                map_type: 1,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 100,
+                map_flags: 0,
+                frozen: false,
+                is_outer: false,
+                name: format!("m{id}"),
+                creator: Creator::Root,
+            })
+            .collect();
+        maps[4].refcnt = 3; // id 5: one reference nothing explains
+        maps[5].creator = Creator::Gone(9); // id 6
+        maps[7].elem_count = Some(80); // id 8: at the near-full ratio
+        maps[8].map_type = 9; // id 9: LRU, full by design
+        maps[8].elem_count = Some(100);
+        maps[9].max_entries = 32; // id 10: below the slot floor
+        maps[9].elem_count = Some(32);
+        let holders = maps
+            .iter()
+            .map(|m| {
+                let mut h = Holders {
+                    counts: [Some(1), Some(0), Some(1), Some(0), Some(0), Some(0)],
+                    complete: true,
+                    settled: 0,
+                };
+                if m.id == 7 {
+                    // Pinned, no file and no program: a stale pin.
+                    h.counts = [Some(0), Some(1), Some(0), Some(0), Some(0), Some(0)];
+                }
+                (m.id, h)
+            })
+            .collect();
+        let mut s = Snapshot {
+            memory: maps.iter().map(|m| (m.id, m.id as u64 * 100)).collect(),
+            holders,
+            maps,
+            maps_ok: true,
+            creator_paths: Some(HashMap::from([(9, "/kubepods/podx".to_string())])),
+            ..Default::default()
+        };
+        s.features.map_memcg = true;
+        s
+    }
+
+    fn ids(s: &Snapshot, opts: &RenderOpts) -> (Vec<u32>, Selection) {
+        let rows: Vec<Row<'_>> = s
+            .maps
+            .iter()
+            .map(|m| {
+                let holders = s.holders.get(&m.id);
+                Row {
+                    memory: s.memory.get(&m.id).copied(),
+                    holders,
+                    unexplained: holders.and_then(|h| h.unexplained(m.refcnt)),
+                }
+            })
+            .collect();
+        let sel = select(s, opts, &rows);
+        (sel.maps.iter().map(|&i| s.maps[i].id).collect(), sel)
+    }
+
+    fn opts(top: usize, cap: usize) -> RenderOpts {
+        RenderOpts {
+            top_by_memory: top,
+            max_map_series: cap,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn maps_that_matter_and_the_largest_are_selected() {
+        let s = snapshot();
+        let (got, sel) = ids(&s, &opts(3, 0));
+        assert_eq!(got, vec![5, 6, 7, 8, 98, 99, 100]);
+        assert_eq!((sel.omitted_budget, sel.omitted_cap), (93, 0));
+    }
+
+    #[test]
+    fn the_cap_cuts_the_least_important_first() {
+        let s = snapshot();
+        // Size-only maps go first, the smallest of them first.
+        let (got, sel) = ids(&s, &opts(3, 5));
+        assert_eq!(got, vec![5, 6, 7, 8, 100]);
+        assert_eq!((sel.omitted_budget, sel.omitted_cap), (93, 2));
+        // Then near full, then unused pins, then creator gone.
+        let (got, sel) = ids(&s, &opts(3, 2));
+        assert_eq!(got, vec![5, 6]);
+        assert_eq!(sel.omitted_cap, 5);
+        let (got, _) = ids(&s, &opts(3, 1));
+        assert_eq!(got, vec![5]);
+    }
+
+    #[test]
+    fn publish_all_and_per_map_off() {
+        let s = snapshot();
+        let (got, sel) = ids(&s, &RenderOpts::all());
+        assert_eq!(got.len(), 100);
+        assert_eq!(sel.omitted_budget + sel.omitted_cap, 0);
+        let (got, sel) = ids(
+            &s,
+            &RenderOpts {
+                per_map: false,
+                ..Default::default()
+            },
+        );
+        assert!(got.is_empty());
+        assert_eq!(sel.omitted_disabled, 100);
+        // The near-full ratio is a flag: at 0.1 every judged map is near full
+        // (all but the LRU map and the 32-slot one).
+        let (got, _) = ids(
+            &s,
+            &RenderOpts {
+                near_full_ratio: 0.1,
+                top_by_memory: 0,
+                ..opts(0, 0)
+            },
+        );
+        assert_eq!(got.len(), 98);
+        assert!(!got.contains(&9) && !got.contains(&10));
+    }
+
+    fn text(s: &Snapshot, opts: &RenderOpts) -> String {
+        let mut f = Families::new();
+        render(s, opts, &|_, _| (String::new(), String::new()), &mut f);
+        String::from_utf8(f.encode_text(&[]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn aggregates_are_exact_and_omissions_are_counted_by_reason() {
+        let s = snapshot();
+        let budget = text(&s, &opts(3, 5));
+        let all = text(&s, &RenderOpts::all());
+        let agg = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.starts_with("bpfmap_maps") || l.starts_with("bpfmap_creator_maps"))
+                .map(String::from)
+                .collect()
+        };
+        assert!(!agg(&all).is_empty());
+        assert_eq!(agg(&budget), agg(&all));
+        assert!(budget.contains("bpfmap_map_series_omitted{reason=\"budget\"} 93\n"));
+        assert!(budget.contains("bpfmap_map_series_omitted{reason=\"cap\"} 2\n"));
+        assert!(budget.contains("bpfmap_map_series_omitted{reason=\"disabled\"} 0\n"));
+        assert!(all.contains("bpfmap_map_series_omitted{reason=\"budget\"} 0\n"));
+        // The selected maps keep every per-map family, the others none; the
+        // creator identity follows the same selection.
+        assert_eq!(budget.matches("bpfmap_map_info{").count(), 5);
+        assert_eq!(budget.matches("bpfmap_map_refcount{").count(), 5);
+        assert!(budget.contains("bpfmap_map_unexplained_refs{id=\"5\"} 1\n"));
+        assert!(budget.contains("bpfmap_map_creator_gone{id=\"6\"} 1\n"));
+        assert!(budget.contains("bpfmap_map_entries{id=\"8\"} 80\n"));
+        assert!(budget.contains("bpfmap_map_holders{id=\"7\",kind=\"pin\"} 1\n"));
+        assert!(!budget.contains("{id=\"99\""));
+        assert!(budget.contains("bpfmap_maps_creator_gone 1\n"));
+    }
+
+    #[test]
+    fn pins_are_listed_for_selected_and_unused_maps_only() {
+        use crate::census::bpffs::{Inventory, Pin};
+        use crate::census::fdinfo::FdInfo;
+        let mut s = snapshot();
+        let pin = |id: u32, kind: ObjKind| Pin {
+            mount: "/sys/fs/bpf".into(),
+            path: format!("/p{id}"),
+            dev: 1,
+            ino: id as u64,
+            info: FdInfo {
+                kind,
+                id,
+                memlock: None,
+                map_type: None,
+            },
+            fresh: true,
+        };
+        // 7: unused (no program), 100: selected, 50: used and not selected,
+        // 500: a program.
+        s.inventory = Some(Inventory {
+            pins: vec![
+                pin(7, ObjKind::Map),
+                pin(100, ObjKind::Map),
+                pin(50, ObjKind::Map),
+                pin(500, ObjKind::Prog),
+            ],
+            ..Default::default()
+        });
+        let t = text(&s, &opts(3, 0));
+        for id in [7, 100, 500] {
+            assert!(
+                t.contains(&format!("path=\"/p{id}\"")),
+                "pin {id} missing:\n{t}"
+            );
+        }
+        assert!(!t.contains("path=\"/p50\""), "{t}");
+        assert!(t.contains("bpfmap_pin_series_omitted 1\n"), "{t}");
+        assert!(
+            t.contains("bpfmap_pinned_map_unused{mount=\"/sys/fs/bpf\",path=\"/p7\",id=\"7\"} 1\n")
+        );
+        // The totals count every pin.
+        assert!(
+            t.contains("bpfmap_pinned_objects{mount=\"/sys/fs/bpf\",object_type=\"map\"} 3\n"),
+            "{t}"
+        );
+        // Publishing every map lists every pin.
+        let all = text(&s, &RenderOpts::all());
+        assert!(all.contains("path=\"/p50\""));
     }
 }

@@ -48,7 +48,7 @@ pub const BPFFS_MOUNT_REACHABLE: Def = gauge(
 );
 pub const PIN_SERIES_OMITTED: Def = gauge(
     "bpfmap_pin_series_omitted",
-    "Pins without a bpfmap_pin_info series this scrape (--collector.pins.max-series cap); bpfmap_pinned_objects still counts them.",
+    "Pins without a bpfmap_pin_info series this scrape: pins of maps the per-map budget left out that a program uses, and pins over --collector.pins.max-series; bpfmap_pinned_objects still counts them.",
 );
 pub const BPFFS_SKIPPED_ENTRIES: Def = gauge(
     "bpfmap_bpffs_skipped_entries",
@@ -147,7 +147,7 @@ pub const MAP_REFCOUNT_INCREMENTS_TOTAL: Def = counter(
 );
 pub const MAP_SERIES_OMITTED: Def = gauge(
     "bpfmap_map_series_omitted",
-    "Maps whose per-map series were not published (per-map series off or capped).",
+    "Maps whose per-map series were not published, by reason: budget (not a map that matters nor among the largest), cap (--collector.maps.max-series), disabled (--collector.maps.no-per-map).",
 );
 pub const MAP_SYSCALLS_TOTAL: Def = counter(
     "bpfmap_map_syscalls_total",

@@ -8,6 +8,7 @@
 //! `prometheus` crate's model, for histograms and tools.
 pub(crate) mod cache;
 pub mod defs;
+pub mod filter;
 pub(crate) mod proto;
 pub(crate) mod text;
 

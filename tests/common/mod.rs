@@ -199,12 +199,14 @@ use bpfmap_exporter::census::render::{render, RenderOpts};
 use bpfmap_exporter::census::{Census, Snapshot};
 use bpfmap_exporter::metrics::{encode_text, Families};
 
-/// The census families of `s`, rendered in the text format.
+/// The census families of `s`, rendered in the text format, with per-map
+/// series for every map (the default budget could leave a test's small maps
+/// out on a busy node).
 pub fn text(s: &Snapshot) -> String {
     let mut f = Families::new();
     render(
         s,
-        &RenderOpts::default(),
+        &RenderOpts::all(),
         &|_, _| (String::new(), String::new()),
         &mut f,
     );

@@ -133,6 +133,10 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 python3 scripts/py/container_podman_args.py "$daemonset" "$image" "$port" >"$tmp/spec.json" \
     || fail "$daemonset could not be translated into podman flags (see above)"
 mapfile -t run_args < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["run"]))' "$tmp/spec.json")
+# The check reads the per-map series of the scenario's own small maps, which
+# the default per-map budget may leave out on a node with many larger maps:
+# every map keeps its series here (the budget itself is unit- and root-tested).
+run_args+=(--collector.maps.publish-all --collector.maps.max-series=0)
 read -r probe_path scrape_port < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["probe_path"], d["port"])' "$tmp/spec.json")
 echo "container-test: podman run ${run_args[*]}"
 "${podman[@]}" run -d --name "$name" "${ulimits[@]}" "${run_args[@]}" >/dev/null \
