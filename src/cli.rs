@@ -59,11 +59,11 @@ pub struct Cli {
     #[arg(long = "btf.path")]
     pub btf_path: Option<PathBuf>,
 
-    /// Publish per-map series for at most this many maps; 0 = no limit. The selected maps that matter most go first (unexplained references, creator gone, unused pin, near full, then the largest). Aggregates are always exact.
+    /// Publish per-map series for at most this many maps; 0 = no limit. The selected maps that matter most go first (unexplained references, creator gone, a file in flight, unused pin, near full, then the largest). Aggregates are always exact.
     #[arg(long = "collector.maps.max-series", default_value_t = crate::census::render::DEFAULT_MAX_MAP_SERIES)]
     pub max_map_series: usize,
 
-    /// Besides the maps that matter (unexplained references, creator gone, pinned with no program, near full), the N largest maps by memory keep their per-map series.
+    /// Besides the maps that matter (unexplained references, creator gone, a file in flight, pinned with no program, near full), the N largest maps by memory keep their per-map series.
     #[arg(long = "collector.maps.top-by-memory", default_value_t = crate::census::render::DEFAULT_TOP_BY_MEMORY)]
     pub top_by_memory: usize,
 

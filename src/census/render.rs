@@ -15,7 +15,7 @@ use std::hash::Hasher;
 /// Which maps get per-map series: the budget. Aggregates never depend on it.
 ///
 /// Invariant: a map that matters (unexplained references, creator gone,
-/// behind a pin no program uses, near full) is selected before any map kept
+/// a file in flight, behind a pin no program uses, near full) is selected before any map kept
 /// only for its size, and the cap cuts the least important first; every map
 /// left out is counted in `bpfmap_map_series_omitted{reason}`.
 #[derive(Debug, Clone)]
@@ -77,6 +77,9 @@ pub enum Keep {
     Unexplained,
     /// Its creating memory cgroup was removed.
     CreatorGone,
+    /// A file of it is in flight (an unreceived SCM_RIGHTS message); the
+    /// stuck-in-flight alert joins its age with its info series.
+    InFlight,
     /// Pinned, and no program uses it (a stale pin candidate).
     UnusedPin,
     /// A hash-family map at or above the near-full ratio.
@@ -152,6 +155,8 @@ fn select(snap: &Snapshot, opts: &RenderOpts, rows: &[Row<'_>]) -> Selection {
             Keep::Unexplained
         } else if m.creator.is_gone() {
             Keep::CreatorGone
+        } else if holders.is_some_and(|h| h.get(HolderKind::Inflight).unwrap_or(0) > 0) {
+            Keep::InFlight
         } else if unused_pin {
             Keep::UnusedPin
         } else if near_full(m, opts.near_full_ratio) {
@@ -888,13 +893,29 @@ mod budget_tests {
             .iter()
             .map(|m| {
                 let mut h = Holders {
-                    counts: [Some(1), Some(0), Some(1), Some(0), Some(0), Some(0)],
+                    counts: [
+                        Some(1),
+                        Some(0),
+                        Some(1),
+                        Some(0),
+                        Some(0),
+                        Some(0),
+                        Some(0),
+                    ],
                     complete: true,
                     settled: 0,
                 };
                 if m.id == 7 {
                     // Pinned, no file and no program: a stale pin.
-                    h.counts = [Some(0), Some(1), Some(0), Some(0), Some(0), Some(0)];
+                    h.counts = [
+                        Some(0),
+                        Some(1),
+                        Some(0),
+                        Some(0),
+                        Some(0),
+                        Some(0),
+                        Some(0),
+                    ];
                 }
                 (m.id, h)
             })
@@ -957,6 +978,23 @@ mod budget_tests {
         assert_eq!(sel.omitted_cap, 5);
         let (got, _) = ids(&s, &opts(3, 1));
         assert_eq!(got, vec![5]);
+    }
+
+    #[test]
+    fn a_map_with_a_file_in_flight_keeps_its_series() {
+        let mut s = snapshot();
+        let k = HolderKind::ALL
+            .iter()
+            .position(|k| *k == HolderKind::Inflight)
+            .unwrap();
+        let h = s.holders.get_mut(&20).unwrap();
+        h.counts[0] = Some(0);
+        h.counts[k] = Some(1);
+        let (got, _) = ids(&s, &opts(3, 0));
+        assert_eq!(got, vec![5, 6, 7, 8, 20, 98, 99, 100]);
+        // Under the cap it ranks after creator gone, before an unused pin.
+        let (got, _) = ids(&s, &opts(0, 3));
+        assert_eq!(got, vec![5, 6, 20]);
     }
 
     #[test]

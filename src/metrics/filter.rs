@@ -47,6 +47,9 @@ pub const OWNERS: &[(&Def, &str)] = &[
     (&PROCESS_MAP_FDS, "files"),
     (&PID_NAMESPACE_HOST, "files"),
     (&PROCESS_MAP_MMAP_FILES, "mmaps"),
+    (&PROCESS_MAP_INFLIGHT_FILES, "inflight"),
+    (&MAP_INFLIGHT_AGE_SECONDS, "inflight"),
+    (&INFLIGHT_NETNS, "inflight"),
     (&BPFFS_MOUNTS, "pins"),
     (&BPFFS_MOUNT_REACHABLE, "pins"),
     (&BPFFS_SKIPPED_ENTRIES, "pins"),
@@ -219,6 +222,7 @@ mod tests {
         "creators",
         "lifecycle",
         "k8s",
+        "inflight",
     ];
 
     #[test]
