@@ -72,6 +72,8 @@ impl Exporter {
                 keep_files: false,
                 cgroup_root: cli.creators_cgroup_root.clone(),
                 confirm_delay: std::time::Duration::from_millis(cli.confirm_delay_ms),
+                entries_budget: cli.entries_budget,
+                entries_method: cli.entries_method,
             })?)
         } else {
             None
