@@ -152,6 +152,10 @@ pub const MAP_INFO: Def = gauge(
     "Map metadata; join on id: ... * on(id) group_left(name, map_type) bpfmap_map_info.",
 );
 pub const MAP_KEY_SIZE_BYTES: Def = gauge("bpfmap_map_key_size_bytes", "Key size of the map.");
+pub const MAP_LIFETIMES_TIMED_TOTAL: Def = counter(
+    "bpfmap_map_lifetimes_timed_total",
+    "Lifetimes observed in bpfmap_map_lifetime_seconds by where their end came from: source=probe (the kernel's destruction time, bpf_map_free_deferred) or source=census (the scrape that found the map gone: no probe, or the probe missed it).",
+);
 pub const MAP_LIFETIME_SECONDS: Def = histogram(
     "bpfmap_map_lifetime_seconds",
     "Lifetime of destroyed maps, from creation to the scrape that found them gone, by map type.",
@@ -303,6 +307,7 @@ pub const ALL: &[&Def] = &[
     &MAP_INFO,
     &MAP_KEY_SIZE_BYTES,
     &MAP_LIFETIME_SECONDS,
+    &MAP_LIFETIMES_TIMED_TOTAL,
     &MAP_MAX_ENTRIES,
     &MAP_MEMORY_BYTES,
     &MAP_REFCOUNT,
