@@ -167,16 +167,24 @@ impl CostModel {
         }
     }
 
+    /// The part of a map's estimated cost that grows with its size: what
+    /// decides whether it can ever fit in a budget (the fixed part is the
+    /// same for every map, and one slow walk must not make every map look
+    /// too costly).
+    pub fn size_cost(&self, max_entries: u32) -> Duration {
+        Duration::from_nanos((self.per_slot_ns * max_entries as f64) as u64)
+    }
+
     /// Learn from one measured walk: a costlier walk than the model
-    /// expects raises it at once, cheaper ones lower it slowly
-    /// (exponentially weighted), so estimates err on the side of the budget.
+    /// expects moves it half way at once, cheaper ones lower it by a fifth
+    /// (exponentially weighted), so estimates err on the side of the budget
+    /// and recover within a few walks from one slow (preempted) walk.
     pub fn learn(&mut self, max_entries: u32, took: Duration) {
-        const W: f64 = 0.2;
         let blend = |old: f64, new: f64| {
             if new > old {
-                new
+                old + (new - old) * 0.5
             } else {
-                old * (1.0 - W) + new * W
+                old * 0.8 + new * 0.2
             }
         };
         if max_entries <= 1024 {
@@ -346,15 +354,20 @@ impl Counter {
         self.cache.retain(|id, _| index.contains_key(id));
         plan(&mut cands, &self.model);
         let mut fresh: IdMap<()> = IdMap::default();
+        let mut walked = false;
         for c in &cands {
-            let est = self.model.estimate(c);
-            if est > self.budget {
+            if self.model.size_cost(c.max_entries) > self.budget {
                 summary.over_budget += 1;
                 continue;
             }
-            if walker.now().duration_since(start) + est > self.budget {
+            // Each scrape makes at least one walk, so a budget below the
+            // cost of one walk still makes progress (and shows in
+            // bpfmap_map_entries_walk_seconds).
+            let est = self.model.estimate(c);
+            if walked && walker.now().duration_since(start) + est > self.budget {
                 continue; // served from cache (or missing) this scrape
             }
+            walked = true;
             let m = &maps[index[&c.id]];
             let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
             let t0 = walker.now();
@@ -586,11 +599,11 @@ mod tests {
         let mut w = fake(|_| Duration::from_millis(5), None);
         let (info, s) = counter.run(&mut maps, OLD, &mut w);
         assert!(s.spent <= Duration::from_millis(30), "{:?}", s.spent);
-        // The first walk teaches the model its 5 ms; then walks stop when
-        // the next would pass 30 ms: 5 walks, 25 ms.
+        // The first walk teaches the model most of its 5 ms; walks stop
+        // when the next would pass 30 ms: 6 walks, 30 ms.
         let first = w.order.len();
-        assert_eq!(first, 5, "walked {:?}", w.order);
-        assert_eq!(s.spent, Duration::from_millis(25));
+        assert_eq!(first, 6, "walked {:?}", w.order);
+        assert_eq!(s.spent, Duration::from_millis(30));
         assert_eq!(s.maps[&(Method::Iter, State::Fresh)], first as u64);
         assert_eq!(s.maps[&(Method::Iter, State::Missing)], 20 - first as u64);
         assert!(!info.contains_key(&21), "arrays have no element count");
@@ -608,16 +621,17 @@ mod tests {
         w.clock += Duration::from_millis(20);
         w.order.clear();
         let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        // Never counted first (7..=11); then 12's estimate (just over 5 ms)
+        // no longer fits in the 5 ms left, but 6's measured 5 ms does.
         assert_eq!(
-            &w.order[..5],
-            &[6, 7, 8, 9, 10],
+            w.order,
+            vec![7, 8, 9, 10, 11, 6],
             "never counted first: {:?}",
             w.order
         );
-        // 6..=10 never counted, then 5 (its known 5 ms fits exactly): 1..=4
-        // are served from the cache.
         assert_eq!(s.maps[&(Method::Iter, State::Fresh)], 6);
-        assert_eq!(s.maps[&(Method::Iter, State::Cached)], 4);
+        assert_eq!(s.maps[&(Method::Iter, State::Cached)], 5);
+        assert_eq!(s.maps[&(Method::Iter, State::Missing)], 9);
         let cached = maps
             .iter()
             .find(|m| info.get(&m.id).map(|i| i.state) == Some(State::Cached))
@@ -626,6 +640,20 @@ mod tests {
         assert!(info[&cached.id].age_seconds.unwrap() >= 0.02);
         assert!(s.oldest_seconds >= 0.02);
         assert!(s.spent <= Duration::from_millis(30), "{:?}", s.spent);
+    }
+
+    #[test]
+    fn a_budget_below_one_walk_still_walks_one_map_per_scrape() {
+        let mut maps: Vec<MapRecord> = (1..=3).map(|i| rec(i, MapType::Hash, 64)).collect();
+        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(1));
+        let mut w = fake(|_| Duration::from_millis(4), None);
+        for n in 1..=3 {
+            w.order.clear();
+            let (_, s) = counter.run(&mut maps, OLD, &mut w);
+            assert_eq!(w.order.len(), 1, "scrape {n}: {:?}", w.order);
+            assert_eq!(s.over_budget, 0, "a slow walk makes no map over budget");
+        }
+        assert!(maps.iter().all(|m| m.elem_count.is_some()));
     }
 
     #[test]
