@@ -323,14 +323,11 @@ fn a_small_budget_serves_the_rest_from_cache_with_their_age() {
     let fresh = ours(&s, State::Fresh);
     assert!(fresh > 0, "some maps are counted within the budget");
     assert!(
-        fresh < 400,
-        "1 ms does not cover 400 walks ({fresh} counted)"
+        fresh < 300,
+        "3 ms does not cover 300 walks ({fresh} counted)"
     );
-    assert_eq!(ours(&s, State::Missing), 400 - fresh);
-    assert!(
-        sum.spent <= sum.budget + Duration::from_millis(1),
-        "{sum:?}"
-    );
+    assert_eq!(ours(&s, State::Missing), 300 - fresh);
+    assert!(sum.over_budget == 0, "{sum:?}");
     std::thread::sleep(Duration::from_millis(1100));
     // Later scrapes count the rest; counts from earlier scrapes are served
     // with their age, and every count is the map's.
