@@ -352,6 +352,8 @@ impl Counter {
         }
         // Forget maps that are gone.
         self.cache.retain(|id, _| index.contains_key(id));
+        let live: IdMap<()> = maps.iter().map(|m| (m.id, ())).collect();
+        self.refused.retain(|id, _| live.contains_key(id));
         plan(&mut cands, &self.model);
         let mut fresh: IdMap<()> = IdMap::default();
         let mut walked = false;
@@ -386,13 +388,16 @@ impl Counter {
                     fresh.insert(c.id, ());
                 }
                 Err(e) => {
-                    summary.errors += 1;
-                    let refused = e
+                    let errno = e
                         .downcast_ref::<std::io::Error>()
-                        .and_then(|e| e.raw_os_error())
-                        .is_some_and(|c| {
-                            matches!(c, libc::EOPNOTSUPP | libc::EINVAL | 524 /* ENOTSUPP */)
-                        });
+                        .and_then(|e| e.raw_os_error());
+                    if errno == Some(libc::ENOENT) {
+                        continue; // freed since the census: not a failure
+                    }
+                    summary.errors += 1;
+                    let refused = errno.is_some_and(|c| {
+                        matches!(c, libc::EOPNOTSUPP | libc::EINVAL | 524 /* ENOTSUPP */)
+                    });
                     if refused {
                         self.refused.insert(c.id, ());
                     }
@@ -683,6 +688,16 @@ mod tests {
         assert_eq!(info[&1].method, Method::Kfunc);
         assert_eq!(info[&2].method, Method::NextKey);
         assert_eq!(s.maps[&(Method::Kfunc, State::Fresh)], 1);
+    }
+
+    #[test]
+    fn a_map_freed_since_the_census_is_no_walk_error() {
+        let mut maps = vec![rec(1, MapType::Hash, 64)];
+        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(50));
+        let mut w = fake(|_| Duration::ZERO, Some((1, libc::ENOENT)));
+        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        assert_eq!((s.errors, s.errors_total), (0, 0));
+        assert_eq!(info[&1].state, State::Missing);
     }
 
     #[test]
