@@ -289,6 +289,8 @@ impl ScrapeService {
                 let mut ex = match Exporter::new(&cli) {
                     Ok(ex) => {
                         crate::sys::trim_c_heap();
+                        // Healthy before the server may answer /healthz.
+                        h.store(true, Ordering::Relaxed);
                         let _ = ready_tx.send(Ok(()));
                         ex
                     }
@@ -303,7 +305,6 @@ impl ScrapeService {
                         crate::census::PID_NAMESPACE_ERROR
                     );
                 }
-                h.store(true, Ordering::Relaxed);
                 let mut carried = Vec::new();
                 loop {
                     let mut batch = std::mem::take(&mut carried);
