@@ -173,6 +173,39 @@ int dump_map_count(struct bpf_iter__bpf_map *ctx)
 	return 0;
 }
 
+/* Elements visited so far in the current iter/bpf_map_elem walk, and that
+ * walk's iterator session. User space runs one walk at a time (the census
+ * thread); every new iterator instance has a new session id (from 1), whose
+ * first call resets the count, so an abandoned walk cannot leak into the
+ * next. (seq_num cannot tell: the final call of a one-element walk and the
+ * first element both have seq_num 0.) */
+__u64 elem_walk_count = 0;
+__u64 elem_walk_session = 0;
+
+/* Counts a hash map's live elements where the kernel lacks
+ * bpf_map_sum_elem_count (before 6.6): attached to one map at a time
+ * (hash, percpu_hash, lru_hash, lru_percpu_hash: the types this iterator
+ * accepts). It reads no key or value bytes, so it attaches to any value
+ * size. The final call (key NULL) writes the total, one u64. */
+SEC("iter/bpf_map_elem")
+int count_elems(struct bpf_iter__bpf_map_elem *ctx)
+{
+	__u64 n;
+
+	if (ctx->meta->session_id != elem_walk_session) {
+		elem_walk_session = ctx->meta->session_id;
+		elem_walk_count = 0;
+	}
+	if (ctx->key) {
+		elem_walk_count++;
+		return 0;
+	}
+	n = elem_walk_count;
+	elem_walk_count = 0;
+	bpf_seq_write(ctx->meta->seq, &n, sizeof(n));
+	return 0;
+}
+
 static __always_inline void fill_task(struct file_rec *r, struct task_struct *task)
 {
 	r->tgid = task->tgid;

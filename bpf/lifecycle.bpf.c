@@ -3,7 +3,8 @@
  * result, and refcount increments/decrements, counted per process in per-CPU
  * maps. User space chooses at startup which programs load and attach
  * (fentry/fexit -> kprobe/kretprobe -> tracepoint) from the running kernel;
- * destructions are found by diffing map ids against the census. */
+ * destructions are found by diffing map ids against the census, and timed
+ * here where a probe on bpf_map_free_deferred attaches. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -128,6 +129,18 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } put_depth SEC(".maps");
+
+/* Destruction time (CLOCK_BOOTTIME ns) by map address, written by the
+ * bpf_map_free_deferred probe; user space looks an address up when the
+ * census finds its map gone and deletes the entry. LRU: entries nobody
+ * reads (the exporter's own debris, maps freed before it tracked them) are
+ * evicted instead of filling it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LC_FREED);
+	__type(key, __u64);
+	__type(value, __u64);
+} freed SEC(".maps");
 
 /* Makes the skeleton emit the record type. */
 struct create_rec _create_rec = {};
@@ -590,3 +603,31 @@ SEC("kprobe/bpf_map_put_with_uref")
 int BPF_KPROBE(kp_bpf_map_put_with_uref) { put_enter(); return 0; }
 SEC("kretprobe/bpf_map_put_with_uref")
 int BPF_KRETPROBE(kr_bpf_map_put_with_uref) { put_exit(); return 0; }
+
+/* ---- map destruction: the work function that frees every map ---- */
+
+/* bpf_map_free_deferred(struct work_struct *work) runs exactly once per map
+ * (its address is taken for INIT_WORK, so it is never inlined); the id is
+ * already 0 there, so the map is keyed by its address, which the census and
+ * the creation record both carry. */
+static __always_inline void on_map_free(void *work)
+{
+	__u64 map = (__u64)work - bpf_core_field_offset(struct bpf_map, work);
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	bpf_map_update_elem(&freed, &map, &now, BPF_ANY);
+}
+
+SEC("fentry/bpf_map_free_deferred")
+int BPF_PROG(fe_map_free_deferred, struct work_struct *work)
+{
+	on_map_free(work);
+	return 0;
+}
+
+SEC("kprobe/bpf_map_free_deferred")
+int BPF_KPROBE(kp_map_free_deferred, struct work_struct *work)
+{
+	on_map_free(work);
+	return 0;
+}

@@ -10,6 +10,9 @@
  * its `id` field equals it (a newer id overwrites it after LC_RING creates). */
 #define LC_RING 32768
 
+/* Destruction times kept (LRU) until user space reads them. */
+#define LC_FREED 16384
+
 /* Counter slots (one per count_key seen; the slots hash gives a key's
  * index into the per-CPU counts array) and per-CPU cache entries. */
 #define LC_SLOTS 16384

@@ -94,6 +94,14 @@ pub struct Cli {
     #[arg(long = "collector.maps.confirm-delay-ms", default_value_t = 100)]
     pub confirm_delay_ms: u64,
 
+    /// Time each scrape may spend counting map elements by iteration (kernels before 6.6, and map types the kfunc does not count): maps never counted first, then the fullest; the rest keep their last count, published with its age (bpfmap_map_entries_age_seconds). A walk that would not fit is left for a later scrape.
+    #[arg(long = "collector.entries.budget", default_value = "50ms", value_parser = parse_duration)]
+    pub entries_budget: Duration,
+
+    /// How element counts are obtained: auto (the bpf_map_sum_elem_count kfunc where the kernel has it, 6.6+, iteration elsewhere) or iterate (iteration for every map, to compare with the kfunc).
+    #[arg(long = "collector.entries.method", value_enum, default_value_t = crate::census::entries::Choice::Auto)]
+    pub entries_method: crate::census::entries::Choice,
+
     /// Publish bpfmap_pin_info for at most this many pins per scrape; 0 = no limit.
     #[arg(long = "collector.pins.max-series", default_value_t = 10_000)]
     pub pins_max_series: usize,
@@ -304,6 +312,8 @@ mod tests {
         let c = parse(&[]);
         assert_eq!(c.listen, vec![format!("0.0.0.0:{DEFAULT_PORT}")]);
         assert_eq!(c.web_read_header_timeout, Duration::from_secs(10));
+        assert_eq!(c.entries_budget, Duration::from_millis(50));
+        assert_eq!(c.entries_method, crate::census::entries::Choice::Auto);
         assert_eq!(c.telemetry_path, "/metrics");
         assert!(c.collector_enabled("maps"));
         assert!(c.collector_enabled("pins"));

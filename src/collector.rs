@@ -46,6 +46,10 @@ pub const REGISTRY: &[Spec] = &[
         "census of every map (iter/bpf_map): type, sizes, refcount, usercount",
     ),
     census("memory", "per-map memory as fdinfo memlock reports it"),
+    census(
+        "entries",
+        "live elements of maps: the kfunc (6.6+) or, within a per-scrape budget, per-map iteration",
+    ),
     census("files", "map files in process fd tables (iter/task_file)"),
     census(
         "mmaps",

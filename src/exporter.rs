@@ -72,6 +72,8 @@ impl Exporter {
                 keep_files: false,
                 cgroup_root: cli.creators_cgroup_root.clone(),
                 confirm_delay: std::time::Duration::from_millis(cli.confirm_delay_ms),
+                entries_budget: cli.entries_budget,
+                entries_method: cli.entries_method,
             })?)
         } else {
             None
@@ -287,6 +289,8 @@ impl ScrapeService {
                 let mut ex = match Exporter::new(&cli) {
                     Ok(ex) => {
                         crate::sys::trim_c_heap();
+                        // Healthy before the server may answer /healthz.
+                        h.store(true, Ordering::Relaxed);
                         let _ = ready_tx.send(Ok(()));
                         ex
                     }
@@ -301,7 +305,6 @@ impl ScrapeService {
                         crate::census::PID_NAMESPACE_ERROR
                     );
                 }
-                h.store(true, Ordering::Relaxed);
                 let mut carried = Vec::new();
                 loop {
                     let mut batch = std::mem::take(&mut carried);

@@ -31,6 +31,7 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
         let f = c.features();
         println!("feature=task_vma available={}", f.task_vma as u8);
         println!("feature=elem_count available={}", f.elem_count as u8);
+        println!("feature=elem_iter available={}", f.elem_iter as u8);
         match &f.map_memcg_off {
             Some(why) => println!("feature=map_memcg available=0 reason={why:?}"),
             None => println!("feature=map_memcg available={}", f.map_memcg as u8),

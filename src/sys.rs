@@ -286,3 +286,49 @@ pub fn io_uring_with_files(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Ow
     }
     Ok(ring)
 }
+
+/// Keys of a map counted by BPF_MAP_GET_NEXT_KEY from user space, at most
+/// `limit` (Ok(None) when the walk did not end by then: the map changed
+/// under it, since a deleted cursor key restarts the walk at the first key).
+/// Errors name the kernel's refusal (e.g. EOPNOTSUPP for local storage).
+pub fn count_keys(
+    fd: std::os::fd::BorrowedFd<'_>,
+    key_size: usize,
+    limit: u64,
+) -> io::Result<Option<u64>> {
+    use std::os::fd::AsRawFd;
+    let size = key_size.max(1);
+    let mut cur = vec![0u8; size];
+    let mut next = vec![0u8; size];
+    let mut n = 0u64;
+    let mut first = true;
+    loop {
+        let key = if first {
+            std::ptr::null()
+        } else {
+            cur.as_ptr() as *const libc::c_void
+        };
+        // SAFETY: `key` is null or points to key_size readable bytes, `next`
+        // to key_size writable bytes, both live for the call.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_get_next_key(
+                fd.as_raw_fd(),
+                key,
+                next.as_mut_ptr() as *mut libc::c_void,
+            )
+        };
+        if ret < 0 {
+            let e = io::Error::from_raw_os_error(-ret);
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(Some(n));
+            }
+            return Err(e);
+        }
+        n += 1;
+        if n > limit {
+            return Ok(None);
+        }
+        first = false;
+        std::mem::swap(&mut cur, &mut next);
+    }
+}

@@ -7,7 +7,7 @@ use bpfmap_exporter::census::bpffs::{Inventory, Pin, Superblock};
 use bpfmap_exporter::census::fdinfo::{FdInfo, ObjKind};
 use bpfmap_exporter::census::holders::{self, Observed};
 use bpfmap_exporter::census::render::{render, RenderOpts};
-use bpfmap_exporter::census::{FileRecord, MapRecord, Snapshot};
+use bpfmap_exporter::census::{entries, FileRecord, MapRecord, Snapshot};
 use bpfmap_exporter::metrics::{encode_text, Families};
 
 fn map(id: u32, name: &str, map_type: u32, refcnt: i64, usercnt: i64) -> MapRecord {
@@ -137,6 +137,28 @@ fn snapshot() -> Snapshot {
         processes,
         inventory: Some(inventory),
         maps_ok: true,
+        // Map 10's count was walked 12.5 s ago (served from the cache).
+        entries: [(
+            10,
+            entries::CountInfo {
+                method: entries::Method::Iter,
+                state: entries::State::Cached,
+                age_seconds: Some(12.5),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        entries_summary: Some(entries::Summary {
+            maps: [((entries::Method::Iter, entries::State::Cached), 1)]
+                .into_iter()
+                .collect(),
+            errors: 0,
+            errors_total: 2,
+            over_budget: 0,
+            spent: std::time::Duration::from_millis(3),
+            budget: std::time::Duration::from_millis(50),
+            oldest_seconds: 12.5,
+        }),
         ..Default::default()
     }
 }

@@ -158,7 +158,28 @@ fn probe_modes_match_the_kernel() {
         !release().starts_with("5.10."),
         "__x64_sys_bpf's pt_regs is a complete struct in the BTF of every kernel here but 5.10"
     );
-    assert_eq!(mode_of(&lc, "map_destroy"), ("census".into(), true));
+    // Destructions are timed in the kernel where fentry works (the matrix
+    // kernels) and bpf_map_free_deferred is in the BTF; on this host fentry
+    // is refused (as for every refcount probe below) and there are no
+    // kprobes, so the census times them.
+    let btf_has_free_deferred = caps.btf_funcs.contains("bpf_map_free_deferred");
+    if refcount_probes_expected() && btf_has_free_deferred {
+        assert_eq!(
+            mode_of(&lc, "map_destroy"),
+            ("fentry".into(), true),
+            "map_destroy on {}",
+            release()
+        );
+    } else {
+        assert_eq!(mode_of(&lc, "map_destroy"), ("census".into(), true));
+        if !refcount_probes_expected() {
+            assert!(
+                btf_has_free_deferred,
+                "this host's BTF has bpf_map_free_deferred: fentry was tried and refused"
+            );
+            assert!(!caps.kprobe_pmu, "this host has no kprobes");
+        }
+    }
     let btf_has_map_create = std::process::Command::new("bpftool")
         .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
         .output()
@@ -659,4 +680,63 @@ fn container_labels_come_from_the_attributor() {
         "the creator's tgid reached the attributor"
     );
     drop(keep);
+}
+
+/// A map that lives 100 ms: where the kernel times destructions its lifetime
+/// lands in the (0.1, 1] bucket even though the scrape that finds it gone
+/// comes 1.5 s later; where the census times them, it lands at the scrape.
+/// Stack maps isolate the test's histogram (no other software here makes
+/// them).
+#[test]
+fn a_100ms_map_lands_in_its_bucket_where_the_kernel_times_destruction() {
+    require_root();
+    let mut c = census();
+    let mut lc = Lifecycle::load(LifecycleOpts::default()).expect("lifecycle loads");
+    let probed = matches!(mode_of(&lc, "map_destroy").0.as_str(), "fentry" | "kprobe");
+    let bucket = |t: &str, le: &str| {
+        value(
+            t,
+            "bpfmap_map_lifetime_seconds_bucket",
+            &[("map_type", "stack"), ("le", le)],
+        )
+    };
+    let count = |t: &str| {
+        value(
+            t,
+            "bpfmap_map_lifetime_seconds_count",
+            &[("map_type", "stack")],
+        )
+    };
+    let timed =
+        |t: &str, src: &str| value(t, "bpfmap_map_lifetimes_timed_total", &[("source", src)]);
+    let before = scrape(&mut c, &mut lc);
+    as_comm("lctest_life", || {
+        let m = map(MapType::Stack, "lc_life", 0, 8, 4, 0);
+        std::thread::sleep(Duration::from_millis(100));
+        drop(m);
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let n0 = count(&before);
+    let after = until(&mut c, &mut lc, "the stack map's lifetime", |t| {
+        count(t) >= n0 + 1.0
+    });
+    assert_eq!(count(&after), n0 + 1.0, "one stack map died");
+    let d = |le: &str| bucket(&after, le) - bucket(&before, le);
+    if probed {
+        assert_eq!(
+            (d("0.1"), d("1")),
+            (0.0, 1.0),
+            "100 ms lifetime timed by the kernel: in (0.1, 1]\n{after}"
+        );
+        assert!(timed(&after, "probe") >= timed(&before, "probe") + 1.0);
+    } else {
+        // Census time: at least the 1.6 s until the scrape.
+        assert_eq!(
+            (d("1"), d("10")),
+            (0.0, 1.0),
+            "lifetime ends at the scrape without a probe\n{after}"
+        );
+        assert!(timed(&after, "census") >= timed(&before, "census") + 1.0);
+        assert_eq!(timed(&after, "probe"), 0.0, "no probe, no probe times");
+    }
 }

@@ -123,7 +123,10 @@ for name in order:
     elif not mem:
         lacks.append("real map memory: not measured (no bpftool)")
     if feats.get("elem_count") is False:
-        lacks.append("elem_count (no bpfmap_map_entries)")
+        if feats.get("elem_iter"):
+            lacks.append("elem_count kfunc (bpfmap_map_entries by iter/bpf_map_elem walks)")
+        else:
+            lacks.append("elem_count kfunc (bpfmap_map_entries by GET_NEXT_KEY walks)")
     if feats.get("map_memcg") is False:
         lacks.append("map_memcg (creator of maps unknown: no bpfmap_creator_* series)")
     ok = not reasons

@@ -30,3 +30,21 @@ pub(crate) fn read_file(mut f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Resu
 pub(crate) fn read<'a>(link: &Link, buf: &'a mut Vec<u8>) -> anyhow::Result<&'a [u8]> {
     read_file(open(link)?, buf)
 }
+
+/// [`read_file`] for walks that may write nothing for a million objects: the
+/// kernel then ends that read with EAGAIN (MAX_ITER_OBJECTS) and the next
+/// read continues the same walk.
+pub(crate) fn read_retrying(mut f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<&[u8]> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading iterator"),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! few bpf() queries, into a data-only [`Snapshot`].
 pub mod bpffs;
 pub mod creators;
+pub mod entries;
 pub mod fdinfo;
 pub mod holders;
 pub mod inflight;
@@ -78,6 +79,10 @@ pub struct CensusOpts {
     /// Delay before each confirming re-read of maps with unexplained
     /// references; zero publishes the first reading.
     pub confirm_delay: std::time::Duration,
+    /// Time each scrape may spend counting elements by iteration.
+    pub entries_budget: std::time::Duration,
+    /// `--collector.entries.method`.
+    pub entries_method: entries::Choice,
 }
 
 impl Default for CensusOpts {
@@ -90,6 +95,8 @@ impl Default for CensusOpts {
             keep_files: false,
             cgroup_root: None,
             confirm_delay: std::time::Duration::from_millis(100),
+            entries_budget: std::time::Duration::from_millis(50),
+            entries_method: entries::Choice::Auto,
         }
     }
 }
@@ -135,6 +142,10 @@ pub struct Snapshot {
     /// Network namespaces the in-flight walk covered and could not cover,
     /// when it ran.
     pub inflight_netns: Option<(u32, u32)>,
+    /// Map id -> how its element count was obtained, for every map with one.
+    pub entries: IdMap<entries::CountInfo>,
+    /// The element counting of this scrape, when the entries part ran.
+    pub entries_summary: Option<entries::Summary>,
 }
 
 /// The initial pid namespace's inode number (PROC_PID_INIT_INO, fixed in
@@ -199,6 +210,40 @@ pub struct Census {
     inflight: Option<Result<InflightState, String>>,
     /// Map ids of every census object (census and in-flight).
     own_ids: Vec<u32>,
+    /// Element counts by iteration, kept between scrapes.
+    entries: entries::Counter,
+}
+
+/// The census's element walks: `iter/bpf_map_elem` through the census
+/// programs, GET_NEXT_KEY from user space. Each opens the map by id and
+/// closes it before it returns.
+struct Walks<'a>(&'a Programs);
+
+impl entries::Walker for Walks<'_> {
+    fn count(
+        &mut self,
+        m: &MapRecord,
+        method: entries::Method,
+        buf: &mut Vec<u8>,
+    ) -> anyhow::Result<u64> {
+        use std::os::fd::AsFd;
+        let fd = sys::map_fd_by_id(m.id)?;
+        match method {
+            entries::Method::Iter => self.0.count_elements(fd.as_fd(), buf),
+            entries::Method::NextKey => {
+                // A walk longer than twice the capacity restarted under
+                // concurrent deletes: no count rather than a wrong one.
+                let limit = 2 * m.max_entries as u64 + 16;
+                sys::count_keys(fd.as_fd(), m.key_size as usize, limit)?.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "GET_NEXT_KEY walk of map {} did not end (map changing)",
+                        m.id
+                    )
+                })
+            }
+            _ => anyhow::bail!("no walk for method {}", method.as_str()),
+        }
+    }
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -230,6 +275,7 @@ impl Census {
             btf_path: opts.btf_path.clone(),
             files: opts.parts.on("files"),
             mmaps: opts.parts.on("mmaps"),
+            count_elems: opts.parts.on("entries"),
         })?;
         let mut own_ids = progs.own_map_ids().to_vec();
         // iter/unix is absent before 5.17: there the object is not loaded at
@@ -253,6 +299,7 @@ impl Census {
                 }
             }
         });
+        let entries = entries::Counter::new(opts.entries_method, opts.entries_budget);
         Ok(Census {
             progs,
             opts,
@@ -273,6 +320,7 @@ impl Census {
                     c
                 })
                 .unwrap_or_default(),
+            entries,
         })
     }
 
@@ -522,6 +570,32 @@ impl Census {
             let ids = creators::cgroup_ids(snap.maps.iter());
             let resolver = &mut self.creator_paths;
             snap.creator_paths = report.run("creators", || resolver.resolve(&ids));
+        }
+        if snap.maps_ok {
+            let kfunc = snap.features.elem_count;
+            let kernel = entries::Kernel {
+                kfunc,
+                elem_iter: snap.features.elem_iter,
+            };
+            if p.on("entries") {
+                let counter = &mut self.entries;
+                let progs = &self.progs;
+                let maps = &mut snap.maps;
+                if let Some((info, summary)) = report.run("entries", || {
+                    Ok(counter.run(maps, kernel, &mut Walks(progs)))
+                }) {
+                    snap.entries = info;
+                    snap.entries_summary = Some(summary);
+                }
+            }
+            if snap.entries_summary.is_none() {
+                // Only the kfunc's own counts of the types it counts.
+                for m in snap.maps.iter_mut() {
+                    if !(kfunc && entries::kfunc_counts(m.map_type)) {
+                        m.elem_count = None;
+                    }
+                }
+            }
         }
         if p.on("memory") {
             let all = snap.maps.iter().chain(snap.own.iter());

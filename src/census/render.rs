@@ -231,6 +231,7 @@ impl Renderer {
         for (name, v) in [
             ("task_vma", f.task_vma),
             ("elem_count", f.elem_count),
+            ("elem_iter", f.elem_iter),
             ("map_memcg", f.map_memcg),
             ("iter_unix", f.iter_unix),
         ] {
@@ -266,6 +267,7 @@ pub fn render_cached(
     super::creators::render(snap, ids.as_ref(), out);
     render_sources(snap, out);
     render_inflight(snap, attribution, out);
+    render_entries(snap, out);
 }
 
 /// In-flight holders: each map's oldest in-flight age (never capped: the
@@ -320,6 +322,44 @@ fn render_inflight(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Fami
             files.len() as f64,
         );
     }
+}
+
+/// How this scrape's element counts were obtained (node level).
+fn render_entries(snap: &Snapshot, out: &mut Families) {
+    let Some(s) = &snap.entries_summary else {
+        return;
+    };
+    for ((method, state), n) in &s.maps {
+        out.gauge(
+            &defs::MAP_ENTRIES_MAPS,
+            vec![
+                ("method", method.as_str().to_string()),
+                ("state", state.as_str().to_string()),
+            ],
+            *n as f64,
+        );
+    }
+    out.gauge(
+        &defs::MAP_ENTRIES_BUDGET_SECONDS,
+        vec![],
+        s.budget.as_secs_f64(),
+    );
+    out.gauge(
+        &defs::MAP_ENTRIES_WALK_SECONDS,
+        vec![],
+        s.spent.as_secs_f64(),
+    );
+    out.gauge(&defs::MAP_ENTRIES_OLDEST_SECONDS, vec![], s.oldest_seconds);
+    out.gauge(
+        &defs::MAP_ENTRIES_OVER_BUDGET_MAPS,
+        vec![],
+        s.over_budget as f64,
+    );
+    out.counter(
+        &defs::MAP_ENTRIES_WALK_ERRORS_TOTAL,
+        vec![],
+        s.errors_total as f64,
+    );
 }
 
 /// Completeness of each holder source and of the pid-namespace view.
@@ -485,7 +525,7 @@ fn render_maps(
     // Integer per-map families: (id, value) for the maps that have one.
     type Field<'a> = Box<dyn Fn(usize) -> Option<i64> + 'a>;
     let m = |i: usize| &snap.maps[i];
-    let fields: [(&Def, Field<'_>); 8] = [
+    let fields: [(&Def, Field<'_>); 9] = [
         (
             &defs::MAP_MAX_ENTRIES,
             Box::new(|i| Some(m(i).max_entries as i64)),
@@ -505,6 +545,14 @@ fn render_maps(
             Box::new(|i| {
                 let m = m(i);
                 super::names::counts_elements(m.map_type).then_some(m.elem_count?)
+            }),
+        ),
+        (
+            &defs::MAP_ENTRIES_AGE_SECONDS,
+            Box::new(|i| {
+                let m = m(i);
+                m.elem_count?;
+                Some(snap.entries.get(&m.id)?.age_seconds? as i64)
             }),
         ),
         (

@@ -5,7 +5,9 @@
 //! increments and decrements. Attach points are chosen per probe at startup
 //! from the running kernel (fentry/fexit -> kprobe/kretprobe -> tracepoint);
 //! destructions come from map ids leaving the census (ids are never reused
-//! before they wrap), attributed to the creator recorded at creation.
+//! before they wrap), attributed to the creator recorded at creation, and
+//! where a probe on bpf_map_free_deferred attaches their lifetimes end at
+//! the kernel's destruction time instead of the scrape that found them gone.
 pub mod probes;
 pub(crate) mod state;
 
@@ -269,6 +271,14 @@ impl Lifecycle {
         &self.choices
     }
 
+    /// Whether a probe times destructions in the kernel (map_destroy
+    /// attached as fentry or kprobe).
+    fn destroy_probed(&self) -> bool {
+        self.choices.iter().any(|c| {
+            c.probe == "map_destroy" && c.attached && matches!(c.mode, Mode::Fentry | Mode::Kprobe)
+        })
+    }
+
     fn label_set(&self, p: &ProcKey) -> LabelSet {
         let id = self.opts.attributor.identify(p.tgid, p.cgroup_id);
         LabelSet {
@@ -456,7 +466,13 @@ impl Collector for Lifecycle {
             );
         }
         if let Some(snap) = census.filter(|_| self.opts.census) {
-            let live: Vec<(u32, u32)> = snap.maps.iter().map(|m| (m.id, m.map_type)).collect();
+            let live: Vec<(u32, u32, u64)> = snap
+                .maps
+                .iter()
+                .map(|m| (m.id, m.map_type, m.map_ptr))
+                .collect();
+            let timed = self.destroy_probed();
+            let freed = &self.skel.maps.freed;
             let last = self.last_recorded();
             let now = sys::boottime_ns();
             let mut tracker = std::mem::replace(&mut self.tracker, Tracker::new(0));
@@ -465,7 +481,7 @@ impl Collector for Lifecycle {
             // may still exist, then key by cgroup only (no pid label) so
             // per-process state stays bounded.
             let mut warmed = std::collections::HashSet::new();
-            let gone = tracker.update(
+            let gone = tracker.update_timed(
                 &live,
                 last,
                 |id| match self.slot(id) {
@@ -476,6 +492,15 @@ impl Collector for Lifecycle {
                         Slot::Valid(r)
                     }
                     other => other,
+                },
+                |ptr| {
+                    if !timed {
+                        return None;
+                    }
+                    let key = ptr.to_ne_bytes();
+                    let v = freed.lookup(&key, MapFlags::ANY).ok().flatten()?;
+                    let _ = freed.delete(&key);
+                    Some(u64::from_ne_bytes(v.as_slice().try_into().ok()?))
                 },
                 now,
             );
@@ -537,6 +562,16 @@ impl Collector for Lifecycle {
                 &h.cumulative(),
                 h.count,
                 h.sum,
+            );
+        }
+        for (source, n) in [
+            ("probe", self.tracker.timed_by_probe),
+            ("census", self.tracker.timed_by_census),
+        ] {
+            out.counter(
+                &defs::MAP_LIFETIMES_TIMED_TOTAL,
+                vec![("source", source.to_string())],
+                n as f64,
             );
         }
         out.counter(

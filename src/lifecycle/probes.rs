@@ -125,6 +125,7 @@ pub const INTERESTING_FUNCS: &[&str] = &[
     "bpf_map_put",
     "bpf_map_put_with_uref",
     "bpf_task_pt_regs",
+    "bpf_map_free_deferred",
 ];
 
 impl KernelCaps {
@@ -258,13 +259,31 @@ pub fn plan(caps: &KernelCaps) -> Vec<ProbeDef> {
         chain: create,
     });
 
+    // Destructions are found by the census everywhere (ids leaving it);
+    // where a probe attaches, the kernel times each one.
+    let mut destroy = Vec::new();
+    if has_func("bpf_map_free_deferred") {
+        destroy.push(Cand {
+            mode: Mode::Fentry,
+            progs: &["fe_map_free_deferred"],
+            point: "bpf_map_free_deferred",
+        });
+    }
+    if has_kprobe("bpf_map_free_deferred") {
+        destroy.push(Cand {
+            mode: Mode::Kprobe,
+            progs: &["kp_map_free_deferred"],
+            point: "bpf_map_free_deferred",
+        });
+    }
+    destroy.push(Cand {
+        mode: Mode::Census,
+        progs: &[],
+        point: "map ids leaving the census",
+    });
     out.push(ProbeDef {
         name: "map_destroy",
-        chain: vec![Cand {
-            mode: Mode::Census,
-            progs: &[],
-            point: "map ids leaving the census",
-        }],
+        chain: destroy,
     });
 
     let funcs = [

@@ -70,6 +70,9 @@ pub struct Known {
     pub pid: u32,
     pub map_type: u32,
     pub create_ns: Option<u64>,
+    /// Kernel address of the map (0 when unknown): the key of the
+    /// destruction time a probe on bpf_map_free_deferred records.
+    pub map_ptr: u64,
 }
 
 /// One destruction found in a scrape (for `--log.map-events`).
@@ -104,6 +107,10 @@ pub struct Tracker {
     pub lost: u64,
     /// Keep the creator's tgid in the label identity (`--collector.lifecycle.pid-label`).
     pub pid_label: bool,
+    /// Lifetimes observed, by where their end came from: the kernel's
+    /// destruction time (probe) or the scrape that found the map gone.
+    pub timed_by_probe: u64,
+    pub timed_by_census: u64,
 }
 
 impl Tracker {
@@ -120,6 +127,8 @@ impl Tracker {
             lifetimes: BTreeMap::new(),
             lost: 0,
             pid_label: false,
+            timed_by_probe: 0,
+            timed_by_census: 0,
         }
     }
 
@@ -148,8 +157,35 @@ impl Tracker {
         self.live.len()
     }
 
-    fn destroy(&mut self, id: u32, k: Known, now_ns: u64, out: &mut Vec<Destroyed>) {
-        let lifetime = k.create_ns.map(|c| now_ns.saturating_sub(c) as f64 / 1e9);
+    /// `freed_ns`: the kernel's destruction time of the map at `k.map_ptr`,
+    /// if a probe recorded one. It is used when it lies between the map's
+    /// birth and now (an address reused by a later map that also died
+    /// overwrites it with a later time, never an earlier one); otherwise the
+    /// end is this scrape.
+    fn destroy(
+        &mut self,
+        id: u32,
+        k: Known,
+        now_ns: u64,
+        freed_ns: &mut dyn FnMut(u64) -> Option<u64>,
+        out: &mut Vec<Destroyed>,
+    ) {
+        let lifetime = k.create_ns.map(|c| {
+            let by_probe = (k.map_ptr != 0)
+                .then(|| freed_ns(k.map_ptr))
+                .flatten()
+                .filter(|&t| t >= c && t <= now_ns);
+            match by_probe {
+                Some(t) => {
+                    self.timed_by_probe += 1;
+                    (t - c) as f64 / 1e9
+                }
+                None => {
+                    self.timed_by_census += 1;
+                    now_ns.saturating_sub(c) as f64 / 1e9
+                }
+            }
+        });
         if let Some(l) = lifetime {
             self.lifetimes.entry(k.map_type).or_default().observe(l);
         }
@@ -169,17 +205,34 @@ impl Tracker {
     /// before this call. `last_recorded`: the kernel's most recent recorded
     /// id, read now (after the census). `slot(id)`: the creation record slot
     /// for an id. `now_ns`: CLOCK_BOOTTIME now. Returns the destructions.
+    #[cfg(test)]
     pub fn update(
         &mut self,
         census: &[(u32, u32)],
         last_recorded: u32,
+        slot: impl FnMut(u32) -> Slot,
+        now_ns: u64,
+    ) -> Vec<Destroyed> {
+        let census: Vec<(u32, u32, u64)> = census.iter().map(|&(i, t)| (i, t, 0)).collect();
+        self.update_timed(&census, last_recorded, slot, |_| None, now_ns)
+    }
+
+    /// [`Tracker::update`] with each live map's kernel address, and
+    /// `freed_ns(address)`: the destruction time a probe recorded (the
+    /// lifetime then ends there instead of at this scrape).
+    pub fn update_timed(
+        &mut self,
+        census: &[(u32, u32, u64)],
+        last_recorded: u32,
         mut slot: impl FnMut(u32) -> Slot,
+        mut freed_ns: impl FnMut(u64) -> Option<u64>,
         now_ns: u64,
     ) -> Vec<Destroyed> {
         let mut out = Vec::new();
-        let now: rustc_hash::FxHashMap<u32, u32> = census.iter().copied().collect();
+        let now: rustc_hash::FxHashMap<u32, u32> =
+            census.iter().map(|&(id, ty, _)| (id, ty)).collect();
         // 1. Every live map is tracked (pre-existing ones without creator).
-        for &(id, ty) in census {
+        for &(id, ty, map_ptr) in census {
             if self.live.contains_key(&id) {
                 continue;
             }
@@ -189,6 +242,7 @@ impl Tracker {
                     pid: 0,
                     map_type: ty,
                     create_ns: None,
+                    map_ptr,
                 }
             } else {
                 match slot(id) {
@@ -197,12 +251,14 @@ impl Tracker {
                         creator: Some(self.key(r.comm, r.tgid, r.cgroup_id)),
                         map_type: ty,
                         create_ns: Some(r.create_ns),
+                        map_ptr: if map_ptr != 0 { map_ptr } else { r.map_ptr },
                     },
                     _ => Known {
                         creator: None,
                         pid: 0,
                         map_type: ty,
                         create_ns: None,
+                        map_ptr,
                     },
                 }
             };
@@ -222,7 +278,7 @@ impl Tracker {
         gone.sort_unstable();
         for id in gone {
             let k = self.live.remove(&id).expect("tracked");
-            self.destroy(id, k, now_ns, &mut out);
+            self.destroy(id, k, now_ns, &mut freed_ns, &mut out);
         }
         // 3. Ids that existed before this census started (<= bound) and were
         //    neither tracked nor in the census lived and died in between.
@@ -242,8 +298,9 @@ impl Tracker {
                         creator: Some(self.key(r.comm, r.tgid, r.cgroup_id)),
                         map_type: r.map_type,
                         create_ns: Some(r.create_ns),
+                        map_ptr: r.map_ptr,
                     };
-                    self.destroy(id, k, now_ns, &mut out);
+                    self.destroy(id, k, now_ns, &mut freed_ns, &mut out);
                 }
                 Slot::Overwritten => {
                     // A map we know died but cannot attribute: keep the
@@ -263,7 +320,7 @@ impl Tracker {
         self.resolved = self.resolved.max(bound);
         let resolved = self.resolved;
         self.decided.retain(|&id| id > resolved);
-        let census_max = census.iter().map(|&(id, _)| id).max().unwrap_or(0);
+        let census_max = census.iter().map(|&(id, _, _)| id).max().unwrap_or(0);
         self.bound = self.bound.max(census_max).max(last_recorded);
         out
     }
@@ -397,6 +454,56 @@ mod tests {
                 ("agent", if pid_label { 4242 } else { 0 })
             );
         }
+    }
+
+    #[test]
+    fn the_probe_time_ends_a_lifetime_and_the_census_time_stands_in_when_it_misses() {
+        let mut t = Tracker::new(10);
+        let with_ptr = |id, ns, ptr| {
+            let mut r = rec(id, "p", 1, ns);
+            r.map_ptr = ptr;
+            Slot::Valid(r)
+        };
+        let slots = |id: u32| match id {
+            11 => with_ptr(11, 1_000_000_000, 0xa000),
+            12 => with_ptr(12, 1_000_000_000, 0xb000),
+            13 => with_ptr(13, 1_000_000_000, 0xc000),
+            _ => Slot::Empty,
+        };
+        // 11 and 12 live at the first scrape; 13 lives and dies in between.
+        t.update_timed(
+            &[(11, 1, 0xa000), (12, 1, 0xb000)],
+            13,
+            slots,
+            |_| None,
+            2_000_000_000,
+        );
+        // 11 freed at 1.05 s (probe), 12's probe time predates its birth
+        // (a stale address: ignored), 13 freed at 1.2 s (probe).
+        let freed = |p: u64| match p {
+            0xa000 => Some(1_050_000_000),
+            0xb000 => Some(500_000_000),
+            0xc000 => Some(1_200_000_000),
+            _ => None,
+        };
+        let d = t.update_timed(&[], 13, slots, freed, 9_000_000_000);
+        let life: Vec<(u32, f64)> = d
+            .iter()
+            .map(|d| (d.id, d.lifetime_seconds.unwrap()))
+            .collect();
+        assert_eq!(life.len(), 3);
+        let get = |id| life.iter().find(|l| l.0 == id).unwrap().1;
+        assert!((get(11) - 0.05).abs() < 1e-9, "{life:?}");
+        assert!((get(12) - 8.0).abs() < 1e-9, "census time: {life:?}");
+        assert!((get(13) - 0.2).abs() < 1e-9, "{life:?}");
+        assert_eq!((t.timed_by_probe, t.timed_by_census), (2, 1));
+        // 0.05 s and 0.2 s land in the 0.1 and 1 buckets, 8 s in 10.
+        let h = &t.lifetimes[&1];
+        let c = h.cumulative();
+        assert_eq!(c[1], (0.01, 0));
+        assert_eq!(c[2], (0.1, 1));
+        assert_eq!(c[3], (1.0, 2));
+        assert_eq!(c[4], (10.0, 3));
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub const EXPORTER_MAPS: Def = gauge(
 );
 pub const FEATURE_AVAILABLE: Def = gauge(
     "bpfmap_feature_available",
-    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries, 6.6+), map_memcg (creator memory cgroup of maps, 5.11+ with CONFIG_MEMCG), iter_unix (in-flight holders, 5.17+).",
+    "Kernel features the census uses: task_vma (mmap holders, 5.15+), elem_count (hash map entries by kfunc, 6.6+), elem_iter (hash map entries by an iter/bpf_map_elem walk, 5.9+ where the kernel allows it), map_memcg (creator memory cgroup of maps, 5.11+ with CONFIG_MEMCG), iter_unix (in-flight holders, 5.17+).",
 );
 pub const K8S_POD_INFO: Def = gauge(
     "bpfmap_k8s_pod_info",
@@ -113,7 +113,35 @@ pub const MAP_CREATOR_INFO: Def = gauge(
 );
 pub const MAP_ENTRIES: Def = gauge(
     "bpfmap_map_entries",
-    "Live elements of hash-family maps (bpf_map_sum_elem_count, 6.6+).",
+    "Live elements of maps with a variable number of elements: bpf_map_sum_elem_count (6.6+) or a per-map walk (bpfmap_map_entries_maps says which; bpfmap_map_entries_age_seconds how old a walked count is).",
+);
+pub const MAP_ENTRIES_AGE_SECONDS: Def = gauge(
+    "bpfmap_map_entries_age_seconds",
+    "Age in whole seconds of a map's bpfmap_map_entries when it was counted by a walk (0: counted this scrape; older: served from an earlier scrape within --collector.entries.budget).",
+);
+pub const MAP_ENTRIES_MAPS: Def = gauge(
+    "bpfmap_map_entries_maps",
+    "Maps with a variable element count, by how it was obtained (method: kfunc, iter, next_key, none) and whether it is fresh, cached from an earlier scrape, or missing.",
+);
+pub const MAP_ENTRIES_BUDGET_SECONDS: Def = gauge(
+    "bpfmap_map_entries_budget_seconds",
+    "Time each scrape may spend walking maps to count their elements (--collector.entries.budget).",
+);
+pub const MAP_ENTRIES_WALK_SECONDS: Def = gauge(
+    "bpfmap_map_entries_walk_seconds",
+    "Time this scrape spent walking maps to count their elements.",
+);
+pub const MAP_ENTRIES_OLDEST_SECONDS: Def = gauge(
+    "bpfmap_map_entries_oldest_seconds",
+    "Age of the oldest walked element count served this scrape.",
+);
+pub const MAP_ENTRIES_OVER_BUDGET_MAPS: Def = gauge(
+    "bpfmap_map_entries_over_budget_maps",
+    "Maps whose element walk is estimated to cost more than the whole budget: never counted (raise --collector.entries.budget).",
+);
+pub const MAP_ENTRIES_WALK_ERRORS_TOTAL: Def = counter(
+    "bpfmap_map_entries_walk_errors_total",
+    "Element walks that failed (the map keeps its last count, or none).",
 );
 pub const MAP_HOLDERS: Def = gauge(
     "bpfmap_map_holders",
@@ -124,6 +152,10 @@ pub const MAP_INFO: Def = gauge(
     "Map metadata; join on id: ... * on(id) group_left(name, map_type) bpfmap_map_info.",
 );
 pub const MAP_KEY_SIZE_BYTES: Def = gauge("bpfmap_map_key_size_bytes", "Key size of the map.");
+pub const MAP_LIFETIMES_TIMED_TOTAL: Def = counter(
+    "bpfmap_map_lifetimes_timed_total",
+    "Lifetimes observed in bpfmap_map_lifetime_seconds by where their end came from: source=probe (the kernel's destruction time, bpf_map_free_deferred) or source=census (the scrape that found the map gone: no probe, or the probe missed it).",
+);
 pub const MAP_LIFETIME_SECONDS: Def = histogram(
     "bpfmap_map_lifetime_seconds",
     "Lifetime of destroyed maps, from creation to the scrape that found them gone, by map type.",
@@ -276,10 +308,18 @@ pub const ALL: &[&Def] = &[
     &MAP_CREATOR_GONE,
     &MAP_CREATOR_INFO,
     &MAP_ENTRIES,
+    &MAP_ENTRIES_AGE_SECONDS,
+    &MAP_ENTRIES_BUDGET_SECONDS,
+    &MAP_ENTRIES_MAPS,
+    &MAP_ENTRIES_OLDEST_SECONDS,
+    &MAP_ENTRIES_OVER_BUDGET_MAPS,
+    &MAP_ENTRIES_WALK_ERRORS_TOTAL,
+    &MAP_ENTRIES_WALK_SECONDS,
     &MAP_HOLDERS,
     &MAP_INFO,
     &MAP_KEY_SIZE_BYTES,
     &MAP_LIFETIME_SECONDS,
+    &MAP_LIFETIMES_TIMED_TOTAL,
     &MAP_MAX_ENTRIES,
     &MAP_MEMORY_BYTES,
     &MAP_REFCOUNT,

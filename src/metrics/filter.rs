@@ -30,6 +30,13 @@ pub const OWNERS: &[(&Def, &str)] = &[
     (&MAP_REFCOUNT, "maps"),
     (&MAP_USERCOUNT, "maps"),
     (&MAP_ENTRIES, "maps"),
+    (&MAP_ENTRIES_AGE_SECONDS, "entries"),
+    (&MAP_ENTRIES_MAPS, "entries"),
+    (&MAP_ENTRIES_BUDGET_SECONDS, "entries"),
+    (&MAP_ENTRIES_WALK_SECONDS, "entries"),
+    (&MAP_ENTRIES_OLDEST_SECONDS, "entries"),
+    (&MAP_ENTRIES_OVER_BUDGET_MAPS, "entries"),
+    (&MAP_ENTRIES_WALK_ERRORS_TOTAL, "entries"),
     (&MAP_HOLDERS, "maps"),
     (&MAP_UNEXPLAINED_REFS, "maps"),
     (&MAPS_UNEXPLAINED_REFS, "maps"),
@@ -66,6 +73,7 @@ pub const OWNERS: &[(&Def, &str)] = &[
     (&MAPS_CREATED_TOTAL, "lifecycle"),
     (&MAPS_DESTROYED_TOTAL, "lifecycle"),
     (&MAP_LIFETIME_SECONDS, "lifecycle"),
+    (&MAP_LIFETIMES_TIMED_TOTAL, "lifecycle"),
     (&MAP_REFCOUNT_INCREMENTS_TOTAL, "lifecycle"),
     (&MAP_REFCOUNT_DECREMENTS_TOTAL, "lifecycle"),
     (&MAP_SYSCALLS_TOTAL, "lifecycle"),
@@ -219,10 +227,11 @@ mod tests {
         "outer_maps",
         "links",
         "pins",
+        "inflight",
         "creators",
+        "entries",
         "lifecycle",
         "k8s",
-        "inflight",
     ];
 
     #[test]
@@ -247,7 +256,8 @@ mod tests {
     }
 
     fn parse(q: &str) -> Result<Option<Vec<&'static str>>, FilterError> {
-        Filter::from_query(Some(q), &ALL_ON[..10]).map(|f| f.map(|f| f.collectors().collect()))
+        Filter::from_query(Some(q), &ALL_ON[..ALL_ON.len() - 1])
+            .map(|f| f.map(|f| f.collectors().collect()))
     }
 
     #[test]
@@ -262,9 +272,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!ex.contains(&"lifecycle") && !ex.contains(&"files"));
-        assert!(ex.contains(&"maps") && ex.len() == 8, "{ex:?}");
+        assert!(ex.contains(&"maps") && ex.len() == 10, "{ex:?}");
         // k8s is disabled here: excluding it is a no-op, collecting it is not.
-        assert_eq!(parse("exclude[]=k8s").unwrap().unwrap().len(), 10);
+        assert_eq!(parse("exclude[]=k8s").unwrap().unwrap().len(), 12);
         assert_eq!(
             parse("collect[]=k8s"),
             Err(FilterError::Disabled("k8s".into()))

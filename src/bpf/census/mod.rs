@@ -28,6 +28,9 @@ pub struct Features {
     pub task_vma: bool,
     /// bpf_map_sum_elem_count kfunc (6.6+): live entries of hash maps.
     pub elem_count: bool,
+    /// iter/bpf_map_elem loaded (5.9+, where the kernel's policy allows it):
+    /// hash maps are counted by an in-kernel walk where the kfunc is missing.
+    pub elem_iter: bool,
     /// Memory cgroup accounting of maps (5.11+ with CONFIG_MEMCG): the
     /// creator cgroup of every map (`struct bpf_map` has objcg or memcg).
     pub map_memcg: bool,
@@ -64,6 +67,7 @@ impl Features {
             // The iterator's context struct exists exactly where the iterator does.
             task_vma: btf.type_by_name::<Struct>("bpf_iter__task_vma").is_some(),
             elem_count: btf.type_by_name::<Func>("bpf_map_sum_elem_count").is_some(),
+            elem_iter: false,
             map_memcg: layout && map_memcg_off.is_none(),
             map_memcg_off,
             iter_unix: btf.type_by_name::<Struct>("bpf_iter__unix").is_some(),
@@ -87,6 +91,8 @@ pub struct LoadOpts {
     pub files: bool,
     /// iter/task_vma: map files behind vmas (where the kernel has it).
     pub mmaps: bool,
+    /// iter/bpf_map_elem: element counts of hash maps by iteration.
+    pub count_elems: bool,
 }
 
 /// The loaded and attached census programs.
@@ -106,17 +112,35 @@ impl Programs {
         load::require_capabilities()?;
         let btf = load::btf_path(opts.btf_path.as_deref())?;
         let features = Features::probe(&btf)?;
-        let mut open = load::open(
-            CensusSkelBuilder::default(),
-            opts.btf_path.as_ref().map(|_| btf.as_path()),
-            "census",
-        )?;
         let vmas = features.task_vma && opts.mmaps;
-        open.progs.dump_map.set_autoload(!features.elem_count);
-        open.progs.dump_map_count.set_autoload(features.elem_count);
-        open.progs.dump_task_vma.set_autoload(vmas);
-        open.progs.dump_task_file.set_autoload(opts.files);
-        let skel = open.load().map_err(|e| load::load_error("census", e))?;
+        let open_with = |count_elems: bool| -> anyhow::Result<CensusSkel<'static>> {
+            let mut open = load::open(
+                CensusSkelBuilder::default(),
+                opts.btf_path.as_ref().map(|_| btf.as_path()),
+                "census",
+            )?;
+            open.progs.dump_map.set_autoload(!features.elem_count);
+            open.progs.dump_map_count.set_autoload(features.elem_count);
+            open.progs.dump_task_vma.set_autoload(vmas);
+            open.progs.dump_task_file.set_autoload(opts.files);
+            open.progs.count_elems.set_autoload(count_elems);
+            open.load().map_err(|e| load::load_error("census", e))
+        };
+        // iter/bpf_map_elem is optional: a kernel (or its security policy)
+        // that refuses it loses only the in-kernel element walk.
+        let (skel, elem_iter) = if opts.count_elems {
+            match crate::logging::expected_failures(|| open_with(true)) {
+                Ok(s) => (s, true),
+                Err(e) => {
+                    tracing::info!(error = %format!("{e:#}"), "iter/bpf_map_elem refused by this kernel: hash maps are counted with GET_NEXT_KEY from user space instead (slower; bpfmap_map_entries_maps{{method=\"next_key\"}})");
+                    (open_with(false)?, false)
+                }
+            }
+        } else {
+            (open_with(false)?, false)
+        };
+        let mut features = features;
+        features.elem_iter = elem_iter;
         let map_link = if features.elem_count {
             skel.progs.dump_map_count.attach()
         } else {
@@ -219,6 +243,39 @@ impl Programs {
     /// the kernel lacks it).
     pub fn open_vmas(&self) -> Option<anyhow::Result<std::fs::File>> {
         self.vma_link.as_ref().map(iter::open)
+    }
+}
+
+impl Programs {
+    /// Whether [`Programs::count_elements`] can run (the program loaded).
+    pub fn can_count_elements(&self) -> bool {
+        self.features.elem_iter
+    }
+
+    /// The live elements of one hash-family map (hash, percpu_hash,
+    /// lru_hash, lru_percpu_hash), counted by an `iter/bpf_map_elem` walk.
+    /// The link and the iterator exist only during the call: they hold the
+    /// map while it runs and are closed before it returns.
+    pub fn count_elements(
+        &self,
+        map: std::os::fd::BorrowedFd<'_>,
+        buf: &mut Vec<u8>,
+    ) -> anyhow::Result<u64> {
+        let link = self
+            .skel
+            .progs
+            .count_elems
+            .attach_iter(map)
+            .context("attaching iter/bpf_map_elem")?;
+        let f = iter::open(&link)?;
+        iter::read_retrying(f, buf)?;
+        let got: [u8; 8] = buf.as_slice().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "iter/bpf_map_elem wrote {} bytes, not one u64 count: record layout mismatch",
+                buf.len()
+            )
+        })?;
+        Ok(u64::from_le_bytes(got))
     }
 }
 

@@ -1,0 +1,293 @@
+//! Element-count benchmark: the census of N live maps (half hash maps with
+//! K elements each, half arrays) taken in one process without counting
+//! (the baseline), with the default method (the kfunc where the kernel has
+//! it, walks elsewhere) and with walks forced, each within the default
+//! budget and without a budget; then one hash map of M elements walked by
+//! each method. Every configuration runs on the same maps in the same run.
+//! Run as root: `./scripts/bench-entries.sh` (or under the kernel VM, see
+//! BENCHMARKS.md).
+//!
+//! Usage: bench_entries [maps N] [fill K] [big M] [out FILE]
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use bpfmap_exporter::census::entries::{Choice, Method, State};
+use bpfmap_exporter::census::{Census, CensusOpts, Parts};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+
+const WARM: usize = 11;
+
+/// 5.10 charges maps to RLIMIT_MEMLOCK (64 KiB by default); libbpf raises
+/// it only at its first load, and maps here may be created before that.
+/// Best effort: where root lacks CAP_SYS_RESOURCE (this host) the kernel
+/// accounts maps to memory cgroups (5.11+) and ignores the limit.
+fn unlimit_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+fn raise_nofile(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    // Raising the hard limit needs CAP_SYS_RESOURCE (root in the guests).
+    lim.rlim_max = lim.rlim_max.max(n);
+    lim.rlim_cur = n;
+    // SAFETY: as above.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    assert_eq!(rc, 0, "raising RLIMIT_NOFILE to {n}");
+}
+
+fn create(t: MapType, name: &str, max: u32) -> MapHandle {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    MapHandle::create(t, Some(name), 4, 8, max, &opts).expect("create map")
+}
+
+/// Insert keys 0..n with BPF_MAP_UPDATE_BATCH (5.6+), in chunks.
+fn fill(m: &MapHandle, n: u32) {
+    let mut k = 0;
+    while k < n {
+        let end = (k + 65536).min(n);
+        let keys: Vec<u8> = (k..end).flat_map(|i| i.to_ne_bytes()).collect();
+        let vals = vec![1u8; (end - k) as usize * 8];
+        m.update_batch(&keys, &vals, end - k, MapFlags::ANY, MapFlags::ANY)
+            .expect("update batch");
+        k = end;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Row {
+    config: String,
+    first_ms: f64,
+    census_ms: f64,
+    entries_ms: f64,
+    max_spent_ms: f64,
+    budget_ms: f64,
+    methods: String,
+    scrapes_to_all: String,
+}
+
+fn run(name: &str, parts: Parts, choice: Choice, budget: Duration, ours: &[u32]) -> Row {
+    let mut c = Census::load(CensusOpts {
+        parts,
+        entries_method: choice,
+        entries_budget: budget,
+        confirm_delay: Duration::ZERO,
+        ..Default::default()
+    })
+    .expect("census loads");
+    let t = Instant::now();
+    let (s, _) = c.take(&[]);
+    let first_ms = t.elapsed().as_secs_f64() * 1e3;
+    let missing = |s: &bpfmap_exporter::census::Snapshot| {
+        ours.iter()
+            .filter(|id| s.entries.get(id).is_none_or(|i| i.state == State::Missing))
+            .count()
+    };
+    let mut all = if missing(&s) == 0 { Some(1) } else { None };
+    let mut census = Vec::new();
+    let mut entries = Vec::new();
+    let mut max_spent: f64 = s
+        .entries_summary
+        .as_ref()
+        .map(|x| x.spent.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut methods = String::new();
+    for i in 0..WARM {
+        let t = Instant::now();
+        let (s, r) = c.take(&[]);
+        census.push(t.elapsed().as_secs_f64() * 1e3);
+        entries.push(
+            r.outcomes
+                .iter()
+                .find(|o| o.name == "entries")
+                .map(|o| o.seconds * 1e3)
+                .unwrap_or(0.0),
+        );
+        if let Some(x) = &s.entries_summary {
+            max_spent = max_spent.max(x.spent.as_secs_f64());
+            methods = x
+                .maps
+                .iter()
+                .map(|((m, st), n)| format!("{}/{} {n}", m.as_str(), st.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        if all.is_none() && missing(&s) == 0 {
+            all = Some(i + 2);
+        }
+    }
+    Row {
+        config: name.into(),
+        first_ms,
+        census_ms: median(census),
+        entries_ms: median(entries),
+        max_spent_ms: max_spent * 1e3,
+        budget_ms: budget.as_secs_f64() * 1e3,
+        methods,
+        scrapes_to_all: all
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("> {}", WARM + 1)),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |k: &str, d: u32| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.parse().expect("number"))
+            .unwrap_or(d)
+    };
+    let n = arg("maps", 10_000);
+    let k = arg("fill", 64);
+    let big = arg("big", 1_000_000);
+    let out = args
+        .iter()
+        .position(|a| a == "out")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    raise_nofile(n as u64 + 2048);
+    unlimit_memlock();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut report = format!(
+        "kernel {}, {} cpus, {n} maps ({} hash of max_entries 1024 with {k} elements, {} arrays), load {}\n\n",
+        release.trim(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        n / 2,
+        n - n / 2,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    );
+    let t = Instant::now();
+    let mut maps = Vec::with_capacity(n as usize);
+    let mut ours = Vec::new();
+    for i in 0..n {
+        if i % 2 == 0 {
+            let m = create(MapType::Hash, "bench_h", 1024);
+            fill(&m, k);
+            ours.push(m.info().unwrap().info.id);
+            maps.push(m);
+        } else {
+            maps.push(create(MapType::Array, "bench_a", 1024));
+        }
+    }
+    eprintln!("created {n} maps in {:.1} s", t.elapsed().as_secs_f64());
+    let default_budget = Duration::from_millis(50);
+    let unbounded = Duration::from_secs(60);
+    let rows = vec![
+        run(
+            "no counting (--no-collector.entries)",
+            Parts::without(&["entries"]),
+            Choice::Auto,
+            default_budget,
+            &[],
+        ),
+        run(
+            "default (method auto, budget 50ms)",
+            Parts::all(),
+            Choice::Auto,
+            default_budget,
+            &ours,
+        ),
+        run(
+            "method iterate, budget 50ms",
+            Parts::all(),
+            Choice::Iterate,
+            default_budget,
+            &ours,
+        ),
+        run(
+            "method iterate, no budget (60s)",
+            Parts::all(),
+            Choice::Iterate,
+            unbounded,
+            &ours,
+        ),
+    ];
+    let base = rows[0].census_ms;
+    report.push_str("| configuration | first census ms | census ms (median of 11) | vs no counting | entries part ms (median) | max walk time of any scrape ms | budget ms | counts (method/state maps) | scrapes until every hash map is counted |\n|---|---|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        report.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:+.0}% | {:.1} | {:.1} | {:.0} | {} | {} |\n",
+            r.config,
+            r.first_ms,
+            r.census_ms,
+            (r.census_ms / base - 1.0) * 100.0,
+            r.entries_ms,
+            r.max_spent_ms,
+            r.budget_ms,
+            r.methods,
+            r.scrapes_to_all
+        ));
+    }
+    drop(maps);
+
+    // One big hash map, counted by each method.
+    let t = Instant::now();
+    let m = create(MapType::Hash, "bench_big", big);
+    fill(&m, big);
+    let id = m.info().unwrap().info.id;
+    eprintln!(
+        "filled a {big}-element hash map in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    report.push_str(&format!(
+        "\nOne hash map of {big} elements (max_entries {big}):\n\n| method | ms (median of 5) | count |\n|---|---|---|\n"
+    ));
+    for (name, choice) in [("auto", Choice::Auto), ("iterate", Choice::Iterate)] {
+        let mut c = Census::load(CensusOpts {
+            parts: Parts::from_fn(|p| p == "maps" || p == "entries"),
+            entries_method: choice,
+            entries_budget: unbounded,
+            confirm_delay: Duration::ZERO,
+            ..Default::default()
+        })
+        .expect("census loads");
+        let mut times = Vec::new();
+        let mut got = (None, None);
+        for _ in 0..5 {
+            let t = Instant::now();
+            let (s, _) = c.take(&[]);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            let rec = s.maps.iter().find(|r| r.id == id).unwrap();
+            got = (rec.elem_count, s.entries.get(&id).map(|i| i.method));
+        }
+        let method = got.1.map(Method::as_str).unwrap_or("none");
+        report.push_str(&format!(
+            "| {name}: {method} (whole census of the node) | {:.1} | {:?} |\n",
+            median(times),
+            got.0
+        ));
+    }
+    let mut times = Vec::new();
+    let mut count = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        count = bpfmap_exporter::sys::count_keys(m.as_fd(), 4, u64::MAX).unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    report.push_str(&format!(
+        "| next_key: BPF_MAP_GET_NEXT_KEY walk alone | {:.1} | {count:?} |\n",
+        median(times)
+    ));
+    print!("{report}");
+    if let Some(p) = out {
+        std::fs::write(p, &report).unwrap();
+    }
+}

@@ -1,0 +1,715 @@
+//! Live element counts of maps the kernel does not count for the census.
+//!
+//! From 6.6 the census iterator reads `bpf_map_sum_elem_count` for the hash
+//! family (hash, percpu_hash, lru_hash, lru_percpu_hash, hash_of_maps): exact
+//! and free, and the default there. Every other map that holds a variable
+//! number of elements is counted here, per map, by the cheapest walk the
+//! kernel accepts for its type:
+//! - `iter`: an `iter/bpf_map_elem` walk in the kernel (hash, percpu_hash,
+//!   lru_hash, lru_percpu_hash; the only types that iterator accepts);
+//! - `next_key`: BPF_MAP_GET_NEXT_KEY from user space (hash_of_maps,
+//!   lpm_trie, sockhash, devmap_hash and types newer than this build);
+//! - `none`: the kernel cannot enumerate them (local storage, arena).
+//!
+//! Walks cost time in proportion to the map's size, so each scrape spends at
+//! most a budget on them: maps never counted first, then the fullest (by
+//! their last count), each only when its estimated cost fits in what is
+//! left; every other map keeps its last count, published with its age. The
+//! planning is pure ([`plan`]) and unit-tested; [`Counter::run`] does the
+//! walks.
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::names::{counts_elements, MapType};
+use super::{IdMap, MapRecord};
+
+/// How a map's element count is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    /// `bpf_map_sum_elem_count` in the census iterator (6.6+): every scrape.
+    Kfunc,
+    /// An `iter/bpf_map_elem` walk per map.
+    Iter,
+    /// A BPF_MAP_GET_NEXT_KEY walk from user space.
+    NextKey,
+    /// No way to count this map's elements on this kernel.
+    None,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Kfunc => "kfunc",
+            Method::Iter => "iter",
+            Method::NextKey => "next_key",
+            Method::None => "none",
+        }
+    }
+}
+
+/// Whether a count came from this scrape, an earlier one, or nowhere yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    Fresh,
+    Cached,
+    Missing,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Fresh => "fresh",
+            State::Cached => "cached",
+            State::Missing => "missing",
+        }
+    }
+}
+
+/// `--collector.entries.method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Choice {
+    /// The kfunc where the kernel has it (6.6+), iteration elsewhere.
+    #[default]
+    Auto,
+    /// Iteration for every map, even where the kfunc exists (to compare).
+    Iterate,
+}
+
+/// Map types whose elements the hash-family kfunc counts (the maps whose
+/// `elem_count` htab_map_alloc sets up); it reads 0 for every other type.
+pub fn kfunc_counts(t: u32) -> bool {
+    use MapType::*;
+    matches!(
+        MapType::from_raw(t),
+        Some(Hash | PercpuHash | LruHash | LruPercpuHash | HashOfMaps)
+    )
+}
+
+/// What the kernel offers for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernel {
+    /// bpf_map_sum_elem_count in the census iterator (6.6+).
+    pub kfunc: bool,
+    /// iter/bpf_map_elem loaded.
+    pub elem_iter: bool,
+}
+
+/// How the elements of a map of type `t` are counted, or None for types
+/// with a fixed number of slots (arrays and the like: no element count).
+pub fn method_for(t: u32, k: Kernel, choice: Choice) -> Option<Method> {
+    let m = method_for_type(t, k.kfunc, choice)?;
+    Some(match m {
+        Method::Iter if !k.elem_iter => Method::NextKey,
+        m => m,
+    })
+}
+
+fn method_for_type(t: u32, kfunc: bool, choice: Choice) -> Option<Method> {
+    use MapType::*;
+    if !counts_elements(t) {
+        return None;
+    }
+    if kfunc && choice == Choice::Auto && kfunc_counts(t) {
+        return Some(Method::Kfunc);
+    }
+    Some(match MapType::from_raw(t) {
+        Some(Hash | PercpuHash | LruHash | LruPercpuHash) => Method::Iter,
+        Some(SkStorage | InodeStorage | TaskStorage | CgrpStorage | Arena) => Method::None,
+        _ => Method::NextKey,
+    })
+}
+
+/// The last count of a map and what it cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cached {
+    pub count: u64,
+    pub at: Instant,
+    pub cost: Duration,
+}
+
+/// A map the plan may refresh.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    pub id: u32,
+    pub max_entries: u32,
+    pub cached: Option<Cached>,
+}
+
+/// The walk cost model: a fixed part per map (fd, link, iterator) and a
+/// part per slot of max_entries (buckets are visited whether full or not),
+/// both learned from the walks.
+#[derive(Debug, Clone, Copy)]
+pub struct CostModel {
+    pub per_map: Duration,
+    pub per_slot_ns: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        // Conservative starting points, replaced by measurements.
+        CostModel {
+            per_map: Duration::from_micros(50),
+            per_slot_ns: 50.0,
+        }
+    }
+}
+
+impl CostModel {
+    /// The estimated cost of counting a map: its last measured cost when it
+    /// has one, else the model's.
+    pub fn estimate(&self, c: &Candidate) -> Duration {
+        match c.cached {
+            Some(k) => k.cost,
+            None => {
+                self.per_map
+                    + Duration::from_nanos((self.per_slot_ns * c.max_entries as f64) as u64)
+            }
+        }
+    }
+
+    /// The part of a map's estimated cost that grows with its size: what
+    /// decides whether it can ever fit in a budget (the fixed part is the
+    /// same for every map, and one slow walk must not make every map look
+    /// too costly).
+    pub fn size_cost(&self, max_entries: u32) -> Duration {
+        Duration::from_nanos((self.per_slot_ns * max_entries as f64) as u64)
+    }
+
+    /// Learn from one measured walk: a costlier walk than the model
+    /// expects moves it half way at once, cheaper ones lower it by a fifth
+    /// (exponentially weighted), so estimates err on the side of the budget
+    /// and recover within a few walks from one slow (preempted) walk.
+    pub fn learn(&mut self, max_entries: u32, took: Duration) {
+        let blend = |old: f64, new: f64| {
+            if new > old {
+                old + (new - old) * 0.5
+            } else {
+                old * 0.8 + new * 0.2
+            }
+        };
+        if max_entries <= 1024 {
+            let p = blend(self.per_map.as_secs_f64(), took.as_secs_f64());
+            self.per_map = Duration::from_secs_f64(p);
+        } else {
+            let slots = took.saturating_sub(self.per_map).as_nanos() as f64 / max_entries as f64;
+            self.per_slot_ns = blend(self.per_slot_ns, slots);
+        }
+    }
+}
+
+/// The refresh order of one scrape: maps never counted first (cheapest
+/// first, so one huge map does not hold back many small ones), then by
+/// fill (last count / max_entries) descending, then the oldest count first,
+/// then by id. Pure.
+pub fn plan(cands: &mut [Candidate], model: &CostModel) {
+    use std::cmp::Reverse;
+    cands.sort_by(|a, b| {
+        let key = |c: &Candidate| match c.cached {
+            None => (0u8, model.estimate(c).as_nanos(), Reverse(0u64), None, c.id),
+            Some(k) => {
+                // Fill in millionths: an integer key with a total order.
+                let fill = k.count.saturating_mul(1_000_000) / c.max_entries.max(1) as u64;
+                (1u8, 0, Reverse(fill), Some(k.at), c.id)
+            }
+        };
+        key(a).cmp(&key(b))
+    });
+}
+
+/// What one map's count is this scrape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountInfo {
+    pub method: Method,
+    pub state: State,
+    /// Age of the count in seconds (0 when taken this scrape); None for the
+    /// kfunc (read by the census itself) and for missing counts.
+    pub age_seconds: Option<f64>,
+}
+
+/// The node-level summary of one scrape's counting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Maps by (method, state).
+    pub maps: BTreeMap<(Method, State), u64>,
+    /// Walks that failed this scrape (the map then keeps its last count).
+    pub errors: u64,
+    /// Walks that failed since the exporter started.
+    pub errors_total: u64,
+    /// Maps whose estimated cost exceeds the whole budget: never counted.
+    pub over_budget: u64,
+    /// Time spent walking this scrape, and the budget.
+    pub spent: Duration,
+    pub budget: Duration,
+    /// Age of the oldest count served this scrape.
+    pub oldest_seconds: f64,
+}
+
+/// The counts kept between scrapes.
+pub struct Counter {
+    pub choice: Choice,
+    pub budget: Duration,
+    cache: IdMap<Cached>,
+    /// Maps the kernel refused to walk (by id; ids are not reused).
+    refused: IdMap<()>,
+    model: CostModel,
+    buf: Vec<u8>,
+    errors_total: u64,
+}
+
+/// The walks themselves (the census programs and bpf() calls), apart from
+/// the planning so that the planning is tested without a kernel.
+pub trait Walker {
+    fn count(&mut self, m: &MapRecord, method: Method, buf: &mut Vec<u8>) -> anyhow::Result<u64>;
+
+    /// The clock the budget is measured with (tests simulate it).
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+impl Counter {
+    pub fn new(choice: Choice, budget: Duration) -> Counter {
+        Counter {
+            choice,
+            budget,
+            cache: IdMap::default(),
+            refused: IdMap::default(),
+            model: CostModel::default(),
+            buf: Vec::new(),
+            errors_total: 0,
+        }
+    }
+
+    /// Fill `elem_count` of every map that has an element count, within the
+    /// budget, and say how each was obtained. With `kernel.kfunc` the
+    /// census iterator read the kfunc (its counts of other types are
+    /// dropped: it reads 0 for them).
+    pub fn run(
+        &mut self,
+        maps: &mut [MapRecord],
+        kernel: Kernel,
+        walker: &mut dyn Walker,
+    ) -> (IdMap<CountInfo>, Summary) {
+        let start = walker.now();
+        let mut info: IdMap<CountInfo> = IdMap::default();
+        let mut summary = Summary {
+            budget: self.budget,
+            ..Default::default()
+        };
+        let mut cands = Vec::new();
+        let mut index: IdMap<usize> = IdMap::default();
+        for (i, m) in maps.iter_mut().enumerate() {
+            let Some(method) = method_for(m.map_type, kernel, self.choice) else {
+                m.elem_count = None;
+                continue;
+            };
+            match method {
+                Method::Kfunc => {
+                    if m.elem_count.is_some() {
+                        info.insert(
+                            m.id,
+                            CountInfo {
+                                method,
+                                state: State::Fresh,
+                                age_seconds: None,
+                            },
+                        );
+                    }
+                    continue;
+                }
+                Method::None => {
+                    m.elem_count = None;
+                    info.insert(
+                        m.id,
+                        CountInfo {
+                            method,
+                            state: State::Missing,
+                            age_seconds: None,
+                        },
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            m.elem_count = None;
+            if self.refused.contains_key(&m.id) {
+                info.insert(
+                    m.id,
+                    CountInfo {
+                        method: Method::None,
+                        state: State::Missing,
+                        age_seconds: None,
+                    },
+                );
+                continue;
+            }
+            index.insert(m.id, i);
+            cands.push(Candidate {
+                id: m.id,
+                max_entries: m.max_entries,
+                cached: self.cache.get(&m.id).copied(),
+            });
+        }
+        // Forget maps that are gone.
+        self.cache.retain(|id, _| index.contains_key(id));
+        let live: IdMap<()> = maps.iter().map(|m| (m.id, ())).collect();
+        self.refused.retain(|id, _| live.contains_key(id));
+        plan(&mut cands, &self.model);
+        let mut fresh: IdMap<()> = IdMap::default();
+        let mut walked = false;
+        for c in &cands {
+            if self.model.size_cost(c.max_entries) > self.budget {
+                summary.over_budget += 1;
+                continue;
+            }
+            // Each scrape makes at least one walk, so a budget below the
+            // cost of one walk still makes progress (and shows in
+            // bpfmap_map_entries_walk_seconds).
+            let est = self.model.estimate(c);
+            if walked && walker.now().duration_since(start) + est > self.budget {
+                continue; // served from cache (or missing) this scrape
+            }
+            walked = true;
+            let m = &maps[index[&c.id]];
+            let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
+            let t0 = walker.now();
+            match walker.count(m, method, &mut self.buf) {
+                Ok(n) => {
+                    let took = walker.now().duration_since(t0);
+                    self.model.learn(m.max_entries, took);
+                    self.cache.insert(
+                        c.id,
+                        Cached {
+                            count: n,
+                            at: walker.now(),
+                            cost: took,
+                        },
+                    );
+                    fresh.insert(c.id, ());
+                }
+                Err(e) => {
+                    let errno = e
+                        .downcast_ref::<std::io::Error>()
+                        .and_then(|e| e.raw_os_error());
+                    if errno == Some(libc::ENOENT) {
+                        continue; // freed since the census: not a failure
+                    }
+                    summary.errors += 1;
+                    let refused = errno.is_some_and(|c| {
+                        matches!(c, libc::EOPNOTSUPP | libc::EINVAL | 524 /* ENOTSUPP */)
+                    });
+                    if refused {
+                        self.refused.insert(c.id, ());
+                    }
+                    tracing::debug!(id = c.id, error = %format!("{e:#}"), "element count walk failed");
+                }
+            }
+        }
+        summary.spent = walker.now().duration_since(start);
+        self.errors_total += summary.errors;
+        summary.errors_total = self.errors_total;
+        let now = walker.now();
+        for c in &cands {
+            let m = &mut maps[index[&c.id]];
+            let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
+            let (state, age) = match self.cache.get(&c.id) {
+                Some(k) if fresh.contains_key(&c.id) => {
+                    m.elem_count = Some(k.count as i64);
+                    (State::Fresh, Some(0.0))
+                }
+                Some(k) => {
+                    m.elem_count = Some(k.count as i64);
+                    (State::Cached, Some(now.duration_since(k.at).as_secs_f64()))
+                }
+                None => (State::Missing, None),
+            };
+            if let Some(a) = age {
+                summary.oldest_seconds = summary.oldest_seconds.max(a);
+            }
+            info.insert(
+                c.id,
+                CountInfo {
+                    method,
+                    state,
+                    age_seconds: age,
+                },
+            );
+        }
+        for i in info.values() {
+            *summary.maps.entry((i.method, i.state)).or_default() += 1;
+        }
+        (info, summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u32, t: MapType, max: u32) -> MapRecord {
+        MapRecord {
+            map_ptr: 0,
+            refcnt: 1,
+            usercnt: 1,
+            elem_count: None,
+            map_extra: 0,
+            id,
+            map_type: t as u32,
+            key_size: 4,
+            value_size: 8,
+            max_entries: max,
+            map_flags: 0,
+            frozen: false,
+            is_outer: false,
+            name: String::new(),
+            creator: Default::default(),
+        }
+    }
+
+    /// Counts each map as `id * 10`, taking `sleep(id)` of simulated time
+    /// on its own clock, and records the order.
+    struct Fake {
+        order: Vec<u32>,
+        sleep: fn(u32) -> Duration,
+        fail: Option<(u32, i32)>,
+        clock: Instant,
+    }
+
+    fn fake(sleep: fn(u32) -> Duration, fail: Option<(u32, i32)>) -> Fake {
+        Fake {
+            order: vec![],
+            sleep,
+            fail,
+            clock: Instant::now(),
+        }
+    }
+
+    impl Walker for Fake {
+        fn count(&mut self, m: &MapRecord, _: Method, _: &mut Vec<u8>) -> anyhow::Result<u64> {
+            self.order.push(m.id);
+            if let Some((id, errno)) = self.fail {
+                if id == m.id {
+                    return Err(std::io::Error::from_raw_os_error(errno).into());
+                }
+            }
+            self.clock += (self.sleep)(m.id);
+            Ok(m.id as u64 * 10)
+        }
+
+        fn now(&self) -> Instant {
+            self.clock
+        }
+    }
+
+    const OLD: Kernel = Kernel {
+        kfunc: false,
+        elem_iter: true,
+    };
+    const NEW: Kernel = Kernel {
+        kfunc: true,
+        elem_iter: true,
+    };
+
+    #[test]
+    fn methods_by_type_and_kernel() {
+        let t = |m: MapType| m as u32;
+        let (old, new) = (OLD, NEW);
+        let no_iter = Kernel {
+            kfunc: false,
+            elem_iter: false,
+        };
+        assert_eq!(
+            method_for(t(MapType::LruHash), no_iter, Choice::Auto),
+            Some(Method::NextKey)
+        );
+        assert_eq!(method_for(t(MapType::Array), old, Choice::Auto), None);
+        assert_eq!(method_for(t(MapType::Array), new, Choice::Auto), None);
+        for h in [
+            MapType::Hash,
+            MapType::PercpuHash,
+            MapType::LruHash,
+            MapType::LruPercpuHash,
+        ] {
+            assert_eq!(method_for(t(h), new, Choice::Auto), Some(Method::Kfunc));
+            assert_eq!(method_for(t(h), old, Choice::Auto), Some(Method::Iter));
+            assert_eq!(method_for(t(h), new, Choice::Iterate), Some(Method::Iter));
+        }
+        // The kfunc counts hash_of_maps; iter/bpf_map_elem refuses it.
+        assert_eq!(
+            method_for(t(MapType::HashOfMaps), new, Choice::Auto),
+            Some(Method::Kfunc)
+        );
+        assert_eq!(
+            method_for(t(MapType::HashOfMaps), old, Choice::Auto),
+            Some(Method::NextKey)
+        );
+        // The kfunc reads 0 for tries: walked even where it exists.
+        assert_eq!(
+            method_for(t(MapType::LpmTrie), new, Choice::Auto),
+            Some(Method::NextKey)
+        );
+        assert_eq!(
+            method_for(t(MapType::TaskStorage), old, Choice::Auto),
+            Some(Method::None)
+        );
+    }
+
+    #[test]
+    fn never_counted_first_cheapest_first_then_fullest() {
+        let now = Instant::now();
+        let cached = |count, secs| {
+            Some(Cached {
+                count,
+                at: now - Duration::from_secs(secs),
+                cost: Duration::from_micros(10),
+            })
+        };
+        let mut c = vec![
+            Candidate {
+                id: 1,
+                max_entries: 100,
+                cached: cached(10, 1), // 10%
+            },
+            Candidate {
+                id: 2,
+                max_entries: 1_000_000,
+                cached: None,
+            },
+            Candidate {
+                id: 3,
+                max_entries: 100,
+                cached: cached(95, 1), // 95%
+            },
+            Candidate {
+                id: 4,
+                max_entries: 64,
+                cached: None,
+            },
+            Candidate {
+                id: 5,
+                max_entries: 100,
+                cached: cached(10, 9), // 10%, older than 1
+            },
+        ];
+        plan(&mut c, &CostModel::default());
+        let ids: Vec<u32> = c.iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![4, 2, 3, 5, 1]);
+    }
+
+    #[test]
+    fn budget_bounds_the_walks_and_the_rest_come_from_cache_with_age() {
+        let mut maps: Vec<MapRecord> = (1..=20).map(|i| rec(i, MapType::Hash, 64)).collect();
+        maps.push(rec(21, MapType::Array, 64));
+        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(30));
+        let mut w = fake(|_| Duration::from_millis(5), None);
+        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        assert!(s.spent <= Duration::from_millis(30), "{:?}", s.spent);
+        // The first walk teaches the model most of its 5 ms; walks stop
+        // when the next would pass 30 ms: 6 walks, 30 ms.
+        let first = w.order.len();
+        assert_eq!(first, 6, "walked {:?}", w.order);
+        assert_eq!(s.spent, Duration::from_millis(30));
+        assert_eq!(s.maps[&(Method::Iter, State::Fresh)], first as u64);
+        assert_eq!(s.maps[&(Method::Iter, State::Missing)], 20 - first as u64);
+        assert!(!info.contains_key(&21), "arrays have no element count");
+        assert_eq!(maps[20].elem_count, None);
+        for m in &maps[..20] {
+            let i = info[&m.id];
+            match i.state {
+                State::Fresh => assert_eq!(m.elem_count, Some(m.id as i64 * 10)),
+                State::Missing => assert_eq!(m.elem_count, None),
+                State::Cached => panic!("nothing cached yet"),
+            }
+        }
+        // Later scrapes count the rest; the earlier counts are served from
+        // the cache with their age.
+        w.clock += Duration::from_millis(20);
+        w.order.clear();
+        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        // Never counted first (7..=11); then 12's estimate (just over 5 ms)
+        // no longer fits in the 5 ms left, but 6's measured 5 ms does.
+        assert_eq!(
+            w.order,
+            vec![7, 8, 9, 10, 11, 6],
+            "never counted first: {:?}",
+            w.order
+        );
+        assert_eq!(s.maps[&(Method::Iter, State::Fresh)], 6);
+        assert_eq!(s.maps[&(Method::Iter, State::Cached)], 5);
+        assert_eq!(s.maps[&(Method::Iter, State::Missing)], 9);
+        let cached = maps
+            .iter()
+            .find(|m| info.get(&m.id).map(|i| i.state) == Some(State::Cached))
+            .unwrap();
+        assert_eq!(cached.elem_count, Some(cached.id as i64 * 10));
+        assert!(info[&cached.id].age_seconds.unwrap() >= 0.02);
+        assert!(s.oldest_seconds >= 0.02);
+        assert!(s.spent <= Duration::from_millis(30), "{:?}", s.spent);
+    }
+
+    #[test]
+    fn a_budget_below_one_walk_still_walks_one_map_per_scrape() {
+        let mut maps: Vec<MapRecord> = (1..=3).map(|i| rec(i, MapType::Hash, 64)).collect();
+        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(1));
+        let mut w = fake(|_| Duration::from_millis(4), None);
+        for n in 1..=3 {
+            w.order.clear();
+            let (_, s) = counter.run(&mut maps, OLD, &mut w);
+            assert_eq!(w.order.len(), 1, "scrape {n}: {:?}", w.order);
+            assert_eq!(s.over_budget, 0, "a slow walk makes no map over budget");
+        }
+        assert!(maps.iter().all(|m| m.elem_count.is_some()));
+    }
+
+    #[test]
+    fn a_map_costlier_than_the_whole_budget_is_never_walked_and_says_so() {
+        let mut maps = vec![rec(1, MapType::Hash, 64), rec(2, MapType::Hash, 4_000_000)];
+        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(10));
+        let mut w = fake(|_| Duration::ZERO, None);
+        // Default model: 50 ns a slot, 4M slots = 200 ms > 10 ms.
+        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        assert_eq!(w.order, vec![1]);
+        assert_eq!(s.over_budget, 1);
+        assert_eq!(info[&2].state, State::Missing);
+        assert_eq!(maps[1].elem_count, None);
+    }
+
+    #[test]
+    fn kfunc_counts_are_kept_and_other_types_walked() {
+        let mut maps = vec![rec(1, MapType::Hash, 64), rec(2, MapType::LpmTrie, 64)];
+        maps[0].elem_count = Some(7);
+        maps[1].elem_count = Some(0); // what the kfunc reads for a trie
+        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(50));
+        let mut w = fake(|_| Duration::ZERO, None);
+        let (info, s) = counter.run(&mut maps, NEW, &mut w);
+        assert_eq!(w.order, vec![2]);
+        assert_eq!(maps[0].elem_count, Some(7));
+        assert_eq!(maps[1].elem_count, Some(20));
+        assert_eq!(info[&1].method, Method::Kfunc);
+        assert_eq!(info[&2].method, Method::NextKey);
+        assert_eq!(s.maps[&(Method::Kfunc, State::Fresh)], 1);
+    }
+
+    #[test]
+    fn a_map_freed_since_the_census_is_no_walk_error() {
+        let mut maps = vec![rec(1, MapType::Hash, 64)];
+        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(50));
+        let mut w = fake(|_| Duration::ZERO, Some((1, libc::ENOENT)));
+        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        assert_eq!((s.errors, s.errors_total), (0, 0));
+        assert_eq!(info[&1].state, State::Missing);
+    }
+
+    #[test]
+    fn a_refused_walk_is_not_retried_and_reads_none() {
+        let mut maps = vec![rec(1, MapType::Sockhash, 64)];
+        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(50));
+        let mut w = fake(|_| Duration::ZERO, Some((1, libc::EOPNOTSUPP)));
+        let (_, s) = counter.run(&mut maps, OLD, &mut w);
+        assert_eq!(s.errors, 1);
+        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        assert_eq!(w.order, vec![1], "not walked again");
+        assert_eq!(s.errors, 0);
+        assert_eq!(info[&1].method, Method::None);
+    }
+}
