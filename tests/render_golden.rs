@@ -230,6 +230,16 @@ fn census_renders_as_the_golden_file() {
     golden("census.prom", &rendered(&RenderOpts::default()));
 }
 
+/// The node aggregates of an exposition (map and pinned totals).
+fn agg(t: &str) -> Vec<String> {
+    t.lines()
+        .filter(|l| l.starts_with("bpfmap_maps") || l.starts_with("bpfmap_pinned"))
+        // Per-pin, not an aggregate: it follows the budget.
+        .filter(|l| !l.starts_with("bpfmap_pinned_map_unused"))
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn capped_per_map_series_keep_exact_aggregates() {
     let full = rendered(&RenderOpts::default());
@@ -239,14 +249,6 @@ fn capped_per_map_series_keep_exact_aggregates() {
     });
     golden("census_capped.prom", &capped);
     // Two maps keep their series; aggregates are equal.
-    let agg = |t: &str| -> Vec<String> {
-        t.lines()
-            .filter(|l| l.starts_with("bpfmap_maps") || l.starts_with("bpfmap_pinned"))
-            // Per-pin, not an aggregate: it follows the budget.
-            .filter(|l| !l.starts_with("bpfmap_pinned_map_unused"))
-            .map(String::from)
-            .collect()
-    };
     assert_eq!(agg(&full), agg(&capped));
     // The leaking map (12, small) comes first, then the largest (10).
     assert!(capped.contains("bpfmap_map_refcount{id=\"12\"} 2"));
@@ -299,14 +301,6 @@ fn the_budget_keeps_the_leaking_map_and_the_largest() {
         ..Default::default()
     });
     golden("census_budget.prom", &budget);
-    let agg = |t: &str| -> Vec<String> {
-        t.lines()
-            .filter(|l| l.starts_with("bpfmap_maps") || l.starts_with("bpfmap_pinned"))
-            // Per-pin, not an aggregate: it follows the budget.
-            .filter(|l| !l.starts_with("bpfmap_pinned_map_unused"))
-            .map(String::from)
-            .collect()
-    };
     assert_eq!(agg(&full), agg(&budget));
     let published: Vec<&str> = budget
         .lines()

@@ -120,6 +120,21 @@ fn near_full(m: &super::MapRecord, ratio: f64) -> bool {
         .is_some_and(|e| e as f64 >= ratio * m.max_entries as f64)
 }
 
+/// Each map's memory, holders and unexplained count, parallel to `snap.maps`.
+fn rows(snap: &Snapshot) -> Vec<Row<'_>> {
+    snap.maps
+        .iter()
+        .map(|m| {
+            let holders = snap.holders.get(&m.id);
+            Row {
+                memory: snap.memory.get(&m.id).copied(),
+                holders,
+                unexplained: holders.and_then(|h| h.unexplained(m.refcnt)),
+            }
+        })
+        .collect()
+}
+
 /// Choose the maps with per-map series. Pure: O(n) over the maps plus a
 /// sort of the candidates.
 fn select(snap: &Snapshot, opts: &RenderOpts, rows: &[Row<'_>]) -> Selection {
@@ -406,18 +421,7 @@ fn render_maps(
     let mut with_unexplained = 0u64;
     let mut withheld = 0u64;
     // Each map's memory and holders, looked up once (parallel to snap.maps).
-    let rows: Vec<Row<'_>> = snap
-        .maps
-        .iter()
-        .map(|m| {
-            let holders = snap.holders.get(&m.id);
-            Row {
-                memory: snap.memory.get(&m.id).copied(),
-                holders,
-                unexplained: holders.and_then(|h| h.unexplained(m.refcnt)),
-            }
-        })
-        .collect();
+    let rows = rows(snap);
     for (m, row) in snap.maps.iter().zip(&rows) {
         let e = by_type.entry(m.map_type).or_default();
         e.0 += 1;
@@ -981,18 +985,7 @@ mod budget_tests {
     }
 
     fn ids(s: &Snapshot, opts: &RenderOpts) -> (Vec<u32>, Selection) {
-        let rows: Vec<Row<'_>> = s
-            .maps
-            .iter()
-            .map(|m| {
-                let holders = s.holders.get(&m.id);
-                Row {
-                    memory: s.memory.get(&m.id).copied(),
-                    holders,
-                    unexplained: holders.and_then(|h| h.unexplained(m.refcnt)),
-                }
-            })
-            .collect();
+        let rows = rows(s);
         let sel = select(s, opts, &rows);
         (sel.maps.iter().map(|&i| s.maps[i].id).collect(), sel)
     }
