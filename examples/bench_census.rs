@@ -201,25 +201,7 @@ fn series(bin: &str, baseline: &str, sizes: &[usize]) {
 
 fn bench(bin: &str, n: usize, holders: &mut Holders, extra: &[&str], label: &str) {
     holders.grow_to(n);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(bin)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "exporter never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, port) = start(bin, extra);
     let (cold, _) = get(port, "/metrics");
     let mut warm = Vec::new();
     let mut bytes = 0;
