@@ -323,13 +323,7 @@ fn api_names_every_holder_and_the_creating_process() {
     drop(pinned);
     let prog = prog_using_map(m.as_fd().as_raw_fd());
     let prog_id = fdinfo_field(prog.as_raw_fd(), "prog_id:");
-    let opts = libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-        inner_map_fd: m.as_fd().as_raw_fd() as u32,
-        ..Default::default()
-    };
-    let outer =
-        MapHandle::create(MapType::ArrayOfMaps, Some("t_api_outer"), 4, 4, 4, &opts).unwrap();
+    let outer = array_of_maps("t_api_outer", &m);
     set_slot(&outer, 0, &m);
     set_slot(&outer, 2, &m);
     let outer_id = id_of(&outer);

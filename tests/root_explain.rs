@@ -34,13 +34,7 @@ fn explain_names_every_holder_by_identity() {
     pinned.pin(&pin).unwrap();
     drop(pinned);
     let prog = prog_using_map(m.as_fd().as_raw_fd());
-    let opts = libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
-        inner_map_fd: m.as_fd().as_raw_fd() as u32,
-        ..Default::default()
-    };
-    let outer =
-        MapHandle::create(MapType::ArrayOfMaps, Some("t_explain_out"), 4, 4, 4, &opts).unwrap();
+    let outer = array_of_maps("t_explain_out", &m);
     set_slot(&outer, 1, &m);
     set_slot(&outer, 3, &m);
     let outer_id = id_of(&outer);

@@ -185,6 +185,16 @@ impl Drop for PrivateBpffs {
     }
 }
 
+/// A 4-slot array of maps named `name` whose inner maps are like `inner`.
+pub fn array_of_maps(name: &str, inner: &MapHandle) -> MapHandle {
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        inner_map_fd: inner.as_fd().as_raw_fd() as u32,
+        ..Default::default()
+    };
+    MapHandle::create(libbpf_rs::MapType::ArrayOfMaps, Some(name), 4, 4, 4, &opts).unwrap()
+}
+
 /// Put an inner map into slot `key` of an outer map.
 pub fn set_slot(outer: &MapHandle, key: u32, inner: &MapHandle) {
     let v = (inner.as_fd().as_raw_fd() as u32).to_ne_bytes();
