@@ -50,6 +50,12 @@ struct qctx {
 
 struct qctx cur;
 
+/* Sockets whose records did not fit the iterator's buffer: the kernel drops
+ * such a socket's output and resumes at the next hash bucket, so the walk is
+ * incomplete when this grows. Only ever incremented; user space compares it
+ * before and after a walk. */
+__u64 lost_writes = 0;
+
 static __always_inline int is_map_file(struct file *f)
 {
 	char name[8] = {};
@@ -170,7 +176,8 @@ int dump_unix_inflight(struct bpf_iter__unix *ctx)
 		/* The socket's summary record: file_ptr 0. */
 		struct inflight_rec t = { .sock_ino = q->sock_ino, .flags = q->flags };
 
-		bpf_seq_write(seq, &t, sizeof(t));
+		if (bpf_seq_write(seq, &t, sizeof(t)))
+			__sync_fetch_and_add(&lost_writes, 1);
 	}
 	len = q->n;
 	if (len > MAX_OUT)
@@ -178,7 +185,7 @@ int dump_unix_inflight(struct bpf_iter__unix *ctx)
 	len *= sizeof(struct inflight_rec);
 	/* Keep the compiler from writing the unbounded copy to the helper. */
 	barrier_var(len);
-	if (len > 0 && len <= sizeof(out))
-		bpf_seq_write(seq, out, len);
+	if (len > 0 && len <= sizeof(out) && bpf_seq_write(seq, out, len))
+		__sync_fetch_and_add(&lost_writes, 1);
 	return 0;
 }

@@ -59,6 +59,20 @@ impl Inflight {
         &self.own_ids
     }
 
+    /// How many sockets' records the kernel dropped so far (their output did
+    /// not fit the iterator's buffer; the rest of their hash bucket was not
+    /// walked either). A walk during which this grew is incomplete.
+    pub fn lost_writes(&self) -> u64 {
+        self._skel
+            .maps
+            .bss_data
+            .as_deref()
+            // SAFETY: a plain read of an aligned u64 in the mmapped .bss that
+            // the programs update; volatile, so every call reads it again.
+            .map(|b| unsafe { std::ptr::read_volatile(&b.lost_writes) })
+            .unwrap_or(0)
+    }
+
     /// A new walk of the unix sockets of the calling thread's network
     /// namespace (the kernel binds an iter/unix instance to its creator's
     /// namespace when it is created). Read it with [`read`], on any thread.
@@ -70,5 +84,5 @@ impl Inflight {
 
 /// Read and decode one walk opened by [`Inflight::open`].
 pub fn read(f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<Vec<InflightRecord>> {
-    Ok(decode_inflight(iter::read_file(f, buf)?)?)
+    Ok(decode_inflight(iter::read_batched(f, buf)?)?)
 }

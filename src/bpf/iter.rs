@@ -31,6 +31,42 @@ pub(crate) fn read<'a>(link: &Link, buf: &'a mut Vec<u8>) -> anyhow::Result<&'a 
     read_file(open(link)?, buf)
 }
 
+/// The size of every `read` [`read_batched`] makes: twice the kernel's
+/// iterator buffer (8 pages).
+fn batched_read_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(4096).max(4096) * 16
+}
+
+/// [`read_file`] for iterators that walk hash buckets in batches (iter/unix):
+/// when a `read` ends because the caller's buffer is full, the kernel drops
+/// the object it has just fetched and the rest of its bucket, and the next
+/// `read` starts at the next bucket. Every `read` here is larger than the
+/// kernel's buffer, so a walk ends a `read` only at its end, or when the
+/// kernel's buffer overflows (which the program reports itself).
+pub(crate) fn read_batched(mut f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<&[u8]> {
+    buf.clear();
+    let chunk = batched_read_size();
+    loop {
+        let len = buf.len();
+        buf.resize(len + chunk, 0);
+        match f.read(&mut buf[len..]) {
+            Ok(n) => {
+                buf.truncate(len + n);
+                if n == 0 {
+                    return Ok(buf);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e).context("reading iterator");
+            }
+        }
+    }
+}
+
 /// [`read_file`] for walks that may write nothing for a million objects: the
 /// kernel then ends that read with EAGAIN (MAX_ITER_OBJECTS) and the next
 /// read continues the same walk.

@@ -311,7 +311,8 @@ pub struct Walk {
     pub walked: u32,
     /// Namespaces that exist but could not be walked.
     pub unreachable: u32,
-    /// A socket's queue held more than one walk reads.
+    /// A socket's queue held more than one walk reads, or a socket's records
+    /// did not fit the kernel's iterator buffer.
     pub truncated: bool,
 }
 
@@ -333,6 +334,7 @@ pub fn walk(
         unreachable: unknown_uncovered as u32,
         ..Default::default()
     };
+    let lost_before = p.lost_writes();
     w.records = prog::read(p.open()?, buf)?;
     w.walked = 1;
     if !ns.others.is_empty() {
@@ -347,7 +349,7 @@ pub fn walk(
             w.walked += 1;
         }
     }
-    w.truncated = w.records.iter().any(|r| r.truncated);
+    w.truncated = w.records.iter().any(|r| r.truncated) || p.lost_writes() != lost_before;
     Ok(w)
 }
 
