@@ -182,11 +182,22 @@ int dump_map_count(struct bpf_iter__bpf_map *ctx)
 __u64 elem_walk_count = 0;
 __u64 elem_walk_session = 0;
 
+/* Elements between two progress records of a walk: user space reads one
+ * record per read(2), so it can stop a walk between chunks. The hash
+ * iterator resumes at the element a read ended before (bucket and skip
+ * count in its seq state), so a walk read in chunks counts each element
+ * once. A power of two. */
+#define ELEM_WALK_CHUNK 1024
+/* Set in progress records; the final record (the total) has it clear. */
+#define ELEM_WALK_PROGRESS (1ULL << 63)
+
 /* Counts a hash map's live elements where the kernel lacks
  * bpf_map_sum_elem_count (before 6.6): attached to one map at a time
  * (hash, percpu_hash, lru_hash, lru_percpu_hash: the types this iterator
  * accepts). It reads no key or value bytes, so it attaches to any value
- * size. The final call (key NULL) writes the total, one u64. */
+ * size. Every record is one u64: a progress record (the count so far with
+ * ELEM_WALK_PROGRESS set) every ELEM_WALK_CHUNK elements, and the total,
+ * written by the final call (key NULL), last. */
 SEC("iter/bpf_map_elem")
 int count_elems(struct bpf_iter__bpf_map_elem *ctx)
 {
@@ -197,7 +208,11 @@ int count_elems(struct bpf_iter__bpf_map_elem *ctx)
 		elem_walk_count = 0;
 	}
 	if (ctx->key) {
-		elem_walk_count++;
+		n = ++elem_walk_count;
+		if ((n & (ELEM_WALK_CHUNK - 1)) == 0) {
+			n |= ELEM_WALK_PROGRESS;
+			bpf_seq_write(ctx->meta->seq, &n, sizeof(n));
+		}
 		return 0;
 	}
 	n = elem_walk_count;

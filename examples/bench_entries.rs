@@ -11,7 +11,7 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use bpfmap_exporter::census::entries::{Choice, Method, State};
+use bpfmap_exporter::census::entries::{Budget, Choice, Method, State};
 use bpfmap_exporter::census::{Census, CensusOpts, Parts};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
@@ -78,11 +78,15 @@ struct Row {
     entries_ms: f64,
     max_spent_ms: f64,
     budget_ms: f64,
+    /// The most any scrape's walks passed that scrape's budget.
+    worst_over_ms: f64,
+    /// Maps counted afresh per warm scrape (median).
+    fresh: f64,
     methods: String,
     scrapes_to_all: String,
 }
 
-fn run(name: &str, parts: Parts, choice: Choice, budget: Duration, ours: &[u32]) -> Row {
+fn run(name: &str, parts: Parts, choice: Choice, budget: Budget, ours: &[u32]) -> Row {
     let mut c = Census::load(CensusOpts {
         parts,
         entries_method: choice,
@@ -102,11 +106,17 @@ fn run(name: &str, parts: Parts, choice: Choice, budget: Duration, ours: &[u32])
     let mut all = if missing(&s) == 0 { Some(1) } else { None };
     let mut census = Vec::new();
     let mut entries = Vec::new();
+    let over = |x: &bpfmap_exporter::census::entries::Summary| {
+        (x.spent.as_secs_f64() - x.budget.as_secs_f64()) * 1e3
+    };
     let mut max_spent: f64 = s
         .entries_summary
         .as_ref()
         .map(|x| x.spent.as_secs_f64())
         .unwrap_or(0.0);
+    let mut worst_over: f64 = s.entries_summary.as_ref().map(over).unwrap_or(f64::MIN);
+    let mut budgets = Vec::new();
+    let mut fresh = Vec::new();
     let mut methods = String::new();
     for i in 0..WARM {
         let t = Instant::now();
@@ -121,6 +131,15 @@ fn run(name: &str, parts: Parts, choice: Choice, budget: Duration, ours: &[u32])
         );
         if let Some(x) = &s.entries_summary {
             max_spent = max_spent.max(x.spent.as_secs_f64());
+            worst_over = worst_over.max(over(x));
+            budgets.push(x.budget.as_secs_f64() * 1e3);
+            fresh.push(
+                x.maps
+                    .iter()
+                    .filter(|((_, st), _)| *st == State::Fresh)
+                    .map(|(_, n)| *n as f64)
+                    .sum(),
+            );
             methods = x
                 .maps
                 .iter()
@@ -138,7 +157,17 @@ fn run(name: &str, parts: Parts, choice: Choice, budget: Duration, ours: &[u32])
         census_ms: median(census),
         entries_ms: median(entries),
         max_spent_ms: max_spent * 1e3,
-        budget_ms: budget.as_secs_f64() * 1e3,
+        budget_ms: if budgets.is_empty() {
+            0.0
+        } else {
+            median(budgets)
+        },
+        worst_over_ms: if worst_over == f64::MIN {
+            0.0
+        } else {
+            worst_over
+        },
+        fresh: if fresh.is_empty() { 0.0 } else { median(fresh) },
         methods,
         scrapes_to_all: all
             .map(|n| n.to_string())
@@ -188,8 +217,9 @@ fn main() {
         }
     }
     eprintln!("created {n} maps in {:.1} s", t.elapsed().as_secs_f64());
-    let default_budget = Duration::from_millis(50);
-    let unbounded = Duration::from_secs(60);
+    let default_budget = bpfmap_exporter::census::entries::DEFAULT_BUDGET;
+    let fixed = Budget::Time(Duration::from_millis(50));
+    let unbounded = Budget::Time(Duration::from_secs(60));
     let rows = vec![
         run(
             "no counting (--no-collector.entries)",
@@ -199,17 +229,24 @@ fn main() {
             &[],
         ),
         run(
-            "default (method auto, budget 50ms)",
+            &format!("default (method auto, budget {default_budget})"),
             Parts::all(),
             Choice::Auto,
             default_budget,
             &ours,
         ),
         run(
-            "method iterate, budget 50ms",
+            &format!("method iterate, budget {default_budget}"),
             Parts::all(),
             Choice::Iterate,
             default_budget,
+            &ours,
+        ),
+        run(
+            &format!("method iterate, budget {fixed}"),
+            Parts::all(),
+            Choice::Iterate,
+            fixed,
             &ours,
         ),
         run(
@@ -221,17 +258,19 @@ fn main() {
         ),
     ];
     let base = rows[0].census_ms;
-    report.push_str("| configuration | first census ms | census ms (median of 11) | vs no counting | entries part ms (median) | max walk time of any scrape ms | budget ms | counts (method/state maps) | scrapes until every hash map is counted |\n|---|---|---|---|---|---|---|---|---|\n");
+    report.push_str("| configuration | first census ms | census ms (median of 11) | vs no counting | entries part ms (median) | budget ms (median) | max walk time of any scrape ms | most any scrape passed its budget ms | maps counted afresh per scrape (median) | counts (method/state maps) | scrapes until every hash map is counted |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
         report.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {:+.0}% | {:.1} | {:.1} | {:.0} | {} | {} |\n",
+            "| {} | {:.1} | {:.1} | {:+.0}% | {:.1} | {:.1} | {:.1} | {:+.2} | {:.0} | {} | {} |\n",
             r.config,
             r.first_ms,
             r.census_ms,
             (r.census_ms / base - 1.0) * 100.0,
             r.entries_ms,
-            r.max_spent_ms,
             r.budget_ms,
+            r.max_spent_ms,
+            r.worst_over_ms,
+            r.fresh,
             r.methods,
             r.scrapes_to_all
         ));
@@ -279,7 +318,11 @@ fn main() {
     let mut count = None;
     for _ in 0..5 {
         let t = Instant::now();
-        count = bpfmap_exporter::sys::count_keys(m.as_fd(), 4, u64::MAX).unwrap();
+        let far = Instant::now() + Duration::from_secs(3600);
+        count = match bpfmap_exporter::sys::count_keys(m.as_fd(), 4, u64::MAX, far).unwrap() {
+            bpfmap_exporter::sys::KeyWalk::Done(n) => Some(n),
+            _ => None,
+        };
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     report.push_str(&format!(

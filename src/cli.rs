@@ -94,9 +94,9 @@ pub struct Cli {
     #[arg(long = "collector.maps.confirm-delay-ms", default_value_t = 100)]
     pub confirm_delay_ms: u64,
 
-    /// Time each scrape may spend counting map elements by iteration (kernels before 6.6, and map types the kfunc does not count): maps never counted first, then the fullest; the rest keep their last count, published with its age (bpfmap_map_entries_age_seconds). A walk that would not fit is left for a later scrape.
-    #[arg(long = "collector.entries.budget", default_value = "50ms", value_parser = parse_duration)]
-    pub entries_budget: Duration,
+    /// Time each scrape may spend counting map elements by iteration (kernels before 6.6, and map types the kfunc does not count): a share of the census's own time before counting (20%: counting adds at most a fifth) or a fixed duration (50ms). Maps never counted first, then alternately the fullest and the longest uncounted; the rest keep their last count, published with its age (bpfmap_map_entries_age_seconds). Walks are stopped at the budget's end and left for a later scrape.
+    #[arg(long = "collector.entries.budget", default_value = "20%", value_parser = crate::census::entries::Budget::parse)]
+    pub entries_budget: crate::census::entries::Budget,
 
     /// How element counts are obtained: auto (the bpf_map_sum_elem_count kfunc where the kernel has it, 6.6+, iteration elsewhere) or iterate (iteration for every map, to compare with the kfunc).
     #[arg(long = "collector.entries.method", value_enum, default_value_t = crate::census::entries::Choice::Auto)]
@@ -312,7 +312,7 @@ mod tests {
         let c = parse(&[]);
         assert_eq!(c.listen, vec![format!("0.0.0.0:{DEFAULT_PORT}")]);
         assert_eq!(c.web_read_header_timeout, Duration::from_secs(10));
-        assert_eq!(c.entries_budget, Duration::from_millis(50));
+        assert_eq!(c.entries_budget, crate::census::entries::Budget::Share(0.2));
         assert_eq!(c.entries_method, crate::census::entries::Choice::Auto);
         assert_eq!(c.telemetry_path, "/metrics");
         assert!(c.collector_enabled("maps"));
@@ -337,6 +337,31 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(e.contains("share of max_entries"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn entries_budget_is_a_share_or_a_duration() {
+        use crate::census::entries::Budget;
+        let b = |v: &str| parse(&[&format!("--collector.entries.budget={v}")]).entries_budget;
+        assert_eq!(b("5%"), Budget::Share(0.05));
+        assert_eq!(b("100%"), Budget::Share(1.0));
+        assert_eq!(b("50ms"), Budget::Time(Duration::from_millis(50)));
+        assert_eq!(b("2s"), Budget::Time(Duration::from_secs(2)));
+        for (bad, why) in [
+            ("0%", "above 0%"),
+            ("150%", "at most 100%"),
+            ("x%", "not a percentage"),
+            ("20", "not a duration"),
+            ("0ms", "more than 0"),
+        ] {
+            let e = Cli::try_parse_from(normalize_args(vec![
+                "bpfmap-exporter".to_string(),
+                format!("--collector.entries.budget={bad}"),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 

@@ -287,15 +287,30 @@ pub fn io_uring_with_files(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Ow
     Ok(ring)
 }
 
+/// How a [`count_keys`] walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWalk {
+    /// The walk reached the last key: the map's key count.
+    Done(u64),
+    /// More than `limit` keys: the map changed under the walk (a deleted
+    /// cursor key restarts the walk at the first key).
+    TooLong,
+    /// The deadline passed first (checked every [`KEY_WALK_CHUNK`] keys).
+    Stopped,
+}
+
+/// Keys a [`count_keys`] walk reads between two looks at the clock.
+pub const KEY_WALK_CHUNK: u64 = 256;
+
 /// Keys of a map counted by BPF_MAP_GET_NEXT_KEY from user space, at most
-/// `limit` (Ok(None) when the walk did not end by then: the map changed
-/// under it, since a deleted cursor key restarts the walk at the first key).
-/// Errors name the kernel's refusal (e.g. EOPNOTSUPP for local storage).
+/// `limit`, until `deadline`. Errors name the kernel's refusal (e.g.
+/// EOPNOTSUPP for local storage).
 pub fn count_keys(
     fd: std::os::fd::BorrowedFd<'_>,
     key_size: usize,
     limit: u64,
-) -> io::Result<Option<u64>> {
+    deadline: std::time::Instant,
+) -> io::Result<KeyWalk> {
     use std::os::fd::AsRawFd;
     let size = key_size.max(1);
     let mut cur = vec![0u8; size];
@@ -320,13 +335,16 @@ pub fn count_keys(
         if ret < 0 {
             let e = io::Error::from_raw_os_error(-ret);
             if e.raw_os_error() == Some(libc::ENOENT) {
-                return Ok(Some(n));
+                return Ok(KeyWalk::Done(n));
             }
             return Err(e);
         }
         n += 1;
         if n > limit {
-            return Ok(None);
+            return Ok(KeyWalk::TooLong);
+        }
+        if n % KEY_WALK_CHUNK == 0 && std::time::Instant::now() >= deadline {
+            return Ok(KeyWalk::Stopped);
         }
         first = false;
         std::mem::swap(&mut cur, &mut next);

@@ -155,6 +155,8 @@ fn snapshot() -> Snapshot {
             errors: 0,
             errors_total: 2,
             over_budget: 0,
+            stopped: 1,
+            stopped_total: 4,
             spent: std::time::Duration::from_millis(3),
             budget: std::time::Duration::from_millis(50),
             oldest_seconds: 12.5,

@@ -11,7 +11,7 @@ mod common;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
-use bpfmap_exporter::census::entries::{Choice, Method, State};
+use bpfmap_exporter::census::entries::{Budget, Choice, Method, State};
 use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
 use common::*;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
@@ -32,7 +32,7 @@ fn unlimit_memlock() {
 fn census(choice: Choice, budget: Duration) -> Census {
     Census::load(CensusOpts {
         entries_method: choice,
-        entries_budget: budget,
+        entries_budget: Budget::Time(budget),
         ..Default::default()
     })
     .expect("census loads")
@@ -370,4 +370,76 @@ fn a_small_budget_serves_the_rest_from_cache_with_their_age() {
         }
     }
     panic!("1000 scrapes did not count 300 maps within 3 ms each");
+}
+
+/// Insert keys 0..n with BPF_MAP_UPDATE_BATCH (5.6+), in chunks.
+fn fill_batch(m: &MapHandle, n: u32) {
+    let mut k = 0;
+    while k < n {
+        let end = (k + 65536).min(n);
+        let keys: Vec<u8> = (k..end).flat_map(|i| i.to_ne_bytes()).collect();
+        let vals = vec![1u8; (end - k) as usize * 8];
+        m.update_batch(&keys, &vals, end - k, MapFlags::ANY, MapFlags::ANY)
+            .expect("update batch");
+        k = end;
+    }
+}
+
+#[test]
+fn walks_read_in_chunks_count_exactly_and_stop_at_the_budget() {
+    require_root();
+    unlimit_memlock();
+    // 5,000 elements cross the walks' chunk boundaries (1,024 elements per
+    // iter/bpf_map_elem record, 256 keys between GET_NEXT_KEY clock reads)
+    // several times; each chunked walk still counts every element once.
+    let m = map(MapType::Hash, "e_chunks", 4, 8, 8192, 0);
+    fill_batch(&m, 5000);
+    let id = id_of(&m);
+    for choice in [Choice::Auto, Choice::Iterate] {
+        let mut c = census(choice, Duration::from_secs(30));
+        let (s, _) = c.take(&[]);
+        assert_eq!(
+            entries_of(&s, id),
+            (
+                Some(5000),
+                Some(expected(MapType::Hash, choice)),
+                Some(State::Fresh)
+            ),
+            "{choice:?}"
+        );
+    }
+    // A walk far longer than the budget is stopped at its end: no count,
+    // and the map is over budget while the budget is no larger.
+    let big = map(MapType::Hash, "e_stopped", 4, 8, 131072, 0);
+    fill_batch(&big, 100_000);
+    let big_id = id_of(&big);
+    let method = expected(MapType::Hash, Choice::Iterate);
+    let mut c = census(Choice::Iterate, Duration::from_millis(1));
+    let mut stopped = false;
+    for _ in 0..3 {
+        let (s, _) = c.take(&[]);
+        let sum = s.entries_summary.clone().expect("entries part ran");
+        assert_eq!(s.entries[&big_id].method, method);
+        if sum.stopped_total > 0 {
+            assert_eq!(
+                entries_of(&s, big_id).0,
+                None,
+                "no count from a stopped walk"
+            );
+            let (s, _) = c.take(&[]);
+            let sum = s.entries_summary.clone().unwrap();
+            assert!(sum.over_budget >= 1, "{sum:?}");
+            assert_eq!(s.entries[&big_id].state, State::Missing);
+            assert!(
+                text(&s).contains("bpfmap_map_entries_walks_stopped_total "),
+                "the stopped walks are published"
+            );
+            stopped = true;
+            break;
+        }
+    }
+    assert!(
+        stopped,
+        "a {method:?} walk of 100,000 elements was never stopped at a 1 ms budget"
+    );
 }

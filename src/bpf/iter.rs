@@ -67,16 +67,36 @@ pub(crate) fn read_batched(mut f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::R
     }
 }
 
-/// [`read_file`] for walks that may write nothing for a million objects: the
-/// kernel then ends that read with EAGAIN (MAX_ITER_OBJECTS) and the next
-/// read continues the same walk.
-pub(crate) fn read_retrying(mut f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<&[u8]> {
-    buf.clear();
-    let mut chunk = [0u8; 4096];
+/// Set in a count walk's progress records; clear in its final record.
+pub(crate) const PROGRESS: u64 = 1 << 63;
+
+/// The total of a count walk whose u64 records are progress records
+/// ([`PROGRESS`] set) and, last, the total; read one record per `read` so
+/// that the walk can be stopped between records: `Ok(None)` when `deadline`
+/// passed before the total was written (the iterator is then closed, which
+/// ends the walk). Each `read` runs the walk until its next record; where
+/// the program writes nothing for a million objects the kernel ends that
+/// read with EAGAIN (MAX_ITER_OBJECTS), and the next read continues.
+pub(crate) fn read_count_walk(
+    mut f: std::fs::File,
+    deadline: std::time::Instant,
+) -> anyhow::Result<Option<u64>> {
+    let mut rec = [0u8; 8];
     loop {
-        match f.read(&mut chunk) {
-            Ok(0) => return Ok(buf),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        match f.read(&mut rec) {
+            Ok(0) => anyhow::bail!("count walk ended without its total: record layout mismatch"),
+            Ok(8) => {
+                let v = u64::from_le_bytes(rec);
+                if v & PROGRESS == 0 {
+                    return Ok(Some(v));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+            }
+            Ok(n) => anyhow::bail!(
+                "count walk wrote a {n}-byte record, not one u64: record layout mismatch"
+            ),
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::Interrupted => {}

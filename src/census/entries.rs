@@ -75,6 +75,57 @@ pub enum Choice {
     Iterate,
 }
 
+/// `--collector.entries.budget`: how long each scrape may walk maps to
+/// count their elements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// A fixed time per scrape.
+    Time(Duration),
+    /// A share in (0, 1] of the time the census took before counting began,
+    /// so that counting adds at most that share to the census.
+    Share(f64),
+}
+
+/// The default budget: counting adds at most a fifth to the census.
+pub const DEFAULT_BUDGET: Budget = Budget::Share(0.2);
+
+impl Budget {
+    /// `20%` (a share of the census) or a duration (`50ms`, `1s`).
+    pub fn parse(s: &str) -> Result<Budget, String> {
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| {
+                format!("{s:?} is not a percentage: use a number and %, for example 20%, or a duration such as 50ms")
+            })?;
+            if !(v > 0.0 && v <= 100.0) {
+                return Err(format!(
+                    "{s:?}: a share of the census must be above 0% and at most 100%"
+                ));
+            }
+            return Ok(Budget::Share(v / 100.0));
+        }
+        crate::cli::parse_duration(s)
+            .map(Budget::Time)
+            .map_err(|e| format!("{e}; or a share of the census's own time, for example 20%"))
+    }
+
+    /// The budget of a scrape whose census took `census` before counting.
+    pub fn resolve(self, census: Duration) -> Duration {
+        match self {
+            Budget::Time(d) => d,
+            Budget::Share(f) => census.mul_f64(f),
+        }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Time(d) => write!(f, "{}ms", d.as_millis()),
+            Budget::Share(s) => write!(f, "{}%", s * 100.0),
+        }
+    }
+}
+
 /// Map types whose elements the hash-family kfunc counts (the maps whose
 /// `elem_count` htab_map_alloc sets up); it reads 0 for every other type.
 pub fn kfunc_counts(t: u32) -> bool {
@@ -198,22 +249,45 @@ impl CostModel {
 }
 
 /// The refresh order of one scrape: maps never counted first (cheapest
-/// first, so one huge map does not hold back many small ones), then by
-/// fill (last count / max_entries) descending, then the oldest count first,
-/// then by id. Pure.
-pub fn plan(cands: &mut [Candidate], model: &CostModel) {
+/// first, so one huge map does not hold back many small ones), then the
+/// counted maps alternately by fill (last count / max_entries, descending)
+/// and by the age of their count (oldest first), each map once. The fullest
+/// maps are refreshed every scrape the budget allows two walks, and no map
+/// waits for more than about twice as many scrapes as it takes the budget
+/// to walk every map, however full the others are. Ties go to the older
+/// count, then the lower id. Pure.
+pub fn plan(cands: &mut Vec<Candidate>, model: &CostModel) {
     use std::cmp::Reverse;
-    cands.sort_by(|a, b| {
-        let key = |c: &Candidate| match c.cached {
-            None => (0u8, model.estimate(c).as_nanos(), Reverse(0u64), None, c.id),
-            Some(k) => {
-                // Fill in millionths: an integer key with a total order.
-                let fill = k.count.saturating_mul(1_000_000) / c.max_entries.max(1) as u64;
-                (1u8, 0, Reverse(fill), Some(k.at), c.id)
+    let (mut never, by_fill): (Vec<Candidate>, Vec<Candidate>) =
+        cands.drain(..).partition(|c| c.cached.is_none());
+    never.sort_by_key(|c| (model.estimate(c).as_nanos(), c.id));
+    let at = |c: &Candidate| c.cached.map(|k| k.at);
+    // Fill in millionths: an integer key with a total order.
+    let fill = |c: &Candidate| {
+        c.cached.map_or(0, |k| {
+            k.count.saturating_mul(1_000_000) / c.max_entries.max(1) as u64
+        })
+    };
+    let mut by_fill = by_fill;
+    let mut by_age = by_fill.clone();
+    by_fill.sort_by_key(|c| (Reverse(fill(c)), at(c), c.id));
+    by_age.sort_by_key(|c| (at(c), c.id));
+    cands.extend(never);
+    let mut taken: IdMap<()> = IdMap::default();
+    let (mut fills, mut ages) = (by_fill.into_iter(), by_age.into_iter());
+    loop {
+        let mut any = false;
+        for list in [&mut fills, &mut ages] {
+            if let Some(c) = list.find(|c| !taken.contains_key(&c.id)) {
+                taken.insert(c.id, ());
+                cands.push(c);
+                any = true;
             }
-        };
-        key(a).cmp(&key(b))
-    });
+        }
+        if !any {
+            break;
+        }
+    }
 }
 
 /// What one map's count is this scrape.
@@ -235,8 +309,14 @@ pub struct Summary {
     pub errors: u64,
     /// Walks that failed since the exporter started.
     pub errors_total: u64,
-    /// Maps whose estimated cost exceeds the whole budget: never counted.
+    /// Maps whose walk costs more than the whole budget: never counted
+    /// (estimated from their size, or stopped at the budget's end when
+    /// theirs was the first walk of a scrape).
     pub over_budget: u64,
+    /// Walks stopped at the end of the budget this scrape (the map keeps
+    /// its last count), and since the exporter started.
+    pub stopped: u64,
+    pub stopped_total: u64,
     /// Time spent walking this scrape, and the budget.
     pub spent: Duration,
     pub budget: Duration,
@@ -247,19 +327,35 @@ pub struct Summary {
 /// The counts kept between scrapes.
 pub struct Counter {
     pub choice: Choice,
-    pub budget: Duration,
+    pub budget: Budget,
     cache: IdMap<Cached>,
     /// Maps the kernel refused to walk (by id; ids are not reused).
     refused: IdMap<()>,
+    /// Maps whose walk was stopped at the end of a whole budget: the time it
+    /// had (a lower bound of its cost), and when. Such a map is over budget
+    /// while the budget is no larger, for [`STOPPED_RETRY`].
+    stopped: IdMap<(Duration, Instant)>,
     model: CostModel,
-    buf: Vec<u8>,
     errors_total: u64,
+    stopped_total: u64,
 }
+
+/// How long a map whose walk outlasted a whole budget is left alone before
+/// it is tried again (the walk may have been slow only that once).
+pub const STOPPED_RETRY: Duration = Duration::from_secs(300);
 
 /// The walks themselves (the census programs and bpf() calls), apart from
 /// the planning so that the planning is tested without a kernel.
 pub trait Walker {
-    fn count(&mut self, m: &MapRecord, method: Method, buf: &mut Vec<u8>) -> anyhow::Result<u64>;
+    /// Count `m`'s elements; `Ok(None)` when the walk was stopped at
+    /// `deadline` (checked between chunks of the walk, so a walk passes it
+    /// by at most one chunk).
+    fn count(
+        &mut self,
+        m: &MapRecord,
+        method: Method,
+        deadline: Instant,
+    ) -> anyhow::Result<Option<u64>>;
 
     /// The clock the budget is measured with (tests simulate it).
     fn now(&self) -> Instant {
@@ -268,32 +364,37 @@ pub trait Walker {
 }
 
 impl Counter {
-    pub fn new(choice: Choice, budget: Duration) -> Counter {
+    pub fn new(choice: Choice, budget: Budget) -> Counter {
         Counter {
             choice,
             budget,
             cache: IdMap::default(),
             refused: IdMap::default(),
+            stopped: IdMap::default(),
             model: CostModel::default(),
-            buf: Vec::new(),
             errors_total: 0,
+            stopped_total: 0,
         }
     }
 
     /// Fill `elem_count` of every map that has an element count, within the
     /// budget, and say how each was obtained. With `kernel.kfunc` the
     /// census iterator read the kfunc (its counts of other types are
-    /// dropped: it reads 0 for them).
+    /// dropped: it reads 0 for them). `census` is the time the census
+    /// took before counting began (what a share budget is a share of).
     pub fn run(
         &mut self,
         maps: &mut [MapRecord],
         kernel: Kernel,
         walker: &mut dyn Walker,
+        census: Duration,
     ) -> (IdMap<CountInfo>, Summary) {
         let start = walker.now();
+        let budget = self.budget.resolve(census);
+        let deadline = start + budget;
         let mut info: IdMap<CountInfo> = IdMap::default();
         let mut summary = Summary {
-            budget: self.budget,
+            budget,
             ..Default::default()
         };
         let mut cands = Vec::new();
@@ -354,27 +455,44 @@ impl Counter {
         self.cache.retain(|id, _| index.contains_key(id));
         let live: IdMap<()> = maps.iter().map(|m| (m.id, ())).collect();
         self.refused.retain(|id, _| live.contains_key(id));
+        self.stopped.retain(|id, (_, at)| {
+            live.contains_key(id) && start.duration_since(*at) < STOPPED_RETRY
+        });
         plan(&mut cands, &self.model);
         let mut fresh: IdMap<()> = IdMap::default();
         let mut walked = false;
         for c in &cands {
-            if self.model.size_cost(c.max_entries) > self.budget {
+            let outlasted = self
+                .stopped
+                .get(&c.id)
+                .is_some_and(|(had, _)| budget <= *had);
+            if outlasted || self.model.size_cost(c.max_entries) > budget {
                 summary.over_budget += 1;
                 continue;
             }
-            // Each scrape makes at least one walk, so a budget below the
-            // cost of one walk still makes progress (and shows in
-            // bpfmap_map_entries_walk_seconds).
+            // The first walk of a scrape is always tried (stopped at the
+            // deadline if it runs long), so that one slow walk cannot make
+            // every map look too costly for good.
             let est = self.model.estimate(c);
-            if walked && walker.now().duration_since(start) + est > self.budget {
+            let now = walker.now();
+            if now >= deadline || (walked && now.duration_since(start) + est > budget) {
                 continue; // served from cache (or missing) this scrape
             }
+            let first = !walked;
             walked = true;
             let m = &maps[index[&c.id]];
             let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
             let t0 = walker.now();
-            match walker.count(m, method, &mut self.buf) {
-                Ok(n) => {
+            match walker.count(m, method, deadline) {
+                Ok(None) => {
+                    summary.stopped += 1;
+                    if first {
+                        let had = walker.now().duration_since(t0);
+                        self.stopped.insert(c.id, (had, walker.now()));
+                    }
+                }
+                Ok(Some(n)) => {
+                    self.stopped.remove(&c.id);
                     let took = walker.now().duration_since(t0);
                     self.model.learn(m.max_entries, took);
                     self.cache.insert(
@@ -408,6 +526,8 @@ impl Counter {
         summary.spent = walker.now().duration_since(start);
         self.errors_total += summary.errors;
         summary.errors_total = self.errors_total;
+        self.stopped_total += summary.stopped;
+        summary.stopped_total = self.stopped_total;
         let now = walker.now();
         for c in &cands {
             let m = &mut maps[index[&c.id]];
@@ -485,7 +605,13 @@ mod tests {
     }
 
     impl Walker for Fake {
-        fn count(&mut self, m: &MapRecord, _: Method, _: &mut Vec<u8>) -> anyhow::Result<u64> {
+        /// A walk that would pass the deadline stops exactly at it.
+        fn count(
+            &mut self,
+            m: &MapRecord,
+            _: Method,
+            deadline: Instant,
+        ) -> anyhow::Result<Option<u64>> {
             self.order.push(m.id);
             if let Some((id, errno)) = self.fail {
                 if id == m.id {
@@ -493,7 +619,11 @@ mod tests {
                 }
             }
             self.clock += (self.sleep)(m.id);
-            Ok(m.id as u64 * 10)
+            if self.clock > deadline {
+                self.clock = deadline;
+                return Ok(None);
+            }
+            Ok(Some(m.id as u64 * 10))
         }
 
         fn now(&self) -> Instant {
@@ -600,9 +730,9 @@ mod tests {
     fn budget_bounds_the_walks_and_the_rest_come_from_cache_with_age() {
         let mut maps: Vec<MapRecord> = (1..=20).map(|i| rec(i, MapType::Hash, 64)).collect();
         maps.push(rec(21, MapType::Array, 64));
-        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(30));
+        let mut counter = Counter::new(Choice::Auto, Budget::Time(Duration::from_millis(30)));
         let mut w = fake(|_| Duration::from_millis(5), None);
-        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        let (info, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
         assert!(s.spent <= Duration::from_millis(30), "{:?}", s.spent);
         // The first walk teaches the model most of its 5 ms; walks stop
         // when the next would pass 30 ms: 6 walks, 30 ms.
@@ -625,7 +755,7 @@ mod tests {
         // the cache with their age.
         w.clock += Duration::from_millis(20);
         w.order.clear();
-        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        let (info, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
         // Never counted first (7..=11); then 12's estimate (just over 5 ms)
         // no longer fits in the 5 ms left, but 6's measured 5 ms does.
         assert_eq!(
@@ -648,26 +778,94 @@ mod tests {
     }
 
     #[test]
-    fn a_budget_below_one_walk_still_walks_one_map_per_scrape() {
+    fn a_walk_longer_than_the_budget_stops_at_its_end_and_the_map_is_over_budget() {
         let mut maps: Vec<MapRecord> = (1..=3).map(|i| rec(i, MapType::Hash, 64)).collect();
-        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(1));
+        let mut counter = Counter::new(Choice::Auto, Budget::Time(Duration::from_millis(1)));
         let mut w = fake(|_| Duration::from_millis(4), None);
-        for n in 1..=3 {
+        for n in 1..=3u64 {
             w.order.clear();
-            let (_, s) = counter.run(&mut maps, OLD, &mut w);
-            assert_eq!(w.order.len(), 1, "scrape {n}: {:?}", w.order);
-            assert_eq!(s.over_budget, 0, "a slow walk makes no map over budget");
+            let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
+            // One new map tried per scrape, stopped at the budget's end;
+            // the ones stopped before are over budget, not retried.
+            assert_eq!(w.order, vec![n as u32], "scrape {n}");
+            assert_eq!(s.spent, Duration::from_millis(1), "scrape {n}");
+            assert_eq!((s.stopped, s.stopped_total), (1, n), "scrape {n}");
+            assert_eq!(s.over_budget, n - 1, "scrape {n}");
         }
+        assert!(maps.iter().all(|m| m.elem_count.is_none()));
+        // A larger budget tries them again, and so does time.
+        counter.budget = Budget::Time(Duration::from_millis(20));
+        w.order.clear();
+        let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
+        assert_eq!(w.order, vec![1, 2, 3]);
+        assert_eq!((s.stopped, s.over_budget), (0, 0));
         assert!(maps.iter().all(|m| m.elem_count.is_some()));
+
+        let mut maps = vec![rec(1, MapType::Hash, 64)];
+        let mut counter = Counter::new(Choice::Auto, Budget::Time(Duration::from_millis(1)));
+        let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
+        assert_eq!(s.stopped, 1);
+        w.clock += STOPPED_RETRY - Duration::from_secs(1);
+        w.order.clear();
+        let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
+        assert_eq!((w.order.len(), s.over_budget), (0, 1));
+        w.clock += Duration::from_secs(2);
+        let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
+        assert_eq!((w.order, s.stopped), (vec![1], 1), "tried again");
+    }
+
+    #[test]
+    fn a_share_budget_is_that_share_of_the_census() {
+        let mut maps: Vec<MapRecord> = (1..=100).map(|i| rec(i, MapType::Hash, 64)).collect();
+        let mut counter = Counter::new(Choice::Auto, Budget::Share(0.2));
+        let mut w = fake(|_| Duration::from_millis(1), None);
+        let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::from_millis(100));
+        assert_eq!(s.budget, Duration::from_millis(20));
+        assert!(s.spent <= s.budget, "{:?}", s.spent);
+        assert!((15..=20).contains(&w.order.len()), "{:?}", w.order);
+        // A slower census leaves more time.
+        w.order.clear();
+        let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::from_millis(200));
+        assert_eq!(s.budget, Duration::from_millis(40));
+        assert!(s.spent <= s.budget, "{:?}", s.spent);
+        assert!(w.order.len() >= 35, "{:?}", w.order);
+    }
+
+    #[test]
+    fn the_fullest_map_is_refreshed_every_scrape_and_no_map_starves() {
+        // The walker counts id*10 of 100 slots: map 10 is the fullest
+        // (100%), map 1 the emptiest (10%). Two walks fit a scrape.
+        let mut maps: Vec<MapRecord> = (1..=10).map(|i| rec(i, MapType::Hash, 100)).collect();
+        let mut counter = Counter::new(Choice::Auto, Budget::Time(Duration::from_secs(1)));
+        let mut w = fake(|_| Duration::from_millis(5), None);
+        counter.run(&mut maps, OLD, &mut w, Duration::ZERO); // count them all once
+        counter.budget = Budget::Time(Duration::from_millis(10));
+        let mut last_seen: IdMap<u32> = IdMap::default();
+        for scrape in 1..=9u32 {
+            w.clock += Duration::from_secs(1);
+            w.order.clear();
+            let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
+            assert!(s.spent <= Duration::from_millis(10));
+            assert_eq!(w.order.len(), 2, "scrape {scrape}: {:?}", w.order);
+            assert_eq!(w.order[0], 10, "the fullest first, scrape {scrape}");
+            for id in &w.order {
+                last_seen.insert(*id, scrape);
+            }
+        }
+        // The nine others share one walk a scrape, oldest count first: each
+        // within nine scrapes, however much fuller map 10 is.
+        for id in 1..=9 {
+            assert_eq!(last_seen.get(&id), Some(&id), "map {id}: {last_seen:?}");
+        }
     }
 
     #[test]
     fn a_map_costlier_than_the_whole_budget_is_never_walked_and_says_so() {
         let mut maps = vec![rec(1, MapType::Hash, 64), rec(2, MapType::Hash, 4_000_000)];
-        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(10));
+        let mut counter = Counter::new(Choice::Auto, Budget::Time(Duration::from_millis(10)));
         let mut w = fake(|_| Duration::ZERO, None);
         // Default model: 50 ns a slot, 4M slots = 200 ms > 10 ms.
-        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        let (info, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
         assert_eq!(w.order, vec![1]);
         assert_eq!(s.over_budget, 1);
         assert_eq!(info[&2].state, State::Missing);
@@ -679,9 +877,9 @@ mod tests {
         let mut maps = vec![rec(1, MapType::Hash, 64), rec(2, MapType::LpmTrie, 64)];
         maps[0].elem_count = Some(7);
         maps[1].elem_count = Some(0); // what the kfunc reads for a trie
-        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(50));
+        let mut counter = Counter::new(Choice::Auto, Budget::Time(Duration::from_millis(50)));
         let mut w = fake(|_| Duration::ZERO, None);
-        let (info, s) = counter.run(&mut maps, NEW, &mut w);
+        let (info, s) = counter.run(&mut maps, NEW, &mut w, Duration::ZERO);
         assert_eq!(w.order, vec![2]);
         assert_eq!(maps[0].elem_count, Some(7));
         assert_eq!(maps[1].elem_count, Some(20));
@@ -693,9 +891,9 @@ mod tests {
     #[test]
     fn a_map_freed_since_the_census_is_no_walk_error() {
         let mut maps = vec![rec(1, MapType::Hash, 64)];
-        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(50));
+        let mut counter = Counter::new(Choice::Auto, Budget::Time(Duration::from_millis(50)));
         let mut w = fake(|_| Duration::ZERO, Some((1, libc::ENOENT)));
-        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        let (info, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
         assert_eq!((s.errors, s.errors_total), (0, 0));
         assert_eq!(info[&1].state, State::Missing);
     }
@@ -703,11 +901,11 @@ mod tests {
     #[test]
     fn a_refused_walk_is_not_retried_and_reads_none() {
         let mut maps = vec![rec(1, MapType::Sockhash, 64)];
-        let mut counter = Counter::new(Choice::Auto, Duration::from_millis(50));
+        let mut counter = Counter::new(Choice::Auto, Budget::Time(Duration::from_millis(50)));
         let mut w = fake(|_| Duration::ZERO, Some((1, libc::EOPNOTSUPP)));
-        let (_, s) = counter.run(&mut maps, OLD, &mut w);
+        let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
         assert_eq!(s.errors, 1);
-        let (info, s) = counter.run(&mut maps, OLD, &mut w);
+        let (info, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
         assert_eq!(w.order, vec![1], "not walked again");
         assert_eq!(s.errors, 0);
         assert_eq!(info[&1].method, Method::None);

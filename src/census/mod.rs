@@ -80,7 +80,7 @@ pub struct CensusOpts {
     /// references; zero publishes the first reading.
     pub confirm_delay: std::time::Duration,
     /// Time each scrape may spend counting elements by iteration.
-    pub entries_budget: std::time::Duration,
+    pub entries_budget: entries::Budget,
     /// `--collector.entries.method`.
     pub entries_method: entries::Choice,
 }
@@ -95,7 +95,7 @@ impl Default for CensusOpts {
             keep_files: false,
             cgroup_root: None,
             confirm_delay: std::time::Duration::from_millis(100),
-            entries_budget: std::time::Duration::from_millis(50),
+            entries_budget: entries::DEFAULT_BUDGET,
             entries_method: entries::Choice::Auto,
         }
     }
@@ -224,22 +224,24 @@ impl entries::Walker for Walks<'_> {
         &mut self,
         m: &MapRecord,
         method: entries::Method,
-        buf: &mut Vec<u8>,
-    ) -> anyhow::Result<u64> {
+        deadline: std::time::Instant,
+    ) -> anyhow::Result<Option<u64>> {
         use std::os::fd::AsFd;
         let fd = sys::map_fd_by_id(m.id)?;
         match method {
-            entries::Method::Iter => self.0.count_elements(fd.as_fd(), buf),
+            entries::Method::Iter => self.0.count_elements(fd.as_fd(), deadline),
             entries::Method::NextKey => {
                 // A walk longer than twice the capacity restarted under
                 // concurrent deletes: no count rather than a wrong one.
                 let limit = 2 * m.max_entries as u64 + 16;
-                sys::count_keys(fd.as_fd(), m.key_size as usize, limit)?.ok_or_else(|| {
-                    anyhow::anyhow!(
+                match sys::count_keys(fd.as_fd(), m.key_size as usize, limit, deadline)? {
+                    sys::KeyWalk::Done(n) => Ok(Some(n)),
+                    sys::KeyWalk::Stopped => Ok(None),
+                    sys::KeyWalk::TooLong => anyhow::bail!(
                         "GET_NEXT_KEY walk of map {} did not end (map changing)",
                         m.id
-                    )
-                })
+                    ),
+                }
             }
             _ => anyhow::bail!("no walk for method {}", method.as_str()),
         }
@@ -363,6 +365,7 @@ impl Census {
     }
 
     fn take_into(&mut self, extra_own: &[u32], report: &mut Report) -> Snapshot {
+        let started = std::time::Instant::now();
         let p = self.opts.parts.clone();
         let mut snap = Snapshot {
             features: self.progs.features().clone(),
@@ -582,7 +585,7 @@ impl Census {
                 let progs = &self.progs;
                 let maps = &mut snap.maps;
                 if let Some((info, summary)) = report.run("entries", || {
-                    Ok(counter.run(maps, kernel, &mut Walks(progs)))
+                    Ok(counter.run(maps, kernel, &mut Walks(progs), started.elapsed()))
                 }) {
                     snap.entries = info;
                     snap.entries_summary = Some(summary);

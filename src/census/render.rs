@@ -375,6 +375,11 @@ fn render_entries(snap: &Snapshot, out: &mut Families) {
         vec![],
         s.errors_total as f64,
     );
+    out.counter(
+        &defs::MAP_ENTRIES_WALKS_STOPPED_TOTAL,
+        vec![],
+        s.stopped_total as f64,
+    );
 }
 
 /// Completeness of each holder source and of the pid-namespace view.

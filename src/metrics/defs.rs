@@ -125,7 +125,7 @@ pub const MAP_ENTRIES_MAPS: Def = gauge(
 );
 pub const MAP_ENTRIES_BUDGET_SECONDS: Def = gauge(
     "bpfmap_map_entries_budget_seconds",
-    "Time each scrape may spend walking maps to count their elements (--collector.entries.budget).",
+    "Time this scrape could spend walking maps to count their elements (--collector.entries.budget: a fixed time, or a share of this census's time before counting).",
 );
 pub const MAP_ENTRIES_WALK_SECONDS: Def = gauge(
     "bpfmap_map_entries_walk_seconds",
@@ -137,7 +137,11 @@ pub const MAP_ENTRIES_OLDEST_SECONDS: Def = gauge(
 );
 pub const MAP_ENTRIES_OVER_BUDGET_MAPS: Def = gauge(
     "bpfmap_map_entries_over_budget_maps",
-    "Maps whose element walk is estimated to cost more than the whole budget: never counted (raise --collector.entries.budget).",
+    "Maps whose element walk costs more than the whole budget (estimated from their size, or stopped at the budget's end with the whole budget to itself): not counted while the budget is no larger (raise --collector.entries.budget).",
+);
+pub const MAP_ENTRIES_WALKS_STOPPED_TOTAL: Def = counter(
+    "bpfmap_map_entries_walks_stopped_total",
+    "Element walks stopped at the end of a scrape's budget (the map keeps its last count, or none; a map whose walk outlasts a whole budget is counted in bpfmap_map_entries_over_budget_maps).",
 );
 pub const MAP_ENTRIES_WALK_ERRORS_TOTAL: Def = counter(
     "bpfmap_map_entries_walk_errors_total",
@@ -314,6 +318,7 @@ pub const ALL: &[&Def] = &[
     &MAP_ENTRIES_OLDEST_SECONDS,
     &MAP_ENTRIES_OVER_BUDGET_MAPS,
     &MAP_ENTRIES_WALK_ERRORS_TOTAL,
+    &MAP_ENTRIES_WALKS_STOPPED_TOTAL,
     &MAP_ENTRIES_WALK_SECONDS,
     &MAP_HOLDERS,
     &MAP_INFO,

@@ -37,6 +37,7 @@ pub const OWNERS: &[(&Def, &str)] = &[
     (&MAP_ENTRIES_OLDEST_SECONDS, "entries"),
     (&MAP_ENTRIES_OVER_BUDGET_MAPS, "entries"),
     (&MAP_ENTRIES_WALK_ERRORS_TOTAL, "entries"),
+    (&MAP_ENTRIES_WALKS_STOPPED_TOTAL, "entries"),
     (&MAP_HOLDERS, "maps"),
     (&MAP_UNEXPLAINED_REFS, "maps"),
     (&MAPS_UNEXPLAINED_REFS, "maps"),

@@ -253,29 +253,23 @@ impl Programs {
     }
 
     /// The live elements of one hash-family map (hash, percpu_hash,
-    /// lru_hash, lru_percpu_hash), counted by an `iter/bpf_map_elem` walk.
-    /// The link and the iterator exist only during the call: they hold the
-    /// map while it runs and are closed before it returns.
+    /// lru_hash, lru_percpu_hash), counted by an `iter/bpf_map_elem` walk;
+    /// `None` when `deadline` passed first (the walk is checked every
+    /// ELEM_WALK_CHUNK elements). The link and the iterator exist only
+    /// during the call: they hold the map while it runs and are closed
+    /// before it returns.
     pub fn count_elements(
         &self,
         map: std::os::fd::BorrowedFd<'_>,
-        buf: &mut Vec<u8>,
-    ) -> anyhow::Result<u64> {
+        deadline: std::time::Instant,
+    ) -> anyhow::Result<Option<u64>> {
         let link = self
             .skel
             .progs
             .count_elems
             .attach_iter(map)
             .context("attaching iter/bpf_map_elem")?;
-        let f = iter::open(&link)?;
-        iter::read_retrying(f, buf)?;
-        let got: [u8; 8] = buf.as_slice().try_into().map_err(|_| {
-            anyhow::anyhow!(
-                "iter/bpf_map_elem wrote {} bytes, not one u64 count: record layout mismatch",
-                buf.len()
-            )
-        })?;
-        Ok(u64::from_le_bytes(got))
+        iter::read_count_walk(iter::open(&link)?, deadline)
     }
 }
 
