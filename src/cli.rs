@@ -15,7 +15,7 @@ pub const DEFAULT_PORT: u16 = 9863;
     about = "Prometheus exporter for BPF maps: who holds them, what they cost, and which references nothing explains"
 )]
 pub struct Cli {
-    /// Address to listen on for the web interface and telemetry: :PORT (every IPv4 address), HOST:PORT or [IPv6]:PORT. Repeatable.
+    /// Address to listen on for the web interface and telemetry: :PORT (every IPv4 and IPv6 address, one dual-stack socket; IPv4 only where the host has IPv6 disabled), HOST:PORT or [IPv6]:PORT. Repeatable.
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9863", action = ArgAction::Append)]
     pub listen: Vec<String>,
 

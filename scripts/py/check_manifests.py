@@ -10,9 +10,13 @@ scripts/check-deploy.sh):
 - the kustomization: every resource exists and is a known kind;
 - the alert rules: severity, summary, description and a runbook_url (docs/runbooks.md) whose
   anchor exists there, and a promtool unit test that fires and one that stays
-  silent for every alert;
-- the Grafana dashboards: valid JSON, datasource and node variables, every
-  panel has a query and uses the datasource variable.
+  silent for every alert, and one that evaluates every recording rule;
+- the Grafana dashboards: valid JSON, datasource and node (or, for the fleet
+  dashboard, job) variables, every panel has a query and uses the
+  datasource variable; every recorded series a query reads is recorded in
+  deploy/prometheus/rules.yml, no node total is summed from a raw series that
+  has a recorded node total, and the fleet dashboard reads recorded series
+  only.
 
 Each failure prints the file, what is wrong and how to fix it; exit 1 if any.
 """
@@ -52,6 +56,12 @@ SM_SPEC_KEYS = {
     "keepDroppedTargets", "attachMetadata", "scrapeProtocols", "scrapeClass", "fallbackScrapeProtocol",
 }
 PM_SPEC_KEYS = (SM_SPEC_KEYS - {"endpoints", "targetLabels"}) | {"podMetricsEndpoints"}
+# A recorded series (level:metric:operations) and a raw bpfmap_ series (not
+# part of a recorded name) in a PromQL expression.
+RECORDED_SERIES = re.compile(r"\b[a-z_]+:bpfmap_[a-z0-9_]+:[a-z0-9_]+\b")
+RAW_SERIES = re.compile(r"(?<![\w:])bpfmap_[a-z0-9_]+(?![\w:])")
+# The raw series a node total is summed from: sum by (instance) (X or rate(X[..])).
+NODE_TOTAL = re.compile(r"sum by \(instance\) \((?:rate|increase|irate)?\(?\s*(bpfmap_[a-z0-9_]+)")
 RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
 GROUP_KEYS = {"name", "interval", "rules", "partial_response_strategy", "limit", "query_offset", "labels"}
 
@@ -356,11 +366,27 @@ def main():
         if name not in silent:
             err("rules_test.yml", f"no test where {name} stays silent")
     print(f"check-deploy: {len(alerts)} alerts, each with severity, summary, description, runbook anchor, firing and silent tests")
+    # Every recording rule has a promql_expr_test whose expr selects it.
+    records = [r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r]
+    evaluated = {re.match(r"[\w:]+", e["expr"]).group(0) for t in tests["tests"] for e in t.get("promql_expr_test", [])}
+    for name in records:
+        if name not in evaluated:
+            err("rules_test.yml", f"no promql_expr_test evaluates the recording rule {name}")
+    print(f"check-deploy: {len(records)} recording rules, each evaluated by a promql_expr_test")
 
     # Dashboards
+    # Recorded series, and the raw series each node total (instance:*) sums.
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    node_total_of = {}
+    for g in rules["groups"]:
+        for r in g["rules"]:
+            if r.get("record", "").startswith("instance:"):
+                for raw in RAW_SERIES.findall(r["expr"]):
+                    node_total_of[raw] = r["record"]
     dashboards = sorted((ROOT / "dashboards").glob("*.json"))
-    if len(dashboards) < 4:
-        err("dashboards/", f"expected the 4 dashboards (node overview, leak hunting, bpffs, exporter self), found {len(dashboards)}")
+    want = {"node-overview.json", "leak-hunting.json", "bpffs.json", "exporter-self.json", "fleet.json"}
+    if not want <= {p.name for p in dashboards}:
+        err("dashboards/", f"expected the dashboards {sorted(want)}, found {sorted(p.name for p in dashboards)}")
     uids = set()
     npanels = 0
     for p in dashboards:
@@ -377,9 +403,13 @@ def main():
         ds = tvars.get("datasource")
         if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
             err(w, "needs a 'datasource' template variable of type datasource (query: prometheus)")
-        inst = tvars.get("instance")
-        if not inst or inst.get("type") != "query":
-            err(w, "needs an 'instance' (node) query variable")
+        # The fleet dashboard selects by job and reads only recorded series;
+        # every other dashboard selects by node.
+        fleet = p.name == "fleet.json"
+        scope = "job" if fleet else "instance"
+        sv = tvars.get(scope)
+        if not sv or sv.get("type") != "query":
+            err(w, f"needs a '{scope}' query variable")
         for name, v in tvars.items():
             if v.get("type") == "query" and v.get("datasource", {}).get("uid") != "${datasource}":
                 err(w, f"variable {name} must use the datasource variable ${{datasource}}")
@@ -400,8 +430,17 @@ def main():
             for t in targets:
                 if t.get("datasource", {}).get("uid") not in (None, "${datasource}"):
                     err(pw, "target datasource must be ${datasource}")
-                if "$instance" not in t.get("expr", "") and "${instance" not in t.get("expr", ""):
-                    err(pw, f"query does not filter by the node variable $instance: {t.get('expr')}")
+                expr = t.get("expr", "")
+                if f"${scope}" not in expr and f"${{{scope}" not in expr:
+                    err(pw, f"query does not filter by the variable ${scope}: {expr}")
+                for name in RECORDED_SERIES.findall(expr):
+                    if name not in recorded:
+                        err(pw, f"reads {name}, which deploy/prometheus/rules.yml does not record: {expr}")
+                if fleet and RAW_SERIES.findall(expr):
+                    err(pw, f"the fleet dashboard must read recorded series only, not {RAW_SERIES.findall(expr)}: {expr}")
+                for raw in NODE_TOTAL.findall(expr):
+                    if raw in node_total_of:
+                        err(pw, f"sums {raw} per node: read the recorded {node_total_of[raw]} instead: {expr}")
     print(f"check-deploy: {len(dashboards)} dashboards, {npanels} panels with queries on ${{datasource}}")
 
     if errors:

@@ -39,7 +39,7 @@ def panels():
         d = json.loads(p.read_text())
         for pnl in d["panels"]:
             for t in pnl.get("targets", []):
-                expr = t["expr"].replace("$instance", ".*").replace("$__rate_interval", "30s")
+                expr = t["expr"].replace("$instance", ".*").replace("$job", ".*").replace("$__rate_interval", "30s")
                 yield p.name, pnl["title"], expr
 
 

@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Generate the Grafana dashboards in dashboards/*.json (run after editing).
 
-Every panel uses the datasource variable ${datasource}; every query filters
-on the node variable $instance. scripts/check-deploy.sh checks both, and
-tests/e2e/run.sh runs every query against a real Prometheus.
+Every panel uses the datasource variable ${datasource}. The node dashboards'
+queries filter on the node variable $instance; the fleet dashboard's filter
+on the job variable $job and read only recorded series. Node and cluster
+totals read the recording rules of deploy/prometheus/rules.yml
+(instance:bpfmap_*, job:bpfmap_*, job_map_type:bpfmap_*); per-map,
+per-process and per-type detail reads the raw series.
+scripts/check-deploy.sh checks all of that, and tests/e2e/run.sh runs every
+query against a real Prometheus with those rules loaded.
   scripts/py/gen_dashboards.py          rewrite the JSON files
   scripts/py/gen_dashboards.py --check  exit 1 if they differ from this script
 """
@@ -14,7 +19,26 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parents[2] / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 I = 'instance=~"$instance"'
+J = 'job=~"$job"'
 RI = "$__rate_interval"
+REC = "Recorded by deploy/prometheus/rules.yml."
+
+
+# One series per node: the recorded node total, merged over target labels
+# other than instance (a restarted pod's) so the legend stays the node.
+def node(series):
+    return f"sum by (instance) ({series}{{{I}}})"
+
+
+# One series per job with every label kept (the cluster external label of a
+# global view, too): any aggregation drops the metric name from the legend.
+def cluster(series):
+    return f"sum without () ({series}{{{J}}})"
+
+
+# The fleet-wide total of a cluster total.
+def fleet(series):
+    return f"sum({series}{{{J}}})"
 
 
 def panel(title, exprs, kind="timeseries", unit="short", w=12, h=8, desc="", legend=None):
@@ -41,7 +65,48 @@ def panel(title, exprs, kind="timeseries", unit="short", w=12, h=8, desc="", leg
     return p
 
 
-def dashboard(uid, title, desc, panels):
+NODE_VAR = {
+    "name": "instance",
+    "label": "Node",
+    "type": "query",
+    "datasource": DS,
+    "query": {"query": "label_values(bpfmap_build_info, instance)", "refId": "instance"},
+    "definition": "label_values(bpfmap_build_info, instance)",
+    "includeAll": True,
+    "multi": True,
+    "allValue": ".*",
+    "refresh": 2,
+    "sort": 1,
+    "current": {},
+    "hide": 0,
+}
+JOB_VAR = {
+    "name": "job",
+    "label": "Job",
+    "type": "query",
+    "datasource": DS,
+    "query": {"query": "label_values(job:bpfmap_maps:sum, job)", "refId": "job"},
+    "definition": "label_values(job:bpfmap_maps:sum, job)",
+    "includeAll": True,
+    "multi": True,
+    "allValue": ".*",
+    "refresh": 2,
+    "sort": 1,
+    "current": {},
+    "hide": 0,
+}
+
+
+def to_node(p):
+    """A table of nodes whose rows link to the node overview of that node."""
+    p["fieldConfig"]["defaults"]["links"] = [{
+        "title": "Node overview",
+        "url": "/d/bpfmap-node-overview?var-datasource=${datasource}&var-instance=${__data.fields.instance}",
+    }]
+    return p
+
+
+def dashboard(uid, title, desc, panels, var=NODE_VAR):
     x = y = 0
     row_h = 0
     out = []
@@ -76,21 +141,7 @@ def dashboard(uid, title, desc, panels):
                     "current": {},
                     "hide": 0,
                 },
-                {
-                    "name": "instance",
-                    "label": "Node",
-                    "type": "query",
-                    "datasource": DS,
-                    "query": {"query": "label_values(bpfmap_build_info, instance)", "refId": "instance"},
-                    "definition": "label_values(bpfmap_build_info, instance)",
-                    "includeAll": True,
-                    "multi": True,
-                    "allValue": ".*",
-                    "refresh": 2,
-                    "sort": 1,
-                    "current": {},
-                    "hide": 0,
-                },
+                var,
             ]
         },
         "annotations": {"list": []},
@@ -102,26 +153,70 @@ def dashboard(uid, title, desc, panels):
 
 
 DASHBOARDS = {
+    "fleet.json": dashboard(
+        "bpfmap-fleet",
+        "BPF maps / Fleet",
+        "Cluster totals and the nodes that stand out, from recorded series only "
+        "(job:bpfmap_*, job_map_type:bpfmap_*, instance:bpfmap_*; deploy/prometheus/rules.yml): "
+        "cheap at thousands of nodes, and works on a global view that has only the recorded series.",
+        [
+            panel("Nodes", fleet("job:bpfmap_nodes:count"), "stat", w=4, h=4, desc=f"Nodes whose census is scraped. {REC}"),
+            panel("Live maps", fleet("job:bpfmap_maps:sum"), "stat", w=4, h=4, desc=REC),
+            panel("Map memory", fleet("job:bpfmap_maps_memory_bytes:sum"), "stat", "bytes", w=4, h=4, desc=REC),
+            panel("Pinned map memory", fleet("job:bpfmap_pinned_map_memory_bytes:sum"), "stat", "bytes", w=4, h=4, desc=REC),
+            panel("Unexplained references", fleet("job:bpfmap_maps_unexplained_refs:sum"), "stat", w=4, h=4,
+                  desc=f"References no holder explains, summed over every node: the leak signal. {REC}"),
+            panel("Nodes with unexplained references", fleet("job:bpfmap_nodes_with_unexplained_refs:count"), "stat", w=4, h=4, desc=REC),
+            panel("Live maps by job", cluster("job:bpfmap_maps:sum"), desc=REC),
+            panel("Map memory by job", cluster("job:bpfmap_maps_memory_bytes:sum"), unit="bytes", desc=REC),
+            panel("Maps by type", f"sum by (map_type) (job_map_type:bpfmap_maps:sum{{{J}}})", legend="{{map_type}}", desc=REC),
+            panel("Map memory by type", f"sum by (map_type) (job_map_type:bpfmap_maps_memory_bytes:sum{{{J}}})", unit="bytes",
+                  legend="{{map_type}}", desc=REC),
+            panel("Create vs destroy rate", [
+                (fleet("job:bpfmap_maps_created:rate5m"), "created"),
+                (fleet("job:bpfmap_maps_destroyed:rate5m"), "destroyed"),
+            ], unit="ops", desc=f"Maps created and destroyed per second over 5m, every node (lifecycle collector). {REC}"),
+            panel("Unexplained references and leaking nodes", [
+                (fleet("job:bpfmap_maps_unexplained_refs:sum"), "unexplained references"),
+                (fleet("job:bpfmap_nodes_with_unexplained_refs:count"), "nodes with unexplained references"),
+            ], desc=REC),
+            panel("Maps that outlived their creator", cluster("job:bpfmap_maps_creator_gone:sum"),
+                  desc=f"Maps whose creating container or pod is gone. {REC}"),
+            panel("Pinned maps", cluster("job:bpfmap_pinned_maps:sum"), desc=REC),
+            to_node(panel("Nodes with the most unexplained references", f"topk(20, instance:bpfmap_maps_unexplained_refs:sum{{{J}}} > 0)",
+                          "table", w=8, desc=f"Open a node's overview from its row. {REC}")),
+            to_node(panel("Nodes with the most map memory", f"topk(20, instance:bpfmap_maps_memory_bytes:sum{{{J}}})", "table", "bytes", w=8,
+                          desc=f"Open a node's overview from its row. {REC}")),
+            to_node(panel("Nodes creating the most maps", f"topk(20, instance:bpfmap_maps_created:rate5m{{{J}}} > 0)", "table", "ops", w=8,
+                          desc=f"Maps created per second over 5m. Open a node's overview from its row. {REC}")),
+        ],
+        var=JOB_VAR,
+    ),
     "node-overview.json": dashboard(
         "bpfmap-node-overview",
         "BPF maps / Node overview",
-        "Maps, memory, create versus destroy rate and refcount balance per node.",
+        "Maps, memory, create versus destroy rate and refcount balance per node. "
+        "The node totals read the recording rules of deploy/prometheus/rules.yml.",
         [
-            panel("Live maps", f"sum by (instance) (bpfmap_maps{{{I}}})", "stat", w=6, h=4, legend="{{instance}}"),
-            panel("Map memory", f"sum by (instance) (bpfmap_maps_memory_bytes{{{I}}})", "stat", "bytes", w=6, h=4, legend="{{instance}}"),
-            panel("Unexplained references", f"sum by (instance) (bpfmap_maps_unexplained_refs{{{I}}})", "stat", w=6, h=4,
-                  desc="References no holder explains: the leak signal.", legend="{{instance}}"),
-            panel("Maps with unexplained references", f"sum by (instance) (bpfmap_maps_with_unexplained_refs{{{I}}})", "stat", w=6, h=4, legend="{{instance}}"),
+            panel("Live maps", node("instance:bpfmap_maps:sum"), "stat", w=6, h=4, desc=REC, legend="{{instance}}"),
+            panel("Map memory", node("instance:bpfmap_maps_memory_bytes:sum"), "stat", "bytes", w=6, h=4, desc=REC, legend="{{instance}}"),
+            panel("Unexplained references", node("instance:bpfmap_maps_unexplained_refs:sum"), "stat", w=6, h=4,
+                  desc=f"References no holder explains: the leak signal. {REC}", legend="{{instance}}"),
+            panel("Maps with unexplained references", node("instance:bpfmap_maps_with_unexplained_refs:sum"), "stat", w=6, h=4,
+                  desc=REC, legend="{{instance}}"),
+            # bpfmap_maps is already one series per node and map type.
             panel("Maps by type", f"sum by (map_type) (bpfmap_maps{{{I}}})", legend="{{map_type}}"),
             panel("Map memory by type", f"sum by (map_type) (bpfmap_maps_memory_bytes{{{I}}})", unit="bytes", legend="{{map_type}}"),
             panel("Create vs destroy rate", [
-                (f"sum by (instance) (rate(bpfmap_maps_created_total{{{I}}}[{RI}]))", "created {{instance}}"),
-                (f"sum by (instance) (rate(bpfmap_maps_destroyed_total{{{I}}}[{RI}]))", "destroyed {{instance}}"),
-            ], unit="ops", desc="Maps created and destroyed per second (lifecycle collector)."),
+                (node("instance:bpfmap_maps_created:rate5m"), "created {{instance}}"),
+                (node("instance:bpfmap_maps_destroyed:rate5m"), "destroyed {{instance}}"),
+            ], unit="ops", desc=f"Maps created and destroyed per second over 5m (lifecycle collector). {REC} "
+                               "Per creator: the leak hunting dashboard."),
             panel("Refcount balance (increments - decrements)",
-                  f"sum by (instance) (rate(bpfmap_map_refcount_increments_total{{{I}}}[{RI}])) - sum by (instance) (rate(bpfmap_map_refcount_decrements_total{{{I}}}[{RI}]))",
-                  unit="ops", desc="Net references taken per second; persistently above 0 means references are not put back.", legend="{{instance}}"),
-            panel("Unexplained references over time", f"sum by (instance) (bpfmap_maps_unexplained_refs{{{I}}})", legend="{{instance}}"),
+                  f"{node('instance:bpfmap_map_refcount_increments:rate5m')} - {node('instance:bpfmap_map_refcount_decrements:rate5m')}",
+                  unit="ops", desc=f"Net references taken per second over 5m; persistently above 0 means references are not put back. {REC} "
+                                   "Per comm: the leak hunting dashboard.", legend="{{instance}}"),
+            panel("Unexplained references over time", node("instance:bpfmap_maps_unexplained_refs:sum"), desc=REC, legend="{{instance}}"),
             panel("Fullest maps (entries / max_entries)",
                   f"topk(10, (bpfmap_map_entries{{{I}}} / bpfmap_map_max_entries{{{I}}}) * on (instance, id) group_left (name, map_type) bpfmap_map_info{{{I}}})",
                   unit="percentunit", desc="Hash-family maps (6.6+).", legend="{{name}} ({{id}})"),
@@ -159,8 +254,8 @@ DASHBOARDS = {
         "Pins by mount, pinned bytes, stale pins.",
         [
             panel("bpffs mounts", f"bpfmap_bpffs_mounts{{{I}}}", "stat", w=8, h=4, legend="{{instance}}"),
-            panel("Pinned maps", f"sum by (instance) (bpfmap_pinned_objects{{{I},object_type=\"map\"}})", "stat", w=8, h=4, legend="{{instance}}"),
-            panel("Pinned map memory", f"sum by (instance) (bpfmap_pinned_map_memory_bytes{{{I}}})", "stat", "bytes", w=8, h=4, legend="{{instance}}"),
+            panel("Pinned maps", node("instance:bpfmap_pinned_maps:sum"), "stat", w=8, h=4, desc=REC, legend="{{instance}}"),
+            panel("Pinned map memory", node("instance:bpfmap_pinned_map_memory_bytes:sum"), "stat", "bytes", w=8, h=4, desc=REC, legend="{{instance}}"),
             panel("Pinned objects by mount and type", f"sum by (mount, object_type) (bpfmap_pinned_objects{{{I}}})", legend="{{mount}} {{object_type}}"),
             panel("Pinned map memory by mount", f"sum by (mount) (bpfmap_pinned_map_memory_bytes{{{I}}})", unit="bytes", legend="{{mount}}"),
             panel("Pinned maps no program uses (stale pin candidates)", f"bpfmap_pinned_map_unused{{{I}}} == 1", "table"),
