@@ -389,9 +389,7 @@ impl Counter {
         walker: &mut dyn Walker,
         census: Duration,
     ) -> (IdMap<CountInfo>, Summary) {
-        let start = walker.now();
         let budget = self.budget.resolve(census);
-        let deadline = start + budget;
         let mut info: IdMap<CountInfo> = IdMap::default();
         let mut summary = Summary {
             budget,
@@ -455,10 +453,13 @@ impl Counter {
         self.cache.retain(|id, _| index.contains_key(id));
         let live: IdMap<()> = maps.iter().map(|m| (m.id, ())).collect();
         self.refused.retain(|id, _| live.contains_key(id));
-        self.stopped.retain(|id, (_, at)| {
-            live.contains_key(id) && start.duration_since(*at) < STOPPED_RETRY
-        });
+        let now = walker.now();
+        self.stopped
+            .retain(|id, (_, at)| live.contains_key(id) && now.duration_since(*at) < STOPPED_RETRY);
         plan(&mut cands, &self.model);
+        // The budget is the walks' own time, from the first walk on.
+        let start = walker.now();
+        let deadline = start + budget;
         let mut fresh: IdMap<()> = IdMap::default();
         let mut walked = false;
         for c in &cands {
@@ -475,7 +476,7 @@ impl Counter {
             // every map look too costly for good.
             let est = self.model.estimate(c);
             let now = walker.now();
-            if now >= deadline || (walked && now.duration_since(start) + est > budget) {
+            if walked && (now >= deadline || now.duration_since(start) + est > budget) {
                 continue; // served from cache (or missing) this scrape
             }
             let first = !walked;
