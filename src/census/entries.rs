@@ -252,13 +252,14 @@ impl CostModel {
 /// first, so one huge map does not hold back many small ones), then the
 /// counted maps alternately by fill (last count / max_entries, descending)
 /// and by the age of their count (oldest first), each map once. The fullest
-/// maps are refreshed every scrape the budget allows two walks, and no map
-/// waits for more than about twice as many scrapes as it takes the budget
-/// to walk every map, however full the others are. Ties go to the older
+/// map is refreshed every scrape with room for a walk after the
+/// never-counted maps, and no map waits for more than about twice as many
+/// scrapes as it takes the budget to walk every map, however full the
+/// others are. Ties go to the older
 /// count, then the lower id. Pure.
 pub fn plan(cands: &mut Vec<Candidate>, model: &CostModel) {
     use std::cmp::Reverse;
-    let (mut never, by_fill): (Vec<Candidate>, Vec<Candidate>) =
+    let (mut never, counted): (Vec<Candidate>, Vec<Candidate>) =
         cands.drain(..).partition(|c| c.cached.is_none());
     never.sort_by_key(|c| (model.estimate(c).as_nanos(), c.id));
     let at = |c: &Candidate| c.cached.map(|k| k.at);
@@ -268,8 +269,8 @@ pub fn plan(cands: &mut Vec<Candidate>, model: &CostModel) {
             k.count.saturating_mul(1_000_000) / c.max_entries.max(1) as u64
         })
     };
-    let mut by_fill = by_fill;
-    let mut by_age = by_fill.clone();
+    let mut by_fill = counted.clone();
+    let mut by_age = counted;
     by_fill.sort_by_key(|c| (Reverse(fill(c)), at(c), c.id));
     by_age.sort_by_key(|c| (at(c), c.id));
     cands.extend(never);
@@ -338,6 +339,10 @@ pub struct Counter {
     model: CostModel,
     errors_total: u64,
     stopped_total: u64,
+    /// What the last scrape's counting cost besides its walks (planning,
+    /// the cache, publishing every map's count): kept out of the walks'
+    /// share of the budget, so that the whole of counting fits in it.
+    overhead: Duration,
 }
 
 /// How long a map whose walk outlasted a whole budget is left alone before
@@ -374,6 +379,7 @@ impl Counter {
             model: CostModel::default(),
             errors_total: 0,
             stopped_total: 0,
+            overhead: Duration::ZERO,
         }
     }
 
@@ -389,6 +395,7 @@ impl Counter {
         walker: &mut dyn Walker,
         census: Duration,
     ) -> (IdMap<CountInfo>, Summary) {
+        let began = walker.now();
         let budget = self.budget.resolve(census);
         let mut info: IdMap<CountInfo> = IdMap::default();
         let mut summary = Summary {
@@ -451,17 +458,26 @@ impl Counter {
         }
         // Forget maps that are gone.
         self.cache.retain(|id, _| index.contains_key(id));
-        let live: IdMap<()> = maps.iter().map(|m| (m.id, ())).collect();
-        self.refused.retain(|id, _| live.contains_key(id));
-        let now = walker.now();
-        self.stopped
-            .retain(|id, (_, at)| live.contains_key(id) && now.duration_since(*at) < STOPPED_RETRY);
+        if !self.refused.is_empty() || !self.stopped.is_empty() {
+            let live: IdMap<()> = maps.iter().map(|m| (m.id, ())).collect();
+            self.refused.retain(|id, _| live.contains_key(id));
+            let now = walker.now();
+            self.stopped.retain(|id, (_, at)| {
+                live.contains_key(id) && now.duration_since(*at) < STOPPED_RETRY
+            });
+        }
         plan(&mut cands, &self.model);
-        // The budget is the walks' own time, from the first walk on.
+        // The walks get the budget less the rest of counting (as the last
+        // scrape measured it); the first walk of a scrape is always tried.
         let start = walker.now();
-        let deadline = start + budget;
+        let walk_budget = budget.saturating_sub(self.overhead);
+        let deadline = start + walk_budget;
         let mut fresh: IdMap<()> = IdMap::default();
         let mut walked = false;
+        // The clock is read around walks only: between walks it stands
+        // still, and on some clocksources (a VM's HPET) each read is a
+        // syscall.
+        let mut now = start;
         for c in &cands {
             let outlasted = self
                 .stopped
@@ -475,32 +491,33 @@ impl Counter {
             // deadline if it runs long), so that one slow walk cannot make
             // every map look too costly for good.
             let est = self.model.estimate(c);
-            let now = walker.now();
-            if walked && (now >= deadline || now.duration_since(start) + est > budget) {
+            if walked && (now >= deadline || now.duration_since(start) + est > walk_budget) {
                 continue; // served from cache (or missing) this scrape
             }
             let first = !walked;
             walked = true;
             let m = &maps[index[&c.id]];
             let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
-            let t0 = walker.now();
-            match walker.count(m, method, deadline) {
+            let t0 = now;
+            let walk = walker.count(m, method, deadline);
+            now = walker.now();
+            match walk {
                 Ok(None) => {
                     summary.stopped += 1;
                     if first {
-                        let had = walker.now().duration_since(t0);
-                        self.stopped.insert(c.id, (had, walker.now()));
+                        let had = now.duration_since(t0);
+                        self.stopped.insert(c.id, (had, now));
                     }
                 }
                 Ok(Some(n)) => {
                     self.stopped.remove(&c.id);
-                    let took = walker.now().duration_since(t0);
+                    let took = now.duration_since(t0);
                     self.model.learn(m.max_entries, took);
                     self.cache.insert(
                         c.id,
                         Cached {
                             count: n,
-                            at: walker.now(),
+                            at: now,
                             cost: took,
                         },
                     );
@@ -559,6 +576,10 @@ impl Counter {
         for i in info.values() {
             *summary.maps.entry((i.method, i.state)).or_default() += 1;
         }
+        self.overhead = walker
+            .now()
+            .duration_since(began)
+            .saturating_sub(summary.spent);
         (info, summary)
     }
 }
