@@ -481,6 +481,10 @@ impl Counter {
         // still, and on some clocksources (a VM's HPET) each read is a
         // syscall.
         let mut now = start;
+        // Never-counted maps come cheapest first, so the walk before one of
+        // them was of a map no larger: its measured time is a floor of the
+        // next one's, where the model has not learned enough yet.
+        let mut last = Duration::ZERO;
         for c in &cands {
             let outlasted = self
                 .stopped
@@ -493,7 +497,10 @@ impl Counter {
             // The first walk of a scrape is always tried (stopped at the
             // deadline if it runs long), so that one slow walk cannot make
             // every map look too costly for good.
-            let est = self.model.estimate(c);
+            let est = match c.cached {
+                Some(_) => self.model.estimate(c),
+                None => self.model.estimate(c).max(last),
+            };
             if walked && (now >= deadline || now.duration_since(start) + est > walk_budget) {
                 continue; // served from cache (or missing) this scrape
             }
@@ -504,6 +511,7 @@ impl Counter {
             let t0 = now;
             let walk = walker.count(m, method, deadline);
             now = walker.now();
+            last = now.duration_since(t0);
             match walk {
                 Ok(None) => {
                     summary.stopped += 1;
@@ -618,6 +626,8 @@ mod tests {
         sleep: fn(u32) -> Duration,
         fail: Option<(u32, i32)>,
         clock: Instant,
+        /// Walks that cannot be stopped (one bpf() call each).
+        whole: bool,
     }
 
     fn fake(sleep: fn(u32) -> Duration, fail: Option<(u32, i32)>) -> Fake {
@@ -626,6 +636,7 @@ mod tests {
             sleep,
             fail,
             clock: Instant::now(),
+            whole: false,
         }
     }
 
@@ -644,7 +655,7 @@ mod tests {
                 }
             }
             self.clock += (self.sleep)(m.id);
-            if self.clock > deadline {
+            if self.clock > deadline && !self.whole {
                 self.clock = deadline;
                 return Ok(None);
             }
@@ -837,6 +848,26 @@ mod tests {
         w.clock += Duration::from_secs(2);
         let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
         assert_eq!((w.order, s.stopped), (vec![1], 1), "tried again");
+    }
+
+    #[test]
+    fn a_first_scrape_of_walks_costlier_than_the_model_stays_within_its_budget() {
+        // Walks of 3 ms that cannot be stopped, against a model that starts
+        // at about 1 ms a map: the estimate of each next never-counted map
+        // is at least the last walk's cost, so no walk starts that would
+        // pass the budget.
+        for budget_us in (3000..=40_000u64).step_by(250) {
+            let mut maps: Vec<MapRecord> = (1..=50).map(|i| rec(i, MapType::Hash, 64)).collect();
+            let budget = Duration::from_micros(budget_us);
+            let mut counter = Counter::new(Choice::Auto, Budget::Time(budget));
+            let mut w = fake(|_| Duration::from_millis(3), None);
+            w.whole = true;
+            let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
+            assert!(s.spent <= budget, "budget {budget:?}: spent {:?}", s.spent);
+            // And the budget is used: at most one walk fewer than fit.
+            let n = w.order.len() as u64;
+            assert!(n + 1 >= budget_us / 3000, "budget {budget:?}: {n} walks");
+        }
     }
 
     #[test]
