@@ -141,12 +141,27 @@ while read -r name vmlinuz; do
     cp "$results/tests.list" "$dir/"
     echo "matrix: booting $name ($vmlinuz)" >&2
     start=$SECONDS
-    # timeout signals vng's whole process group (qemu included).
-    timeout --kill-after=20 "$vm_timeout" vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
-        --rwdir "$dir" --verbose \
-        --exec "BPFMAP_CHURN=$churn BPFMAP_VM_TEST_TIMEOUT=${BPFMAP_VM_TEST_TIMEOUT:-300} BPFMAP_MATRIX_INJECT_FAILURE=$inject $root/scripts/vm/guest.sh $dir $bin vm" \
-        > "$dir/console.log" 2>&1 < /dev/null
-    echo $? > "$dir/vm.rc"
+    # A guest whose kernel dies while booting, before guest.sh has written
+    # anything (no `release`), ran none of our code: qemu's software
+    # emulation occasionally traps the kernel's own boot-time text patching
+    # (6.12: `Oops: int3` in sched_clock_cpu during an initcall). Such a
+    # boot is retried once; its console is kept as console.boot1.log. A
+    # splat after guest.sh started is never retried.
+    for attempt in 1 2; do
+        # timeout signals vng's whole process group (qemu included).
+        timeout --kill-after=20 "$vm_timeout" vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
+            --rwdir "$dir" --verbose \
+            --exec "BPFMAP_CHURN=$churn BPFMAP_VM_TEST_TIMEOUT=${BPFMAP_VM_TEST_TIMEOUT:-300} BPFMAP_MATRIX_INJECT_FAILURE=$inject $root/scripts/vm/guest.sh $dir $bin vm" \
+            > "$dir/console.log" 2>&1 < /dev/null
+        vm_rc=$?
+        if ((attempt == 1)) && [[ ! -e $dir/release ]] && grep -qE 'Kernel panic|Oops:' "$dir/console.log"; then
+            mv "$dir/console.log" "$dir/console.boot1.log"
+            echo "matrix: $name died while booting, before any test (console.boot1.log: $(grep -m1 -oE 'Oops:.*|Kernel panic.*' "$dir/console.boot1.log")); booting it again" >&2
+            continue
+        fi
+        break
+    done
+    echo $vm_rc > "$dir/vm.rc"
     echo "$((SECONDS - start))" > "$dir/vm.seconds"
     echo "matrix: $name done in $(cat "$dir/vm.seconds") s (vng exit $(cat "$dir/vm.rc"))" >&2
 done <<< "$kernels"
