@@ -13,22 +13,13 @@ use std::time::{Duration, Instant};
 
 use bpfmap_exporter::census::entries::{Budget, Choice, Method, State};
 use bpfmap_exporter::census::{Census, CensusOpts, Parts};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+use libbpf_rs::{MapCore, MapHandle, MapType};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{fill_batch as fill, unlimit_memlock};
 
 const WARM: usize = 11;
-
-/// 5.10 charges maps to RLIMIT_MEMLOCK (64 KiB by default); libbpf raises
-/// it only at its first load, and maps here may be created before that.
-/// Best effort: where root lacks CAP_SYS_RESOURCE (this host) the kernel
-/// accounts maps to memory cgroups (5.11+) and ignores the limit.
-fn unlimit_memlock() {
-    let lim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit with a valid struct.
-    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
-}
 
 fn raise_nofile(n: u64) {
     let mut lim = libc::rlimit {
@@ -51,19 +42,6 @@ fn create(t: MapType, name: &str, max: u32) -> MapHandle {
         ..Default::default()
     };
     MapHandle::create(t, Some(name), 4, 8, max, &opts).expect("create map")
-}
-
-/// Insert keys 0..n with BPF_MAP_UPDATE_BATCH (5.6+), in chunks.
-fn fill(m: &MapHandle, n: u32) {
-    let mut k = 0;
-    while k < n {
-        let end = (k + 65536).min(n);
-        let keys: Vec<u8> = (k..end).flat_map(|i| i.to_ne_bytes()).collect();
-        let vals = vec![1u8; (end - k) as usize * 8];
-        m.update_batch(&keys, &vals, end - k, MapFlags::ANY, MapFlags::ANY)
-            .expect("update batch");
-        k = end;
-    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -16,19 +16,6 @@ use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
 use common::*;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
-/// 5.10 charges maps to RLIMIT_MEMLOCK (64 KiB by default); libbpf raises
-/// it only at its first load, and maps here may be created before that.
-/// Best effort: where root lacks CAP_SYS_RESOURCE (this host) the kernel
-/// accounts maps to memory cgroups (5.11+) and ignores the limit.
-fn unlimit_memlock() {
-    let lim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit with a valid struct.
-    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
-}
-
 fn census(choice: Choice, budget: Duration) -> Census {
     Census::load(CensusOpts {
         entries_method: choice,
@@ -374,19 +361,6 @@ fn a_small_budget_serves_the_rest_from_cache_with_their_age() {
         }
     }
     panic!("1000 scrapes did not count 300 maps within 3 ms each");
-}
-
-/// Insert keys 0..n with BPF_MAP_UPDATE_BATCH (5.6+), in chunks.
-fn fill_batch(m: &MapHandle, n: u32) {
-    let mut k = 0;
-    while k < n {
-        let end = (k + 65536).min(n);
-        let keys: Vec<u8> = (k..end).flat_map(|i| i.to_ne_bytes()).collect();
-        let vals = vec![1u8; (end - k) as usize * 8];
-        m.update_batch(&keys, &vals, end - k, MapFlags::ANY, MapFlags::ANY)
-            .expect("update batch");
-        k = end;
-    }
 }
 
 #[test]

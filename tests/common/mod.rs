@@ -269,3 +269,30 @@ pub fn send_fd(sock: &impl AsRawFd, fd: i32) {
         );
     }
 }
+
+/// 5.10 charges maps to RLIMIT_MEMLOCK (64 KiB by default); libbpf raises
+/// it only at its first load, and maps here may be created before that.
+/// Best effort: where root lacks CAP_SYS_RESOURCE (this host) the kernel
+/// accounts maps to memory cgroups (5.11+) and ignores the limit.
+pub fn unlimit_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+/// Insert u32 keys 0..n with 8-byte values into `m` with
+/// BPF_MAP_UPDATE_BATCH (5.6+), in chunks.
+pub fn fill_batch(m: &MapHandle, n: u32) {
+    let mut k = 0;
+    while k < n {
+        let end = (k + 65536).min(n);
+        let keys: Vec<u8> = (k..end).flat_map(|i| i.to_ne_bytes()).collect();
+        let vals = vec![1u8; (end - k) as usize * 8];
+        m.update_batch(&keys, &vals, end - k, MapFlags::ANY, MapFlags::ANY)
+            .expect("update batch");
+        k = end;
+    }
+}
