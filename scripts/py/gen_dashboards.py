@@ -65,36 +65,27 @@ def panel(title, exprs, kind="timeseries", unit="short", w=12, h=8, desc="", leg
     return p
 
 
-NODE_VAR = {
-    "name": "instance",
-    "label": "Node",
-    "type": "query",
-    "datasource": DS,
-    "query": {"query": "label_values(bpfmap_build_info, instance)", "refId": "instance"},
-    "definition": "label_values(bpfmap_build_info, instance)",
-    "includeAll": True,
-    "multi": True,
-    "allValue": ".*",
-    "refresh": 2,
-    "sort": 1,
-    "current": {},
-    "hide": 0,
-}
-JOB_VAR = {
-    "name": "job",
-    "label": "Job",
-    "type": "query",
-    "datasource": DS,
-    "query": {"query": "label_values(job:bpfmap_maps:sum, job)", "refId": "job"},
-    "definition": "label_values(job:bpfmap_maps:sum, job)",
-    "includeAll": True,
-    "multi": True,
-    "allValue": ".*",
-    "refresh": 2,
-    "sort": 1,
-    "current": {},
-    "hide": 0,
-}
+def query_var(name, label, query):
+    """A multi-value query variable with an All option matching anything."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "refresh": 2,
+        "sort": 1,
+        "current": {},
+        "hide": 0,
+    }
+
+
+NODE_VAR = query_var("instance", "Node", "label_values(bpfmap_build_info, instance)")
+JOB_VAR = query_var("job", "Job", "label_values(job:bpfmap_maps:sum, job)")
 
 
 def to_node(p):
