@@ -9,6 +9,7 @@
 #   BPFMAP_VM_TIMEOUT       seconds per guest, boot to power-off (default 600)
 #   BPFMAP_VM_TEST_TIMEOUT  seconds per test binary inside a guest (default 300)
 #   BPFMAP_VM_CHURN         BPFMAP_CHURN inside guests (default 5000)
+#   BPFMAP_VM_TCG_THREAD    qemu's TCG threading, single or multi (default single)
 #   BPFMAP_MATRIX_INJECT_FAILURE=1  every kernel reports one failing test:
 #                           proves that the run then exits non-zero
 # Results: results/matrix/<kernel>/ (logs, console, check output) and
@@ -20,6 +21,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 vm_timeout=${BPFMAP_VM_TIMEOUT:-600}
 churn=${BPFMAP_VM_CHURN:-5000}
+tcg_thread=${BPFMAP_VM_TCG_THREAD:-single}
 inject=${BPFMAP_MATRIX_INJECT_FAILURE:-}
 t0=$SECONDS
 
@@ -141,17 +143,19 @@ while read -r name vmlinuz; do
     cp "$results/tests.list" "$dir/"
     echo "matrix: booting $name ($vmlinuz)" >&2
     start=$SECONDS
+    # TCG runs both vCPUs in one thread: with a thread per vCPU, guests
+    # have died of `Oops: int3` at text the kernel had just patched (6.12,
+    # at boot and during root_lifecycle) and of soft lockups (5.10).
     # A guest whose kernel dies while booting, before guest.sh has written
-    # anything (no `release`), ran none of our code: qemu's software
-    # emulation occasionally traps the kernel's own boot-time text patching
-    # (6.12: `Oops: int3` in sched_clock_cpu during an initcall). Such a
-    # boot is retried once; its console is kept as console.boot1.log. A
-    # splat after guest.sh started is never retried.
+    # anything (no `release`), ran none of our code: such a boot is retried
+    # once; its console is kept as console.boot1.log. A splat after
+    # guest.sh started is never retried.
     for attempt in 1 2; do
         # timeout signals vng's whole process group (qemu included).
         timeout --kill-after=20 "$vm_timeout" vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
             --rwdir "$dir" --verbose \
             --exec "BPFMAP_CHURN=$churn BPFMAP_VM_TEST_TIMEOUT=${BPFMAP_VM_TEST_TIMEOUT:-300} BPFMAP_MATRIX_INJECT_FAILURE=$inject $root/scripts/vm/guest.sh $dir $bin vm" \
+            --qemu-opts="-accel tcg,thread=$tcg_thread" \
             > "$dir/console.log" 2>&1 < /dev/null
         vm_rc=$?
         if ((attempt == 1)) && [[ ! -e $dir/release ]] && grep -qE 'Kernel panic|Oops:' "$dir/console.log"; then
