@@ -184,6 +184,8 @@ pub struct Candidate {
     pub id: u32,
     pub max_entries: u32,
     pub cached: Option<Cached>,
+    /// Where the map is in the census's list.
+    pub idx: usize,
 }
 
 /// The walk cost model: a fixed part per map (fd, link, iterator) and a
@@ -261,30 +263,63 @@ impl CostModel {
 /// others are. Ties go to the older
 /// count, then the lower id. Pure.
 pub fn plan(cands: &mut Vec<Candidate>, model: &CostModel) {
-    use std::cmp::Reverse;
-    let (mut never, counted): (Vec<Candidate>, Vec<Candidate>) =
-        cands.drain(..).partition(|c| c.cached.is_none());
-    never.sort_by_key(|c| (model.estimate(c).as_nanos(), c.id));
-    let at = |c: &Candidate| c.cached.map(|k| k.at);
-    // Fill in millionths: an integer key with a total order.
-    let fill = |c: &Candidate| {
-        c.cached.map_or(0, |k| {
-            k.count.saturating_mul(1_000_000) / c.max_entries.max(1) as u64
-        })
+    plan_in(cands, model, &mut Scratch::default());
+}
+
+/// Buffers of [`plan`] kept between scrapes: a scrape then allocates no
+/// per-map memory for planning (each fresh allocation is page faults, which
+/// dominate under emulation).
+#[derive(Default)]
+pub struct Scratch {
+    counted: Vec<Candidate>,
+    keys: Vec<(u64, u64, u32)>,
+    by_fill: Vec<u32>,
+    by_age: Vec<u32>,
+    taken: Vec<bool>,
+}
+
+/// [`plan`] with buffers kept by the caller.
+pub fn plan_in(cands: &mut Vec<Candidate>, model: &CostModel, x: &mut Scratch) {
+    x.counted.clear();
+    x.counted
+        .extend(cands.iter().filter(|c| c.cached.is_some()));
+    cands.retain(|c| c.cached.is_none());
+    cands.sort_unstable_by_key(|c| (model.estimate(c).as_nanos(), c.id));
+    let counted = &x.counted;
+    // Sort keys as plain integers, computed once per map: the fill in
+    // millionths (descending), the age of the count against the newest
+    // count (oldest first), the id.
+    let newest = counted.iter().filter_map(|c| c.cached.map(|k| k.at)).max();
+    let key = |c: &Candidate| {
+        let k = c.cached.expect("counted");
+        let fill = k.count.saturating_mul(1_000_000) / c.max_entries.max(1) as u64;
+        let age = newest.map_or(0, |n| n.saturating_duration_since(k.at).as_nanos() as u64);
+        (u64::MAX - fill, u64::MAX - age, c.id)
     };
-    let mut by_fill = counted.clone();
-    let mut by_age = counted;
-    by_fill.sort_by_key(|c| (Reverse(fill(c)), at(c), c.id));
-    by_age.sort_by_key(|c| (at(c), c.id));
-    cands.extend(never);
-    let mut taken: IdMap<()> = IdMap::default();
-    let (mut fills, mut ages) = (by_fill.into_iter(), by_age.into_iter());
+    x.keys.clear();
+    x.keys.extend(counted.iter().map(key));
+    let keys = &x.keys;
+    // Both orders as positions into `counted` (ids are unique, so the
+    // unstable sorts are deterministic).
+    x.by_fill.clear();
+    x.by_fill.extend(0..counted.len() as u32);
+    x.by_age.clear();
+    x.by_age.extend(0..counted.len() as u32);
+    x.by_fill.sort_unstable_by_key(|&j| keys[j as usize]);
+    x.by_age.sort_unstable_by_key(|&j| {
+        let (_, age, id) = keys[j as usize];
+        (age, id)
+    });
+    x.taken.clear();
+    x.taken.resize(counted.len(), false);
+    let taken = &mut x.taken;
+    let (mut fills, mut ages) = (x.by_fill.iter(), x.by_age.iter());
     loop {
         let mut any = false;
         for list in [&mut fills, &mut ages] {
-            if let Some(c) = list.find(|c| !taken.contains_key(&c.id)) {
-                taken.insert(c.id, ());
-                cands.push(c);
+            if let Some(&j) = list.find(|&&j| !taken[j as usize]) {
+                taken[j as usize] = true;
+                cands.push(counted[j as usize]);
                 any = true;
             }
         }
@@ -332,7 +367,15 @@ pub struct Summary {
 pub struct Counter {
     pub choice: Choice,
     pub budget: Budget,
-    cache: IdMap<Cached>,
+    /// The last count of each map, with the scrape that last saw the map.
+    cache: IdMap<(Cached, u64)>,
+    /// This scrape's number (the cache forgets maps an earlier one saw last).
+    scrape: u64,
+    /// The candidates, their walks and the plan's buffers, kept between
+    /// scrapes (see [`Scratch`]).
+    cands: Vec<Candidate>,
+    fresh: Vec<bool>,
+    scratch: Scratch,
     /// Maps the kernel refused to walk (by id; ids are not reused).
     refused: IdMap<()>,
     /// Maps whose walk was stopped at the end of a whole budget: the time it
@@ -377,6 +420,10 @@ impl Counter {
             choice,
             budget,
             cache: IdMap::default(),
+            scrape: 0,
+            cands: Vec::new(),
+            fresh: Vec::new(),
+            scratch: Scratch::default(),
             refused: IdMap::default(),
             stopped: IdMap::default(),
             model: CostModel::default(),
@@ -400,13 +447,16 @@ impl Counter {
     ) -> (IdMap<CountInfo>, Summary) {
         let began = walker.now();
         let budget = self.budget.resolve(census);
-        let mut info: IdMap<CountInfo> = IdMap::default();
+        let mut info: IdMap<CountInfo> =
+            IdMap::with_capacity_and_hasher(maps.len(), Default::default());
         let mut summary = Summary {
             budget,
             ..Default::default()
         };
-        let mut cands = Vec::new();
-        let mut index: IdMap<usize> = IdMap::default();
+        self.scrape += 1;
+        let scrape = self.scrape;
+        let mut cands = std::mem::take(&mut self.cands);
+        cands.clear();
         for (i, m) in maps.iter_mut().enumerate() {
             let Some(method) = method_for(m.map_type, kernel, self.choice) else {
                 m.elem_count = None;
@@ -452,15 +502,19 @@ impl Counter {
                 );
                 continue;
             }
-            index.insert(m.id, i);
+            let cached = self.cache.get_mut(&m.id).map(|e| {
+                e.1 = scrape;
+                e.0
+            });
             cands.push(Candidate {
                 id: m.id,
                 max_entries: m.max_entries,
-                cached: self.cache.get(&m.id).copied(),
+                cached,
+                idx: i,
             });
         }
-        // Forget maps that are gone.
-        self.cache.retain(|id, _| index.contains_key(id));
+        // Forget maps that are gone (or no longer walked).
+        self.cache.retain(|_, e| e.1 == scrape);
         if !self.refused.is_empty() || !self.stopped.is_empty() {
             let live: IdMap<()> = maps.iter().map(|m| (m.id, ())).collect();
             self.refused.retain(|id, _| live.contains_key(id));
@@ -469,23 +523,32 @@ impl Counter {
                 live.contains_key(id) && now.duration_since(*at) < STOPPED_RETRY
             });
         }
-        plan(&mut cands, &self.model);
-        // The walks get the budget less the rest of counting (as the last
-        // scrape measured it); the first walk of a scrape is always tried.
+        plan_in(&mut cands, &self.model, &mut self.scratch);
+        // The walks get the budget less the rest of counting: as the last
+        // scrape measured it, and at least twice what came before the walks
+        // in this one (what follows them visits each candidate once, as what
+        // came before did besides sorting them). The first walk of a scrape
+        // is always tried.
         let start = walker.now();
-        let walk_budget = budget.saturating_sub(self.overhead);
+        let rest = self.overhead.max(2 * start.duration_since(began));
+        let walk_budget = budget.saturating_sub(rest);
         let deadline = start + walk_budget;
-        let mut fresh: IdMap<()> = IdMap::default();
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.clear();
+        fresh.resize(cands.len(), false);
         let mut walked = false;
         // The clock is read around walks only: between walks it stands
         // still, and on some clocksources (a VM's HPET) each read is a
         // syscall.
         let mut now = start;
-        // Never-counted maps come cheapest first, so the walk before one of
-        // them was of a map no larger: its measured time is a floor of the
-        // next one's, where the model has not learned enough yet.
-        let mut last = Duration::ZERO;
-        for c in &cands {
+        // Never-counted maps come cheapest first, so every walk before one
+        // of them was of a map no larger: the slowest of those walks is a
+        // floor of the next one's cost, where the model has not learned
+        // enough yet, and it covers the walks' jitter (the last walk alone
+        // may have been a fast one).
+        let mut slowest = Duration::ZERO;
+        for k in 0..cands.len() {
+            let c = cands[k];
             let outlasted = self
                 .stopped
                 .get(&c.id)
@@ -498,20 +561,20 @@ impl Counter {
             // deadline if it runs long), so that one slow walk cannot make
             // every map look too costly for good.
             let est = match c.cached {
-                Some(_) => self.model.estimate(c),
-                None => self.model.estimate(c).max(last),
+                Some(_) => self.model.estimate(&c),
+                None => self.model.estimate(&c).max(slowest),
             };
             if walked && (now >= deadline || now.duration_since(start) + est > walk_budget) {
                 continue; // served from cache (or missing) this scrape
             }
             let first = !walked;
             walked = true;
-            let m = &maps[index[&c.id]];
+            let m = &maps[c.idx];
             let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
             let t0 = now;
             let walk = walker.count(m, method, deadline);
             now = walker.now();
-            last = now.duration_since(t0);
+            slowest = slowest.max(now.duration_since(t0));
             match walk {
                 Ok(None) => {
                     summary.stopped += 1;
@@ -524,15 +587,14 @@ impl Counter {
                     self.stopped.remove(&c.id);
                     let took = now.duration_since(t0);
                     self.model.learn(m.max_entries, took);
-                    self.cache.insert(
-                        c.id,
-                        Cached {
-                            count: n,
-                            at: now,
-                            cost: took,
-                        },
-                    );
-                    fresh.insert(c.id, ());
+                    let k_new = Cached {
+                        count: n,
+                        at: now,
+                        cost: took,
+                    };
+                    self.cache.insert(c.id, (k_new, scrape));
+                    cands[k].cached = Some(k_new);
+                    fresh[k] = true;
                 }
                 Err(e) => {
                     let errno = e
@@ -558,11 +620,11 @@ impl Counter {
         self.stopped_total += summary.stopped;
         summary.stopped_total = self.stopped_total;
         let now = walker.now();
-        for c in &cands {
-            let m = &mut maps[index[&c.id]];
+        for (c, &fresh) in cands.iter().zip(&fresh) {
+            let m = &mut maps[c.idx];
             let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
-            let (state, age) = match self.cache.get(&c.id) {
-                Some(k) if fresh.contains_key(&c.id) => {
+            let (state, age) = match c.cached {
+                Some(k) if fresh => {
                     m.elem_count = Some(k.count as i64);
                     (State::Fresh, Some(0.0))
                 }
@@ -587,6 +649,8 @@ impl Counter {
         for i in info.values() {
             *summary.maps.entry((i.method, i.state)).or_default() += 1;
         }
+        self.cands = cands;
+        self.fresh = fresh;
         self.overhead = walker
             .now()
             .duration_since(began)
@@ -735,26 +799,31 @@ mod tests {
                 id: 1,
                 max_entries: 100,
                 cached: cached(10, 1), // 10%
+                idx: 0,
             },
             Candidate {
                 id: 2,
                 max_entries: 1_000_000,
                 cached: None,
+                idx: 0,
             },
             Candidate {
                 id: 3,
                 max_entries: 100,
                 cached: cached(95, 1), // 95%
+                idx: 0,
             },
             Candidate {
                 id: 4,
                 max_entries: 64,
                 cached: None,
+                idx: 0,
             },
             Candidate {
                 id: 5,
                 max_entries: 100,
                 cached: cached(10, 9), // 10%, older than 1
+                idx: 0,
             },
         ];
         plan(&mut c, &CostModel::default());
@@ -867,6 +936,34 @@ mod tests {
             // And the budget is used: at most one walk fewer than fit.
             let n = w.order.len() as u64;
             assert!(n + 1 >= budget_us / 3000, "budget {budget:?}: {n} walks");
+        }
+    }
+
+    #[test]
+    fn a_first_scrape_of_walks_that_vary_stays_within_its_budget() {
+        // Unstoppable walks of 1.5 ms, every fifth 3 ms (one map's walk
+        // preempted): after the first slow walk, no never-counted map is
+        // estimated below it, so the walk after a fast one cannot pass the
+        // budget. (Before any slow walk has been seen nothing can know it:
+        // budgets from the end of the first one on.)
+        fn jitter(id: u32) -> Duration {
+            Duration::from_micros(if id % 5 == 0 { 3000 } else { 1500 })
+        }
+        for budget_us in (9000..=60_000u64).step_by(100) {
+            let mut maps: Vec<MapRecord> = (1..=60).map(|i| rec(i, MapType::Hash, 64)).collect();
+            let budget = Duration::from_micros(budget_us);
+            let mut counter = Counter::new(Choice::Auto, Budget::Time(budget));
+            let mut w = fake(jitter, None);
+            w.whole = true;
+            let (_, s) = counter.run(&mut maps, OLD, &mut w, Duration::ZERO);
+            assert!(s.spent <= budget, "budget {budget:?}: spent {:?}", s.spent);
+            // The budget is still used: no more than 3 ms of it left over.
+            assert!(
+                s.spent + Duration::from_millis(3) >= budget,
+                "budget {budget:?}: spent {:?} in {} walks",
+                s.spent,
+                w.order.len()
+            );
         }
     }
 
