@@ -117,6 +117,8 @@ fn run(name: &str, parts: Parts, choice: Choice, budget: Budget, ours: &[u32]) -
         .as_ref()
         .map(|x| over(x, x.spent.as_secs_f64()))
         .unwrap_or(0.0);
+    // A maximum over no scrape reads 0.
+    let seen = |max: f64| if max == f64::MIN { 0.0 } else { max };
     let mut worst_over = f64::MIN;
     let mut worst_walks_over = f64::MIN;
     let mut budgets = Vec::new();
@@ -161,18 +163,10 @@ fn run(name: &str, parts: Parts, choice: Choice, budget: Budget, ours: &[u32]) -
         } else {
             median(budgets)
         },
-        worst_over_ms: if worst_over == f64::MIN {
-            0.0
-        } else {
-            worst_over
-        },
+        worst_over_ms: seen(worst_over),
         first_over_ms: first_over,
         first_walks_over_ms: first_walks_over,
-        worst_walks_over_ms: if worst_walks_over == f64::MIN {
-            0.0
-        } else {
-            worst_walks_over
-        },
+        worst_walks_over_ms: seen(worst_walks_over),
         fresh: if fresh.is_empty() { 0.0 } else { median(fresh) },
         methods,
         scrapes_to_all: all
