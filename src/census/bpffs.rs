@@ -290,13 +290,13 @@ impl IdentCache {
     }
 }
 
+/// Identifies one pinned file and says whether it asked the kernel.
+pub type Identify<'a> =
+    dyn FnMut(&Path, &std::fs::Metadata) -> std::io::Result<(FdInfo, bool)> + 'a;
+
 /// Walk every mount. `ident` identifies one pinned file and says whether it
 /// asked the kernel (injected for tests; [`IdentCache::identify`] in use).
-pub fn walk(
-    mounts: &[Superblock],
-    limits: &WalkLimits,
-    ident: &mut dyn FnMut(&Path, &std::fs::Metadata) -> std::io::Result<(FdInfo, bool)>,
-) -> Inventory {
+pub fn walk(mounts: &[Superblock], limits: &WalkLimits, ident: &mut Identify<'_>) -> Inventory {
     let mut inv = Inventory {
         mounts: mounts.to_vec(),
         ..Default::default()

@@ -49,11 +49,7 @@ pub fn parse_fdinfo(text: &str) -> FdInfo {
                 info.map_type = v.parse().ok();
             }
             "prog_type" => info.kind = ObjKind::Prog,
-            "link_type" => {
-                if info.kind == ObjKind::Unknown {
-                    info.kind = ObjKind::Link
-                }
-            }
+            "link_type" if info.kind == ObjKind::Unknown => info.kind = ObjKind::Link,
             "map_id" if info.kind == ObjKind::Map => info.id = v.parse().unwrap_or(0),
             "prog_id" if info.kind == ObjKind::Prog => info.id = v.parse().unwrap_or(0),
             "link_id" => {

@@ -611,29 +611,23 @@ fn render_maps(
                 }
             }
         });
-        out.raw_cached(
-            cache.as_deref_mut(),
-            &defs::MAP_HOLDERS,
-            fp,
-            order.len() * 64,
-            |w| {
-                for &i in order {
-                    let Some(h) = rows[i].holders else {
-                        continue;
-                    };
-                    for (k, c) in h.iter() {
-                        // Zero-valued kinds are left out: most maps have one or
-                        // two holder kinds, and six series per map would
-                        // dominate the exposition. A kind that is unknown (its
-                        // part disabled or failed) is left out too, and then so
-                        // is unexplained.
-                        if let Some(c) = c.filter(|c| *c > 0) {
-                            w.id_and(snap.maps[i].id, "kind", k.label(), c as f64);
-                        }
+        out.raw_cached(cache, &defs::MAP_HOLDERS, fp, order.len() * 64, |w| {
+            for &i in order {
+                let Some(h) = rows[i].holders else {
+                    continue;
+                };
+                for (k, c) in h.iter() {
+                    // Zero-valued kinds are left out: most maps have one or
+                    // two holder kinds, and six series per map would
+                    // dominate the exposition. A kind that is unknown (its
+                    // part disabled or failed) is left out too, and then so
+                    // is unexplained.
+                    if let Some(c) = c.filter(|c| *c > 0) {
+                        w.id_and(snap.maps[i].id, "kind", k.label(), c as f64);
                     }
                 }
-            },
-        );
+            }
+        });
     }
     Some(sel.maps)
 }
