@@ -128,10 +128,11 @@ fn run(name: &str, parts: Parts, choice: Choice, budget: Budget, ours: &[u32]) -
         let t = Instant::now();
         let (s, r) = c.take(&[]);
         census.push(t.elapsed().as_secs_f64() * 1e3);
-        entries.push(counting(&r) * 1e3);
+        let took = counting(&r);
+        entries.push(took * 1e3);
         if let Some(x) = &s.entries_summary {
             max_spent = max_spent.max(x.spent.as_secs_f64());
-            worst_over = worst_over.max(over(x, counting(&r)));
+            worst_over = worst_over.max(over(x, took));
             worst_walks_over = worst_walks_over.max(over(x, x.spent.as_secs_f64()));
             budgets.push(x.budget.as_secs_f64() * 1e3);
             fresh.push(

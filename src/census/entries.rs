@@ -186,6 +186,8 @@ pub struct Candidate {
     pub cached: Option<Cached>,
     /// Where the map is in the census's list.
     pub idx: usize,
+    /// How it is walked.
+    pub method: Method,
 }
 
 /// The walk cost model: a fixed part per map (fd, link, iterator) and a
@@ -511,6 +513,7 @@ impl Counter {
                 max_entries: m.max_entries,
                 cached,
                 idx: i,
+                method,
             });
         }
         // Forget maps that are gone (or no longer walked).
@@ -570,9 +573,8 @@ impl Counter {
             let first = !walked;
             walked = true;
             let m = &maps[c.idx];
-            let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
             let t0 = now;
-            let walk = walker.count(m, method, deadline);
+            let walk = walker.count(m, c.method, deadline);
             now = walker.now();
             slowest = slowest.max(now.duration_since(t0));
             match walk {
@@ -622,7 +624,7 @@ impl Counter {
         let now = walker.now();
         for (c, &fresh) in cands.iter().zip(&fresh) {
             let m = &mut maps[c.idx];
-            let method = method_for(m.map_type, kernel, self.choice).expect("candidate");
+            let method = c.method;
             let (state, age) = match c.cached {
                 Some(k) if fresh => {
                     m.elem_count = Some(k.count as i64);
@@ -800,30 +802,35 @@ mod tests {
                 max_entries: 100,
                 cached: cached(10, 1), // 10%
                 idx: 0,
+                method: Method::Iter,
             },
             Candidate {
                 id: 2,
                 max_entries: 1_000_000,
                 cached: None,
                 idx: 0,
+                method: Method::Iter,
             },
             Candidate {
                 id: 3,
                 max_entries: 100,
                 cached: cached(95, 1), // 95%
                 idx: 0,
+                method: Method::Iter,
             },
             Candidate {
                 id: 4,
                 max_entries: 64,
                 cached: None,
                 idx: 0,
+                method: Method::Iter,
             },
             Candidate {
                 id: 5,
                 max_entries: 100,
                 cached: cached(10, 9), // 10%, older than 1
                 idx: 0,
+                method: Method::Iter,
             },
         ];
         plan(&mut c, &CostModel::default());
