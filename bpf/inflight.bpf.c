@@ -24,28 +24,36 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_UNIX 1
 #define SCM_MAX_FD 253
 
-/* Queued messages walked per socket, and records one socket may write (one
- * bpf_seq_write: the iterator's seq buffer is 8 pages). Beyond either the
- * socket's record says BPFMAP_INFLIGHT_TRUNCATED. */
-#define MAX_SKBS 65536
+/* Steps of one socket's walk (each step visits one queued message or one
+ * file of a message: BPF_MAX_LOOPS, bpf_loop's own ceiling), and records one
+ * socket may write (one bpf_seq_write: the iterator's seq buffer is 8
+ * pages). Beyond either the socket's record says BPFMAP_INFLIGHT_TRUNCATED. */
+#define MAX_STEPS (1 << 23)
 #define MAX_OUT 512
 
-/* One socket's records, built in the loop callbacks (which cannot reach the
+/* One socket's records, built in the loop callback (which cannot reach the
  * seq_file) and written once by the program. One walk runs at a time per
  * loaded object (the census is taken under a lock). */
 struct inflight_rec out[MAX_OUT];
 
 /* The walk's state lives in a global, not on the stack: the verifier then
- * sees the counters as unknown scalars and the loop callback's states
- * converge (a stack counter would be tracked exactly, iteration by
- * iteration). */
+ * sees every field as an unknown scalar, so the callback is verified once,
+ * in a handful of states, whatever the queue holds. The walk is flat: a
+ * step either visits file `j` of the current message's scm_fp_list or moves
+ * to the next message, so no loop is nested in another (a nested bounded
+ * loop over SCM_MAX_FD files made the verifier explore every iteration and
+ * charge hundreds of MiB of states to the loader's memory cgroup). */
 struct qctx {
 	struct sk_buff *head;
 	struct sk_buff *skb;
+	struct scm_fp_list *fpl; /* the current message's files, NULL between messages */
 	__u64 sock_ino;
+	__u32 j;                 /* next file of fpl */
+	__u32 count;             /* files in fpl, at most SCM_MAX_FD */
 	__u32 n;
 	__u32 flags;
 	__u32 done;
+	__u32 pad;
 };
 
 struct qctx cur;
@@ -70,75 +78,79 @@ static __always_inline int is_map_file(struct file *f)
 	       name[4] == 'm' && name[5] == 'a' && name[6] == 'p';
 }
 
-static __always_inline void emit(struct qctx *q, struct file *f)
+/* Append a record for in-flight file f if it is a map file or a unix socket
+ * file. Returns 1 when the record buffer is full (the walk can stop). */
+static __always_inline int emit(struct qctx *q, struct file *f)
 {
 	struct inflight_rec *r;
-	struct bpf_map *map;
 	struct inode *inode;
-	__u32 mode;
+	__u64 inner_ino = 0;
+	__u32 map_id = 0;
 
 	if (!f)
-		return;
+		return 0;
 	inode = BPF_CORE_READ(f, f_inode);
-	mode = BPF_CORE_READ(inode, i_mode);
-	if ((mode & S_IFMT) == S_IFSOCK) {
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFSOCK) {
 		struct socket *sock = BPF_CORE_READ(f, private_data);
 
 		if (BPF_CORE_READ(sock, sk, __sk_common.skc_family) != AF_UNIX)
-			return;
-		if (q->n >= MAX_OUT) {
-			q->flags |= BPFMAP_INFLIGHT_TRUNCATED;
-			return;
-		}
-		r = &out[q->n & (MAX_OUT - 1)];
-		r->file_ptr = (__u64)(unsigned long)f;
-		r->sock_ino = q->sock_ino;
-		r->inner_ino = BPF_CORE_READ(inode, i_ino);
-		r->map_id = 0;
-		r->flags = 0;
-		q->n++;
-		return;
+			return 0;
+		inner_ino = BPF_CORE_READ(inode, i_ino);
+	} else if (is_map_file(f)) {
+		struct bpf_map *map = BPF_CORE_READ(f, private_data);
+
+		map_id = BPF_CORE_READ(map, id);
+	} else {
+		return 0;
 	}
-	if (!is_map_file(f))
-		return;
 	if (q->n >= MAX_OUT) {
 		q->flags |= BPFMAP_INFLIGHT_TRUNCATED;
-		return;
+		return 1;
 	}
-	map = BPF_CORE_READ(f, private_data);
 	r = &out[q->n & (MAX_OUT - 1)];
 	r->file_ptr = (__u64)(unsigned long)f;
 	r->sock_ino = q->sock_ino;
-	r->inner_ino = 0;
-	r->map_id = BPF_CORE_READ(map, id);
+	r->inner_ino = inner_ino;
+	r->map_id = map_id;
 	r->flags = 0;
 	q->n++;
+	return 0;
 }
 
-static long skb_cb(__u64 i, void *ctx)
+static long step(__u64 i, void *ctx)
 {
 	struct qctx *q = &cur;
 	struct sk_buff *skb = q->skb;
+	struct scm_fp_list *fpl = q->fpl;
 	struct unix_skb_parms *cb;
-	struct scm_fp_list *fpl;
-	int count, j;
+	int count;
 
+	if (fpl) {
+		__u32 j = q->j;
+
+		if (j < q->count && j < SCM_MAX_FD) {
+			struct file *f = NULL;
+
+			q->j = j + 1;
+			bpf_probe_read_kernel(&f, sizeof(f), &fpl->fp[j]);
+			return emit(q, f);
+		}
+		q->fpl = NULL;
+		q->skb = BPF_CORE_READ(skb, next);
+		return 0;
+	}
 	if (!skb || skb == q->head) {
 		q->done = 1;
 		return 1;
 	}
 	cb = (struct unix_skb_parms *)&skb->cb;
 	fpl = BPF_CORE_READ(cb, fp);
-	if (fpl) {
-		count = BPF_CORE_READ(fpl, count);
-		for (j = 0; j < SCM_MAX_FD; j++) {
-			struct file *f;
-
-			if (j >= count)
-				break;
-			f = BPF_CORE_READ(fpl, fp[j]);
-			emit(q, f);
-		}
+	count = fpl ? BPF_CORE_READ(fpl, count) : 0;
+	if (count > 0) {
+		q->fpl = fpl;
+		q->j = 0;
+		q->count = count > SCM_MAX_FD ? SCM_MAX_FD : count;
+		return 0;
 	}
 	q->skb = BPF_CORE_READ(skb, next);
 	return 0;
@@ -160,6 +172,9 @@ int dump_unix_inflight(struct bpf_iter__unix *ctx)
 	if (!sk->sk_receive_queue.qlen)
 		return 0;
 	q->sock_ino = 0;
+	q->fpl = NULL;
+	q->j = 0;
+	q->count = 0;
 	q->n = 0;
 	q->flags = 0;
 	q->done = 0;
@@ -169,7 +184,7 @@ int dump_unix_inflight(struct bpf_iter__unix *ctx)
 			      &((struct socket_alloc *)sock)->vfs_inode.i_ino);
 	q->head = (struct sk_buff *)&sk->sk_receive_queue;
 	q->skb = sk->sk_receive_queue.next;
-	bpf_loop(MAX_SKBS, skb_cb, NULL, 0);
+	bpf_loop(MAX_STEPS, step, NULL, 0);
 	if (!q->done)
 		q->flags |= BPFMAP_INFLIGHT_TRUNCATED;
 	if (q->flags) {

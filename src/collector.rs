@@ -234,3 +234,57 @@ mod tests {
         assert_eq!(r.outcomes[1].error.as_deref(), Some("boom"));
     }
 }
+
+/// Collectors that are enabled but could not load, and why: published as
+/// `bpfmap_collector_unavailable{collector,reason}` so an alert can tell a
+/// memory limit from another failure. A collector's entry is replaced by
+/// its latest load.
+pub mod unavailable {
+    use std::sync::Mutex;
+
+    /// Why a collector could not load.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Reason {
+        /// ENOMEM from the verifier or a map's allocation (the memory
+        /// cgroup's limit, most often).
+        OutOfMemory,
+        /// Any other load error (the log names it).
+        Error,
+    }
+
+    impl Reason {
+        pub fn label(self) -> &'static str {
+            match self {
+                Reason::OutOfMemory => "out_of_memory",
+                Reason::Error => "error",
+            }
+        }
+    }
+
+    static NOTED: Mutex<Vec<(&'static str, Reason)>> = Mutex::new(Vec::new());
+
+    /// Record that `collector` could not load with error `e`.
+    pub fn note(collector: &'static str, e: &anyhow::Error) {
+        let reason = if crate::bpf::load::is_out_of_memory(e) {
+            Reason::OutOfMemory
+        } else {
+            Reason::Error
+        };
+        if let Ok(mut v) = NOTED.lock() {
+            v.retain(|(c, _)| *c != collector);
+            v.push((collector, reason));
+        }
+    }
+
+    /// Record that `collector` loaded.
+    pub fn clear(collector: &'static str) {
+        if let Ok(mut v) = NOTED.lock() {
+            v.retain(|(c, _)| *c != collector);
+        }
+    }
+
+    /// Every collector that could not load, with its reason.
+    pub fn list() -> Vec<(&'static str, Reason)> {
+        NOTED.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}

@@ -19,6 +19,8 @@ use crate::metrics::Families;
 
 pub struct Exporter {
     census: Option<Census>,
+    /// Why the census is off although enabled (it ran out of memory loading).
+    census_error: Option<String>,
     renderer: Renderer,
     /// The collectors that run after the census, in registry order.
     collectors: Vec<Box<dyn Collector>>,
@@ -63,8 +65,9 @@ impl Exporter {
     pub fn new(cli: &Cli) -> anyhow::Result<Exporter> {
         let on = |n: &str| cli.collector_enabled(n);
         let load_first = crate::sys::max_map_id().unwrap_or(0);
+        let mut census_error = None;
         let census = if on("maps") {
-            Some(Census::load(CensusOpts {
+            let loaded = Census::load(CensusOpts {
                 btf_path: cli.btf_path.clone(),
                 parts: Parts::from_fn(on),
                 pins_max_entries: cli.pins_max_entries,
@@ -74,7 +77,23 @@ impl Exporter {
                 confirm_delay: std::time::Duration::from_millis(cli.confirm_delay_ms),
                 entries_budget: cli.entries_budget,
                 entries_method: cli.entries_method,
-            })?)
+            });
+            match loaded {
+                Ok(c) => {
+                    crate::collector::unavailable::clear("maps");
+                    Some(c)
+                }
+                // Degrade, don't die: the other collectors and the exporter's
+                // own series still serve, and say why the census is missing.
+                Err(e) if crate::bpf::load::is_out_of_memory(&e) => {
+                    crate::collector::unavailable::note("maps", &e);
+                    let error = format!("{e:#}");
+                    tracing::error!(error = %error, "map census unavailable: every census part is off");
+                    census_error = Some(error);
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -101,6 +120,7 @@ impl Exporter {
         }
         Ok(Exporter {
             census,
+            census_error,
             renderer: Renderer::new(RenderOpts {
                 max_map_series: cli.max_map_series,
                 per_map: !cli.no_per_map,
@@ -188,7 +208,13 @@ impl Exporter {
         let t_census = Instant::now();
         let (snapshot, mut report) = match self.census.as_mut() {
             Some(c) => c.take(&own_extra),
-            None => (Snapshot::default(), Report::default()),
+            None => {
+                let mut report = Report::default();
+                if let Some(e) = &self.census_error {
+                    report.record::<()>("maps", 0.0, Err(anyhow::anyhow!("{e}")));
+                }
+                (Snapshot::default(), report)
+            }
         };
         let census_s = t_census.elapsed().as_secs_f64();
         let t_render = Instant::now();
@@ -220,6 +246,16 @@ impl Exporter {
             let l = || vec![("collector", o.name.to_string())];
             out.gauge(&defs::SCRAPE_COLLECTOR_SUCCESS, l(), o.ok as u8 as f64);
             out.gauge(&defs::SCRAPE_COLLECTOR_DURATION_SECONDS, l(), o.seconds);
+        }
+        for (name, reason) in crate::collector::unavailable::list() {
+            out.gauge(
+                &defs::COLLECTOR_UNAVAILABLE,
+                vec![
+                    ("collector", name.to_string()),
+                    ("reason", reason.label().to_string()),
+                ],
+                1.0,
+            );
         }
         out.gauge(
             &defs::BUILD_INFO,

@@ -90,6 +90,29 @@ fn print_check(scrape: &Scrape, ex: &Exporter) -> bool {
             ok = false;
         }
     }
+    // What loading cost: the verifier's work per program, and the memory
+    // cgroup's high-water mark (user plus kernel memory) so far.
+    for v in bpfmap_exporter::bpf::load::verifier_stats() {
+        println!(
+            "program={} object={} verified_insns={} peak_states={} total_states={} verify_usec={}",
+            v.program,
+            v.object,
+            v.insns,
+            v.peak_states,
+            v.total_states,
+            v.usec.map_or("unknown".to_string(), |u| u.to_string())
+        );
+    }
+    match bpfmap_exporter::census::creators::own_memory_usage() {
+        Some(u) => println!(
+            "memcg={} usage_bytes={} peak_bytes={} kmem_peak_bytes={}",
+            u.dir.display(),
+            u.current,
+            u.peak.map_or("unknown".to_string(), |p| p.to_string()),
+            u.kmem_peak.map_or("unknown".to_string(), |p| p.to_string())
+        ),
+        None => println!("memcg=unknown (no readable memory cgroup of this process)"),
+    }
     if s.host_pid_namespace == Some(false) {
         println!("error={}", bpfmap_exporter::census::PID_NAMESPACE_ERROR);
         ok = false;

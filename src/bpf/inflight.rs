@@ -7,7 +7,6 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::Context;
-use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::Link;
 
 pub use super::census::records::{decode_inflight, InflightRecord};
@@ -39,8 +38,10 @@ pub struct Inflight {
 impl Inflight {
     /// Load and attach; `btf_custom` is `--btf.path` when given.
     pub fn load(btf_custom: Option<&Path>) -> anyhow::Result<Inflight> {
-        let open = load::open(InflightSkelBuilder::default(), btf_custom, "inflight")?;
-        let skel = open.load().map_err(|e| load::load_error("inflight", e))?;
+        let skel = load::load_counted("inflight", || {
+            load::open(InflightSkelBuilder::default(), btf_custom, "inflight")
+        })
+        .map_err(|e| load::load_error("inflight", e))?;
         let link = skel
             .progs
             .dump_unix_inflight

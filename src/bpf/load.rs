@@ -4,7 +4,7 @@ use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use libbpf_rs::skel::SkelBuilder;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 /// Where the running kernel exposes its BTF.
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -57,16 +57,23 @@ pub fn require_capabilities() -> anyhow::Result<()> {
     }
 }
 
-/// A load error explained: missing capabilities when that is the cause,
+/// A load error explained: missing capabilities when that is the cause;
+/// out of memory (kept recognisable by [`is_out_of_memory`]) with the fix;
 /// else the loader's error with a pointer at the verifier log.
-pub fn load_error(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
+pub fn load_error(what: &str, e: anyhow::Error) -> anyhow::Error {
     let missing = missing_capabilities();
     if !missing.is_empty() {
         privilege_error(&missing)
+    } else if is_out_of_memory(&e) {
+        e.context(format!(
+            "loading {what} BPF programs: the kernel ran out of memory (ENOMEM from the verifier or a map's \
+             allocation, usually the memory cgroup's limit: `bpfmap-exporter --check` prints what each program \
+             costs; raise the container's memory limit or turn this collector off)"
+        ))
     } else {
-        anyhow::anyhow!(
-            "loading {what} BPF programs: {e} (see the libbpf log lines above for the verifier's reason)"
-        )
+        e.context(format!(
+            "loading {what} BPF programs (see the libbpf log lines above for the verifier's reason)"
+        ))
     }
 }
 
@@ -115,4 +122,166 @@ where
     builder
         .open(storage)
         .with_context(|| format!("opening {what} BPF object"))
+}
+
+/// The verifier's `BPF_LOG_STATS` level: only the summary lines, written
+/// once per program after it is verified.
+const LOG_STATS: u32 = 4;
+/// Room for the summary lines (about 200 bytes on every kernel; the kernel
+/// refuses a log buffer under 128 bytes).
+const STATS_LOG_SIZE: usize = 1024;
+
+/// What the verifier reported for one loaded program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifierStats {
+    /// The skeleton the program belongs to ("census", "inflight", "lifecycle").
+    pub object: &'static str,
+    pub program: String,
+    /// Instructions the verifier processed (its cost, which the kernel caps
+    /// at one million).
+    pub insns: u64,
+    /// Most verifier states alive at once: what verification holds in
+    /// kernel memory, charged to the loader's memory cgroup.
+    pub peak_states: u64,
+    /// Verifier states created in all.
+    pub total_states: u64,
+    /// Verification time, where the kernel reports it.
+    pub usec: Option<u64>,
+}
+
+/// Parse the `BPF_LOG_STATS` summary ("processed N insns (limit ...)
+/// max_states_per_insn M total_states T peak_states P mark_read R" and
+/// "verification time U usec"). None when the summary is missing.
+pub fn parse_verifier_stats(
+    object: &'static str,
+    program: &str,
+    log: &str,
+) -> Option<VerifierStats> {
+    let after = |key: &str| -> Option<u64> {
+        let rest = &log[log.find(key)? + key.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    Some(VerifierStats {
+        object,
+        program: program.to_string(),
+        insns: after("processed ")?,
+        peak_states: after("peak_states ")?,
+        total_states: after("total_states ")?,
+        usec: after("verification time "),
+    })
+}
+
+static LOADED: std::sync::Mutex<Vec<VerifierStats>> = std::sync::Mutex::new(Vec::new());
+
+/// The verifier statistics of the programs loaded by this process, the
+/// latest load of each object (a reload replaces its object's entries).
+pub fn verifier_stats() -> Vec<VerifierStats> {
+    LOADED.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+fn record_stats(object: &'static str, stats: Vec<VerifierStats>) {
+    if let Ok(mut v) = LOADED.lock() {
+        v.retain(|s| s.object != object);
+        v.extend(stats);
+    }
+}
+
+/// Whether a load failed because the kernel ran out of memory (ENOMEM from
+/// the verifier or from a map's allocation, typically the memory cgroup's
+/// limit): the caller turns that collector off instead of failing.
+pub fn is_out_of_memory(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<libbpf_rs::Error>()
+            .is_some_and(|e| e.kind() == libbpf_rs::ErrorKind::OutOfMemory)
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.raw_os_error() == Some(libc::ENOMEM))
+    })
+}
+
+/// Load an opened skeleton and record every program's verifier statistics
+/// (see [`verifier_stats`]). `open` opens the skeleton anew: a load that
+/// fails for another reason than memory is retried once without the
+/// statistics buffers, so libbpf logs the verifier's reason (a custom log
+/// buffer keeps it from doing so).
+pub fn load_counted<O>(
+    object: &'static str,
+    open: impl Fn() -> anyhow::Result<O>,
+) -> anyhow::Result<O::Output>
+where
+    O: OpenSkel<'static>,
+{
+    use libbpf_rs::AsRawLibbpf;
+    let mut skel = open()?;
+    let mut bufs: Vec<(String, Box<[u8]>)> = Vec::new();
+    for mut p in skel.open_object_mut().progs_mut() {
+        if !p.autoload() {
+            continue;
+        }
+        let mut buf = vec![0u8; STATS_LOG_SIZE].into_boxed_slice();
+        // SAFETY: `buf` is a live heap allocation of `buf.len()` bytes that
+        // is neither moved nor freed until after `load` below returns (it
+        // stays in `bufs`); libbpf writes the log into it only while loading
+        // (bpf_object_load_prog) and never reads the pointer afterwards.
+        let rc = unsafe {
+            libbpf_sys::bpf_program__set_log_buf(
+                p.as_libbpf_object().as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len() as _,
+            )
+        };
+        if rc == 0 {
+            p.set_log_level(LOG_STATS);
+            bufs.push((p.name().to_string_lossy().into_owned(), buf));
+        }
+    }
+    match skel.load() {
+        Ok(loaded) => {
+            let stats = bufs
+                .iter()
+                .filter_map(|(name, buf)| {
+                    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+                    parse_verifier_stats(object, name, &String::from_utf8_lossy(&buf[..end]))
+                })
+                .collect();
+            record_stats(object, stats);
+            Ok(loaded)
+        }
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            if is_out_of_memory(&e) {
+                return Err(e);
+            }
+            drop(bufs);
+            // Again, for the verifier's reason in the log.
+            open()?.load().map_err(anyhow::Error::from)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_stats_from_the_summary_lines() {
+        // 6.18's summary; 5.10 has no "verification time" line.
+        let log = "verification time 1163 usec\nstack depth 0+8\nprocessed 190 insns (limit 1000000) \
+                   max_states_per_insn 1 total_states 14 peak_states 14 mark_read 5\n";
+        assert_eq!(
+            parse_verifier_stats("inflight", "step", log),
+            Some(VerifierStats {
+                object: "inflight",
+                program: "step".into(),
+                insns: 190,
+                peak_states: 14,
+                total_states: 14,
+                usec: Some(1163),
+            })
+        );
+        let old = "processed 12 insns (limit 1000000) max_states_per_insn 0 total_states 1 peak_states 1 mark_read 0\n";
+        let s = parse_verifier_stats("census", "dump_map", old).unwrap();
+        assert_eq!((s.insns, s.peak_states, s.total_states, s.usec), (12, 1, 1, None));
+        assert_eq!(parse_verifier_stats("census", "dump_map", ""), None);
+        assert_eq!(parse_verifier_stats("census", "dump_map", "processed x insns"), None);
+    }
 }

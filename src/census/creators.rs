@@ -377,6 +377,32 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_memcg_dir_on_v1_host_v1_container_and_v2() {
+        let mi_v1 = "30 25 0:27 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                     31 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let cg = "12:pids:/x\n4:memory:/bpfmap/test\n0::/user.slice\n";
+        assert_eq!(
+            own_memcg_dir(cg, mi_v1),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/bpfmap/test"))
+        );
+        // A container's v1 mount is rooted at its own cgroup.
+        let mi_ctr = "30 25 0:27 /libpod_parent/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n";
+        let cg_ctr = "4:memory:/libpod_parent/abc\n";
+        assert_eq!(
+            own_memcg_dir(cg_ctr, mi_ctr),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        // A root that is not a prefix of the path is not ours.
+        assert_eq!(own_memcg_dir("4:memory:/libpod_parentx\n", mi_ctr), None);
+        let mi_v2 = "30 25 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            own_memcg_dir("0::/system.slice/x.service\n", mi_v2),
+            Some(PathBuf::from("/sys/fs/cgroup/system.slice/x.service"))
+        );
+        assert_eq!(own_memcg_dir("", mi_v2), None);
+    }
+
     use super::*;
 
     #[test]
@@ -623,4 +649,91 @@ mod tests {
         render(&s, Some(&s.maps.iter().map(|m| m.id).collect()), &mut f);
         assert!(!text(f).contains("creator"));
     }
+}
+
+/// This process's memory cgroup usage, user plus kernel memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnUsage {
+    /// The cgroup directory read.
+    pub dir: PathBuf,
+    pub current: u64,
+    /// The kernel's own high-water mark since the cgroup was created (v1
+    /// `memory.max_usage_in_bytes`, v2 `memory.peak`, 5.19+); None where the
+    /// kernel keeps none.
+    pub peak: Option<u64>,
+    /// v1 only: the kernel-memory part of the peak.
+    pub kmem_peak: Option<u64>,
+}
+
+/// The memory cgroup directory of `/proc/self/cgroup` text under the
+/// mounts of `mountinfo` text: the mount of the memory hierarchy whose root
+/// is a prefix of our cgroup path (a container sees its own cgroup at the
+/// mount point).
+pub fn own_memcg_dir(proc_cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
+    let v1 = proc_cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        ctrls.split(',').any(|c| c == "memory").then_some(path)
+    });
+    let (path, want_v1) = match v1 {
+        Some(p) => (p, true),
+        None => (proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?, false),
+    };
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut pre = pre.split(' ').skip(3);
+        let (Some(root), Some(point)) = (pre.next(), pre.next()) else {
+            continue;
+        };
+        let mut post = post.split(' ');
+        let (Some(fstype), _, Some(opts)) = (post.next(), post.next(), post.next()) else {
+            continue;
+        };
+        let is = match fstype {
+            "cgroup" => want_v1 && opts.split(',').any(|o| o == "memory"),
+            "cgroup2" => !want_v1,
+            _ => false,
+        };
+        let root = unescape(root);
+        if !is {
+            continue;
+        }
+        let rel = if root == "/" {
+            Some(path)
+        } else {
+            path.strip_prefix(root.as_str())
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+        };
+        if let Some(rel) = rel {
+            return Some(PathBuf::from(unescape(point)).join(rel.trim_start_matches('/')));
+        }
+    }
+    None
+}
+
+/// This process's memory cgroup usage, where its cgroup is readable.
+pub fn own_memory_usage() -> Option<OwnUsage> {
+    let dir = own_memcg_dir(
+        &std::fs::read_to_string("/proc/self/cgroup").ok()?,
+        &std::fs::read_to_string("/proc/self/mountinfo").ok()?,
+    )?;
+    let num = |f: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(f)).ok()?.trim().parse().ok()
+    };
+    let (current, peak, kmem_peak) = match num("memory.usage_in_bytes") {
+        Some(c) => (
+            c,
+            num("memory.max_usage_in_bytes"),
+            num("memory.kmem.max_usage_in_bytes"),
+        ),
+        None => (num("memory.current")?, num("memory.peak"), None),
+    };
+    Some(OwnUsage {
+        dir,
+        current,
+        peak,
+        kmem_peak,
+    })
 }

@@ -287,6 +287,7 @@ impl Census {
             let custom = opts.btf_path.as_deref();
             match crate::bpf::inflight::Inflight::load(custom) {
                 Ok(prog) => {
+                    crate::collector::unavailable::clear("inflight");
                     own_ids.extend_from_slice(prog.own_map_ids());
                     Ok(InflightState {
                         prog,
@@ -296,6 +297,7 @@ impl Census {
                     })
                 }
                 Err(e) => {
+                    crate::collector::unavailable::note("inflight", &e);
                     tracing::warn!(error = %format!("{e:#}"), "in-flight walk (iter/unix) not loaded: unexplained counts it could explain are withheld");
                     Err(format!("{e:#}"))
                 }

@@ -149,6 +149,12 @@ impl Lifecycle {
                     loaded = Some((skel, set));
                     break;
                 }
+                Err(e) if crate::bpf::load::is_out_of_memory(&e) => {
+                    // Fewer programs would not fit either: the maps and the
+                    // verifier's states are charged to the same cgroup.
+                    last_err = Some(e);
+                    break;
+                }
                 Err(e) => {
                     refused += 1;
                     tracing::debug!(error = %format!("{e:#}"), programs = set.len(), "lifecycle load refused, dropping a class of programs");
@@ -157,9 +163,10 @@ impl Lifecycle {
             }
         }
         let Some((mut skel, mut set)) = loaded else {
-            return Err(last_err
-                .unwrap_or_else(|| anyhow::anyhow!("no lifecycle program set"))
-                .context("loading lifecycle BPF programs"));
+            return Err(crate::bpf::load::load_error(
+                "lifecycle",
+                last_err.unwrap_or_else(|| anyhow::anyhow!("no lifecycle program set")),
+            ));
         };
         let (mut links, mut choices, mut used) =
             crate::logging::expected_failures(|| attach(&skel, &plan, &set, opts.census, false));
@@ -612,11 +619,22 @@ pub fn from_cli(cli: &crate::cli::Cli, attributor: Arc<dyn Attributor>) -> Box<d
         census: cli.collector_enabled("maps"),
         attributor,
         #[cfg(feature = "testing")]
-        knobs: TestKnobs::default(),
+        knobs: TestKnobs {
+            // The start-up tests make the kernel run out of memory with it.
+            counter_slots: std::env::var("BPFMAP_TEST_LIFECYCLE_SLOTS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(decode::SLOTS),
+            ..TestKnobs::default()
+        },
     };
     match Lifecycle::load(opts) {
-        Ok(l) => Box::new(l),
+        Ok(l) => {
+            crate::collector::unavailable::clear("lifecycle");
+            Box::new(l)
+        }
         Err(e) => {
+            crate::collector::unavailable::note("lifecycle", &e);
             let error = format!("{e:#}");
             tracing::error!(error = %error, "lifecycle collector unavailable");
             Box::new(Unavailable { error })

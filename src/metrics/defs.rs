@@ -280,6 +280,11 @@ pub const SCRAPE_COLLECTOR_SUCCESS: Def = gauge(
     "1 when the collector succeeded in this scrape.",
 );
 
+pub const COLLECTOR_UNAVAILABLE: Def = gauge(
+    "bpfmap_collector_unavailable",
+    "1 for an enabled collector whose BPF programs or maps could not load, by reason: out_of_memory (ENOMEM from the verifier or a map, usually the memory limit) or error. The rest of the exporter runs without it.",
+);
+
 pub const SCRAPES_TOTAL: Def = counter(
     "bpfmap_scrapes_total",
     "Scrapes (censuses) the collector thread ran since start; concurrent HTTP requests share one.",
@@ -361,6 +366,7 @@ pub const ALL: &[&Def] = &[
     &INFLIGHT_NETNS,
     &SCRAPE_COLLECTOR_DURATION_SECONDS,
     &SCRAPE_COLLECTOR_SUCCESS,
+    &COLLECTOR_UNAVAILABLE,
     &SCRAPES_TOTAL,
     &SCRAPE_REQUESTS_TOTAL,
 ];

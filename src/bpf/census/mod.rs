@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use libbpf_rs::skel::OpenSkel;
 use libbpf_rs::Link;
 
 pub use records::{decode_files, decode_maps, Creator, FileRecord, InflightRecord, MapRecord};
@@ -114,17 +113,20 @@ impl Programs {
         let features = Features::probe(&btf)?;
         let vmas = features.task_vma && opts.mmaps;
         let open_with = |count_elems: bool| -> anyhow::Result<CensusSkel<'static>> {
-            let mut open = load::open(
-                CensusSkelBuilder::default(),
-                opts.btf_path.as_ref().map(|_| btf.as_path()),
-                "census",
-            )?;
-            open.progs.dump_map.set_autoload(!features.elem_count);
-            open.progs.dump_map_count.set_autoload(features.elem_count);
-            open.progs.dump_task_vma.set_autoload(vmas);
-            open.progs.dump_task_file.set_autoload(opts.files);
-            open.progs.count_elems.set_autoload(count_elems);
-            open.load().map_err(|e| load::load_error("census", e))
+            load::load_counted("census", || {
+                let mut open = load::open(
+                    CensusSkelBuilder::default(),
+                    opts.btf_path.as_ref().map(|_| btf.as_path()),
+                    "census",
+                )?;
+                open.progs.dump_map.set_autoload(!features.elem_count);
+                open.progs.dump_map_count.set_autoload(features.elem_count);
+                open.progs.dump_task_vma.set_autoload(vmas);
+                open.progs.dump_task_file.set_autoload(opts.files);
+                open.progs.count_elems.set_autoload(count_elems);
+                Ok(open)
+            })
+            .map_err(|e| load::load_error("census", e))
         };
         // iter/bpf_map_elem is optional: a kernel (or its security policy)
         // that refuses it loses only the in-kernel element walk.

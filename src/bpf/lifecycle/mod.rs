@@ -40,6 +40,17 @@ pub(crate) fn open_and_load(
     opts: &LifecycleOpts,
     caps: &KernelCaps,
 ) -> anyhow::Result<LifecycleSkel<'static>> {
+    let skel = crate::bpf::load::load_counted("lifecycle", || open_configured(set, opts, caps))?;
+    fill_free_slots(&skel.maps.free_slots, opts.counter_slots())?;
+    Ok(skel)
+}
+
+/// The lifecycle object opened and configured for `set`, not loaded yet.
+fn open_configured(
+    set: &BTreeSet<&'static str>,
+    opts: &LifecycleOpts,
+    caps: &KernelCaps,
+) -> anyhow::Result<OpenLifecycleSkel<'static>> {
     let mut open = open_skel(opts.btf_path.as_deref())?;
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.with_pid = opts.pid_label as u32;
@@ -60,9 +71,7 @@ pub(crate) fn open_and_load(
         let name = p.name().to_string_lossy().into_owned();
         p.set_autoload(set.contains(name.as_str()));
     }
-    let skel = open.load()?;
-    fill_free_slots(&skel.maps.free_slots, opts.counter_slots())?;
-    Ok(skel)
+    Ok(open)
 }
 
 /// Hand every counter slot to the programs (before anything is attached).
