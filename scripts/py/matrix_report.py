@@ -129,11 +129,15 @@ for name in order:
             lacks.append("elem_count kfunc (bpfmap_map_entries by GET_NEXT_KEY walks)")
     if feats.get("map_memcg") is False:
         lacks.append("map_memcg (creator of maps unknown: no bpfmap_creator_* series)")
+    memcg = dict(kv.split("=", 1) for kv in read(p("check.memcg")).split() if "=" in kv)
+    progs = {m.group(1): (int(m.group(2)), int(m.group(3)))
+             for m in re.finditer(r"^program=(\S+) object=\S+ verified_insns=(\d+) peak_states=(\d+)", check, re.M)}
     ok = not reasons
     failed_any |= not ok
     rows.append(dict(name=name, release=release, passed=passed, failed=failed, probes=probes, notes=notes,
                      lacks=lacks, ok=ok, reasons=reasons, secs=read(p("vm.seconds")).strip() or "-",
-                     per_test=per_test, memlock=env.get("memlock_rlimit_kib", "?")))
+                     per_test=per_test, memlock=env.get("memlock_rlimit_kib", "?"), memcg=memcg,
+                     progs=progs))
 
 out = []
 head = ["kernel", "release", "tests passed", "tests failed", "lacks", "seconds", "verdict"]
@@ -152,6 +156,24 @@ if probes_all:
 else:
     out.append("Attach modes: `--check` printed no `probe=` lines (no lifecycle collector in this build).")
 out.append("")
+mib = lambda v: f"{int(v) / 1048576:.1f}" if v.isdigit() else v
+out += ["Start-up cost (`--check` in a fresh memory cgroup: scripts/memcg-run.sh):", "",
+        "| kernel | peak MiB (user + kernel) | kernel memory peak MiB | peak from |", "|---|---|---|---|"]
+for r in rows:
+    m = r["memcg"]
+    out.append(f"| {r['name']} | {mib(m.get('memcg_peak_bytes', '-'))} | {mib(m.get('memcg_kmem_peak_bytes', '-'))} "
+               f"| {m.get('peak_source', '-')} |")
+out.append("")
+progs_all = []
+for r in rows:
+    progs_all += [q for q in r["progs"] if q not in progs_all]
+if progs_all:
+    out += ["Verifier cost per program (instructions processed / peak states; `-` = not loaded):", "",
+            "| program | " + " | ".join(r["name"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    for q in progs_all:
+        cells = [(f"{r['progs'][q][0]} / {r['progs'][q][1]}" if q in r["progs"] else "-") for r in rows]
+        out.append(f"| {q} | " + " | ".join(cells) + " |")
+    out.append("")
 table = "\n".join(out)
 print(table)
 for r in rows:

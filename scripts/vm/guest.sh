@@ -30,12 +30,16 @@ fi
     echo "nproc=$(nproc)"
 } > "$out/env.txt"
 export RUST_BACKTRACE=1
-[[ -n ${BPFMAP_CHURN:-} ]] && export BPFMAP_CHURN
 cd "$(dirname "$0")/../.." # tests find tests/golden etc. from the checkout
+[[ -n ${BPFMAP_CHURN:-} ]] && export BPFMAP_CHURN
 test_timeout=${BPFMAP_VM_TEST_TIMEOUT:-300}
 
-# 1. The exporter's own smoke test: attach mode per probe, features.
-timeout "$test_timeout" "$bin" --check --log.level=warn > "$out/check.txt" 2> "$out/check.stderr"
+# 1. The exporter's own smoke test: attach mode per probe, features, what
+#    each program cost the verifier; run in a fresh memory cgroup, whose peak
+#    (user plus kernel memory) is the start-up cost (check.memcg).
+rm -f "$out/check.memcg"
+timeout "$test_timeout" scripts/memcg-run.sh --out "$out/check.memcg" -- \
+    "$bin" --check --log.level=warn > "$out/check.txt" 2> "$out/check.stderr"
 echo $? > "$out/check.rc"
 
 # 2. What fdinfo memlock means here: a BPF_F_NO_PREALLOC hash reads the same

@@ -265,7 +265,8 @@ mod tests {
     #[test]
     fn verifier_stats_from_the_summary_lines() {
         // 6.18's summary; 5.10 has no "verification time" line.
-        let log = "verification time 1163 usec\nstack depth 0+8\nprocessed 190 insns (limit 1000000) \
+        let log =
+            "verification time 1163 usec\nstack depth 0+8\nprocessed 190 insns (limit 1000000) \
                    max_states_per_insn 1 total_states 14 peak_states 14 mark_read 5\n";
         assert_eq!(
             parse_verifier_stats("inflight", "step", log),
@@ -280,8 +281,14 @@ mod tests {
         );
         let old = "processed 12 insns (limit 1000000) max_states_per_insn 0 total_states 1 peak_states 1 mark_read 0\n";
         let s = parse_verifier_stats("census", "dump_map", old).unwrap();
-        assert_eq!((s.insns, s.peak_states, s.total_states, s.usec), (12, 1, 1, None));
+        assert_eq!(
+            (s.insns, s.peak_states, s.total_states, s.usec),
+            (12, 1, 1, None)
+        );
         assert_eq!(parse_verifier_stats("census", "dump_map", ""), None);
-        assert_eq!(parse_verifier_stats("census", "dump_map", "processed x insns"), None);
+        assert_eq!(
+            parse_verifier_stats("census", "dump_map", "processed x insns"),
+            None
+        );
     }
 }

@@ -387,7 +387,8 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/memory/bpfmap/test"))
         );
         // A container's v1 mount is rooted at its own cgroup.
-        let mi_ctr = "30 25 0:27 /libpod_parent/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n";
+        let mi_ctr =
+            "30 25 0:27 /libpod_parent/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n";
         let cg_ctr = "4:memory:/libpod_parent/abc\n";
         assert_eq!(
             own_memcg_dir(cg_ctr, mi_ctr),
@@ -677,7 +678,10 @@ pub fn own_memcg_dir(proc_cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
     });
     let (path, want_v1) = match v1 {
         Some(p) => (p, true),
-        None => (proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?, false),
+        None => (
+            proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?,
+            false,
+        ),
     };
     for line in mountinfo.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
@@ -720,7 +724,11 @@ pub fn own_memory_usage() -> Option<OwnUsage> {
         &std::fs::read_to_string("/proc/self/mountinfo").ok()?,
     )?;
     let num = |f: &str| -> Option<u64> {
-        std::fs::read_to_string(dir.join(f)).ok()?.trim().parse().ok()
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     };
     let (current, peak, kmem_peak) = match num("memory.usage_in_bytes") {
         Some(c) => (
