@@ -84,7 +84,7 @@ fn run(name: &str, parts: Parts, choice: Choice, budget: Budget, ours: &[u32]) -
     let first_ms = t.elapsed().as_secs_f64() * 1e3;
     // All of counting (walks, planning, the cache, publishing): what the
     // budget bounds.
-    let counting = |r: &bpfmap_exporter::collector::Report| {
+    let counting = |r: &bpfmap_exporter::registry::Report| {
         r.outcomes
             .iter()
             .find(|o| o.name == "entries")

@@ -240,7 +240,7 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
 /// The `--help` section listing every collector of the registry.
 fn collectors_help() -> String {
     let mut s = String::from("Collectors (--collector.<name> / --no-collector.<name>):\n");
-    for c in crate::collector::REGISTRY {
+    for c in crate::registry::REGISTRY {
         let on = if c.default_on { "on" } else { "off" };
         s.push_str(&format!("  {:<12} [{on}] {}\n", c.name, c.help));
     }
@@ -259,7 +259,7 @@ impl Cli {
     /// Whether a collector is enabled after applying enable/disable flags.
     /// Returns an error naming valid collectors when a name is unknown.
     pub fn collector_enabled(&self, name: &str) -> bool {
-        let default = crate::collector::spec(name)
+        let default = crate::registry::spec(name)
             .map(|s| s.default_on)
             .unwrap_or(false);
         if self.disable.iter().any(|n| n == name) {
@@ -270,8 +270,8 @@ impl Cli {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         for n in self.enable.iter().chain(self.disable.iter()) {
-            if crate::collector::spec(n).is_none() {
-                let names: Vec<_> = crate::collector::REGISTRY.iter().map(|s| s.name).collect();
+            if crate::registry::spec(n).is_none() {
+                let names: Vec<_> = crate::registry::REGISTRY.iter().map(|s| s.name).collect();
                 anyhow::bail!(
                     "unknown collector {n:?}: valid names are {}",
                     names.join(", ")
@@ -387,7 +387,7 @@ mod tests {
     #[test]
     fn help_lists_every_registered_collector() {
         let h = collectors_help();
-        for c in crate::collector::REGISTRY {
+        for c in crate::registry::REGISTRY {
             assert!(
                 h.contains(&format!("  {:<12} [on] {}", c.name, c.help)),
                 "{h}"

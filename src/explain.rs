@@ -44,25 +44,7 @@ pub struct ExplainArgs {
     pub from: Option<String>,
 }
 
-/// The process that created a map, as the lifecycle probes recorded it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreatorProcess {
-    pub pid: u32,
-    pub comm: String,
-    /// cgroup v2 id of the creating task.
-    pub cgroup_id: u64,
-    /// Creation time, Unix seconds.
-    pub created_unix: f64,
-}
-
-/// What the lifecycle collector knows of the creators of live maps.
-#[derive(Debug, Clone, Default)]
-pub struct CreatorProcesses {
-    /// Maps whose creation the probes recorded.
-    pub by_id: IdMap<CreatorProcess>,
-    /// Maps with ids up to this existed before the probes attached.
-    pub start_max: u32,
-}
+pub use crate::collector::{CreatorProcess, CreatorProcesses};
 
 /// Why creator processes are unknown in a standalone census.
 pub const STANDALONE_PROCESSES: &str =

@@ -11,11 +11,15 @@ use tokio::sync::mpsc;
 use crate::census::render::{RenderOpts, Renderer};
 use crate::census::{Census, CensusOpts, Parts, Snapshot};
 use crate::cli::Cli;
-use crate::collector::{Collector, Report, ScrapeContext};
-use crate::http::{Job, MapsRequest, ScrapeRequest};
+use crate::collector::{Collector, ScrapeContext};
+use crate::exposition::Format;
 use crate::k8s::Attributor;
 use crate::metrics::defs;
+use crate::metrics::Exposition;
 use crate::metrics::Families;
+use crate::registry::Report;
+use bytes::Bytes;
+use tokio::sync::oneshot;
 
 pub struct Exporter {
     census: Option<Census>,
@@ -80,13 +84,16 @@ impl Exporter {
             });
             match loaded {
                 Ok(c) => {
-                    crate::collector::unavailable::clear("maps");
+                    crate::registry::unavailable::clear("maps");
                     Some(c)
                 }
                 // Degrade, don't die: the other collectors and the exporter's
                 // own series still serve, and say why the census is missing.
                 Err(e) if crate::bpf::load::is_out_of_memory(&e) => {
-                    crate::collector::unavailable::note("maps", &e);
+                    crate::registry::unavailable::note(
+                        "maps",
+                        crate::bpf::load::failure_reason(&e),
+                    );
                     let error = format!("{e:#}");
                     tracing::error!(error = %error, "map census unavailable: every census part is off");
                     census_error = Some(error);
@@ -99,8 +106,8 @@ impl Exporter {
         };
         let attributor = crate::k8s::from_cli(cli)?;
         let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
-        for spec in crate::collector::REGISTRY {
-            if spec.stage != crate::collector::Stage::After || !on(spec.name) {
+        for spec in crate::registry::REGISTRY {
+            if spec.stage != crate::registry::Stage::After || !on(spec.name) {
                 continue;
             }
             collectors.push(match spec.name {
@@ -167,8 +174,8 @@ impl Exporter {
             .iter()
             .filter(|o| {
                 !o.ok
-                    && crate::collector::spec(o.name)
-                        .is_none_or(|s| s.stage == crate::collector::Stage::Census)
+                    && crate::registry::spec(o.name)
+                        .is_none_or(|s| s.stage == crate::registry::Stage::Census)
             })
             .map(|o| o.name.to_string())
             .collect();
@@ -247,7 +254,7 @@ impl Exporter {
             out.gauge(&defs::SCRAPE_COLLECTOR_SUCCESS, l(), o.ok as u8 as f64);
             out.gauge(&defs::SCRAPE_COLLECTOR_DURATION_SECONDS, l(), o.seconds);
         }
-        for (name, reason) in crate::collector::unavailable::list() {
+        for (name, reason) in crate::registry::unavailable::list() {
             out.gauge(
                 &defs::COLLECTOR_UNAVAILABLE,
                 vec![
@@ -297,6 +304,34 @@ impl Exporter {
             source,
         }
     }
+}
+
+/// What a scrape produced, shared by every request it answers.
+#[derive(Clone)]
+pub enum Body {
+    Chunks(Exposition),
+    Bytes(Bytes),
+}
+
+/// A scrape request: the wanted format, and where to send the body (or
+/// why the scrape failed).
+pub struct ScrapeRequest {
+    pub format: Format,
+    /// collect[] / exclude[]: served from the same scrape, filtered.
+    pub filter: Option<Arc<crate::metrics::filter::Filter>>,
+    pub reply: oneshot::Sender<Result<Body, Arc<anyhow::Error>>>,
+}
+
+/// A JSON API request: the collector thread answers with the census it
+/// took for it (or for the scrape it shared).
+pub struct MapsRequest {
+    pub reply: oneshot::Sender<Arc<crate::api::MapsData>>,
+}
+
+/// What the collector thread is asked for.
+pub enum Job {
+    Metrics(ScrapeRequest),
+    Maps(MapsRequest),
 }
 
 /// The collector thread and the hop to it: it owns the [`Exporter`] (BPF
@@ -379,7 +414,6 @@ impl ScrapeService {
 /// is at most one scrape's duration older than such a request). API
 /// requests get the snapshot after every scrape request was answered.
 fn answer(ex: &mut Exporter, batch: Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
-    use crate::http::{Body, Format};
     let mut scrapes: Vec<ScrapeRequest> = Vec::new();
     let mut maps: Vec<MapsRequest> = Vec::new();
     for j in batch {
@@ -456,9 +490,8 @@ fn answer(ex: &mut Exporter, batch: Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> V
 fn encode_filtered(
     source: Option<&(Families, Vec<prometheus::proto::MetricFamily>)>,
     filter: &crate::metrics::filter::Filter,
-    format: crate::http::Format,
-) -> Result<crate::http::Body, Arc<anyhow::Error>> {
-    use crate::http::{Body, Format};
+    format: Format,
+) -> Result<Body, Arc<anyhow::Error>> {
     let (fams, process) =
         source.ok_or_else(|| Arc::new(anyhow::anyhow!("the scrape kept no families to filter")))?;
     let mut fams = fams.clone();

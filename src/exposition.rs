@@ -7,7 +7,72 @@ use std::fmt::Write as _;
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::Encoder;
 
-use crate::http::Format;
+/// Exposition formats a scrape can be answered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// `text/plain; version=0.0.4` (the fast path).
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`, ending in `# EOF`.
+    OpenMetrics,
+    /// Delimited `io.prometheus.client.MetricFamily` protobuf messages.
+    Protobuf,
+}
+
+pub const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => prometheus::TEXT_FORMAT,
+            Format::OpenMetrics => OPENMETRICS_FORMAT,
+            Format::Protobuf => prometheus::PROTOBUF_FORMAT,
+        }
+    }
+}
+
+/// Pick the format from an `Accept` header the way Prometheus expects: the
+/// supported media range with the highest q wins, ties go to the earlier
+/// one; anything unsupported or absent gets the classic text format.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else {
+        return Format::Text;
+    };
+    let mut best: Option<(f32, Format)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let mut q = 1.0f32;
+        let mut proto = None;
+        let mut encoding = None;
+        for p in parts {
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().trim_matches('"');
+            match k.trim().to_ascii_lowercase().as_str() {
+                "q" => q = v.parse().unwrap_or(0.0),
+                "proto" => proto = Some(v.to_string()),
+                "encoding" => encoding = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        let f = match media.as_str() {
+            "application/openmetrics-text" => Format::OpenMetrics,
+            "application/vnd.google.protobuf"
+                if proto.as_deref() == Some("io.prometheus.client.MetricFamily")
+                    && encoding.as_deref() == Some("delimited") =>
+            {
+                Format::Protobuf
+            }
+            "text/plain" | "*/*" | "text/*" => Format::Text,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, f));
+        }
+    }
+    best.map(|(_, f)| f).unwrap_or(Format::Text)
+}
 
 pub fn encode(format: Format, families: &[MetricFamily]) -> anyhow::Result<Vec<u8>> {
     match format {
@@ -197,6 +262,33 @@ pub fn openmetrics(families: &[MetricFamily]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn negotiation_follows_prometheus_accept_headers() {
+        assert_eq!(negotiate(None), Format::Text);
+        assert_eq!(negotiate(Some("*/*")), Format::Text);
+        // Prometheus 2.x default.
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
+            Format::OpenMetrics
+        );
+        // Native histograms on: protobuf first.
+        assert_eq!(
+            negotiate(Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3")),
+            Format::Protobuf
+        );
+        assert_eq!(
+            negotiate(Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text")),
+            Format::Text
+        );
+        assert_eq!(
+            negotiate(Some(
+                "text/plain;version=0.0.4;q=0.3,application/openmetrics-text;q=0"
+            )),
+            Format::Text
+        );
+        assert_eq!(negotiate(Some("image/png")), Format::Text);
+    }
+
     use super::*;
 
     #[test]

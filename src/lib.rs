@@ -12,6 +12,7 @@ pub mod k8s;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod registry;
 pub mod simulate;
 pub mod sys;
 pub mod web;

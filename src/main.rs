@@ -161,7 +161,7 @@ fn run() -> anyhow::Result<bool> {
         scrapes,
         healthy: service.healthy(),
         web,
-        enabled_collectors: bpfmap_exporter::collector::REGISTRY
+        enabled_collectors: bpfmap_exporter::registry::REGISTRY
             .iter()
             .map(|s| s.name)
             .filter(|n| cli.collector_enabled(n))

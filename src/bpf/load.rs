@@ -198,6 +198,15 @@ pub fn is_out_of_memory(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Why a load failed, as `bpfmap_collector_unavailable` reports it.
+pub fn failure_reason(e: &anyhow::Error) -> crate::registry::unavailable::Reason {
+    if is_out_of_memory(e) {
+        crate::registry::unavailable::Reason::OutOfMemory
+    } else {
+        crate::registry::unavailable::Reason::Error
+    }
+}
+
 /// Load an opened skeleton and record every program's verifier statistics
 /// (see [`verifier_stats`]). `open` opens the skeleton anew: a load that
 /// fails for another reason than memory is retried once without the

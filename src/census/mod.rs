@@ -20,7 +20,7 @@ pub use crate::bpf::census::{Creator, Features, FileRecord, MapRecord};
 pub use holders::{Holders, ProcessHolder};
 
 use crate::bpf::census::{self as progs, Programs};
-use crate::collector::{measure, Report};
+use crate::registry::{measure, Report};
 use crate::sys;
 
 /// Map id -> value with a fast hasher: per-map tables have 100k entries on
@@ -42,9 +42,9 @@ impl Parts {
     /// The census collectors for which `on(name)` holds.
     pub fn from_fn(on: impl Fn(&str) -> bool) -> Parts {
         Parts {
-            on: crate::collector::REGISTRY
+            on: crate::registry::REGISTRY
                 .iter()
-                .filter(|s| s.stage == crate::collector::Stage::Census && on(s.name))
+                .filter(|s| s.stage == crate::registry::Stage::Census && on(s.name))
                 .map(|s| s.name)
                 .collect(),
         }
@@ -287,7 +287,7 @@ impl Census {
             let custom = opts.btf_path.as_deref();
             match crate::bpf::inflight::Inflight::load(custom) {
                 Ok(prog) => {
-                    crate::collector::unavailable::clear("inflight");
+                    crate::registry::unavailable::clear("inflight");
                     own_ids.extend_from_slice(prog.own_map_ids());
                     Ok(InflightState {
                         prog,
@@ -297,7 +297,7 @@ impl Census {
                     })
                 }
                 Err(e) => {
-                    crate::collector::unavailable::note("inflight", &e);
+                    crate::registry::unavailable::note("inflight", crate::bpf::load::failure_reason(&e));
                     tracing::warn!(error = %format!("{e:#}"), "in-flight walk (iter/unix) not loaded: unexplained counts it could explain are withheld");
                     Err(format!("{e:#}"))
                 }

@@ -428,7 +428,7 @@ impl Collector for Lifecycle {
         self.choices.iter().map(|c| c.check_line()).collect()
     }
 
-    fn creator_processes(&self) -> Option<crate::explain::CreatorProcesses> {
+    fn creator_processes(&self) -> Option<crate::collector::CreatorProcesses> {
         if !self.opts.census {
             return None;
         }
@@ -444,7 +444,7 @@ impl Collector for Lifecycle {
                 let (who, ns) = (k.creator.as_ref()?, k.create_ns?);
                 Some((
                     id,
-                    crate::explain::CreatorProcess {
+                    crate::collector::CreatorProcess {
                         pid: k.pid,
                         comm: who.comm.clone(),
                         cgroup_id: who.cgroup_id,
@@ -453,7 +453,7 @@ impl Collector for Lifecycle {
                 ))
             })
             .collect();
-        Some(crate::explain::CreatorProcesses {
+        Some(crate::collector::CreatorProcesses {
             by_id,
             start_max: self.tracker.start_max(),
         })
@@ -630,11 +630,11 @@ pub fn from_cli(cli: &crate::cli::Cli, attributor: Arc<dyn Attributor>) -> Box<d
     };
     match Lifecycle::load(opts) {
         Ok(l) => {
-            crate::collector::unavailable::clear("lifecycle");
+            crate::registry::unavailable::clear("lifecycle");
             Box::new(l)
         }
         Err(e) => {
-            crate::collector::unavailable::note("lifecycle", &e);
+            crate::registry::unavailable::note("lifecycle", crate::bpf::load::failure_reason(&e));
             let error = format!("{e:#}");
             tracing::error!(error = %error, "lifecycle collector unavailable");
             Box::new(Unavailable { error })

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use super::defs::{self, *};
 use super::{Def, Families};
-use crate::collector::REGISTRY;
+use crate::registry::REGISTRY;
 
 /// The collector whose series each family is.
 pub const OWNERS: &[(&Def, &str)] = &[
@@ -248,10 +248,7 @@ mod tests {
             );
         }
         for (_, c) in OWNERS {
-            assert!(
-                crate::collector::spec(c).is_some(),
-                "{c} is not a collector"
-            );
+            assert!(crate::registry::spec(c).is_some(), "{c} is not a collector");
         }
         assert_eq!(ALL_ON.len(), REGISTRY.len());
     }
