@@ -98,6 +98,7 @@ pub const SELF: &[&Def] = &[
     &SCRAPE_REQUESTS_TOTAL,
     &SCRAPE_COLLECTOR_SUCCESS,
     &SCRAPE_COLLECTOR_DURATION_SECONDS,
+    &COLLECTOR_UNAVAILABLE,
 ];
 
 /// Why a `collect[]` / `exclude[]` query cannot be served (a 400).
