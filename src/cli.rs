@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-/// Default listen port, documented in README.
+/// Default listen port, documented in README.md and docs/flags.md.
 pub const DEFAULT_PORT: u16 = 9863;
 
 #[derive(Parser, Debug, Clone)]

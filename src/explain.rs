@@ -4,7 +4,7 @@
 //! (program, outer-map slot and link identities) and the creator processes
 //! the lifecycle collector recorded, so the running exporter serves the same
 //! JSON (`/api/v1/maps`, src/api.rs). The JSON schema is documented in
-//! README ("Explain a map").
+//! docs/explain.md ("JSON API").
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 

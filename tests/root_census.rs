@@ -215,7 +215,7 @@ fn census_explains_every_holder_kind_then_forgets_freed_maps() {
     );
     // The mmap keeps the map's file (vm_file): one refcnt and one usercnt.
     // Without iter/task_vma (before 5.15) that holder cannot be seen, so the
-    // reference reads as unexplained, as README documents.
+    // reference reads as unexplained, as docs/kernels.md documents.
     let (mm_holders, mm_unexplained) = if has_vma {
         ([0, 0, 0, 0, 1, 0, 0], 0)
     } else {

@@ -489,8 +489,8 @@ impl Census {
             obs.vmas = match vmas {
                 Some((name, r, seconds)) => report.record(name, seconds, r),
                 // No iter/task_vma before 5.15: mmap-only holders cannot be
-                // seen; they read as unexplained there (README says so), and
-                // bpfmap_feature_available{feature="task_vma"} is 0.
+                // seen; they read as unexplained there (docs/kernels.md says
+                // so), and bpfmap_feature_available{feature="task_vma"} is 0.
                 None => Some(Vec::new()),
             };
         }
@@ -535,8 +535,8 @@ impl Census {
                     Some(ids)
                 }
                 // No iter/unix (before 5.17): in-flight files cannot be
-                // seen; they read as unexplained there (README says so), as
-                // mmap-only files do before 5.15.
+                // seen; they read as unexplained there (docs/kernels.md and
+                // docs/census.md say so), as mmap-only files do before 5.15.
                 (None, _) if !snap.features.iter_unix => Some(Vec::new()),
                 _ => None,
             };

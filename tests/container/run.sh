@@ -30,7 +30,7 @@ fi
 python3 -c 'import yaml' 2>/dev/null || fail "python3-yaml missing: run scripts/install-deps.sh"
 daemonset=${DAEMONSET:-deploy/daemonset.yaml}
 # podman on hosts like CI's: crun fails on hybrid cgroups, systemd cgroups are
-# not available, and the default ulimits are refused (README, Building the image).
+# not available, and the default ulimits are refused (docs/deploy.md, Building the image).
 podman=(podman --runtime runc --cgroup-manager cgroupfs)
 ulimits=(--ulimit nofile=16384:16384 --ulimit nproc=4096:4096)
 
