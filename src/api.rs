@@ -21,8 +21,7 @@ use crate::k8s::Attributor;
 
 /// Maps per page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 100;
-/// The largest `limit`.
-pub const MAX_LIMIT: usize = 1000;
+pub use crate::explain::MAX_LIMIT;
 /// Identities per holder kind (and fd numbers per process) of each map in
 /// a listing.
 pub const LIST_MAX_HOLDERS: usize = 100;

@@ -1,0 +1,324 @@
+//! The JSON document of a page of maps: every fact and every holder by
+//! identity, a pure function of an [`Input`].
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::{json, Value};
+
+use super::{CreatorProcesses, Extras, Page, ProgramIdentity, SCHEMA_VERSION};
+use crate::census::creators;
+use crate::census::holders::HolderKind;
+use crate::census::names::{flags_label, map_type_name};
+use crate::census::{FileRecord, IdMap, MapRecord, Snapshot};
+
+pub use crate::census::render::Attribution;
+
+/// Everything a report reads.
+pub struct Input<'a> {
+    pub snap: &'a Snapshot,
+    pub extras: &'a Extras,
+    pub attribution: Attribution<'a>,
+    /// Census collectors that failed this scrape.
+    pub failed: &'a [String],
+    /// The lifecycle collector's creators, or why there are none.
+    pub processes: Result<&'a CreatorProcesses, &'a str>,
+    /// Now, Unix seconds (for the creators' ages).
+    pub now_unix: f64,
+    /// At most this many identities per holder kind of one map, and fd
+    /// numbers of one process; the rest are counted in `holders_omitted`.
+    pub max_holders: usize,
+}
+
+fn comm(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Holder identities of the reported maps, by map id (built once per report).
+#[derive(Default)]
+struct Index<'a> {
+    files: IdMap<Vec<&'a FileRecord>>,
+    vmas: IdMap<Vec<&'a FileRecord>>,
+    pins: IdMap<Vec<&'a crate::census::bpffs::Pin>>,
+    programs: IdMap<Vec<&'a ProgramIdentity>>,
+    slots: IdMap<Vec<&'a (u32, String, u32)>>,
+    links: IdMap<Vec<u32>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(inp: &Input<'a>, ids: &[u32]) -> Index<'a> {
+        let want: HashSet<u32> = ids.iter().copied().collect();
+        let mut x = Index::default();
+        let snap = inp.snap;
+        for f in snap
+            .files
+            .iter()
+            .flatten()
+            .filter(|f| want.contains(&f.map_id))
+        {
+            x.files.entry(f.map_id).or_default().push(f);
+        }
+        for f in snap
+            .vmas
+            .iter()
+            .flatten()
+            .filter(|f| want.contains(&f.map_id))
+        {
+            x.vmas.entry(f.map_id).or_default().push(f);
+        }
+        for p in snap.inventory.iter().flat_map(|i| i.pins.iter()) {
+            if p.info.kind == crate::census::fdinfo::ObjKind::Map && want.contains(&p.info.id) {
+                x.pins.entry(p.info.id).or_default().push(p);
+            }
+        }
+        for p in &inp.extras.programs {
+            let mut used = p.3.clone();
+            used.sort_unstable();
+            used.dedup();
+            for id in used.into_iter().filter(|id| want.contains(id)) {
+                x.programs.entry(id).or_default().push(p);
+            }
+        }
+        for s in inp.extras.slots.iter().filter(|s| want.contains(&s.2)) {
+            x.slots.entry(s.2).or_default().push(s);
+        }
+        for l in inp.extras.links.iter().filter(|l| want.contains(&l.1)) {
+            x.links.entry(l.1).or_default().push(l.0);
+        }
+        x
+    }
+}
+
+/// The identities of one holder kind of map `id`. Every kind has an entry,
+/// so a new kind appears in `holders` without a schema change.
+fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<Value> {
+    let none = Vec::new();
+    match kind {
+        HolderKind::File => {
+            // fd numbers per process, distinct files.
+            let mut procs: BTreeMap<u32, (String, u64, Vec<u32>, Vec<u64>)> = BTreeMap::new();
+            for f in x.files.get(&id).unwrap_or(&none) {
+                let e = procs
+                    .entry(f.tgid)
+                    .or_insert_with(|| (comm(&f.comm), f.cgroup_id, vec![], vec![]));
+                if f.pid == f.tgid {
+                    e.0 = comm(&f.comm);
+                }
+                e.2.push(f.fd);
+                e.3.push(f.file_ptr);
+            }
+            procs
+                .into_iter()
+                .map(|(tgid, (comm, cg, mut fds, mut files))| {
+                    let (c, p) = (inp.attribution)(tgid, cg);
+                    fds.sort_unstable();
+                    fds.dedup();
+                    files.sort_unstable();
+                    files.dedup();
+                    let omitted = fds.len().saturating_sub(inp.max_holders);
+                    fds.truncate(inp.max_holders);
+                    json!({"pid": tgid, "comm": comm, "container_id": c, "pod_uid": p,
+                           "fds": fds, "fds_omitted": omitted, "files": files.len()})
+                })
+                .collect()
+        }
+        HolderKind::Pin => x
+            .pins
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|p| json!({"mount": p.mount, "path": p.path}))
+            .collect(),
+        HolderKind::Program => x
+            .programs
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|p| json!({"id": p.0, "name": p.1, "type": p.2}))
+            .collect(),
+        HolderKind::Map => x
+            .slots
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|s| json!({"id": s.0, "key": s.1}))
+            .collect(),
+        HolderKind::Mmap => {
+            let mut v: Vec<&&FileRecord> = x.vmas.get(&id).into_iter().flatten().collect();
+            v.sort_by_key(|f| (f.tgid, f.vm_start));
+            v.dedup_by_key(|f| (f.tgid, f.vm_start));
+            v.into_iter()
+                .map(|f| {
+                    json!({"pid": f.tgid, "comm": comm(&f.comm),
+                           "start": format!("0x{:x}", f.vm_start),
+                           "end": format!("0x{:x}", f.vm_end),
+                           "in_fd_table": x.files.get(&id).is_some_and(|fs| fs.iter().any(|g| g.file_ptr == f.file_ptr))})
+                })
+                .collect()
+        }
+        HolderKind::Link => x
+            .links
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|l| json!({"id": l}))
+            .collect(),
+        HolderKind::Inflight => inp
+            .snap
+            .inflight
+            .iter()
+            .filter(|f| f.map_id == id)
+            .map(|f| {
+                let receivers: Vec<Value> = f
+                    .receivers
+                    .iter()
+                    .map(|r| {
+                        let (c, p) = (inp.attribution)(r.tgid, r.cgroup_id);
+                        json!({"pid": r.tgid, "comm": comm(&r.comm), "container_id": c, "pod_uid": p})
+                    })
+                    .collect();
+                json!({
+                    "socket_inode": (f.receiver_ino != 0).then_some(f.receiver_ino),
+                    "queue_socket_inode": f.queue_ino,
+                    "via_sockets": f.via,
+                    "receivers": receivers,
+                    "age_seconds": inp.snap.inflight_ages.get(&id).map(|d| d.as_secs()),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Human age of `secs` seconds: `45s`, `12m`, `3h`, `2d`.
+pub fn age(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// The creating process of `m`, or why it is unknown.
+fn process(inp: &Input<'_>, m: &MapRecord) -> (Value, Value) {
+    match inp.processes {
+        Err(why) => (Value::Null, json!(why)),
+        Ok(p) => match p.by_id.get(&m.id) {
+            Some(c) => (
+                json!({"pid": c.pid, "comm": c.comm, "cgroup_id": c.cgroup_id,
+                       "created_unix_seconds": (c.created_unix * 1000.0).round() / 1000.0,
+                       "age_seconds": (inp.now_unix - c.created_unix).max(0.0).round()}),
+                Value::Null,
+            ),
+            None if m.id <= p.start_max => (
+                Value::Null,
+                json!("the map existed before the exporter's lifecycle probes attached"),
+            ),
+            None => (
+                Value::Null,
+                json!("the lifecycle probes recorded no creation of this map (record overwritten, or a creation path the probes do not see)"),
+            ),
+        },
+    }
+}
+
+/// The report of one map.
+fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
+    let snap = inp.snap;
+    let mut flags = [0u8; 10];
+    let mut holders = serde_json::Map::new();
+    let mut omitted = serde_json::Map::new();
+    for k in HolderKind::ALL {
+        let mut v = identities(inp, x, k, m.id);
+        if v.len() > inp.max_holders {
+            omitted.insert(k.label().into(), json!(v.len() - inp.max_holders));
+            v.truncate(inp.max_holders);
+        }
+        holders.insert(k.label().into(), Value::Array(v));
+    }
+    let h = snap.holders.get(&m.id);
+    let counts: BTreeMap<&str, Value> = HolderKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                k.label(),
+                h.and_then(|h| h.counts[*k as usize])
+                    .map_or(Value::Null, |c| json!(c)),
+            )
+        })
+        .collect();
+    let unexplained = h.and_then(|h| h.unexplained(m.refcnt));
+    let withheld = match unexplained {
+        Some(_) => Value::Null,
+        None if inp.failed.is_empty() => {
+            let incomplete: Vec<&str> = snap
+                .sources
+                .iter()
+                .filter(|(_, complete)| !complete)
+                .map(|(n, _)| *n)
+                .collect();
+            json!(format!(
+                "a holder source is off or saw only part of the node: {}",
+                incomplete.join(", ")
+            ))
+        }
+        None => json!(format!(
+            "holder census incomplete: {} failed",
+            inp.failed.join(", ")
+        )),
+    };
+    let (process, process_unknown) = process(inp, m);
+    let creator = match creators::identity(snap, m) {
+        None => json!({"known": false, "reason": match &snap.features.map_memcg_off {
+            Some(why) => format!("{why}: maps are not charged to their creator's memory cgroup"),
+            None if snap.features.map_memcg => "the creators collector did not run or failed".into(),
+            None => "this kernel records no creator of maps (memcg accounting of maps is 5.11+ with CONFIG_MEMCG)".to_string(),
+        }, "process": process, "process_unknown": process_unknown}),
+        Some(c) => json!({
+            "known": true,
+            "cgroup_id": c.cgroup_id,
+            "cgroup_path": c.cgroup_path,
+            "container_id": c.container_id,
+            "pod_uid": c.pod_uid,
+            "gone": c.gone,
+            "process": process,
+            "process_unknown": process_unknown,
+        }),
+    };
+    json!({
+        "id": m.id,
+        "name": m.name,
+        "type": map_type_name(m.map_type),
+        "key_size": m.key_size,
+        "value_size": m.value_size,
+        "max_entries": m.max_entries,
+        "flags": flags_label(m.map_flags, &mut flags),
+        "frozen": m.frozen,
+        "memory_bytes": snap.memory.get(&m.id),
+        "refcount": m.refcnt,
+        "usercount": m.usercnt,
+        "creator": creator,
+        "holders": holders,
+        "holders_omitted": omitted,
+        "holder_counts": counts,
+        "unexplained": unexplained,
+        "unexplained_withheld": withheld,
+    })
+}
+
+/// The whole document for a page of maps.
+pub fn report(inp: &Input<'_>, page: &Page) -> Value {
+    let x = Index::new(inp, &page.ids);
+    let maps: Vec<Value> = page
+        .ids
+        .iter()
+        .filter_map(|id| inp.snap.maps.iter().find(|m| m.id == *id))
+        .map(|m| map_report(inp, &x, m))
+        .collect();
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "total": page.total,
+        "truncated": page.next_after.is_some(),
+        "next_after": page.next_after,
+        "maps": maps,
+    })
+}
