@@ -6,14 +6,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "census.h"
+#include "common.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* Map files are anonymous-inode files named "bpf-map"
- * (bpf_map_new_fd -> anon_inode_getfd("bpf-map", &bpf_map_fops, ...)).
- * Matching on the anon inode superblock magic plus the dentry name needs no
- * kallsyms: bpf_map_fops is a data symbol, absent without CONFIG_KALLSYMS_ALL. */
-#define ANON_INODE_FS_MAGIC 0x09041934
 
 /* bpf_map_sum_elem_count() is a kfunc from 6.6; only dump_map_count uses it
  * and user space loads that program only where the kernel's BTF has it. */
@@ -43,27 +38,17 @@ const void *learned_map_fops = 0;
  * below are direct loads (CO-RE relocated), not bpf_probe_read calls. */
 static __always_inline int is_map_file(struct file *file)
 {
-	char name[8] = {};
-	const unsigned char *dname;
 	const void *fops = file->f_op;
 
 	if (fops && fops == learned_map_fops)
 		return 1;
 	if (file->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
 		return 0;
-	dname = BPF_CORE_READ(file, f_path.dentry, d_name.name);
-	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) != 8)
+	if (!is_bpf_map_name(BPF_CORE_READ(file, f_path.dentry, d_name.name)))
 		return 0;
-	if (name[0] == 'b' && name[1] == 'p' && name[2] == 'f' && name[3] == '-' &&
-	    name[4] == 'm' && name[5] == 'a' && name[6] == 'p') {
-		learned_map_fops = fops;
-		return 1;
-	}
-	return 0;
+	learned_map_fops = fops;
+	return 1;
 }
-
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
 
 /* Inodes of the sockets whose receive queues hold files in flight (filled by
  * user space from the iter/unix walk before each task walk): their fds in

@@ -15,12 +15,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "census.h"
+#include "common.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define ANON_INODE_FS_MAGIC 0x09041934
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
 #define AF_UNIX 1
 #define SCM_MAX_FD 253
 
@@ -64,18 +62,12 @@ struct qctx cur;
  * before and after a walk. */
 __u64 lost_writes = 0;
 
+/* f is untrusted (read from an skb's scm_fp_list): CO-RE probe reads. */
 static __always_inline int is_map_file(struct file *f)
 {
-	char name[8] = {};
-	const unsigned char *dname;
-
 	if (BPF_CORE_READ(f, f_inode, i_sb, s_magic) != ANON_INODE_FS_MAGIC)
 		return 0;
-	dname = BPF_CORE_READ(f, f_path.dentry, d_name.name);
-	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) != 8)
-		return 0;
-	return name[0] == 'b' && name[1] == 'p' && name[2] == 'f' && name[3] == '-' &&
-	       name[4] == 'm' && name[5] == 'a' && name[6] == 'p';
+	return is_bpf_map_name(BPF_CORE_READ(f, f_path.dentry, d_name.name));
 }
 
 /* Append a record for in-flight file f if it is a map file or a unix socket

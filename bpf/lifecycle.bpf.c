@@ -10,6 +10,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "lifecycle.h"
+#include "common.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -21,7 +22,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #error "lifecycle.bpf.c: only x86_64 syscall numbers are wired (vendored vmlinux.h is x86_64)"
 #endif
 
-#define ANON_INODE_FS_MAGIC 0x09041934
 /* enum bpf_cmd values (stable UAPI). */
 #define CMD_MAP_CREATE 0
 

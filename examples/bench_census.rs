@@ -10,11 +10,15 @@
 //! series and bytes of one scrape with default flags, for the exporter and
 //! a baseline build in the same run, over the same maps.
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapHandle, MapType};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Exporter;
 
 fn get(port: u16, path: &str) -> (Duration, usize) {
     let t = Instant::now();
@@ -125,30 +129,6 @@ fn hold(k: usize, first: usize) {
     let _ = std::io::stdin().read_to_end(&mut sink);
 }
 
-/// Start `bin` with `extra` flags on a free loopback port; wait until it listens.
-fn start(bin: &str, extra: &[&str]) -> (std::process::Child, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "exporter never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
-}
-
 /// The body of GET /metrics (through curl, which decodes chunked and gzip
 /// transfers), with or without asking for gzip.
 fn body(port: u16, gzip: bool) -> Vec<u8> {
@@ -174,12 +154,12 @@ fn series(bin: &str, baseline: &str, sizes: &[usize]) {
     for &n in sizes {
         holders.grow_to(n);
         for (label, b) in [("baseline", baseline), ("this build", bin)] {
-            let (mut child, port) = start(b, &[]);
+            let exporter = Exporter::start(b, &[]);
+            let port = exporter.port;
             body(port, false);
             let text = body(port, false);
             let gz = body(port, true);
-            let _ = child.kill();
-            let _ = child.wait();
+            drop(exporter);
             let text = String::from_utf8_lossy(&text);
             let samples: Vec<&str> = text
                 .lines()
@@ -201,7 +181,8 @@ fn series(bin: &str, baseline: &str, sizes: &[usize]) {
 
 fn bench(bin: &str, n: usize, holders: &mut Holders, extra: &[&str], label: &str) {
     holders.grow_to(n);
-    let (mut child, port) = start(bin, extra);
+    let exporter = Exporter::start(bin, extra);
+    let port = exporter.port;
     let (cold, _) = get(port, "/metrics");
     let mut warm = Vec::new();
     let mut bytes = 0;
@@ -210,9 +191,8 @@ fn bench(bin: &str, n: usize, holders: &mut Holders, extra: &[&str], label: &str
         warm.push(d);
         bytes = b;
     }
-    let rss = status_kib(child.id(), "VmHWM:");
-    let _ = child.kill();
-    let _ = child.wait();
+    let rss = status_kib(exporter.child.id(), "VmHWM:");
+    drop(exporter);
 
     let mut base = Vec::new();
     for _ in 0..3 {

@@ -8,10 +8,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,47 +20,15 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bpfmap-exporter");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Start the exporter (every collector on) and wait until it is healthy.
-fn start(extra: &[&str], auth: Option<&str>) -> Server {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let s = Server { child, port };
-    let t = Instant::now();
-    loop {
-        if let Ok(r) = try_request(port, "GET", "/healthz", auth) {
-            if r.code == 200 {
-                return s;
-            }
-        }
-        assert!(t.elapsed() < Duration::from_secs(90), "never healthy");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn start(extra: &[&str], auth: Option<&str>) -> Exporter {
+    let mut s = Exporter::spawn(Command::new(BIN), extra);
+    s.wait_until(
+        "healthy",
+        Duration::from_secs(90),
+        |port| matches!(try_request(port, "GET", "/healthz", auth), Ok(r) if r.code == 200),
+    );
+    s
 }
 
 #[derive(Debug)]

@@ -4,22 +4,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use libbpf_rs::MapType;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bpfmap-exporter");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -39,32 +31,6 @@ fn get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or("")
         .to_string();
     (code, body)
-}
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(port: u16, extra: &[&str]) -> Server {
-    let child = Command::new(BIN)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "exporter never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server(child)
 }
 
 fn fd_count(pid: u32) -> usize {
@@ -196,17 +162,16 @@ fn without_capabilities_the_error_names_them_and_how_to_grant() {
 fn server_scrapes_are_valid_fresh_and_leak_no_fds() {
     require_root();
     ensure_bpffs();
-    let port = free_port();
     // Every map's series: the test follows one small map in and out, which
     // the default budget may leave out on a busy node.
-    let srv = serve(
-        port,
+    let srv = Exporter::start(
+        BIN,
         &[
             "--collector.maps.publish-all",
             "--collector.maps.max-series=0",
         ],
     );
-    let pid = srv.0.id();
+    let (pid, port) = (srv.child.id(), srv.port);
 
     let (code, body) = get(port, "/");
     assert_eq!(code, 200);
@@ -271,15 +236,15 @@ fn server_scrapes_are_valid_fresh_and_leak_no_fds() {
     // SIGTERM: clean exit.
     let mut srv = srv;
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let st = srv.0.wait().unwrap();
+    let st = srv.child.wait().unwrap();
     assert!(st.success(), "exit after SIGTERM: {st:?}");
 }
 
 #[test]
 fn disabled_collectors_publish_nothing_and_report_nothing() {
     require_root();
-    let port = free_port();
-    let _srv = serve(port, &["--no-collector.pins", "--no-collector.files"]);
+    let srv = Exporter::start(BIN, &["--no-collector.pins", "--no-collector.files"]);
+    let port = srv.port;
     let (code, body) = get(port, "/metrics");
     assert_eq!(code, 200);
     promtool_ok(&body);
@@ -322,24 +287,12 @@ fn check_outside_the_host_pid_namespace_fails_naming_host_pid() {
 #[test]
 fn server_outside_the_host_pid_namespace_says_so_in_a_metric() {
     require_root();
-    let port = free_port();
-    let log = tempfile::NamedTempFile::new().unwrap();
     // --kill-child: the exporter (pid 1 of the new namespace) dies with unshare.
-    let child = Command::new("unshare")
-        .args(["-p", "-f", "--kill-child", "--mount-proc", BIN])
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let _srv = Server(child);
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "exporter never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut unshare = Command::new("unshare");
+    unshare.args(["-p", "-f", "--kill-child", "--mount-proc", BIN]);
+    let mut srv = Exporter::spawn(unshare, &[]);
+    srv.wait_listening(Duration::from_secs(60));
+    let port = srv.port;
     let (code, body) = get(port, "/metrics");
     assert_eq!(code, 200);
     assert!(body.contains("\nbpfmap_pid_namespace_host 0\n"), "{body}");
@@ -347,7 +300,7 @@ fn server_outside_the_host_pid_namespace_says_so_in_a_metric() {
     // The exporter's own maps have no holder it can see here, yet nothing
     // is published as a leak: either known-explained or withheld.
     assert!(!body.contains("\nbpfmap_maps_unexplained_refs 1"), "{body}");
-    let logged = std::fs::read_to_string(log.path()).unwrap();
+    let logged = srv.stderr();
     assert!(logged.contains("hostPID"), "server log: {logged}");
 }
 
@@ -372,8 +325,8 @@ fn check_and_a_concurrent_server_report_the_same_node_figures() {
     require_root();
     ensure_bpffs();
     let _keep = map(MapType::Hash, "same_fig", 4, 4, 8, 0);
-    let port = free_port();
-    let _srv = serve(port, &[]);
+    let srv = Exporter::start(BIN, &[]);
+    let port = srv.port;
     // Other processes on a shared machine create maps too: compare several
     // times and require agreement in most rounds, and never a leak. Scrapes
     // taken while the check loads and runs must never page.
@@ -516,8 +469,8 @@ fn the_default_budget_keeps_the_maps_that_matter() {
     drop(pinned);
     let (plain_id, full_id) = (id_of(&plain), id_of(&full));
 
-    let port = free_port();
-    let _srv = serve(port, &["--collector.maps.top-by-memory=0"]);
+    let srv = Exporter::start(BIN, &["--collector.maps.top-by-memory=0"]);
+    let port = srv.port;
     let (code, body) = get(port, "/metrics");
     assert_eq!(code, 200);
     promtool_ok(&body);

@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,42 +19,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_bpfmap-exporter");
 /// Collectors off that these tests do not need (faster start).
 const LEAN: &[&str] = &["--no-collector.lifecycle"];
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap()
-    }
-}
-
-fn start(extra: &[&str], nofile: Option<u64>) -> Server {
-    let port = free_port();
-    let log = tempfile::NamedTempFile::new().unwrap();
+fn start(extra: &[&str], nofile: Option<u64>) -> Exporter {
     let mut cmd = Command::new(BIN);
-    cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(LEAN)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap());
     if let Some(n) = nofile {
         use std::os::unix::process::CommandExt;
         unsafe {
@@ -70,22 +36,9 @@ fn start(extra: &[&str], nofile: Option<u64>) -> Server {
             });
         }
     }
-    let child = cmd.spawn().unwrap();
-    let s = Server { child, port, log };
+    let mut s = Exporter::spawn(cmd, &[LEAN, extra].concat());
     // Listening comes before loading; healthy comes after.
-    let t = Instant::now();
-    loop {
-        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
-            drop(c.write_all(b""));
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "never listened: {}",
-            s.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_listening(Duration::from_secs(60));
     s
 }
 
@@ -472,8 +425,12 @@ fn tls_client_certificates_basic_auth_headers_and_reload() {
         )
         .unwrap();
     assert_eq!(r.code, 200);
-    assert!(s.log().contains("web config reload failed"), "{}", s.log());
-    assert!(s.log().contains("key_file"), "{}", s.log());
+    assert!(
+        s.stderr().contains("web config reload failed"),
+        "{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("key_file"), "{}", s.stderr());
 }
 
 #[test]
@@ -612,7 +569,7 @@ fn fd_exhaustion_backs_off_without_a_hot_loop() {
     std::thread::sleep(Duration::from_secs(5));
     let used = cpu_ticks(pid) - t0;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    let log = s.log();
+    let log = s.stderr();
     let lines = log.lines().filter(|l| l.contains("accept failed")).count();
     assert!(lines >= 1, "fd exhaustion never reported: {log}");
     assert!(lines <= 3, "{lines} accept-failure lines in ~6 s:\n{log}");

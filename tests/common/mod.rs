@@ -325,3 +325,84 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     Some((code, body.to_string()))
 }
+
+/// A running exporter on a free loopback port (`--web.listen-address`),
+/// its stderr kept in a temp file; killed on drop.
+pub struct Exporter {
+    pub child: Child,
+    pub port: u16,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl Exporter {
+    /// Start `bin` with `args` and wait (up to 60 s) until the port accepts.
+    pub fn start(bin: &str, args: &[&str]) -> Exporter {
+        let mut e = Exporter::spawn(Command::new(bin), args);
+        e.wait_listening(std::time::Duration::from_secs(60));
+        e
+    }
+
+    /// Start `cmd` (the exporter, or a wrapper whose arguments end with it)
+    /// with `--web.listen-address=127.0.0.1:PORT` and `args` appended, stdout
+    /// discarded and stderr kept; no wait.
+    pub fn spawn(mut cmd: Command, args: &[&str]) -> Exporter {
+        let port = free_port();
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let child = cmd
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr.reopen().unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        Exporter {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    /// Wait until the port accepts a connection.
+    pub fn wait_listening(&mut self, timeout: std::time::Duration) {
+        self.wait_until("listening", timeout, |port| {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Poll `ready(port)` every 50 ms until it holds; panic with the
+    /// exporter's stderr when the child exits first or `timeout` passes.
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: std::time::Duration,
+        mut ready: impl FnMut(u16) -> bool,
+    ) {
+        let t = std::time::Instant::now();
+        while !ready(self.port) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "exporter exited ({st}) before {what}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "exporter not {what} after {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Everything the exporter wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap()
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
