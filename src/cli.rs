@@ -24,11 +24,11 @@ pub struct Cli {
     pub web_config_file: Option<PathBuf>,
 
     /// Close a connection whose request header (or TLS handshake) has not arrived within this time.
-    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = crate::units::parse_duration)]
     pub web_read_header_timeout: Duration,
 
     /// Close a keep-alive connection idle this long between requests.
-    #[arg(long = "web.idle-timeout", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long = "web.idle-timeout", default_value = "2m", value_parser = crate::units::parse_duration)]
     pub web_idle_timeout: Duration,
 
     /// Serve at most this many connections at once; more wait in the listen backlog.
@@ -191,26 +191,6 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
             "{s:?} is not a log level: use error, warn, info, debug or trace (or target=level directives such as info,bpfmap_exporter=debug)"
         ))
     }
-}
-
-/// A duration as Prometheus writes them: a number and ms, s, m or h.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err =
-        || format!("{s:?} is not a duration: use a number and ms, s, m or h, for example 10s");
-    let i = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-    let (n, unit) = s.split_at(i);
-    let n: u64 = n.parse().map_err(|_| err())?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(err()),
-    };
-    if ms == 0 {
-        return Err(format!("{s:?}: must be more than 0"));
-    }
-    Ok(Duration::from_millis(ms))
 }
 
 /// Rewrite `--collector.NAME` / `--no-collector.NAME` into `--collector NAME` /
@@ -423,10 +403,16 @@ mod tests {
         }
         let v = vec!["bpfmap-exporter".to_string(), "--log.level=loud".into()];
         assert!(Cli::try_parse_from(v).is_err());
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(
+            crate::units::parse_duration("250ms"),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            crate::units::parse_duration("2m"),
+            Ok(Duration::from_secs(120))
+        );
         for bad in ["10", "s", "1.5s", "0s", "5d"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+            assert!(crate::units::parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

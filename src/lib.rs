@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod registry;
 pub mod simulate;
 pub mod sys;
+pub mod units;
 pub mod web;

@@ -103,7 +103,7 @@ impl Budget {
             }
             return Ok(Budget::Share(v / 100.0));
         }
-        crate::cli::parse_duration(s)
+        crate::units::parse_duration(s)
             .map(Budget::Time)
             .map_err(|e| format!("{e}; or a share of the census's own time, for example 20%"))
     }
