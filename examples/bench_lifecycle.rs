@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bpfmap_exporter::collector::Collector;
 #[path = "support/floor.rs"]
 mod floor;
-use bpfmap_exporter::lifecycle::probes::Mode;
+use bpfmap_exporter::bpf::lifecycle::probes::Mode;
 use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts, TestKnobs};
 use bpfmap_exporter::metrics::{encode_text, Families};
 use bpfmap_exporter::sys;

@@ -238,6 +238,66 @@ impl Cli {
 
     /// Whether a collector is enabled after applying enable/disable flags.
     /// Returns an error naming valid collectors when a name is unknown.
+    /// Everything the exporter is built from, derived from these flags.
+    pub fn exporter_opts(&self) -> crate::exporter::ExporterOpts {
+        use crate::census::{CensusOpts, Parts};
+        let on = |n: &str| self.collector_enabled(n);
+        crate::exporter::ExporterOpts {
+            enabled: crate::registry::REGISTRY
+                .iter()
+                .map(|s| s.name)
+                .filter(|n| on(n))
+                .collect(),
+            census: CensusOpts {
+                btf_path: self.btf_path.clone(),
+                parts: Parts::from_fn(on),
+                pins_max_entries: self.pins_max_entries,
+                pins_max_depth: self.pins_max_depth,
+                keep_files: false,
+                cgroup_root: self.creators_cgroup_root.clone(),
+                confirm_delay: Duration::from_millis(self.confirm_delay_ms),
+                entries_budget: self.entries_budget,
+                entries_method: self.entries_method,
+            },
+            render: crate::census::render::RenderOpts {
+                max_map_series: self.max_map_series,
+                per_map: !self.no_per_map,
+                all_maps: self.publish_all_maps,
+                top_by_memory: self.top_by_memory,
+                near_full_ratio: self.near_full_ratio,
+                max_pin_series: self.pins_max_series,
+            },
+            k8s: crate::k8s::K8sOpts {
+                attribution: self.k8s_attribution,
+                enrich: self.k8s_enrich,
+                kubelet_url: self.k8s_kubelet_url.clone(),
+                insecure_skip_tls_verify: self.k8s_insecure_skip_tls_verify,
+                node_name: self.k8s_node_name.clone(),
+                refresh_interval: self.k8s_refresh_interval,
+                max_pods: self.k8s_max_pods,
+            },
+            lifecycle: crate::lifecycle::LifecycleOpts {
+                btf_path: self.btf_path.clone(),
+                pid_label: self.lifecycle_pid_label,
+                log_events: self.log_map_events,
+                max_processes: self.lifecycle_max_processes,
+                enable_stats: self.bpf_enable_stats,
+                census: on("maps"),
+                #[cfg(feature = "testing")]
+                knobs: crate::lifecycle::TestKnobs {
+                    // The start-up tests make the kernel run out of memory with it.
+                    counter_slots: std::env::var("BPFMAP_TEST_LIFECYCLE_SLOTS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(crate::bpf::lifecycle::records::SLOTS),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            queue: self.web_max_connections,
+        }
+    }
+
     pub fn collector_enabled(&self, name: &str) -> bool {
         let default = crate::registry::spec(name)
             .map(|s| s.default_on)

@@ -9,11 +9,11 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::census::render::{RenderOpts, Renderer};
-use crate::census::{Census, CensusOpts, Parts, Snapshot};
-use crate::cli::Cli;
+use crate::census::{Census, CensusOpts, Snapshot};
 use crate::collector::{Collector, ScrapeContext};
 use crate::exposition::Format;
 use crate::k8s::Attributor;
+use crate::lifecycle::LifecycleOpts;
 use crate::metrics::defs;
 use crate::metrics::Exposition;
 use crate::metrics::Families;
@@ -34,6 +34,29 @@ pub struct Exporter {
     /// Scrapes run and HTTP requests they answered, since start.
     scrapes: u64,
     requests: u64,
+}
+
+/// What the exporter is built from: the command line's choices, made once
+/// (`Cli::exporter_opts`).
+#[derive(Clone)]
+pub struct ExporterOpts {
+    /// The enabled collectors, by registry name.
+    pub enabled: Vec<&'static str>,
+    /// The census, when `maps` is enabled.
+    pub census: CensusOpts,
+    pub render: RenderOpts,
+    pub k8s: crate::k8s::K8sOpts,
+    /// The lifecycle collector's options; its attributor is the exporter's.
+    pub lifecycle: LifecycleOpts,
+    /// Requests that may wait for the collector thread at once.
+    pub queue: usize,
+}
+
+impl ExporterOpts {
+    /// Whether collector `name` is enabled.
+    pub fn on(&self, name: &str) -> bool {
+        self.enabled.contains(&name)
+    }
 }
 
 /// What a scrape produced, for /metrics and for `--check`.
@@ -66,22 +89,12 @@ impl Collector for K8s {
 
 impl Exporter {
     /// Build every enabled collector of the registry.
-    pub fn new(cli: &Cli) -> anyhow::Result<Exporter> {
-        let on = |n: &str| cli.collector_enabled(n);
+    pub fn new(opts: &ExporterOpts) -> anyhow::Result<Exporter> {
+        let on = |n: &str| opts.on(n);
         let load_first = crate::sys::max_map_id().unwrap_or(0);
         let mut census_error = None;
         let census = if on("maps") {
-            let loaded = Census::load(CensusOpts {
-                btf_path: cli.btf_path.clone(),
-                parts: Parts::from_fn(on),
-                pins_max_entries: cli.pins_max_entries,
-                pins_max_depth: cli.pins_max_depth,
-                keep_files: false,
-                cgroup_root: cli.creators_cgroup_root.clone(),
-                confirm_delay: std::time::Duration::from_millis(cli.confirm_delay_ms),
-                entries_budget: cli.entries_budget,
-                entries_method: cli.entries_method,
-            });
+            let loaded = Census::load(opts.census.clone());
             match loaded {
                 Ok(c) => {
                     crate::registry::unavailable::clear("maps");
@@ -104,7 +117,7 @@ impl Exporter {
         } else {
             None
         };
-        let attributor = crate::k8s::from_cli(cli)?;
+        let attributor = crate::k8s::attributor(&opts.k8s)?;
         let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
         for spec in crate::registry::REGISTRY {
             if spec.stage != crate::registry::Stage::After || !on(spec.name) {
@@ -113,7 +126,10 @@ impl Exporter {
             collectors.push(match spec.name {
                 // Never stops the exporter: if it cannot load, it reports
                 // success 0 with the reason.
-                "lifecycle" => crate::lifecycle::from_cli(cli, attributor.clone()),
+                "lifecycle" => crate::lifecycle::load_or_unavailable(LifecycleOpts {
+                    attributor: attributor.clone(),
+                    ..opts.lifecycle.clone()
+                }),
                 "k8s" => Box::new(K8s),
                 other => unreachable!("collector {other} is in the registry but never built"),
             });
@@ -128,14 +144,7 @@ impl Exporter {
         Ok(Exporter {
             census,
             census_error,
-            renderer: Renderer::new(RenderOpts {
-                max_map_series: cli.max_map_series,
-                per_map: !cli.no_per_map,
-                all_maps: cli.publish_all_maps,
-                top_by_memory: cli.top_by_memory,
-                near_full_ratio: cli.near_full_ratio,
-                max_pin_series: cli.pins_max_series,
-            }),
+            renderer: Renderer::new(opts.render.clone()),
             collectors,
             attributor,
             process: prometheus::process_collector::ProcessCollector::for_self(),
@@ -348,16 +357,15 @@ pub struct ScrapeService {
 impl ScrapeService {
     /// Load every collector on a new thread and start serving requests.
     /// Returns once loading finished, with loading's error if it failed.
-    pub fn start(cli: &Cli) -> anyhow::Result<(ScrapeService, mpsc::Sender<Job>)> {
-        let (tx, mut rx) = mpsc::channel::<Job>(cli.web_max_connections.max(1));
+    pub fn start(opts: ExporterOpts) -> anyhow::Result<(ScrapeService, mpsc::Sender<Job>)> {
+        let (tx, mut rx) = mpsc::channel::<Job>(opts.queue.max(1));
         let healthy = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let h = healthy.clone();
-        let cli = cli.clone();
         let thread = std::thread::Builder::new()
             .name("collector".into())
             .spawn(move || {
-                let mut ex = match Exporter::new(&cli) {
+                let mut ex = match Exporter::new(&opts) {
                     Ok(ex) => {
                         crate::sys::trim_c_heap();
                         // Healthy before the server may answer /healthz.

@@ -136,7 +136,7 @@ fn run() -> anyhow::Result<bool> {
     }
 
     if cli.check {
-        let mut ex = Exporter::new(&cli)?;
+        let mut ex = Exporter::new(&cli.exporter_opts())?;
         let scrape = ex.scrape();
         return Ok(print_check(&scrape, &ex));
     }
@@ -151,7 +151,7 @@ fn run() -> anyhow::Result<bool> {
     let web = std::sync::Arc::new(bpfmap_exporter::web::Web::load(
         cli.web_config_file.as_deref(),
     )?);
-    let (service, scrapes) = ScrapeService::start(&cli)?;
+    let (service, scrapes) = ScrapeService::start(cli.exporter_opts())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -9,10 +9,10 @@ mod common;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
+use bpfmap_exporter::bpf::lifecycle::probes::KernelCaps;
 use bpfmap_exporter::census::{Census, CensusOpts, Parts};
 use bpfmap_exporter::collector::{Collector, ScrapeContext};
 use bpfmap_exporter::k8s::NoAttribution;
-use bpfmap_exporter::lifecycle::probes::KernelCaps;
 use bpfmap_exporter::lifecycle::{Lifecycle, LifecycleOpts, TestKnobs};
 use bpfmap_exporter::metrics::{encode_text, Families};
 use common::*;

@@ -166,38 +166,47 @@ impl Attributor for CgroupAttributor {
     }
 }
 
+/// The Kubernetes flags (`--k8s.*`).
+#[derive(Debug, Clone, Default)]
+pub struct K8sOpts {
+    pub attribution: bool,
+    pub enrich: bool,
+    pub kubelet_url: Option<String>,
+    pub insecure_skip_tls_verify: bool,
+    pub node_name: Option<String>,
+    /// Seconds between pod list refreshes (at least 5 are used).
+    pub refresh_interval: u64,
+    pub max_pods: usize,
+}
+
 /// Build the attributor the flags ask for. Enrichment problems that can be
 /// seen at startup (no node name, unreadable CA) are errors naming the fix;
 /// failures at run time are soft (logged and counted).
-pub fn from_cli(cli: &crate::cli::Cli) -> anyhow::Result<Arc<dyn Attributor>> {
-    if !cli.k8s_attribution {
-        if cli.k8s_enrich || cli.k8s_kubelet_url.is_some() {
+pub fn attributor(cli: &K8sOpts) -> anyhow::Result<Arc<dyn Attributor>> {
+    if !cli.attribution {
+        if cli.enrich || cli.kubelet_url.is_some() {
             anyhow::bail!("--k8s.enrich / --k8s.kubelet-url need --k8s.attribution (on by default); drop --k8s.attribution=false");
         }
         return Ok(Arc::new(NoAttribution));
     }
-    let interval = Duration::from_secs(cli.k8s_refresh_interval.max(5));
-    let source = if let Some(url) = &cli.k8s_kubelet_url {
+    let interval = Duration::from_secs(cli.refresh_interval.max(5));
+    let source = if let Some(url) = &cli.kubelet_url {
         Some(pods::PodSource::kubelet(
             url,
-            cli.k8s_insecure_skip_tls_verify,
-            cli.k8s_max_pods,
+            cli.insecure_skip_tls_verify,
+            cli.max_pods,
             interval,
         ))
-    } else if cli.k8s_enrich {
+    } else if cli.enrich {
         let node = cli
-            .k8s_node_name
+            .node_name
             .clone()
             .or_else(|| std::env::var("NODE_NAME").ok())
             .filter(|n| !n.is_empty())
             .ok_or_else(|| {
                 anyhow::anyhow!("--k8s.enrich needs the node name: set NODE_NAME (downward API spec.nodeName, as deploy/daemonset.yaml does) or --k8s.node-name")
             })?;
-        Some(pods::PodSource::api_server(
-            &node,
-            cli.k8s_max_pods,
-            interval,
-        )?)
+        Some(pods::PodSource::api_server(&node, cli.max_pods, interval)?)
     } else {
         None
     };

@@ -8,7 +8,6 @@
 //! before they wrap), attributed to the creator recorded at creation, and
 //! where a probe on bpf_map_free_deferred attaches their lifetimes end at
 //! the kernel's destruction time instead of the scrape that found them gone.
-pub mod probes;
 pub(crate) mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,8 +29,8 @@ use crate::metrics::defs;
 use crate::metrics::{Families, Labels};
 use crate::sys;
 
+use crate::bpf::lifecycle::probes::{self, Choice, KernelCaps, Mode};
 use decode::{Kind, ProcKey};
-use probes::{Choice, KernelCaps, Mode};
 use state::{Folder, LabelSet, Slot, Tracker};
 
 /// Options of the lifecycle collector (from the command line).
@@ -80,6 +79,16 @@ impl Default for TestKnobs {
 }
 
 impl LifecycleOpts {
+    /// What the BPF load needs of these options.
+    pub(crate) fn load_config(&self) -> crate::bpf::lifecycle::LoadConfig {
+        crate::bpf::lifecycle::LoadConfig {
+            btf_path: self.btf_path.clone(),
+            pid_label: self.pid_label,
+            log_events: self.log_events,
+            counter_slots: self.counter_slots(),
+        }
+    }
+
     /// Kernel counter slots (`decode::SLOTS` unless a test shrinks them).
     pub(crate) fn counter_slots(&self) -> u32 {
         #[cfg(feature = "testing")]
@@ -144,7 +153,9 @@ impl Lifecycle {
         let mut last_err = None;
         let mut refused = 0;
         for set in probes::load_attempts(&plan) {
-            match crate::logging::expected_failures(|| open_and_load(&set, &opts, &caps)) {
+            match crate::logging::expected_failures(|| {
+                open_and_load(&set, &opts.load_config(), &caps)
+            }) {
                 Ok(skel) => {
                     loaded = Some((skel, set));
                     break;
@@ -175,7 +186,7 @@ impl Lifecycle {
         let used_set: BTreeSet<&'static str> = used.iter().copied().collect();
         if used_set != set {
             drop(links);
-            match open_and_load(&used_set, &opts, &caps) {
+            match open_and_load(&used_set, &opts.load_config(), &caps) {
                 Ok(s2) => {
                     skel = s2;
                     set = used_set;
@@ -607,27 +618,9 @@ impl Collector for Unavailable {
     }
 }
 
-/// The lifecycle collector for the command line, or a stand-in that reports
-/// why it could not load.
-pub fn from_cli(cli: &crate::cli::Cli, attributor: Arc<dyn Attributor>) -> Box<dyn Collector> {
-    let opts = LifecycleOpts {
-        btf_path: cli.btf_path.clone(),
-        pid_label: cli.lifecycle_pid_label,
-        log_events: cli.log_map_events,
-        max_processes: cli.lifecycle_max_processes,
-        enable_stats: cli.bpf_enable_stats,
-        census: cli.collector_enabled("maps"),
-        attributor,
-        #[cfg(feature = "testing")]
-        knobs: TestKnobs {
-            // The start-up tests make the kernel run out of memory with it.
-            counter_slots: std::env::var("BPFMAP_TEST_LIFECYCLE_SLOTS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(decode::SLOTS),
-            ..TestKnobs::default()
-        },
-    };
+/// The lifecycle collector for `opts`, or a stand-in that reports why it
+/// could not load.
+pub fn load_or_unavailable(opts: LifecycleOpts) -> Box<dyn Collector> {
     match Lifecycle::load(opts) {
         Ok(l) => {
             crate::registry::unavailable::clear("lifecycle");

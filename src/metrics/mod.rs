@@ -9,6 +9,7 @@
 pub(crate) mod cache;
 pub mod defs;
 pub mod filter;
+pub mod label;
 pub(crate) mod proto;
 pub(crate) mod text;
 

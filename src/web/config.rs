@@ -314,16 +314,16 @@ fn validate_tls(t: TlsServerConfig, join: &dyn Fn(&str) -> PathBuf) -> Result<Tl
     }
     let cipher_suites = t.cipher_suites.unwrap_or_default();
     for c in &cipher_suites {
-        if crate::web::tls::cipher_suite(c).is_none() {
+        if crate::web::ciphers::cipher_suite(c).is_none() {
             return Err(format!(
                 "tls_server_config.cipher_suites: unknown or unsupported cipher suite {c:?}; supported: {}",
-                crate::web::tls::cipher_suite_names().join(", ")
+                crate::web::ciphers::cipher_suite_names().join(", ")
             ));
         }
     }
     let curve_preferences = t.curve_preferences.unwrap_or_default();
     for c in &curve_preferences {
-        if crate::web::tls::kx_group(c).is_none() {
+        if crate::web::ciphers::kx_group(c).is_none() {
             return Err(format!(
                 "tls_server_config.curve_preferences: unknown or unsupported curve {c:?}; supported: X25519, CurveP256, CurveP384"
             ));

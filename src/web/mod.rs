@@ -4,6 +4,7 @@
 //! and request; a change reloads everything, and a reload that fails keeps
 //! the configuration in force and logs why once per change.
 pub mod auth;
+pub(crate) mod ciphers;
 pub mod config;
 pub mod tls;
 

@@ -55,7 +55,7 @@ impl Features {
         let layout = objcg || field("memcg");
         let map_memcg_off = if layout {
             let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-            crate::census::creators::accounting_off(&cmdline, objcg, kernel_release())
+            accounting_off(&cmdline, objcg, kernel_release())
         } else {
             None
         };
@@ -72,6 +72,44 @@ impl Features {
             iter_unix: btf.type_by_name::<Struct>("bpf_iter__unix").is_some(),
         })
     }
+}
+
+/// Why a kernel whose `struct bpf_map` has the memcg field still records no
+/// creator, from its boot command line (`/proc/cmdline`): `objcg` is the
+/// 5.19+ layout, `release` the kernel's (major, minor). Kernel facts
+/// (mm/memcontrol.c, kernel/bpf/syscall.c):
+/// - `cgroup_disable=memory` turns the memory controller off: no map is
+///   charged (`get_obj_cgroup_from_current` and `get_mem_cgroup_from_mm`
+///   return NULL), on every layout;
+/// - `cgroup.memory=nokmem` onlines no memcg's objcg, so on the objcg
+///   layout every map reads as the root cgroup's; the 5.11-5.18 layout
+///   still records `map->memcg`;
+/// - `cgroup.memory=nobpf` (6.4+) skips `bpf_map_save_memcg`: objcg NULL.
+///
+/// In each case every map would read as the host's, a guess: the creator
+/// is unknown instead.
+pub fn accounting_off(cmdline: &str, objcg: bool, release: (u32, u32)) -> Option<String> {
+    let mut why = None;
+    for arg in cmdline.split_ascii_whitespace() {
+        let Some((k, v)) = arg.split_once('=') else {
+            continue;
+        };
+        let tokens = || v.split(',').map(str::trim);
+        match k {
+            "cgroup_disable" if tokens().any(|t| t == "memory") => {
+                return Some("the kernel was booted with cgroup_disable=memory".into())
+            }
+            "cgroup.memory" => {
+                if objcg && tokens().any(|t| t == "nokmem") {
+                    why = Some("the kernel was booted with cgroup.memory=nokmem".to_string());
+                } else if release >= (6, 4) && tokens().any(|t| t == "nobpf") {
+                    why = Some("the kernel was booted with cgroup.memory=nobpf".to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    why
 }
 
 /// The running kernel's (major, minor), (0, 0) if unreadable.
@@ -279,4 +317,60 @@ impl Programs {
 /// [`Programs::open_vmas`].
 pub fn read_files(f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<Vec<FileRecord>> {
     Ok(decode_files(iter::read_file(f, buf)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_parameters_that_stop_map_charging_make_the_creator_unknown() {
+        let new = (6, 18);
+        assert_eq!(
+            accounting_off("BOOT_IMAGE=/vmlinuz root=/dev/vda ro quiet", true, new),
+            None
+        );
+        for (cmdline, objcg, rel, want) in [
+            (
+                "ro cgroup_disable=memory",
+                false,
+                (5, 15),
+                Some("cgroup_disable=memory"),
+            ),
+            (
+                "cgroup_disable=cpu,memory",
+                true,
+                new,
+                Some("cgroup_disable=memory"),
+            ),
+            (
+                "cgroup.memory=nokmem",
+                true,
+                new,
+                Some("cgroup.memory=nokmem"),
+            ),
+            // The memcg layout (5.11-5.18) still records map->memcg.
+            ("cgroup.memory=nokmem", false, (5, 15), None),
+            (
+                "cgroup.memory=nosocket,nobpf",
+                true,
+                new,
+                Some("cgroup.memory=nobpf"),
+            ),
+            // nobpf is unknown before 6.4 (ignored by the kernel).
+            ("cgroup.memory=nobpf", true, (6, 1), None),
+            ("cgroup.memory=nosocket", true, new, None),
+            ("cgroup_disable=cpu", true, new, None),
+            ("xcgroup.memory=nobpf", true, new, None),
+        ] {
+            let got = accounting_off(cmdline, objcg, rel);
+            match want {
+                None => assert_eq!(got, None, "{cmdline}"),
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.ends_with(w)),
+                    "{cmdline}: {got:?}"
+                ),
+            }
+        }
+    }
 }

@@ -10,8 +10,9 @@ use anyhow::Context;
 use libbpf_rs::skel::{OpenSkel, Skel};
 use libbpf_rs::{Link, MapCore, MapFlags};
 
-use crate::lifecycle::probes::{Choice, KernelCaps, Mode, ProbeDef};
-use crate::lifecycle::LifecycleOpts;
+pub mod probes;
+
+use probes::{Choice, KernelCaps, Mode, ProbeDef};
 
 #[allow(clippy::all, missing_docs, non_camel_case_types, unused)]
 pub(crate) mod skel {
@@ -30,6 +31,19 @@ pub fn last_recorded(skel: &LifecycleSkel<'static>) -> u32 {
         .unwrap_or(0)
 }
 
+/// What a lifecycle load is configured with.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// `--btf.path` for CO-RE, when given.
+    pub btf_path: Option<std::path::PathBuf>,
+    /// Per-process series carry the pid.
+    pub pid_label: bool,
+    /// Creations are logged through the ring buffer.
+    pub log_events: bool,
+    /// Kernel counter slots: distinct (process, counter) pairs kept apart.
+    pub counter_slots: u32,
+}
+
 /// Open the lifecycle BPF object (with `btf_path` for CO-RE when given).
 pub fn open_skel(btf_path: Option<&std::path::Path>) -> anyhow::Result<OpenLifecycleSkel<'static>> {
     crate::bpf::load::open(LifecycleSkelBuilder::default(), btf_path, "lifecycle")
@@ -37,18 +51,18 @@ pub fn open_skel(btf_path: Option<&std::path::Path>) -> anyhow::Result<OpenLifec
 
 pub(crate) fn open_and_load(
     set: &BTreeSet<&'static str>,
-    opts: &LifecycleOpts,
+    opts: &LoadConfig,
     caps: &KernelCaps,
 ) -> anyhow::Result<LifecycleSkel<'static>> {
     let skel = crate::bpf::load::load_counted("lifecycle", || open_configured(set, opts, caps))?;
-    fill_free_slots(&skel.maps.free_slots, opts.counter_slots())?;
+    fill_free_slots(&skel.maps.free_slots, opts.counter_slots)?;
     Ok(skel)
 }
 
 /// The lifecycle object opened and configured for `set`, not loaded yet.
 fn open_configured(
     set: &BTreeSet<&'static str>,
-    opts: &LifecycleOpts,
+    opts: &LoadConfig,
     caps: &KernelCaps,
 ) -> anyhow::Result<OpenLifecycleSkel<'static>> {
     let mut open = open_skel(opts.btf_path.as_deref())?;
@@ -61,12 +75,12 @@ fn open_configured(
         open.maps.events.set_max_entries(4096)?;
     }
     anyhow::ensure!(
-        opts.counter_slots() > 0,
+        opts.counter_slots > 0,
         "lifecycle counter slots must be at least 1"
     );
-    open.maps.slots.set_max_entries(opts.counter_slots())?;
-    open.maps.counts.set_max_entries(opts.counter_slots())?;
-    open.maps.free_slots.set_max_entries(opts.counter_slots())?;
+    open.maps.slots.set_max_entries(opts.counter_slots)?;
+    open.maps.counts.set_max_entries(opts.counter_slots)?;
+    open.maps.free_slots.set_max_entries(opts.counter_slots)?;
     for mut p in open.open_object_mut().progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
         p.set_autoload(set.contains(name.as_str()));
@@ -191,7 +205,7 @@ mod tests {
 
     use libbpf_rs::skel::OpenSkel;
 
-    use crate::lifecycle::probes::{plan, KernelCaps};
+    use super::probes::{plan, KernelCaps};
 
     /// Probe plans name programs by string; every name a plan can choose on
     /// any kernel is a program of the object, and every program of the

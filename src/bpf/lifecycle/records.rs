@@ -2,7 +2,7 @@
 //! with the shared reader; their sizes are checked at compile time against
 //! the types the skeleton generates from the object's BTF. Pure: no I/O.
 use crate::bpf::records::{Rec, RecordError};
-use crate::census::names::comm_label;
+use crate::metrics::label::comm_label;
 
 const _: () = {
     use super::skel::types;
