@@ -63,6 +63,10 @@ pub const REGISTRY: &[Spec] = &[
         "creators",
         "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
     ),
+    census(
+        "confirm",
+        "re-reads of maps with unexplained references after --collector.maps.confirm-delay-ms, so references the kernel is still releasing are not published as leaks",
+    ),
     Spec {
         name: "lifecycle",
         default_on: true,

@@ -621,7 +621,7 @@ impl Census {
             }
             Ok(())
         });
-        if snap.maps_ok && !self.opts.confirm_delay.is_zero() {
+        if snap.maps_ok && p.on("confirm") && !self.opts.confirm_delay.is_zero() {
             let _ = report.run("confirm", || self.confirm(&mut snap));
         }
         let known = [

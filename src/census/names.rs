@@ -141,14 +141,6 @@ pub fn map_type_label(t: u32) -> std::borrow::Cow<'static, str> {
     }
 }
 
-/// The numeric type for a bpftool name (inverse of [`map_type_name`]).
-pub fn map_type_from_name(name: &str) -> Option<u32> {
-    MapType::ALL
-        .iter()
-        .find(|m| m.name() == name)
-        .map(|&m| m as u32)
-}
-
 /// Hash-family maps whose memory use follows the number of live elements.
 pub fn memory_follows_elements(t: u32, flags: u32) -> bool {
     use MapType::*;
@@ -249,8 +241,6 @@ mod tests {
         assert_eq!(map_type_name(27), "ringbuf");
         assert_eq!(map_type_name(33), "arena");
         assert_eq!(map_type_name(99), "type_99");
-        assert_eq!(map_type_from_name("lru_hash"), Some(9));
-        assert_eq!(map_type_from_name("nope"), None);
     }
 
     #[test]

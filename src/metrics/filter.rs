@@ -231,6 +231,7 @@ mod tests {
         "pins",
         "inflight",
         "creators",
+        "confirm",
         "entries",
         "lifecycle",
         "k8s",

@@ -287,11 +287,6 @@ impl Programs {
 }
 
 impl Programs {
-    /// Whether [`Programs::count_elements`] can run (the program loaded).
-    pub fn can_count_elements(&self) -> bool {
-        self.features.elem_iter
-    }
-
     /// The live elements of one hash-family map (hash, percpu_hash,
     /// lru_hash, lru_percpu_hash), counted by an `iter/bpf_map_elem` walk;
     /// `None` when `deadline` passed first (the walk is checked every

@@ -106,15 +106,6 @@ pub fn first_param_is_struct(btf: &libbpf_rs::btf::Btf<'_>, name: &str) -> bool 
         .unwrap_or(false)
 }
 
-pub const REFCOUNT_FUNCS: &[&str] = &[
-    "bpf_map_inc",
-    "bpf_map_inc_with_uref",
-    "__bpf_map_inc_not_zero",
-    "bpf_map_inc_not_zero",
-    "bpf_map_put",
-    "bpf_map_put_with_uref",
-];
-
 pub const INTERESTING_FUNCS: &[&str] = &[
     "map_create",
     "__x64_sys_bpf",
