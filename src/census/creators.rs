@@ -405,6 +405,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::census::testutil::map_record;
 
     #[test]
     fn boot_parameters_that_stop_map_charging_make_the_creator_unknown() {
@@ -538,21 +539,9 @@ mod tests {
 
     fn map(id: u32, creator: Creator) -> MapRecord {
         MapRecord {
-            map_ptr: 0,
-            refcnt: 1,
-            usercnt: 1,
-            elem_count: None,
-            map_extra: 0,
-            id,
-            map_type: 1,
-            key_size: 4,
             value_size: 4,
-            max_entries: 1,
-            map_flags: 0,
-            frozen: false,
-            is_outer: false,
-            name: format!("m{id}"),
             creator,
+            ..map_record(id)
         }
     }
 

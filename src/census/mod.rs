@@ -768,3 +768,6 @@ fn peer_exporter_maps(
         mine,
     )
 }
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -487,24 +487,14 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::census::testutil::map_record;
 
     fn rec(id: u32, t: MapType, max: u32) -> MapRecord {
         MapRecord {
-            map_ptr: 0,
-            refcnt: 1,
-            usercnt: 1,
-            elem_count: None,
-            map_extra: 0,
-            id,
             map_type: t as u32,
-            key_size: 4,
-            value_size: 8,
             max_entries: max,
-            map_flags: 0,
-            frozen: false,
-            is_outer: false,
             name: String::new(),
-            creator: Default::default(),
+            ..map_record(id)
         }
     }
 

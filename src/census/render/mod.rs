@@ -310,6 +310,7 @@ fn render_own(snap: &Snapshot, out: &mut Families) {
 #[cfg(test)]
 mod cache_tests {
     use super::*;
+    use crate::census::testutil::map_record;
     use crate::census::{holders, MapRecord};
 
     fn snapshot(n: u32, bump: u32, frozen: u32, memory_of_2: u64) -> Snapshot {
@@ -317,19 +318,12 @@ mod cache_tests {
             .map(|id| MapRecord {
                 map_ptr: id as u64 * 0x100,
                 refcnt: 1 + (id == bump) as i64,
-                usercnt: 1,
                 elem_count: (id % 2 == 0).then_some(id as i64),
-                map_extra: 0,
-                id,
                 map_type: 1 + id % 2,
-                key_size: 4,
-                value_size: 8,
                 max_entries: 64,
-                map_flags: 0,
                 frozen: id == frozen,
-                is_outer: false,
                 name: format!("m\"{id}"),
-                creator: Default::default(),
+                ..map_record(id)
             })
             .collect();
         let obs = holders::Observed {
@@ -422,6 +416,7 @@ mod budget_tests {
     use super::*;
     use crate::census::fdinfo::ObjKind;
     use crate::census::holders::HolderKind;
+    use crate::census::testutil::map_record;
     use crate::census::{Creator, Holders, MapRecord};
 
     /// 100 hash maps (memory grows with the id), one of each kind that
@@ -430,20 +425,10 @@ mod budget_tests {
         let mut maps: Vec<MapRecord> = (1..=100)
             .map(|id| MapRecord {
                 map_ptr: id as u64,
-                refcnt: 1,
-                usercnt: 1,
                 elem_count: Some(10),
-                map_extra: 0,
-                id,
-                map_type: 1,
-                key_size: 4,
-                value_size: 8,
                 max_entries: 100,
-                map_flags: 0,
-                frozen: false,
-                is_outer: false,
-                name: format!("m{id}"),
                 creator: Creator::Root,
+                ..map_record(id)
             })
             .collect();
         maps[4].refcnt = 3; // id 5: one reference nothing explains
