@@ -367,6 +367,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::census::testutil::map_record;
 
     const MI: &str = "\
 25 30 0:22 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
@@ -449,21 +450,9 @@ mod tests {
 
     fn map(id: u32, creator: Creator) -> MapRecord {
         MapRecord {
-            map_ptr: 0,
-            refcnt: 1,
-            usercnt: 1,
-            elem_count: None,
-            map_extra: 0,
-            id,
-            map_type: 1,
-            key_size: 4,
             value_size: 4,
-            max_entries: 1,
-            map_flags: 0,
-            frozen: false,
-            is_outer: false,
-            name: format!("m{id}"),
             creator,
+            ..map_record(id)
         }
     }
 

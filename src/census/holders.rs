@@ -274,24 +274,16 @@ pub fn processes(files: &[FileRecord], vmas: &[FileRecord]) -> Vec<ProcessHolder
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::census::testutil::map_record;
 
     fn map(id: u32, refcnt: i64) -> MapRecord {
         MapRecord {
             map_ptr: id as u64 * 0x100,
             refcnt,
             usercnt: 0,
-            elem_count: None,
-            map_extra: 0,
-            id,
             map_type: 2,
-            key_size: 4,
             value_size: 4,
-            max_entries: 1,
-            map_flags: 0,
-            frozen: false,
-            is_outer: false,
-            name: format!("m{id}"),
-            creator: Default::default(),
+            ..map_record(id)
         }
     }
 

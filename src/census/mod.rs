@@ -214,40 +214,6 @@ pub struct Census {
     entries: entries::Counter,
 }
 
-/// The census's element walks: `iter/bpf_map_elem` through the census
-/// programs, GET_NEXT_KEY from user space. Each opens the map by id and
-/// closes it before it returns.
-struct Walks<'a>(&'a Programs);
-
-impl entries::Walker for Walks<'_> {
-    fn count(
-        &mut self,
-        m: &MapRecord,
-        method: entries::Method,
-        deadline: std::time::Instant,
-    ) -> anyhow::Result<Option<u64>> {
-        use std::os::fd::AsFd;
-        let fd = sys::map_fd_by_id(m.id)?;
-        match method {
-            entries::Method::Iter => self.0.count_elements(fd.as_fd(), deadline),
-            entries::Method::NextKey => {
-                // A walk longer than twice the capacity restarted under
-                // concurrent deletes: no count rather than a wrong one.
-                let limit = 2 * m.max_entries as u64 + 16;
-                match sys::count_keys(fd.as_fd(), m.key_size as usize, limit, deadline)? {
-                    sys::KeyWalk::Done(n) => Ok(Some(n)),
-                    sys::KeyWalk::Stopped => Ok(None),
-                    sys::KeyWalk::TooLong => anyhow::bail!(
-                        "GET_NEXT_KEY walk of map {} did not end (map changing)",
-                        m.id
-                    ),
-                }
-            }
-            _ => anyhow::bail!("no walk for method {}", method.as_str()),
-        }
-    }
-}
-
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
 
 /// The records of a task walk that ran and succeeded (else none).
@@ -587,7 +553,7 @@ impl Census {
                 let progs = &self.progs;
                 let maps = &mut snap.maps;
                 if let Some((info, summary)) = report.run("entries", || {
-                    Ok(counter.run(maps, kernel, &mut Walks(progs), started.elapsed()))
+                    Ok(counter.run(maps, kernel, &mut entries::Walks(progs), started.elapsed()))
                 }) {
                     snap.entries = info;
                     snap.entries_summary = Some(summary);
@@ -802,3 +768,6 @@ fn peer_exporter_maps(
         mine,
     )
 }
+
+#[cfg(test)]
+pub(crate) mod testutil;

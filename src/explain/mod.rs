@@ -141,6 +141,7 @@ mod tests {
     use super::*;
     use crate::census::holders::HolderKind;
     use crate::census::holders::{compute, Observed};
+    use crate::census::testutil::map_record;
     use crate::census::Creator;
     use crate::census::{FileRecord, IdMap, MapRecord, Snapshot};
     use serde_json::json;
@@ -149,19 +150,10 @@ mod tests {
         MapRecord {
             map_ptr: id as u64,
             refcnt,
-            usercnt: 1,
-            elem_count: None,
-            map_extra: 0,
-            id,
             map_type: 2,
-            key_size: 4,
             value_size: 4,
-            max_entries: 1,
-            map_flags: 0,
-            frozen: false,
-            is_outer: false,
-            name: format!("m{id}"),
             creator,
+            ..map_record(id)
         }
     }
 

@@ -2,15 +2,20 @@
 //! function of the snapshot (the golden-file test renders a hand-built one);
 //! [`Renderer`] adds the one piece of state carried between scrapes, the
 //! text of per-map families, reused where its inputs did not change.
-use std::collections::{BTreeMap, HashMap, HashSet};
+//!
+//! Which maps get per-map series is chosen in [`select`]; the map families
+//! are written in [`maps`], the pin families in [`pins`].
+mod maps;
+mod pins;
+mod select;
 
-use super::fdinfo::ObjKind;
-use super::holders::HolderKind;
-use super::names::{map_type_label, map_type_name};
+use std::collections::{BTreeMap, HashSet};
+
 use super::Snapshot;
-use crate::metrics::{defs, Def};
+use crate::metrics::defs;
 use crate::metrics::{Families, SeriesCache};
-use std::hash::Hasher;
+use maps::render_maps;
+use pins::render_pins;
 
 /// Which maps get per-map series: the budget. Aggregates never depend on it.
 ///
@@ -67,146 +72,6 @@ impl RenderOpts {
             all_maps: true,
             ..Default::default()
         }
-    }
-}
-
-/// Why a map keeps its per-map series, most important first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Keep {
-    /// Some of its references nothing explains (the leak signal).
-    Unexplained,
-    /// Its creating memory cgroup was removed.
-    CreatorGone,
-    /// A file of it is in flight (an unreceived SCM_RIGHTS message); the
-    /// stuck-in-flight alert joins its age with its info series.
-    InFlight,
-    /// Pinned, and no program uses it (a stale pin candidate).
-    UnusedPin,
-    /// A hash-family map at or above the near-full ratio.
-    NearFull,
-    /// Among the N largest by memory.
-    TopMemory,
-    /// Selected only because every map is (`all_maps`).
-    Any,
-}
-
-/// The maps that get per-map series, as indices into `snap.maps` in map
-/// order, and how many were left out by each reason.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Selection {
-    pub maps: Vec<usize>,
-    /// Not a map that matters and not among the top by memory.
-    pub omitted_budget: usize,
-    /// Selected, but beyond the cap (the least important go first).
-    pub omitted_cap: usize,
-    /// Per-map series are off.
-    pub omitted_disabled: usize,
-}
-
-/// Whether the map's entry count reaches `ratio` of its slots, for the maps
-/// the near-full alert judges (known count, not LRU, enough slots).
-fn near_full(m: &super::MapRecord, ratio: f64) -> bool {
-    use super::names::MapType;
-    if m.max_entries < NEAR_FULL_MIN_ENTRIES
-        || !super::names::counts_elements(m.map_type)
-        || matches!(
-            MapType::from_raw(m.map_type),
-            Some(MapType::LruHash | MapType::LruPercpuHash)
-        )
-    {
-        return false;
-    }
-    m.elem_count
-        .is_some_and(|e| e as f64 >= ratio * m.max_entries as f64)
-}
-
-/// Each map's memory, holders and unexplained count, parallel to `snap.maps`.
-fn rows(snap: &Snapshot) -> Vec<Row<'_>> {
-    snap.maps
-        .iter()
-        .map(|m| {
-            let holders = snap.holders.get(&m.id);
-            Row {
-                memory: snap.memory.get(&m.id).copied(),
-                holders,
-                unexplained: holders.and_then(|h| h.unexplained(m.refcnt)),
-            }
-        })
-        .collect()
-}
-
-/// Choose the maps with per-map series. Pure: O(n) over the maps plus a
-/// sort of the candidates.
-fn select(snap: &Snapshot, opts: &RenderOpts, rows: &[Row<'_>]) -> Selection {
-    let n = snap.maps.len();
-    if !opts.per_map {
-        return Selection {
-            omitted_disabled: n,
-            ..Default::default()
-        };
-    }
-    use std::cmp::Reverse;
-    let mem = |i: usize| rows[i].memory.unwrap_or(0);
-    // The top N by memory, ties to the lower id.
-    let mut top = vec![false; n];
-    if opts.top_by_memory >= n {
-        top.iter_mut().for_each(|t| *t = true);
-    } else if opts.top_by_memory > 0 {
-        let mut idx: Vec<usize> = (0..n).collect();
-        idx.select_nth_unstable_by_key(opts.top_by_memory - 1, |&i| {
-            (Reverse(mem(i)), snap.maps[i].id)
-        });
-        for &i in &idx[..opts.top_by_memory] {
-            top[i] = true;
-        }
-    }
-    let mut cands: Vec<(Keep, usize)> = Vec::new();
-    for (i, m) in snap.maps.iter().enumerate() {
-        let holders = rows[i].holders;
-        let unused_pin = holders.is_some_and(|h| {
-            h.get(HolderKind::Pin).unwrap_or(0) > 0 && h.get(HolderKind::Program) == Some(0)
-        });
-        let keep = if rows[i].unexplained.unwrap_or(0) > 0 {
-            Keep::Unexplained
-        } else if m.creator.is_gone() {
-            Keep::CreatorGone
-        } else if holders.is_some_and(|h| h.get(HolderKind::Inflight).unwrap_or(0) > 0) {
-            Keep::InFlight
-        } else if unused_pin {
-            Keep::UnusedPin
-        } else if near_full(m, opts.near_full_ratio) {
-            Keep::NearFull
-        } else if top[i] {
-            Keep::TopMemory
-        } else if opts.all_maps {
-            Keep::Any
-        } else {
-            continue;
-        };
-        cands.push((keep, i));
-    }
-    let omitted_budget = n - cands.len();
-    let mut omitted_cap = 0;
-    if opts.max_map_series > 0 && cands.len() > opts.max_map_series {
-        let key = |&(k, i): &(Keep, usize)| {
-            (
-                k,
-                Reverse(rows[i].unexplained.unwrap_or(0)),
-                Reverse(mem(i)),
-                snap.maps[i].id,
-            )
-        };
-        cands.select_nth_unstable_by_key(opts.max_map_series - 1, key);
-        omitted_cap = cands.len() - opts.max_map_series;
-        cands.truncate(opts.max_map_series);
-    }
-    let mut maps: Vec<usize> = cands.into_iter().map(|(_, i)| i).collect();
-    maps.sort_unstable();
-    Selection {
-        maps,
-        omitted_budget,
-        omitted_cap,
-        omitted_disabled: 0,
     }
 }
 
@@ -400,238 +265,6 @@ fn render_sources(snap: &Snapshot, out: &mut Families) {
     }
 }
 
-/// One map's looked-up census facts.
-struct Row<'a> {
-    memory: Option<u64>,
-    holders: Option<&'a super::Holders>,
-    unexplained: Option<i64>,
-}
-
-/// The census families of maps; returns the maps given per-map series
-/// (None when the census failed).
-fn render_maps(
-    snap: &Snapshot,
-    opts: &RenderOpts,
-    out: &mut Families,
-    mut cache: Option<&mut SeriesCache>,
-) -> Option<Vec<usize>> {
-    if !snap.maps_ok {
-        return None;
-    }
-    // Aggregates: always exact, whatever the per-map cap.
-    // Keyed by the numeric type (a name String per map would cost an
-    // allocation per map at 100k maps); named when emitted.
-    let mut by_type: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-    let mut unexplained_total = 0i64;
-    let mut with_unexplained = 0u64;
-    let mut withheld = 0u64;
-    // Each map's memory and holders, looked up once (parallel to snap.maps).
-    let rows = rows(snap);
-    for (m, row) in snap.maps.iter().zip(&rows) {
-        let e = by_type.entry(m.map_type).or_default();
-        e.0 += 1;
-        e.1 += row.memory.unwrap_or(0);
-        match row.unexplained {
-            Some(u) => {
-                unexplained_total += u;
-                with_unexplained += (u > 0) as u64;
-            }
-            None => withheld += 1,
-        }
-    }
-    out.declare(&defs::MAPS);
-    let by_type: BTreeMap<String, (u64, u64)> = by_type
-        .into_iter()
-        .map(|(t, v)| (map_type_name(t), v))
-        .collect();
-    for (t, (n, bytes)) in &by_type {
-        out.gauge(&defs::MAPS, vec![("map_type", t.clone())], *n as f64);
-        if !snap.memory.is_empty() {
-            out.gauge(
-                &defs::MAPS_MEMORY_BYTES,
-                vec![("map_type", t.clone())],
-                *bytes as f64,
-            );
-        }
-    }
-    let holders_ran = !snap.holders.is_empty() || snap.maps.is_empty();
-    if holders_ran {
-        out.gauge(&defs::MAPS_UNEXPLAINED_WITHHELD, vec![], withheld as f64);
-    }
-    if holders_ran && withheld == 0 {
-        out.gauge(
-            &defs::MAPS_UNEXPLAINED_REFS,
-            vec![],
-            unexplained_total as f64,
-        );
-        out.gauge(
-            &defs::MAPS_WITH_UNEXPLAINED_REFS,
-            vec![],
-            with_unexplained as f64,
-        );
-    }
-
-    let sel = select(snap, opts, &rows);
-    for (reason, n) in [
-        ("budget", sel.omitted_budget),
-        ("cap", sel.omitted_cap),
-        ("disabled", sel.omitted_disabled),
-    ] {
-        out.gauge(
-            &defs::MAP_SERIES_OMITTED,
-            vec![("reason", reason.to_string())],
-            n as f64,
-        );
-    }
-    // Per-map series are written straight in the text format (RawSamples):
-    // no label vector and no String per label, which dominated scrapes of
-    // 10k+ maps.
-    let order = &sel.maps[..];
-    if order.is_empty() {
-        return Some(sel.maps);
-    }
-    // With a cache, each family's text is reused when what it is written
-    // from is unchanged; the fingerprint covers exactly those values.
-    let fingerprint = |cache: &Option<&mut SeriesCache>, f: &dyn Fn(&mut dyn Hasher)| match cache {
-        Some(c) => {
-            let mut h = c.hasher();
-            f(&mut h);
-            h.finish()
-        }
-        None => 0,
-    };
-    // Name, type and flags of a map id never change; `frozen` can.
-    let fp = fingerprint(&cache, &|h| {
-        for &i in order {
-            h.write_u32(snap.maps[i].id);
-            h.write_u8(snap.maps[i].frozen as u8);
-        }
-    });
-    out.raw_cached(
-        cache.as_deref_mut(),
-        &defs::MAP_INFO,
-        fp,
-        order.len() * 128,
-        |info| {
-            let mut id_buf = itoa::Buffer::new();
-            for &i in order {
-                let m = &snap.maps[i];
-                let ty = map_type_label(m.map_type);
-                let mut flags = [0u8; 10];
-                info.labels(
-                    &[
-                        ("id", id_buf.format(m.id)),
-                        ("name", &m.name),
-                        ("map_type", &ty),
-                        ("flags", super::names::flags_label(m.map_flags, &mut flags)),
-                        ("frozen", if m.frozen { "1" } else { "0" }),
-                    ],
-                    1.0,
-                );
-            }
-        },
-    );
-    // Integer per-map families: (id, value) for the maps that have one.
-    type Field<'a> = Box<dyn Fn(usize) -> Option<i64> + 'a>;
-    let m = |i: usize| &snap.maps[i];
-    let fields: [(&Def, Field<'_>); 9] = [
-        (
-            &defs::MAP_MAX_ENTRIES,
-            Box::new(|i| Some(m(i).max_entries as i64)),
-        ),
-        (
-            &defs::MAP_KEY_SIZE_BYTES,
-            Box::new(|i| Some(m(i).key_size as i64)),
-        ),
-        (
-            &defs::MAP_VALUE_SIZE_BYTES,
-            Box::new(|i| Some(m(i).value_size as i64)),
-        ),
-        (&defs::MAP_REFCOUNT, Box::new(|i| Some(m(i).refcnt))),
-        (&defs::MAP_USERCOUNT, Box::new(|i| Some(m(i).usercnt))),
-        (
-            &defs::MAP_ENTRIES,
-            Box::new(|i| {
-                let m = m(i);
-                super::names::counts_elements(m.map_type).then_some(m.elem_count?)
-            }),
-        ),
-        (
-            &defs::MAP_ENTRIES_AGE_SECONDS,
-            Box::new(|i| {
-                let m = m(i);
-                m.elem_count?;
-                Some(snap.entries.get(&m.id)?.age_seconds? as i64)
-            }),
-        ),
-        (
-            &defs::MAP_MEMORY_BYTES,
-            Box::new(|i| Some(rows[i].memory? as i64)),
-        ),
-        (
-            &defs::MAP_UNEXPLAINED_REFS,
-            Box::new(|i| rows[i].unexplained),
-        ),
-    ];
-    for (def, field) in fields {
-        // A family with no sample at all is left out (no HELP/TYPE either).
-        if !order.iter().any(|&i| field(i).is_some()) {
-            continue;
-        }
-        let fp = fingerprint(&cache, &|h| {
-            for &i in order {
-                if let Some(v) = field(i) {
-                    h.write_u32(snap.maps[i].id);
-                    h.write_i64(v);
-                }
-            }
-        });
-        out.raw_cached(
-            cache.as_deref_mut(),
-            def,
-            fp,
-            order.len() * (def.name.len() + 40),
-            |w| {
-                for &i in order {
-                    if let Some(v) = field(i) {
-                        w.id_int(snap.maps[i].id, v);
-                    }
-                }
-            },
-        );
-    }
-    if !snap.holders.is_empty() {
-        let fp = fingerprint(&cache, &|h| {
-            for &i in order {
-                if let Some(hs) = rows[i].holders {
-                    h.write_u32(snap.maps[i].id);
-                    for c in hs.counts {
-                        h.write_i64(c.map_or(-1, |c| c as i64));
-                    }
-                }
-            }
-        });
-        out.raw_cached(cache, &defs::MAP_HOLDERS, fp, order.len() * 64, |w| {
-            for &i in order {
-                let Some(h) = rows[i].holders else {
-                    continue;
-                };
-                for (k, c) in h.iter() {
-                    // Zero-valued kinds are left out: most maps have one or
-                    // two holder kinds, and six series per map would
-                    // dominate the exposition. A kind that is unknown (its
-                    // part disabled or failed) is left out too, and then so
-                    // is unexplained.
-                    if let Some(c) = c.filter(|c| *c > 0) {
-                        w.id_and(snap.maps[i].id, "kind", k.label(), c as f64);
-                    }
-                }
-            }
-        });
-    }
-    Some(sel.maps)
-}
-
 fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Families) {
     for p in &snap.processes {
         let (container, pod) = attribution(p.tgid, p.cgroup_id);
@@ -657,131 +290,6 @@ fn render_processes(snap: &Snapshot, attribution: Attribution<'_>, out: &mut Fam
     }
 }
 
-/// Pin families. With `selected` (the budget), `bpfmap_pin_info` and
-/// `bpfmap_pinned_map_unused` cover the pins of programs and links, of the
-/// selected maps, and of maps no program uses (or whose users are unknown);
-/// the others are counted in `bpfmap_pin_series_omitted`. Totals count every pin.
-fn render_pins(
-    snap: &Snapshot,
-    opts: &RenderOpts,
-    selected: Option<&HashSet<u32>>,
-    out: &mut Families,
-) {
-    let Some(inv) = &snap.inventory else { return };
-    out.gauge(&defs::BPFFS_MOUNTS, vec![], inv.mounts.len() as f64);
-    // objects: distinct inodes per mount and type; bytes: distinct maps per mount.
-    let mut objects: BTreeMap<(String, &'static str), HashSet<(u64, u64)>> = BTreeMap::new();
-    let mut bytes: BTreeMap<String, HashMap<u32, u64>> = BTreeMap::new();
-    for m in &inv.mounts {
-        out.gauge(
-            &defs::BPFFS_MOUNT_REACHABLE,
-            vec![("mount", m.label.clone())],
-            !inv.unreachable.contains(&m.label) as u8 as f64,
-        );
-    }
-    let listed = |p: &super::bpffs::Pin| -> bool {
-        let Some(sel) = selected else { return true };
-        if p.info.kind != ObjKind::Map || sel.contains(&p.info.id) {
-            return true;
-        }
-        let users = snap
-            .holders
-            .get(&p.info.id)
-            .and_then(|h| h.get(HolderKind::Program));
-        users.is_none_or(|u| u == 0)
-    };
-    let listable = inv.pins.iter().filter(|p| listed(p)).count();
-    for m in &inv.mounts {
-        let name = m.label.clone();
-        bytes.entry(name.clone()).or_default();
-        for k in [ObjKind::Map, ObjKind::Prog, ObjKind::Link] {
-            objects.entry((name.clone(), k.label())).or_default();
-        }
-    }
-    let pin_limit = if opts.max_pin_series == 0 {
-        usize::MAX
-    } else {
-        opts.max_pin_series
-    };
-    if opts.max_pin_series != 0 || selected.is_some() {
-        out.gauge(
-            &defs::PIN_SERIES_OMITTED,
-            vec![],
-            (inv.pins.len() - listable.min(pin_limit)) as f64,
-        );
-    }
-    let mut n_listed = 0usize;
-    for p in inv.pins.iter() {
-        objects
-            .entry((p.mount.clone(), p.info.kind.label()))
-            .or_default()
-            .insert((p.dev, p.ino));
-        if p.info.kind == ObjKind::Map {
-            let mem = snap
-                .memory
-                .get(&p.info.id)
-                .copied()
-                .or(p.info.memlock)
-                .unwrap_or(0);
-            bytes
-                .entry(p.mount.clone())
-                .or_default()
-                .insert(p.info.id, mem);
-        }
-        if n_listed < pin_limit && listed(p) {
-            n_listed += 1;
-            out.gauge(
-                &defs::PIN_INFO,
-                vec![
-                    ("mount", p.mount.clone()),
-                    ("path", p.path.clone()),
-                    ("object_type", p.info.kind.label().to_string()),
-                    ("id", p.info.id.to_string()),
-                ],
-                1.0,
-            );
-            if p.info.kind == ObjKind::Map {
-                if let Some(Some(users)) = snap
-                    .holders
-                    .get(&p.info.id)
-                    .map(|h| h.get(HolderKind::Program))
-                {
-                    out.gauge(
-                        &defs::PINNED_MAP_UNUSED,
-                        vec![
-                            ("mount", p.mount.clone()),
-                            ("path", p.path.clone()),
-                            ("id", p.info.id.to_string()),
-                        ],
-                        (users == 0) as u8 as f64,
-                    );
-                }
-            }
-        }
-    }
-    for ((mount, kind), inodes) in objects {
-        out.gauge(
-            &defs::PINNED_OBJECTS,
-            vec![("mount", mount), ("object_type", kind.to_string())],
-            inodes.len() as f64,
-        );
-    }
-    for (mount, maps) in bytes {
-        out.gauge(
-            &defs::PINNED_MAP_MEMORY_BYTES,
-            vec![("mount", mount)],
-            maps.values().sum::<u64>() as f64,
-        );
-    }
-    for ((mount, reason), n) in &inv.skipped {
-        out.gauge(
-            &defs::BPFFS_SKIPPED_ENTRIES,
-            vec![("mount", mount.clone()), ("reason", reason.to_string())],
-            *n as f64,
-        );
-    }
-}
-
 fn render_own(snap: &Snapshot, out: &mut Families) {
     if !snap.maps_ok {
         return;
@@ -802,6 +310,7 @@ fn render_own(snap: &Snapshot, out: &mut Families) {
 #[cfg(test)]
 mod cache_tests {
     use super::*;
+    use crate::census::testutil::map_record;
     use crate::census::{holders, MapRecord};
 
     fn snapshot(n: u32, bump: u32, frozen: u32, memory_of_2: u64) -> Snapshot {
@@ -809,19 +318,12 @@ mod cache_tests {
             .map(|id| MapRecord {
                 map_ptr: id as u64 * 0x100,
                 refcnt: 1 + (id == bump) as i64,
-                usercnt: 1,
                 elem_count: (id % 2 == 0).then_some(id as i64),
-                map_extra: 0,
-                id,
                 map_type: 1 + id % 2,
-                key_size: 4,
-                value_size: 8,
                 max_entries: 64,
-                map_flags: 0,
                 frozen: id == frozen,
-                is_outer: false,
                 name: format!("m\"{id}"),
-                creator: Default::default(),
+                ..map_record(id)
             })
             .collect();
         let obs = holders::Observed {
@@ -908,7 +410,13 @@ mod cache_tests {
 
 #[cfg(test)]
 mod budget_tests {
+    use std::collections::HashMap;
+
+    use super::select::{rows, select, Selection};
     use super::*;
+    use crate::census::fdinfo::ObjKind;
+    use crate::census::holders::HolderKind;
+    use crate::census::testutil::map_record;
     use crate::census::{Creator, Holders, MapRecord};
 
     /// 100 hash maps (memory grows with the id), one of each kind that
@@ -917,20 +425,10 @@ mod budget_tests {
         let mut maps: Vec<MapRecord> = (1..=100)
             .map(|id| MapRecord {
                 map_ptr: id as u64,
-                refcnt: 1,
-                usercnt: 1,
                 elem_count: Some(10),
-                map_extra: 0,
-                id,
-                map_type: 1,
-                key_size: 4,
-                value_size: 8,
                 max_entries: 100,
-                map_flags: 0,
-                frozen: false,
-                is_outer: false,
-                name: format!("m{id}"),
                 creator: Creator::Root,
+                ..map_record(id)
             })
             .collect();
         maps[4].refcnt = 3; // id 5: one reference nothing explains

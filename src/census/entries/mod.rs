@@ -14,14 +14,25 @@
 //! Walks cost time in proportion to the map's size, so each scrape spends at
 //! most a budget on them: maps never counted first, then the fullest (by
 //! their last count), each only when its estimated cost fits in what is
-//! left; every other map keeps its last count, published with its age. The
-//! planning is pure ([`plan`]) and unit-tested; [`Counter::run`] does the
-//! walks.
+//! left; every other map keeps its last count, published with its age.
+//!
+//! [`Counter::run`] takes each scrape's counts: the kept counts come from
+//! [`cache`], the refresh order from [`plan`] (pure), each walk's estimated
+//! cost from [`cost`], and the walks themselves from [`walks`].
+mod cache;
+mod cost;
+mod plan;
+mod walks;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::names::{counts_elements, MapType};
 use super::{IdMap, MapRecord};
+use cache::{Cache, Cached};
+use cost::CostModel;
+use plan::{plan, Candidate, Scratch};
+pub(crate) use walks::{Walker, Walks};
 
 /// How a map's element count is obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -128,7 +139,7 @@ impl std::fmt::Display for Budget {
 
 /// Map types whose elements the hash-family kfunc counts (the maps whose
 /// `elem_count` htab_map_alloc sets up); it reads 0 for every other type.
-pub fn kfunc_counts(t: u32) -> bool {
+pub(crate) fn kfunc_counts(t: u32) -> bool {
     use MapType::*;
     matches!(
         MapType::from_raw(t),
@@ -138,7 +149,7 @@ pub fn kfunc_counts(t: u32) -> bool {
 
 /// What the kernel offers for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kernel {
+pub(crate) struct Kernel {
     /// bpf_map_sum_elem_count in the census iterator (6.6+).
     pub kfunc: bool,
     /// iter/bpf_map_elem loaded.
@@ -147,7 +158,7 @@ pub struct Kernel {
 
 /// How the elements of a map of type `t` are counted, or None for types
 /// with a fixed number of slots (arrays and the like: no element count).
-pub fn method_for(t: u32, k: Kernel, choice: Choice) -> Option<Method> {
+fn method_for(t: u32, k: Kernel, choice: Choice) -> Option<Method> {
     let m = method_for_type(t, k.kfunc, choice)?;
     Some(match m {
         Method::Iter if !k.elem_iter => Method::NextKey,
@@ -168,167 +179,6 @@ fn method_for_type(t: u32, kfunc: bool, choice: Choice) -> Option<Method> {
         Some(SkStorage | InodeStorage | TaskStorage | CgrpStorage | Arena) => Method::None,
         _ => Method::NextKey,
     })
-}
-
-/// The last count of a map and what it cost.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Cached {
-    pub count: u64,
-    pub at: Instant,
-    pub cost: Duration,
-}
-
-/// A map the plan may refresh.
-#[derive(Debug, Clone, Copy)]
-pub struct Candidate {
-    pub id: u32,
-    pub max_entries: u32,
-    pub cached: Option<Cached>,
-    /// Where the map is in the census's list.
-    pub idx: usize,
-    /// How it is walked.
-    pub method: Method,
-}
-
-/// The walk cost model: a fixed part per map (fd, link, iterator) and a
-/// part per slot of max_entries (buckets are visited whether full or not),
-/// both learned from the walks.
-#[derive(Debug, Clone, Copy)]
-pub struct CostModel {
-    pub per_map: Duration,
-    pub per_slot_ns: f64,
-}
-
-impl Default for CostModel {
-    fn default() -> Self {
-        // Starting points above the costs measured for small maps (tens of
-        // microseconds natively, under a millisecond emulated), replaced by
-        // measurements: estimates approach the real cost from above, so the
-        // first scrape's walks stay within its budget too.
-        CostModel {
-            per_map: Duration::from_millis(1),
-            per_slot_ns: 50.0,
-        }
-    }
-}
-
-impl CostModel {
-    /// The estimated cost of counting a map: its last measured cost when it
-    /// has one, else the model's.
-    pub fn estimate(&self, c: &Candidate) -> Duration {
-        match c.cached {
-            Some(k) => k.cost,
-            None => {
-                self.per_map
-                    + Duration::from_nanos((self.per_slot_ns * c.max_entries as f64) as u64)
-            }
-        }
-    }
-
-    /// The part of a map's estimated cost that grows with its size: what
-    /// decides whether it can ever fit in a budget (the fixed part is the
-    /// same for every map, and one slow walk must not make every map look
-    /// too costly).
-    pub fn size_cost(&self, max_entries: u32) -> Duration {
-        Duration::from_nanos((self.per_slot_ns * max_entries as f64) as u64)
-    }
-
-    /// Learn from one measured walk: a costlier walk than the model
-    /// expects moves it half way at once, cheaper ones lower it by a fifth
-    /// (exponentially weighted), so estimates err on the side of the budget
-    /// and recover within a few walks from one slow (preempted) walk.
-    pub fn learn(&mut self, max_entries: u32, took: Duration) {
-        let blend = |old: f64, new: f64| {
-            if new > old {
-                old + (new - old) * 0.5
-            } else {
-                old * 0.8 + new * 0.2
-            }
-        };
-        if max_entries <= 1024 {
-            let p = blend(self.per_map.as_secs_f64(), took.as_secs_f64());
-            self.per_map = Duration::from_secs_f64(p);
-        } else {
-            let slots = took.saturating_sub(self.per_map).as_nanos() as f64 / max_entries as f64;
-            self.per_slot_ns = blend(self.per_slot_ns, slots);
-        }
-    }
-}
-
-/// The refresh order of one scrape: maps never counted first (cheapest
-/// first, so one huge map does not hold back many small ones), then the
-/// counted maps alternately by fill (last count / max_entries, descending)
-/// and by the age of their count (oldest first), each map once. The fullest
-/// map is refreshed every scrape with room for a walk after the
-/// never-counted maps, and no map waits for more than about twice as many
-/// scrapes as it takes the budget to walk every map, however full the
-/// others are. Ties go to the older
-/// count, then the lower id. Pure.
-pub fn plan(cands: &mut Vec<Candidate>, model: &CostModel) {
-    plan_in(cands, model, &mut Scratch::default());
-}
-
-/// Buffers of [`plan`] kept between scrapes: a scrape then allocates no
-/// per-map memory for planning (each fresh allocation is page faults, which
-/// dominate under emulation).
-#[derive(Default)]
-pub struct Scratch {
-    counted: Vec<Candidate>,
-    keys: Vec<(u64, u64, u32)>,
-    by_fill: Vec<u32>,
-    by_age: Vec<u32>,
-    taken: Vec<bool>,
-}
-
-/// [`plan`] with buffers kept by the caller.
-pub fn plan_in(cands: &mut Vec<Candidate>, model: &CostModel, x: &mut Scratch) {
-    x.counted.clear();
-    x.counted
-        .extend(cands.iter().filter(|c| c.cached.is_some()));
-    cands.retain(|c| c.cached.is_none());
-    cands.sort_unstable_by_key(|c| (model.estimate(c).as_nanos(), c.id));
-    let counted = &x.counted;
-    // Sort keys as plain integers, computed once per map: the fill in
-    // millionths (descending), the age of the count against the newest
-    // count (oldest first), the id.
-    let newest = counted.iter().filter_map(|c| c.cached.map(|k| k.at)).max();
-    let key = |c: &Candidate| {
-        let k = c.cached.expect("counted");
-        let fill = k.count.saturating_mul(1_000_000) / c.max_entries.max(1) as u64;
-        let age = newest.map_or(0, |n| n.saturating_duration_since(k.at).as_nanos() as u64);
-        (u64::MAX - fill, u64::MAX - age, c.id)
-    };
-    x.keys.clear();
-    x.keys.extend(counted.iter().map(key));
-    let keys = &x.keys;
-    // Both orders as positions into `counted` (ids are unique, so the
-    // unstable sorts are deterministic).
-    x.by_fill.clear();
-    x.by_fill.extend(0..counted.len() as u32);
-    x.by_age.clear();
-    x.by_age.extend(0..counted.len() as u32);
-    x.by_fill.sort_unstable_by_key(|&j| keys[j as usize]);
-    x.by_age.sort_unstable_by_key(|&j| {
-        let (_, age, id) = keys[j as usize];
-        (age, id)
-    });
-    x.taken.clear();
-    x.taken.resize(counted.len(), false);
-    let taken = &mut x.taken;
-    let (mut fills, mut ages) = (x.by_fill.iter(), x.by_age.iter());
-    loop {
-        let mut any = false;
-        for list in [&mut fills, &mut ages] {
-            if let Some(&j) = list.find(|&&j| !taken[j as usize]) {
-                taken[j as usize] = true;
-                cands.push(counted[j as usize]);
-                any = true;
-            }
-        }
-        if !any {
-            break;
-        }
-    }
 }
 
 /// What one map's count is this scrape.
@@ -366,13 +216,11 @@ pub struct Summary {
 }
 
 /// The counts kept between scrapes.
-pub struct Counter {
-    pub choice: Choice,
-    pub budget: Budget,
-    /// The last count of each map, with the scrape that last saw the map.
-    cache: IdMap<(Cached, u64)>,
-    /// This scrape's number (the cache forgets maps an earlier one saw last).
-    scrape: u64,
+pub(crate) struct Counter {
+    pub(crate) choice: Choice,
+    pub(crate) budget: Budget,
+    /// The last count of each map the census still sees.
+    cache: Cache,
     /// The candidates, their walks and the plan's buffers, kept between
     /// scrapes (see [`Scratch`]).
     cands: Vec<Candidate>,
@@ -395,34 +243,14 @@ pub struct Counter {
 
 /// How long a map whose walk outlasted a whole budget is left alone before
 /// it is tried again (the walk may have been slow only that once).
-pub const STOPPED_RETRY: Duration = Duration::from_secs(300);
-
-/// The walks themselves (the census programs and bpf() calls), apart from
-/// the planning so that the planning is tested without a kernel.
-pub trait Walker {
-    /// Count `m`'s elements; `Ok(None)` when the walk was stopped at
-    /// `deadline` (checked between chunks of the walk, so a walk passes it
-    /// by at most one chunk).
-    fn count(
-        &mut self,
-        m: &MapRecord,
-        method: Method,
-        deadline: Instant,
-    ) -> anyhow::Result<Option<u64>>;
-
-    /// The clock the budget is measured with (tests simulate it).
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
+pub(crate) const STOPPED_RETRY: Duration = Duration::from_secs(300);
 
 impl Counter {
-    pub fn new(choice: Choice, budget: Budget) -> Counter {
+    pub(crate) fn new(choice: Choice, budget: Budget) -> Counter {
         Counter {
             choice,
             budget,
-            cache: IdMap::default(),
-            scrape: 0,
+            cache: Cache::default(),
             cands: Vec::new(),
             fresh: Vec::new(),
             scratch: Scratch::default(),
@@ -440,7 +268,7 @@ impl Counter {
     /// census iterator read the kfunc (its counts of other types are
     /// dropped: it reads 0 for them). `census` is the time the census
     /// took before counting began (what a share budget is a share of).
-    pub fn run(
+    pub(crate) fn run(
         &mut self,
         maps: &mut [MapRecord],
         kernel: Kernel,
@@ -455,8 +283,7 @@ impl Counter {
             budget,
             ..Default::default()
         };
-        self.scrape += 1;
-        let scrape = self.scrape;
+        self.cache.begin_scrape();
         let mut cands = std::mem::take(&mut self.cands);
         cands.clear();
         for (i, m) in maps.iter_mut().enumerate() {
@@ -504,10 +331,7 @@ impl Counter {
                 );
                 continue;
             }
-            let cached = self.cache.get_mut(&m.id).map(|e| {
-                e.1 = scrape;
-                e.0
-            });
+            let cached = self.cache.get(m.id);
             cands.push(Candidate {
                 id: m.id,
                 max_entries: m.max_entries,
@@ -516,8 +340,7 @@ impl Counter {
                 method,
             });
         }
-        // Forget maps that are gone (or no longer walked).
-        self.cache.retain(|_, e| e.1 == scrape);
+        self.cache.forget_unseen();
         if !self.refused.is_empty() || !self.stopped.is_empty() {
             let live: IdMap<()> = maps.iter().map(|m| (m.id, ())).collect();
             self.refused.retain(|id, _| live.contains_key(id));
@@ -526,7 +349,7 @@ impl Counter {
                 live.contains_key(id) && now.duration_since(*at) < STOPPED_RETRY
             });
         }
-        plan_in(&mut cands, &self.model, &mut self.scratch);
+        plan(&mut cands, &self.model, &mut self.scratch);
         // The walks get the budget less the rest of counting: as the last
         // scrape measured it, and at least twice what came before the walks
         // in this one (what follows them visits each candidate once, as what
@@ -594,7 +417,7 @@ impl Counter {
                         at: now,
                         cost: took,
                     };
-                    self.cache.insert(c.id, (k_new, scrape));
+                    self.cache.insert(c.id, k_new);
                     cands[k].cached = Some(k_new);
                     fresh[k] = true;
                 }
@@ -664,24 +487,14 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::census::testutil::map_record;
 
     fn rec(id: u32, t: MapType, max: u32) -> MapRecord {
         MapRecord {
-            map_ptr: 0,
-            refcnt: 1,
-            usercnt: 1,
-            elem_count: None,
-            map_extra: 0,
-            id,
             map_type: t as u32,
-            key_size: 4,
-            value_size: 8,
             max_entries: max,
-            map_flags: 0,
-            frozen: false,
-            is_outer: false,
             name: String::new(),
-            creator: Default::default(),
+            ..map_record(id)
         }
     }
 
@@ -784,58 +597,6 @@ mod tests {
             method_for(t(MapType::TaskStorage), old, Choice::Auto),
             Some(Method::None)
         );
-    }
-
-    #[test]
-    fn never_counted_first_cheapest_first_then_fullest() {
-        let now = Instant::now();
-        let cached = |count, secs| {
-            Some(Cached {
-                count,
-                at: now - Duration::from_secs(secs),
-                cost: Duration::from_micros(10),
-            })
-        };
-        let mut c = vec![
-            Candidate {
-                id: 1,
-                max_entries: 100,
-                cached: cached(10, 1), // 10%
-                idx: 0,
-                method: Method::Iter,
-            },
-            Candidate {
-                id: 2,
-                max_entries: 1_000_000,
-                cached: None,
-                idx: 0,
-                method: Method::Iter,
-            },
-            Candidate {
-                id: 3,
-                max_entries: 100,
-                cached: cached(95, 1), // 95%
-                idx: 0,
-                method: Method::Iter,
-            },
-            Candidate {
-                id: 4,
-                max_entries: 64,
-                cached: None,
-                idx: 0,
-                method: Method::Iter,
-            },
-            Candidate {
-                id: 5,
-                max_entries: 100,
-                cached: cached(10, 9), // 10%, older than 1
-                idx: 0,
-                method: Method::Iter,
-            },
-        ];
-        plan(&mut c, &CostModel::default());
-        let ids: Vec<u32> = c.iter().map(|c| c.id).collect();
-        assert_eq!(ids, vec![4, 2, 3, 5, 1]);
     }
 
     #[test]

@@ -1,0 +1,25 @@
+//! Builders of census records for unit tests.
+use super::{Creator, MapRecord};
+
+/// A plain map record: a hash map (4-byte keys, 8-byte values, one
+/// slot) named `m{id}`, one reference and one user reference, no count,
+/// creator unknown. Tests override fields with struct-update syntax.
+pub(crate) fn map_record(id: u32) -> MapRecord {
+    MapRecord {
+        map_ptr: 0,
+        refcnt: 1,
+        usercnt: 1,
+        elem_count: None,
+        map_extra: 0,
+        id,
+        map_type: 1,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+        map_flags: 0,
+        frozen: false,
+        is_outer: false,
+        name: format!("m{id}"),
+        creator: Creator::Unknown,
+    }
+}
