@@ -2,7 +2,7 @@
 //! learned from the walks' measured times.
 use std::time::Duration;
 
-use super::plan::Candidate;
+use super::candidate::Candidate;
 
 /// The walk cost model: a fixed part per map (fd, link, iterator) and a
 /// part per slot of max_entries (buckets are visited whether full or not),

@@ -20,6 +20,7 @@
 //! [`cache`], the refresh order from [`plan`] (pure), each walk's estimated
 //! cost from [`cost`], and the walks themselves from [`walks`].
 mod cache;
+mod candidate;
 mod cost;
 mod plan;
 mod walks;
@@ -30,33 +31,11 @@ use std::time::{Duration, Instant};
 use super::names::{counts_elements, MapType};
 use super::{IdMap, MapRecord};
 use cache::{Cache, Cached};
+use candidate::Candidate;
+pub use candidate::Method;
 use cost::CostModel;
-use plan::{plan, Candidate, Scratch};
+use plan::{plan, Scratch};
 pub(crate) use walks::{Walker, Walks};
-
-/// How a map's element count is obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Method {
-    /// `bpf_map_sum_elem_count` in the census iterator (6.6+): every scrape.
-    Kfunc,
-    /// An `iter/bpf_map_elem` walk per map.
-    Iter,
-    /// A BPF_MAP_GET_NEXT_KEY walk from user space.
-    NextKey,
-    /// No way to count this map's elements on this kernel.
-    None,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Kfunc => "kfunc",
-            Method::Iter => "iter",
-            Method::NextKey => "next_key",
-            Method::None => "none",
-        }
-    }
-}
 
 /// Whether a count came from this scrape, an earlier one, or nowhere yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,20 +1,7 @@
 //! The planner: the order in which one scrape refreshes the maps' counts
 //! (the walks then go down it while their estimated costs fit the budget).
-use super::cache::Cached;
+use super::candidate::Candidate;
 use super::cost::CostModel;
-use super::Method;
-
-/// A map the plan may refresh.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Candidate {
-    pub(crate) id: u32,
-    pub(crate) max_entries: u32,
-    pub(crate) cached: Option<Cached>,
-    /// Where the map is in the census's list.
-    pub(crate) idx: usize,
-    /// How it is walked.
-    pub(crate) method: Method,
-}
 
 /// Buffers of [`plan`] kept between scrapes: a scrape then allocates no
 /// per-map memory for planning (each fresh allocation is page faults, which
@@ -92,6 +79,8 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::census::entries::cache::Cached;
+    use crate::census::entries::Method;
 
     #[test]
     fn never_counted_first_cheapest_first_then_fullest() {
