@@ -38,9 +38,10 @@ struct inflight_rec out[MAX_OUT];
  * sees every field as an unknown scalar, so the callback is verified once,
  * in a handful of states, whatever the queue holds. The walk is flat: a
  * step either visits file `j` of the current message's scm_fp_list or moves
- * to the next message, so no loop is nested in another (a nested bounded
- * loop over SCM_MAX_FD files made the verifier explore every iteration and
- * charge hundreds of MiB of states to the loader's memory cgroup). */
+ * to the next message, so no loop is nested in another: a bounded loop
+ * inside the callback is verified iteration by iteration, and kernels that
+ * charge the verifier's states to the loader's memory cgroup (6.18 here)
+ * would charge hundreds of MiB to the pod for it. */
 struct qctx {
 	struct sk_buff *head;
 	struct sk_buff *skb;
