@@ -2,6 +2,7 @@
 pub mod api;
 pub mod bpf;
 pub mod census;
+pub mod check;
 pub mod cli;
 pub mod collector;
 pub mod explain;
