@@ -51,34 +51,53 @@ fn unescape(s: &str) -> String {
 /// controller is not on the unified hierarchy), else the first cgroup2 mount.
 pub fn memcg_mount(mountinfo: &str) -> Option<MemcgMount> {
     let mut v2 = None;
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(point) = pre.split(' ').nth(4) else {
-            continue;
-        };
-        let mut post = post.split(' ');
-        let (Some(fstype), _, Some(opts)) = (post.next(), post.next(), post.next()) else {
-            continue;
-        };
-        match fstype {
-            "cgroup" if opts.split(',').any(|o| o == "memory") => {
-                return Some(MemcgMount {
-                    root: PathBuf::from(unescape(point)),
-                    v1: true,
-                });
-            }
-            "cgroup2" if v2.is_none() => {
-                v2 = Some(MemcgMount {
-                    root: PathBuf::from(unescape(point)),
-                    v1: false,
-                })
-            }
-            _ => {}
+    for m in memcg_mounts(mountinfo) {
+        if m.v1 {
+            return Some(MemcgMount {
+                root: m.point,
+                v1: true,
+            });
+        }
+        if v2.is_none() {
+            v2 = Some(MemcgMount {
+                root: m.point,
+                v1: false,
+            });
         }
     }
     v2
+}
+
+/// One mount that can hold memory cgroups: a v1 hierarchy with the
+/// `memory` controller, or a cgroup2 mount.
+struct CgroupMount {
+    /// The hierarchy path mounted (`/` unless the mount is of a subtree,
+    /// as a container's is).
+    root: String,
+    point: PathBuf,
+    v1: bool,
+}
+
+/// The memory-capable cgroup mounts of `/proc/self/mountinfo` text, in
+/// order.
+fn memcg_mounts(mountinfo: &str) -> impl Iterator<Item = CgroupMount> + '_ {
+    mountinfo.lines().filter_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let mut pre = pre.split(' ').skip(3);
+        let (root, point) = (pre.next()?, pre.next()?);
+        let mut post = post.split(' ');
+        let (fstype, _, opts) = (post.next()?, post.next(), post.next()?);
+        let v1 = match fstype {
+            "cgroup" if opts.split(',').any(|o| o == "memory") => true,
+            "cgroup2" => false,
+            _ => return None,
+        };
+        Some(CgroupMount {
+            root: unescape(root),
+            point: PathBuf::from(unescape(point)),
+            v1,
+        })
+    })
 }
 
 /// A given hierarchy root: a tmpfs of v1 hierarchies means its `memory`
@@ -583,38 +602,17 @@ pub fn own_memcg_dir(proc_cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
             false,
         ),
     };
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut pre = pre.split(' ').skip(3);
-        let (Some(root), Some(point)) = (pre.next(), pre.next()) else {
-            continue;
-        };
-        let mut post = post.split(' ');
-        let (Some(fstype), _, Some(opts)) = (post.next(), post.next(), post.next()) else {
-            continue;
-        };
-        let is = match fstype {
-            "cgroup" => want_v1 && opts.split(',').any(|o| o == "memory"),
-            "cgroup2" => !want_v1,
-            _ => false,
-        };
-        let root = unescape(root);
-        if !is {
-            continue;
-        }
-        let rel = if root == "/" {
-            Some(path)
-        } else {
-            path.strip_prefix(root.as_str())
-                .filter(|r| r.is_empty() || r.starts_with('/'))
-        };
-        if let Some(rel) = rel {
-            return Some(PathBuf::from(unescape(point)).join(rel.trim_start_matches('/')));
-        }
-    }
-    None
+    memcg_mounts(mountinfo)
+        .filter(|m| m.v1 == want_v1)
+        .find_map(|m| {
+            let rel = if m.root == "/" {
+                Some(path)
+            } else {
+                path.strip_prefix(m.root.as_str())
+                    .filter(|r| r.is_empty() || r.starts_with('/'))
+            }?;
+            Some(m.point.join(rel.trim_start_matches('/')))
+        })
 }
 
 /// This process's memory cgroup usage, where its cgroup is readable.
