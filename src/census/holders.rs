@@ -302,18 +302,7 @@ mod tests {
         }
     }
 
-    fn all_known() -> Observed {
-        Observed {
-            files: Some(vec![]),
-            vmas: Some(vec![]),
-            programs: Some(vec![]),
-            slots: Some(vec![]),
-            links: Some(vec![]),
-            pins: Some(vec![]),
-            inflight: Some(vec![]),
-            incomplete: vec![],
-        }
-    }
+    use crate::census::testutil::observed_all_known as all_known;
 
     #[test]
     fn dup_and_fork_share_one_file() {

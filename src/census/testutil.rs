@@ -1,4 +1,5 @@
 //! Builders of census records for unit tests.
+use super::holders::Observed;
 use super::{Creator, MapRecord};
 
 /// A plain map record: a hash map (4-byte keys, 8-byte values, one
@@ -21,5 +22,20 @@ pub(crate) fn map_record(id: u32) -> MapRecord {
         is_outer: false,
         name: format!("m{id}"),
         creator: Creator::Unknown,
+    }
+}
+
+/// Every holder source ran and found nothing: tests set the sources they
+/// fill with struct-update syntax.
+pub(crate) fn observed_all_known() -> Observed {
+    Observed {
+        files: Some(vec![]),
+        vmas: Some(vec![]),
+        programs: Some(vec![]),
+        slots: Some(vec![]),
+        links: Some(vec![]),
+        pins: Some(vec![]),
+        inflight: Some(vec![]),
+        incomplete: vec![],
     }
 }

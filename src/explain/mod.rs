@@ -194,12 +194,7 @@ mod tests {
         let obs = Observed {
             files: Some(files.clone()),
             vmas: Some(vmas.clone()),
-            programs: Some(vec![]),
-            slots: Some(vec![]),
-            links: Some(vec![]),
-            pins: Some(vec![]),
-            inflight: Some(vec![]),
-            incomplete: vec![],
+            ..crate::census::testutil::observed_all_known()
         };
         Snapshot {
             holders: compute(&maps, &obs),

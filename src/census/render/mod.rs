@@ -343,13 +343,7 @@ mod cache_tests {
                     })
                     .collect(),
             ),
-            vmas: Some(vec![]),
-            programs: Some(vec![]),
-            slots: Some(vec![]),
-            links: Some(vec![]),
-            pins: Some(vec![]),
-            inflight: Some(vec![]),
-            incomplete: vec![],
+            ..crate::census::testutil::observed_all_known()
         };
         Snapshot {
             holders: holders::compute(&maps, &obs),
