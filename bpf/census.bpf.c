@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-/* Census iterators: every live map (iter/bpf_map), every map file in an fd
- * table (iter/task_file) and every map file behind a vma (iter/task_vma).
+/* Census iterators: every live map (iter/bpf_map), every live program
+ * (iter/bpf_prog), every map, program and link file in an fd table
+ * (iter/task_file) and every map file behind a vma (iter/task_vma).
  * All field reads are CO-RE relocated through vmlinux.h. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -29,25 +30,64 @@ static __always_inline __u32 map_id_of(struct file *file)
 	return BPF_CORE_READ((struct bpf_map *)file->private_data, id);
 }
 
-/* f_op of map files (bpf_map_fops), learned from the first file that passes
- * the name check. Every map file shares it, so later files compare one
+/* f_op of map, program and link files (bpf_map_fops, bpf_prog_fops,
+ * bpf_link_fops), learned from the first file of each kind that passes the
+ * name check. Every file of a kind shares it, so later files compare a
  * pointer instead of reading the dentry name. */
-const void *learned_map_fops = 0;
+const void *learned_fops[3] = {};
 
-/* file is a trusted BTF pointer from the iterator context: the field walks
- * below are direct loads (CO-RE relocated), not bpf_probe_read calls. */
-static __always_inline int is_map_file(struct file *file)
+/* The anon inode name of a BPF object's file: "bpf-map", "bpf-prog" or
+ * "bpf_link" (bpf_map_new_fd, bpf_prog_new_fd, bpf_link_prime). */
+static __always_inline int obj_kind_of_name(const unsigned char *dname)
+{
+	char n[10] = {};
+	long len = bpf_probe_read_kernel_str(n, sizeof(n), dname);
+
+	if (n[0] != 'b' || n[1] != 'p' || n[2] != 'f')
+		return -1;
+	if (len == 8 && n[3] == '-' && n[4] == 'm' && n[5] == 'a' && n[6] == 'p')
+		return BPFMAP_OBJ_MAP;
+	if (len == 9 && n[3] == '-' && n[4] == 'p' && n[5] == 'r' && n[6] == 'o' && n[7] == 'g')
+		return BPFMAP_OBJ_PROG;
+	if (len == 9 && n[3] == '_' && n[4] == 'l' && n[5] == 'i' && n[6] == 'n' && n[7] == 'k')
+		return BPFMAP_OBJ_LINK;
+	return -1;
+}
+
+/* The BPF object kind of a file (BPFMAP_OBJ_*), or -1. file is a trusted
+ * BTF pointer from the iterator context: the field walks below are direct
+ * loads (CO-RE relocated), not bpf_probe_read calls. */
+static __always_inline int obj_kind_of(struct file *file)
 {
 	const void *fops = file->f_op;
+	int kind;
 
-	if (fops && fops == learned_map_fops)
-		return 1;
+	if (!fops)
+		return -1;
+	if (fops == learned_fops[BPFMAP_OBJ_MAP])
+		return BPFMAP_OBJ_MAP;
+	if (fops == learned_fops[BPFMAP_OBJ_PROG])
+		return BPFMAP_OBJ_PROG;
+	if (fops == learned_fops[BPFMAP_OBJ_LINK])
+		return BPFMAP_OBJ_LINK;
 	if (file->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
-		return 0;
-	if (!is_bpf_map_name(BPF_CORE_READ(file, f_path.dentry, d_name.name)))
-		return 0;
-	learned_map_fops = fops;
-	return 1;
+		return -1;
+	kind = obj_kind_of_name(BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	if (kind == BPFMAP_OBJ_MAP)
+		learned_fops[BPFMAP_OBJ_MAP] = fops;
+	else if (kind == BPFMAP_OBJ_PROG)
+		learned_fops[BPFMAP_OBJ_PROG] = fops;
+	else if (kind == BPFMAP_OBJ_LINK)
+		learned_fops[BPFMAP_OBJ_LINK] = fops;
+	return kind;
+}
+
+/* The id of the object behind a program or link file. */
+static __always_inline __u32 obj_id_of(struct file *file, int kind)
+{
+	if (kind == BPFMAP_OBJ_PROG)
+		return BPF_CORE_READ((struct bpf_prog *)file->private_data, aux, id);
+	return BPF_CORE_READ((struct bpf_link *)file->private_data, id);
 }
 
 /* Inodes of the sockets whose receive queues hold files in flight (filled by
@@ -158,6 +198,45 @@ int dump_map_count(struct bpf_iter__bpf_map *ctx)
 	return 0;
 }
 
+/* iter/bpf_prog (5.9+): every live program, with the maps it uses. The
+ * used_maps array is a plain kernel pointer (not a BTF-typed one), read with
+ * probe reads; the kernel fills it at load and only appends under its mutex
+ * (BPF_PROG_BIND_MAP), so a racing reader sees a prefix. */
+SEC("iter/bpf_prog")
+int dump_prog(struct bpf_iter__bpf_prog *ctx)
+{
+	struct bpf_prog *prog = ctx->prog;
+	struct bpf_prog_aux *aux;
+	struct bpf_map **used;
+	struct prog_rec r = {};
+	__u32 i, n;
+
+	if (!prog)
+		return 0;
+	aux = prog->aux;
+	r.prog_ptr = (__u64)(unsigned long)prog;
+	r.id = aux->id;
+	r.prog_type = prog->type;
+	r.expected_attach_type = prog->expected_attach_type;
+	r.pages = prog->pages;
+	r.refcnt = aux->refcnt.counter;
+	r.load_time = aux->load_time;
+	__builtin_memcpy(r.tag, prog->tag, sizeof(r.tag));
+	__builtin_memcpy(r.name, aux->name, sizeof(r.name));
+	n = aux->used_map_cnt;
+	r.used_map_cnt = n;
+	used = aux->used_maps;
+	for (i = 0; i < BPFMAP_PROG_MAX_MAPS && i < n; i++) {
+		struct bpf_map *m = NULL;
+
+		if (bpf_probe_read_kernel(&m, sizeof(m), &used[i]) || !m)
+			break;
+		r.map_ids[i] = BPF_CORE_READ(m, id);
+	}
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
 /* Elements visited so far in the current iter/bpf_map_elem walk, and that
  * walk's iterator session. User space runs one walk at a time (the census
  * thread); every new iterator instance has a new session id (from 1), whose
@@ -220,10 +299,12 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct file_rec r = {};
+	int kind;
 
 	if (!task || !file)
 		return 0;
-	if (!is_map_file(file)) {
+	kind = obj_kind_of(file);
+	if (kind < 0) {
 		struct inode *inode;
 		__u64 ino;
 
@@ -237,8 +318,11 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 		if (!bpf_map_lookup_elem(&receiver_sockets, &ino))
 			return 0;
 		r.sock_ino = ino;
-	} else {
+	} else if (kind == BPFMAP_OBJ_MAP) {
 		r.map_id = map_id_of(file);
+	} else {
+		r.map_id = obj_id_of(file, kind);
+		r.obj_kind = kind;
 	}
 	r.file_ptr = (__u64)(unsigned long)file;
 	r.fd = ctx->fd;
@@ -260,7 +344,7 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	file = vma->vm_file;
 	if (!file)
 		return 0;
-	if (!is_map_file(file))
+	if (obj_kind_of(file) != BPFMAP_OBJ_MAP)
 		return 0;
 	r.file_ptr = (__u64)(unsigned long)file;
 	r.map_id = map_id_of(file);

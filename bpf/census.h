@@ -34,20 +34,46 @@ struct map_rec {
 	__u32 pad;
 };
 
-/* iter/task_file and iter/task_vma: one per map file seen in an fd table or
- * behind a vma, and (task_file, map_id 0) one per fd of a socket whose inode
- * user space asked for (the receivers of files in flight). 72 bytes. */
+/* The BPF object a file refers to (file_rec.obj_kind). */
+#define BPFMAP_OBJ_MAP  0 /* anon inode "bpf-map" */
+#define BPFMAP_OBJ_PROG 1 /* anon inode "bpf-prog" */
+#define BPFMAP_OBJ_LINK 2 /* anon inode "bpf_link" */
+
+/* iter/task_file and iter/task_vma: one per map, program or link file seen
+ * in an fd table (vmas: map files only), and (task_file, map_id 0) one per fd
+ * of a socket whose inode user space asked for (the receivers of files in
+ * flight). 80 bytes. */
 struct file_rec {
 	__u64 file_ptr;     /* struct file address: distinct files = distinct references */
 	__u64 cgroup_id;    /* cgroup v2 (default hierarchy) kernfs id of the task */
 	__u32 tgid;
 	__u32 pid;
 	__u32 fd;           /* fd number, or 0 for vma records */
-	__u32 map_id;
+	__u32 map_id;       /* the object's id (a map, program or link id, by obj_kind) */
 	char comm[BPFMAP_COMM_LEN];
 	__u64 vm_start;     /* vma records only: the mapped range [vm_start, vm_end) */
 	__u64 vm_end;
 	__u64 sock_ino;     /* socket-owner records (map_id 0): the socket's inode */
+	__u32 obj_kind;     /* BPFMAP_OBJ_* */
+	__u32 pad;
+};
+
+/* The maps a program record lists at most: the kernel's MAX_USED_MAPS. */
+#define BPFMAP_PROG_MAX_MAPS 64
+
+/* iter/bpf_prog: one per live program. 328 bytes. */
+struct prog_rec {
+	__u64 prog_ptr;
+	__s64 refcnt;       /* raw aux->refcnt, includes the iterator cursor's own +1 */
+	__u64 load_time;    /* aux->load_time: CLOCK_BOOTTIME ns at load */
+	__u64 pages;        /* prog->pages: fdinfo memlock is pages * PAGE_SIZE */
+	__u32 id;
+	__u32 prog_type;
+	__u32 expected_attach_type;
+	__u32 used_map_cnt; /* aux->used_map_cnt; map_ids holds the first BPFMAP_PROG_MAX_MAPS */
+	__u8 tag[8];
+	char name[BPFMAP_NAME_LEN];
+	__u32 map_ids[BPFMAP_PROG_MAX_MAPS];
 };
 
 /* iter/unix (bpf/inflight.bpf.c): one per map file or unix socket file held
@@ -63,9 +89,10 @@ struct inflight_rec {
 	__u32 flags;        /* BPFMAP_INFLIGHT_* */
 };
 
-/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE / INFLIGHT_REC_SIZE in src/bpf/census/records.rs. */
+/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE / PROG_REC_SIZE / INFLIGHT_REC_SIZE in src/bpf/census/records.rs. */
 _Static_assert(sizeof(struct map_rec) == 104, "map_rec layout");
-_Static_assert(sizeof(struct file_rec) == 72, "file_rec layout");
+_Static_assert(sizeof(struct file_rec) == 80, "file_rec layout");
+_Static_assert(sizeof(struct prog_rec) == 328, "prog_rec layout");
 _Static_assert(sizeof(struct inflight_rec) == 32, "inflight_rec layout");
 
 #endif

@@ -47,6 +47,12 @@ pub trait Collector {
         Vec::new()
     }
 
+    /// Program ids of this collector's own BPF programs (the exporter's
+    /// own, never the node's).
+    fn own_prog_ids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// Extra `key=value` lines for `--check` (the lifecycle collector prints
     /// `probe=<p> mode=<m> attached=<0|1>` lines here).
     fn check_lines(&self) -> Vec<String> {

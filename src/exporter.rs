@@ -221,9 +221,17 @@ impl Exporter {
             .iter()
             .flat_map(|c| c.own_map_ids())
             .collect();
+        let own_progs: Vec<u32> = self
+            .collectors
+            .iter()
+            .flat_map(|c| c.own_prog_ids())
+            .collect();
         let t_census = Instant::now();
         let (snapshot, mut report) = match self.census.as_mut() {
-            Some(c) => c.take(&own_extra),
+            Some(c) => {
+                c.set_other_own_programs(own_progs);
+                c.take(&own_extra)
+            }
             None => {
                 let mut report = Report::default();
                 if let Some(e) = &self.census_error {

@@ -51,7 +51,10 @@ pub const REGISTRY: &[Spec] = &[
         "mmaps",
         "map files held only by mmaps (iter/task_vma, 5.15+)",
     ),
-    census("programs", "programs that use each map"),
+    census(
+        "programs",
+        "census of every program (iter/bpf_prog, 5.9+): type, tag, memory, refcount, the maps each uses, and its holders",
+    ),
     census("outer_maps", "map-in-map slots that hold each map"),
     census("links", "iterator links attached to each map"),
     census("pins", "bpffs pins on every mounted bpffs"),

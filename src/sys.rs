@@ -133,6 +133,19 @@ pub fn prog_map_ids(fd: &OwnedFd) -> io::Result<Vec<u32>> {
     ))
 }
 
+/// libbpf's name of a program type (what bpftool prints), or None for a
+/// type the linked libbpf does not know.
+pub fn libbpf_prog_type_name(t: u32) -> Option<&'static str> {
+    // SAFETY: libbpf returns NULL or a pointer to a static NUL-terminated
+    // string of its own type-name table, valid for the process's life.
+    let p = unsafe { libbpf_sys::libbpf_bpf_prog_type_str(t) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL: a static C string (above).
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_str().ok()
+}
+
 /// Read one `key:\tvalue` field of /proc/self/fdinfo/<fd>.
 pub fn fdinfo(fd: &OwnedFd) -> io::Result<String> {
     std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
@@ -231,6 +244,21 @@ pub fn object_map_ids(obj: &libbpf_rs::Object) -> Vec<u32> {
     obj.maps()
         .filter_map(|m| m.info().ok())
         .map(|i| i.info.id)
+        .collect()
+}
+
+/// Program ids of the loaded programs of `obj` (programs left unloaded,
+/// autoload off, have none).
+pub fn object_prog_ids(obj: &libbpf_rs::Object) -> Vec<u32> {
+    use std::os::fd::AsFd;
+    obj.progs()
+        .filter(|p| p.autoload())
+        .filter_map(|p| {
+            // SAFETY: zeroed bpf_prog_info asks for no arrays.
+            let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+            prog_info_into(p.as_fd().as_raw_fd(), &mut info).ok()?;
+            Some(info.id)
+        })
         .collect()
 }
 

@@ -307,7 +307,11 @@ fn a_small_budget_serves_the_rest_from_cache_with_their_age() {
     // either too small for an emulated guest's single walk or large enough
     // for a fast host to walk everything.
     let (s, _) = census(Choice::Iterate, Duration::from_secs(60)).take(&[]);
-    assert_eq!(ours(&s, State::Fresh), 300, "an unbounded budget counts all");
+    assert_eq!(
+        ours(&s, State::Fresh),
+        300,
+        "an unbounded budget counts all"
+    );
     let all = s.entries_summary.unwrap().spent;
     let budget = all / 4;
     let mut census = census(Choice::Iterate, budget);

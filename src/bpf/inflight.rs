@@ -33,6 +33,7 @@ pub struct Inflight {
     _skel: InflightSkel<'static>,
     link: Link,
     own_ids: Vec<u32>,
+    own_prog_ids: Vec<u32>,
 }
 
 impl Inflight {
@@ -48,16 +49,23 @@ impl Inflight {
             .attach()
             .context("attaching iter/unix")?;
         let own_ids = sys::object_map_ids(libbpf_rs::skel::Skel::object(&skel));
+        let own_prog_ids = sys::object_prog_ids(libbpf_rs::skel::Skel::object(&skel));
         Ok(Inflight {
             _skel: skel,
             link,
             own_ids,
+            own_prog_ids,
         })
     }
 
     /// Map ids of this object's own maps.
     pub fn own_map_ids(&self) -> &[u32] {
         &self.own_ids
+    }
+
+    /// Program ids of the in-flight object's own programs.
+    pub fn own_prog_ids(&self) -> &[u32] {
+        &self.own_prog_ids
     }
 
     /// How many sockets' records the kernel dropped so far (their output did

@@ -445,10 +445,19 @@ impl Inventory {
     /// Map ids held by pins, one entry per distinct pinned inode (hard links and
     /// bind mounts of one superblock share an inode and hold one reference).
     pub fn map_pin_holders(&self) -> Vec<u32> {
+        self.pin_holders(ObjKind::Map)
+    }
+
+    /// For each pinned program inode (deduplicated by (dev, ino)): its id.
+    pub fn prog_pin_holders(&self) -> Vec<u32> {
+        self.pin_holders(ObjKind::Prog)
+    }
+
+    fn pin_holders(&self, kind: ObjKind) -> Vec<u32> {
         let mut seen = std::collections::HashSet::new();
         self.pins
             .iter()
-            .filter(|p| p.info.kind == ObjKind::Map)
+            .filter(|p| p.info.kind == kind)
             .filter(|p| seen.insert((p.dev, p.ino)))
             .map(|p| p.info.id)
             .collect()

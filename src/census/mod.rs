@@ -9,6 +9,7 @@ pub mod holders;
 pub mod inflight;
 mod model;
 pub mod names;
+pub mod programs;
 pub mod render;
 mod sources;
 
@@ -16,7 +17,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
-pub use crate::bpf::census::{Creator, Features, FileRecord, MapRecord};
+pub use crate::bpf::census::{
+    Creator, Features, FileRecord, MapRecord, ObjectFile, ObjectKind, ProgRecord,
+};
 pub use holders::{Holders, ProcessHolder};
 pub use model::{CensusOpts, IdMap, Parts, Snapshot};
 
@@ -86,6 +89,12 @@ pub struct Census {
     inflight: Option<Result<InflightState, String>>,
     /// Map ids of every census object (census and in-flight).
     own_ids: Vec<u32>,
+    /// Program ids of the census's and the in-flight walk's programs, and
+    /// of the exporter's other collectors ([`Census::set_other_own_programs`]).
+    own_progs: Vec<u32>,
+    other_own_progs: Vec<u32>,
+    /// The program iterator's output buffer.
+    prog_buf: Vec<u8>,
     /// Element counts by iteration, kept between scrapes.
     entries: entries::Counter,
 }
@@ -120,8 +129,10 @@ impl Census {
             files: opts.parts.on("files"),
             mmaps: opts.parts.on("mmaps"),
             count_elems: opts.parts.on("entries"),
+            progs: opts.parts.on("programs"),
         })?;
         let mut own_ids = progs.own_map_ids().to_vec();
+        let mut own_progs = progs.own_prog_ids().to_vec();
         // iter/unix is absent before 5.17: there the object is not loaded at
         // all (the census above does not depend on it) and in-flight files
         // stay unexplained (bpfmap_feature_available{feature="iter_unix"} 0).
@@ -131,6 +142,7 @@ impl Census {
                 Ok(prog) => {
                     crate::registry::unavailable::clear("inflight");
                     own_ids.extend_from_slice(prog.own_map_ids());
+                    own_progs.extend_from_slice(prog.own_prog_ids());
                     Ok(InflightState {
                         prog,
                         netns: Default::default(),
@@ -160,6 +172,9 @@ impl Census {
             load_window: None,
             inflight,
             own_ids,
+            own_progs,
+            other_own_progs: Vec::new(),
+            prog_buf: Vec::new(),
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
                     c.truncate(c.len().saturating_sub(1));
@@ -186,6 +201,12 @@ impl Census {
 
     pub fn features(&self) -> &Features {
         self.progs.features()
+    }
+
+    /// The program ids of the exporter's other collectors (the lifecycle
+    /// probes): its own programs, never the node's.
+    pub fn set_other_own_programs(&mut self, ids: Vec<u32>) {
+        self.other_own_progs = ids;
     }
 
     /// Keep the file and vma records in the snapshots from now on (see
@@ -217,6 +238,10 @@ impl Census {
         };
         let own: rustc_hash::FxHashSet<u32> =
             self.own_ids.iter().chain(extra_own).copied().collect();
+        snap.boot_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|t| t.as_secs_f64() - sys::boottime_ns() as f64 / 1e9);
         let host_pid = in_host_pid_namespace();
 
         // Files in flight first: their receiving sockets are named by the
@@ -259,51 +284,74 @@ impl Census {
         let own_ref = &own;
         let progs = &self.progs;
         let comm = &self.comm;
-        let (maps, files, vmas, processes, peers, mine, sockets) = std::thread::scope(|scope| {
-            let tasks = scope.spawn(|| {
-                let walk =
-                    |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
-                        let (r, seconds) =
-                            measure(|| Ok(not_own(progs::read_files(it?, buf)?, own_ref)));
+        let (maps, files, vmas, processes, peers, mine, sockets, objects) =
+            std::thread::scope(|scope| {
+                let tasks = scope.spawn(|| {
+                    let walk = |name: &'static str,
+                                it: anyhow::Result<std::fs::File>,
+                                buf: &mut Vec<u8>| {
+                        let (r, seconds) = measure(|| {
+                            let mut t = progs::read_files(it?, buf)?;
+                            t.maps = not_own(t.maps, own_ref);
+                            Ok(t)
+                        });
                         (name, r, seconds)
                     };
-                let mut files = file_iter.map(|it| walk("files", it, file_buf));
-                let mut vmas = vma_iter.map(|it| walk("mmaps", it, vma_buf));
-                // The receivers of files in flight: fds of the sockets asked for.
-                let mut sockets = Vec::new();
-                if let Some((_, Ok(v), _)) = &mut files {
-                    let (s, m): (Vec<FileRecord>, Vec<FileRecord>) =
-                        std::mem::take(v).into_iter().partition(|f| f.is_socket());
-                    *v = m;
-                    sockets = s;
-                }
-                // Maps whose every file holder is another exporter instance
-                // (a `--check` next to the server) are that instance's own:
-                // both then report the same node figures.
-                let (peers, mine) = peer_exporter_maps(ok_files(&files), comm);
-                for w in [&mut files, &mut vmas].into_iter().flatten() {
-                    if let (_, Ok(v), _) = w {
-                        v.retain(|f| !peers.contains(&f.map_id));
+                    // Program and link files go to the programs part; the rest
+                    // of the walk's consumers see map files (and sockets).
+                    let mut objects: Option<Vec<ObjectFile>> = None;
+                    let mut files: Walked = file_iter.map(|it| {
+                        let (n, r, s) = walk("files", it, file_buf);
+                        (
+                            n,
+                            r.map(|t| {
+                                objects = Some(t.objects);
+                                t.maps
+                            }),
+                            s,
+                        )
+                    });
+                    let mut vmas: Walked = vma_iter.map(|it| {
+                        let (n, r, s) = walk("mmaps", it, vma_buf);
+                        (n, r.map(|t| t.maps), s)
+                    });
+                    // The receivers of files in flight: fds of the sockets asked for.
+                    let mut sockets = Vec::new();
+                    if let Some((_, Ok(v), _)) = &mut files {
+                        let (s, m): (Vec<FileRecord>, Vec<FileRecord>) =
+                            std::mem::take(v).into_iter().partition(|f| f.is_socket());
+                        *v = m;
+                        sockets = s;
                     }
-                }
-                let processes = holders::processes(ok_files(&files), ok_files(&vmas));
-                (files, vmas, processes, peers, mine, sockets)
-            });
-            let maps = report.run("maps", || progs.read_maps(map_buf));
-            let (files, vmas, processes, peers, mine, sockets) =
-                tasks.join().unwrap_or_else(|_| {
-                    let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
-                    (
-                        Some(failed("files")),
-                        Some(failed("mmaps")),
-                        Vec::new(),
-                        Default::default(),
-                        Default::default(),
-                        Vec::new(),
-                    )
+                    // Maps whose every file holder is another exporter instance
+                    // (a `--check` next to the server) are that instance's own:
+                    // both then report the same node figures.
+                    let (peers, mine) = peer_exporter_maps(ok_files(&files), comm);
+                    for w in [&mut files, &mut vmas].into_iter().flatten() {
+                        if let (_, Ok(v), _) = w {
+                            v.retain(|f| !peers.contains(&f.map_id));
+                        }
+                    }
+                    let processes = holders::processes(ok_files(&files), ok_files(&vmas));
+                    (files, vmas, processes, peers, mine, sockets, objects)
                 });
-            (maps, files, vmas, processes, peers, mine, sockets)
-        });
+                let maps = report.run("maps", || progs.read_maps(map_buf));
+                let (files, vmas, processes, peers, mine, sockets, objects) =
+                    tasks.join().unwrap_or_else(|_| {
+                        let failed =
+                            |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
+                        (
+                            Some(failed("files")),
+                            Some(failed("mmaps")),
+                            Vec::new(),
+                            Default::default(),
+                            Default::default(),
+                            Vec::new(),
+                            None,
+                        )
+                    });
+                (maps, files, vmas, processes, peers, mine, sockets, objects)
+            });
         snap.maps_ok = maps.is_some();
         let mut maps = maps.unwrap_or_default();
         // In the load window: maps this process holds a file of (it opens
@@ -336,11 +384,60 @@ impl Census {
                 None => Some(Vec::new()),
             };
         }
-        if p.on("programs") {
-            obs.programs = report.run("programs", sources::program_map_ids);
-        }
+        let mut prog_obs = programs::Observed {
+            files: if obs.files.is_some() { objects } else { None },
+            ..Default::default()
+        };
         if p.on("links") {
-            obs.links = report.run("links", sources::iter_link_map_ids);
+            if let Some(links) = report.run("links", sources::links) {
+                obs.links = Some(links.iter().filter_map(|l| l.iter_map_id).collect());
+                prog_obs.links = Some(
+                    links
+                        .iter()
+                        .map(|l| l.prog_id)
+                        .filter(|&id| id != 0)
+                        .collect(),
+                );
+            }
+        }
+        if p.on("programs") {
+            let (progs_, buf) = (&self.progs, &mut self.prog_buf);
+            let arrays: Vec<u32> = snap
+                .maps
+                .iter()
+                .filter(|m| names::MapType::from_raw(m.map_type) == Some(names::MapType::ProgArray))
+                .map(|m| m.id)
+                .collect();
+            let read = report.run("programs", || {
+                let all = progs_.read_progs(buf).unwrap_or_else(|| {
+                    Err(anyhow::anyhow!(
+                        "this kernel has no iter/bpf_prog (Linux 5.9+): programs cannot be listed"
+                    ))
+                })?;
+                let slots = sources::fd_array_slots(&arrays).context("reading prog_array slots")?;
+                Ok((all, slots))
+            });
+            if let Some((all, slots)) = read {
+                obs.programs = Some(all.iter().map(|p| p.map_ids.clone()).collect());
+                prog_obs.slots = Some(slots);
+                let me = std::process::id();
+                let peer_progs = programs::peer_programs(
+                    prog_obs.files.as_deref().unwrap_or_default(),
+                    &self.comm,
+                    me,
+                );
+                let own_progs: rustc_hash::FxHashSet<u32> = self
+                    .own_progs
+                    .iter()
+                    .chain(&self.other_own_progs)
+                    .copied()
+                    .chain(peer_progs)
+                    .collect();
+                let (own_p, node): (Vec<ProgRecord>, Vec<ProgRecord>) =
+                    all.into_iter().partition(|p| own_progs.contains(&p.id));
+                snap.own_programs = own_p;
+                snap.programs = Some(node);
+            }
         }
         if p.on("outer_maps") {
             let outer: Vec<u32> = snap
@@ -349,7 +446,7 @@ impl Census {
                 .filter(|m| names::is_map_in_map(m.map_type))
                 .map(|m| m.id)
                 .collect();
-            obs.slots = report.run("outer_maps", || sources::outer_map_slots(&outer));
+            obs.slots = report.run("outer_maps", || sources::fd_array_slots(&outer));
         }
         if p.on("inflight") {
             // The in-flight file deduplication needs the fd tables.
@@ -407,6 +504,7 @@ impl Census {
                 Ok(inv)
             });
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
+            prog_obs.pins = snap.inventory.as_ref().map(|inv| inv.prog_pin_holders());
             if let Some(inv) = &snap.inventory {
                 if !inv.complete() {
                     obs.incomplete.push("pins");
@@ -455,6 +553,10 @@ impl Census {
         if self.opts.keep_files {
             snap.files = obs.files.clone();
             snap.vmas = obs.vmas.clone();
+            snap.object_files = prog_obs.files.clone();
+        }
+        if let Some(progs) = &snap.programs {
+            snap.prog_holders = programs::holders(progs, &prog_obs);
         }
         let (_, seconds) = measure(|| {
             if snap.maps_ok {
@@ -479,6 +581,21 @@ impl Census {
             .into_iter()
             .map(|(n, k)| (n, k && !obs.incomplete.contains(&n)))
             .collect();
+        if snap.programs.is_some() {
+            let known = programs::ProgHolderKind::ALL.map(|k| {
+                let seen = match k {
+                    programs::ProgHolderKind::File => prog_obs.files.is_some(),
+                    programs::ProgHolderKind::Pin => prog_obs.pins.is_some(),
+                    programs::ProgHolderKind::Link => prog_obs.links.is_some(),
+                    programs::ProgHolderKind::ProgArray => prog_obs.slots.is_some(),
+                };
+                (k.source(), seen && !obs.incomplete.contains(&k.source()))
+            });
+            snap.prog_sources = known
+                .into_iter()
+                .chain(programs::UNREAD_SOURCES.iter().map(|&s| (s, false)))
+                .collect();
+        }
         snap.host_pid_namespace = host_pid;
         tracing::debug!(seconds, "holder arithmetic");
         for o in &report.outcomes {

@@ -3,7 +3,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{bpffs, entries, inflight, Features, FileRecord, Holders, MapRecord, ProcessHolder};
+use super::programs::ProgHolders;
+use super::{
+    bpffs, entries, inflight, Features, FileRecord, Holders, MapRecord, ObjectFile, ProcessHolder,
+    ProgRecord,
+};
 
 /// Map id -> value with a fast hasher: per-map tables have 100k entries on
 /// big nodes and SipHash dominated the holder arithmetic there.
@@ -128,4 +132,19 @@ pub struct Snapshot {
     pub entries: IdMap<entries::CountInfo>,
     /// The element counting of this scrape, when the entries part ran.
     pub entries_summary: Option<entries::Summary>,
+    /// Every live program except the exporter's own, when the programs
+    /// part ran and succeeded.
+    pub programs: Option<Vec<ProgRecord>>,
+    /// The exporter's own programs (reported apart, never as the node's).
+    pub own_programs: Vec<ProgRecord>,
+    /// Program id -> holders by kind.
+    pub prog_holders: IdMap<ProgHolders>,
+    /// Each program holder source and whether it was complete this scrape
+    /// (sources this build cannot read are listed as incomplete).
+    pub prog_sources: Vec<(&'static str, bool)>,
+    /// Program and link files in fd tables, with `CensusOpts::keep_files`.
+    pub object_files: Option<Vec<ObjectFile>>,
+    /// When the machine booted, Unix seconds (CLOCK_REALTIME less
+    /// CLOCK_BOOTTIME at the census): converts kernel boot-time stamps.
+    pub boot_unix: Option<f64>,
 }

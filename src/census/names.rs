@@ -141,6 +141,14 @@ pub fn map_type_label(t: u32) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// bpftool's name for a program type; unknown (newer) types read `type_<n>`.
+pub fn prog_type_label(t: u32) -> std::borrow::Cow<'static, str> {
+    match crate::sys::libbpf_prog_type_name(t) {
+        Some(n) => std::borrow::Cow::Borrowed(n),
+        None => std::borrow::Cow::Owned(format!("type_{t}")),
+    }
+}
+
 /// Hash-family maps whose memory use follows the number of live elements.
 pub fn memory_follows_elements(t: u32, flags: u32) -> bool {
     use MapType::*;

@@ -1,65 +1,64 @@
-//! Holder sources found by bpf() queries rather than iterators: the maps
-//! every program uses, the maps iterator links are bound to, and the inner
-//! maps in outer-map slots.
+//! Holder sources found by bpf() queries rather than iterators: every link
+//! (its program, and the map an iterator link is bound to), and the objects
+//! in outer-map and prog_array slots.
 use anyhow::Context;
 
 use libbpf_rs::MapCore;
 
 use crate::sys;
 
-/// For every program: the ids of the maps it uses.
-pub(crate) fn program_map_ids() -> anyhow::Result<Vec<Vec<u32>>> {
-    let ids = sys::all_ids(sys::IdSpace::Prog).context("BPF_PROG_GET_NEXT_ID")?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let fd = match sys::fd_by_id(sys::IdSpace::Prog, id) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue, // unloaded meanwhile
-            Err(e) => return Err(e).with_context(|| format!("BPF_PROG_GET_FD_BY_ID {id}")),
-        };
-        match sys::prog_map_ids(&fd) {
-            Ok(m) => out.push(m),
-            Err(e) => return Err(e).with_context(|| format!("program {id} info")),
-        }
-    }
-    Ok(out)
+/// One link, as BPF_OBJ_GET_INFO_BY_FD reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LinkRecord {
+    pub id: u32,
+    /// The program the link holds (0 for none).
+    pub prog_id: u32,
+    /// An iterator link bound to a map: that map's id.
+    pub iter_map_id: Option<u32>,
 }
 
-/// For every iterator link bound to a map: that map's id.
-pub(crate) fn iter_link_map_ids() -> anyhow::Result<Vec<u32>> {
+/// Every link on the node.
+pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
     use libbpf_rs::query::{IterType, LinkInfo, LinkTypeInfo};
     use std::os::fd::AsFd;
     let ids = sys::all_ids(sys::IdSpace::Link).context("BPF_LINK_GET_NEXT_ID")?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let fd = match sys::fd_by_id(sys::IdSpace::Link, id) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e).with_context(|| format!("BPF_LINK_GET_FD_BY_ID {id}")),
         };
-        let Ok(info) = LinkInfo::from_fd(fd.as_fd()) else {
-            continue;
+        let info = LinkInfo::from_fd(fd.as_fd())
+            .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of link {id}"))?;
+        let iter_map_id = match info.info {
+            LinkTypeInfo::Iter(it) => match it.iter_type {
+                IterType::Map { map_id } if map_id != 0 => Some(map_id),
+                _ => None,
+            },
+            _ => None,
         };
-        if let LinkTypeInfo::Iter(it) = info.info {
-            if let IterType::Map { map_id } = it.iter_type {
-                if map_id != 0 {
-                    out.push(map_id);
-                }
-            }
-        }
+        out.push(LinkRecord {
+            id,
+            prog_id: info.prog_id,
+            iter_map_id,
+        });
     }
     Ok(out)
 }
 
-/// For every slot of every outer map: the inner map id it holds.
-pub(crate) fn outer_map_slots(outer: &[u32]) -> anyhow::Result<Vec<u32>> {
+/// For every slot of every map in `ids` (outer maps, or prog_arrays): the
+/// id the slot holds (an inner map's, or a program's: the syscall side of a
+/// lookup in an fd array returns the object's id).
+pub(crate) fn fd_array_slots(ids: &[u32]) -> anyhow::Result<Vec<u32>> {
+    let outer = ids;
     let mut out = Vec::new();
     for &id in outer {
         let h = match libbpf_rs::MapHandle::from_map_id(id) {
             Ok(h) => h,
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => continue, // freed meanwhile
             Err(e) => {
-                return Err(e).with_context(|| format!("BPF_MAP_GET_FD_BY_ID {id} (outer map)"))
+                return Err(e).with_context(|| format!("BPF_MAP_GET_FD_BY_ID {id} (fd array)"))
             }
         };
         for key in h.keys() {

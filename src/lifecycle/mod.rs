@@ -131,6 +131,7 @@ pub struct Lifecycle {
     choices: Vec<Choice>,
     attached_progs: Vec<&'static str>,
     own_ids: Vec<u32>,
+    own_prog_ids: Vec<u32>,
     tracker: Tracker,
     folder: Folder,
     opts: LifecycleOpts,
@@ -243,6 +244,7 @@ impl Lifecycle {
             );
         }
         let own_ids = sys::object_map_ids(skel.object());
+        let own_prog_ids = sys::object_prog_ids(skel.object());
         let start_max = sys::max_map_id().context("BPF_MAP_GET_NEXT_ID")?;
         let mut tracker = Tracker::new(start_max);
         tracker.pid_label = opts.pid_label;
@@ -277,6 +279,7 @@ impl Lifecycle {
             choices,
             attached_progs: used,
             own_ids,
+            own_prog_ids,
             tracker,
             folder: Folder::new(opts.max_processes),
             opts,
@@ -433,6 +436,10 @@ impl Collector for Lifecycle {
 
     fn own_map_ids(&self) -> Vec<u32> {
         self.own_ids.clone()
+    }
+
+    fn own_prog_ids(&self) -> Vec<u32> {
+        self.own_prog_ids.clone()
     }
 
     fn check_lines(&self) -> Vec<String> {

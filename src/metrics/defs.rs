@@ -235,6 +235,55 @@ pub const PINNED_MAP_MEMORY_BYTES: Def = gauge(
     "bpfmap_pinned_map_memory_bytes",
     "Memory of the distinct maps pinned in a bpffs mount.",
 );
+pub const PROGRAMS: Def = gauge(
+    "bpfmap_programs",
+    "Live programs on the node (the exporter's own excluded), by program type (bpftool's names).",
+);
+pub const PROGRAMS_MEMORY_BYTES: Def = gauge(
+    "bpfmap_programs_memory_bytes",
+    "Memory of live programs (fdinfo memlock: their pages), by program type.",
+);
+pub const EXPORTER_PROGRAMS: Def = gauge(
+    "bpfmap_exporter_programs",
+    "The exporter's own programs, excluded from every node series.",
+);
+pub const PROGRAM_INFO: Def = gauge(
+    "bpfmap_program_info",
+    "Program metadata; join on id: ... * on(id) group_left(name, prog_type) bpfmap_program_info.",
+);
+pub const PROGRAM_REFCOUNT: Def = gauge(
+    "bpfmap_program_refcount",
+    "bpf_prog_aux.refcnt, without the census iterator's own reference.",
+);
+pub const PROGRAM_MEMORY_BYTES: Def = gauge(
+    "bpfmap_program_memory_bytes",
+    "Memory of the program (fdinfo memlock).",
+);
+pub const PROGRAM_MAPS: Def = gauge("bpfmap_program_maps", "Maps the program uses.");
+pub const PROGRAM_LOAD_TIME_SECONDS: Def = gauge(
+    "bpfmap_program_load_time_seconds",
+    "When the program was loaded, Unix seconds.",
+);
+pub const PROGRAM_HOLDERS: Def = gauge(
+    "bpfmap_program_holders",
+    "Holders of program references, by kind (file, pin, link, prog_array).",
+);
+pub const PROGRAM_UNEXPLAINED_REFS: Def = gauge(
+    "bpfmap_program_unexplained_refs",
+    "Program refcount minus every holder; published only when exact.",
+);
+pub const PROGRAMS_UNEXPLAINED_WITHHELD: Def = gauge(
+    "bpfmap_programs_unexplained_withheld",
+    "Programs whose unexplained count is not published: references beyond the holders read could be held by a source that is off, incomplete or not read (see bpfmap_program_holder_source_complete).",
+);
+pub const PROGRAM_HOLDER_SOURCE_COMPLETE: Def = gauge(
+    "bpfmap_program_holder_source_complete",
+    "1 when the program holder source ran and saw every holder it could this scrape; 0 when it was off, failed, incomplete, or is not read by this build (attachments, inflight, io_uring).",
+);
+pub const PROGRAM_SERIES_OMITTED: Def = gauge(
+    "bpfmap_program_series_omitted",
+    "Programs without per-program series, by reason: budget (not held by pins alone, not among the largest), cap (over the per-program series cap), disabled (--collector.maps.no-per-map).",
+);
 pub const PINNED_MAP_UNUSED: Def = gauge(
     "bpfmap_pinned_map_unused",
     "1 when no program uses the pinned map (a stale pin candidate).",
@@ -356,6 +405,19 @@ pub const ALL: &[&Def] = &[
     &PIN_INFO,
     &PINNED_MAP_MEMORY_BYTES,
     &PINNED_MAP_UNUSED,
+    &PROGRAMS,
+    &PROGRAMS_MEMORY_BYTES,
+    &EXPORTER_PROGRAMS,
+    &PROGRAM_INFO,
+    &PROGRAM_REFCOUNT,
+    &PROGRAM_MEMORY_BYTES,
+    &PROGRAM_MAPS,
+    &PROGRAM_LOAD_TIME_SECONDS,
+    &PROGRAM_HOLDERS,
+    &PROGRAM_UNEXPLAINED_REFS,
+    &PROGRAMS_UNEXPLAINED_WITHHELD,
+    &PROGRAM_HOLDER_SOURCE_COMPLETE,
+    &PROGRAM_SERIES_OMITTED,
     &PINNED_OBJECTS,
     &PROBE_ATTACHED,
     &PROCESS_MAP_FDS,

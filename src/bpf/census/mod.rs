@@ -1,6 +1,6 @@
 //! The census skeleton (bpf/census.bpf.c): the `iter/bpf_map`,
-//! `iter/task_file` and `iter/task_vma` programs, loaded and attached, and
-//! their output read and decoded.
+//! `iter/bpf_prog`, `iter/task_file` and `iter/task_vma` programs, loaded
+//! and attached, and their output read and decoded.
 pub mod records;
 
 use std::path::PathBuf;
@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use libbpf_rs::Link;
 
-pub use records::{decode_files, decode_maps, Creator, FileRecord, InflightRecord, MapRecord};
+pub use records::{
+    decode_files, decode_maps, decode_progs, Creator, FileRecord, InflightRecord, MapRecord,
+    ObjectFile, ObjectKind, ProgRecord, TaskFiles,
+};
 
 use super::{iter, load};
 use crate::sys;
@@ -39,6 +42,8 @@ pub struct Features {
     /// iter/unix (5.17+): files in flight in unix sockets' queues. Set by
     /// the census when it loads the in-flight object.
     pub iter_unix: bool,
+    /// iter/bpf_prog (5.9+): the census of programs.
+    pub iter_prog: bool,
 }
 
 impl Features {
@@ -70,6 +75,7 @@ impl Features {
             map_memcg: layout && map_memcg_off.is_none(),
             map_memcg_off,
             iter_unix: btf.type_by_name::<Struct>("bpf_iter__unix").is_some(),
+            iter_prog: btf.type_by_name::<Struct>("bpf_iter__bpf_prog").is_some(),
         })
     }
 }
@@ -130,6 +136,8 @@ pub struct LoadOpts {
     pub mmaps: bool,
     /// iter/bpf_map_elem: element counts of hash maps by iteration.
     pub count_elems: bool,
+    /// iter/bpf_prog: every program (where the kernel has it).
+    pub progs: bool,
 }
 
 /// The loaded and attached census programs.
@@ -138,7 +146,9 @@ pub struct Programs {
     map_link: Link,
     file_link: Option<Link>,
     vma_link: Option<Link>,
+    prog_link: Option<Link>,
     own_ids: Vec<u32>,
+    own_prog_ids: Vec<u32>,
     features: Features,
 }
 
@@ -150,6 +160,7 @@ impl Programs {
         let btf = load::btf_path(opts.btf_path.as_deref())?;
         let features = Features::probe(&btf)?;
         let vmas = features.task_vma && opts.mmaps;
+        let progs = features.iter_prog && opts.progs;
         let open_with = |count_elems: bool| -> anyhow::Result<CensusSkel<'static>> {
             load::load_counted("census", || {
                 let mut open = load::open(
@@ -161,6 +172,7 @@ impl Programs {
                 open.progs.dump_map_count.set_autoload(features.elem_count);
                 open.progs.dump_task_vma.set_autoload(vmas);
                 open.progs.dump_task_file.set_autoload(opts.files);
+                open.progs.dump_prog.set_autoload(progs);
                 open.progs.count_elems.set_autoload(count_elems);
                 Ok(open)
             })
@@ -196,13 +208,20 @@ impl Programs {
             .then(|| skel.progs.dump_task_vma.attach())
             .transpose()
             .context("attaching iter/task_vma")?;
+        let prog_link = progs
+            .then(|| skel.progs.dump_prog.attach())
+            .transpose()
+            .context("attaching iter/bpf_prog")?;
         let own_ids = sys::object_map_ids(libbpf_rs::skel::Skel::object(&skel));
+        let own_prog_ids = sys::object_prog_ids(libbpf_rs::skel::Skel::object(&skel));
         let p = Programs {
             skel,
             map_link,
             file_link,
             vma_link,
+            prog_link,
             own_ids,
+            own_prog_ids,
             features,
         };
         p.settle_probe_maps();
@@ -267,10 +286,24 @@ impl Programs {
         &self.own_ids
     }
 
+    /// Program ids of the census's own programs.
+    pub fn own_prog_ids(&self) -> &[u32] {
+        &self.own_prog_ids
+    }
+
     /// One `iter/bpf_map` walk, decoded (`buf` is kept by the caller).
     pub fn read_maps(&self, buf: &mut Vec<u8>) -> anyhow::Result<Vec<MapRecord>> {
         let _ = &self.skel;
         Ok(decode_maps(iter::read(&self.map_link, buf)?)?)
+    }
+
+    /// One `iter/bpf_prog` walk, decoded; None when it is not loaded (off,
+    /// or the kernel lacks it).
+    pub fn read_progs(&self, buf: &mut Vec<u8>) -> Option<anyhow::Result<Vec<ProgRecord>>> {
+        let link = self.prog_link.as_ref()?;
+        // SAFETY: sysconf reads a constant of the running kernel.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        Some(iter::read(link, buf).and_then(|b| Ok(decode_progs(b, page)?)))
     }
 
     /// A new `iter/task_file` walk, or None when it is not loaded. It is
@@ -310,7 +343,7 @@ impl Programs {
 
 /// Read and decode a task walk opened by [`Programs::open_files`] or
 /// [`Programs::open_vmas`].
-pub fn read_files(f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<Vec<FileRecord>> {
+pub fn read_files(f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<TaskFiles> {
     Ok(decode_files(iter::read_file(f, buf)?)?)
 }
 

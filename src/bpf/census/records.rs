@@ -4,7 +4,10 @@
 use crate::bpf::records::{stream, RecordError};
 
 pub const MAP_REC_SIZE: usize = 104;
-pub const FILE_REC_SIZE: usize = 72;
+pub const FILE_REC_SIZE: usize = 80;
+pub const PROG_REC_SIZE: usize = 328;
+/// The maps a program record lists at most (the kernel's MAX_USED_MAPS).
+pub const PROG_MAX_MAPS: usize = 64;
 pub const INFLIGHT_REC_SIZE: usize = 32;
 
 /// One live map as the `iter/bpf_map` program saw it.
@@ -151,20 +154,131 @@ pub fn decode_maps(buf: &[u8]) -> Result<Vec<MapRecord>, RecordError> {
         .collect())
 }
 
+/// The kind of BPF object behind a program-or-link file (`file_rec.obj_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    Program,
+    Link,
+}
+
+/// A program or link file in a task's fd table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectFile {
+    pub kind: ObjectKind,
+    /// The program's or link's id.
+    pub id: u32,
+    pub file_ptr: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub fd: u32,
+    pub comm: Vec<u8>,
+}
+
+/// One task walk's output: map files (and receiving sockets) apart from
+/// program and link files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFiles {
+    pub maps: Vec<FileRecord>,
+    pub objects: Vec<ObjectFile>,
+}
+
 /// Decode `iter/task_file` or `iter/task_vma` output.
-pub fn decode_files(buf: &[u8]) -> Result<Vec<FileRecord>, RecordError> {
-    Ok(stream("iter/task_file output", buf, FILE_REC_SIZE)?
-        .map(|b| FileRecord {
-            file_ptr: b.u64(0),
-            cgroup_id: b.u64(8),
-            tgid: b.u32(16),
-            pid: b.u32(20),
-            fd: b.u32(24),
-            map_id: b.u32(28),
-            comm: b.cstr(32, 16).to_vec(),
-            vm_start: b.u64(48),
-            vm_end: b.u64(56),
-            sock_ino: b.u64(64),
+pub fn decode_files(buf: &[u8]) -> Result<TaskFiles, RecordError> {
+    let mut out = TaskFiles::default();
+    for b in stream("iter/task_file output", buf, FILE_REC_SIZE)? {
+        let kind = match b.u32(72) {
+            0 => None,
+            1 => Some(ObjectKind::Program),
+            2 => Some(ObjectKind::Link),
+            k => {
+                return Err(RecordError::Range {
+                    what: "iter/task_file output: object kind",
+                    value: k as u64,
+                })
+            }
+        };
+        match kind {
+            None => out.maps.push(FileRecord {
+                file_ptr: b.u64(0),
+                cgroup_id: b.u64(8),
+                tgid: b.u32(16),
+                pid: b.u32(20),
+                fd: b.u32(24),
+                map_id: b.u32(28),
+                comm: b.cstr(32, 16).to_vec(),
+                vm_start: b.u64(48),
+                vm_end: b.u64(56),
+                sock_ino: b.u64(64),
+            }),
+            Some(kind) => out.objects.push(ObjectFile {
+                kind,
+                id: b.u32(28),
+                file_ptr: b.u64(0),
+                cgroup_id: b.u64(8),
+                tgid: b.u32(16),
+                pid: b.u32(20),
+                fd: b.u32(24),
+                comm: b.cstr(32, 16).to_vec(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// One live program as the `iter/bpf_prog` program saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgRecord {
+    pub prog_ptr: u64,
+    /// True refcount: the raw value minus the iterator cursor's own reference.
+    pub refcnt: i64,
+    /// CLOCK_BOOTTIME nanoseconds at load.
+    pub load_time_ns: u64,
+    /// Bytes charged, as fdinfo `memlock` reports them (pages times the
+    /// page size).
+    pub memlock: u64,
+    pub id: u32,
+    pub prog_type: u32,
+    pub expected_attach_type: u32,
+    /// The maps it uses, as many as the kernel lists (`used_map_cnt`).
+    pub used_map_cnt: u32,
+    pub tag: [u8; 8],
+    pub name: String,
+    /// The ids of the maps it uses (the first [`PROG_MAX_MAPS`]).
+    pub map_ids: Vec<u32>,
+}
+
+impl ProgRecord {
+    /// The tag as bpftool prints it (16 hex digits).
+    pub fn tag_hex(&self) -> String {
+        self.tag.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Decode `iter/bpf_prog` output. The iterator's cursor holds one
+/// reference on the program it is visiting, so one is subtracted.
+pub fn decode_progs(buf: &[u8], page_size: u64) -> Result<Vec<ProgRecord>, RecordError> {
+    Ok(stream("iter/bpf_prog output", buf, PROG_REC_SIZE)?
+        .map(|b| {
+            let used_map_cnt = b.u32(44);
+            let n = (used_map_cnt as usize).min(PROG_MAX_MAPS);
+            ProgRecord {
+                prog_ptr: b.u64(0),
+                refcnt: b.i64(8) - 1,
+                load_time_ns: b.u64(16),
+                memlock: b.u64(24) * page_size,
+                id: b.u32(32),
+                prog_type: b.u32(36),
+                expected_attach_type: b.u32(40),
+                used_map_cnt,
+                tag: b.u64(48).to_le_bytes(),
+                name: String::from_utf8_lossy(b.cstr(56, 16)).into_owned(),
+                // A zero id ends the list (a concurrent bind the walk missed).
+                map_ids: (0..n)
+                    .map(|i| b.u32(72 + 4 * i))
+                    .take_while(|&id| id != 0)
+                    .collect(),
+            }
         })
         .collect())
 }
@@ -331,8 +445,9 @@ pub(crate) mod tests {
         b[56..64].copy_from_slice(&0x8f00u64.to_le_bytes());
         b[64..72].copy_from_slice(&0x4242u64.to_le_bytes());
         let got = decode_files(&b).unwrap();
+        assert!(got.objects.is_empty());
         assert_eq!(
-            got,
+            got.maps,
             vec![FileRecord {
                 file_ptr: 0xdead,
                 cgroup_id: 77,
@@ -349,8 +464,75 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn program_and_link_files_decode_apart_from_map_files() {
+        let mut b = vec![0u8; 3 * FILE_REC_SIZE];
+        for (i, (kind, id)) in [(1u32, 31u32), (2, 32), (0, 33)].into_iter().enumerate() {
+            let r = &mut b[i * FILE_REC_SIZE..(i + 1) * FILE_REC_SIZE];
+            r[0..8].copy_from_slice(&(0x100 + i as u64).to_le_bytes());
+            r[16..20].copy_from_slice(&7u32.to_le_bytes());
+            r[28..32].copy_from_slice(&id.to_le_bytes());
+            r[72..76].copy_from_slice(&kind.to_le_bytes());
+        }
+        let got = decode_files(&b).unwrap();
+        assert_eq!(got.maps.iter().map(|f| f.map_id).collect::<Vec<_>>(), [33]);
+        let objs: Vec<_> = got
+            .objects
+            .iter()
+            .map(|o| (o.kind, o.id, o.file_ptr))
+            .collect();
+        assert_eq!(
+            objs,
+            [
+                (ObjectKind::Program, 31, 0x100),
+                (ObjectKind::Link, 32, 0x101)
+            ]
+        );
+        // A kind this build does not know is a layout disagreement.
+        b[72..76].copy_from_slice(&9u32.to_le_bytes());
+        assert!(decode_files(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("object kind"));
+    }
+
+    #[test]
+    fn program_records_decode_with_their_maps() {
+        let mut b = vec![0u8; PROG_REC_SIZE];
+        b[8..16].copy_from_slice(&3i64.to_le_bytes());
+        b[16..24].copy_from_slice(&5_000_000_000u64.to_le_bytes());
+        b[24..32].copy_from_slice(&2u64.to_le_bytes());
+        b[32..36].copy_from_slice(&520u32.to_le_bytes());
+        b[36..40].copy_from_slice(&1u32.to_le_bytes());
+        b[44..48].copy_from_slice(&3u32.to_le_bytes());
+        b[48..56].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3]);
+        b[56..63].copy_from_slice(b"dbgprog");
+        for (i, id) in [11u32, 12, 13].into_iter().enumerate() {
+            b[72 + 4 * i..76 + 4 * i].copy_from_slice(&id.to_le_bytes());
+        }
+        let got = decode_progs(&b, 4096).unwrap();
+        assert_eq!(got.len(), 1);
+        let p = &got[0];
+        assert_eq!((p.id, p.prog_type, p.refcnt, p.memlock), (520, 1, 2, 8192));
+        assert_eq!(p.name, "dbgprog");
+        assert_eq!(p.tag_hex(), "deadbeef00010203");
+        assert_eq!(p.map_ids, [11, 12, 13]);
+        // More maps than a record lists: the list stops at its capacity.
+        b[44..48].copy_from_slice(&100u32.to_le_bytes());
+        for i in 0..PROG_MAX_MAPS {
+            b[72 + 4 * i..76 + 4 * i].copy_from_slice(&(1 + i as u32).to_le_bytes());
+        }
+        let got = decode_progs(&b, 4096).unwrap();
+        assert_eq!(
+            (got[0].used_map_cnt, got[0].map_ids.len()),
+            (100, PROG_MAX_MAPS)
+        );
+        assert!(decode_progs(&b[1..], 4096).is_err());
+    }
+
+    #[test]
     fn empty_output_is_no_records() {
         assert!(decode_maps(&[]).unwrap().is_empty());
-        assert!(decode_files(&[]).unwrap().is_empty());
+        assert_eq!(decode_files(&[]).unwrap(), TaskFiles::default());
+        assert!(decode_progs(&[], 4096).unwrap().is_empty());
     }
 }

@@ -7,6 +7,7 @@
 //! are written in [`maps`], the pin families in [`pins`].
 mod maps;
 mod pins;
+mod programs;
 mod select;
 
 use std::collections::{BTreeMap, HashSet};
@@ -16,6 +17,7 @@ use crate::metrics::defs;
 use crate::metrics::{Families, SeriesCache};
 use maps::render_maps;
 use pins::render_pins;
+use programs::render_programs;
 
 /// Which maps get per-map series: the budget. Aggregates never depend on it.
 ///
@@ -114,6 +116,7 @@ impl Renderer {
             ("elem_iter", f.elem_iter),
             ("map_memcg", f.map_memcg),
             ("iter_unix", f.iter_unix),
+            ("iter_prog", f.iter_prog),
         ] {
             out.gauge(
                 &defs::FEATURE_AVAILABLE,
@@ -148,6 +151,7 @@ pub fn render_cached(
     render_sources(snap, out);
     render_inflight(snap, attribution, out);
     render_entries(snap, out);
+    render_programs(snap, opts, out);
 }
 
 /// In-flight holders: each map's oldest in-flight age (never capped: the
