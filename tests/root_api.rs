@@ -341,7 +341,7 @@ fn api_names_every_holder_and_the_creating_process() {
             && v["maps"][0]["creator"]["process"].is_object()
             && v["maps"][0]["holders"]["file"].as_array().map(|a| a.len()) == Some(2)
     });
-    assert_eq!(one["schema_version"], json!(2));
+    assert_eq!(one["schema_version"], json!(3));
     let r = &one["maps"][0];
     assert_eq!(
         (r["id"].clone(), r["name"].clone(), r["type"].clone()),
@@ -370,7 +370,7 @@ fn api_names_every_holder_and_the_creating_process() {
     assert_eq!(h["pin"], json!([{"mount": mount, "path": "/t_api_pin"}]));
     assert_eq!(
         h["program"],
-        json!([{"id": prog_id, "name": "", "type": "SocketFilter"}])
+        json!([{"id": prog_id, "name": "", "type": "socket_filter"}])
     );
     assert_eq!(
         h["map"],

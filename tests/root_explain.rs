@@ -97,7 +97,7 @@ fn explain_names_every_holder_by_identity() {
     );
     let progs = h["program"].as_array().unwrap();
     assert_eq!(progs.len(), 1, "{progs:?}");
-    assert_eq!(progs[0]["type"], json!("SocketFilter"));
+    assert_eq!(progs[0]["type"], json!("socket_filter"));
     let prog_id: u32 = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", prog.as_raw_fd()))
         .unwrap()
         .lines()
@@ -122,13 +122,47 @@ fn explain_names_every_holder_by_identity() {
             .keys()
             .collect::<Vec<_>>()
     );
+    // Every chain ends at a root: the direct holders, and the program and
+    // the outer map, both held by this process.
+    let chains = r["roots"].as_array().unwrap();
+    let root_kinds: Vec<(usize, &str)> = chains
+        .iter()
+        .map(|c| {
+            (
+                c["via"].as_array().unwrap().len(),
+                c["root"]["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(root_kinds.contains(&(0, "process")), "{root_kinds:?}");
+    assert!(root_kinds.contains(&(0, "pin")), "{root_kinds:?}");
+    assert_eq!(
+        root_kinds.iter().filter(|(hops, _)| *hops == 1).count(),
+        2,
+        "one chain through the program, one through the outer map: {root_kinds:?}"
+    );
+    assert!(
+        chains.iter().any(|c| c["via"] == json!([])
+            && c["root"]["path"] == json!(format!("{fs_mount}/t_explain_pin"))),
+        "the pin prints as one path: {chains:?}"
+    );
+    // Its creator lives (the host): not orphaned.
+    if snap.features.map_memcg {
+        assert_eq!(r["orphaned"], json!(false));
+    } else {
+        assert_eq!(r["orphaned"], Value::Null);
+    }
     assert_eq!(r["creator"]["process"], Value::Null);
     assert_eq!(r["creator"]["process_unknown"], json!(STANDALONE_PROCESSES));
     let t = text(&doc);
     for want in [
         format!("map {id} \"t_explain\" array"),
         format!("process pid {me}"),
-        format!("pin {fs_mount} /t_explain_pin"),
+        format!("pin {fs_mount}/t_explain_pin"),
+        "kept alive by:".to_string(),
+        format!("map {id} <- program {prog_id} \"\" socket_filter <- process pid {me}"),
+        format!("map {id} <- map {outer_id} \"t_explain_out\" array_of_maps <- process pid {me}"),
+        format!("map {id} <- pin {fs_mount}/t_explain_pin"),
         format!("program id {prog_id}"),
         format!("outer map id {outer_id} key 1"),
         "unexplained: 0".to_string(),
@@ -150,7 +184,7 @@ fn explain_names_every_holder_by_identity() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["schema_version"], json!(2));
+    assert_eq!(v["schema_version"], json!(3));
     assert_eq!(v["maps"][0]["id"], json!(id));
     assert_eq!(v["maps"][0]["holders"]["map"], h["map"]);
     drop((outer, prog, dup, m));

@@ -11,6 +11,7 @@ mod model;
 pub mod names;
 pub mod programs;
 pub mod render;
+pub mod roots;
 mod sources;
 
 use std::path::Path;
@@ -388,8 +389,12 @@ impl Census {
             files: if obs.files.is_some() { objects } else { None },
             ..Default::default()
         };
+        let mut link_recs: Option<Vec<sources::LinkRecord>> = None;
+        let mut prog_slots: Option<Vec<(u32, u32)>> = None;
+        let mut map_slots: Option<Vec<(u32, u32)>> = None;
         if p.on("links") {
-            if let Some(links) = report.run("links", sources::links) {
+            link_recs = report.run("links", sources::links);
+            if let Some(links) = &link_recs {
                 obs.links = Some(links.iter().filter_map(|l| l.iter_map_id).collect());
                 prog_obs.links = Some(
                     links
@@ -419,7 +424,8 @@ impl Census {
             });
             if let Some((all, slots)) = read {
                 obs.programs = Some(all.iter().map(|p| p.map_ids.clone()).collect());
-                prog_obs.slots = Some(slots);
+                prog_obs.slots = Some(slots.iter().map(|s| s.1).collect());
+                prog_slots = Some(slots);
                 let me = std::process::id();
                 let peer_progs = programs::peer_programs(
                     prog_obs.files.as_deref().unwrap_or_default(),
@@ -446,7 +452,8 @@ impl Census {
                 .filter(|m| names::is_map_in_map(m.map_type))
                 .map(|m| m.id)
                 .collect();
-            obs.slots = report.run("outer_maps", || sources::fd_array_slots(&outer));
+            map_slots = report.run("outer_maps", || sources::fd_array_slots(&outer));
+            obs.slots = map_slots.as_ref().map(|v| v.iter().map(|s| s.1).collect());
         }
         if p.on("inflight") {
             // The in-flight file deduplication needs the fd tables.
@@ -567,6 +574,28 @@ impl Census {
         });
         if snap.maps_ok && p.on("confirm") && !self.opts.confirm_delay.is_zero() {
             let _ = report.run("confirm", || self.confirm(&mut snap));
+        }
+        if snap.maps_ok {
+            snap.graph = roots::build(&roots::GraphInput {
+                maps: &snap.maps,
+                map_holders: &snap.holders,
+                files: obs.files.as_deref(),
+                vmas: obs.vmas.as_deref(),
+                pins: snap.inventory.as_ref().map(|i| i.pins.as_slice()),
+                inflight: &snap.inflight,
+                programs: snap.programs.as_deref(),
+                prog_holders: &snap.prog_holders,
+                object_files: prog_obs.files.as_deref(),
+                links: link_recs.as_deref(),
+                map_slots: map_slots.as_deref(),
+                prog_slots: prog_slots.as_deref(),
+            });
+            snap.roots = roots::summarize(
+                &snap.graph,
+                &snap.maps,
+                &snap.memory,
+                snap.programs.as_deref(),
+            );
         }
         let known = [
             ("files", obs.files.is_some()),

@@ -144,6 +144,10 @@ pub struct Snapshot {
     pub prog_sources: Vec<(&'static str, bool)>,
     /// Program and link files in fd tables, with `CensusOpts::keep_files`.
     pub object_files: Option<Vec<ObjectFile>>,
+    /// Who holds each map and program, through every chain, to the roots.
+    pub graph: super::roots::Graph,
+    /// Orphans and the memory each pin alone retains.
+    pub roots: super::roots::Summary,
     /// When the machine booted, Unix seconds (CLOCK_REALTIME less
     /// CLOCK_BOOTTIME at the census): converts kernel boot-time stamps.
     pub boot_unix: Option<f64>,

@@ -15,6 +15,9 @@ pub(crate) struct LinkRecord {
     pub prog_id: u32,
     /// An iterator link bound to a map: that map's id.
     pub iter_map_id: Option<u32>,
+    /// An iterator link (a template for iterator instances, attached to
+    /// nothing); every other link type attaches its program somewhere.
+    pub is_iter: bool,
 }
 
 /// Every link on the node.
@@ -31,26 +34,28 @@ pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
         };
         let info = LinkInfo::from_fd(fd.as_fd())
             .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of link {id}"))?;
-        let iter_map_id = match info.info {
+        let (iter_map_id, is_iter) = match info.info {
             LinkTypeInfo::Iter(it) => match it.iter_type {
-                IterType::Map { map_id } if map_id != 0 => Some(map_id),
-                _ => None,
+                IterType::Map { map_id } if map_id != 0 => (Some(map_id), true),
+                _ => (None, true),
             },
-            _ => None,
+            _ => (None, false),
         };
         out.push(LinkRecord {
             id,
             prog_id: info.prog_id,
             iter_map_id,
+            is_iter,
         });
     }
     Ok(out)
 }
 
 /// For every slot of every map in `ids` (outer maps, or prog_arrays): the
-/// id the slot holds (an inner map's, or a program's: the syscall side of a
-/// lookup in an fd array returns the object's id).
-pub(crate) fn fd_array_slots(ids: &[u32]) -> anyhow::Result<Vec<u32>> {
+/// holding map's id and the id the slot holds (an inner map's, or a
+/// program's: the syscall side of a lookup in an fd array returns the
+/// object's id).
+pub(crate) fn fd_array_slots(ids: &[u32]) -> anyhow::Result<Vec<(u32, u32)>> {
     let outer = ids;
     let mut out = Vec::new();
     for &id in outer {
@@ -64,7 +69,7 @@ pub(crate) fn fd_array_slots(ids: &[u32]) -> anyhow::Result<Vec<u32>> {
         for key in h.keys() {
             if let Ok(Some(v)) = h.lookup(&key, libbpf_rs::MapFlags::ANY) {
                 if v.len() >= 4 {
-                    out.push(u32::from_le_bytes(v[..4].try_into().expect("4 bytes")));
+                    out.push((id, u32::from_le_bytes(v[..4].try_into().expect("4 bytes"))));
                 }
             }
         }

@@ -24,13 +24,33 @@ pub fn gather_extras(snap: &Snapshot) -> Extras {
     };
     use libbpf_rs::MapCore;
     let mut x = Extras::default();
-    for p in ProgInfoIter::with_query_opts(ProgInfoQueryOptions::default().include_map_ids(true)) {
-        x.programs.push((
-            p.id,
-            p.name.to_string_lossy().into_owned(),
-            format!("{:?}", p.ty),
-            p.map_ids,
-        ));
+    match &snap.programs {
+        // The census's programs (bpftool's type names).
+        Some(progs) => {
+            x.programs = progs
+                .iter()
+                .map(|p| {
+                    (
+                        p.id,
+                        p.name.clone(),
+                        crate::census::names::prog_type_label(p.prog_type).into_owned(),
+                        p.map_ids.clone(),
+                    )
+                })
+                .collect()
+        }
+        None => {
+            for p in
+                ProgInfoIter::with_query_opts(ProgInfoQueryOptions::default().include_map_ids(true))
+            {
+                x.programs.push((
+                    p.id,
+                    p.name.to_string_lossy().into_owned(),
+                    crate::census::names::prog_type_label(p.ty as u32).into_owned(),
+                    p.map_ids,
+                ));
+            }
+        }
     }
     for l in LinkInfoIter::default() {
         if let LinkTypeInfo::Iter(it) = &l.info {

@@ -6,6 +6,7 @@
 //! JSON (`/api/v1/maps`, src/api.rs). The JSON schema is documented in
 //! docs/explain.md ("JSON API").
 mod extras;
+mod programs;
 mod remote;
 mod report;
 mod select;
@@ -16,18 +17,21 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::census::{Census, CensusOpts};
+use crate::census::{Census, CensusOpts, Snapshot};
 
 pub use extras::{gather_extras, Extras, ProgramIdentity};
+pub use programs::{
+    page_programs, pin_report, pin_text, program_report, program_text, select_program,
+};
 pub use report::{age, report, Attribution, Input};
 pub use select::{page, select, several_named, Filter, Page, Selector, MAX_LIMIT};
 pub use text::text;
 
 /// Version of the JSON document's shape.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(clap::Args, Debug, Clone)]
-#[command(group(clap::ArgGroup::new("select").required(true).args(["id", "name", "pin", "pid"])))]
+#[command(group(clap::ArgGroup::new("select").required(true).args(["id", "name", "pin", "pid", "prog"])))]
 pub struct ExplainArgs {
     /// The map with this id.
     #[arg(long)]
@@ -35,9 +39,13 @@ pub struct ExplainArgs {
     /// The map with this name (an error if several maps have it).
     #[arg(long)]
     pub name: Option<String>,
-    /// The map pinned at this path on a bpffs.
+    /// What is pinned at this path on a bpffs (a map or a program), and
+    /// what removing that pin alone would free.
     #[arg(long)]
     pub pin: Option<PathBuf>,
+    /// The program with this id.
+    #[arg(long)]
+    pub prog: Option<u32>,
     /// Every map this process holds (fds and mmaps) or has in flight to it.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -64,21 +72,23 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
     if let Some(url) = &args.from {
         return remote::run_from(args, url);
     }
-    let sel = if let Some(id) = args.id {
-        Selector::Id(id)
+    let sel = if args.prog.is_some() {
+        None // a program, chosen once the census is taken
+    } else if let Some(id) = args.id {
+        Some(Selector::Id(id))
     } else if let Some(n) = &args.name {
-        Selector::Name(n.clone())
+        Some(Selector::Name(n.clone()))
     } else if let Some(p) = &args.pin {
         let canon = std::fs::canonicalize(p)
             .with_context(|| format!("--pin {}: no such file", p.display()))?;
-        Selector::Pin(canon)
+        Some(Selector::Pin(canon))
     } else if let Some(pid) = args.pid {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             bail!("--pid {pid}: no such process");
         }
-        Selector::Pid(pid)
+        Some(Selector::Pid(pid))
     } else {
-        bail!("choose a map with --id, --name, --pin or --pid");
+        bail!("choose a map with --id, --name, --pin or --pid, or a program with --prog");
     };
     let mut census = Census::load(CensusOpts {
         btf_path,
@@ -95,7 +105,22 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
     if !snap.maps_ok {
         bail!("the map census failed: {}", failed.join(", "));
     }
-    let ids = select(&snap, &sel).map_err(anyhow::Error::msg)?;
+    // A program: by id, or by its pin.
+    let prog_ids = match (&args.prog, &sel) {
+        (Some(id), _) => {
+            Some(select_program(&snap, *id).map_err(|e| anyhow::anyhow!("--prog {id}: {e}"))?)
+        }
+        (None, Some(Selector::Pin(p))) => pinned(&snap, p)
+            .filter(|x| x.info.kind == crate::census::fdinfo::ObjKind::Prog)
+            .map(|x| select_program(&snap, x.info.id))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        _ => None,
+    };
+    let ids = match (&prog_ids, &sel) {
+        (None, Some(sel)) => select(&snap, sel).map_err(anyhow::Error::msg)?,
+        _ => Vec::new(),
+    };
     let x = gather_extras(&snap);
     let attr = crate::k8s::CgroupAttributor::new("/proc", None);
     let attribution = |tgid: u32, cg: u64| {
@@ -112,15 +137,44 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
         now_unix: now_unix(),
         max_holders: usize::MAX,
     };
-    let doc = report(&inp, &page(&snap, &ids, &Filter::default()));
-    print(args, &doc, ids.is_empty())
+    let mut doc = match &prog_ids {
+        Some(p) => program_report(&inp, &page_programs(&snap, p, None, usize::MAX)),
+        None => report(&inp, &page(&snap, &ids, &Filter::default())),
+    };
+    if let Some(Selector::Pin(p)) = &sel {
+        if let Some(x) = pinned(&snap, p) {
+            let id = crate::census::roots::PinId {
+                dev: x.dev,
+                ino: x.ino,
+            };
+            doc["pin"] = pin_report(&snap, &x.mount, &x.path, id);
+        }
+    }
+    print(args, &doc, ids.is_empty() && prog_ids.is_none())
+}
+
+/// The pin at `path` (mount and path as one), if the walk saw it.
+fn pinned<'a>(snap: &'a Snapshot, path: &std::path::Path) -> Option<&'a crate::census::bpffs::Pin> {
+    let want = path.to_string_lossy();
+    snap.inventory
+        .as_ref()?
+        .pins
+        .iter()
+        .find(|p| report::pin_path(&p.mount, &p.path) == want)
 }
 
 pub(super) fn print(args: &ExplainArgs, doc: &Value, none: bool) -> anyhow::Result<()> {
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(doc)?);
     } else {
-        print!("{}", text(doc));
+        if doc.get("programs").is_some() {
+            print!("{}", program_text(doc));
+        } else {
+            print!("{}", text(doc));
+        }
+        if let Some(pin) = doc.get("pin") {
+            print!("{}", pin_text(pin));
+        }
         if none {
             println!("process {} holds no map", args.pid.unwrap_or(0));
         }

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use super::{CreatorProcesses, Extras, Page, ProgramIdentity, SCHEMA_VERSION};
 use crate::census::creators;
 use crate::census::holders::HolderKind;
-use crate::census::names::{flags_label, map_type_name};
+use crate::census::names::{flags_label, map_type_name, prog_type_label};
+use crate::census::roots::{Obj, Root};
 use crate::census::{FileRecord, IdMap, MapRecord, Snapshot};
 
 pub use crate::census::render::Attribution;
@@ -221,6 +222,110 @@ fn process(inp: &Input<'_>, m: &MapRecord) -> (Value, Value) {
     }
 }
 
+/// Chains listed per map at most.
+const MAX_CHAINS: usize = 16;
+
+/// One object on a chain, as the document names it.
+fn hop(snap: &Snapshot, o: Obj) -> Value {
+    match o {
+        Obj::Map(id) => {
+            let m = snap.maps.iter().find(|m| m.id == id);
+            json!({"kind": "map", "id": id, "name": m.map(|m| m.name.clone()),
+                   "type": m.map(|m| map_type_name(m.map_type))})
+        }
+        Obj::Prog(id) => {
+            let p = snap.programs.iter().flatten().find(|p| p.id == id);
+            json!({"kind": "program", "id": id, "name": p.map(|p| p.name.clone()),
+                   "type": p.map(|p| prog_type_label(p.prog_type).into_owned())})
+        }
+        Obj::Link(id) => json!({"kind": "link", "id": id}),
+    }
+}
+
+/// A pin's mount point and path within it as one path.
+pub(crate) fn pin_path(mount: &str, path: &str) -> String {
+    format!("{}{}", mount.trim_end_matches('/'), path)
+}
+
+/// One root, with the identities the snapshot has for it.
+fn root_json(inp: &Input<'_>, r: &Root) -> Value {
+    let snap = inp.snap;
+    match *r {
+        Root::Process(pid) => {
+            let f = snap
+                .files
+                .iter()
+                .flatten()
+                .chain(snap.vmas.iter().flatten())
+                .find(|f| f.tgid == pid)
+                .map(|f| (comm(&f.comm), f.cgroup_id))
+                .or_else(|| {
+                    snap.object_files
+                        .iter()
+                        .flatten()
+                        .find(|f| f.tgid == pid)
+                        .map(|f| (comm(&f.comm), f.cgroup_id))
+                });
+            let (c, p) = f.as_ref().map_or((String::new(), String::new()), |f| {
+                (inp.attribution)(pid, f.1)
+            });
+            json!({"kind": "process", "pid": pid, "comm": f.map(|f| f.0),
+                   "container_id": c, "pod_uid": p})
+        }
+        Root::Pin(id) => {
+            let p = snap
+                .inventory
+                .iter()
+                .flat_map(|i| i.pins.iter())
+                .find(|p| p.dev == id.dev && p.ino == id.ino);
+            json!({"kind": "pin", "path": p.map(|p| pin_path(&p.mount, &p.path)),
+                   "mount": p.map(|p| p.mount.clone()),
+                   "retained_memory_bytes": snap.roots.retained.get(&id)})
+        }
+        Root::Inflight => json!({"kind": "inflight"}),
+        Root::Attachment(link) => json!({"kind": "attachment", "link_id": link}),
+        Root::Unexplained(o) => json!({"kind": "unexplained", "object": hop(snap, o)}),
+        Root::Unknown(o) => json!({"kind": "unknown", "object": hop(snap, o),
+        "reason": match o {
+            Obj::Prog(_) => "references beyond its files, pins, links and tail-call slots: an attachment without a link (XDP or tc on a device, a cgroup, a perf event, a socket filter), a file in flight or in an io_uring table, which this build does not read",
+            _ => "a holder source is off, failed or saw only part of the node",
+        }}),
+        Root::Cycle => json!({"kind": "cycle"}),
+    }
+}
+
+/// Every chain from map `id` to its roots, and whether it is orphaned
+/// (null where that cannot be known).
+fn roots_json(inp: &Input<'_>, m: &MapRecord) -> (Value, Value) {
+    let snap = inp.snap;
+    let obj = Obj::Map(m.id);
+    let chains = chains_json(inp, obj);
+    let orphaned = if !snap.features.map_memcg {
+        Value::Null
+    } else if m.creator.is_gone() {
+        json!(crate::census::roots::orphaned(&snap.graph.roots(obj)))
+    } else {
+        json!(false)
+    };
+    (chains, orphaned)
+}
+
+/// Every chain from `obj` to its roots (at most [`MAX_CHAINS`]): the hops
+/// after `obj`, and the root.
+pub(crate) fn chains_json(inp: &Input<'_>, obj: Obj) -> Value {
+    let snap = inp.snap;
+    Value::Array(
+        snap.graph
+            .chains(obj, MAX_CHAINS)
+            .into_iter()
+            .map(|(path, root)| {
+                let via: Vec<Value> = path.iter().skip(1).map(|o| hop(snap, *o)).collect();
+                json!({"via": via, "root": root_json(inp, &root)})
+            })
+            .collect(),
+    )
+}
+
 /// The report of one map.
 fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
     let snap = inp.snap;
@@ -267,6 +372,7 @@ fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
         )),
     };
     let (process, process_unknown) = process(inp, m);
+    let (roots, orphaned) = roots_json(inp, m);
     let creator = match creators::identity(snap, m) {
         None => json!({"known": false, "reason": match &snap.features.map_memcg_off {
             Some(why) => format!("{why}: maps are not charged to their creator's memory cgroup"),
@@ -302,6 +408,8 @@ fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
         "holder_counts": counts,
         "unexplained": unexplained,
         "unexplained_withheld": withheld,
+        "roots": roots,
+        "orphaned": orphaned,
     })
 }
 

@@ -63,8 +63,13 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
                 Some(pin) if pin.info.kind == crate::census::fdinfo::ObjKind::Map => {
                     Ok(vec![pin.info.id])
                 }
-                Some(_) => Err(format!(
-                    "{want} is pinned but is not a map (a program or link)"
+                Some(pin) if pin.info.kind == crate::census::fdinfo::ObjKind::Prog => Err(format!(
+                    "{want} is a pinned program, id {} (explain --prog {0}, /api/v1/programs/{0})",
+                    pin.info.id
+                )),
+                Some(pin) => Err(format!(
+                    "{want} is pinned but is not a map or a program (a {}; bpftool link show lists links)",
+                    pin.info.kind.label()
                 )),
                 None => Err(format!(
                     "{want} is not a pin on a mounted bpffs (mounts: {})",

@@ -4,6 +4,74 @@ use serde_json::{json, Value};
 
 use super::age;
 
+/// ` container "c" pod "p"`, or ` (host)` where both are empty.
+pub(super) fn whose(container: &Value, pod: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    if s(container).is_empty() && s(pod).is_empty() {
+        " (host)".into()
+    } else {
+        format!(" container {:?} pod {:?}", s(container), s(pod))
+    }
+}
+
+/// One hop of a chain: `program 448 "xdp_filter" xdp`.
+fn hop(h: &Value) -> String {
+    let mut o = format!("{} {}", h["kind"].as_str().unwrap_or("?"), h["id"]);
+    if let Some(n) = h["name"].as_str() {
+        o.push_str(&format!(" {n:?}"));
+    }
+    if let Some(t) = h["type"].as_str() {
+        o.push_str(&format!(" {t}"));
+    }
+    o
+}
+
+/// A chain's root.
+fn root(r: &Value) -> String {
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    match r["kind"].as_str().unwrap_or_default() {
+        "process" => format!(
+            "process pid {} ({}){}",
+            r["pid"],
+            s(&r["comm"]),
+            whose(&r["container_id"], &r["pod_uid"])
+        ),
+        "pin" => match r["retained_memory_bytes"].as_u64() {
+            Some(b) => format!("pin {} (removing it frees {b} bytes)", s(&r["path"])),
+            None => format!("pin {}", s(&r["path"])),
+        },
+        "inflight" => "a file in flight".into(),
+        "attachment" => format!("link {} attached in the kernel", r["link_id"]),
+        "unexplained" => format!("{}: unexplained references", hop(&r["object"])),
+        "unknown" => format!("{}: {}", hop(&r["object"]), s(&r["reason"])),
+        "cycle" => "a cycle that nothing outside keeps alive".into(),
+        k => format!("{k} {r}"),
+    }
+}
+
+/// The "kept alive by" lines of an object (`head`, e.g. `map 7`).
+pub(super) fn chains(o: &mut String, head: &str, roots: &Value) {
+    use std::fmt::Write;
+    let chains = roots.as_array().cloned().unwrap_or_default();
+    if !chains.is_empty() {
+        let _ = writeln!(o, "  kept alive by:");
+    }
+    for c in chains {
+        let mut line = format!("    {head}");
+        for h in c["via"].as_array().into_iter().flatten() {
+            line.push_str(" <- ");
+            line.push_str(&hop(h));
+        }
+        line.push_str(" <- ");
+        line.push_str(&root(&c["root"]));
+        let _ = writeln!(o, "{line}");
+    }
+}
+
 /// Human-readable rendering of [`report`]'s document.
 pub fn text(doc: &Value) -> String {
     use std::fmt::Write;
@@ -43,11 +111,10 @@ pub fn text(doc: &Value) -> String {
                 "root cgroup (host)".to_string()
             } else {
                 format!(
-                    "cgroup {} {} container {:?} pod {:?}{}",
+                    "cgroup {} {}{}{}",
                     c["cgroup_id"],
                     s(&c["cgroup_path"]),
-                    s(&c["container_id"]),
-                    s(&c["pod_uid"]),
+                    whose(&c["container_id"], &c["pod_uid"]),
                     if c["gone"] == json!(true) {
                         " (creating cgroup gone: charged to this ancestor)"
                     } else {
@@ -79,17 +146,20 @@ pub fn text(doc: &Value) -> String {
             };
             let _ = writeln!(
                 o,
-                "  process pid {} comm {:?} container {:?} pod {:?} fds {}{more} ({} distinct files)",
+                "  process pid {} comm {:?}{} fds {}{more} ({} distinct files)",
                 p["pid"],
                 s(&p["comm"]),
-                s(&p["container_id"]),
-                s(&p["pod_uid"]),
+                whose(&p["container_id"], &p["pod_uid"]),
                 p["fds"],
                 p["files"]
             );
         }
         for p in each("pin") {
-            let _ = writeln!(o, "  pin {} {}", s(&p["mount"]), s(&p["path"]));
+            let _ = writeln!(
+                o,
+                "  pin {}",
+                super::report::pin_path(&s(&p["mount"]), &s(&p["path"]))
+            );
         }
         for p in each("program") {
             let _ = writeln!(
@@ -172,9 +242,29 @@ pub fn text(doc: &Value) -> String {
                     s(&m["unexplained_withheld"])
                 );
             }
+            v if v.as_i64().unwrap_or(0) > 0 => {
+                let _ = writeln!(
+                    o,
+                    "  unexplained: {v} (a leak suspect: see the BpfMapUnexplainedReferences runbook, docs/runbooks.md#bpfmapunexplainedreferences)"
+                );
+            }
             v => {
                 let _ = writeln!(o, "  unexplained: {v}");
             }
+        }
+        chains(&mut o, &format!("map {}", m["id"]), &m["roots"]);
+        match m["orphaned"].as_bool() {
+            Some(true) => {
+                let _ = writeln!(
+                    o,
+                    "  orphaned: its creator is gone and only pins keep it alive (see docs/runbooks.md#bpfmapsoutlivedtheirpod)"
+                );
+            }
+            Some(false) => {}
+            None if m["creator"]["gone"] == json!(true) => {
+                let _ = writeln!(o, "  orphaned: unknown (a root above is unknown)");
+            }
+            None => {}
         }
     }
     if doc["truncated"] == json!(true) {

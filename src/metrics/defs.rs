@@ -284,6 +284,38 @@ pub const PROGRAM_SERIES_OMITTED: Def = gauge(
     "bpfmap_program_series_omitted",
     "Programs without per-program series, by reason: budget (not held by pins alone, not among the largest), cap (over the per-program series cap), disabled (--collector.maps.no-per-map).",
 );
+pub const MAP_ROOTS: Def = gauge(
+    "bpfmap_map_roots",
+    "Roots that keep the map alive through every chain (programs, outer maps, prog_arrays, links), by kind: process, pin, inflight, attachment, unexplained, unknown, cycle.",
+);
+pub const MAP_ORPHANED: Def = gauge(
+    "bpfmap_map_orphaned",
+    "1 when the map's creating cgroup is gone and only pins keep it alive, directly or through any chain; 0 when a live root (a process, an attachment, a file in flight) does. Absent where that cannot be known.",
+);
+pub const MAPS_ORPHANED: Def = gauge(
+    "bpfmap_maps_orphaned",
+    "Maps whose creating cgroup is gone and that only pins keep alive, through any chain.",
+);
+pub const MAPS_ORPHANED_MEMORY_BYTES: Def = gauge(
+    "bpfmap_maps_orphaned_memory_bytes",
+    "Memory of orphaned maps.",
+);
+pub const MAPS_ORPHANED_WITHHELD: Def = gauge(
+    "bpfmap_maps_orphaned_withheld",
+    "Maps whose creating cgroup is gone and whose orphan verdict is withheld: a root is unknown or unexplained and no live root settles it.",
+);
+pub const CREATOR_ORPHANED_MAPS: Def = gauge(
+    "bpfmap_creator_orphaned_maps",
+    "Orphaned maps by the container and pod that created them (exact, never capped).",
+);
+pub const CREATOR_ORPHANED_MEMORY_BYTES: Def = gauge(
+    "bpfmap_creator_orphaned_memory_bytes",
+    "Memory of orphaned maps by the container and pod that created them.",
+);
+pub const PIN_RETAINED_MEMORY_BYTES: Def = gauge(
+    "bpfmap_pin_retained_memory_bytes",
+    "Bytes (maps and programs) that removing this pin alone would free: the objects whose only root it is. Largest first, under the pin series budget.",
+);
 pub const PINNED_MAP_UNUSED: Def = gauge(
     "bpfmap_pinned_map_unused",
     "1 when no program uses the pinned map (a stale pin candidate).",
@@ -405,6 +437,14 @@ pub const ALL: &[&Def] = &[
     &PIN_INFO,
     &PINNED_MAP_MEMORY_BYTES,
     &PINNED_MAP_UNUSED,
+    &MAP_ROOTS,
+    &MAP_ORPHANED,
+    &MAPS_ORPHANED,
+    &MAPS_ORPHANED_MEMORY_BYTES,
+    &MAPS_ORPHANED_WITHHELD,
+    &CREATOR_ORPHANED_MAPS,
+    &CREATOR_ORPHANED_MEMORY_BYTES,
+    &PIN_RETAINED_MEMORY_BYTES,
     &PROGRAMS,
     &PROGRAMS_MEMORY_BYTES,
     &EXPORTER_PROGRAMS,

@@ -113,17 +113,23 @@ pub fn child_with_comm(dir: &Path, comm: &[u8]) -> Child {
 /// Load a minimal socket-filter program that references `map_fd`
 /// (r1 = map; r0 = 0; exit), so the program holds a reference to the map.
 pub fn prog_using_map(map_fd: RawFd) -> OwnedFd {
+    prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER, map_fd)
+}
+
+/// [`prog_using_map`] of program type `ty`; it returns 2 (XDP_PASS for an
+/// XDP program, so attaching it changes no traffic).
+pub fn prog_of_type_using_map(ty: libbpf_sys::bpf_prog_type, map_fd: RawFd) -> OwnedFd {
     let insns: [libbpf_sys::bpf_insn; 4] = [
         insn(0x18, 1, 1, 0, map_fd), // BPF_LD_IMM64 r1, pseudo map fd
         insn(0, 0, 0, 0, 0),
-        insn(0xb7, 0, 0, 0, 0), // r0 = 0
+        insn(0xb7, 0, 0, 0, 2), // r0 = 2
         insn(0x95, 0, 0, 0, 0), // exit
     ];
     let lic = std::ffi::CString::new("GPL").unwrap();
     // SAFETY: insns/lic outlive the call; null opts means defaults.
     let fd = unsafe {
         libbpf_sys::bpf_prog_load(
-            libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER,
+            ty,
             std::ptr::null(),
             lic.as_ptr(),
             insns.as_ptr(),

@@ -8,6 +8,7 @@
 mod maps;
 mod pins;
 mod programs;
+mod roots;
 mod select;
 
 use std::collections::{BTreeMap, HashSet};
@@ -152,6 +153,7 @@ pub fn render_cached(
     render_inflight(snap, attribution, out);
     render_entries(snap, out);
     render_programs(snap, opts, out);
+    roots::render_roots(snap, opts, ids.as_ref(), out);
 }
 
 /// In-flight holders: each map's oldest in-flight age (never capped: the

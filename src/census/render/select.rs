@@ -9,6 +9,9 @@ use crate::census::Snapshot;
 pub(crate) enum Keep {
     /// Some of its references nothing explains (the leak signal).
     Unexplained,
+    /// Orphaned: its creator is gone and only pins keep it alive. Never
+    /// cut by the cap.
+    Orphaned,
     /// Its creating memory cgroup was removed.
     CreatorGone,
     /// A file of it is in flight (an unreceived SCM_RIGHTS message); the
@@ -102,6 +105,8 @@ pub(crate) fn select(snap: &Snapshot, opts: &RenderOpts, rows: &[Row<'_>]) -> Se
         });
         let keep = if rows[i].unexplained.unwrap_or(0) > 0 {
             Keep::Unexplained
+        } else if snap.roots.orphaned_maps.contains(&m.id) {
+            Keep::Orphaned
         } else if m.creator.is_gone() {
             Keep::CreatorGone
         } else if holders.is_some_and(|h| h.get(HolderKind::Inflight).unwrap_or(0) > 0) {
@@ -121,7 +126,15 @@ pub(crate) fn select(snap: &Snapshot, opts: &RenderOpts, rows: &[Row<'_>]) -> Se
     }
     let omitted_budget = n - cands.len();
     let mut omitted_cap = 0;
-    if opts.max_map_series > 0 && cands.len() > opts.max_map_series {
+    // Orphans keep their series whatever the cap (the orphan alert joins
+    // them); the cap applies to the rest with what they leave.
+    let (orphans, mut cands): (Vec<(Keep, usize)>, Vec<(Keep, usize)>) =
+        cands.into_iter().partition(|(k, _)| *k == Keep::Orphaned);
+    let cap = opts.max_map_series.saturating_sub(orphans.len());
+    if opts.max_map_series > 0 && cap == 0 {
+        omitted_cap = cands.len();
+        cands.clear();
+    } else if opts.max_map_series > 0 && cands.len() > cap {
         let key = |&(k, i): &(Keep, usize)| {
             (
                 k,
@@ -130,11 +143,11 @@ pub(crate) fn select(snap: &Snapshot, opts: &RenderOpts, rows: &[Row<'_>]) -> Se
                 snap.maps[i].id,
             )
         };
-        cands.select_nth_unstable_by_key(opts.max_map_series - 1, key);
-        omitted_cap = cands.len() - opts.max_map_series;
-        cands.truncate(opts.max_map_series);
+        cands.select_nth_unstable_by_key(cap - 1, key);
+        omitted_cap = cands.len() - cap;
+        cands.truncate(cap);
     }
-    let mut maps: Vec<usize> = cands.into_iter().map(|(_, i)| i).collect();
+    let mut maps: Vec<usize> = cands.into_iter().chain(orphans).map(|(_, i)| i).collect();
     maps.sort_unstable();
     Selection {
         maps,

@@ -1,0 +1,507 @@
+//! Keep-alive chains: what holds each map and program, followed through
+//! programs, outer maps, prog_arrays and links down to the roots that
+//! nothing else holds. Pure code over a [`Graph`] the census builds from
+//! one scrape's walks; unit-tested without root.
+//!
+//! - A map is held by files, mmaps, pins, files in flight (roots), and by
+//!   programs that use it, outer-map slots and iterator links (objects,
+//!   followed further).
+//! - A program is held by files and pins (roots), links and prog_array
+//!   slots (objects).
+//! - A link is held by files and pins; a link other than an iterator link
+//!   is attached to something in the kernel (a device, a cgroup, a hook) and
+//!   is itself a live root of kind `attachment` while it exists.
+//! - A reference the object's readable holders do not explain is a root of
+//!   its own: `unexplained` where that count is exact (a map's leak signal),
+//!   `unknown` where it is withheld (a program's attachment without a link).
+//! - Cycles terminate: an object met again on the current chain adds
+//!   nothing. A component that no root outside it keeps alive has the root
+//!   `cycle`.
+use std::collections::{BTreeSet, HashMap};
+
+use super::bpffs::Pin;
+use super::fdinfo::ObjKind;
+use super::inflight::InflightFile;
+use super::programs::ProgHolders;
+use super::sources::LinkRecord;
+use super::{FileRecord, Holders, IdMap, MapRecord, ObjectFile, ObjectKind, ProgRecord};
+
+/// A BPF object of the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Obj {
+    Map(u32),
+    Prog(u32),
+    Link(u32),
+}
+
+impl Obj {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Obj::Map(_) => "map",
+            Obj::Prog(_) => "program",
+            Obj::Link(_) => "link",
+        }
+    }
+
+    pub fn id(self) -> u32 {
+        match self {
+            Obj::Map(id) | Obj::Prog(id) | Obj::Link(id) => id,
+        }
+    }
+}
+
+/// A pinned inode: one pin however many paths (hard links) name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PinId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// A root: what keeps a chain alive with nothing above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Root {
+    /// A process holding a file (or an mmap) of an object on the chain.
+    Process(u32),
+    /// A bpffs pin.
+    Pin(PinId),
+    /// A file in flight (an unreceived SCM_RIGHTS message).
+    Inflight,
+    /// A link attached in the kernel (its id).
+    Attachment(u32),
+    /// References of this object that nothing explains (exact).
+    Unexplained(Obj),
+    /// References of this object that no readable source explains and
+    /// that cannot be called unexplained (an attachment without a link, a
+    /// source that is off or incomplete).
+    Unknown(Obj),
+    /// A component that nothing outside it keeps alive.
+    Cycle,
+}
+
+impl Root {
+    /// The `kind` label of `bpfmap_map_roots`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Root::Process(_) => "process",
+            Root::Pin(_) => "pin",
+            Root::Inflight => "inflight",
+            Root::Attachment(_) => "attachment",
+            Root::Unexplained(_) => "unexplained",
+            Root::Unknown(_) => "unknown",
+            Root::Cycle => "cycle",
+        }
+    }
+
+    /// Every kind label, in order.
+    pub const KINDS: [&'static str; 7] = [
+        "process",
+        "pin",
+        "inflight",
+        "attachment",
+        "unexplained",
+        "unknown",
+        "cycle",
+    ];
+
+    /// Whether this root keeps its chain working (not only pinned): a
+    /// process, an attachment, a file in flight.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            Root::Process(_) | Root::Attachment(_) | Root::Inflight
+        )
+    }
+}
+
+/// One holder of an object: another object (followed further) or a root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Holder {
+    Obj(Obj),
+    Root(Root),
+}
+
+/// Who holds each object, as one scrape saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    held_by: HashMap<Obj, Vec<Holder>, rustc_hash::FxBuildHasher>,
+}
+
+impl Graph {
+    /// Record that `holder` holds `obj` (duplicates are kept once).
+    pub fn add(&mut self, obj: Obj, holder: Holder) {
+        let v = self.held_by.entry(obj).or_default();
+        if !v.contains(&holder) {
+            v.push(holder);
+        }
+    }
+
+    /// Make `obj` known even with no holder (a chain that ends there).
+    pub fn touch(&mut self, obj: Obj) {
+        self.held_by.entry(obj).or_default();
+    }
+
+    /// The direct holders of `obj`, in the order they were added.
+    pub fn holders(&self, obj: Obj) -> &[Holder] {
+        self.held_by
+            .get(&obj)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The roots that keep `obj` alive, through every chain.
+    pub fn roots(&self, obj: Obj) -> BTreeSet<Root> {
+        let mut out = BTreeSet::new();
+        let mut on_path = Vec::new();
+        let mut cut = false;
+        self.walk(obj, &mut on_path, &mut out, &mut cut);
+        if out.is_empty() && cut {
+            out.insert(Root::Cycle);
+        }
+        out
+    }
+
+    fn walk(&self, obj: Obj, on_path: &mut Vec<Obj>, out: &mut BTreeSet<Root>, cut: &mut bool) {
+        if on_path.contains(&obj) {
+            *cut = true;
+            return;
+        }
+        on_path.push(obj);
+        for h in self.holders(obj) {
+            match *h {
+                Holder::Root(r) => {
+                    out.insert(r);
+                }
+                Holder::Obj(o) => self.walk(o, on_path, out, cut),
+            }
+        }
+        on_path.pop();
+    }
+
+    /// Every chain from `obj` to a root, as the objects passed (`obj`
+    /// first) and the root; at most `limit` chains.
+    pub fn chains(&self, obj: Obj, limit: usize) -> Vec<(Vec<Obj>, Root)> {
+        let mut out = Vec::new();
+        let mut path = Vec::new();
+        self.chains_from(obj, &mut path, &mut out, limit);
+        out
+    }
+
+    fn chains_from(
+        &self,
+        obj: Obj,
+        path: &mut Vec<Obj>,
+        out: &mut Vec<(Vec<Obj>, Root)>,
+        limit: usize,
+    ) {
+        if out.len() >= limit {
+            return;
+        }
+        if path.contains(&obj) {
+            let mut p = path.clone();
+            p.push(obj);
+            out.push((p, Root::Cycle));
+            return;
+        }
+        path.push(obj);
+        for h in self.holders(obj) {
+            if out.len() >= limit {
+                break;
+            }
+            match *h {
+                Holder::Root(r) => {
+                    out.push((path.clone(), r));
+                }
+                Holder::Obj(o) => self.chains_from(o, path, out, limit),
+            }
+        }
+        path.pop();
+    }
+}
+
+/// What one scrape's walks found, for [`build`]. A `None` source was off
+/// or failed: what it would have explained shows as the objects' own
+/// `unknown` (or, where exact, `unexplained`) references.
+pub(crate) struct GraphInput<'a> {
+    pub maps: &'a [MapRecord],
+    pub map_holders: &'a IdMap<Holders>,
+    /// Map files in fd tables, and behind vmas.
+    pub files: Option<&'a [FileRecord]>,
+    pub vmas: Option<&'a [FileRecord]>,
+    pub pins: Option<&'a [Pin]>,
+    pub inflight: &'a [InflightFile],
+    pub programs: Option<&'a [ProgRecord]>,
+    pub prog_holders: &'a IdMap<ProgHolders>,
+    /// Program and link files in fd tables.
+    pub object_files: Option<&'a [ObjectFile]>,
+    pub links: Option<&'a [LinkRecord]>,
+    /// (outer map, inner map) and (prog_array, program) slots.
+    pub map_slots: Option<&'a [(u32, u32)]>,
+    pub prog_slots: Option<&'a [(u32, u32)]>,
+}
+
+/// The holder graph of the census's maps and programs (the exporter's own
+/// objects are not in the census, so never in the graph).
+pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
+    let mut g = Graph::default();
+    let in_census: rustc_hash::FxHashSet<u32> = i.maps.iter().map(|m| m.id).collect();
+    let progs: rustc_hash::FxHashSet<u32> = i
+        .programs
+        .iter()
+        .flat_map(|p| p.iter().map(|p| p.id))
+        .collect();
+    let map = |id: u32| in_census.contains(&id).then_some(Obj::Map(id));
+    let prog = |id: u32| progs.contains(&id).then_some(Obj::Prog(id));
+    for m in i.maps {
+        g.touch(Obj::Map(m.id));
+        match i.map_holders.get(&m.id).map(|h| h.unexplained(m.refcnt)) {
+            Some(Some(0)) => {}
+            Some(Some(_)) => g.add(
+                Obj::Map(m.id),
+                Holder::Root(Root::Unexplained(Obj::Map(m.id))),
+            ),
+            _ => g.add(Obj::Map(m.id), Holder::Root(Root::Unknown(Obj::Map(m.id)))),
+        }
+    }
+    for f in i
+        .files
+        .into_iter()
+        .flatten()
+        .chain(i.vmas.into_iter().flatten())
+    {
+        if let Some(o) = map(f.map_id) {
+            g.add(o, Holder::Root(Root::Process(f.tgid)));
+        }
+    }
+    for f in i.inflight {
+        if let Some(o) = map(f.map_id) {
+            g.add(o, Holder::Root(Root::Inflight));
+        }
+    }
+    for p in i.programs.into_iter().flatten() {
+        g.touch(Obj::Prog(p.id));
+        for &m in &p.map_ids {
+            if let Some(o) = map(m) {
+                g.add(o, Holder::Obj(Obj::Prog(p.id)));
+            }
+        }
+        let explained = i
+            .prog_holders
+            .get(&p.id)
+            .and_then(|h| h.unexplained(p.refcnt))
+            .is_some();
+        if !explained {
+            g.add(
+                Obj::Prog(p.id),
+                Holder::Root(Root::Unknown(Obj::Prog(p.id))),
+            );
+        }
+    }
+    for &(outer, inner) in i.map_slots.into_iter().flatten() {
+        if let (Some(o), Some(h)) = (map(inner), map(outer)) {
+            g.add(o, Holder::Obj(h));
+        }
+    }
+    for &(array, p) in i.prog_slots.into_iter().flatten() {
+        if let (Some(o), Some(h)) = (prog(p), map(array)) {
+            g.add(o, Holder::Obj(h));
+        }
+    }
+    for l in i.links.into_iter().flatten() {
+        let link = Obj::Link(l.id);
+        g.touch(link);
+        if !l.is_iter {
+            g.add(link, Holder::Root(Root::Attachment(l.id)));
+        }
+        if let Some(o) = prog(l.prog_id) {
+            g.add(o, Holder::Obj(link));
+        }
+        if let Some(o) = l.iter_map_id.and_then(map) {
+            g.add(o, Holder::Obj(link));
+        }
+    }
+    for f in i.object_files.into_iter().flatten() {
+        let o = match f.kind {
+            ObjectKind::Program => prog(f.id),
+            ObjectKind::Link => Some(Obj::Link(f.id)),
+        };
+        if let Some(o) = o {
+            g.add(o, Holder::Root(Root::Process(f.tgid)));
+        }
+    }
+    for p in i.pins.into_iter().flatten() {
+        let o = match p.info.kind {
+            ObjKind::Map => map(p.info.id),
+            ObjKind::Prog => prog(p.info.id),
+            ObjKind::Link => Some(Obj::Link(p.info.id)),
+            ObjKind::Unknown => None,
+        };
+        if let Some(o) = o {
+            g.add(
+                o,
+                Holder::Root(Root::Pin(PinId {
+                    dev: p.dev,
+                    ino: p.ino,
+                })),
+            );
+        }
+    }
+    g
+}
+
+/// Whether an object whose creator is gone is orphaned: kept alive by pins
+/// alone, through any chain. `None` where that cannot be known (a root is
+/// unknown or unexplained and no live root settles it).
+pub fn orphaned(roots: &BTreeSet<Root>) -> Option<bool> {
+    if roots.iter().any(Root::is_live) {
+        return Some(false);
+    }
+    if roots
+        .iter()
+        .any(|r| matches!(r, Root::Unknown(_) | Root::Unexplained(_)))
+    {
+        return None;
+    }
+    Some(roots.iter().any(|r| matches!(r, Root::Pin(_))))
+}
+
+/// What the roots say about the whole node, for the aggregates.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Maps whose creating cgroup is gone and that only pins keep alive,
+    /// through every chain.
+    pub orphaned_maps: rustc_hash::FxHashSet<u32>,
+    /// Maps whose creating cgroup is gone whose verdict is withheld (a root
+    /// is unknown or unexplained and no live root settles it).
+    pub orphans_withheld: u64,
+    /// Pin -> bytes (maps and programs) that removing that pin alone would
+    /// free: the objects whose only root it is.
+    pub retained: HashMap<PinId, u64>,
+}
+
+impl Graph {
+    /// Whether any holder of `obj` is a pin or another object: only such
+    /// objects can have a pin among their roots.
+    fn may_reach_pin(&self, obj: Obj) -> bool {
+        self.holders(obj)
+            .iter()
+            .any(|h| matches!(h, Holder::Obj(_) | Holder::Root(Root::Pin(_))))
+    }
+}
+
+pub(crate) fn summarize(
+    g: &Graph,
+    maps: &[MapRecord],
+    memory: &IdMap<u64>,
+    programs: Option<&[ProgRecord]>,
+) -> Summary {
+    let mut s = Summary::default();
+    let mut retain = |roots: &BTreeSet<Root>, bytes: u64| {
+        if let (1, Some(Root::Pin(p))) = (roots.len(), roots.first()) {
+            *s.retained.entry(*p).or_default() += bytes;
+        }
+    };
+    let mut verdicts: Vec<(u32, Option<bool>)> = Vec::new();
+    for m in maps {
+        let obj = Obj::Map(m.id);
+        if !m.creator.is_gone() && !g.may_reach_pin(obj) {
+            continue;
+        }
+        let roots = g.roots(obj);
+        retain(&roots, memory.get(&m.id).copied().unwrap_or(0));
+        if m.creator.is_gone() {
+            verdicts.push((m.id, orphaned(&roots)));
+        }
+    }
+    for p in programs.into_iter().flatten() {
+        let obj = Obj::Prog(p.id);
+        if g.may_reach_pin(obj) {
+            retain(&g.roots(obj), p.memlock);
+        }
+    }
+    for (id, v) in verdicts {
+        match v {
+            Some(true) => {
+                s.orphaned_maps.insert(id);
+            }
+            Some(false) => {}
+            None => s.orphans_withheld += 1,
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P1: PinId = PinId { dev: 1, ino: 10 };
+    const P2: PinId = PinId { dev: 1, ino: 11 };
+
+    #[test]
+    fn a_map_held_by_a_pinned_program_has_the_pin_as_its_root() {
+        let mut g = Graph::default();
+        g.add(Obj::Map(1), Holder::Obj(Obj::Prog(7)));
+        g.add(Obj::Prog(7), Holder::Root(Root::Pin(P1)));
+        assert_eq!(g.roots(Obj::Map(1)), BTreeSet::from([Root::Pin(P1)]));
+        assert_eq!(orphaned(&g.roots(Obj::Map(1))), Some(true));
+        assert_eq!(
+            g.chains(Obj::Map(1), 10),
+            vec![(vec![Obj::Map(1), Obj::Prog(7)], Root::Pin(P1))]
+        );
+    }
+
+    #[test]
+    fn a_live_root_anywhere_on_the_chains_means_not_orphaned() {
+        let mut g = Graph::default();
+        // map <- outer map <- pin, and map <- program <- link (attached)
+        g.add(Obj::Map(1), Holder::Obj(Obj::Map(2)));
+        g.add(Obj::Map(2), Holder::Root(Root::Pin(P1)));
+        g.add(Obj::Map(1), Holder::Obj(Obj::Prog(7)));
+        g.add(Obj::Prog(7), Holder::Obj(Obj::Link(3)));
+        g.add(Obj::Link(3), Holder::Root(Root::Attachment(3)));
+        g.add(Obj::Link(3), Holder::Root(Root::Pin(P2)));
+        let r = g.roots(Obj::Map(1));
+        assert_eq!(
+            r,
+            BTreeSet::from([Root::Pin(P1), Root::Pin(P2), Root::Attachment(3)])
+        );
+        assert_eq!(orphaned(&r), Some(false));
+        assert_eq!(g.chains(Obj::Map(1), 10).len(), 3);
+        assert_eq!(g.chains(Obj::Map(1), 2).len(), 2, "chains are bounded");
+    }
+
+    #[test]
+    fn an_unknown_reference_without_a_live_root_withholds_the_verdict() {
+        let mut g = Graph::default();
+        g.add(Obj::Map(1), Holder::Obj(Obj::Prog(7)));
+        g.add(Obj::Prog(7), Holder::Root(Root::Pin(P1)));
+        g.add(Obj::Prog(7), Holder::Root(Root::Unknown(Obj::Prog(7))));
+        assert_eq!(orphaned(&g.roots(Obj::Map(1))), None);
+        // A process settles it.
+        g.add(Obj::Map(1), Holder::Root(Root::Process(42)));
+        assert_eq!(orphaned(&g.roots(Obj::Map(1))), Some(false));
+        // Nothing at all holds an object: not orphaned by pins.
+        g.touch(Obj::Map(9));
+        assert_eq!(orphaned(&g.roots(Obj::Map(9))), Some(false));
+    }
+
+    #[test]
+    fn tail_call_and_map_in_map_cycles_terminate() {
+        let mut g = Graph::default();
+        // prog 1 tail-calls through prog_array 5, which holds prog 1 and 2;
+        // prog 2 uses map 5 too: a cycle with a pin outside it on prog 2.
+        g.add(Obj::Map(5), Holder::Obj(Obj::Prog(1)));
+        g.add(Obj::Map(5), Holder::Obj(Obj::Prog(2)));
+        g.add(Obj::Prog(1), Holder::Obj(Obj::Map(5)));
+        g.add(Obj::Prog(2), Holder::Obj(Obj::Map(5)));
+        assert_eq!(g.roots(Obj::Prog(1)), BTreeSet::from([Root::Cycle]));
+        assert_eq!(orphaned(&g.roots(Obj::Prog(1))), Some(false));
+        g.add(Obj::Prog(2), Holder::Root(Root::Pin(P1)));
+        assert_eq!(g.roots(Obj::Prog(1)), BTreeSet::from([Root::Pin(P1)]));
+        let chains = g.chains(Obj::Prog(1), 10);
+        assert!(chains.iter().any(|(_, r)| *r == Root::Cycle));
+        assert!(chains
+            .iter()
+            .any(|(p, r)| *r == Root::Pin(P1) && p.last() == Some(&Obj::Prog(2))));
+    }
+}

@@ -1,0 +1,306 @@
+//! The programs' document: every fact of a program, its holders by
+//! identity and its chains to their roots (`explain --prog`, a program's
+//! pin, `/api/v1/programs`), and what one pin keeps alive.
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::report::{chains_json, pin_path, Input};
+use super::select::Page;
+use super::SCHEMA_VERSION;
+use crate::census::names::{map_type_name, prog_type_label};
+use crate::census::programs::ProgHolderKind;
+use crate::census::roots::{Obj, PinId, Root};
+use crate::census::{ObjectKind, ProgRecord, Snapshot};
+
+/// The program ids `id` names, or a message naming the cause.
+pub fn select_program(snap: &Snapshot, id: u32) -> Result<Vec<u32>, String> {
+    let Some(progs) = &snap.programs else {
+        return Err(
+            "the programs collector did not run or failed (bpfmap_scrape_collector_success{collector=\"programs\"})".into(),
+        );
+    };
+    if progs.iter().any(|p| p.id == id) {
+        Ok(vec![id])
+    } else if snap.own_programs.iter().any(|p| p.id == id) {
+        Err(format!("program {id} is the exporter's own"))
+    } else {
+        Err(format!(
+            "no program with id {id} (bpftool prog show lists the live programs)"
+        ))
+    }
+}
+
+/// A page of program ids (ascending, after `after`, at most `limit`).
+pub fn page_programs(snap: &Snapshot, ids: &[u32], after: Option<u32>, limit: usize) -> Page {
+    let mut hits: Vec<u32> = ids.to_vec();
+    hits.sort_unstable();
+    hits.dedup();
+    let total = hits.len();
+    let from = after.map_or(0, |a| hits.partition_point(|&id| id <= a));
+    let rest = &hits[from..];
+    let n = rest.len().min(limit);
+    let _ = snap;
+    Page {
+        ids: rest[..n].to_vec(),
+        total,
+        next_after: (n < rest.len() && n > 0).then(|| rest[n - 1]),
+    }
+}
+
+fn comm(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
+    let snap = inp.snap;
+    let maps: Vec<Value> = p
+        .map_ids
+        .iter()
+        .map(|id| {
+            let m = snap.maps.iter().find(|m| m.id == *id);
+            json!({"id": id, "name": m.map(|m| m.name.clone()),
+                   "type": m.map(|m| map_type_name(m.map_type))})
+        })
+        .collect();
+    // Program files by process.
+    let mut procs: BTreeMap<u32, (String, u64, Vec<u32>)> = BTreeMap::new();
+    for f in snap
+        .object_files
+        .iter()
+        .flatten()
+        .filter(|f| f.kind == ObjectKind::Program && f.id == p.id)
+    {
+        let e = procs
+            .entry(f.tgid)
+            .or_insert_with(|| (comm(&f.comm), f.cgroup_id, Vec::new()));
+        e.2.push(f.fd);
+    }
+    let files: Vec<Value> = procs
+        .into_iter()
+        .map(|(pid, (comm, cg, mut fds))| {
+            let (c, pod) = (inp.attribution)(pid, cg);
+            fds.sort_unstable();
+            fds.truncate(inp.max_holders);
+            json!({"pid": pid, "comm": comm, "container_id": c, "pod_uid": pod, "fds": fds})
+        })
+        .collect();
+    let pins: Vec<Value> = snap
+        .inventory
+        .iter()
+        .flat_map(|i| i.pins.iter())
+        .filter(|x| x.info.kind == crate::census::fdinfo::ObjKind::Prog && x.info.id == p.id)
+        .map(|x| json!({"mount": x.mount, "path": x.path}))
+        .collect();
+    let mut links = Vec::new();
+    let mut slots = Vec::new();
+    for h in snap.graph.holders(Obj::Prog(p.id)) {
+        match h {
+            crate::census::roots::Holder::Obj(Obj::Link(l)) => links.push(json!({"id": l})),
+            crate::census::roots::Holder::Obj(Obj::Map(m)) => {
+                let name = snap
+                    .maps
+                    .iter()
+                    .find(|x| x.id == *m)
+                    .map(|x| x.name.clone());
+                slots.push(json!({"id": m, "name": name}));
+            }
+            _ => {}
+        }
+    }
+    let h = snap.prog_holders.get(&p.id);
+    let counts: BTreeMap<&str, Value> = ProgHolderKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                k.label(),
+                h.and_then(|h| h.get(*k)).map_or(Value::Null, |c| json!(c)),
+            )
+        })
+        .collect();
+    let unexplained = h.and_then(|h| h.unexplained(p.refcnt));
+    let withheld = match unexplained {
+        Some(_) => Value::Null,
+        None => json!(format!(
+            "{} of {} references are explained by its files, pins, links and tail-call slots; an attachment without a link (XDP or tc on a device, a cgroup, a perf event, a socket filter), a file in flight or in an io_uring table may hold the rest, and this build does not read those",
+            h.map_or(0, |h| h.known_sum()),
+            p.refcnt
+        )),
+    };
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "type": prog_type_label(p.prog_type),
+        "tag": p.tag_hex(),
+        "memory_bytes": p.memlock,
+        "refcount": p.refcnt,
+        "load_time_unix_seconds": snap.boot_unix.map(|b| (b + p.load_time_ns as f64 / 1e9).floor()),
+        "maps": maps,
+        "holders": {"file": files, "pin": pins, "link": links, "prog_array": slots},
+        "holder_counts": counts,
+        "unexplained": unexplained,
+        "unexplained_withheld": withheld,
+        "roots": chains_json(inp, Obj::Prog(p.id)),
+    })
+}
+
+/// The document for a page of programs.
+pub fn program_report(inp: &Input<'_>, page: &Page) -> Value {
+    let progs: Vec<Value> = page
+        .ids
+        .iter()
+        .filter_map(|id| inp.snap.programs.iter().flatten().find(|p| p.id == *id))
+        .map(|p| program_json(inp, p))
+        .collect();
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "total": page.total,
+        "truncated": page.next_after.is_some(),
+        "next_after": page.next_after,
+        "programs": progs,
+    })
+}
+
+/// What the pin at (dev, ino) keeps alive: the objects whose only root it
+/// is (removing it frees them) and the bytes they hold.
+pub fn pin_report(snap: &Snapshot, mount: &str, path: &str, pin: PinId) -> Value {
+    let only = |o: Obj| {
+        let r = snap.graph.roots(o);
+        r.len() == 1 && r.contains(&Root::Pin(pin))
+    };
+    let mut frees = Vec::new();
+    for m in &snap.maps {
+        if only(Obj::Map(m.id)) {
+            frees.push(json!({"kind": "map", "id": m.id, "name": m.name,
+                              "memory_bytes": snap.memory.get(&m.id)}));
+        }
+    }
+    for p in snap.programs.iter().flatten() {
+        if only(Obj::Prog(p.id)) {
+            frees.push(json!({"kind": "program", "id": p.id, "name": p.name,
+                              "memory_bytes": p.memlock}));
+        }
+    }
+    json!({
+        "path": pin_path(mount, path),
+        "frees": frees,
+        "retained_memory_bytes": snap.roots.retained.get(&pin).copied().unwrap_or(0),
+    })
+}
+
+/// Human-readable rendering of a programs document.
+pub fn program_text(doc: &Value) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    for p in doc["programs"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "program {} {:?} {} tag {}",
+            p["id"],
+            s(&p["name"]),
+            s(&p["type"]),
+            s(&p["tag"])
+        );
+        let _ = writeln!(
+            o,
+            "  memory {} bytes, refcount {}, loaded at {} (Unix seconds)",
+            p["memory_bytes"],
+            p["refcount"],
+            s(&p["load_time_unix_seconds"])
+        );
+        for m in p["maps"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  uses map {} {:?} {}",
+                m["id"],
+                s(&m["name"]),
+                s(&m["type"])
+            );
+        }
+        let h = &p["holders"];
+        for f in h["file"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  process pid {} comm {:?}{} fds {}",
+                f["pid"],
+                s(&f["comm"]),
+                super::text::whose(&f["container_id"], &f["pod_uid"]),
+                f["fds"]
+            );
+        }
+        for x in h["pin"].as_array().into_iter().flatten() {
+            let _ = writeln!(o, "  pin {}", pin_path(&s(&x["mount"]), &s(&x["path"])));
+        }
+        for l in h["link"].as_array().into_iter().flatten() {
+            let _ = writeln!(o, "  link id {}", l["id"]);
+        }
+        for m in h["prog_array"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  prog_array map {} {:?} (a tail-call slot)",
+                m["id"],
+                s(&m["name"])
+            );
+        }
+        match &p["unexplained"] {
+            Value::Null => {
+                let _ = writeln!(
+                    o,
+                    "  unexplained: withheld ({})",
+                    s(&p["unexplained_withheld"])
+                );
+            }
+            v => {
+                let _ = writeln!(o, "  unexplained: {v}");
+            }
+        }
+        super::text::chains(&mut o, &format!("program {}", p["id"]), &p["roots"]);
+    }
+    if doc["truncated"] == json!(true) {
+        let _ = writeln!(
+            o,
+            "({} of {} programs shown; continue after id {})",
+            doc["programs"].as_array().map_or(0, |a| a.len()),
+            doc["total"],
+            doc["next_after"]
+        );
+    }
+    o
+}
+
+/// The text of a pin's report.
+pub fn pin_text(pin: &Value) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let frees = pin["frees"].as_array().cloned().unwrap_or_default();
+    if frees.is_empty() {
+        let _ = writeln!(
+            o,
+            "pin {} alone keeps nothing alive: every object behind it has another root",
+            pin["path"].as_str().unwrap_or_default()
+        );
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "pin {} alone keeps alive (removing it frees {} bytes):",
+        pin["path"].as_str().unwrap_or_default(),
+        pin["retained_memory_bytes"]
+    );
+    for f in frees {
+        let _ = writeln!(
+            o,
+            "  {} {} {:?} {} bytes",
+            f["kind"].as_str().unwrap_or_default(),
+            f["id"],
+            f["name"].as_str().unwrap_or_default(),
+            f["memory_bytes"]
+        );
+    }
+    o
+}
