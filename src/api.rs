@@ -265,6 +265,108 @@ pub fn answer(data: &MapsData, q: &Query) -> Result<serde_json::Value, ApiError>
     Ok(explain::report(&inp, &explain::page(snap, &ids, &q.filter)))
 }
 
+/// A parsed `/api/v1/programs[/<id>]` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramsQuery {
+    /// One program, or a listing.
+    pub id: Option<u32>,
+    pub after: Option<u32>,
+    pub limit: usize,
+}
+
+/// Parse the part of the path after `/api/v1/programs` and the query string.
+pub fn parse_programs(rest: &str, query: Option<&str>) -> Result<ProgramsQuery, ApiError> {
+    let mut q = ProgramsQuery {
+        id: None,
+        after: None,
+        limit: DEFAULT_LIMIT,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode(k)?, decode(v)?);
+        if seen.contains(&k) {
+            return Err(bad(format!("parameter {k} given twice")));
+        }
+        if v.len() > MAX_VALUE {
+            return Err(bad(format!("parameter {k}: longer than {MAX_VALUE} bytes")));
+        }
+        match k.as_str() {
+            "limit" => {
+                let n: usize = number(&k, &v)?;
+                if n == 0 || n > MAX_LIMIT {
+                    return Err(bad(format!(
+                        "parameter limit: {n} is outside 1..={MAX_LIMIT}"
+                    )));
+                }
+                q.limit = n;
+            }
+            "after" => q.after = Some(number(&k, &v)?),
+            _ => {
+                return Err(bad(format!(
+                    "unknown parameter {} (known: limit, after)",
+                    quoted(&k)
+                )))
+            }
+        }
+        seen.push(k);
+    }
+    if let Some(id) = rest.strip_prefix('/') {
+        let id = id.parse::<u32>().map_err(|_| {
+            bad(format!(
+                "program id {} is not a number (GET /api/v1/programs/<id>)",
+                quoted(id)
+            ))
+        })?;
+        if let Some(k) = seen.first() {
+            return Err(bad(format!(
+                "parameter {k} applies to /api/v1/programs, not to one program"
+            )));
+        }
+        q.id = Some(id);
+    } else if !rest.is_empty() {
+        return Err(not_found(
+            "no such endpoint (GET /api/v1/programs or /api/v1/programs/<id>)".into(),
+        ));
+    }
+    Ok(q)
+}
+
+/// The programs document for `q` from one census, or the error to answer.
+pub fn answer_programs(data: &MapsData, q: &ProgramsQuery) -> Result<serde_json::Value, ApiError> {
+    let snap = &data.snap;
+    if !snap.maps_ok || snap.programs.is_none() {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the program census did not run in this scrape (--no-collector.programs, or bpfmap_scrape_collector_success{collector=\"programs\"} 0: the log names the cause)".into(),
+        });
+    }
+    let ids: Vec<u32> = match q.id {
+        Some(id) => explain::select_program(snap, id).map_err(not_found)?,
+        None => snap.programs.iter().flatten().map(|p| p.id).collect(),
+    };
+    let attr = data.attributor.clone();
+    let attribution = move |tgid: u32, cg: u64| {
+        let i = attr.identify(tgid, cg);
+        (i.container_id, i.pod_uid)
+    };
+    let inp = explain::Input {
+        snap,
+        extras: &data.extras,
+        attribution: &attribution,
+        failed: &data.failed,
+        processes: data.processes.as_ref().map_err(|s| s.as_str()),
+        now_unix: explain::now_unix(),
+        max_holders: if q.id.is_some() {
+            ONE_MAX_HOLDERS
+        } else {
+            LIST_MAX_HOLDERS
+        },
+    };
+    let page = explain::page_programs(snap, &ids, q.after, q.limit);
+    Ok(explain::program_report(&inp, &page))
+}
+
 /// The JSON body of an error.
 pub fn error_body(e: &ApiError) -> Vec<u8> {
     let mut v = serde_json::to_vec(&json!({"error": e.message})).expect("a string serialises");
@@ -306,6 +408,38 @@ mod tests {
         assert_eq!(
             ok("", &format!("limit={MAX_LIMIT}")).filter.limit,
             MAX_LIMIT
+        );
+    }
+
+    #[test]
+    fn program_queries_parse_with_bounds_and_clear_errors() {
+        let q = parse_programs("", None).unwrap();
+        assert_eq!((q.id, q.after, q.limit), (None, None, DEFAULT_LIMIT));
+        let q = parse_programs("", Some("limit=5&after=9")).unwrap();
+        assert_eq!((q.id, q.after, q.limit), (None, Some(9), 5));
+        assert_eq!(parse_programs("/42", None).unwrap().id, Some(42));
+        for (rest, q, want) in [
+            ("", "limit=0", "outside 1..=1000"),
+            (
+                "",
+                "pid=1",
+                "unknown parameter \"pid\" (known: limit, after)",
+            ),
+            ("", "after=1&after=2", "after given twice"),
+            ("/x", "", "program id \"x\" is not a number"),
+            (
+                "/4",
+                "limit=3",
+                "applies to /api/v1/programs, not to one program",
+            ),
+        ] {
+            let e = parse_programs(rest, Some(q)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{rest}?{q}");
+            assert!(e.message.contains(want), "{rest}?{q}: {}", e.message);
+        }
+        assert_eq!(
+            parse_programs("x", None).unwrap_err().status,
+            StatusCode::NOT_FOUND
         );
     }
 

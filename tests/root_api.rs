@@ -445,6 +445,33 @@ fn api_names_every_holder_and_the_creating_process() {
         .collect();
     assert_eq!(ids, vec![id as u64], "the child holds only the dup's map");
 
+    // The program: its facts, the map it uses, its file holder, its chain.
+    let v = get(port, &format!("/api/v1/programs/{prog_id}")).json();
+    assert_eq!(v["schema_version"], json!(3));
+    let p = &v["programs"][0];
+    assert_eq!(
+        (p["id"].clone(), p["type"].clone()),
+        (json!(prog_id), json!("socket_filter"))
+    );
+    assert_eq!(
+        p["maps"],
+        json!([{"id": id, "name": "t_api", "type": "array"}])
+    );
+    assert_eq!(p["holders"]["file"][0]["pid"], json!(me));
+    assert_eq!(p["holder_counts"]["file"], json!(1));
+    assert_eq!(p["unexplained"], json!(0));
+    assert_eq!(p["roots"][0]["root"]["kind"], json!("process"));
+    let v = get(port, "/api/v1/programs?limit=1").json();
+    assert_eq!(v["programs"].as_array().unwrap().len(), 1);
+    assert!(v["total"].as_u64().unwrap() >= 1);
+    let resp = get(port, "/api/v1/programs/4294967295");
+    assert_eq!(resp.code, 404);
+    assert!(resp.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("no program with id"));
+    assert_eq!(get(port, "/api/v1/programs?pid=1").code, 400);
+
     // Filters: unexplained (the io_uring map) and creator_gone.
     let v = until(
         port,

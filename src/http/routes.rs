@@ -110,9 +110,16 @@ async fn scrape(
     }
 }
 
-/// `/api/v1/maps[/<id>]` (`rest`: the path after `/api/v1/maps`). HEAD
-/// answers what GET would, without the body.
-async fn api(st: &State, rest: &str, query: Option<&str>) -> Response<Chunks> {
+/// Which JSON API a request is for, parsed.
+enum ApiQuery {
+    Maps(crate::api::Query),
+    Programs(crate::api::ProgramsQuery),
+}
+
+/// `/api/v1/maps[/<id>]` and `/api/v1/programs[/<id>]` (`rest`: the path
+/// after the endpoint's prefix). HEAD answers what GET would, without the
+/// body.
+async fn api(st: &State, programs: bool, rest: &str, query: Option<&str>) -> Response<Chunks> {
     let json = |code: StatusCode, body: Vec<u8>| {
         Response::builder()
             .status(code)
@@ -121,7 +128,12 @@ async fn api(st: &State, rest: &str, query: Option<&str>) -> Response<Chunks> {
             .expect("static response parts are valid")
     };
     let fail = |e: crate::api::ApiError| json(e.status, crate::api::error_body(&e));
-    let q = match crate::api::parse(rest, query) {
+    let parsed = if programs {
+        crate::api::parse_programs(rest, query).map(ApiQuery::Programs)
+    } else {
+        crate::api::parse(rest, query).map(ApiQuery::Maps)
+    };
+    let q = match parsed {
         Ok(q) => q,
         Err(e) => return fail(e),
     };
@@ -143,7 +155,11 @@ async fn api(st: &State, rest: &str, query: Option<&str>) -> Response<Chunks> {
     };
     // The document is built off the collector thread and off the reactor.
     let built = tokio::task::spawn_blocking(move || {
-        crate::api::answer(&data, &q).map(|doc| {
+        match &q {
+            ApiQuery::Maps(q) => crate::api::answer(&data, q),
+            ApiQuery::Programs(q) => crate::api::answer_programs(&data, q),
+        }
+        .map(|doc| {
             let mut v = serde_json::to_vec(&doc).expect("a JSON value serialises");
             v.push(b'\n');
             v
@@ -196,7 +212,12 @@ async fn route(st: &State, req: &Request<Incoming>) -> Response<Chunks> {
         .strip_prefix("/api/v1/maps")
         .filter(|r| r.is_empty() || r.starts_with('/'))
     {
-        api(st, rest, req.uri().query()).await
+        api(st, false, rest, req.uri().query()).await
+    } else if let Some(rest) = path
+        .strip_prefix("/api/v1/programs")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        api(st, true, rest, req.uri().query()).await
     } else if path == "/healthz" {
         if st.healthy.load(Ordering::Relaxed) {
             resp(StatusCode::OK, "text/plain", "ok\n")
@@ -215,7 +236,7 @@ async fn route(st: &State, req: &Request<Incoming>) -> Response<Chunks> {
             format!(
                 "<html><head><title>bpfmap-exporter</title></head><body><h1>bpfmap-exporter {}</h1>\
                  <p>Prometheus exporter for BPF maps: census, holders, unexplained references, bpffs pins and map lifecycle.</p>\
-                 <ul><li><a href=\"{p}\">{p}</a></li><li><a href=\"/api/v1/maps\">/api/v1/maps</a> (JSON: every map, its creator and holders)</li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
+                 <ul><li><a href=\"{p}\">{p}</a></li><li><a href=\"/api/v1/maps\">/api/v1/maps</a> (JSON: every map, its creator, holders and roots)</li><li><a href=\"/api/v1/programs\">/api/v1/programs</a> (JSON: every program, its holders and roots)</li><li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
                 env!("CARGO_PKG_VERSION")
             ),
         )
