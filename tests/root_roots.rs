@@ -339,5 +339,46 @@ fn chains_end_at_their_roots_and_pins_alone_make_orphans() {
         let line = format!("bpfmap_map_orphaned{{id=\"{}\"}} {v}\n", map_id(&s, n));
         assert!(t.contains(&line), "{line}");
     }
+    // The pod is still named: this census resolved it while it lived.
+    let ctr_id = ctr.file_name().unwrap().to_string_lossy().to_string();
+    let bytes: u64 = ["rt_by_prog", "rt_inner", "rt_outer", "rt_calls"]
+        .iter()
+        .map(|n| memlock_by_id(map_id(&s, n)))
+        .sum();
+    let line =
+        format!("bpfmap_creator_orphaned_maps{{container_id=\"{ctr_id}\",pod_uid=\"{uid}\"}} 4\n");
+    assert!(t.contains(&line), "{line} in\n{t}");
+    let line = format!(
+        "bpfmap_creator_orphaned_memory_bytes{{container_id=\"{ctr_id}\",pod_uid=\"{uid}\"}} {bytes}\n"
+    );
+    assert!(t.contains(&line), "{line}");
+    let c = bpfmap_exporter::census::creators::identity(
+        &s,
+        s.maps.iter().find(|m| m.name == "rt_by_prog").unwrap(),
+    )
+    .unwrap();
+    assert_eq!((c.pod_uid.as_str(), c.gone), (uid.as_str(), true));
+    assert!(c.remembered_path.unwrap().ends_with(&ctr_id));
+    // A census that never saw the pod alive (an exporter restarted after the
+    // deletion) does not name the ancestor as the creator.
+    let mut fresh = Census::load(CensusOpts::default()).expect("census loads");
+    let (s2, _) = fresh.take(&[]);
+    let c = bpfmap_exporter::census::creators::identity(
+        &s2,
+        s2.maps.iter().find(|m| m.name == "rt_by_prog").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (c.container_id.as_str(), c.pod_uid.as_str(), c.gone),
+        ("", "", true)
+    );
+    assert_eq!(c.remembered_path, None);
+    let (ok, out, err) = run(&["--id", &by_prog.to_string()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("creator: unknown: its cgroup was removed before this exporter saw it"),
+        "{out}"
+    );
+    assert!(out.contains("orphaned: its creator is gone"), "{out}");
     drop(live_prog);
 }

@@ -235,6 +235,66 @@ pub fn cgroup_ids<'a>(maps: impl Iterator<Item = &'a MapRecord>) -> HashSet<u64>
     maps.filter_map(|m| m.creator.cgroup_id()).collect()
 }
 
+/// The container and pod this exporter resolved for a map while its
+/// creating cgroup still existed: kept (for live maps only) so that the
+/// creator is still named after kubelet removes the container's and the
+/// pod's cgroups and the kernel charges the map to an ancestor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RememberedCreator {
+    pub container_id: String,
+    pub pod_uid: String,
+    /// The creating cgroup's path, as it was.
+    pub cgroup_path: String,
+}
+
+/// Map id -> the creator resolved while its cgroup lived.
+#[derive(Debug, Default)]
+pub struct CreatorMemory {
+    by_map: super::IdMap<RememberedCreator>,
+}
+
+impl CreatorMemory {
+    /// Learn the creators of maps whose creating cgroup lives (and resolves
+    /// to a container or pod), forget maps that left the census, and return
+    /// what is remembered of the maps whose creating cgroup is gone.
+    pub fn update(
+        &mut self,
+        maps: &[MapRecord],
+        paths: &HashMap<u64, String>,
+    ) -> super::IdMap<RememberedCreator> {
+        let mut gone = super::IdMap::default();
+        let mut live: HashSet<u32> = HashSet::with_capacity(maps.len());
+        for m in maps {
+            live.insert(m.id);
+            match m.creator {
+                Creator::Live(cg) => {
+                    if let Some(path) = paths.get(&cg) {
+                        let p = parse_path(path);
+                        if !p.container_id.is_empty() || !p.pod_uid.is_empty() {
+                            self.by_map.insert(
+                                m.id,
+                                RememberedCreator {
+                                    container_id: p.container_id,
+                                    pod_uid: p.pod_uid,
+                                    cgroup_path: path.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
+                Creator::Gone(_) => {
+                    if let Some(r) = self.by_map.get(&m.id) {
+                        gone.insert(m.id, r.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.by_map.retain(|id, _| live.contains(id));
+        gone
+    }
+}
+
 /// Who created a map, as far as the kernel's accounting and the cgroup
 /// paths tell. Empty container / pod strings mean "not a container" (the
 /// host, or a path the parser does not recognise).
@@ -249,6 +309,9 @@ pub struct CreatorIdentity {
     /// The creating cgroup was removed: the map outlived its creator, and
     /// the cgroup above is the ancestor it is now charged to.
     pub gone: bool,
+    /// Gone, and the container and pod are the ones this exporter resolved
+    /// while the creating cgroup lived (`remembered_path`).
+    pub remembered_path: Option<String>,
 }
 
 /// The creator of `m`, or `None` where the kernel does not record it (or
@@ -261,12 +324,14 @@ pub fn identity(snap: &Snapshot, m: &MapRecord) -> Option<CreatorIdentity> {
         Creator::Live(id) | Creator::Gone(id) => {
             let path = paths.get(&id).cloned();
             let parsed = path.as_deref().map(parse_path).unwrap_or_default();
+            let remembered = snap.remembered_creators.get(&m.id);
             Some(CreatorIdentity {
                 cgroup_id: Some(id),
                 cgroup_path: path,
-                container_id: parsed.container_id,
-                pod_uid: parsed.pod_uid,
+                container_id: remembered.map_or(parsed.container_id, |r| r.container_id.clone()),
+                pod_uid: remembered.map_or(parsed.pod_uid, |r| r.pod_uid.clone()),
                 gone: m.creator.is_gone(),
+                remembered_path: remembered.map(|r| r.cgroup_path.clone()),
             })
         }
     }
@@ -286,7 +351,16 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
     let parsed: HashMap<u64, crate::k8s::cgroup::CgroupIdentity> =
         paths.iter().map(|(id, p)| (*id, parse_path(p))).collect();
     let none = crate::k8s::cgroup::CgroupIdentity::default();
-    let who = |id: Option<u64>| id.and_then(|id| parsed.get(&id)).unwrap_or(&none);
+    let by_cgroup = |id: Option<u64>| {
+        let c = id.and_then(|id| parsed.get(&id)).unwrap_or(&none);
+        (c.container_id.as_str(), c.pod_uid.as_str())
+    };
+    // A gone creator this exporter resolved while it lived is named as it
+    // was, not by the ancestor now charged.
+    let who = |m: &MapRecord| match snap.remembered_creators.get(&m.id) {
+        Some(r) if m.creator.is_gone() => (r.container_id.as_str(), r.pod_uid.as_str()),
+        _ => by_cgroup(m.creator.cgroup_id()),
+    };
     let mut agg: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     let mut gone = 0u64;
     // (map, cgroup id, gone) of maps charged to a non-root cgroup.
@@ -296,10 +370,7 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
             continue;
         }
         let cg = m.creator.cgroup_id();
-        let c = who(cg);
-        let e = agg
-            .entry((c.container_id.as_str(), c.pod_uid.as_str()))
-            .or_default();
+        let e = agg.entry(who(m)).or_default();
         e.0 += 1;
         e.1 += snap.memory.get(&m.id).copied().unwrap_or(0);
         gone += m.creator.is_gone() as u64;
@@ -334,13 +405,13 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
         let mut w = out.raw_with_capacity(&defs::MAP_CREATOR_INFO, charged.len() * 180);
         let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
         for (m, cg, _) in &charged {
-            let c = who(Some(*cg));
+            let (container, pod) = who(m);
             w.labels(
                 &[
                     ("id", a.format(m.id)),
                     ("cgroup_id", b.format(*cg)),
-                    ("container_id", &c.container_id),
-                    ("pod_uid", &c.pod_uid),
+                    ("container_id", container),
+                    ("pod_uid", pod),
                 ],
                 1.0,
             );

@@ -78,6 +78,8 @@ pub struct Census {
     bufs: [Vec<u8>; 3],
     /// Memory cgroup paths of the maps' creators, cached between scrapes.
     creator_paths: creators::PathResolver,
+    /// The creators resolved while their cgroups lived.
+    creator_memory: creators::CreatorMemory,
     /// Map ids the exporter's loads allocated (first, last], and when the
     /// window closed: every BPF load of this process (census, lifecycle,
     /// libbpf's feature probes, skeletons it dropped) happens in it.
@@ -170,6 +172,7 @@ impl Census {
                 cgroup_root,
             ),
             mounts: Default::default(),
+            creator_memory: Default::default(),
             load_window: None,
             inflight,
             own_ids,
@@ -522,6 +525,9 @@ impl Census {
             let ids = creators::cgroup_ids(snap.maps.iter());
             let resolver = &mut self.creator_paths;
             snap.creator_paths = report.run("creators", || resolver.resolve(&ids));
+            if let Some(paths) = &snap.creator_paths {
+                snap.remembered_creators = self.creator_memory.update(&snap.maps, paths);
+            }
         }
         if snap.maps_ok {
             let kfunc = snap.features.elem_count;

@@ -146,6 +146,9 @@ pub struct Snapshot {
     pub object_files: Option<Vec<ObjectFile>>,
     /// Who holds each map and program, through every chain, to the roots.
     pub graph: super::roots::Graph,
+    /// Map id -> the container and pod resolved while its creating cgroup
+    /// lived, for maps whose creating cgroup is gone.
+    pub remembered_creators: IdMap<super::creators::RememberedCreator>,
     /// Orphans and the memory each pin alone retains.
     pub roots: super::roots::Summary,
     /// When the machine booted, Unix seconds (CLOCK_REALTIME less

@@ -386,6 +386,7 @@ fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
             "container_id": c.container_id,
             "pod_uid": c.pod_uid,
             "gone": c.gone,
+            "creating_cgroup_path": c.remembered_path,
             "process": process,
             "process_unknown": process_unknown,
         }),

@@ -110,17 +110,33 @@ pub fn text(doc: &Value) -> String {
             if c["cgroup_id"].is_null() {
                 "root cgroup (host)".to_string()
             } else {
-                format!(
-                    "cgroup {} {}{}{}",
-                    c["cgroup_id"],
-                    s(&c["cgroup_path"]),
-                    whose(&c["container_id"], &c["pod_uid"]),
-                    if c["gone"] == json!(true) {
-                        " (creating cgroup gone: charged to this ancestor)"
-                    } else {
-                        ""
-                    }
-                )
+                let gone = c["gone"] == json!(true);
+                let named = !c["container_id"].as_str().unwrap_or_default().is_empty()
+                    || !c["pod_uid"].as_str().unwrap_or_default().is_empty();
+                match (gone, c["creating_cgroup_path"].as_str()) {
+                    (true, Some(was)) => format!(
+                        "{} (deleted: its cgroup {was} is gone; the map is charged to the ancestor cgroup {} {})",
+                        whose(&c["container_id"], &c["pod_uid"]).trim_start(),
+                        c["cgroup_id"],
+                        s(&c["cgroup_path"]),
+                    ),
+                    (true, None) if !named => format!(
+                        "unknown: its cgroup was removed before this exporter saw it (the map is charged to the ancestor cgroup {} {})",
+                        c["cgroup_id"],
+                        s(&c["cgroup_path"]),
+                    ),
+                    _ => format!(
+                        "cgroup {} {}{}{}",
+                        c["cgroup_id"],
+                        s(&c["cgroup_path"]),
+                        whose(&c["container_id"], &c["pod_uid"]),
+                        if gone {
+                            " (creating cgroup gone: charged to this ancestor)"
+                        } else {
+                            ""
+                        }
+                    ),
+                }
             }
         } else {
             format!("cgroup unknown ({})", s(&c["reason"]))
