@@ -7,8 +7,15 @@
       simulator's alerts are firing; prints how long each took.
   check.py resolve <prom-url> <sim-comm> <sim-prefix>
       after the simulator cleaned up: wait until those alerts are resolved.
+The simulator's orphans come from the environment: E2E_ORPHANS, how many
+maps it orphaned (directly and through chains), and E2E_CHAINED_ORPHANS, the
+ids of the maps only a chain keeps (a pinned program, a pinned outer map).
+Each chained map must be published as bpfmap_map_orphaned 1, and
+BpfMapsOutlivedTheirPod must count at least E2E_ORPHANS maps; after cleanup
+their series must be gone.
 Exit 1 naming what never happened.
 """
+import os
 import json
 import pathlib
 import sys
@@ -83,6 +90,15 @@ def firing(base):
     return [a for a in api(base, "/api/v1/alerts")["alerts"] if a["state"] == "firing"]
 
 
+def orphans():
+    """(how many maps the simulator orphaned, the ids only chains keep)."""
+    return int(os.environ.get("E2E_ORPHANS", "0")), os.environ.get("E2E_CHAINED_ORPHANS", "").split()
+
+
+def orphaned_of(ids):
+    return f'bpfmap_map_orphaned{{id=~"{"|".join(ids)}"}}'
+
+
 def wanted(base, comm, prefix):
     """name -> predicate on an alert's labels, for the simulator's alerts."""
     churn = "BpfMapsAccumulating" if query(base, "bpfmap_maps_created_total") else "BpfMapCountGrowing"
@@ -106,6 +122,11 @@ def wanted(base, comm, prefix):
     return w, churn
 
 
+def outlived_value(alerts):
+    """The largest count BpfMapsOutlivedTheirPod fires with."""
+    return max((float(a["value"]) for a in alerts if a["labels"].get("alertname") == "BpfMapsOutlivedTheirPod"), default=0)
+
+
 def matched(alerts, w):
     got = set()
     for a in alerts:
@@ -123,6 +144,10 @@ def fire(base, comm, prefix):
     fired = {}
     ok_panels = 0
     total = len(todo)
+    n_orphans, chained = orphans()
+    # Chained maps published as orphaned, and the alert counting them all.
+    chained_at = None if chained else 0.0
+    counted_at = None if n_orphans else 0.0
     while time.time() - t0 < FIRE_TIMEOUT:
         if ex is None and time.time() - t0 > 5:
             ex = exceptions(base)
@@ -134,14 +159,20 @@ def fire(base, comm, prefix):
             if query(base, todo[key]):
                 del todo[key]
                 ok_panels += 1
+        if chained_at is None and len(query(base, orphaned_of(chained) + " == 1")) == len(chained):
+            chained_at = time.time() - t0
         if w:
-            for name in matched(firing(base), w):
+            alerts = firing(base)
+            for name in matched(alerts, w):
                 fired.setdefault(name, time.time() - t0)
+            if counted_at is None and outlived_value(alerts) >= n_orphans:
+                counted_at = time.time() - t0
             bad_fly = false_leaks(base, prefix)
             if bad_fly:
                 print(f"e2e: FAIL BpfMapUnexplainedReferences fires for in-flight maps the census explains: {bad_fly}", file=sys.stderr)
                 return 1
-        if ex is not None and all(k in ex for k in todo) and set(fired) >= set(w):
+        if (ex is not None and all(k in ex for k in todo) and set(fired) >= set(w)
+                and chained_at is not None and counted_at is not None):
             break
         time.sleep(1)
     if ex is None:
@@ -159,6 +190,21 @@ def fire(base, comm, prefix):
         else:
             print(f"e2e: FAIL alert {name} did not fire within {FIRE_TIMEOUT}s", file=sys.stderr)
             bad = True
+    if chained:
+        if chained_at is not None:
+            print(f"e2e: maps {' '.join(chained)} orphaned through chains (bpfmap_map_orphaned 1) after {chained_at:.0f}s")
+        else:
+            got = {r["metric"]["id"]: r["value"][1] for r in query(base, orphaned_of(chained))}
+            print(f"e2e: FAIL maps kept only through chains are not all bpfmap_map_orphaned 1 within {FIRE_TIMEOUT}s: "
+                  f"wanted {chained}, got {got}", file=sys.stderr)
+            bad = True
+    if n_orphans:
+        if counted_at is not None:
+            print(f"e2e: BpfMapsOutlivedTheirPod counts the simulator's {n_orphans} orphans after {counted_at:.0f}s")
+        else:
+            print(f"e2e: FAIL BpfMapsOutlivedTheirPod never counted {n_orphans} maps (the simulator's, direct and chained) "
+                  f"within {FIRE_TIMEOUT}s: it fired with {outlived_value(firing(base)):.0f}", file=sys.stderr)
+            bad = True
     return 1 if bad else 0
 
 
@@ -168,11 +214,15 @@ def resolve(base, comm, prefix):
     stuck = {"BpfMapFdStuckInFlight"} if has_iter_unix(base) else set()
     must = stuck | {"BpfMapUnexplainedReferences", "BpfProcessMapFilesGrowing", churn, "BpfMapNearlyFull", "BpfPinnedMapUnused", "BpfMapsOutlivedTheirPod"}
     resolved = {}
+    _, chained = orphans()
+    chained_gone = None if chained else 0.0
     while time.time() - t0 < RESOLVE_TIMEOUT:
         still = matched(firing(base), w)
         for name in must - still:
             resolved.setdefault(name, time.time() - t0)
-        if not (must & still):
+        if chained_gone is None and not query(base, orphaned_of(chained)):
+            chained_gone = time.time() - t0
+        if not (must & still) and chained_gone is not None:
             break
         time.sleep(1)
     bad = False
@@ -181,6 +231,12 @@ def resolve(base, comm, prefix):
             print(f"e2e: alert {name} resolved {resolved[name]:.0f}s after cleanup")
         else:
             print(f"e2e: FAIL alert {name} still firing {RESOLVE_TIMEOUT}s after the simulator cleaned up", file=sys.stderr)
+            bad = True
+    if chained:
+        if chained_gone is not None:
+            print(f"e2e: the chained orphans' series gone {chained_gone:.0f}s after cleanup")
+        else:
+            print(f"e2e: FAIL bpfmap_map_orphaned of {chained} still published {RESOLVE_TIMEOUT}s after cleanup", file=sys.stderr)
             bad = True
     return 1 if bad else 0
 

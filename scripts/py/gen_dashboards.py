@@ -211,12 +211,18 @@ DASHBOARDS = {
             panel("Fullest maps (entries / max_entries)",
                   f"topk(10, (bpfmap_map_entries{{{I}}} / bpfmap_map_max_entries{{{I}}}) * on (instance, id) group_left (name, map_type) bpfmap_map_info{{{I}}})",
                   unit="percentunit", desc="Hash-family maps (6.6+).", legend="{{name}} ({{id}})"),
+            # bpfmap_programs is already one series per node and program type.
+            panel("Programs by type", f"sum by (prog_type) (bpfmap_programs{{{I}}})", legend="{{prog_type}}",
+                  desc="Live programs (the exporter's own excluded), by type as bpftool names it."),
+            panel("Program memory by type", f"sum by (prog_type) (bpfmap_programs_memory_bytes{{{I}}})", unit="bytes",
+                  legend="{{prog_type}}"),
         ],
     ),
     "leak-hunting.json": dashboard(
         "bpfmap-leak-hunting",
         "BPF maps / Leak hunting",
-        "Who leaks: maps with unexplained references, processes holding map files, per-process refcount balance.",
+        "Who leaks: maps with unexplained references, processes holding map files, per-process refcount balance, "
+        "maps that outlived their pod and the pins that keep them.",
         [
             panel("Maps with unexplained references",
                   f"topk(20, (bpfmap_map_unexplained_refs{{{I}}} > 0) * on (instance, id) group_left (name, map_type) bpfmap_map_info{{{I}}})",
@@ -237,6 +243,20 @@ DASHBOARDS = {
             panel("Map lifetime (median)",
                   f"histogram_quantile(0.5, sum by (le, map_type) (rate(bpfmap_map_lifetime_seconds_bucket{{{I}}}[{RI}])))",
                   unit="s", legend="{{map_type}}", desc="Short-lived churn shows as a low median with a high create rate."),
+            panel("Orphaned map memory by creator", f"bpfmap_creator_orphaned_memory_bytes{{{I}}}", unit="bytes",
+                  legend="{{instance}} pod {{pod_uid}} container {{container_id}}",
+                  desc="Memory of maps whose creating cgroup is gone and that only pins keep alive, directly or through a "
+                       "pinned program, outer map or prog_array (exact; the BpfMapsOutlivedTheirPod alert). The labels "
+                       "name the cgroup the maps are charged to now: the pod without a container once the container "
+                       "is gone, both empty once the pod is gone too."),
+            panel("Largest retained pins", f"topk(10, bpfmap_pin_retained_memory_bytes{{{I}}})", "table", "bytes",
+                  desc="What removing each pin alone would free: the maps and programs whose only root it is. "
+                       "bpfmap-exporter explain --pin <mount><path> lists them."),
+            panel("Orphaned maps",
+                  f"(bpfmap_map_orphaned{{{I}}} == 1) * on (instance, id) group_left (name, map_type) bpfmap_map_info{{{I}}}",
+                  "table",
+                  desc="Each row is one orphaned map; bpfmap-exporter explain --id <id> prints its chains to the pins "
+                       "that keep it and what removing each would free."),
         ],
     ),
     "bpffs.json": dashboard(

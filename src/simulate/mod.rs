@@ -14,6 +14,13 @@
 //!   explains (`bpfmap_map_unexplained_refs` = 1);
 //! - **pins**: maps pinned under `--pin-dir` with no fd and no program
 //!   (`bpfmap_pinned_map_unused` = 1, pinned bytes grow);
+//! - **orphans** (`--leak-orphans`): maps created from a pod-like memory
+//!   cgroup that is then removed, kept alive only by their pins
+//!   (`bpfmap_map_orphaned` = 1);
+//! - **orphan chains** (`--leak-orphan-chains`): from such a cgroup, maps
+//!   kept alive only through a pinned program that uses them and an inner
+//!   map kept alive only through a pinned outer map (`bpfmap_map_orphaned`
+//!   = 1 through the chain, `bpfmap_pin_retained_memory_bytes` of the pins);
 //! - **full**: hash maps filled to `--fill-percent` (`bpfmap_map_entries`);
 //! - **churn**: maps created and closed at `--churn-rate` per second
 //!   (`bpfmap_maps_created_total` / `_destroyed_total`).
@@ -31,6 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
+mod elf;
 mod orphans;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -56,6 +64,10 @@ pub struct SimulateArgs {
     /// Maps pinned from a memory cgroup named like a pod's container, whose container and pod cgroups are then removed (maps that outlived their pod).
     #[arg(long = "leak-orphans", default_value_t = 2)]
     pub leak_orphans: u32,
+
+    /// Chain sets made from such a cgroup: each is a pinned program using two maps nothing else holds, and a pinned array of maps whose slot holds an inner map (maps that outlived their pod through a chain).
+    #[arg(long = "leak-orphan-chains", default_value_t = 1)]
+    pub leak_orphan_chains: u32,
 
     /// Leaks (files, in-flight and pins, interleaved) created per second.
     #[arg(long = "leak-rate", default_value_t = 2.0)]
@@ -335,7 +347,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         tracing::warn!("could not set comm to {:?}: {e}", args.comm);
     }
     let mut leaks = Leaks::default();
-    if args.leak_pins > 0 || args.leak_orphans > 0 {
+    if args.leak_pins > 0 || args.leak_orphans > 0 || args.leak_orphan_chains > 0 {
         ensure_pin_dir(&args.pin_dir, &mut leaks)?;
     }
     let r = simulate(args, &stop, &mut leaks);
@@ -348,13 +360,15 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 fn simulate(args: &SimulateArgs, stop: &AtomicBool, leaks: &mut Leaks) -> anyhow::Result<()> {
     let p = &args.prefix;
     say(format!(
-        "simulate-leak: pid={} comm={} leak_files={} leak_inflight={} leak_uring={} leak_pins={} full_maps={} churn_rate={} duration={}",
+        "simulate-leak: pid={} comm={} leak_files={} leak_inflight={} leak_uring={} leak_pins={} leak_orphans={} leak_orphan_chains={} full_maps={} churn_rate={} duration={}",
         std::process::id(),
         args.comm,
         args.leak_files,
         args.leak_inflight,
         args.leak_uring,
         args.leak_pins,
+        args.leak_orphans,
+        args.leak_orphan_chains,
         args.full_maps,
         args.churn_rate,
         args.duration
@@ -377,8 +391,9 @@ fn simulate(args: &SimulateArgs, stop: &AtomicBool, leaks: &mut Leaks) -> anyhow
         leaks.files.push(m);
     }
 
-    if args.leak_orphans > 0 {
+    if args.leak_orphans > 0 || args.leak_orphan_chains > 0 {
         let mut made = Vec::new();
+        let mut chained = Vec::new();
         let dirs = orphans::in_pod_cgroup(|| {
             for i in 0..args.leak_orphans {
                 let name = format!("{p}_orph{i}");
@@ -389,12 +404,53 @@ fn simulate(args: &SimulateArgs, stop: &AtomicBool, leaks: &mut Leaks) -> anyhow
                 })?;
                 made.push((map_id(&m), name, path));
             }
+            for i in 0..args.leak_orphan_chains {
+                orphans::chains(
+                    p,
+                    i,
+                    &args.pin_dir,
+                    args.map_entries,
+                    &create_map,
+                    &mut chained,
+                )?;
+            }
             Ok(())
         });
         for (id, name, path) in made {
-            say(format!("leak=orphan id={id} name={name}"));
+            say(format!(
+                "leak=orphan kind=map id={id} name={name} pin={}",
+                path.display()
+            ));
             leaks.ids.push((id, name));
             leaks.pins.push(path);
+        }
+        // `leak=orphan` for what is pinned itself (the roots: maps, and the
+        // program of a chain), `leak=orphan_chain` for maps held only
+        // through them.
+        for m in chained {
+            let what = match &m.pin {
+                Some(path) => format!(
+                    "leak=orphan kind={} id={} name={} pin={}",
+                    m.kind,
+                    m.id,
+                    m.name,
+                    path.display()
+                ),
+                None => format!(
+                    "leak=orphan_chain kind={} id={} name={} via={}",
+                    m.kind,
+                    m.id,
+                    m.name,
+                    m.via.as_deref().unwrap_or("-")
+                ),
+            };
+            say(what);
+            if m.kind == "map" {
+                leaks.ids.push((m.id, m.name));
+            }
+            if let Some(path) = m.pin {
+                leaks.pins.push(path);
+            }
         }
         leaks.cgroups = dirs?;
     }

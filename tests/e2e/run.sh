@@ -5,14 +5,16 @@
 #      scrape/evaluation interval 1s and a test copy of deploy/prometheus/
 #      rules.yml with shortened for:/windows (scripts/py/e2e_shorten_rules.py);
 #   3. run `bpfmap-exporter simulate-leak` (files, in-flight fds, an io_uring
-#      fixed file, pins, a
-#      full map, churn);
+#      fixed file, pins, a full map, churn, and maps that outlived their pod:
+#      pinned themselves, and kept only through a pinned program or a pinned
+#      outer map); `explain` prints the chained orphans' chains to their pins;
 #   4. through Prometheus's HTTP API: every dashboard panel query returns
-#      data (exceptions listed with their reason), and the refcount
-#      (unexplained refs, growing map files), churn, near-full and stale-pin
-#      alerts fire for the simulator's maps;
+#      data (exceptions listed with their reason), the refcount
+#      (unexplained refs, growing map files), churn, near-full, stale-pin and
+#      orphan alerts fire for the simulator's maps, the chained maps are
+#      published as orphaned and the orphan alert counts every orphan;
 #   5. SIGTERM the simulator, check it removed its pins, and assert the
-#      alerts resolve.
+#      alerts resolve and the orphans' series are gone.
 # Every process started here is stopped on exit (trap).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -161,11 +163,39 @@ prefix=e2e
 pin_dir=/sys/fs/bpf/bpfmap-e2e-$$
 "$bin" simulate-leak --comm "$comm" --name-prefix "$prefix" --pin-dir "$pin_dir" \
     --leak-files 150 --leak-inflight 3 --leak-uring 1 --leak-pins 3 --leak-rate 2 --full-maps 1 \
-    --churn-rate 20 --duration 0 >"$tmp/sim.log" 2>&1 &
+    --leak-orphans 2 --leak-orphan-chains 1 --churn-rate 20 --duration 0 >"$tmp/sim.log" 2>&1 &
 sim_pid=$!
 sleep 2
 kill -0 "$sim_pid" 2>/dev/null || fail "simulate-leak exited early: $(cat "$tmp/sim.log")"
 echo "e2e: simulator pid $sim_pid (comm $comm, pins under $pin_dir)"
+
+# The orphans (made before the leak loop starts): maps pinned themselves
+# (`leak=orphan kind=map`), and maps kept only through a pinned program or
+# a pinned outer map (`leak=orphan_chain kind=map ... via=program:<id>` or
+# `via=map:<id>`).
+field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p"; }
+direct=$(grep '^leak=orphan kind=map ' "$tmp/sim.log" | field id | paste -sd ' ')
+chained=$(grep '^leak=orphan_chain kind=map ' "$tmp/sim.log" | field id | paste -sd ' ')
+prog_pin=$(grep '^leak=orphan kind=program ' "$tmp/sim.log" | field pin | head -n 1)
+[[ -n $chained && -n $prog_pin ]] || fail "simulate-leak reported no chained orphans: $(grep '^leak=orphan' "$tmp/sim.log")"
+export E2E_ORPHANS=$(wc -w <<<"$direct $chained")
+export E2E_CHAINED_ORPHANS=$chained
+# explain names each chain down to the pin, and what removing it frees.
+for id in $chained; do
+    via=$(grep "^leak=orphan_chain kind=map id=$id " "$tmp/sim.log" | field via)
+    out=$("$bin" explain --id "$id" 2>/dev/null) || fail "explain --id $id failed"
+    grep -Eq "^    map $id <- ${via%%:*} ${via#*:} .* <- pin $pin_dir/[^ ]+ \(removing it frees [0-9]+ bytes\)$" <<<"$out" \
+        || fail "explain --id $id does not print its chain through ${via/:/ } to a pin:
+$out"
+    grep -q "^  orphaned: " <<<"$out" || fail "explain --id $id does not call it orphaned:
+$out"
+done
+out=$("$bin" explain --pin "$prog_pin" 2>/dev/null) || fail "explain --pin $prog_pin failed"
+for id in $(grep '^leak=orphan_chain kind=map .* via=program:' "$tmp/sim.log" | field id); do
+    grep -q "^  map $id " <<<"$out" || fail "explain --pin $prog_pin does not list map $id among what the pin alone keeps:
+$out"
+done
+echo "e2e: orphans: $E2E_ORPHANS maps (direct: $direct; through chains: $chained); explain prints every chain to its pin"
 
 # 4. panels and alerts
 t_fire=$SECONDS
