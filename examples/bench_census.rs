@@ -489,6 +489,9 @@ fn ms(d: Duration) -> f64 {
 struct Scrapes {
     cold: Vec<Duration>,
     warm: Vec<Duration>,
+    /// The exporter's CPU time (user + system, all threads) over the warm
+    /// scrapes of each start, divided by their number.
+    cpu_per_scrape: Vec<Duration>,
     /// Per collector, its `bpfmap_scrape_collector_duration_seconds` of
     /// every warm scrape, ms.
     collectors: std::collections::BTreeMap<String, Vec<f64>>,
@@ -496,12 +499,14 @@ struct Scrapes {
     body: String,
 }
 
-/// Start `bin` with default flags, scrape once cold and `n` times warm,
+/// Start `bin` with `args`, scrape once cold and `n` times warm,
 /// keep the body of one more scrape; adds to `into`.
-fn scrape_exporter(bin: &str, n: usize, into: &mut Scrapes) {
-    let exporter = Exporter::start(bin, &[]);
+fn scrape_exporter(bin: &str, args: &[&str], n: usize, into: &mut Scrapes) {
+    let exporter = Exporter::start(bin, args);
     let port = exporter.port;
     into.cold.push(get(port, "/metrics").0);
+    let pid = exporter.child.id();
+    let cpu0 = cpu_time(pid);
     for _ in 0..n {
         let (d, raw) = get_raw(port, "/metrics");
         into.warm.push(d);
@@ -509,8 +514,22 @@ fn scrape_exporter(bin: &str, n: usize, into: &mut Scrapes) {
             into.collectors.entry(c).or_default().push(v);
         }
     }
+    into.cpu_per_scrape
+        .push((cpu_time(pid) - cpu0) / n.max(1) as u32);
     into.body = String::from_utf8_lossy(&body(port, false)).into_owned();
     drop(exporter);
+}
+
+/// utime + stime of process `pid` (all its threads, exited ones included).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
 }
 
 fn samples(text: &str) -> Vec<&str> {
@@ -617,10 +636,11 @@ fn counts() -> [usize; 3] {
 
 fn scrape_row(label: &str, node: &str, s: &Scrapes) {
     println!(
-        "| {label} | {node} | {:.1} | {:.1} | {:.1} | {} | {:.0} |",
+        "| {label} | {node} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} |",
         ms(percentile(&s.cold, 50)),
         ms(percentile(&s.warm, 50)),
         ms(percentile(&s.warm, 90)),
+        ms(percentile(&s.cpu_per_scrape, 50)),
         samples(&s.body).len(),
         s.body.len() as f64 / 1024.0,
     );
@@ -629,7 +649,9 @@ fn scrape_row(label: &str, node: &str, s: &Scrapes) {
 /// The programs-and-links benchmark (see the module comment), in `rounds`
 /// rounds on the same maps. Each round: with the maps alone, the baseline
 /// build, then this build; with the programs and links added, this build,
-/// the baseline (for reference: it publishes no programs), and bpftool;
+/// the baseline (for reference: it publishes no programs), this build
+/// without the links part (for reference: what reading the links costs),
+/// and bpftool;
 /// then the programs and links are dropped. Scrape times are pooled over
 /// the rounds. The holder process owns every object and is killed on the
 /// way out, panics included.
@@ -647,11 +669,12 @@ fn programs(
     println!("node with the maps alone: {}", node_counts());
     let (mut base_maps, mut cur_maps) = (Scrapes::default(), Scrapes::default());
     let (mut cur_full, mut base_full) = (Scrapes::default(), Scrapes::default());
+    let mut cur_no_links = Scrapes::default();
     let (mut maps_t, mut progs_t, mut both_t) = (Vec::new(), Vec::new(), Vec::new());
     let (mut n_maps, mut n_progs) = (0, 0);
     for round in 1..=rounds {
-        scrape_exporter(baseline, scrapes, &mut base_maps);
-        scrape_exporter(bin, scrapes, &mut cur_maps);
+        scrape_exporter(baseline, &[], scrapes, &mut base_maps);
+        scrape_exporter(bin, &[], scrapes, &mut cur_maps);
         let t = Instant::now();
         holder.command(&format!("objects {p} {l}"));
         let created = t.elapsed();
@@ -660,8 +683,9 @@ fn programs(
             ms(created),
             node_counts()
         );
-        scrape_exporter(bin, scrapes, &mut cur_full);
-        scrape_exporter(baseline, scrapes, &mut base_full);
+        scrape_exporter(bin, &[], scrapes, &mut cur_full);
+        scrape_exporter(baseline, &[], scrapes, &mut base_full);
+        scrape_exporter(bin, &["--no-collector.links"], scrapes, &mut cur_no_links);
         for _ in 0..3 {
             let (dm, km) = bpftool(&["map", "show", "--json"]);
             let (dp, kp) = bpftool(&["prog", "show", "--json"]);
@@ -677,16 +701,21 @@ fn programs(
     let runs = both_t.len();
     let scrapes = scrapes * rounds;
     println!();
-    println!("Scrapes of `/metrics` with default flags: {rounds} rounds of one cold and {} warm scrapes, each exporter started afresh; cold: median of {rounds}, warm: over all {scrapes}:", scrapes / rounds);
+    println!("Scrapes of `/metrics` with default flags unless stated: {rounds} rounds of one cold and {} warm scrapes, each exporter started afresh; cold: median of {rounds}, warm: over all {scrapes}:", scrapes / rounds);
     println!();
-    println!("| build | node | cold scrape ms | warm median ms | warm p90 ms | series | exposition KiB |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| build | node | cold scrape ms | warm median ms | warm p90 ms | CPU ms per warm scrape (median of the starts) | series | exposition KiB |");
+    println!("|---|---|---|---|---|---|---|---|");
     let maps_only = format!("{n} maps");
     let full = format!("{n} maps, {p} programs, {l} links");
     scrape_row("baseline", &maps_only, &base_maps);
     scrape_row("this build", &maps_only, &cur_maps);
     scrape_row("this build", &full, &cur_full);
     scrape_row("baseline (reference)", &full, &base_full);
+    scrape_row(
+        "this build, --no-collector.links (reference)",
+        &full,
+        &cur_no_links,
+    );
 
     let cur50 = percentile(&cur_full.warm, 50);
     let cur90 = percentile(&cur_full.warm, 90);
@@ -713,6 +742,38 @@ fn programs(
         ms(cur50) / ms(b50),
         ms(cur90) / ms(b90),
         if ms(cur50) / ms(b50) <= 1.3 { "met" } else { "missed" }
+    );
+    let per_round = scrapes / rounds;
+    let round_ratios: Vec<String> = (0..rounds)
+        .map(|r| {
+            let part = |v: &[Duration]| percentile(&v[r * per_round..(r + 1) * per_round], 50);
+            format!(
+                "{:.2}",
+                ms(part(&cur_full.warm)) / ms(part(&base_maps.warm))
+            )
+        })
+        .collect();
+    let cpu_ratios: Vec<String> = cur_full
+        .cpu_per_scrape
+        .iter()
+        .zip(&base_maps.cpu_per_scrape)
+        .map(|(c, b)| {
+            if b.is_zero() {
+                "-".to_string()
+            } else {
+                format!("{:.2}", ms(*c) / ms(*b))
+            }
+        })
+        .collect();
+    println!(
+        "| (the same, per round: median of the round's warm scrapes) | | {} | |",
+        round_ratios.join(", ")
+    );
+    println!(
+        "| (the same in CPU time per warm scrape, per round) | this build {:.1} ms against {:.1} ms (medians of the rounds) | {} | |",
+        ms(percentile(&cur_full.cpu_per_scrape, 50)),
+        ms(percentile(&base_maps.cpu_per_scrape, 50)),
+        cpu_ratios.join(", ")
     );
     println!(
         "| ≥ 6x faster than bpftool map show + prog show | {:.1} ms against {:.1} ms | {:.1}x | {} |",
@@ -755,6 +816,10 @@ fn programs(
         ("this build, maps alone", &cur_maps),
         ("this build, maps, programs, links", &cur_full),
         ("baseline, maps, programs, links", &base_full),
+        (
+            "this build, --no-collector.links, maps, programs, links",
+            &cur_no_links,
+        ),
     ] {
         println!("- {label}: {}", collector_medians(s));
     }

@@ -6,7 +6,8 @@
 # (examples/bench_census.rs --programs):
 #   - the baseline build's default scrape of /metrics with the maps alone,
 #   - this build's default scrape with the maps alone, then with the
-#     programs and links (and the baseline's on that node, for reference),
+#     programs and links (and, for reference, the baseline on that node and
+#     this build with --no-collector.links),
 #   - `bpftool map show --json` + `bpftool prog show --json` over the same
 #     objects,
 #   - the series in this build's default exposition.
@@ -25,6 +26,9 @@ if [[ ${1:-} == --baseline ]]; then
     baseline=$2
     shift 2
 fi
+# The benchmark and everything it starts (exporters, bpftool, curl) run at
+# this niceness, the same for both builds (the host is shared with builds).
+nice=${BENCH_NICE:--10}
 n=${1:-10000} p=${2:-2000} l=${3:-2000} s=${4:-21} r=${5:-3}
 
 ./scripts/install-deps.sh > /dev/null
@@ -40,7 +44,7 @@ if [[ ! -x $base_dir/target/release/bpfmap-exporter ]]; then
     git worktree remove --force "$base_dir/src"
 fi
 
-echo "date: $(date -u '+%F %T') UTC  kernel: $(uname -r)  cpus: $(nproc)  bpftool: $(bpftool version | head -1)  baseline: $baseline ($(git log -1 --format=%h "$baseline"))  this build: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty src')  load: $(cut -d' ' -f1-3 /proc/loadavg)"
-target/release/examples/bench_census --programs target/release/bpfmap-exporter \
+echo "date: $(date -u '+%F %T') UTC  kernel: $(uname -r)  cpus: $(nproc)  bpftool: $(bpftool version | head -1)  baseline: $baseline ($(git log -1 --format=%h "$baseline"))  this build: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty src')  load: $(cut -d' ' -f1-3 /proc/loadavg)  nice: $nice"
+nice -n "$nice" target/release/examples/bench_census --programs target/release/bpfmap-exporter \
     "$base_dir/target/release/bpfmap-exporter" "$n" "$p" "$l" "$s" "$r"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
