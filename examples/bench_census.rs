@@ -502,7 +502,17 @@ struct Scrapes {
 /// Start `bin` with `args`, scrape once cold and `n` times warm,
 /// keep the body of one more scrape; adds to `into`.
 fn scrape_exporter(bin: &str, args: &[&str], n: usize, into: &mut Scrapes) {
-    let exporter = Exporter::start(bin, args);
+    let mut cmd = Command::new(bin);
+    // SAFETY: prctl is async-signal-safe; the exporter dies with this
+    // process, however it ends.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut exporter = Exporter::spawn(cmd, args);
+    exporter.wait_listening(Duration::from_secs(60));
     let port = exporter.port;
     into.cold.push(get(port, "/metrics").0);
     let pid = exporter.child.id();
