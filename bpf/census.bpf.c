@@ -30,19 +30,23 @@ static __always_inline __u32 map_id_of(struct file *file)
 	return BPF_CORE_READ((struct bpf_map *)file->private_data, id);
 }
 
-/* f_op of map, program and link files (bpf_map_fops, bpf_prog_fops,
- * bpf_link_fops), learned from the first file of each kind that passes the
- * name check. Every file of a kind shares it, so later files compare a
+/* f_op of map, program, link and io_uring files (bpf_map_fops,
+ * bpf_prog_fops, bpf_link_fops, io_uring_fops), learned from the first file
+ * of each kind that passes the name check. Every file of a kind shares it, so later files compare a
  * pointer instead of reading the dentry name. */
-const void *learned_fops[3] = {};
+const void *learned_fops[4] = {};
 
 /* The anon inode name of a BPF object's file: "bpf-map", "bpf-prog" or
- * "bpf_link" (bpf_map_new_fd, bpf_prog_new_fd, bpf_link_prime). */
+ * "bpf_link" (bpf_map_new_fd, bpf_prog_new_fd, bpf_link_prime), or of an
+ * io_uring: "[io_uring]". */
 static __always_inline int obj_kind_of_name(const unsigned char *dname)
 {
-	char n[10] = {};
+	char n[12] = {};
 	long len = bpf_probe_read_kernel_str(n, sizeof(n), dname);
 
+	if (len == 11 && n[0] == '[' && n[1] == 'i' && n[2] == 'o' && n[3] == '_' && n[4] == 'u' &&
+	    n[5] == 'r' && n[6] == 'i' && n[7] == 'n' && n[8] == 'g' && n[9] == ']')
+		return BPFMAP_OBJ_RING;
 	if (n[0] != 'b' || n[1] != 'p' || n[2] != 'f')
 		return -1;
 	if (len == 8 && n[3] == '-' && n[4] == 'm' && n[5] == 'a' && n[6] == 'p')
@@ -70,6 +74,8 @@ static __always_inline int obj_kind_of(struct file *file)
 		return BPFMAP_OBJ_PROG;
 	if (fops == learned_fops[BPFMAP_OBJ_LINK])
 		return BPFMAP_OBJ_LINK;
+	if (fops == learned_fops[BPFMAP_OBJ_RING])
+		return BPFMAP_OBJ_RING;
 	if (file->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
 		return -1;
 	kind = obj_kind_of_name(BPF_CORE_READ(file, f_path.dentry, d_name.name));
@@ -79,6 +85,8 @@ static __always_inline int obj_kind_of(struct file *file)
 		learned_fops[BPFMAP_OBJ_PROG] = fops;
 	else if (kind == BPFMAP_OBJ_LINK)
 		learned_fops[BPFMAP_OBJ_LINK] = fops;
+	else if (kind == BPFMAP_OBJ_RING)
+		learned_fops[BPFMAP_OBJ_RING] = fops;
 	return kind;
 }
 
@@ -320,6 +328,8 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 		r.sock_ino = ino;
 	} else if (kind == BPFMAP_OBJ_MAP) {
 		r.map_id = map_id_of(file);
+	} else if (kind == BPFMAP_OBJ_RING) {
+		r.obj_kind = kind;
 	} else {
 		r.map_id = obj_id_of(file, kind);
 		r.obj_kind = kind;

@@ -38,6 +38,7 @@ struct map_rec {
 #define BPFMAP_OBJ_MAP  0 /* anon inode "bpf-map" */
 #define BPFMAP_OBJ_PROG 1 /* anon inode "bpf-prog" */
 #define BPFMAP_OBJ_LINK 2 /* anon inode "bpf_link" */
+#define BPFMAP_OBJ_RING 3 /* anon inode "[io_uring]": an io_uring's fd (map_id 0) */
 
 /* iter/task_file and iter/task_vma: one per map, program or link file seen
  * in an fd table (vmas: map files only), and (task_file, map_id 0) one per fd
@@ -89,10 +90,30 @@ struct inflight_rec {
 	__u32 flags;        /* BPFMAP_INFLIGHT_* */
 };
 
-/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE / PROG_REC_SIZE / INFLIGHT_REC_SIZE in src/bpf/census/records.rs. */
+/* iter/task_file (bpf/uring.bpf.c): one per map, program or link file in an
+ * io_uring's registered-file table (IORING_REGISTER_FILES), seen through a
+ * task holding the ring's fd, and one summary record per ring visit
+ * (file_ptr 0, obj_kind carries BPFMAP_URING_* flags). 64 bytes. */
+#define BPFMAP_URING_TRUNCATED 1 /* more slots than one walk reads */
+
+struct uring_rec {
+	__u64 ring_ptr;     /* struct io_ring_ctx: one ring however many fds share it */
+	__u64 file_ptr;     /* the registered struct file; 0 for a summary */
+	__u64 cgroup_id;    /* cgroup v2 id of the task holding the ring's fd */
+	__u32 tgid;
+	__u32 fd;           /* the ring's fd in that task */
+	__u32 obj_id;
+	__u32 obj_kind;     /* BPFMAP_OBJ_*; summaries: BPFMAP_URING_* flags */
+	char comm[BPFMAP_COMM_LEN];
+	__u32 slots;        /* summaries: the ring's table size */
+	__u32 pad;
+};
+
+/* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE / PROG_REC_SIZE / INFLIGHT_REC_SIZE / URING_REC_SIZE in src/bpf/census/records.rs. */
 _Static_assert(sizeof(struct map_rec) == 104, "map_rec layout");
 _Static_assert(sizeof(struct file_rec) == 80, "file_rec layout");
 _Static_assert(sizeof(struct prog_rec) == 328, "prog_rec layout");
 _Static_assert(sizeof(struct inflight_rec) == 32, "inflight_rec layout");
+_Static_assert(sizeof(struct uring_rec) == 64, "uring_rec layout");
 
 #endif

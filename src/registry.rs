@@ -63,6 +63,10 @@ pub const REGISTRY: &[Spec] = &[
         "map files in flight in unix sockets' receive queues (iter/unix, 5.17+) and the processes receiving them",
     ),
     census(
+        "io_uring",
+        "map and program files held by io_uring registered-file tables (bpf_loop, 5.17+), and the processes holding the rings",
+    ),
+    census(
         "creators",
         "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
     ),
@@ -99,6 +103,7 @@ pub const HOLDER_SOURCES: &[&str] = &[
     "links",
     "pins",
     "inflight",
+    "io_uring",
 ];
 
 /// One collector's outcome in one scrape.

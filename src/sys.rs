@@ -315,6 +315,42 @@ pub fn io_uring_with_files(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Ow
     Ok(ring)
 }
 
+/// Move `ring` into the calling thread's registered-ring table
+/// (IORING_REGISTER_RING_FDS, 5.18+) and close its fd: the ring, and the
+/// files its table holds, then live in no fd table until the thread exits.
+/// On failure the ring is handed back, still open.
+pub fn io_uring_hide_ring(ring: OwnedFd) -> Result<(), (io::Error, OwnedFd)> {
+    const IORING_REGISTER_RING_FDS: libc::c_long = 20;
+    // struct io_uring_rsrc_update: offset (-1: any free slot), resv, data.
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    let mut up = RsrcUpdate {
+        offset: u32::MAX,
+        resv: 0,
+        data: ring.as_raw_fd() as u64,
+    };
+    // SAFETY: the kernel reads and writes one struct io_uring_rsrc_update
+    // (16 bytes) at `up`, which lives across the call; the ring fd is ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.as_raw_fd() as libc::c_long,
+            IORING_REGISTER_RING_FDS,
+            &mut up as *mut RsrcUpdate,
+            1 as libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err((io::Error::last_os_error(), ring));
+    }
+    drop(ring);
+    Ok(())
+}
+
 /// How a [`count_keys`] walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyWalk {

@@ -75,6 +75,8 @@ fn snapshot() -> Snapshot {
         links: Some(vec![]),
         pins: Some(vec![11]),
         inflight: Some(vec![]),
+        inflight_ptrs: vec![],
+        io_uring: Some(vec![]),
         incomplete: vec![],
     };
     let holders = holders::compute(&maps, &obs);

@@ -36,8 +36,8 @@ fn program<'a>(s: &'a Snapshot, id: u32) -> &'a ProgRecord {
         .unwrap_or_else(|| panic!("program {id} not in the census"))
 }
 
-/// (file, pin, link, prog_array) holders and the unexplained count.
-fn holders(s: &Snapshot, id: u32) -> ([u64; 4], Option<i64>) {
+/// (file, pin, link, prog_array, io_uring) holders and the unexplained count.
+fn holders(s: &Snapshot, id: u32) -> ([u64; 5], Option<i64>) {
     let h = &s.prog_holders[&id];
     let counts = ProgHolderKind::ALL.map(|k| h.get(k).expect("every readable kind known"));
     (counts, h.unexplained(program(s, id).refcnt))
@@ -82,7 +82,7 @@ fn programs_are_census_objects_that_match_bpftool() {
     assert_eq!(got.map_ids, [id_of(&m)]);
     // Held by this test's one program file.
     assert_eq!(got.refcnt, 1);
-    assert_eq!(holders(&s, id), ([1, 0, 0, 0], Some(0)));
+    assert_eq!(holders(&s, id), ([1, 0, 0, 0, 0], Some(0)));
     // The census's own programs are its own, by identity: none of them is
     // listed among the node's.
     assert!(!s.own_programs.is_empty());
@@ -122,7 +122,7 @@ fn program_holders_are_counted_by_kind_and_the_rest_is_withheld() {
     assert_eq!(rc, 0, "bpf_obj_pin");
     let (s, _) = census.take(&[]);
     assert_eq!(program(&s, id).refcnt, 2);
-    assert_eq!(holders(&s, id), ([1, 1, 0, 0], Some(0)));
+    assert_eq!(holders(&s, id), ([1, 1, 0, 0, 0], Some(0)));
 
     // A tail-call slot: prog_array slot 0 holds the program.
     let calls = map(MapType::ProgArray, "pr_calls", 4, 4, 4, 0);
@@ -135,14 +135,14 @@ fn program_holders_are_counted_by_kind_and_the_rest_is_withheld() {
         .expect("prog_array update");
     let (s, _) = census.take(&[]);
     assert_eq!(program(&s, id).refcnt, 3);
-    assert_eq!(holders(&s, id), ([1, 1, 0, 1], Some(0)));
+    assert_eq!(holders(&s, id), ([1, 1, 0, 1, 0], Some(0)));
     calls.delete(&0u32.to_ne_bytes()).unwrap();
 
     // Closing the file leaves the pin alone: held by pins only.
     drop(p);
     let (s, _) = census.take(&[]);
     assert_eq!(program(&s, id).refcnt, 1);
-    assert_eq!(holders(&s, id), ([0, 1, 0, 0], Some(0)));
+    assert_eq!(holders(&s, id), ([0, 1, 0, 0, 0], Some(0)));
     assert!(s.prog_holders[&id].pins_only());
 
     // A socket filter (SO_ATTACH_BPF) holds a reference no readable source
@@ -172,7 +172,7 @@ fn program_holders_are_counted_by_kind_and_the_rest_is_withheld() {
     drop(p);
     let (s, _) = census.take(&[]);
     assert_eq!(program(&s, id).refcnt, 2, "pin + socket filter");
-    assert_eq!(holders(&s, id), ([0, 1, 0, 0], None));
+    assert_eq!(holders(&s, id), ([0, 1, 0, 0, 0], None));
     let mut out = bpfmap_exporter::metrics::Families::new();
     bpfmap_exporter::census::render::render(
         &s,

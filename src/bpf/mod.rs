@@ -9,3 +9,4 @@ pub(crate) mod iter;
 pub mod lifecycle;
 pub mod load;
 pub(crate) mod records;
+pub mod uring;

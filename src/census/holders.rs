@@ -13,7 +13,10 @@
 //! - each iterator link attached to the map holds one ref + one uref;
 //! - a map file held only by SCM_RIGHTS messages in unix sockets' receive
 //!   queues (in flight) is one holder, however many messages carry it; a file
-//!   also in an fd table or behind a vma is counted there.
+//!   also in an fd table or behind a vma is counted there;
+//! - a map file held only by io_uring registered-file tables is one holder,
+//!   however many rings hold it; a file also in an fd table, behind a vma or
+//!   in flight is counted there.
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
@@ -38,11 +41,13 @@ pub enum HolderKind {
     Link,
     /// A map file in flight (SCM_RIGHTS, not yet received), in no fd table.
     Inflight,
+    /// A map file held by io_uring registered-file tables only.
+    IoUring,
 }
 
 impl HolderKind {
     /// Every kind, in label order; `Holders::counts` is indexed by it.
-    pub const ALL: [HolderKind; 7] = [
+    pub const ALL: [HolderKind; 8] = [
         HolderKind::File,
         HolderKind::Pin,
         HolderKind::Program,
@@ -50,6 +55,7 @@ impl HolderKind {
         HolderKind::Mmap,
         HolderKind::Link,
         HolderKind::Inflight,
+        HolderKind::IoUring,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -61,6 +67,7 @@ impl HolderKind {
             HolderKind::Mmap => "mmap",
             HolderKind::Link => "link",
             HolderKind::Inflight => "inflight",
+            HolderKind::IoUring => "io_uring",
         }
     }
 }
@@ -135,6 +142,11 @@ pub struct Observed {
     /// For each map file in flight that no fd table or vma holds
     /// (deduplicated by file): its map id.
     pub inflight: Option<Vec<u32>>,
+    /// The struct file addresses of those files in flight.
+    pub inflight_ptrs: Vec<u64>,
+    /// For each map file in an io_uring registered-file table: (file
+    /// address, map id), with repeats (several rings, several visits).
+    pub io_uring: Option<Vec<(u64, u32)>>,
     /// Sources that ran but could not see every holder this scrape (a pin
     /// walk cut short or denied, an unreachable bpffs, a task walk confined
     /// to a non-initial pid namespace), by collector name.
@@ -153,6 +165,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         HolderKind::Mmap => mmaps_known,
         HolderKind::Link => obs.links.is_some(),
         HolderKind::Inflight => obs.inflight.is_some(),
+        HolderKind::IoUring => obs.files.is_some() && obs.io_uring.is_some(),
     };
     let zero = Holders {
         counts: HolderKind::ALL.map(|k| known(k).then_some(0)),
@@ -193,6 +206,26 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
     ] {
         for &id in ids.iter().flatten() {
             add(kind, id);
+        }
+    }
+    // Files only io_uring tables hold (in no fd table, behind no vma, not
+    // in flight), once each however many rings hold them.
+    if let (Some(ring), Some(in_fd)) = (&obs.io_uring, &fd_files) {
+        let elsewhere: FxHashSet<u64> = obs
+            .vmas
+            .iter()
+            .flatten()
+            .map(|v| v.file_ptr)
+            .chain(obs.inflight_ptrs.iter().copied())
+            .collect();
+        let mut seen = FxHashSet::default();
+        for &(ptr, id) in ring {
+            if seen.insert(ptr)
+                && in_fd.binary_search_by_key(&ptr, |f| f.0).is_err()
+                && !elsewhere.contains(&ptr)
+            {
+                add(HolderKind::IoUring, id);
+            }
         }
     }
     // A program's used_maps lists each map once; dedupe anyway.
@@ -332,6 +365,8 @@ mod tests {
             links: Some(vec![]),
             pins: Some(vec![1]),
             inflight: Some(vec![1]),
+            inflight_ptrs: vec![],
+            io_uring: Some(vec![]),
             incomplete: vec![],
         };
         let hs = compute(&maps, &obs);
@@ -345,12 +380,41 @@ mod tests {
                 Some(1),
                 Some(1),
                 Some(0),
-                Some(1)
+                Some(1),
+                Some(0)
             ]
         );
         assert_eq!(hs[&1].unexplained(7), Some(0));
         assert_eq!(hs[&2].get(HolderKind::Program), Some(1));
         assert_eq!(hs[&2].unexplained(1), Some(0));
+    }
+
+    #[test]
+    fn a_file_only_io_uring_tables_hold_is_one_holder_and_elsewhere_none() {
+        // Map 4's file 0xa is in a ring twice (two rings, or two visits)
+        // and nowhere else; map 5's file 0xb is also in an fd table; map 6's
+        // file 0xc is also in flight.
+        let maps = vec![map(4, 1), map(5, 1), map(6, 1)];
+        let obs = Observed {
+            files: Some(vec![file(1, 1, 3, 0xb, 5)]),
+            io_uring: Some(vec![(0xa, 4), (0xa, 4), (0xb, 5), (0xc, 6)]),
+            inflight: Some(vec![6]),
+            inflight_ptrs: vec![0xc],
+            ..all_known()
+        };
+        let hs = compute(&maps, &obs);
+        assert_eq!(hs[&4].get(HolderKind::IoUring), Some(1));
+        assert_eq!(hs[&4].unexplained(1), Some(0));
+        assert_eq!(hs[&5].get(HolderKind::IoUring), Some(0));
+        assert_eq!(hs[&5].get(HolderKind::File), Some(1));
+        assert_eq!(hs[&6].get(HolderKind::IoUring), Some(0));
+        assert_eq!(hs[&6].get(HolderKind::Inflight), Some(1));
+        // Rings not read: unknown, so a map they could explain is withheld.
+        let obs = Observed {
+            io_uring: None,
+            ..all_known()
+        };
+        assert_eq!(compute(&[map(4, 1)], &obs)[&4].unexplained(1), None);
     }
 
     #[test]

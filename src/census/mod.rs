@@ -19,7 +19,8 @@ use std::path::Path;
 use anyhow::Context;
 
 pub use crate::bpf::census::{
-    Creator, Features, FileRecord, MapRecord, ObjectFile, ObjectKind, ProgRecord,
+    Creator, Features, FileRecord, MapRecord, ObjectFile, ObjectKind, ProgRecord, RingFd,
+    RingObject, UringRecord,
 };
 pub use holders::{Holders, ProcessHolder};
 pub use model::{CensusOpts, IdMap, Parts, Snapshot};
@@ -53,6 +54,12 @@ pub const LOAD_DEBRIS_HORIZON: std::time::Duration = std::time::Duration::from_s
 struct MemEntry {
     bytes: u64,
     elem_count: Option<i64>,
+}
+
+/// The io_uring table walk and its buffer.
+struct UringState {
+    walk: crate::bpf::uring::Uring,
+    buf: Vec<u8>,
 }
 
 /// The in-flight walk's program and the state it keeps between scrapes.
@@ -100,6 +107,9 @@ pub struct Census {
     prog_buf: Vec<u8>,
     /// Element counts by iteration, kept between scrapes.
     entries: entries::Counter,
+    /// The io_uring table walk, where the kernel has bpf_loop and the part
+    /// is on; `Err` keeps the load error.
+    uring: Option<Result<UringState, String>>,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -160,6 +170,30 @@ impl Census {
                 }
             }
         });
+        // The io_uring table walk needs bpf_loop (5.17+); before, rings are
+        // checked through their fdinfo (see `uring_fdinfo_holds_bpf_files`).
+        let with_loop = match crate::bpf::load::btf_path(opts.btf_path.as_deref()) {
+            Ok(btf) => crate::bpf::uring::available(&btf).unwrap_or(false),
+            Err(_) => false,
+        };
+        let uring = (opts.parts.on("io_uring") && with_loop).then(|| {
+            match crate::bpf::uring::Uring::load(opts.btf_path.as_deref()) {
+                Ok(walk) => {
+                    crate::registry::unavailable::clear("io_uring");
+                    own_ids.extend_from_slice(walk.own_map_ids());
+                    own_progs.extend_from_slice(walk.own_prog_ids());
+                    Ok(UringState {
+                        walk,
+                        buf: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    crate::registry::unavailable::note("io_uring", crate::bpf::load::failure_reason(&e));
+                    tracing::warn!(error = %format!("{e:#}"), "io_uring table walk not loaded: unexplained counts it could explain are withheld");
+                    Err(format!("{e:#}"))
+                }
+            }
+        });
         let entries = entries::Counter::new(opts.entries_method, opts.entries_budget);
         Ok(Census {
             progs,
@@ -179,6 +213,7 @@ impl Census {
             own_progs,
             other_own_progs: Vec::new(),
             prog_buf: Vec::new(),
+            uring,
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
                     c.truncate(c.len().saturating_sub(1));
@@ -303,13 +338,13 @@ impl Census {
                     };
                     // Program and link files go to the programs part; the rest
                     // of the walk's consumers see map files (and sockets).
-                    let mut objects: Option<Vec<ObjectFile>> = None;
+                    let mut objects: Option<(Vec<ObjectFile>, Vec<RingFd>)> = None;
                     let mut files: Walked = file_iter.map(|it| {
                         let (n, r, s) = walk("files", it, file_buf);
                         (
                             n,
                             r.map(|t| {
-                                objects = Some(t.objects);
+                                objects = Some((t.objects, t.rings));
                                 t.maps
                             }),
                             s,
@@ -388,8 +423,12 @@ impl Census {
                 None => Some(Vec::new()),
             };
         }
+        let (objects, rings) = match objects {
+            Some((o, r)) if obs.files.is_some() => (Some(o), Some(r)),
+            _ => (None, None),
+        };
         let mut prog_obs = programs::Observed {
-            files: if obs.files.is_some() { objects } else { None },
+            files: objects,
             ..Default::default()
         };
         let mut link_recs: Option<Vec<sources::LinkRecord>> = None;
@@ -489,11 +528,62 @@ impl Census {
                 (None, _) if !snap.features.iter_unix => Some(Vec::new()),
                 _ => None,
             };
+            obs.inflight_ptrs = snap.inflight.iter().map(|f| f.file_ptr).collect();
+        }
+        if p.on("io_uring") {
+            // Rings are found by the task walk; without it nothing is known.
+            match (&mut self.uring, &rings) {
+                (_, None) => {}
+                (_, Some(r)) if r.is_empty() => {
+                    obs.io_uring = Some(Vec::new());
+                    prog_obs.io_uring = Some(Vec::new());
+                }
+                (Some(Ok(st)), Some(_)) => {
+                    let walked = report.run("io_uring", || {
+                        let lost = st.walk.lost_writes();
+                        let recs = st.walk.walk(&mut st.buf)?;
+                        let complete = st.walk.lost_writes() == lost
+                            && recs.iter().all(|r| r.object.is_some());
+                        Ok((recs, complete))
+                    });
+                    if let Some((recs, complete)) = walked {
+                        if !complete {
+                            obs.incomplete.push("io_uring");
+                        }
+                        let of = |k: RingObject| -> Vec<(u64, u32)> {
+                            recs.iter()
+                                .filter_map(|r| match r.object {
+                                    Some((o, id)) if o == k => Some((r.file_ptr, id)),
+                                    _ => None,
+                                })
+                                .collect()
+                        };
+                        obs.io_uring = Some(of(RingObject::Map));
+                        prog_obs.io_uring = Some(of(RingObject::Program));
+                        snap.io_uring = recs;
+                    }
+                }
+                (Some(Err(e)), Some(_)) => {
+                    let e = anyhow::anyhow!("{e}");
+                    report.record::<()>("io_uring", 0.0, Err(e));
+                }
+                // No bpf_loop (before 5.17): the tables cannot be walked. A
+                // ring whose fdinfo lists no BPF object file holds none, so
+                // the source is complete; otherwise it is not.
+                (None, Some(r)) => {
+                    if uring_fdinfo_holds_bpf_files(Path::new("/proc"), r) {
+                        obs.incomplete.push("io_uring");
+                    }
+                    obs.io_uring = Some(Vec::new());
+                    prog_obs.io_uring = Some(Vec::new());
+                }
+            }
         }
         if host_pid == Some(false) {
             // Other pid namespaces' processes, and the network namespaces
             // only they are in, are out of sight.
-            obs.incomplete.extend(["files", "mmaps", "inflight"]);
+            obs.incomplete
+                .extend(["files", "mmaps", "inflight", "io_uring"]);
         }
         if p.on("pins") {
             let limits = bpffs::WalkLimits {
@@ -589,6 +679,7 @@ impl Census {
                 vmas: obs.vmas.as_deref(),
                 pins: snap.inventory.as_ref().map(|i| i.pins.as_slice()),
                 inflight: &snap.inflight,
+                io_uring: &snap.io_uring,
                 programs: snap.programs.as_deref(),
                 prog_holders: &snap.prog_holders,
                 object_files: prog_obs.files.as_deref(),
@@ -611,6 +702,7 @@ impl Census {
             ("links", obs.links.is_some()),
             ("pins", obs.pins.is_some()),
             ("inflight", obs.inflight.is_some()),
+            ("io_uring", obs.files.is_some() && obs.io_uring.is_some()),
         ];
         snap.sources = known
             .into_iter()
@@ -623,6 +715,9 @@ impl Census {
                     programs::ProgHolderKind::Pin => prog_obs.pins.is_some(),
                     programs::ProgHolderKind::Link => prog_obs.links.is_some(),
                     programs::ProgHolderKind::ProgArray => prog_obs.slots.is_some(),
+                    programs::ProgHolderKind::IoUring => {
+                        prog_obs.files.is_some() && prog_obs.io_uring.is_some()
+                    }
                 };
                 (k.source(), seen && !obs.incomplete.contains(&k.source()))
             });
@@ -762,6 +857,25 @@ impl Census {
         self.mem_cache.retain(|id, _| out.contains_key(id));
         out
     }
+}
+
+/// Whether any io_uring fd's fdinfo (`UserFiles:` lines, one per registered
+/// file, named by path: `anon_inode:bpf-map` and the like) lists a BPF map,
+/// program or link file. A ring that cannot be read counts as holding one.
+fn uring_fdinfo_holds_bpf_files(proc: &Path, rings: &[RingFd]) -> bool {
+    let mut seen = rustc_hash::FxHashSet::default();
+    rings.iter().filter(|r| seen.insert(r.file_ptr)).any(|r| {
+        match std::fs::read_to_string(proc.join(format!("{}/fdinfo/{}", r.tgid, r.fd))) {
+            Ok(s) => s.lines().any(|l| {
+                l.contains("anon_inode:bpf-map")
+                    || l.contains("anon_inode:bpf-prog")
+                    || l.contains("anon_inode:bpf_link")
+            }),
+            // Closed since the walk: it holds nothing now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(_) => true,
+        }
+    })
 }
 
 /// Maps whose every file holder is another process with this process's comm

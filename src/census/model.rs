@@ -144,6 +144,9 @@ pub struct Snapshot {
     pub prog_sources: Vec<(&'static str, bool)>,
     /// Program and link files in fd tables, with `CensusOpts::keep_files`.
     pub object_files: Option<Vec<ObjectFile>>,
+    /// BPF object files in io_uring registered-file tables, by the tasks
+    /// holding the rings (when the io_uring part ran).
+    pub io_uring: Vec<super::UringRecord>,
     /// Who holds each map and program, through every chain, to the roots.
     pub graph: super::roots::Graph,
     /// Map id -> the container and pod resolved while its creating cgroup

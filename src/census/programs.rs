@@ -8,12 +8,13 @@
 //! - a bpffs pin (an inode);
 //! - a link (`bpf_link_init` keeps the program the link was created with);
 //! - a `prog_array` slot (tail calls: `prog_fd_array_get_ptr`);
+//! - a program file held only by io_uring registered-file tables;
 //! - the attachments the kernel keeps without a link (XDP and tc on a
 //!   netdev, cgroup attachments, perf events, socket filters, sockmap,
-//!   struct_ops, flow dissector, an `freplace` target), program files in
-//!   flight and in io_uring tables. This build does not read those sources
-//!   yet ([`UNREAD_SOURCES`]), so a program's unexplained count is known
-//!   only where the holders it can read already explain every reference.
+//!   struct_ops, flow dissector, an `freplace` target) and program files in
+//!   flight. This build does not read those sources yet
+//!   ([`UNREAD_SOURCES`]), so a program's unexplained count is known only
+//!   where the holders it can read already explain every reference.
 use std::collections::HashSet;
 
 use super::IdMap;
@@ -31,15 +32,18 @@ pub enum ProgHolderKind {
     Link,
     /// A `prog_array` slot holding the program (a tail-call target).
     ProgArray,
+    /// A program file held only by io_uring registered-file tables.
+    IoUring,
 }
 
 impl ProgHolderKind {
     /// Every kind, in label order; [`ProgHolders::counts`] is indexed by it.
-    pub const ALL: [ProgHolderKind; 4] = [
+    pub const ALL: [ProgHolderKind; 5] = [
         ProgHolderKind::File,
         ProgHolderKind::Pin,
         ProgHolderKind::Link,
         ProgHolderKind::ProgArray,
+        ProgHolderKind::IoUring,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -48,6 +52,7 @@ impl ProgHolderKind {
             ProgHolderKind::Pin => "pin",
             ProgHolderKind::Link => "link",
             ProgHolderKind::ProgArray => "prog_array",
+            ProgHolderKind::IoUring => "io_uring",
         }
     }
 
@@ -58,6 +63,7 @@ impl ProgHolderKind {
             ProgHolderKind::Pin => "pins",
             ProgHolderKind::Link => "links",
             ProgHolderKind::ProgArray => "programs",
+            ProgHolderKind::IoUring => "io_uring",
         }
     }
 }
@@ -66,7 +72,7 @@ impl ProgHolderKind {
 /// as `bpfmap_program_holder_source_complete{source} 0`, and the reason a
 /// program's refcount beyond its readable holders is withheld, never called
 /// unexplained.
-pub const UNREAD_SOURCES: &[&str] = &["attachments", "inflight", "io_uring"];
+pub const UNREAD_SOURCES: &[&str] = &["attachments", "inflight"];
 
 /// Holder counts for one program, indexed by [`ProgHolderKind`]; `None`
 /// where the source is off or failed this scrape.
@@ -95,20 +101,22 @@ impl ProgHolders {
     /// Invariant: a number is returned only when it is exact. Holders found
     /// are real, so when they explain the whole refcount nothing is
     /// unexplained (`Some(0)`). Otherwise an attachment, an in-flight file
-    /// or an io_uring slot ([`UNREAD_SOURCES`]) could hold the rest, and the
+    /// ([`UNREAD_SOURCES`]) could hold the rest, and the
     /// count is withheld.
     pub fn unexplained(&self, refcnt: i64) -> Option<i64> {
         (self.known_sum() >= refcnt).then_some(0)
     }
 
-    /// Held by pins and nothing else this build can read: no file, link or
-    /// tail-call slot. (A kernel attachment may still hold it.)
+    /// Held by pins and nothing else this build can read: no file, link,
+    /// tail-call slot or io_uring table. (A kernel attachment may still
+    /// hold it.)
     pub fn pins_only(&self) -> bool {
         self.get(ProgHolderKind::Pin).unwrap_or(0) > 0
             && [
                 ProgHolderKind::File,
                 ProgHolderKind::Link,
                 ProgHolderKind::ProgArray,
+                ProgHolderKind::IoUring,
             ]
             .iter()
             .all(|&k| self.get(k) == Some(0))
@@ -127,6 +135,9 @@ pub struct Observed {
     pub links: Option<Vec<u32>>,
     /// For each `prog_array` slot: the id of the program it holds.
     pub slots: Option<Vec<u32>>,
+    /// For each program file in an io_uring table: (file address, program
+    /// id), with repeats.
+    pub io_uring: Option<Vec<(u64, u32)>>,
 }
 
 /// Per-program holder counts for every program in `progs`.
@@ -136,6 +147,7 @@ pub fn holders(progs: &[ProgRecord], obs: &Observed) -> IdMap<ProgHolders> {
         ProgHolderKind::Pin => obs.pins.is_some(),
         ProgHolderKind::Link => obs.links.is_some(),
         ProgHolderKind::ProgArray => obs.slots.is_some(),
+        ProgHolderKind::IoUring => obs.files.is_some() && obs.io_uring.is_some(),
     };
     let zero = ProgHolders {
         counts: ProgHolderKind::ALL.map(|k| known(k).then_some(0)),
@@ -151,6 +163,13 @@ pub fn holders(progs: &[ProgRecord], obs: &Observed) -> IdMap<ProgHolders> {
     for f in obs.files.iter().flatten() {
         if f.kind == ObjectKind::Program && seen.insert(f.file_ptr) {
             add(ProgHolderKind::File, f.id);
+        }
+    }
+    // Files only rings hold (in no fd table), once each.
+    let mut ring_seen = HashSet::new();
+    for &(ptr, id) in obs.io_uring.iter().flatten() {
+        if !seen.contains(&ptr) && ring_seen.insert(ptr) {
+            add(ProgHolderKind::IoUring, id);
         }
     }
     for (kind, ids) in [
@@ -229,16 +248,21 @@ mod tests {
             pins: Some(vec![1, 2]),
             links: Some(vec![1]),
             slots: Some(vec![1, 99]),
+            io_uring: Some(vec![(0x20, 1), (0x40, 2), (0x40, 2)]),
         };
         let h = holders(&progs, &obs);
         let one = &h[&1];
+        // A ring holding a file also in an fd table adds nothing; program 2's
+        // file is in a ring only (twice): one holder.
+        assert_eq!(one.get(ProgHolderKind::IoUring), Some(0));
+        assert_eq!(h[&2].get(ProgHolderKind::IoUring), Some(1));
         assert_eq!(one.get(ProgHolderKind::File), Some(2));
         assert_eq!(one.get(ProgHolderKind::Pin), Some(1));
         assert_eq!(one.get(ProgHolderKind::Link), Some(1));
         assert_eq!(one.get(ProgHolderKind::ProgArray), Some(1));
         assert_eq!(one.unexplained(5), Some(0));
         assert!(!one.pins_only());
-        assert!(h[&2].pins_only());
+        assert!(!h[&2].pins_only());
         assert_eq!(h[&2].unexplained(1), Some(0));
     }
 
@@ -250,6 +274,7 @@ mod tests {
             pins: Some(vec![]),
             links: Some(vec![]),
             slots: Some(vec![]),
+            io_uring: Some(vec![]),
         };
         // Two references beyond one file: an attachment this build cannot
         // read may hold them.

@@ -66,6 +66,8 @@ pub enum Root {
     Pin(PinId),
     /// A file in flight (an unreceived SCM_RIGHTS message).
     Inflight,
+    /// An io_uring registered-file table, of a ring this process holds.
+    IoUring(u32),
     /// A link attached in the kernel (its id).
     Attachment(u32),
     /// References of this object that nothing explains (exact).
@@ -85,6 +87,7 @@ impl Root {
             Root::Process(_) => "process",
             Root::Pin(_) => "pin",
             Root::Inflight => "inflight",
+            Root::IoUring(_) => "io_uring",
             Root::Attachment(_) => "attachment",
             Root::Unexplained(_) => "unexplained",
             Root::Unknown(_) => "unknown",
@@ -93,10 +96,11 @@ impl Root {
     }
 
     /// Every kind label, in order.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 8] = [
         "process",
         "pin",
         "inflight",
+        "io_uring",
         "attachment",
         "unexplained",
         "unknown",
@@ -104,11 +108,11 @@ impl Root {
     ];
 
     /// Whether this root keeps its chain working (not only pinned): a
-    /// process, an attachment, a file in flight.
+    /// process, an io_uring, an attachment, a file in flight.
     pub fn is_live(&self) -> bool {
         matches!(
             self,
-            Root::Process(_) | Root::Attachment(_) | Root::Inflight
+            Root::Process(_) | Root::IoUring(_) | Root::Attachment(_) | Root::Inflight
         )
     }
 }
@@ -229,6 +233,8 @@ pub(crate) struct GraphInput<'a> {
     pub vmas: Option<&'a [FileRecord]>,
     pub pins: Option<&'a [Pin]>,
     pub inflight: &'a [InflightFile],
+    /// BPF object files in io_uring tables, by the tasks holding the rings.
+    pub io_uring: &'a [super::UringRecord],
     pub programs: Option<&'a [ProgRecord]>,
     pub prog_holders: &'a IdMap<ProgHolders>,
     /// Program and link files in fd tables.
@@ -275,6 +281,17 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     for f in i.inflight {
         if let Some(o) = map(f.map_id) {
             g.add(o, Holder::Root(Root::Inflight));
+        }
+    }
+    for r in i.io_uring {
+        let o = match r.object {
+            Some((super::RingObject::Map, id)) => map(id),
+            Some((super::RingObject::Program, id)) => prog(id),
+            Some((super::RingObject::Link, id)) => Some(Obj::Link(id)),
+            None => None,
+        };
+        if let Some(o) = o {
+            g.add(o, Holder::Root(Root::IoUring(r.tgid)));
         }
     }
     for p in i.programs.into_iter().flatten() {

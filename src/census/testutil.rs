@@ -36,6 +36,8 @@ pub(crate) fn observed_all_known() -> Observed {
         links: Some(vec![]),
         pins: Some(vec![]),
         inflight: Some(vec![]),
+        inflight_ptrs: vec![],
+        io_uring: Some(vec![]),
         incomplete: vec![],
     }
 }

@@ -162,6 +162,21 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
             .flatten()
             .map(|l| json!({"id": l}))
             .collect(),
+        HolderKind::IoUring => {
+            // Every (process, ring fd) holding the map's file in its ring.
+            let mut seen = HashSet::new();
+            inp.snap
+                .io_uring
+                .iter()
+                .filter(|r| r.object == Some((crate::census::RingObject::Map, id)))
+                .filter(|r| seen.insert((r.tgid, r.fd)))
+                .map(|r| {
+                    let (c, p) = (inp.attribution)(r.tgid, r.cgroup_id);
+                    json!({"pid": r.tgid, "comm": comm(&r.comm), "ring_fd": r.fd,
+                           "container_id": c, "pod_uid": p})
+                })
+                .collect()
+        }
         HolderKind::Inflight => inp
             .snap
             .inflight
@@ -283,6 +298,14 @@ fn root_json(inp: &Input<'_>, r: &Root) -> Value {
                    "retained_memory_bytes": snap.roots.retained.get(&id)})
         }
         Root::Inflight => json!({"kind": "inflight"}),
+        Root::IoUring(pid) => {
+            let r = snap.io_uring.iter().find(|r| r.tgid == pid);
+            let (c, p) = r.map_or((String::new(), String::new()), |r| {
+                (inp.attribution)(pid, r.cgroup_id)
+            });
+            json!({"kind": "io_uring", "pid": pid, "comm": r.map(|r| comm(&r.comm)),
+                   "ring_fd": r.map(|r| r.fd), "container_id": c, "pod_uid": p})
+        }
         Root::Attachment(link) => json!({"kind": "attachment", "link_id": link}),
         Root::Unexplained(o) => json!({"kind": "unexplained", "object": hop(snap, o)}),
         Root::Unknown(o) => json!({"kind": "unknown", "object": hop(snap, o),

@@ -95,6 +95,12 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
                         .filter(|f| f.receivers.iter().any(|r| r.tgid == *pid))
                         .map(|f| f.map_id),
                 )
+                .chain(snap.io_uring.iter().filter(|r| r.tgid == *pid).filter_map(
+                    |r| match r.object {
+                        Some((crate::census::RingObject::Map, id)) => Some(id),
+                        _ => None,
+                    },
+                ))
                 .filter(|id| snap.maps.iter().any(|m| m.id == *id))
                 .collect();
             ids.sort_unstable();

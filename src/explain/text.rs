@@ -45,6 +45,13 @@ fn root(r: &Value) -> String {
             None => format!("pin {}", s(&r["path"])),
         },
         "inflight" => "a file in flight".into(),
+        "io_uring" => format!(
+            "io_uring ring fd {} of process pid {} ({}){}",
+            r["ring_fd"],
+            r["pid"],
+            s(&r["comm"]),
+            whose(&r["container_id"], &r["pod_uid"])
+        ),
         "attachment" => format!("link {} attached in the kernel", r["link_id"]),
         "unexplained" => format!("{}: unexplained references", hop(&r["object"])),
         "unknown" => format!("{}: {}", hop(&r["object"]), s(&r["reason"])),
@@ -238,8 +245,20 @@ pub fn text(doc: &Value) -> String {
                 );
             }
         }
+        for p in each("io_uring") {
+            let _ = writeln!(
+                o,
+                "  io_uring ring fd {} of process pid {} ({}){} holds its file (a registered file, in no fd table)",
+                p["ring_fd"],
+                p["pid"],
+                s(&p["comm"]),
+                whose(&p["container_id"], &p["pod_uid"])
+            );
+        }
         // Kinds this renderer does not name yet still show.
-        let named = ["file", "pin", "program", "map", "mmap", "link", "inflight"];
+        let named = [
+            "file", "pin", "program", "map", "mmap", "link", "inflight", "io_uring",
+        ];
         for (k, v) in h.as_object().into_iter().flatten() {
             if !named.contains(&k.as_str()) {
                 for p in v.as_array().into_iter().flatten() {

@@ -251,6 +251,7 @@ mod tests {
         "links",
         "pins",
         "inflight",
+        "io_uring",
         "creators",
         "confirm",
         "entries",

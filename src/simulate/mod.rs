@@ -9,9 +9,10 @@
 //!   kind `inflight` where the kernel has iter/unix (5.17+;
 //!   `bpfmap_map_inflight_age_seconds` grows, `BpfMapFdStuckInFlight`), an
 //!   unexplained reference before (`bpfmap_map_unexplained_refs` = 1);
-//! - **io_uring** (`--leak-uring`, off by default): maps held only by an
-//!   io_uring's registered-file table, a reference nothing the census walks
-//!   explains (`bpfmap_map_unexplained_refs` = 1);
+//! - **io_uring** (`--leak-uring`, off by default): maps held only by the
+//!   registered-file table of an io_uring that only the simulator's
+//!   registered-ring table holds (no fd), a reference nothing the census
+//!   walks explains (`bpfmap_map_unexplained_refs` = 1; 5.18+);
 //! - **pins**: maps pinned under `--pin-dir` with no fd and no program
 //!   (`bpfmap_pinned_map_unused` = 1, pinned bytes grow);
 //! - **orphans** (`--leak-orphans`): maps created from a pod-like memory
@@ -463,9 +464,20 @@ fn simulate(args: &SimulateArgs, stop: &AtomicBool, leaks: &mut Leaks) -> anyhow
             maps.push((map_id(&m), name, m));
         }
         let fds: Vec<_> = maps.iter().map(|(_, _, m)| m.as_fd()).collect();
-        leaks.uring = Some(crate::sys::io_uring_with_files(&fds).context(
+        let ring = crate::sys::io_uring_with_files(&fds).context(
             "io_uring_setup/io_uring_register(IORING_REGISTER_FILES) for --leak-uring (kernel.io_uring_disabled?)",
-        )?);
+        )?;
+        // The census explains files in the tables of rings that fd tables
+        // hold; a ring only this thread's registered-ring table holds is not
+        // walked, so its files stay unexplained. Before 5.18 the ring keeps
+        // its fd (the census then withholds what it cannot name).
+        leaks.uring = match crate::sys::io_uring_hide_ring(ring) {
+            Ok(()) => None,
+            Err((e, ring)) => {
+                say(format!("leak=uring ring_fd_kept=1 reason={e}"));
+                Some(ring)
+            }
+        };
         // The fds close here; the ring's file table keeps the files.
         for (id, name, _) in maps {
             say(format!("leak=uring id={id} name={name}"));

@@ -11,7 +11,7 @@ use libbpf_rs::Link;
 
 pub use records::{
     decode_files, decode_maps, decode_progs, Creator, FileRecord, InflightRecord, MapRecord,
-    ObjectFile, ObjectKind, ProgRecord, TaskFiles,
+    ObjectFile, ObjectKind, ProgRecord, RingFd, RingObject, TaskFiles, UringRecord,
 };
 
 use super::{iter, load};

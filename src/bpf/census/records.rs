@@ -6,6 +6,7 @@ use crate::bpf::records::{stream, RecordError};
 pub const MAP_REC_SIZE: usize = 104;
 pub const FILE_REC_SIZE: usize = 80;
 pub const PROG_REC_SIZE: usize = 328;
+pub const URING_REC_SIZE: usize = 64;
 /// The maps a program record lists at most (the kernel's MAX_USED_MAPS).
 pub const PROG_MAX_MAPS: usize = 64;
 pub const INFLIGHT_REC_SIZE: usize = 32;
@@ -175,12 +176,21 @@ pub struct ObjectFile {
     pub comm: Vec<u8>,
 }
 
+/// An io_uring's fd in a task's fd table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingFd {
+    pub tgid: u32,
+    pub fd: u32,
+    pub file_ptr: u64,
+}
+
 /// One task walk's output: map files (and receiving sockets) apart from
-/// program and link files.
+/// program and link files, and the io_uring fds seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFiles {
     pub maps: Vec<FileRecord>,
     pub objects: Vec<ObjectFile>,
+    pub rings: Vec<RingFd>,
 }
 
 /// Decode `iter/task_file` or `iter/task_vma` output.
@@ -191,6 +201,14 @@ pub fn decode_files(buf: &[u8]) -> Result<TaskFiles, RecordError> {
             0 => None,
             1 => Some(ObjectKind::Program),
             2 => Some(ObjectKind::Link),
+            3 => {
+                out.rings.push(RingFd {
+                    tgid: b.u32(16),
+                    fd: b.u32(24),
+                    file_ptr: b.u64(0),
+                });
+                continue;
+            }
             k => {
                 return Err(RecordError::Range {
                     what: "iter/task_file output: object kind",
@@ -222,6 +240,67 @@ pub fn decode_files(buf: &[u8]) -> Result<TaskFiles, RecordError> {
                 comm: b.cstr(32, 16).to_vec(),
             }),
         }
+    }
+    Ok(out)
+}
+
+/// What an io_uring registered-file slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RingObject {
+    Map,
+    Program,
+    Link,
+}
+
+/// One BPF object file in an io_uring's registered-file table, seen through
+/// a task holding the ring's fd (bpf/uring.bpf.c), or with `object` None, a
+/// ring whose table one walk did not read to its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UringRecord {
+    pub ring_ptr: u64,
+    pub file_ptr: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    /// The ring's fd in that task.
+    pub fd: u32,
+    pub object: Option<(RingObject, u32)>,
+    pub comm: Vec<u8>,
+    /// Summaries: the ring's table size.
+    pub slots: u32,
+}
+
+/// Decode io_uring table output (bpf/uring.bpf.c).
+pub fn decode_uring(buf: &[u8]) -> Result<Vec<UringRecord>, RecordError> {
+    let mut out = Vec::new();
+    for b in stream("iter/task_file io_uring output", buf, URING_REC_SIZE)? {
+        let file_ptr = b.u64(8);
+        let kind = b.u32(36);
+        let object = if file_ptr == 0 {
+            None
+        } else {
+            let k = match kind {
+                0 => RingObject::Map,
+                1 => RingObject::Program,
+                2 => RingObject::Link,
+                k => {
+                    return Err(RecordError::Range {
+                        what: "iter/task_file io_uring output: object kind",
+                        value: k as u64,
+                    })
+                }
+            };
+            Some((k, b.u32(32)))
+        };
+        out.push(UringRecord {
+            ring_ptr: b.u64(0),
+            file_ptr,
+            cgroup_id: b.u64(16),
+            tgid: b.u32(24),
+            fd: b.u32(28),
+            object,
+            comm: b.cstr(40, 16).to_vec(),
+            slots: b.u32(56),
+        });
     }
     Ok(out)
 }

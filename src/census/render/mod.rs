@@ -450,6 +450,7 @@ mod budget_tests {
                         Some(0),
                         Some(0),
                         Some(0),
+                        Some(0),
                     ],
                     complete: true,
                     settled: 0,
@@ -459,6 +460,7 @@ mod budget_tests {
                     h.counts = [
                         Some(0),
                         Some(1),
+                        Some(0),
                         Some(0),
                         Some(0),
                         Some(0),

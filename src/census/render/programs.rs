@@ -204,6 +204,7 @@ mod tests {
             pins: Some(vec![200]),
             links: Some((1..=30).chain([100]).collect()),
             slots: Some(vec![]),
+            io_uring: Some(vec![]),
         };
         let snap = Snapshot {
             prog_holders: holders(&progs, &obs),
@@ -241,6 +242,7 @@ mod tests {
             pins: Some(vec![]),
             links: Some(vec![1]),
             slots: Some(vec![]),
+            io_uring: Some(vec![]),
         };
         let snap = Snapshot {
             prog_holders: holders(&progs, &obs),
