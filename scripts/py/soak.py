@@ -174,7 +174,7 @@ def main() -> int:
 
             prime = subprocess.Popen(
                 [a.binary, "simulate-leak", f"--duration={a.prime_seconds}", f"--leak-files={n}",
-                 f"--leak-rate={max(n, 1)}", "--leak-inflight=0", "--leak-pins=0", "--leak-orphans=0",
+                 f"--leak-rate={max(n, 1)}", "--leak-inflight=0", "--leak-pins=0", "--leak-orphans=0", "--leak-orphan-chains=0",
                  "--full-maps=0", "--churn-rate=0", "--map-entries=1", f"--pin-dir={sim_dir}-prime",
                  "--name-prefix=prime", "--comm=bpfmap-prime"],
                 stdout=sim_log, stderr=subprocess.STDOUT, preexec_fn=fds)
