@@ -245,6 +245,34 @@ int dump_prog(struct bpf_iter__bpf_prog *ctx)
 	return 0;
 }
 
+/* iter/bpf_link (5.19+): every live link, its program, and for an iterator
+ * link the map it is bound to. link is a trusted pointer: direct loads. */
+SEC("iter/bpf_link")
+int dump_link(struct bpf_iter__bpf_link *ctx)
+{
+	struct bpf_link *link = ctx->link;
+	struct link_rec r = {};
+	struct bpf_prog *prog;
+
+	if (!link)
+		return 0;
+	r.id = link->id;
+	r.type = link->type;
+	prog = link->prog;
+	if (prog)
+		r.prog_id = BPF_CORE_READ(prog, aux, id);
+	if (link->type == BPF_LINK_TYPE_ITER) {
+		/* The link is the first member of struct bpf_iter_link. */
+		struct bpf_iter_link *il = (struct bpf_iter_link *)link;
+		struct bpf_map *map = BPF_CORE_READ(il, aux.map);
+
+		if (map)
+			r.iter_map_id = BPF_CORE_READ(map, id);
+	}
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
 /* Elements visited so far in the current iter/bpf_map_elem walk, and that
  * walk's iterator session. User space runs one walk at a time (the census
  * thread); every new iterator instance has a new session id (from 1), whose

@@ -59,6 +59,14 @@ struct file_rec {
 	__u32 pad;
 };
 
+/* iter/bpf_link (5.19+): one per live link. 16 bytes. */
+struct link_rec {
+	__u32 id;
+	__u32 type;         /* enum bpf_link_type */
+	__u32 prog_id;      /* the program the link holds, 0 for none */
+	__u32 iter_map_id;  /* an iterator link bound to a map: the map's id */
+};
+
 /* The maps a program record lists at most: the kernel's MAX_USED_MAPS. */
 #define BPFMAP_PROG_MAX_MAPS 64
 
@@ -115,5 +123,6 @@ _Static_assert(sizeof(struct file_rec) == 80, "file_rec layout");
 _Static_assert(sizeof(struct prog_rec) == 328, "prog_rec layout");
 _Static_assert(sizeof(struct inflight_rec) == 32, "inflight_rec layout");
 _Static_assert(sizeof(struct uring_rec) == 64, "uring_rec layout");
+_Static_assert(sizeof(struct link_rec) == 16, "link_rec layout");
 
 #endif

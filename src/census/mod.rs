@@ -103,8 +103,9 @@ pub struct Census {
     /// of the exporter's other collectors ([`Census::set_other_own_programs`]).
     own_progs: Vec<u32>,
     other_own_progs: Vec<u32>,
-    /// The program iterator's output buffer.
+    /// The program and link iterators' output buffers.
     prog_buf: Vec<u8>,
+    link_buf: Vec<u8>,
     /// Element counts by iteration, kept between scrapes.
     entries: entries::Counter,
     /// The io_uring table walk, where the kernel has bpf_loop and the part
@@ -143,6 +144,7 @@ impl Census {
             mmaps: opts.parts.on("mmaps"),
             count_elems: opts.parts.on("entries"),
             progs: opts.parts.on("programs"),
+            links: opts.parts.on("links"),
         })?;
         let mut own_ids = progs.own_map_ids().to_vec();
         let mut own_progs = progs.own_prog_ids().to_vec();
@@ -213,6 +215,7 @@ impl Census {
             own_progs,
             other_own_progs: Vec::new(),
             prog_buf: Vec::new(),
+            link_buf: Vec::new(),
             uring,
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
@@ -431,11 +434,15 @@ impl Census {
             files: objects,
             ..Default::default()
         };
-        let mut link_recs: Option<Vec<sources::LinkRecord>> = None;
+        let mut link_recs: Option<Vec<crate::bpf::census::LinkRecord>> = None;
         let mut prog_slots: Option<Vec<(u32, u32)>> = None;
         let mut map_slots: Option<Vec<(u32, u32)>> = None;
         if p.on("links") {
-            link_recs = report.run("links", sources::links);
+            let (progs_, buf) = (&self.progs, &mut self.link_buf);
+            link_recs = report.run("links", || match progs_.read_links(buf) {
+                Some(r) => r,
+                None => sources::links(),
+            });
             if let Some(links) = &link_recs {
                 obs.links = Some(links.iter().filter_map(|l| l.iter_map_id).collect());
                 prog_obs.links = Some(

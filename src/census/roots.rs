@@ -23,8 +23,8 @@ use super::bpffs::Pin;
 use super::fdinfo::ObjKind;
 use super::inflight::InflightFile;
 use super::programs::ProgHolders;
-use super::sources::LinkRecord;
 use super::{FileRecord, Holders, IdMap, MapRecord, ObjectFile, ObjectKind, ProgRecord};
+use crate::bpf::census::LinkRecord;
 
 /// A BPF object of the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,12 +131,42 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Record that `holder` holds `obj` (duplicates are kept once).
+    /// Record that `holder` holds `obj`. Repeats are removed by
+    /// [`Graph::finish`].
     pub fn add(&mut self, obj: Obj, holder: Holder) {
-        let v = self.held_by.entry(obj).or_default();
-        if !v.contains(&holder) {
-            v.push(holder);
+        self.held_by.entry(obj).or_default().push(holder);
+    }
+
+    /// Sort each object's holders and keep each once.
+    pub fn finish(&mut self) {
+        for v in self.held_by.values_mut() {
+            v.sort_unstable();
+            v.dedup();
         }
+    }
+
+    /// Every object that has a pin among its roots can reach one through
+    /// its holders: the objects a pin holds, and, transitively, the objects
+    /// those hold. One pass over the edges, from the pins down.
+    fn pin_reachable(&self) -> rustc_hash::FxHashSet<Obj> {
+        let mut holds: HashMap<Obj, Vec<Obj>, rustc_hash::FxBuildHasher> = HashMap::default();
+        let mut stack = Vec::new();
+        for (o, hs) in &self.held_by {
+            for h in hs {
+                match h {
+                    Holder::Obj(by) => holds.entry(*by).or_default().push(*o),
+                    Holder::Root(Root::Pin(_)) => stack.push(*o),
+                    _ => {}
+                }
+            }
+        }
+        let mut seen = rustc_hash::FxHashSet::default();
+        while let Some(o) = stack.pop() {
+            if seen.insert(o) {
+                stack.extend(holds.get(&o).into_iter().flatten().copied());
+            }
+        }
+        seen
     }
 
     /// Make `obj` known even with no holder (a chain that ends there).
@@ -326,7 +356,7 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     for l in i.links.into_iter().flatten() {
         let link = Obj::Link(l.id);
         g.touch(link);
-        if !l.is_iter {
+        if !l.is_iter() {
             g.add(link, Holder::Root(Root::Attachment(l.id)));
         }
         if let Some(o) = prog(l.prog_id) {
@@ -362,6 +392,7 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
             );
         }
     }
+    g.finish();
     g
 }
 
@@ -395,16 +426,6 @@ pub struct Summary {
     pub retained: HashMap<PinId, u64>,
 }
 
-impl Graph {
-    /// Whether any holder of `obj` is a pin or another object: only such
-    /// objects can have a pin among their roots.
-    fn may_reach_pin(&self, obj: Obj) -> bool {
-        self.holders(obj)
-            .iter()
-            .any(|h| matches!(h, Holder::Obj(_) | Holder::Root(Root::Pin(_))))
-    }
-}
-
 pub(crate) fn summarize(
     g: &Graph,
     maps: &[MapRecord],
@@ -418,9 +439,10 @@ pub(crate) fn summarize(
         }
     };
     let mut verdicts: Vec<(u32, Option<bool>)> = Vec::new();
+    let pinned = g.pin_reachable();
     for m in maps {
         let obj = Obj::Map(m.id);
-        if !m.creator.is_gone() && !g.may_reach_pin(obj) {
+        if !m.creator.is_gone() && !pinned.contains(&obj) {
             continue;
         }
         let roots = g.roots(obj);
@@ -431,7 +453,7 @@ pub(crate) fn summarize(
     }
     for p in programs.into_iter().flatten() {
         let obj = Obj::Prog(p.id);
-        if g.may_reach_pin(obj) {
+        if pinned.contains(&obj) {
             retain(&g.roots(obj), p.memlock);
         }
     }
@@ -500,6 +522,57 @@ mod tests {
         // Nothing at all holds an object: not orphaned by pins.
         g.touch(Obj::Map(9));
         assert_eq!(orphaned(&g.roots(Obj::Map(9))), Some(false));
+    }
+
+    #[test]
+    fn a_pin_retains_what_only_it_keeps_and_orphans_need_a_gone_creator() {
+        use crate::census::testutil::map_record;
+        use crate::census::Creator;
+        let mut g = Graph::default();
+        // map 1 <- prog 7 <- pin P1; map 2 <- pin P1 and a process;
+        // map 3 <- pin P2 (creator gone); map 4 <- process (creator gone).
+        g.add(Obj::Map(1), Holder::Obj(Obj::Prog(7)));
+        g.add(Obj::Prog(7), Holder::Root(Root::Pin(P1)));
+        g.add(Obj::Map(2), Holder::Root(Root::Pin(P1)));
+        g.add(Obj::Map(2), Holder::Root(Root::Process(5)));
+        g.add(Obj::Map(3), Holder::Root(Root::Pin(P2)));
+        g.add(Obj::Map(4), Holder::Root(Root::Process(5)));
+        g.add(Obj::Map(4), Holder::Root(Root::Process(5)));
+        g.finish();
+        assert_eq!(g.holders(Obj::Map(4)).len(), 1, "repeats kept once");
+        let maps: Vec<MapRecord> = (1..=4)
+            .map(|id| MapRecord {
+                creator: if id >= 3 {
+                    Creator::Gone(9)
+                } else {
+                    Creator::Live(9)
+                },
+                ..map_record(id)
+            })
+            .collect();
+        let memory: IdMap<u64> = (1..=4).map(|id| (id, 100 * id as u64)).collect();
+        let prog = crate::bpf::census::ProgRecord {
+            prog_ptr: 0,
+            refcnt: 1,
+            load_time_ns: 0,
+            memlock: 4096,
+            id: 7,
+            prog_type: 1,
+            expected_attach_type: 0,
+            used_map_cnt: 1,
+            tag: [0; 8],
+            name: String::new(),
+            map_ids: vec![1],
+        };
+        let s = summarize(&g, &maps, &memory, Some(&[prog]));
+        assert_eq!(
+            s.retained[&P1],
+            100 + 4096,
+            "map 1 and prog 7; map 2 has a process too"
+        );
+        assert_eq!(s.retained[&P2], 300);
+        assert_eq!(s.orphaned_maps, [3].into_iter().collect());
+        assert_eq!(s.orphans_withheld, 0);
     }
 
     #[test]

@@ -5,22 +5,13 @@ use anyhow::Context;
 
 use libbpf_rs::MapCore;
 
+use crate::bpf::census::records::LINK_TYPE_ITER;
+use crate::bpf::census::LinkRecord;
 use crate::sys;
 
-/// One link, as BPF_OBJ_GET_INFO_BY_FD reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LinkRecord {
-    pub id: u32,
-    /// The program the link holds (0 for none).
-    pub prog_id: u32,
-    /// An iterator link bound to a map: that map's id.
-    pub iter_map_id: Option<u32>,
-    /// An iterator link (a template for iterator instances, attached to
-    /// nothing); every other link type attaches its program somewhere.
-    pub is_iter: bool,
-}
-
-/// Every link on the node.
+/// Every link on the node, by one bpf() query each (kernels without
+/// iter/bpf_link). Only iterator links' types are told apart (the rest read
+/// 0): nothing but `is_iter` reads the type.
 pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
     use libbpf_rs::query::{IterType, LinkInfo, LinkTypeInfo};
     use std::os::fd::AsFd;
@@ -34,18 +25,18 @@ pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
         };
         let info = LinkInfo::from_fd(fd.as_fd())
             .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of link {id}"))?;
-        let (iter_map_id, is_iter) = match info.info {
+        let (iter_map_id, link_type) = match info.info {
             LinkTypeInfo::Iter(it) => match it.iter_type {
-                IterType::Map { map_id } if map_id != 0 => (Some(map_id), true),
-                _ => (None, true),
+                IterType::Map { map_id } if map_id != 0 => (Some(map_id), LINK_TYPE_ITER),
+                _ => (None, LINK_TYPE_ITER),
             },
-            _ => (None, false),
+            _ => (None, 0),
         };
         out.push(LinkRecord {
             id,
+            link_type,
             prog_id: info.prog_id,
             iter_map_id,
-            is_iter,
         });
     }
     Ok(out)

@@ -10,8 +10,8 @@ use anyhow::Context;
 use libbpf_rs::Link;
 
 pub use records::{
-    decode_files, decode_maps, decode_progs, Creator, FileRecord, InflightRecord, MapRecord,
-    ObjectFile, ObjectKind, ProgRecord, RingFd, RingObject, TaskFiles, UringRecord,
+    decode_files, decode_maps, decode_progs, Creator, FileRecord, InflightRecord, LinkRecord,
+    MapRecord, ObjectFile, ObjectKind, ProgRecord, RingFd, RingObject, TaskFiles, UringRecord,
 };
 
 use super::{iter, load};
@@ -44,6 +44,9 @@ pub struct Features {
     pub iter_unix: bool,
     /// iter/bpf_prog (5.9+): the census of programs.
     pub iter_prog: bool,
+    /// iter/bpf_link (5.19+): links listed by an iterator (before, by one
+    /// bpf() query each).
+    pub iter_link: bool,
 }
 
 impl Features {
@@ -76,6 +79,7 @@ impl Features {
             map_memcg_off,
             iter_unix: btf.type_by_name::<Struct>("bpf_iter__unix").is_some(),
             iter_prog: btf.type_by_name::<Struct>("bpf_iter__bpf_prog").is_some(),
+            iter_link: btf.type_by_name::<Struct>("bpf_iter__bpf_link").is_some(),
         })
     }
 }
@@ -138,6 +142,8 @@ pub struct LoadOpts {
     pub count_elems: bool,
     /// iter/bpf_prog: every program (where the kernel has it).
     pub progs: bool,
+    /// iter/bpf_link: every link (where the kernel has it).
+    pub links: bool,
 }
 
 /// The loaded and attached census programs.
@@ -147,6 +153,7 @@ pub struct Programs {
     file_link: Option<Link>,
     vma_link: Option<Link>,
     prog_link: Option<Link>,
+    link_link: Option<Link>,
     own_ids: Vec<u32>,
     own_prog_ids: Vec<u32>,
     features: Features,
@@ -161,6 +168,7 @@ impl Programs {
         let features = Features::probe(&btf)?;
         let vmas = features.task_vma && opts.mmaps;
         let progs = features.iter_prog && opts.progs;
+        let links = features.iter_link && opts.links;
         let open_with = |count_elems: bool| -> anyhow::Result<CensusSkel<'static>> {
             load::load_counted("census", || {
                 let mut open = load::open(
@@ -173,6 +181,7 @@ impl Programs {
                 open.progs.dump_task_vma.set_autoload(vmas);
                 open.progs.dump_task_file.set_autoload(opts.files);
                 open.progs.dump_prog.set_autoload(progs);
+                open.progs.dump_link.set_autoload(links);
                 open.progs.count_elems.set_autoload(count_elems);
                 Ok(open)
             })
@@ -212,6 +221,10 @@ impl Programs {
             .then(|| skel.progs.dump_prog.attach())
             .transpose()
             .context("attaching iter/bpf_prog")?;
+        let link_link = links
+            .then(|| skel.progs.dump_link.attach())
+            .transpose()
+            .context("attaching iter/bpf_link")?;
         let own_ids = sys::object_map_ids(libbpf_rs::skel::Skel::object(&skel));
         let own_prog_ids = sys::object_prog_ids(libbpf_rs::skel::Skel::object(&skel));
         let p = Programs {
@@ -220,6 +233,7 @@ impl Programs {
             file_link,
             vma_link,
             prog_link,
+            link_link,
             own_ids,
             own_prog_ids,
             features,
@@ -304,6 +318,13 @@ impl Programs {
         // SAFETY: sysconf reads a constant of the running kernel.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
         Some(iter::read(link, buf).and_then(|b| Ok(decode_progs(b, page)?)))
+    }
+
+    /// One `iter/bpf_link` walk, decoded; None when it is not loaded (off,
+    /// or the kernel lacks it).
+    pub fn read_links(&self, buf: &mut Vec<u8>) -> Option<anyhow::Result<Vec<LinkRecord>>> {
+        let link = self.link_link.as_ref()?;
+        Some(iter::read(link, buf).and_then(|b| Ok(records::decode_links(b)?)))
     }
 
     /// A new `iter/task_file` walk, or None when it is not loaded. It is

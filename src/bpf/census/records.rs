@@ -7,6 +7,45 @@ pub const MAP_REC_SIZE: usize = 104;
 pub const FILE_REC_SIZE: usize = 80;
 pub const PROG_REC_SIZE: usize = 328;
 pub const URING_REC_SIZE: usize = 64;
+pub const LINK_REC_SIZE: usize = 16;
+
+/// One live link as the `iter/bpf_link` program saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    pub id: u32,
+    /// `enum bpf_link_type`.
+    pub link_type: u32,
+    /// The program the link holds (0 for none).
+    pub prog_id: u32,
+    /// An iterator link bound to a map: that map's id.
+    pub iter_map_id: Option<u32>,
+}
+
+/// `BPF_LINK_TYPE_ITER`: a template for iterator instances, attached to
+/// nothing.
+pub const LINK_TYPE_ITER: u32 = 4;
+
+impl LinkRecord {
+    /// An iterator link; every other type attaches its program somewhere.
+    pub fn is_iter(&self) -> bool {
+        self.link_type == LINK_TYPE_ITER
+    }
+}
+
+/// Decode `iter/bpf_link` output.
+pub fn decode_links(buf: &[u8]) -> Result<Vec<LinkRecord>, RecordError> {
+    Ok(stream("iter/bpf_link output", buf, LINK_REC_SIZE)?
+        .map(|b| {
+            let map = b.u32(12);
+            LinkRecord {
+                id: b.u32(0),
+                link_type: b.u32(4),
+                prog_id: b.u32(8),
+                iter_map_id: (map != 0).then_some(map),
+            }
+        })
+        .collect())
+}
 /// The maps a program record lists at most (the kernel's MAX_USED_MAPS).
 pub const PROG_MAX_MAPS: usize = 64;
 pub const INFLIGHT_REC_SIZE: usize = 32;
@@ -606,6 +645,37 @@ pub(crate) mod tests {
             (100, PROG_MAX_MAPS)
         );
         assert!(decode_progs(&b[1..], 4096).is_err());
+    }
+
+    #[test]
+    fn link_records_decode_and_tell_iterator_links() {
+        let mut b = vec![0u8; 2 * LINK_REC_SIZE];
+        for (i, v) in [7u32, LINK_TYPE_ITER, 70, 700, 8, 2, 80, 0]
+            .into_iter()
+            .enumerate()
+        {
+            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let got = decode_links(&b).unwrap();
+        assert_eq!(
+            (
+                got[0].id,
+                got[0].prog_id,
+                got[0].iter_map_id,
+                got[0].is_iter()
+            ),
+            (7, 70, Some(700), true)
+        );
+        assert_eq!(
+            (
+                got[1].id,
+                got[1].prog_id,
+                got[1].iter_map_id,
+                got[1].is_iter()
+            ),
+            (8, 80, None, false)
+        );
+        assert!(decode_links(&b[..15]).is_err());
     }
 
     #[test]

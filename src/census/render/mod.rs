@@ -118,6 +118,7 @@ impl Renderer {
             ("map_memcg", f.map_memcg),
             ("iter_unix", f.iter_unix),
             ("iter_prog", f.iter_prog),
+            ("iter_link", f.iter_link),
         ] {
             out.gauge(
                 &defs::FEATURE_AVAILABLE,
