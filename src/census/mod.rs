@@ -866,23 +866,50 @@ impl Census {
     }
 }
 
-/// Whether any io_uring fd's fdinfo (`UserFiles:` lines, one per registered
-/// file, named by path: `anon_inode:bpf-map` and the like) lists a BPF map,
-/// program or link file. A ring that cannot be read counts as holding one.
+/// Whether any io_uring fd's fdinfo lists a BPF map, program or link file
+/// among its registered files (`UserFiles:` lines, one per file: `  0:
+/// bpf-map` with the dentry name before 6.x, `  0: anon_inode:bpf-map` with
+/// the path after). A ring that cannot be read counts as holding one.
 fn uring_fdinfo_holds_bpf_files(proc: &Path, rings: &[RingFd]) -> bool {
     let mut seen = rustc_hash::FxHashSet::default();
     rings.iter().filter(|r| seen.insert(r.file_ptr)).any(|r| {
         match std::fs::read_to_string(proc.join(format!("{}/fdinfo/{}", r.tgid, r.fd))) {
             Ok(s) => s.lines().any(|l| {
-                l.contains("anon_inode:bpf-map")
-                    || l.contains("anon_inode:bpf-prog")
-                    || l.contains("anon_inode:bpf_link")
+                let name = l.trim_end();
+                ["bpf-map", "bpf-prog", "bpf_link"]
+                    .iter()
+                    .any(|n| name.ends_with(&format!(": {n}")) || name.ends_with(&format!(":{n}")))
             }),
             // Closed since the walk: it holds nothing now.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(_) => true,
         }
     })
+}
+
+#[cfg(test)]
+mod uring_tests {
+    use super::*;
+
+    #[test]
+    fn ring_fdinfo_names_bpf_files_in_either_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |pid: u32, fd: u32, body: &str| {
+            let d = dir.path().join(format!("{pid}/fdinfo"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(fd.to_string()), body).unwrap();
+        };
+        let ring = |tgid, fd, file_ptr| RingFd { tgid, fd, file_ptr };
+        // 5.10: dentry names; 6.x: paths.
+        write(1, 3, "SqThread:\t-1\nUserFiles:\t2\n    0: bpf-map\n    1: passwd\n");
+        write(2, 4, "UserFiles:\t1\n    0: anon_inode:bpf-prog\n");
+        write(3, 5, "UserFiles:\t1\n    0: /tmp/not-bpf-map.txt\nUserBufs:\t0\n");
+        assert!(uring_fdinfo_holds_bpf_files(dir.path(), &[ring(1, 3, 0xa)]));
+        assert!(uring_fdinfo_holds_bpf_files(dir.path(), &[ring(2, 4, 0xb)]));
+        assert!(!uring_fdinfo_holds_bpf_files(dir.path(), &[ring(3, 5, 0xc)]));
+        // A ring closed since the walk holds nothing.
+        assert!(!uring_fdinfo_holds_bpf_files(dir.path(), &[ring(9, 9, 0xd)]));
+    }
 }
 
 /// Maps whose every file holder is another process with this process's comm
