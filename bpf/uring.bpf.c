@@ -50,7 +50,7 @@ struct uctx {
 	__u32 nr;
 	__u32 n;
 	__u32 flags;
-	__u32 modern;
+	__u32 pad;
 };
 
 struct uctx cur;
@@ -126,7 +126,9 @@ static long step(__u64 i, void *unused)
 
 	if (i >= u->nr)
 		return 1;
-	if (u->modern) {
+	/* A relocated constant, not u's state: the verifier then drops the
+	 * layout this kernel lacks (its relocations are poisoned). */
+	if (bpf_core_field_exists(struct io_file_table, data)) {
 		struct io_rsrc_node *node = NULL;
 
 		bpf_probe_read_kernel(&node, sizeof(node), (struct io_rsrc_node **)u->slots + i);
@@ -181,13 +183,11 @@ int dump_uring_files(struct bpf_iter__task_file *ctx)
 	if (bpf_core_field_exists(struct io_file_table, data)) {
 		struct io_ring_ctx *c = ring;
 
-		u->modern = 1;
 		u->nr = BPF_CORE_READ(c, file_table.data.nr);
 		u->slots = BPF_CORE_READ(c, file_table.data.nodes);
 	} else {
 		struct io_ring_ctx___old *c = ring;
 
-		u->modern = 0;
 		u->nr = BPF_CORE_READ(c, nr_user_files);
 		u->slots = BPF_CORE_READ(c, file_table.files);
 	}
