@@ -2,17 +2,20 @@
 //! afresh on each scrape with the census iterators (`bpf::census`) plus a
 //! few bpf() queries, into a data-only [`Snapshot`].
 pub mod bpffs;
+mod confirm;
 pub mod creators;
 pub mod entries;
 pub mod fdinfo;
 pub mod holders;
 pub mod inflight;
+mod memory;
 mod model;
 pub mod names;
 pub mod programs;
 pub mod render;
 pub mod roots;
 mod sources;
+mod uring;
 
 use std::path::Path;
 
@@ -51,17 +54,6 @@ pub const PID_NAMESPACE_ERROR: &str = "the exporter is not in the host's pid nam
 /// unreferenced maps as the exporter's debris.
 pub const LOAD_DEBRIS_HORIZON: std::time::Duration = std::time::Duration::from_secs(30);
 
-struct MemEntry {
-    bytes: u64,
-    elem_count: Option<i64>,
-}
-
-/// The io_uring table walk and its buffer.
-struct UringState {
-    walk: crate::bpf::uring::Uring,
-    buf: Vec<u8>,
-}
-
 /// The in-flight walk's program and the state it keeps between scrapes.
 struct InflightState {
     prog: crate::bpf::inflight::Inflight,
@@ -76,7 +68,7 @@ struct InflightState {
 pub struct Census {
     progs: Programs,
     opts: CensusOpts,
-    mem_cache: IdMap<MemEntry>,
+    mem_cache: IdMap<memory::MemEntry>,
     /// Pinned inodes identified by earlier pin walks.
     pin_cache: bpffs::IdentCache,
     /// bpffs superblocks of every mount namespace (cached mount tables).
@@ -108,9 +100,8 @@ pub struct Census {
     link_buf: Vec<u8>,
     /// Element counts by iteration, kept between scrapes.
     entries: entries::Counter,
-    /// The io_uring table walk, where the kernel has bpf_loop and the part
-    /// is on; `Err` keeps the load error.
-    uring: Option<Result<UringState, String>>,
+    /// The io_uring part.
+    uring: uring::UringPart,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -172,30 +163,7 @@ impl Census {
                 }
             }
         });
-        // The io_uring table walk needs bpf_loop (5.17+); before, rings are
-        // checked through their fdinfo (see `uring_fdinfo_holds_bpf_files`).
-        let with_loop = match crate::bpf::load::btf_path(opts.btf_path.as_deref()) {
-            Ok(btf) => crate::bpf::uring::available(&btf).unwrap_or(false),
-            Err(_) => false,
-        };
-        let uring = (opts.parts.on("io_uring") && with_loop).then(|| {
-            match crate::bpf::uring::Uring::load(opts.btf_path.as_deref()) {
-                Ok(walk) => {
-                    crate::registry::unavailable::clear("io_uring");
-                    own_ids.extend_from_slice(walk.own_map_ids());
-                    own_progs.extend_from_slice(walk.own_prog_ids());
-                    Ok(UringState {
-                        walk,
-                        buf: Vec::new(),
-                    })
-                }
-                Err(e) => {
-                    crate::registry::unavailable::note("io_uring", crate::bpf::load::failure_reason(&e));
-                    tracing::warn!(error = %format!("{e:#}"), "io_uring table walk not loaded: unexplained counts it could explain are withheld");
-                    Err(format!("{e:#}"))
-                }
-            }
-        });
+        let uring = uring::UringPart::load(&opts, &mut own_ids, &mut own_progs);
         let entries = entries::Counter::new(opts.entries_method, opts.entries_budget);
         Ok(Census {
             progs,
@@ -538,52 +506,13 @@ impl Census {
             obs.inflight_ptrs = snap.inflight.iter().map(|f| f.file_ptr).collect();
         }
         if p.on("io_uring") {
-            // Rings are found by the task walk; without it nothing is known.
-            match (&mut self.uring, &rings) {
-                (_, None) => {}
-                (_, Some(r)) if r.is_empty() => {
-                    obs.io_uring = Some(Vec::new());
-                    prog_obs.io_uring = Some(Vec::new());
+            if let Some(o) = self.uring.observe(rings.as_deref(), report) {
+                if !o.complete {
+                    obs.incomplete.push("io_uring");
                 }
-                (Some(Ok(st)), Some(_)) => {
-                    let walked = report.run("io_uring", || {
-                        let lost = st.walk.lost_writes();
-                        let recs = st.walk.walk(&mut st.buf)?;
-                        let complete = st.walk.lost_writes() == lost
-                            && recs.iter().all(|r| r.object.is_some());
-                        Ok((recs, complete))
-                    });
-                    if let Some((recs, complete)) = walked {
-                        if !complete {
-                            obs.incomplete.push("io_uring");
-                        }
-                        let of = |k: RingObject| -> Vec<(u64, u32)> {
-                            recs.iter()
-                                .filter_map(|r| match r.object {
-                                    Some((o, id)) if o == k => Some((r.file_ptr, id)),
-                                    _ => None,
-                                })
-                                .collect()
-                        };
-                        obs.io_uring = Some(of(RingObject::Map));
-                        prog_obs.io_uring = Some(of(RingObject::Program));
-                        snap.io_uring = recs;
-                    }
-                }
-                (Some(Err(e)), Some(_)) => {
-                    let e = anyhow::anyhow!("{e}");
-                    report.record::<()>("io_uring", 0.0, Err(e));
-                }
-                // No bpf_loop (before 5.17): the tables cannot be walked. A
-                // ring whose fdinfo lists no BPF object file holds none, so
-                // the source is complete; otherwise it is not.
-                (None, Some(r)) => {
-                    if uring_fdinfo_holds_bpf_files(Path::new("/proc"), r) {
-                        obs.incomplete.push("io_uring");
-                    }
-                    obs.io_uring = Some(Vec::new());
-                    prog_obs.io_uring = Some(Vec::new());
-                }
+                obs.io_uring = Some(o.maps);
+                prog_obs.io_uring = Some(o.progs);
+                snap.io_uring = o.records;
             }
         }
         if host_pid == Some(false) {
@@ -739,176 +668,6 @@ impl Census {
             tracing::debug!(part = o.name, seconds = o.seconds, "census part");
         }
         snap
-    }
-
-    /// Re-read the maps with unexplained references after the confirm delay,
-    /// up to three times while their refcounts keep falling. References the
-    /// kernel released meanwhile (deferred frees: a program just unloaded, a
-    /// map file just closed, a map freed) are recorded as `settled` and are
-    /// not published as unexplained: a leak is a reference that stays. Maps
-    /// freed meanwhile leave the snapshot.
-    fn confirm(&mut self, snap: &mut Snapshot) -> anyhow::Result<()> {
-        let mut pending: IdMap<i64> = snap
-            .maps
-            .iter()
-            .filter(|m| {
-                snap.holders
-                    .get(&m.id)
-                    .and_then(|h| h.unexplained(m.refcnt))
-                    .unwrap_or(0)
-                    > 0
-            })
-            .map(|m| (m.id, m.refcnt))
-            .collect();
-        for _ in 0..3 {
-            if pending.is_empty() {
-                break;
-            }
-            std::thread::sleep(self.opts.confirm_delay);
-            let now: IdMap<i64> = self
-                .progs
-                .read_maps(&mut self.bufs[0])?
-                .into_iter()
-                .filter(|m| pending.contains_key(&m.id))
-                .map(|m| (m.id, m.refcnt))
-                .collect();
-            let mut fell = false;
-            pending.retain(|id, last| {
-                let cur = now.get(id).copied().unwrap_or(0);
-                if cur < *last {
-                    fell = true;
-                    if let (Some(h), Some(m)) = (
-                        snap.holders.get_mut(id),
-                        snap.maps.iter().find(|m| m.id == *id),
-                    ) {
-                        h.settled = m.refcnt - cur;
-                    }
-                    *last = cur;
-                }
-                cur > 0
-            });
-            if !fell {
-                break;
-            }
-        }
-        // Maps freed meanwhile were the last moments of something already
-        // gone (another exporter's dropped load, an agent's teardown): not
-        // the node's maps in this scrape.
-        let gone: rustc_hash::FxHashSet<u32> = snap
-            .holders
-            .iter()
-            .filter(|(_, h)| h.settled > 0)
-            .map(|(id, _)| *id)
-            .filter(|id| !pending.contains_key(id))
-            .collect();
-        snap.settled_refs = snap.holders.values().map(|h| h.settled.max(0) as u64).sum();
-        if !gone.is_empty() {
-            snap.maps.retain(|m| !gone.contains(&m.id));
-            for id in &gone {
-                snap.holders.remove(id);
-                snap.memory.remove(id);
-            }
-        }
-        Ok(())
-    }
-
-    /// Per-map memory from fdinfo `memlock:`. Values are cached by map id
-    /// and re-read only where they can change: maps whose memory follows
-    /// their element count are re-read when the count moves (or every scrape
-    /// where the kernel cannot count elements). Pinned maps' fdinfo, already
-    /// read by the pin walk, seeds the cache.
-    fn memory<'a>(
-        &mut self,
-        maps: impl Iterator<Item = &'a MapRecord>,
-        inv: Option<&bpffs::Inventory>,
-    ) -> IdMap<u64> {
-        let pinned: IdMap<u64> = inv
-            .map(|i| {
-                i.pins
-                    .iter()
-                    // Only identities read in this walk carry a current memlock.
-                    .filter(|p| p.fresh && p.info.kind == fdinfo::ObjKind::Map)
-                    .filter_map(|p| Some((p.info.id, p.info.memlock?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut out = IdMap::with_capacity_and_hasher(maps.size_hint().0, Default::default());
-        for m in maps {
-            let dynamic = names::memory_follows_elements(m.map_type, m.map_flags);
-            let fresh = match self.mem_cache.get(&m.id) {
-                Some(e) if !dynamic => Some(e.bytes),
-                Some(e) if e.elem_count.is_some() && e.elem_count == m.elem_count => Some(e.bytes),
-                _ => None,
-            };
-            let bytes = match fresh {
-                Some(b) => b,
-                None => {
-                    let read = pinned.get(&m.id).copied().or_else(|| {
-                        let fd = sys::map_fd_by_id(m.id).ok()?; // gone since the census: no series
-                        fdinfo::parse_fdinfo(&sys::fdinfo(&fd).ok()?).memlock
-                    });
-                    let Some(b) = read else { continue };
-                    self.mem_cache.insert(
-                        m.id,
-                        MemEntry {
-                            bytes: b,
-                            elem_count: m.elem_count,
-                        },
-                    );
-                    b
-                }
-            };
-            out.insert(m.id, bytes);
-        }
-        // Forget maps that left the census (every live map is in `out`).
-        self.mem_cache.retain(|id, _| out.contains_key(id));
-        out
-    }
-}
-
-/// Whether any io_uring fd's fdinfo lists a BPF map, program or link file
-/// among its registered files (`UserFiles:` lines, one per file: `  0:
-/// bpf-map` with the dentry name before 6.x, `  0: anon_inode:bpf-map` with
-/// the path after). A ring that cannot be read counts as holding one.
-fn uring_fdinfo_holds_bpf_files(proc: &Path, rings: &[RingFd]) -> bool {
-    let mut seen = rustc_hash::FxHashSet::default();
-    rings.iter().filter(|r| seen.insert(r.file_ptr)).any(|r| {
-        match std::fs::read_to_string(proc.join(format!("{}/fdinfo/{}", r.tgid, r.fd))) {
-            Ok(s) => s.lines().any(|l| {
-                let name = l.trim_end();
-                ["bpf-map", "bpf-prog", "bpf_link"]
-                    .iter()
-                    .any(|n| name.ends_with(&format!(": {n}")) || name.ends_with(&format!(":{n}")))
-            }),
-            // Closed since the walk: it holds nothing now.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(_) => true,
-        }
-    })
-}
-
-#[cfg(test)]
-mod uring_tests {
-    use super::*;
-
-    #[test]
-    fn ring_fdinfo_names_bpf_files_in_either_format() {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |pid: u32, fd: u32, body: &str| {
-            let d = dir.path().join(format!("{pid}/fdinfo"));
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join(fd.to_string()), body).unwrap();
-        };
-        let ring = |tgid, fd, file_ptr| RingFd { tgid, fd, file_ptr };
-        // 5.10: dentry names; 6.x: paths.
-        write(1, 3, "SqThread:\t-1\nUserFiles:\t2\n    0: bpf-map\n    1: passwd\n");
-        write(2, 4, "UserFiles:\t1\n    0: anon_inode:bpf-prog\n");
-        write(3, 5, "UserFiles:\t1\n    0: /tmp/not-bpf-map.txt\nUserBufs:\t0\n");
-        assert!(uring_fdinfo_holds_bpf_files(dir.path(), &[ring(1, 3, 0xa)]));
-        assert!(uring_fdinfo_holds_bpf_files(dir.path(), &[ring(2, 4, 0xb)]));
-        assert!(!uring_fdinfo_holds_bpf_files(dir.path(), &[ring(3, 5, 0xc)]));
-        // A ring closed since the walk holds nothing.
-        assert!(!uring_fdinfo_holds_bpf_files(dir.path(), &[ring(9, 9, 0xd)]));
     }
 }
 
