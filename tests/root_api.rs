@@ -422,7 +422,12 @@ fn api_names_every_holder_and_the_creating_process() {
     let mr = &v["maps"][0];
     if !kernel_at_least(5, 15) {
         assert_eq!(mr["holders"]["mmap"], json!([]));
-        assert_eq!(mr["unexplained"], json!(1));
+        // Where this process's ring (an fd before 5.18) cannot be walked
+        // (before 5.17), its fdinfo lists a map file the census cannot name:
+        // any reference it could hold is withheld, this one too.
+        let blind = ring.is_some() && !kernel_at_least(5, 17);
+        let want = if blind { Value::Null } else { json!(1) };
+        assert_eq!(mr["unexplained"], want);
     } else {
         assert_eq!(
             mr["holders"]["mmap"],
