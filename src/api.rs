@@ -363,7 +363,7 @@ pub fn answer_programs(data: &MapsData, q: &ProgramsQuery) -> Result<serde_json:
             LIST_MAX_HOLDERS
         },
     };
-    let page = explain::page_programs(snap, &ids, q.after, q.limit);
+    let page = explain::page_programs(&ids, q.after, q.limit);
     Ok(explain::program_report(&inp, &page))
 }
 

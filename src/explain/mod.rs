@@ -138,7 +138,7 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
         max_holders: usize::MAX,
     };
     let mut doc = match &prog_ids {
-        Some(p) => program_report(&inp, &page_programs(&snap, p, None, usize::MAX)),
+        Some(p) => program_report(&inp, &page_programs(p, None, usize::MAX)),
         None => report(&inp, &page(&snap, &ids, &Filter::default())),
     };
     if let Some(Selector::Pin(p)) = &sel {

@@ -32,7 +32,7 @@ pub fn select_program(snap: &Snapshot, id: u32) -> Result<Vec<u32>, String> {
 }
 
 /// A page of program ids (ascending, after `after`, at most `limit`).
-pub fn page_programs(snap: &Snapshot, ids: &[u32], after: Option<u32>, limit: usize) -> Page {
+pub fn page_programs(ids: &[u32], after: Option<u32>, limit: usize) -> Page {
     let mut hits: Vec<u32> = ids.to_vec();
     hits.sort_unstable();
     hits.dedup();
@@ -40,7 +40,6 @@ pub fn page_programs(snap: &Snapshot, ids: &[u32], after: Option<u32>, limit: us
     let from = after.map_or(0, |a| hits.partition_point(|&id| id <= a));
     let rest = &hits[from..];
     let n = rest.len().min(limit);
-    let _ = snap;
     Page {
         ids: rest[..n].to_vec(),
         total,
