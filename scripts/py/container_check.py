@@ -30,8 +30,12 @@ COVERS = {
     # the walk enters it).
     "inflight": True,
     # An io_uring fixed file explained as holder kind "io_uring" (the ring's
-    # owner). While False, it is the scenario's one real unexplained reference.
-    "io_uring": False,
+    # owner).
+    "io_uring": True,
+    # A fixed file of a ring that only a thread's registered-ring table holds
+    # (no fd anywhere). While False, it is the scenario's one real
+    # unexplained reference.
+    "registered_rings": False,
     # Unexplained counts are published only when every holder source was
     # complete: bpfmap_holder_source_complete{source}, bpfmap_pid_namespace_host
     # and bpfmap_maps_unexplained_withheld exist. In this scenario every source
@@ -56,6 +60,8 @@ CASES = {
     # An io_uring fixed file: no fd table, pin, program, map or link holds the
     # map.
     "uring": ("io_uring", {"io_uring": 1}),
+    # The same, in a ring no fd table holds.
+    "uring_hidden": ("registered_rings", {"io_uring": 1}),
 }
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$')

@@ -15,7 +15,10 @@ maps of two runs never collide:
   inflight   its only reference is an fd in an SCM_RIGHTS message on a unix
              socket pair of this process that nobody receives
   uring      its only reference is an io_uring fixed file (registered, then
-             the fd closed): a reference no fd table, pin or program shows
+             the fd closed); the ring's fd stays in this process's table
+  uring_hidden  the same, in a ring whose fd is then moved into this
+             thread's registered-ring table (IORING_REGISTER_RING_FDS) and
+             closed: a reference no fd table, pin, program or ring fd shows
 
 Writes STATE_JSON ({"maps": {case: {"name", "id"}}, "pids": {...}}) when
 everything is in place, then waits until stdin closes or SIGTERM, and removes
@@ -39,6 +42,12 @@ NR_BPF, NR_IO_URING_SETUP, NR_IO_URING_REGISTER = 321, 425, 427
 BPF_MAP_CREATE, BPF_OBJ_PIN, BPF_OBJ_GET_INFO_BY_FD = 0, 6, 15
 BPF_MAP_TYPE_ARRAY = 2
 IORING_REGISTER_FILES = 2
+IORING_REGISTER_RING_FDS = 20
+
+
+class RsrcUpdate(ctypes.Structure):
+    """struct io_uring_rsrc_update"""
+    _fields_ = [("offset", ctypes.c_uint32), ("resv", ctypes.c_uint32), ("data", ctypes.c_uint64)]
 CLONE_NEWNS = 0x00020000
 MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 
@@ -111,7 +120,7 @@ def main():
     me = os.getpid()
     tag = f"ct{me % 100000}"
     short = {"pin_sys": "psys", "pin_host2": "phost2", "pin_ns": "pns",
-             "file": "file", "inflight": "inflt", "uring": "uring"}
+             "file": "file", "inflight": "inflt", "uring": "uring", "uring_hidden": "urhid"}
     names = {c: f"{tag}_{s}" for c, s in short.items()}  # at most 15 bytes
     maps, cleanup = {}, []
 
@@ -187,6 +196,19 @@ def main():
         check(libc.syscall(NR_IO_URING_REGISTER, ring, IORING_REGISTER_FILES, ctypes.byref(fds), 1),
               "io_uring_register(IORING_REGISTER_FILES)")
         os.close(fd)
+
+        # uring_hidden
+        hidden = check(libc.syscall(NR_IO_URING_SETUP, 1, ctypes.byref(params)), "io_uring_setup")
+        fd = map_create(names["uring_hidden"])
+        maps["uring_hidden"] = map_id(fd)
+        fds = (ctypes.c_int * 1)(fd)
+        check(libc.syscall(NR_IO_URING_REGISTER, hidden, IORING_REGISTER_FILES, ctypes.byref(fds), 1),
+              "io_uring_register(IORING_REGISTER_FILES)")
+        os.close(fd)
+        up = RsrcUpdate(0xFFFFFFFF, 0, hidden)  # offset -1: any free slot
+        check(libc.syscall(NR_IO_URING_REGISTER, hidden, IORING_REGISTER_RING_FDS, ctypes.byref(up), 1),
+              "io_uring_register(IORING_REGISTER_RING_FDS)")
+        os.close(hidden)
 
         state = {
             "maps": {c: {"name": names[c], "id": maps[c]} for c in names},
