@@ -244,25 +244,34 @@ pub fn answer(data: &MapsData, q: &Query) -> Result<serde_json::Value, ApiError>
             explain::select(snap, &Selector::Pid(*pid)).map_err(not_found)?
         }
     };
+    let page = explain::page(snap, &ids, &q.filter);
+    Ok(with_input(data, matches!(q.select, Select::Id(_)), |inp| {
+        explain::report(inp, &page)
+    }))
+}
+
+/// Run `f` on the explain input of one census: identities bounded for one
+/// object (`one`) or for a listing.
+fn with_input<T>(data: &MapsData, one: bool, f: impl FnOnce(&explain::Input<'_>) -> T) -> T {
     let attr = data.attributor.clone();
     let attribution = move |tgid: u32, cg: u64| {
         let i = attr.identify(tgid, cg);
         (i.container_id, i.pod_uid)
     };
     let inp = explain::Input {
-        snap,
+        snap: &data.snap,
         extras: &data.extras,
         attribution: &attribution,
         failed: &data.failed,
         processes: data.processes.as_ref().map_err(|s| s.as_str()),
         now_unix: explain::now_unix(),
-        max_holders: if matches!(q.select, Select::Id(_)) {
+        max_holders: if one {
             ONE_MAX_HOLDERS
         } else {
             LIST_MAX_HOLDERS
         },
     };
-    Ok(explain::report(&inp, &explain::page(snap, &ids, &q.filter)))
+    f(&inp)
 }
 
 /// A parsed `/api/v1/programs[/<id>]` request.
@@ -345,26 +354,10 @@ pub fn answer_programs(data: &MapsData, q: &ProgramsQuery) -> Result<serde_json:
         Some(id) => explain::select_program(snap, id).map_err(not_found)?,
         None => snap.programs.iter().flatten().map(|p| p.id).collect(),
     };
-    let attr = data.attributor.clone();
-    let attribution = move |tgid: u32, cg: u64| {
-        let i = attr.identify(tgid, cg);
-        (i.container_id, i.pod_uid)
-    };
-    let inp = explain::Input {
-        snap,
-        extras: &data.extras,
-        attribution: &attribution,
-        failed: &data.failed,
-        processes: data.processes.as_ref().map_err(|s| s.as_str()),
-        now_unix: explain::now_unix(),
-        max_holders: if q.id.is_some() {
-            ONE_MAX_HOLDERS
-        } else {
-            LIST_MAX_HOLDERS
-        },
-    };
     let page = explain::page_programs(&ids, q.after, q.limit);
-    Ok(explain::program_report(&inp, &page))
+    Ok(with_input(data, q.id.is_some(), |inp| {
+        explain::program_report(inp, &page)
+    }))
 }
 
 /// The JSON body of an error.

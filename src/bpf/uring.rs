@@ -18,19 +18,6 @@ mod skel {
 }
 use skel::{UringSkel, UringSkelBuilder};
 
-/// Whether the kernel has the bpf_loop helper (5.17+): its helper id is in
-/// the kernel's BTF (`enum bpf_func_id`) exactly where it exists.
-pub fn available(btf: &Path) -> anyhow::Result<bool> {
-    use libbpf_rs::btf::types::Enum;
-    let btf = load::read_btf(btf)?;
-    Ok(btf.type_by_name::<Enum>("bpf_func_id").is_some_and(|e| {
-        e.iter().any(|m| {
-            m.name
-                .is_some_and(|n| n == std::ffi::OsStr::new("BPF_FUNC_loop"))
-        })
-    }))
-}
-
 /// The loaded and attached io_uring table walk.
 pub struct Uring {
     skel: UringSkel<'static>,

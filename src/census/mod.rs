@@ -163,7 +163,12 @@ impl Census {
                 }
             }
         });
-        let uring = uring::UringPart::load(&opts, &mut own_ids, &mut own_progs);
+        let uring = uring::UringPart::load(
+            &opts,
+            progs.features().bpf_loop,
+            &mut own_ids,
+            &mut own_progs,
+        );
         let entries = entries::Counter::new(opts.entries_method, opts.entries_budget);
         Ok(Census {
             progs,

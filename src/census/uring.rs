@@ -27,17 +27,15 @@ pub(super) struct RingObservation {
 }
 
 impl UringPart {
-    /// Load the table walk where the kernel has bpf_loop, adding its map
-    /// and program ids to the exporter's own.
+    /// Load the table walk where the kernel has bpf_loop (`with_loop`,
+    /// from the census's features), adding its map and program ids to the
+    /// exporter's own.
     pub(super) fn load(
         opts: &CensusOpts,
+        with_loop: bool,
         own_maps: &mut Vec<u32>,
         own_progs: &mut Vec<u32>,
     ) -> UringPart {
-        let with_loop = match crate::bpf::load::btf_path(opts.btf_path.as_deref()) {
-            Ok(btf) => crate::bpf::uring::available(&btf).unwrap_or(false),
-            Err(_) => false,
-        };
         let walk = (opts.parts.on("io_uring") && with_loop).then(|| {
             match Uring::load(opts.btf_path.as_deref()) {
                 Ok(w) => {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::census::{Census, CensusOpts, Snapshot};
+use crate::census::{Census, CensusOpts};
 
 pub use extras::{gather_extras, Extras, ProgramIdentity};
 pub use programs::{
@@ -110,7 +110,7 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
         (Some(id), _) => {
             Some(select_program(&snap, *id).map_err(|e| anyhow::anyhow!("--prog {id}: {e}"))?)
         }
-        (None, Some(Selector::Pin(p))) => pinned(&snap, p)
+        (None, Some(Selector::Pin(p))) => select::pinned(&snap, p)
             .filter(|x| x.info.kind == crate::census::fdinfo::ObjKind::Prog)
             .map(|x| select_program(&snap, x.info.id))
             .transpose()
@@ -142,7 +142,7 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
         None => report(&inp, &page(&snap, &ids, &Filter::default())),
     };
     if let Some(Selector::Pin(p)) = &sel {
-        if let Some(x) = pinned(&snap, p) {
+        if let Some(x) = select::pinned(&snap, p) {
             let id = crate::census::roots::PinId {
                 dev: x.dev,
                 ino: x.ino,
@@ -151,16 +151,6 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
         }
     }
     print(args, &doc, ids.is_empty() && prog_ids.is_none())
-}
-
-/// The pin at `path` (mount and path as one), if the walk saw it.
-fn pinned<'a>(snap: &'a Snapshot, path: &std::path::Path) -> Option<&'a crate::census::bpffs::Pin> {
-    let want = path.to_string_lossy();
-    snap.inventory
-        .as_ref()?
-        .pins
-        .iter()
-        .find(|p| report::pin_path(&p.mount, &p.path) == want)
 }
 
 pub(super) fn print(args: &ExplainArgs, doc: &Value, none: bool) -> anyhow::Result<()> {

@@ -55,11 +55,7 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
                 .as_ref()
                 .ok_or("the pin walk did not run or failed (collector pins)")?;
             let want = p.to_string_lossy();
-            let hit = inv.pins.iter().find(|pin| {
-                let full = format!("{}{}", pin.mount.trim_end_matches('/'), pin.path);
-                full == want
-            });
-            match hit {
+            match pinned(snap, p) {
                 Some(pin) if pin.info.kind == crate::census::fdinfo::ObjKind::Map => {
                     Ok(vec![pin.info.id])
                 }
@@ -108,6 +104,20 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
             Ok(ids)
         }
     }
+}
+
+/// The pin at `path` (its mount and its path in it as one path), if the
+/// walk saw it.
+pub(crate) fn pinned<'a>(
+    snap: &'a Snapshot,
+    path: &std::path::Path,
+) -> Option<&'a crate::census::bpffs::Pin> {
+    let want = path.to_string_lossy();
+    snap.inventory
+        .as_ref()?
+        .pins
+        .iter()
+        .find(|p| super::report::pin_path(&p.mount, &p.path) == want)
 }
 
 /// The message for a name several maps share.

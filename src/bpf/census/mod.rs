@@ -47,11 +47,15 @@ pub struct Features {
     /// iter/bpf_link (5.19+): links listed by an iterator (before, by one
     /// bpf() query each).
     pub iter_link: bool,
+    /// The bpf_loop helper (5.17+): io_uring tables can be walked. Its
+    /// helper id is in the kernel's BTF (`enum bpf_func_id`) exactly where
+    /// it exists.
+    pub bpf_loop: bool,
 }
 
 impl Features {
     fn probe(btf: &std::path::Path) -> anyhow::Result<Features> {
-        use libbpf_rs::btf::types::{Func, Struct};
+        use libbpf_rs::btf::types::{Enum, Func, Struct};
         let btf = load::read_btf(btf)?;
         let field = |name: &str| {
             btf.type_by_name::<Struct>("bpf_map").is_some_and(|s| {
@@ -80,6 +84,12 @@ impl Features {
             iter_unix: btf.type_by_name::<Struct>("bpf_iter__unix").is_some(),
             iter_prog: btf.type_by_name::<Struct>("bpf_iter__bpf_prog").is_some(),
             iter_link: btf.type_by_name::<Struct>("bpf_iter__bpf_link").is_some(),
+            bpf_loop: btf.type_by_name::<Enum>("bpf_func_id").is_some_and(|e| {
+                e.iter().any(|m| {
+                    m.name
+                        .is_some_and(|n| n == std::ffi::OsStr::new("BPF_FUNC_loop"))
+                })
+            }),
         })
     }
 }

@@ -24,12 +24,12 @@ pub(crate) fn render_roots(
         render_orphans(snap, out);
     }
     if let Some(sel) = selected {
-        let mut ids: Vec<u32> = sel.iter().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let Some(m) = snap.maps.iter().find(|m| m.id == id) else {
-                continue;
-            };
+        // One pass over the census finds every selected map.
+        let mut chosen: Vec<&crate::census::MapRecord> =
+            snap.maps.iter().filter(|m| sel.contains(&m.id)).collect();
+        chosen.sort_unstable_by_key(|m| m.id);
+        for m in chosen {
+            let id = m.id;
             let roots = snap.graph.roots(Obj::Map(id));
             let mut by: BTreeMap<&'static str, u64> = BTreeMap::new();
             for r in &roots {
