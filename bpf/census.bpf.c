@@ -30,66 +30,6 @@ static __always_inline __u32 map_id_of(struct file *file)
 	return BPF_CORE_READ((struct bpf_map *)file->private_data, id);
 }
 
-/* f_op of map, program, link and io_uring files (bpf_map_fops,
- * bpf_prog_fops, bpf_link_fops, io_uring_fops), learned from the first file
- * of each kind that passes the name check. Every file of a kind shares it, so later files compare a
- * pointer instead of reading the dentry name. */
-const void *learned_fops[4] = {};
-
-/* The anon inode name of a BPF object's file: "bpf-map", "bpf-prog" or
- * "bpf_link" (bpf_map_new_fd, bpf_prog_new_fd, bpf_link_prime), or of an
- * io_uring: "[io_uring]". */
-static __always_inline int obj_kind_of_name(const unsigned char *dname)
-{
-	char n[12] = {};
-	long len = bpf_probe_read_kernel_str(n, sizeof(n), dname);
-
-	if (len == 11 && n[0] == '[' && n[1] == 'i' && n[2] == 'o' && n[3] == '_' && n[4] == 'u' &&
-	    n[5] == 'r' && n[6] == 'i' && n[7] == 'n' && n[8] == 'g' && n[9] == ']')
-		return BPFMAP_OBJ_RING;
-	if (n[0] != 'b' || n[1] != 'p' || n[2] != 'f')
-		return -1;
-	if (len == 8 && n[3] == '-' && n[4] == 'm' && n[5] == 'a' && n[6] == 'p')
-		return BPFMAP_OBJ_MAP;
-	if (len == 9 && n[3] == '-' && n[4] == 'p' && n[5] == 'r' && n[6] == 'o' && n[7] == 'g')
-		return BPFMAP_OBJ_PROG;
-	if (len == 9 && n[3] == '_' && n[4] == 'l' && n[5] == 'i' && n[6] == 'n' && n[7] == 'k')
-		return BPFMAP_OBJ_LINK;
-	return -1;
-}
-
-/* The BPF object kind of a file (BPFMAP_OBJ_*), or -1. file is a trusted
- * BTF pointer from the iterator context: the field walks below are direct
- * loads (CO-RE relocated), not bpf_probe_read calls. */
-static __always_inline int obj_kind_of(struct file *file)
-{
-	const void *fops = file->f_op;
-	int kind;
-
-	if (!fops)
-		return -1;
-	if (fops == learned_fops[BPFMAP_OBJ_MAP])
-		return BPFMAP_OBJ_MAP;
-	if (fops == learned_fops[BPFMAP_OBJ_PROG])
-		return BPFMAP_OBJ_PROG;
-	if (fops == learned_fops[BPFMAP_OBJ_LINK])
-		return BPFMAP_OBJ_LINK;
-	if (fops == learned_fops[BPFMAP_OBJ_RING])
-		return BPFMAP_OBJ_RING;
-	if (file->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
-		return -1;
-	kind = obj_kind_of_name(BPF_CORE_READ(file, f_path.dentry, d_name.name));
-	if (kind == BPFMAP_OBJ_MAP)
-		learned_fops[BPFMAP_OBJ_MAP] = fops;
-	else if (kind == BPFMAP_OBJ_PROG)
-		learned_fops[BPFMAP_OBJ_PROG] = fops;
-	else if (kind == BPFMAP_OBJ_LINK)
-		learned_fops[BPFMAP_OBJ_LINK] = fops;
-	else if (kind == BPFMAP_OBJ_RING)
-		learned_fops[BPFMAP_OBJ_RING] = fops;
-	return kind;
-}
-
 /* The id of the object behind a program or link file. */
 static __always_inline __u32 obj_id_of(struct file *file, int kind)
 {

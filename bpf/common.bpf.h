@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
-/* Definitions the exporter's BPF programs share. Include after vmlinux.h and
- * <bpf/bpf_helpers.h>. */
+/* Definitions the exporter's BPF programs share. Include after vmlinux.h,
+ * <bpf/bpf_helpers.h> and <bpf/bpf_core_read.h>. */
 #ifndef BPFMAP_COMMON_BPF_H
 #define BPFMAP_COMMON_BPF_H
 
-/* Map files are anonymous-inode files named "bpf-map"
+#include "census.h"
+
+/* Map, program, link and io_uring files are anonymous-inode files
  * (bpf_map_new_fd -> anon_inode_getfd("bpf-map", &bpf_map_fops, ...)).
  * Matching on the anon inode superblock magic plus the dentry name needs no
  * kallsyms: bpf_map_fops is a data symbol, absent without CONFIG_KALLSYMS_ALL. */
@@ -14,16 +16,93 @@
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-/* Whether the dentry name at dname is "bpf-map" (the name of every map file;
- * callers check the anon inode magic first). */
-static __always_inline int is_bpf_map_name(const unsigned char *dname)
-{
-	char name[8] = {};
+/* The kinds of object file the walks classify: BPFMAP_OBJ_MAP, _PROG, _LINK
+ * and _RING (census.h). */
+#define BPFMAP_OBJ_KINDS 4
 
-	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) != 8)
-		return 0;
-	return name[0] == 'b' && name[1] == 'p' && name[2] == 'f' && name[3] == '-' &&
-	       name[4] == 'm' && name[5] == 'a' && name[6] == 'p';
+/* f_op of map, program, link and io_uring files (bpf_map_fops,
+ * bpf_prog_fops, bpf_link_fops, io_uring_fops), learned from the first file
+ * of each kind that passes the name check. Every file of a kind shares it, so
+ * later files compare a pointer instead of reading the dentry name. Each
+ * object file has its own copy. */
+const void *learned_fops[BPFMAP_OBJ_KINDS] = {};
+
+/* The kind (BPFMAP_OBJ_*) of an anon inode file by its dentry name, or -1:
+ * "bpf-map", "bpf-prog" or "bpf_link" (bpf_map_new_fd, bpf_prog_new_fd,
+ * bpf_link_prime), or "[io_uring]". Callers check the anon inode magic
+ * first. */
+static __always_inline int obj_kind_of_name(const unsigned char *dname)
+{
+	char n[12] = {};
+	long len = bpf_probe_read_kernel_str(n, sizeof(n), dname);
+
+	if (len == 11 && n[0] == '[' && n[1] == 'i' && n[2] == 'o' && n[3] == '_' && n[4] == 'u' &&
+	    n[5] == 'r' && n[6] == 'i' && n[7] == 'n' && n[8] == 'g' && n[9] == ']')
+		return BPFMAP_OBJ_RING;
+	if (n[0] != 'b' || n[1] != 'p' || n[2] != 'f')
+		return -1;
+	if (len == 8 && n[3] == '-' && n[4] == 'm' && n[5] == 'a' && n[6] == 'p')
+		return BPFMAP_OBJ_MAP;
+	if (len == 9 && n[3] == '-' && n[4] == 'p' && n[5] == 'r' && n[6] == 'o' && n[7] == 'g')
+		return BPFMAP_OBJ_PROG;
+	if (len == 9 && n[3] == '_' && n[4] == 'l' && n[5] == 'i' && n[6] == 'n' && n[7] == 'k')
+		return BPFMAP_OBJ_LINK;
+	return -1;
+}
+
+/* The kind whose learned f_op is fops (not NULL), or -1. */
+static __always_inline int learned_kind(const void *fops)
+{
+	int k;
+
+#pragma unroll
+	for (k = 0; k < BPFMAP_OBJ_KINDS; k++)
+		if (fops == learned_fops[k])
+			return k;
+	return -1;
+}
+
+/* Records fops as the f_op of kind's files; returns kind. */
+static __always_inline int learn_kind(const void *fops, int kind)
+{
+	if (kind >= 0 && kind < BPFMAP_OBJ_KINDS)
+		learned_fops[kind] = fops;
+	return kind;
+}
+
+/* The object kind of a file (BPFMAP_OBJ_*), or -1. file is a trusted BTF
+ * pointer from an iterator context: the field walks are direct loads (CO-RE
+ * relocated), not bpf_probe_read calls. */
+static __always_inline int obj_kind_of(struct file *file)
+{
+	const void *fops = file->f_op;
+	int kind;
+
+	if (!fops)
+		return -1;
+	kind = learned_kind(fops);
+	if (kind >= 0)
+		return kind;
+	if (file->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
+		return -1;
+	return learn_kind(fops, obj_kind_of_name(BPF_CORE_READ(file, f_path.dentry, d_name.name)));
+}
+
+/* obj_kind_of for a file reached by probe reads (an untrusted pointer, such
+ * as one read from an skb or an io_uring's file table). */
+static __always_inline int obj_kind_of_untrusted(struct file *f)
+{
+	const void *fops = BPF_CORE_READ(f, f_op);
+	int kind;
+
+	if (!fops)
+		return -1;
+	kind = learned_kind(fops);
+	if (kind >= 0)
+		return kind;
+	if (BPF_CORE_READ(f, f_inode, i_sb, s_magic) != ANON_INODE_FS_MAGIC)
+		return -1;
+	return learn_kind(fops, obj_kind_of_name(BPF_CORE_READ(f, f_path.dentry, d_name.name)));
 }
 
 #endif /* BPFMAP_COMMON_BPF_H */

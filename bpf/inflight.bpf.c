@@ -63,14 +63,6 @@ struct qctx cur;
  * before and after a walk. */
 __u64 lost_writes = 0;
 
-/* f is untrusted (read from an skb's scm_fp_list): CO-RE probe reads. */
-static __always_inline int is_map_file(struct file *f)
-{
-	if (BPF_CORE_READ(f, f_inode, i_sb, s_magic) != ANON_INODE_FS_MAGIC)
-		return 0;
-	return is_bpf_map_name(BPF_CORE_READ(f, f_path.dentry, d_name.name));
-}
-
 /* Append a record for in-flight file f if it is a map file or a unix socket
  * file. Returns 1 when the record buffer is full (the walk can stop). */
 static __always_inline int emit(struct qctx *q, struct file *f)
@@ -89,7 +81,7 @@ static __always_inline int emit(struct qctx *q, struct file *f)
 		if (BPF_CORE_READ(sock, sk, __sk_common.skc_family) != AF_UNIX)
 			return 0;
 		inner_ino = BPF_CORE_READ(inode, i_ino);
-	} else if (is_map_file(f)) {
+	} else if (obj_kind_of_untrusted(f) == BPFMAP_OBJ_MAP) {
 		struct bpf_map *map = BPF_CORE_READ(f, private_data);
 
 		map_id = BPF_CORE_READ(map, id);

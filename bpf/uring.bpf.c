@@ -56,64 +56,8 @@ struct uctx {
 struct uctx cur;
 struct uring_rec out[MAX_OUT];
 
-/* f_op of io_uring files, learned from the first file named "[io_uring]". */
-const void *learned_ring_fops = 0;
-/* f_op of map, program and link files, learned as the census learns them. */
-const void *learned_obj_fops[3] = {};
-
 /* Records the kernel dropped (the seq buffer was full). */
 __u64 lost_writes = 0;
-
-static __always_inline int is_ring_file(struct file *file)
-{
-	const void *fops = file->f_op;
-	char n[12] = {};
-
-	if (!fops)
-		return 0;
-	if (fops == learned_ring_fops)
-		return 1;
-	if (file->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
-		return 0;
-	if (bpf_probe_read_kernel_str(n, sizeof(n), BPF_CORE_READ(file, f_path.dentry, d_name.name)) != 11)
-		return 0;
-	if (n[0] != '[' || n[1] != 'i' || n[2] != 'o' || n[3] != '_' || n[4] != 'u' || n[5] != 'r' ||
-	    n[6] != 'i' || n[7] != 'n' || n[8] != 'g' || n[9] != ']')
-		return 0;
-	learned_ring_fops = fops;
-	return 1;
-}
-
-/* The BPF object kind of a file reached by probe reads (BPFMAP_OBJ_*), or -1. */
-static __always_inline int obj_kind_of(struct file *f)
-{
-	const void *fops = BPF_CORE_READ(f, f_op);
-	char n[10] = {};
-	long len;
-	int kind;
-
-	if (!fops)
-		return -1;
-#pragma unroll
-	for (kind = 0; kind < 3; kind++)
-		if (learned_obj_fops[kind] && fops == learned_obj_fops[kind])
-			return kind;
-	if (BPF_CORE_READ(f, f_inode, i_sb, s_magic) != ANON_INODE_FS_MAGIC)
-		return -1;
-	len = bpf_probe_read_kernel_str(n, sizeof(n), BPF_CORE_READ(f, f_path.dentry, d_name.name));
-	if (n[0] != 'b' || n[1] != 'p' || n[2] != 'f')
-		return -1;
-	if (len == 8 && n[3] == '-' && n[4] == 'm' && n[5] == 'a' && n[6] == 'p')
-		kind = BPFMAP_OBJ_MAP;
-	else if (len == 9 && n[3] == '-' && n[4] == 'p' && n[5] == 'r' && n[6] == 'o' && n[7] == 'g')
-		kind = BPFMAP_OBJ_PROG;
-	else if (len == 9 && n[3] == '_' && n[4] == 'l' && n[5] == 'i' && n[6] == 'n' && n[7] == 'k')
-		kind = BPFMAP_OBJ_LINK;
-	else
-		return -1;
-	learned_obj_fops[kind] = fops;
-	return kind;
-}
 
 static long step(__u64 i, void *unused)
 {
@@ -141,8 +85,9 @@ static long step(__u64 i, void *unused)
 	f = (struct file *)(ptr & FFS_MASK);
 	if (!f)
 		return 0;
-	kind = obj_kind_of(f);
-	if (kind < 0)
+	kind = obj_kind_of_untrusted(f);
+	/* A ring's fixed file that is itself a ring holds no BPF object. */
+	if (kind < 0 || kind == BPFMAP_OBJ_RING)
 		return 0;
 	if (u->n >= MAX_OUT) {
 		u->flags |= BPFMAP_URING_TRUNCATED;
@@ -174,7 +119,7 @@ int dump_uring_files(struct bpf_iter__task_file *ctx)
 	__u32 i, n;
 	__u64 len;
 
-	if (!task || !file || !is_ring_file(file))
+	if (!task || !file || obj_kind_of(file) != BPFMAP_OBJ_RING)
 		return 0;
 	ring = file->private_data;
 	u->ring = (__u64)(unsigned long)ring;
