@@ -25,6 +25,7 @@ stage() {
 stage "install dependencies" ./scripts/install-deps.sh
 export CARGO_TERM_COLOR=never
 stage "format" cargo fmt --check
+stage "dead code" ./scripts/check-dead-code.sh
 stage "build" cargo build --release --all-targets --locked --features testing
 # Unit tests and root integration tests. Root tests share the kernel's map
 # table, so they run one at a time.

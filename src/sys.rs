@@ -41,27 +41,15 @@ pub fn obj_get(path: &Path, rdonly: bool) -> io::Result<OwnedFd> {
     fd_or_err(unsafe { libbpf_sys::bpf_obj_get_opts(c.as_ptr(), &opts) })
 }
 
-/// Which id-space a `next_id` walk covers.
-#[derive(Clone, Copy, Debug)]
-pub enum IdSpace {
-    Prog,
-    Link,
-}
-
-/// All ids of one kind, from BPF_*_GET_NEXT_ID. Errors other than the final
+/// Every link id, from BPF_LINK_GET_NEXT_ID. Errors other than the final
 /// ENOENT are returned, never swallowed.
-pub fn all_ids(space: IdSpace) -> io::Result<Vec<u32>> {
+pub fn all_link_ids() -> io::Result<Vec<u32>> {
     let mut ids = Vec::new();
     let mut cur = 0u32;
     loop {
         let mut next = 0u32;
         // SAFETY: `next` is a valid out-pointer for the duration of the call.
-        let ret = unsafe {
-            match space {
-                IdSpace::Prog => libbpf_sys::bpf_prog_get_next_id(cur, &mut next),
-                IdSpace::Link => libbpf_sys::bpf_link_get_next_id(cur, &mut next),
-            }
-        };
+        let ret = unsafe { libbpf_sys::bpf_link_get_next_id(cur, &mut next) };
         if ret < 0 {
             let e = io::Error::from_raw_os_error(-ret);
             if e.raw_os_error() == Some(libc::ENOENT) {
@@ -74,19 +62,12 @@ pub fn all_ids(space: IdSpace) -> io::Result<Vec<u32>> {
     }
 }
 
-/// BPF_*_GET_FD_BY_ID for programs and links.
-pub fn fd_by_id(space: IdSpace, id: u32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall wrappers, no pointers.
-    fd_or_err(unsafe {
-        match space {
-            IdSpace::Prog => libbpf_sys::bpf_prog_get_fd_by_id(id),
-            IdSpace::Link => libbpf_sys::bpf_link_get_fd_by_id(id),
-        }
-    })
+/// BPF_LINK_GET_FD_BY_ID.
+pub fn link_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    // SAFETY: a plain syscall wrapper, no pointers.
+    fd_or_err(unsafe { libbpf_sys::bpf_link_get_fd_by_id(id) })
 }
 
-/// The ids of the maps a program uses (bpf_prog_info.map_ids). The kernel
-/// lists each used map once.
 /// BPF_OBJ_GET_INFO_BY_FD for a program into `info`, which the caller has
 /// zeroed and, for arrays it wants, pointed at buffers that outlive the call.
 fn prog_info_into(fd: i32, info: &mut libbpf_sys::bpf_prog_info) -> io::Result<()> {
@@ -104,33 +85,6 @@ fn prog_info_into(fd: i32, info: &mut libbpf_sys::bpf_prog_info) -> io::Result<(
         return Err(io::Error::from_raw_os_error(-ret));
     }
     Ok(())
-}
-
-pub fn prog_map_ids(fd: &OwnedFd) -> io::Result<Vec<u32>> {
-    for _ in 0..4 {
-        // SAFETY: zeroed bpf_prog_info is a valid "ask for nothing" request;
-        // the kernel checks that bytes it does not know are zero.
-        let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-        prog_info_into(fd.as_raw_fd(), &mut info)?;
-        let n = info.nr_map_ids;
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let mut ids = vec![0u32; n as usize];
-        // SAFETY: as above; map_ids points at `n` u32s that outlive the call.
-        let mut info2: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
-        info2.nr_map_ids = n;
-        info2.map_ids = ids.as_mut_ptr() as u64;
-        prog_info_into(fd.as_raw_fd(), &mut info2)?;
-        // BPF_PROG_BIND_MAP may have grown the list between the two calls.
-        if info2.nr_map_ids <= n {
-            ids.truncate(info2.nr_map_ids as usize);
-            return Ok(ids);
-        }
-    }
-    Err(io::Error::other(
-        "program map list kept growing while being read",
-    ))
 }
 
 /// libbpf's name of a program type (what bpftool prints), or None for a

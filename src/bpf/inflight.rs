@@ -21,6 +21,7 @@ use skel::{InflightSkel, InflightSkelBuilder};
 
 /// Whether the kernel has iter/unix: its context struct exists exactly
 /// where the iterator does (5.17, with bpf_loop).
+#[cfg(any(test, feature = "testing"))]
 pub fn available(btf: &Path) -> anyhow::Result<bool> {
     use libbpf_rs::btf::types::Struct;
     Ok(load::read_btf(btf)?

@@ -281,11 +281,13 @@ impl IdentCache {
         self.prev = std::mem::take(&mut self.next);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.prev.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.prev.is_empty()
     }
 }

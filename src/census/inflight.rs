@@ -193,8 +193,6 @@ pub struct NetnsDiscovery {
 /// One scrape's namespaces.
 #[derive(Debug, Default, Clone)]
 pub struct Namespaces {
-    /// The exporter's own namespace (walked without moving).
-    pub own: u64,
     /// Every other namespace, with the processes in it (any of them can be
     /// entered through).
     pub others: BTreeMap<u64, Vec<u32>>,
@@ -234,10 +232,7 @@ impl NetnsDiscovery {
             }
         }
         self.by_pid.retain(|pid, _| live.contains(pid));
-        let mut ns = Namespaces {
-            own,
-            ..Default::default()
-        };
+        let mut ns = Namespaces::default();
         for (&pid, ino) in &self.by_pid {
             match ino {
                 Some(i) if *i == own => {}

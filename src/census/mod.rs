@@ -231,6 +231,7 @@ impl Census {
     }
 
     /// Map ids of the census's own BPF objects.
+    #[cfg(any(test, feature = "testing"))]
     pub fn own_map_ids(&self) -> &[u32] {
         &self.own_ids
     }

@@ -37,6 +37,7 @@ impl Parts {
     }
 
     /// Every census collector but these.
+    #[cfg(any(test, feature = "testing"))]
     pub fn without(names: &[&str]) -> Parts {
         Parts::from_fn(|n| !names.contains(&n))
     }

@@ -212,6 +212,7 @@ pub fn flags_label(v: u32, buf: &mut [u8; 10]) -> &str {
 pub use crate::metrics::label::{comm_label, label_bytes};
 
 /// Inverse of [`label_bytes`] (for tests and tools).
+#[cfg(any(test, feature = "testing"))]
 pub fn unlabel_bytes(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

@@ -35,14 +35,7 @@ pub enum Obj {
 }
 
 impl Obj {
-    pub fn kind(self) -> &'static str {
-        match self {
-            Obj::Map(_) => "map",
-            Obj::Prog(_) => "program",
-            Obj::Link(_) => "link",
-        }
-    }
-
+    #[cfg(any(test, feature = "testing"))]
     pub fn id(self) -> u32 {
         match self {
             Obj::Map(id) | Obj::Prog(id) | Obj::Link(id) => id,
@@ -94,18 +87,6 @@ impl Root {
             Root::Cycle => "cycle",
         }
     }
-
-    /// Every kind label, in order.
-    pub const KINDS: [&'static str; 8] = [
-        "process",
-        "pin",
-        "inflight",
-        "io_uring",
-        "attachment",
-        "unexplained",
-        "unknown",
-        "cycle",
-    ];
 
     /// Whether this root keeps its chain working (not only pinned): a
     /// process, an io_uring, an attachment, a file in flight.

@@ -15,10 +15,10 @@ use crate::sys;
 pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
     use libbpf_rs::query::{IterType, LinkInfo, LinkTypeInfo};
     use std::os::fd::AsFd;
-    let ids = sys::all_ids(sys::IdSpace::Link).context("BPF_LINK_GET_NEXT_ID")?;
+    let ids = sys::all_link_ids().context("BPF_LINK_GET_NEXT_ID")?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let fd = match sys::fd_by_id(sys::IdSpace::Link, id) {
+        let fd = match sys::link_fd_by_id(id) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e).with_context(|| format!("BPF_LINK_GET_FD_BY_ID {id}")),

@@ -23,7 +23,7 @@ pub use extras::{gather_extras, Extras, ProgramIdentity};
 pub use programs::{
     page_programs, pin_report, pin_text, program_report, program_text, select_program,
 };
-pub use report::{age, report, Attribution, Input};
+pub use report::{age, report, Input};
 pub use select::{page, select, several_named, Filter, Page, Selector, MAX_LIMIT};
 pub use text::text;
 
@@ -59,7 +59,7 @@ pub struct ExplainArgs {
     pub from: Option<String>,
 }
 
-pub use crate::collector::{CreatorProcess, CreatorProcesses};
+pub use crate::collector::CreatorProcesses;
 
 /// Why creator processes are unknown in a standalone census.
 pub const STANDALONE_PROCESSES: &str =
@@ -188,6 +188,7 @@ mod tests {
     use crate::census::testutil::map_record;
     use crate::census::Creator;
     use crate::census::{FileRecord, IdMap, MapRecord, Snapshot};
+    use crate::collector::CreatorProcess;
     use serde_json::json;
 
     fn map(id: u32, refcnt: i64, creator: Creator) -> MapRecord {

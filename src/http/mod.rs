@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::exporter::Job;
 
 use conn::{ConnClock, Deadlined};
-pub use listen::{bind, parse_listen, Listen};
+pub use listen::{bind, parse_listen};
 use routes::handle;
 
 /// Serving limits (`--web.*` flags).

@@ -288,6 +288,7 @@ impl Lifecycle {
         })
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn choices(&self) -> &[Choice] {
         &self.choices
     }

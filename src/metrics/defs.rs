@@ -377,6 +377,7 @@ pub const SCRAPE_REQUESTS_TOTAL: Def = counter(
 );
 
 /// Every definition, for checks over the whole set.
+#[cfg(any(test, feature = "testing"))]
 pub const ALL: &[&Def] = &[
     &BPF_PROGRAM_RUN_SECONDS_TOTAL,
     &BPF_PROGRAM_RUNS_TOTAL,

@@ -205,6 +205,7 @@ impl Filter {
     }
 
     /// The collectors served.
+    #[cfg(any(test, feature = "testing"))]
     pub fn collectors(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.collectors.iter().copied()
     }

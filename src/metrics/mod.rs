@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use prometheus::proto::MetricType;
 
 pub use cache::SeriesCache;
-pub use text::{encode_text, Exposition, RawSamples};
+#[cfg(any(test, feature = "testing"))]
+pub use text::encode_text;
+pub use text::{Exposition, RawSamples};
 
 /// A metric family's definition: name, help and type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +189,7 @@ impl Families {
         self.fams.values().map(Family::len).sum()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

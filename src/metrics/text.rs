@@ -85,6 +85,7 @@ fn write_header(buf: &mut Vec<u8>, name: &str, help: &str, kind: MetricType) {
 
 impl Families {
     /// Encode in the text format, then `extra` families, as one buffer.
+    #[cfg(any(test, feature = "testing"))]
     pub fn encode_text(self, extra: &[MetricFamily]) -> anyhow::Result<Vec<u8>> {
         Ok(self.encode_chunks(extra)?.to_vec())
     }
@@ -174,21 +175,13 @@ impl Exposition {
         }
     }
 
-    /// Total length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The chunks, in order (cheap clones of shared buffers).
     pub fn chunks(&self) -> &[bytes::Bytes] {
         &self.chunks
     }
 
     /// The whole exposition in one buffer.
+    #[cfg(any(test, feature = "testing"))]
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
         for c in &self.chunks {
@@ -254,6 +247,7 @@ fn escape_label_value(buf: &mut Vec<u8>, v: &str) {
 }
 
 /// Render families in the Prometheus text exposition format.
+#[cfg(any(test, feature = "testing"))]
 pub fn encode_text(families: &[MetricFamily]) -> anyhow::Result<Vec<u8>> {
     use prometheus::Encoder;
     let mut buf = Vec::with_capacity(64 * 1024);

@@ -58,8 +58,8 @@ pub struct TlsServerConfig {
 pub struct HttpServerConfig {
     /// HTTP/2 is not served (scrapes are HTTP/1.1); the field is accepted
     /// for compatibility with shared files.
-    #[serde(default)]
-    pub http2: Option<bool>,
+    #[serde(default, rename = "http2")]
+    pub _http2: Option<bool>,
     #[serde(default)]
     pub headers: Option<BTreeMap<String, String>>,
 }

@@ -69,6 +69,7 @@ impl Default for RenderOpts {
 
 impl RenderOpts {
     /// Per-map series for every map, uncapped (the explain view in metrics).
+    #[cfg(any(test, feature = "testing"))]
     pub fn all() -> Self {
         RenderOpts {
             max_map_series: 0,
@@ -81,6 +82,7 @@ impl RenderOpts {
 /// (container_id, pod_uid) for a process, empty when unknown.
 pub type Attribution<'a> = &'a dyn Fn(u32, u64) -> (String, String);
 
+#[cfg(any(test, feature = "testing"))]
 pub fn render(
     snap: &Snapshot,
     opts: &RenderOpts,
