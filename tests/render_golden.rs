@@ -78,6 +78,7 @@ fn snapshot() -> Snapshot {
         inflight_ptrs: vec![],
         io_uring: Some(vec![]),
         incomplete: vec![],
+        user_refs_visible: true,
     };
     let holders = holders::compute(&maps, &obs);
     let processes = holders::processes(&files, &vmas);

@@ -16,7 +16,13 @@
 //!   also in an fd table or behind a vma is counted there;
 //! - a map file held only by io_uring registered-file tables is one holder,
 //!   however many rings hold it; a file also in an fd table, behind a vma or
-//!   in flight is counted there.
+//!   in flight is counted there;
+//! - every user reference (`usercnt`) is held by a map file (in an fd table,
+//!   behind a vma, in flight or in an io_uring table), a pin or an iterator
+//!   link (and, since 6.10, a sockmap link: one ref + one uref each). Where
+//!   every file source and the links are complete, a map's pins therefore
+//!   number `usercnt - files - links`, whether or not the pin walk reached
+//!   them: pins a cut-short or denied walk missed are inferred, never guessed.
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
@@ -84,6 +90,9 @@ pub struct Holders {
     /// References the kernel released between the census and its
     /// confirming re-read (deferred frees): never unexplained.
     pub settled: i64,
+    /// Pins the walk did not reach, inferred from `usercnt` (counted in the
+    /// `Pin` kind; their paths are unknown).
+    pub inferred_pins: u64,
 }
 
 impl Holders {
@@ -151,6 +160,11 @@ pub struct Observed {
     /// walk cut short or denied, an unreachable bpffs, a task walk confined
     /// to a non-initial pid namespace), by collector name.
     pub incomplete: Vec<&'static str>,
+    /// Every holder of a user reference but pins can be seen on this kernel
+    /// (fd tables, vmas, files in flight, io_uring tables and links are
+    /// read, not assumed empty for want of an iterator): pins missed by the
+    /// walk can then be inferred from `usercnt`.
+    pub user_refs_visible: bool,
 }
 
 /// Per-map holder counts for every map in `maps`.
@@ -171,6 +185,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         counts: HolderKind::ALL.map(|k| known(k).then_some(0)),
         complete: obs.incomplete.is_empty(),
         settled: 0,
+        inferred_pins: 0,
     };
     let mut out = IdMap::with_capacity_and_hasher(maps.len(), Default::default());
     out.extend(maps.iter().map(|m| (m.id, zero.clone())));
@@ -237,7 +252,48 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
             add(HolderKind::Program, id);
         }
     }
+    if pins_inferable(obs) {
+        for m in maps {
+            if let Some(h) = out.get_mut(&m.id) {
+                infer_pins(h, m.usercnt);
+            }
+        }
+    }
     out
+}
+
+/// Whether the pin walk alone is incomplete (or off) while every other
+/// holder of a user reference is seen completely.
+fn pins_inferable(obs: &Observed) -> bool {
+    obs.user_refs_visible
+        && obs.files.is_some()
+        && obs.vmas.is_some()
+        && obs.inflight.is_some()
+        && obs.io_uring.is_some()
+        && obs.links.is_some()
+        && obs.incomplete.iter().all(|&s| s == "pins")
+        && (obs.pins.is_none() || obs.incomplete.contains(&"pins"))
+}
+
+/// Counts the pins of a map that the walk missed: `usercnt` less every other
+/// user-reference holder. Fewer than the walk saw means a holder appeared
+/// after `usercnt` was read; the pins seen are real, and stay.
+fn infer_pins(h: &mut Holders, usercnt: i64) {
+    let others: i64 = [
+        HolderKind::File,
+        HolderKind::Mmap,
+        HolderKind::Inflight,
+        HolderKind::IoUring,
+        HolderKind::Link,
+    ]
+    .iter()
+    .map(|&k| h.get(k).unwrap_or(0) as i64)
+    .sum();
+    let seen = h.get(HolderKind::Pin).unwrap_or(0);
+    let inferred = (usercnt - others).max(0) as u64;
+    h.inferred_pins = inferred.saturating_sub(seen);
+    h.counts[HolderKind::Pin as usize] = Some(seen.max(inferred));
+    h.complete = true;
 }
 
 /// (file address, map id) of each distinct file, sorted by address.
@@ -368,6 +424,7 @@ mod tests {
             inflight_ptrs: vec![],
             io_uring: Some(vec![]),
             incomplete: vec![],
+            user_refs_visible: true,
         };
         let hs = compute(&maps, &obs);
         // file 0xf1 is in an fd table and mapped: counted once, as a file.
@@ -430,6 +487,90 @@ mod tests {
         assert_eq!(compute(&maps, &obs)[&3].unexplained(2), None);
     }
 
+    fn with_usercnt(id: u32, refcnt: i64, usercnt: i64) -> MapRecord {
+        MapRecord {
+            usercnt,
+            ..map(id, refcnt)
+        }
+    }
+
+    #[test]
+    fn pins_a_cut_short_walk_missed_are_inferred_and_the_leak_stays_exact() {
+        // Map 9: one file, one program, two pins the walk never reached
+        // (too deep, or in a mount it cannot enter) and one reference
+        // nothing explains: refcnt 5, usercnt 3.
+        let maps = vec![with_usercnt(9, 5, 3)];
+        let obs = Observed {
+            files: Some(vec![file(1, 1, 3, 0xa, 9)]),
+            programs: Some(vec![vec![9]]),
+            incomplete: vec!["pins"],
+            ..all_known()
+        };
+        let h = &compute(&maps, &obs)[&9];
+        assert_eq!(h.get(HolderKind::Pin), Some(2));
+        assert_eq!(h.inferred_pins, 2);
+        assert!(h.complete);
+        assert_eq!(h.unexplained(5), Some(1));
+        // The walk saw one of the two: one more is inferred.
+        let obs = Observed {
+            pins: Some(vec![9]),
+            ..obs
+        };
+        let h = &compute(&maps, &obs)[&9];
+        assert_eq!((h.get(HolderKind::Pin), h.inferred_pins), (Some(2), 1));
+        assert_eq!(h.unexplained(5), Some(1));
+        // The pin walk off altogether: the same inference.
+        let obs = Observed { pins: None, ..obs };
+        assert_eq!(compute(&maps, &obs)[&9].unexplained(5), Some(1));
+    }
+
+    #[test]
+    fn pins_are_not_inferred_when_another_user_reference_source_is_blind() {
+        let maps = vec![with_usercnt(9, 5, 3)];
+        let base = Observed {
+            files: Some(vec![file(1, 1, 3, 0xa, 9)]),
+            programs: Some(vec![vec![9]]),
+            incomplete: vec!["pins"],
+            ..all_known()
+        };
+        for obs in [
+            // Files in flight incomplete too.
+            Observed {
+                incomplete: vec!["pins", "inflight"],
+                ..base.clone()
+            },
+            // No iter/task_vma or iter/unix on this kernel: mmap-only and
+            // in-flight files read as empty, not seen.
+            Observed {
+                user_refs_visible: false,
+                ..base.clone()
+            },
+            // Links not read.
+            Observed {
+                links: None,
+                ..base.clone()
+            },
+        ] {
+            let h = &compute(&maps, &obs)[&9];
+            assert_eq!(h.inferred_pins, 0);
+            assert_eq!(h.unexplained(5), None, "{obs:?}");
+        }
+    }
+
+    #[test]
+    fn pins_seen_beyond_what_usercnt_implies_stay() {
+        // A pin made after usercnt was read: the walk's pins are real.
+        let maps = vec![with_usercnt(9, 2, 1)];
+        let obs = Observed {
+            pins: Some(vec![9, 9]),
+            incomplete: vec!["pins"],
+            ..all_known()
+        };
+        let h = &compute(&maps, &obs)[&9];
+        assert_eq!((h.get(HolderKind::Pin), h.inferred_pins), (Some(2), 0));
+        assert_eq!(h.unexplained(2), Some(0));
+    }
+
     #[test]
     fn unexplained_reference_is_reported() {
         // e.g. an io_uring fixed file.
@@ -462,10 +603,11 @@ mod tests {
 
     #[test]
     fn incomplete_source_withholds_unexplained() {
-        // A pin walk cut at max-entries may have missed this map's pin.
+        // A walk of files in flight cut short may have missed this map's
+        // file (and then pins cannot be inferred either).
         let maps = vec![map(3, 2), map(4, 1)];
         let mut obs = all_known();
-        obs.incomplete = vec!["pins"];
+        obs.incomplete = vec!["inflight", "pins"];
         obs.files = Some(vec![file(1, 1, 3, 0x1, 3)]);
         let hs = compute(&maps, &obs);
         assert_eq!(hs[&3].unexplained(2), None);

@@ -387,7 +387,10 @@ impl Census {
         snap.maps = maps;
         snap.processes = processes;
 
-        let mut obs = holders::Observed::default();
+        let mut obs = holders::Observed {
+            user_refs_visible: snap.features.task_vma && snap.features.iter_unix,
+            ..Default::default()
+        };
         if let Some((name, r, seconds)) = files {
             obs.files = report.record(name, seconds, r);
         }

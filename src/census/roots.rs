@@ -57,6 +57,9 @@ pub enum Root {
     Process(u32),
     /// A bpffs pin.
     Pin(PinId),
+    /// Pins of this object the bpffs walk did not reach, inferred from its
+    /// user references (their paths are unknown).
+    InferredPin(Obj),
     /// A file in flight (an unreceived SCM_RIGHTS message).
     Inflight,
     /// An io_uring registered-file table, of a ring this process holds.
@@ -78,7 +81,7 @@ impl Root {
     pub fn kind(&self) -> &'static str {
         match self {
             Root::Process(_) => "process",
-            Root::Pin(_) => "pin",
+            Root::Pin(_) | Root::InferredPin(_) => "pin",
             Root::Inflight => "inflight",
             Root::IoUring(_) => "io_uring",
             Root::Attachment(_) => "attachment",
@@ -136,7 +139,7 @@ impl Graph {
             for h in hs {
                 match h {
                     Holder::Obj(by) => holds.entry(*by).or_default().push(*o),
-                    Holder::Root(Root::Pin(_)) => stack.push(*o),
+                    Holder::Root(Root::Pin(_) | Root::InferredPin(_)) => stack.push(*o),
                     _ => {}
                 }
             }
@@ -270,6 +273,12 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     let prog = |id: u32| progs.contains(&id).then_some(Obj::Prog(id));
     for m in i.maps {
         g.touch(Obj::Map(m.id));
+        if i.map_holders.get(&m.id).is_some_and(|h| h.inferred_pins > 0) {
+            g.add(
+                Obj::Map(m.id),
+                Holder::Root(Root::InferredPin(Obj::Map(m.id))),
+            );
+        }
         match i.map_holders.get(&m.id).map(|h| h.unexplained(m.refcnt)) {
             Some(Some(0)) => {}
             Some(Some(_)) => g.add(
@@ -390,7 +399,11 @@ pub fn orphaned(roots: &BTreeSet<Root>) -> Option<bool> {
     {
         return None;
     }
-    Some(roots.iter().any(|r| matches!(r, Root::Pin(_))))
+    Some(
+        roots
+            .iter()
+            .any(|r| matches!(r, Root::Pin(_) | Root::InferredPin(_))),
+    )
 }
 
 /// What the roots say about the whole node, for the aggregates.

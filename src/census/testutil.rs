@@ -39,5 +39,6 @@ pub(crate) fn observed_all_known() -> Observed {
         inflight_ptrs: vec![],
         io_uring: Some(vec![]),
         incomplete: vec![],
+        user_refs_visible: true,
     }
 }

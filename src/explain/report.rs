@@ -297,6 +297,8 @@ fn root_json(inp: &Input<'_>, r: &Root) -> Value {
                    "mount": p.map(|p| p.mount.clone()),
                    "retained_memory_bytes": snap.roots.retained.get(&id)})
         }
+        Root::InferredPin(_) => json!({"kind": "pin", "path": null, "mount": null,
+                   "inferred": true, "retained_memory_bytes": null}),
         Root::Inflight => json!({"kind": "inflight"}),
         Root::IoUring(pid) => {
             let r = snap.io_uring.iter().find(|r| r.tgid == pid);
@@ -430,6 +432,7 @@ fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
         "holders": holders,
         "holders_omitted": omitted,
         "holder_counts": counts,
+        "pins_inferred": h.map_or(0, |h| h.inferred_pins),
         "unexplained": unexplained,
         "unexplained_withheld": withheld,
         "roots": roots,

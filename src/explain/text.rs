@@ -40,6 +40,9 @@ fn root(r: &Value) -> String {
             s(&r["comm"]),
             whose(&r["container_id"], &r["pod_uid"])
         ),
+        "pin" if r["inferred"].as_bool() == Some(true) => {
+            "a pin the bpffs walk did not reach (path unknown)".into()
+        }
         "pin" => match r["retained_memory_bytes"].as_u64() {
             Some(b) => format!("pin {} (removing it frees {b} bytes)", s(&r["path"])),
             None => format!("pin {}", s(&r["path"])),
@@ -268,6 +271,12 @@ pub fn text(doc: &Value) -> String {
         }
         for (k, n) in m["holders_omitted"].as_object().into_iter().flatten() {
             let _ = writeln!(o, "  ... and {n} more {k} holders (not listed)");
+        }
+        if let Some(n) = m["pins_inferred"].as_u64().filter(|&n| n > 0) {
+            let _ = writeln!(
+                o,
+                "  pins the bpffs walk did not reach: {n} (inferred from usercount less the files and links; paths unknown)"
+            );
         }
         match &m["unexplained"] {
             Value::Null => {

@@ -38,6 +38,10 @@ pub const MAPS_UNEXPLAINED_WITHHELD: Def = gauge(
     "bpfmap_maps_unexplained_withheld",
     "Maps whose unexplained count is not published this scrape: a holder source that could explain them was off, failed or incomplete (see bpfmap_holder_source_complete).",
 );
+pub const PINS_INFERRED: Def = gauge(
+    "bpfmap_pins_inferred",
+    "Map pins the bpffs walk did not reach this scrape (cut short, denied, or in a mount it cannot enter), inferred per map as usercount less its files and iterator links; counted in bpfmap_map_holders with kind pin, their paths unknown. Inferred only while every file source and the links are complete.",
+);
 pub const PID_NAMESPACE_HOST: Def = gauge(
     "bpfmap_pid_namespace_host",
     "1 when the exporter runs in the host's (initial) pid namespace; 0 means process holders are invisible (run with hostPID: true / podman --pid=host).",
@@ -430,6 +434,7 @@ pub const ALL: &[&Def] = &[
     &CENSUS_SETTLED_REFS,
     &HOLDER_SOURCE_COMPLETE,
     &MAPS_UNEXPLAINED_WITHHELD,
+    &PINS_INFERRED,
     &PID_NAMESPACE_HOST,
     &BPFFS_MOUNT_REACHABLE,
     &PIN_SERIES_OMITTED,

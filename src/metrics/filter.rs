@@ -43,6 +43,7 @@ pub const OWNERS: &[(&Def, &str)] = &[
     (&MAPS_UNEXPLAINED_REFS, "maps"),
     (&MAPS_WITH_UNEXPLAINED_REFS, "maps"),
     (&MAPS_UNEXPLAINED_WITHHELD, "maps"),
+    (&PINS_INFERRED, "maps"),
     (&MAP_SERIES_OMITTED, "maps"),
     (&HOLDER_SOURCE_COMPLETE, "maps"),
     (&CENSUS_SETTLED_REFS, "maps"),

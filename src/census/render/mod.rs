@@ -13,6 +13,7 @@ mod select;
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::holders::HolderKind;
 use super::Snapshot;
 use crate::metrics::defs;
 use crate::metrics::{Families, SeriesCache};
@@ -269,6 +270,10 @@ fn render_sources(snap: &Snapshot, out: &mut Families) {
         );
     }
     out.gauge(&defs::CENSUS_SETTLED_REFS, vec![], snap.settled_refs as f64);
+    if snap.holders.values().any(|h| h.counts[HolderKind::Pin as usize].is_some()) {
+        let inferred: u64 = snap.holders.values().map(|h| h.inferred_pins).sum();
+        out.gauge(&defs::PINS_INFERRED, vec![], inferred as f64);
+    }
     if let Some(host) = snap.host_pid_namespace {
         out.gauge(&defs::PID_NAMESPACE_HOST, vec![], host as u8 as f64);
     }
@@ -457,6 +462,7 @@ mod budget_tests {
                     ],
                     complete: true,
                     settled: 0,
+                    inferred_pins: 0,
                 };
                 if m.id == 7 {
                     // Pinned, no file and no program: a stale pin.
