@@ -79,7 +79,7 @@ pub struct Cli {
     #[arg(long = "collector.maps.no-per-map", action = ArgAction::SetTrue)]
     pub no_per_map: bool,
 
-    /// Stop walking a bpffs tree after this many entries per mount (what is skipped is reported).
+    /// Stop walking a bpffs tree after this many pinned objects, and after this many directories, per mount (what is skipped is reported; pins a cut walk misses are inferred from usercount).
     #[arg(long = "collector.pins.max-entries", default_value_t = 100_000)]
     pub pins_max_entries: usize,
 

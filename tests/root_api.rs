@@ -206,31 +206,6 @@ fn map_iter_link(map_fd: RawFd) -> Result<(OwnedFd, OwnedFd), i32> {
     Ok((prog, unsafe { OwnedFd::from_raw_fd(link) }))
 }
 
-/// An io_uring whose only reference to `fd`'s file is a registered fixed
-/// file: a reference no holder source explains.
-fn uring_fixed_file(fd: RawFd) -> OwnedFd {
-    let mut params = [0u8; 120]; // struct io_uring_params
-                                 // SAFETY: io_uring_setup(entries, params) with a zeroed params buffer
-                                 // of the kernel's size.
-    let ring = unsafe { libc::syscall(425, 4u32, params.as_mut_ptr()) };
-    assert!(
-        ring >= 0,
-        "io_uring_setup: {}",
-        std::io::Error::last_os_error()
-    );
-    let fds = [fd];
-    // SAFETY: IORING_REGISTER_FILES (2) with one valid fd.
-    let r = unsafe { libc::syscall(427, ring as i32, 2u32, fds.as_ptr(), 1u32) };
-    assert_eq!(
-        r,
-        0,
-        "IORING_REGISTER_FILES: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a fresh fd.
-    unsafe { OwnedFd::from_raw_fd(ring as i32) }
-}
-
 /// Create a map from a shell moved into `cgroup` (exec'd into bpftool):
 /// returns the creating pid.
 fn create_in(cgroup: &Path, pin: &Path, name: &str) -> u32 {

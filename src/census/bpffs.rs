@@ -313,14 +313,22 @@ pub fn walk(mounts: &[Superblock], limits: &WalkLimits, ident: &mut Identify<'_>
         let mut skip = |reason: &'static str, n: u64| {
             *inv.skipped.entry((mname.clone(), reason)).or_insert(0) += n;
         };
+        // Two budgets: objects (entries that may be pins) and directories.
+        // Directories and symlinks are all an unprivileged user can make in
+        // a bpffs (mode 1777), so they never spend the objects' budget, and
+        // the walk is breadth-first: a deep or wide tree of empty
+        // directories is reached after the shallow pins beside it. Pins a
+        // cut walk misses are inferred from usercount (holders.rs).
         let mut seen = 0usize;
+        let mut dirs = 0usize;
         // The first way in that can be read (the walk then stays under it).
         let root = std::iter::once(&m.path)
             .chain(m.fallbacks.iter())
             .find(|p| std::fs::read_dir(p).is_ok())
             .unwrap_or(&m.path);
-        let mut stack: Vec<(PathBuf, usize)> = vec![(root.clone(), 0)];
-        while let Some((dir, depth)) = stack.pop() {
+        let mut queue: std::collections::VecDeque<(PathBuf, usize)> =
+            std::collections::VecDeque::from([(root.clone(), 0)]);
+        while let Some((dir, depth)) = queue.pop_front() {
             let rd = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd,
                 Err(_) if depth == 0 => {
@@ -337,6 +345,26 @@ pub fn walk(mounts: &[Superblock], limits: &WalkLimits, ident: &mut Identify<'_>
                     skip("unreadable", 1);
                     continue;
                 };
+                // The entry's type from the directory itself (no stat):
+                // directories and symlinks cost no object budget.
+                match ent.file_type() {
+                    Ok(t) if t.is_symlink() => {
+                        skip("symlink", 1);
+                        continue;
+                    }
+                    Ok(t) if t.is_dir() => {
+                        dirs += 1;
+                        if dirs > limits.max_entries {
+                            skip("max_dirs", 1);
+                        } else if depth + 1 > limits.max_depth {
+                            skip("max_depth", 1);
+                        } else {
+                            queue.push_back((ent.path(), depth + 1));
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
                 seen += 1;
                 if seen > limits.max_entries {
                     skip("max_entries", 1);
@@ -351,11 +379,8 @@ pub fn walk(mounts: &[Superblock], limits: &WalkLimits, ident: &mut Identify<'_>
                 if ft.is_symlink() {
                     skip("symlink", 1);
                 } else if ft.is_dir() {
-                    if depth + 1 > limits.max_depth {
-                        skip("max_depth", 1);
-                    } else {
-                        stack.push((p, depth + 1));
-                    }
+                    // Replaced by a directory since it was listed.
+                    skip("vanished", 1);
                 } else if ft.is_file() {
                     match ident(&p, &md) {
                         Ok((info, fresh)) => inv.pins.push(Pin {
@@ -425,9 +450,10 @@ pub const PRELOADED: [&str; 2] = ["maps.debug", "progs.debug"];
 /// Skip reasons after which a pinned object may have gone unseen (so pin
 /// holders are a lower bound). `symlink` and `other_file_type` are never
 /// objects; `vanished` pins took their reference with them.
-pub const INCOMPLETE_REASONS: [&str; 6] = [
+pub const INCOMPLETE_REASONS: [&str; 7] = [
     "partial_mount",
     "max_entries",
+    "max_dirs",
     "max_depth",
     "permission_denied",
     "unreadable",
@@ -633,6 +659,8 @@ mod tests {
         assert_eq!(inv.skipped[&(m.clone(), "max_depth")], 1);
         assert_eq!(inv.skipped[&(m.clone(), "not_bpf_object")], 1);
 
+        // Three directories (a, a/b, a/b/c) against a budget of 2: c is
+        // not entered, and m2 is missed.
         let inv = walk(
             &mounts,
             &WalkLimits {
@@ -641,7 +669,58 @@ mod tests {
             },
             &mut ident,
         );
-        assert!(inv.skipped[&(m, "max_entries")] >= 1);
+        assert_eq!(inv.skipped[&(m, "max_dirs")], 1);
+        assert!(!inv.complete());
+    }
+
+    #[test]
+    fn empty_directories_spend_no_object_budget_and_shallow_pins_come_first() {
+        // An unprivileged user's tree: 300 empty directories and a 40-deep
+        // chain, beside two real pins, one of them at depth 1 after the chain.
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for i in 0..300 {
+            std::fs::create_dir(root.join(format!("e{i}"))).unwrap();
+        }
+        let deep: PathBuf = (0..40).map(|i| format!("d{i}")).collect();
+        std::fs::create_dir_all(root.join(&deep)).unwrap();
+        std::fs::create_dir(root.join("zz")).unwrap();
+        std::fs::write(root.join("pin0"), b"").unwrap();
+        std::fs::write(root.join("zz/pin1"), b"").unwrap();
+        let mounts = vec![Superblock {
+            dev: "0:1".into(),
+            label: "m".into(),
+            path: root.to_path_buf(),
+            partial: false,
+            fallbacks: vec![],
+        }];
+        let mut ident = |_: &Path, _: &std::fs::Metadata| -> std::io::Result<(FdInfo, bool)> {
+            Ok((
+                FdInfo {
+                    kind: ObjKind::Map,
+                    id: 9,
+                    memlock: None,
+                    map_type: None,
+                },
+                true,
+            ))
+        };
+        // 303: fewer than the root's 304 entries, more than its 302
+        // directories; the chain's further levels exceed it.
+        let inv = walk(
+            &mounts,
+            &WalkLimits {
+                max_entries: 303,
+                max_depth: 8,
+            },
+            &mut ident,
+        );
+        let paths: Vec<_> = inv.pins.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, vec!["/pin0", "/zz/pin1"]);
+        assert!(!inv.skipped.contains_key(&("m".into(), "max_entries")));
+        // The directories' own budget cuts the chain.
+        assert!(inv.skipped[&("m".into(), "max_dirs")] > 0);
+        assert!(!inv.complete());
     }
 
     #[test]

@@ -273,7 +273,10 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     let prog = |id: u32| progs.contains(&id).then_some(Obj::Prog(id));
     for m in i.maps {
         g.touch(Obj::Map(m.id));
-        if i.map_holders.get(&m.id).is_some_and(|h| h.inferred_pins > 0) {
+        if i.map_holders
+            .get(&m.id)
+            .is_some_and(|h| h.inferred_pins > 0)
+        {
             g.add(
                 Obj::Map(m.id),
                 Holder::Root(Root::InferredPin(Obj::Map(m.id))),

@@ -270,7 +270,11 @@ fn render_sources(snap: &Snapshot, out: &mut Families) {
         );
     }
     out.gauge(&defs::CENSUS_SETTLED_REFS, vec![], snap.settled_refs as f64);
-    if snap.holders.values().any(|h| h.counts[HolderKind::Pin as usize].is_some()) {
+    if snap
+        .holders
+        .values()
+        .any(|h| h.counts[HolderKind::Pin as usize].is_some())
+    {
         let inferred: u64 = snap.holders.values().map(|h| h.inferred_pins).sum();
         out.gauge(&defs::PINS_INFERRED, vec![], inferred as f64);
     }
