@@ -3,20 +3,24 @@
 
   bench_auth.py BINARY LABEL [--flood N] [--seconds S] [--rewrites N]
 
-Three phases, each bounded in count and time, against a fresh exporter
+Four phases, each bounded in count and time, against a fresh exporter
 (--no-collector.lifecycle) with a cost-10 basic-auth web config:
   timing   sequential wrong passwords of the known user and of an unknown
            user (median and difference);
   flood    N connections sending wrong passwords (a new connection and
            password per request) for S seconds while one scraper with the
-           good credential scrapes /metrics every 250 ms (10 s timeout):
-           success rate and latency percentiles, exporter threads;
+           good credential scrapes /metrics every 250 ms (10 s timeout),
+           once on a kept-alive connection (as Prometheus does) and once on
+           a new connection: success and latency percentiles of each,
+           exporter threads;
   rewrites N non-atomic rewrites of the config (truncate, then three pieces
            1 ms apart) while 4 clients without credentials ask /healthz:
-           unauthenticated 200s.
+           unauthenticated 200s;
+  shutdown seconds from SIGTERM to exit behind N checks of wrong passwords.
 Prints one JSON object.
 """
 import base64
+import http.client
 import json
 import os
 import random
@@ -143,14 +147,34 @@ def main():
             t.start()
         time.sleep(1)
         lat, codes, max_threads = [], [], 0
+        fresh_lat, fresh_codes = [], []
+        conn = None
         end = time.monotonic() + opts["--seconds"]
         while time.monotonic() < end:
-            c, dt = get(port, "/metrics", ok, 10)
+            # As Prometheus scrapes: one kept-alive connection.
+            t = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/metrics", headers={"Authorization": ok})
+                r = conn.getresponse()
+                r.read()
+                c = r.status
+            except (OSError, http.client.HTTPException):
+                c = 0
+                conn = None
             codes.append(c)
             if c == 200:
-                lat.append(dt)
+                lat.append(time.monotonic() - t)
+            # And on a new connection each time (through the connect flood).
+            c, dt = get(port, "/metrics", ok, 10)
+            fresh_codes.append(c)
+            if c == 200:
+                fresh_lat.append(dt)
             max_threads = max(max_threads, threads(p.pid))
             time.sleep(0.25)
+        if conn is not None:
+            conn.close()
         stop.set()
         for t in ts:
             t.join(timeout=40)
@@ -160,6 +184,10 @@ def main():
         out["scrape_success_pct"] = round(100 * codes.count(200) / max(1, len(codes)), 1)
         out["scrape_p50_ms"] = round(pct(lat, 50) * 1000, 1) if lat else None
         out["scrape_p99_ms"] = round(pct(lat, 99) * 1000, 1) if lat else None
+        out["fresh_scrapes"] = len(fresh_codes)
+        out["fresh_scrapes_ok"] = fresh_codes.count(200)
+        out["fresh_p50_ms"] = round(pct(fresh_lat, 50) * 1000, 1) if fresh_lat else None
+        out["fresh_p99_ms"] = round(pct(fresh_lat, 99) * 1000, 1) if fresh_lat else None
         out["flood_responses"] = {str(k): v for k, v in sorted(flood_codes.items())}
         out["exporter_threads_max"] = max_threads
 

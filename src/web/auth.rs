@@ -4,7 +4,8 @@
 //! Invariants:
 //! - bcrypt runs only on the hashing pool: `workers` dedicated threads (half
 //!   the cores, 1 to 4), never on the async threads nor on tokio's blocking
-//!   pool, so shutdown never waits for a queue of verifications.
+//!   pool, so shutdown never waits for a queue of verifications; they run
+//!   at nice 10, below the threads that serve requests.
 //! - At most `workers` verifications run at once and at most
 //!   `4 × workers` requests wait for one, each at most [`WAIT`]; any other
 //!   request is answered [`Verdict::Busy`] at once (the server sends 503
@@ -32,6 +33,8 @@ use super::stats::{self, AuthResult};
 const DIGEST_DONOR: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
 /// Good credentials remembered.
 pub const CACHE_MAX: usize = 1024;
+/// The nice value of the hashing threads.
+const NICE: i32 = 10;
 /// How long a request waits for a hashing slot before it is answered Busy.
 pub const WAIT: Duration = Duration::from_secs(1);
 
@@ -68,11 +71,17 @@ fn pool() -> &'static Pool {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("bcrypt-{i}"))
-                .spawn(move || loop {
-                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                .spawn(move || {
+                    // Serving requests (cached credentials, scrapes) goes first.
+                    if let Err(e) = crate::sys::nice_this_thread(NICE) {
+                        tracing::debug!(error = %e, "bcrypt thread keeps its priority");
+                    }
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
                     }
                 });
             if let Err(e) = spawned {

@@ -328,3 +328,89 @@ impl Web {
         g.current.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(text: &str) -> Settings {
+        config::File::parse(text)
+            .unwrap()
+            .validate(Path::new("/etc/web"))
+            .unwrap()
+    }
+
+    const HASH: &str = "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG";
+
+    #[test]
+    fn weakening_changes_need_a_restart() {
+        let users = format!("basic_auth_users:\n  alice: '{HASH}'\n");
+        let tls = |auth: &str| {
+            format!("tls_server_config:\n  cert_file: c\n  key_file: k\n  client_ca_file: ca\n  client_auth_type: {auth}\n")
+        };
+        let verified = tls("RequireAndVerifyClientCert");
+        let any = tls("RequireAnyClientCert");
+        let optional = tls("VerifyClientCertIfGiven");
+        for (old, new, why) in [
+            (users.as_str(), "", Some("basic")),
+            (users.as_str(), "http_server_config: {}\n", Some("basic")),
+            (
+                users.as_str(),
+                &format!("basic_auth_users:\n  bob: '{HASH}'\n"),
+                None,
+            ),
+            ("", users.as_str(), None),
+            (verified.as_str(), "", Some("TLS off")),
+            ("", verified.as_str(), Some("TLS on")),
+            (verified.as_str(), any.as_str(), Some("client_auth_type")),
+            (
+                verified.as_str(),
+                optional.as_str(),
+                Some("client_auth_type"),
+            ),
+            (any.as_str(), verified.as_str(), None),
+            (optional.as_str(), verified.as_str(), None),
+        ] {
+            let r = needs_restart(&settings(old), &settings(new));
+            match why {
+                None => assert_eq!(r, None, "{old:?} -> {new:?}"),
+                Some(w) => assert!(
+                    r.is_some_and(|r| r.contains(w)),
+                    "{old:?} -> {new:?}: {r:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let e = read_file(&fifo).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = read_file(d.path()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let big = d.path().join("big");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        assert!(read_file(&big).unwrap_err().contains("larger than"));
+        std::fs::write(&big, b"ok").unwrap();
+        assert_eq!(read_file(&big).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn a_fresh_change_is_not_quiet_and_an_old_one_is() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        assert!(!quiet(&stamps(&[f.clone()])));
+        std::thread::sleep(SETTLE + Duration::from_millis(50));
+        assert!(quiet(&stamps(&[f.clone()])));
+        // A missing file has nothing left to settle.
+        assert!(quiet(&stamps(&[d.path().join("gone")])));
+    }
+}
