@@ -11,7 +11,8 @@
 #   ./scripts/bench-auth.sh [--baseline REV] [--baseline-bin PATH] [--bin PATH]
 #                           [--flood N] [--seconds S] [--rewrites N]
 # --bin and --baseline-bin use binaries already built instead of building.
-# Default: baseline ffb858d (main before this work), 200 connections, 20 s,
+# Default: baseline ffb858d (main before this work), 200 connections, 60 s
+# (past the 256 wrong passwords that empty the baseline's cache),
 # 1,000 rewrites. Prints markdown for BENCHMARKS.md; raw JSON in
 # results/bench-auth/.
 set -euo pipefail

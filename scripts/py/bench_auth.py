@@ -82,7 +82,7 @@ def threads(pid):
 def main():
     args = sys.argv[1:]
     binary, label = args[0], args[1]
-    opts = {"--flood": 200, "--seconds": 20, "--rewrites": 1000}
+    opts = {"--flood": 200, "--seconds": 60, "--rewrites": 1000}
     i = 2
     while i < len(args):
         opts[args[i]] = int(args[i + 1])
