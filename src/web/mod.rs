@@ -407,9 +407,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
         std::fs::write(&f, "x").unwrap();
-        assert!(!quiet(&stamps(&[f.clone()])));
+        assert!(!quiet(&stamps(std::slice::from_ref(&f))));
         std::thread::sleep(SETTLE + Duration::from_millis(50));
-        assert!(quiet(&stamps(&[f.clone()])));
+        assert!(quiet(&stamps(std::slice::from_ref(&f))));
         // A missing file has nothing left to settle.
         assert!(quiet(&stamps(&[d.path().join("gone")])));
     }
