@@ -66,6 +66,18 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Threads of process `pid` (/proc/PID/status), 0 when unreadable.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Rewrite in place, as an editor or a config sync does: truncate, then
 /// write `text` in `pieces`, pausing `gap` after the truncation and each piece.
 fn rewrite_in_pieces(path: &Path, text: &str, pieces: usize, gap: Duration) {
@@ -247,9 +259,11 @@ fn a_flood_of_wrong_passwords_does_not_stop_a_good_credential() {
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     let mut codes = Vec::new();
+    let mut max_threads = 0;
     for _ in 0..12 {
         let r = get(s.port, "/metrics", Some(&ok), Duration::from_secs(10));
         codes.push(r.map(|r| r.0).unwrap_or(0));
+        max_threads = max_threads.max(threads(s.child.id()));
         std::thread::sleep(Duration::from_millis(300));
     }
     stop.store(true, Ordering::Relaxed);
@@ -258,6 +272,11 @@ fn a_flood_of_wrong_passwords_does_not_stop_a_good_credential() {
     }
     assert!(sent.load(Ordering::Relaxed) > 200, "the flood barely ran");
     assert!(codes.iter().all(|c| *c == 200), "good scrapes: {codes:?}");
+    // Hashing has a fixed pool: no thread per waiting check.
+    assert!(
+        (1..=32).contains(&max_threads),
+        "{max_threads} exporter threads under the flood"
+    );
     let (_, body) = get(s.port, "/metrics", Some(&ok), Duration::from_secs(60)).unwrap();
     assert!(
         sample(&body, "bpfmap_web_auth_checks_total{result=\"busy\"}") > Some(0.0),
@@ -294,6 +313,10 @@ fn sigterm_does_not_wait_behind_the_hashing_queue() {
     // About 2 s per verification here: 40 queued would take over a minute.
     std::fs::write(&cfg, auth_config(&bcrypt::hash("pw", 15).unwrap())).unwrap();
     let mut s = start(&cfg);
+    // Serving (the signal handler is in place once requests are answered).
+    s.wait_until("serving", Duration::from_secs(60), |port| {
+        code(port, None) == 401
+    });
     let port = s.port;
     let clients: Vec<_> = (0..40)
         .map(|i| {
@@ -303,7 +326,7 @@ fn sigterm_does_not_wait_behind_the_hashing_queue() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(1));
     let t = Instant::now();
     assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
     let st = loop {
