@@ -295,6 +295,7 @@ impl Exporter {
             vec![],
             (self.requests - requests) as f64,
         );
+        web_families(&mut out);
         let process = prometheus::core::Collector::collect(&self.process);
         let families = families.then(|| {
             let mut v = out.clone().into_proto();
@@ -320,6 +321,33 @@ impl Exporter {
             families,
             source,
         }
+    }
+}
+
+/// The web configuration's reload state and basic authentication's
+/// outcomes, when a `--web.config.file` is in use.
+fn web_families(out: &mut Families) {
+    let Some(w) = crate::web::stats::snapshot() else {
+        return;
+    };
+    out.gauge(
+        &defs::WEB_CONFIG_LAST_RELOAD_SUCCESSFUL,
+        vec![],
+        w.last_reload_successful as u8 as f64,
+    );
+    for (r, n) in w.reloads {
+        out.counter(
+            &defs::WEB_CONFIG_RELOADS_TOTAL,
+            vec![("result", r.label().to_string())],
+            n as f64,
+        );
+    }
+    for (r, n) in w.auth {
+        out.counter(
+            &defs::WEB_AUTH_CHECKS_TOTAL,
+            vec![("result", r.label().to_string())],
+            n as f64,
+        );
     }
 }
 

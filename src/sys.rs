@@ -105,6 +105,16 @@ pub fn fdinfo(fd: &OwnedFd) -> io::Result<String> {
     std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
 }
 
+/// Lower the calling thread's scheduling priority to nice `n` (on Linux a
+/// nice value belongs to the thread). Failure leaves it as it was.
+pub fn nice_this_thread(n: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only; who = 0 is the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Make mimalloc return freed memory to the OS at once and commit arena
 /// memory only on use: a scrape builds and drops a few MiB of label strings,
 /// and the exporter's resident size should not keep their high-water mark

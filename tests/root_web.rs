@@ -388,9 +388,15 @@ fn tls_client_certificates_basic_auth_headers_and_reload() {
     write(d, "server.crt", &pki2.server.cert_pem);
     write(d, "server.key", &pki2.server.key_pem);
     write(d, "ca.crt", &pki2.ca_pem);
-    let c = pki2
-        .connect(s.port, Some(&pki2.client), &pki2.ca_pem)
-        .unwrap();
+    // A change is read once it has settled (250 ms).
+    let t = Instant::now();
+    let c = loop {
+        match pki2.connect(s.port, Some(&pki2.client), &pki2.ca_pem) {
+            Ok(c) => break c,
+            Err(e) if t.elapsed() > Duration::from_secs(5) => panic!("{e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
     let after = peer_cn(&c);
     assert_ne!(before, after);
     assert_eq!(
@@ -416,6 +422,7 @@ fn tls_client_certificates_basic_auth_headers_and_reload() {
         .is_err());
     // A broken replacement keeps the configuration in force and says why.
     write(d, "server.key", "not a key\n");
+    std::thread::sleep(Duration::from_millis(500));
     let r = pki2
         .get(
             s.port,

@@ -16,6 +16,7 @@ use super::conn::ConnClock;
 use super::State;
 use crate::exporter::{Body, Job, MapsRequest, ScrapeRequest};
 use crate::exposition::{negotiate, Format};
+use crate::web::auth::Verdict;
 
 /// A response body sent as a list of chunks (an exposition's families'
 /// buffers, without joining them into one copy first).
@@ -252,19 +253,30 @@ pub(super) async fn handle(
 ) -> Result<Response<Chunks>, Infallible> {
     conn.request_started();
     let web = st.web.current();
-    let mut r = if web
+    let verdict = web
         .auth
         .check(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()))
-        .await
-    {
-        route(&st, &req).await
-    } else {
-        let mut r = resp(StatusCode::UNAUTHORIZED, "text/plain", "Unauthorized\n");
-        r.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic"),
-        );
-        r
+        .await;
+    let mut r = match verdict {
+        Verdict::Allowed => route(&st, &req).await,
+        Verdict::Denied => {
+            let mut r = resp(StatusCode::UNAUTHORIZED, "text/plain", "Unauthorized\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic"),
+            );
+            r
+        }
+        Verdict::Busy => {
+            let mut r = resp(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "password checks are busy; retry\n",
+            );
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
     };
     for (k, v) in &web.settings.headers {
         if let (Ok(k), Ok(v)) = (

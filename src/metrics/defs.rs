@@ -380,6 +380,19 @@ pub const SCRAPE_REQUESTS_TOTAL: Def = counter(
     "HTTP scrape requests answered since start, before this scrape's.",
 );
 
+pub const WEB_CONFIG_LAST_RELOAD_SUCCESSFUL: Def = gauge(
+    "bpfmap_web_config_last_reload_successful",
+    "1 when the last change of --web.config.file (or a file it names) was applied or none happened since start; 0 when it was refused and the configuration in force was kept (see bpfmap_web_config_reloads_total).",
+);
+pub const WEB_CONFIG_RELOADS_TOTAL: Def = counter(
+    "bpfmap_web_config_reloads_total",
+    "Reloads of a changed --web.config.file by result: applied, or kept the configuration in force because the file was unreadable, empty, invalid (a partial write included) or the change needs a restart (restart_required: TLS on or off, basic auth removed, client certificates no longer required).",
+);
+pub const WEB_AUTH_CHECKS_TOTAL: Def = counter(
+    "bpfmap_web_auth_checks_total",
+    "Basic-auth checks by result: cached (good credential from the cache), verified (good credential by bcrypt), denied (missing, unknown user or wrong password), busy (answered 503: every bcrypt slot was taken).",
+);
+
 /// Every definition, for checks over the whole set.
 #[cfg(any(test, feature = "testing"))]
 pub const ALL: &[&Def] = &[
@@ -477,6 +490,9 @@ pub const ALL: &[&Def] = &[
     &COLLECTOR_UNAVAILABLE,
     &SCRAPES_TOTAL,
     &SCRAPE_REQUESTS_TOTAL,
+    &WEB_CONFIG_LAST_RELOAD_SUCCESSFUL,
+    &WEB_CONFIG_RELOADS_TOTAL,
+    &WEB_AUTH_CHECKS_TOTAL,
 ];
 
 #[cfg(test)]

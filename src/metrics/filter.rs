@@ -121,6 +121,9 @@ pub const SELF: &[&Def] = &[
     &SCRAPE_COLLECTOR_SUCCESS,
     &SCRAPE_COLLECTOR_DURATION_SECONDS,
     &COLLECTOR_UNAVAILABLE,
+    &WEB_CONFIG_LAST_RELOAD_SUCCESSFUL,
+    &WEB_CONFIG_RELOADS_TOTAL,
+    &WEB_AUTH_CHECKS_TOTAL,
 ];
 
 /// Why a `collect[]` / `exclude[]` query cannot be served (a 400).

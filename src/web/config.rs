@@ -151,7 +151,7 @@ fn version(field: &str, v: Option<&str>, default: TlsVersion) -> Result<TlsVersi
 
 /// A bcrypt hash as `$2a$`, `$2b$`, `$2x$` or `$2y$`, a two-digit cost and
 /// 53 characters of salt and hash.
-fn is_bcrypt(h: &str) -> bool {
+pub(crate) fn is_bcrypt(h: &str) -> bool {
     let b = h.as_bytes();
     b.len() == 60
         && b[0] == b'$'

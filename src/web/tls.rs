@@ -15,16 +15,13 @@ use super::config::{ClientAuth, Source, Tls, TlsVersion};
 
 use super::ciphers::{cipher_suite, kx_group, provider};
 
-/// PEM bytes of a source (files are read now).
+/// PEM bytes of a source (files are read now, bounded as `read_file` bounds them).
 pub fn read(src: &Source, field: &str) -> Result<Vec<u8>, String> {
     match src {
         Source::Inline(s) => Ok(s.as_bytes().to_vec()),
-        Source::File(p) => std::fs::read(p).map_err(|e| {
-            format!(
-                "tls_server_config.{field}: cannot read {}: {e}",
-                p.display()
-            )
-        }),
+        Source::File(p) => {
+            super::read_file(p).map_err(|e| format!("tls_server_config.{field}: {e}"))
+        }
     }
 }
 
