@@ -23,6 +23,7 @@ pub use extras::{gather_extras, Extras, ProgramIdentity};
 pub use programs::{
     page_programs, pin_report, pin_text, program_report, program_text, select_program,
 };
+pub use remote::{RemoteArgs, DEFAULT_MAX_RESPONSE};
 pub use report::{age, report, Attribution, Input};
 pub use select::{page, select, several_named, Filter, Page, Selector, MAX_LIMIT};
 pub use text::text;
@@ -52,11 +53,8 @@ pub struct ExplainArgs {
     /// text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
-    /// Ask a running exporter (its /api/v1/maps) instead of taking a census
-    /// here, e.g. http://127.0.0.1:9863: it also knows the creating process
-    /// of maps created while it ran. Basic auth as http://user:password@host:port.
-    #[arg(long, value_name = "URL")]
-    pub from: Option<String>,
+    #[command(flatten)]
+    pub remote: remote::RemoteArgs,
 }
 
 pub use crate::collector::{CreatorProcess, CreatorProcesses};
@@ -69,7 +67,7 @@ pub const STANDALONE_PROCESSES: &str =
 /// Run the subcommand: one census (or one request to a running exporter
 /// with `--from`), print, error on a bad selector.
 pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> {
-    if let Some(url) = &args.from {
+    if let Some(url) = &args.remote.from {
         return remote::run_from(args, url);
     }
     let sel = if args.prog.is_some() {
