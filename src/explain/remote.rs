@@ -340,7 +340,7 @@ pub(super) fn run_from(args: &ExplainArgs, url: &str) -> anyhow::Result<()> {
     let cap = remote.max_response_size;
     let too_big = || {
         anyhow::anyhow!(
-            "{full} answered with more than --max-response-size={} bytes: narrow the selection (--id) or raise --max-response-size",
+            "{full} answered with more than --max-response-size={}: narrow the selection (--id) or raise --max-response-size",
             crate::units::format_bytes(cap)
         )
     };
