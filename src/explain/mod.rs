@@ -153,7 +153,11 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
 
 pub(super) fn print(args: &ExplainArgs, doc: &Value, none: bool) -> anyhow::Result<()> {
     if args.output == "json" {
-        println!("{}", serde_json::to_string_pretty(doc)?);
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, doc)?;
+        writeln!(out)?;
+        out.flush()?;
     } else {
         if doc.get("programs").is_some() {
             print!("{}", program_text(doc));
