@@ -598,3 +598,38 @@ fn encode_filtered(
     }
     .map_err(Arc::new)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Health;
+
+    #[test]
+    fn health_fails_after_n_census_failures_in_a_row_and_recovers() {
+        let h = Health::new(3);
+        assert!(h.check().unwrap_err().contains("not running"));
+        h.set_running(true);
+        assert_eq!(h.check(), Ok(()));
+        h.census(Err("creating iterator: Too many open files"));
+        h.census(Err("creating iterator: Too many open files"));
+        assert_eq!(h.check(), Ok(()), "two failures of three");
+        h.census(Ok(()));
+        h.census(Err("x"));
+        h.census(Err("x"));
+        assert_eq!(h.check(), Ok(()), "a success resets the count");
+        h.census(Err("creating iterator: EMFILE"));
+        let why = h.check().unwrap_err();
+        assert!(
+            why.contains("failed the last 3 scrapes") && why.contains("EMFILE"),
+            "{why}"
+        );
+        h.census(Ok(()));
+        assert_eq!(h.check(), Ok(()));
+        // 0: the census never fails the probe.
+        let never = Health::new(0);
+        never.set_running(true);
+        for _ in 0..100 {
+            never.census(Err("x"));
+        }
+        assert_eq!(never.check(), Ok(()));
+    }
+}
