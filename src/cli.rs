@@ -47,6 +47,14 @@ pub struct Cli {
     #[arg(long = "log.format", default_value = "logfmt", value_parser = ["logfmt", "json"])]
     pub log_format: String,
 
+    /// A warning that repeats (a collector failing every scrape) is logged the first time, then at most once per this interval with how many were held back (more_since_last=N), and once more at INFO when the condition ends.
+    #[arg(long = "log.repeat-interval", default_value = "5m", value_parser = crate::units::parse_duration)]
+    pub log_repeat_interval: Duration,
+
+    /// /healthz answers 503 once the census (the map walk) has failed this many scrapes in a row, so the kubelet's liveness probe restarts a stuck exporter; 0 = never. A census that could not load does not count (bpfmap_collector_unavailable reports it).
+    #[arg(long = "healthz.census-failures", default_value_t = 3)]
+    pub healthz_census_failures: u32,
+
     /// Log every map create and destroy (map type, sizes, flags, pid, comm). Goes through a ring buffer; drops are counted in bpfmap_events_lost_total.
     #[arg(long = "log.map-events", action = ArgAction::SetTrue)]
     pub log_map_events: bool,
@@ -295,6 +303,7 @@ impl Cli {
                 ..Default::default()
             },
             queue: self.web_max_connections,
+            healthz_census_failures: self.healthz_census_failures,
         }
     }
 

@@ -2,8 +2,9 @@
 //! reported by the collector registry's one function, rendered into fresh
 //! families. Owned by a single thread (BPF objects are not shared across
 //! threads), which serialises scrapes.
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -50,6 +51,9 @@ pub struct ExporterOpts {
     pub lifecycle: LifecycleOpts,
     /// Requests that may wait for the collector thread at once.
     pub queue: usize,
+    /// Consecutive failed censuses after which `/healthz` answers 503; 0
+    /// = never.
+    pub healthz_census_failures: u32,
 }
 
 impl ExporterOpts {
@@ -387,7 +391,61 @@ pub enum Job {
 /// (two when some arrive while one runs).
 pub struct ScrapeService {
     thread: std::thread::JoinHandle<()>,
-    healthy: Arc<AtomicBool>,
+    health: Arc<Health>,
+}
+
+/// What `/healthz` answers: healthy while the collector thread serves
+/// requests and the census (when loaded) has not failed the last
+/// `max_census_failures` scrapes in a row. A census that could not load
+/// does not count: `bpfmap_collector_unavailable` reports it and a
+/// restart would not load it either.
+pub struct Health {
+    running: AtomicBool,
+    census_failures: AtomicU32,
+    max_census_failures: u32,
+    last_error: Mutex<String>,
+}
+
+impl Health {
+    pub fn new(max_census_failures: u32) -> Health {
+        Health {
+            running: AtomicBool::new(false),
+            census_failures: AtomicU32::new(0),
+            max_census_failures,
+            last_error: Mutex::new(String::new()),
+        }
+    }
+
+    fn set_running(&self, on: bool) {
+        self.running.store(on, Ordering::Relaxed);
+    }
+
+    /// One scrape's census: `Ok` when it succeeded, else its error.
+    pub fn census(&self, outcome: Result<(), &str>) {
+        match outcome {
+            Ok(()) => self.census_failures.store(0, Ordering::Relaxed),
+            Err(e) => {
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                self.census_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// `Ok` when healthy, else why not (the body of the 503).
+    pub fn check(&self) -> Result<(), String> {
+        if !self.running.load(Ordering::Relaxed) {
+            return Err("collector thread is not running".into());
+        }
+        let n = self.census_failures.load(Ordering::Relaxed);
+        if self.max_census_failures > 0 && n >= self.max_census_failures {
+            let e = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            return Err(format!(
+                "the census failed the last {n} scrapes (--healthz.census-failures={}): {}",
+                self.max_census_failures, e
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ScrapeService {
@@ -395,9 +453,9 @@ impl ScrapeService {
     /// Returns once loading finished, with loading's error if it failed.
     pub fn start(opts: ExporterOpts) -> anyhow::Result<(ScrapeService, mpsc::Sender<Job>)> {
         let (tx, mut rx) = mpsc::channel::<Job>(opts.queue.max(1));
-        let healthy = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::new(opts.healthz_census_failures));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-        let h = healthy.clone();
+        let h = health.clone();
         let thread = std::thread::Builder::new()
             .name("collector".into())
             .spawn(move || {
@@ -405,7 +463,7 @@ impl ScrapeService {
                     Ok(ex) => {
                         crate::sys::trim_c_heap();
                         // Healthy before the server may answer /healthz.
-                        h.store(true, Ordering::Relaxed);
+                        h.set_running(true);
                         let _ = ready_tx.send(Ok(()));
                         ex
                     }
@@ -432,19 +490,19 @@ impl ScrapeService {
                     while let Ok(r) = rx.try_recv() {
                         batch.push(r);
                     }
-                    carried = answer(&mut ex, batch, &mut rx);
+                    carried = answer(&mut ex, batch, &mut rx, &h);
                 }
-                h.store(false, Ordering::Relaxed);
+                h.set_running(false);
             })?;
         ready_rx
             .recv()
             .map_err(|_| anyhow::anyhow!("collector thread died while loading"))??;
-        Ok((ScrapeService { thread, healthy }, tx))
+        Ok((ScrapeService { thread, health }, tx))
     }
 
-    /// True while the collector thread serves requests (`/healthz`).
-    pub fn healthy(&self) -> Arc<AtomicBool> {
-        self.healthy.clone()
+    /// What `/healthz` answers.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// Wait for the thread to finish (after every request sender is gone).
@@ -457,7 +515,12 @@ impl ScrapeService {
 /// once. Requests that arrived while the scrape ran share it too (the data
 /// is at most one scrape's duration older than such a request). API
 /// requests get the snapshot after every scrape request was answered.
-fn answer(ex: &mut Exporter, batch: Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+fn answer(
+    ex: &mut Exporter,
+    batch: Vec<Job>,
+    rx: &mut mpsc::Receiver<Job>,
+    health: &Health,
+) -> Vec<Job> {
     let mut scrapes: Vec<ScrapeRequest> = Vec::new();
     let mut maps: Vec<MapsRequest> = Vec::new();
     for j in batch {
@@ -473,6 +536,19 @@ fn answer(ex: &mut Exporter, batch: Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> V
     let want_maps = !maps.is_empty();
     ex.keep_files(want_maps);
     let scrape = ex.scrape_for(scrapes.len() as u64, protos, keep);
+    if ex.census.is_some() {
+        health.census(if scrape.snapshot.maps_ok {
+            Ok(())
+        } else {
+            Err(scrape
+                .report
+                .outcomes
+                .iter()
+                .find(|o| o.name == "maps")
+                .and_then(|o| o.error.as_deref())
+                .unwrap_or("the map walk failed"))
+        });
+    }
     // Late requests this scrape kept nothing to answer from (protos for
     // another format, families for a filter, holder identities for the
     // API) wait for the next scrape.
@@ -549,4 +625,39 @@ fn encode_filtered(
         }
     }
     .map_err(Arc::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Health;
+
+    #[test]
+    fn health_fails_after_n_census_failures_in_a_row_and_recovers() {
+        let h = Health::new(3);
+        assert!(h.check().unwrap_err().contains("not running"));
+        h.set_running(true);
+        assert_eq!(h.check(), Ok(()));
+        h.census(Err("creating iterator: Too many open files"));
+        h.census(Err("creating iterator: Too many open files"));
+        assert_eq!(h.check(), Ok(()), "two failures of three");
+        h.census(Ok(()));
+        h.census(Err("x"));
+        h.census(Err("x"));
+        assert_eq!(h.check(), Ok(()), "a success resets the count");
+        h.census(Err("creating iterator: EMFILE"));
+        let why = h.check().unwrap_err();
+        assert!(
+            why.contains("failed the last 3 scrapes") && why.contains("EMFILE"),
+            "{why}"
+        );
+        h.census(Ok(()));
+        assert_eq!(h.check(), Ok(()));
+        // 0: the census never fails the probe.
+        let never = Health::new(0);
+        never.set_running(true);
+        for _ in 0..100 {
+            never.census(Err("x"));
+        }
+        assert_eq!(never.check(), Ok(()));
+    }
 }

@@ -11,6 +11,7 @@ pub mod exposition;
 pub mod http;
 pub mod k8s;
 pub mod lifecycle;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod registry;

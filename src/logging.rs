@@ -3,7 +3,10 @@
 //! byte from the outside world (comm, paths, pod names, libbpf messages) is
 //! written as `\xNN`, except the newline that ends the line and, on a
 //! terminal, complete colour sequences (`ESC [ digits/; m`).
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 static EXPECTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static DEMOTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -29,10 +32,10 @@ pub fn libbpf_warning_expected(msg: &str) -> bool {
         "-E2BIG",
         "Permission denied",
         "Argument list too long",
-        "PROG LOAD LOG",
     ]
     .iter()
-    .any(|p| msg.contains(p));
+    .any(|p| msg.contains(p))
+        || (msg.contains("PROG LOAD LOG") && !statistics_only(msg));
     let e = !verifier && EXPECTED.load(Ordering::SeqCst) > 0;
     if e {
         DEMOTED.fetch_add(1, Ordering::Relaxed);
@@ -40,9 +43,121 @@ pub fn libbpf_warning_expected(msg: &str) -> bool {
     e
 }
 
+/// Whether a program's load log holds only the verifier's statistics
+/// (`processed N insns ...`, `verification time`, `stack depth`): the
+/// summary of a load that was refused before or after verification, with
+/// no verifier complaint in it.
+fn statistics_only(msg: &str) -> bool {
+    let Some((_, log)) = msg.split_once("BEGIN PROG LOAD LOG --") else {
+        return false;
+    };
+    let log = log.split("-- END PROG LOAD LOG").next().unwrap_or(log);
+    log.lines().map(str::trim).all(|l| {
+        l.is_empty()
+            || l.starts_with("processed ")
+            || l.starts_with("verification time ")
+            || l.starts_with("stack depth ")
+    })
+}
+
 /// libbpf warnings logged at debug as expected fallbacks so far.
 pub fn demoted_warnings() -> u64 {
     DEMOTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Default of `--log.repeat-interval`.
+pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Most kinds of repeated warning tracked at once; past it a warning is
+/// logged every time (the kinds are collector and part names, far fewer).
+const MAX_KINDS: usize = 256;
+
+/// A kind of repeated warning: (what, whose), both static names.
+pub type Kind = (&'static str, &'static str);
+
+/// Rate limits repeated warnings: the first of a kind is logged at once,
+/// later ones at most once per interval with how many were held back in
+/// between; when the condition ends, how many were held back since the
+/// last line.
+pub struct Repeats {
+    every: Duration,
+    seen: Mutex<HashMap<Kind, Seen>>,
+}
+
+struct Seen {
+    last: Instant,
+    held: u64,
+}
+
+impl Repeats {
+    pub fn new(every: Duration) -> Repeats {
+        Repeats {
+            every,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A warning of `kind` at `now`: `Some(held back since the last line)`
+    /// when it is to be logged, `None` when it is held back.
+    pub fn warn(&self, kind: Kind, now: Instant) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let full = seen.len() >= MAX_KINDS;
+        match seen.get_mut(&kind) {
+            Some(s) if now.saturating_duration_since(s.last) < self.every => {
+                s.held += 1;
+                None
+            }
+            Some(s) => {
+                let held = std::mem::take(&mut s.held);
+                s.last = now;
+                Some(held)
+            }
+            None => {
+                if !full {
+                    seen.insert(kind, Seen { last: now, held: 0 });
+                }
+                Some(0)
+            }
+        }
+    }
+
+    /// The condition of `kind` ended: `Some(held back since the last line)`
+    /// if it had been warned about. The next warning of the kind is logged
+    /// at once.
+    pub fn ended(&self, kind: Kind) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_empty() {
+            return None;
+        }
+        seen.remove(&kind).map(|s| s.held)
+    }
+}
+
+static REPEATS: OnceLock<Repeats> = OnceLock::new();
+
+fn repeats() -> &'static Repeats {
+    REPEATS.get_or_init(|| Repeats::new(DEFAULT_REPEAT_INTERVAL))
+}
+
+/// Set the interval of repeated warnings (before the first one).
+pub fn set_repeat_interval(every: Duration) {
+    let _ = REPEATS.set(Repeats::new(every));
+}
+
+/// Log a repeated warning of `kind` through `log(held back since the last
+/// line)`, or hold it back (see [`Repeats`]).
+pub fn warn_repeated(kind: Kind, log: impl FnOnce(u64)) {
+    if let Some(held) = repeats().warn(kind, Instant::now()) {
+        log(held);
+    }
+}
+
+/// The condition of `kind` ended: `log(held back since the last line)` if
+/// it had been warned about.
+pub fn repeat_ended(kind: Kind, log: impl FnOnce(u64)) {
+    if let Some(held) = repeats().ended(kind) {
+        log(held);
+    }
 }
 
 /// Escape `line` (one formatted event) into `out`.
@@ -137,6 +252,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn repeated_warnings_log_the_first_then_once_per_interval_with_a_count() {
+        let r = Repeats::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let a = ("collector failed", "maps");
+        let b = ("collector failed", "files");
+        assert_eq!(r.warn(a, s(0)), Some(0));
+        // Every 15 s scrape for 5 minutes: one line a minute, each with the
+        // three held back since the previous one.
+        let logged: Vec<Option<u64>> = (1..=20).map(|i| r.warn(a, s(15 * i))).collect();
+        assert_eq!(logged.iter().flatten().count(), 5, "{logged:?}");
+        assert!(logged.iter().flatten().all(|&n| n == 3), "{logged:?}");
+        // Another kind is not held back by the first.
+        assert_eq!(r.warn(b, s(301)), Some(0));
+        assert_eq!(r.warn(a, s(302)), None);
+        // The end reports what was held back, and the next one logs at once.
+        assert_eq!(r.ended(a), Some(1));
+        assert_eq!(r.ended(a), None);
+        assert_eq!(r.warn(a, s(303)), Some(0));
+        // Kinds past the bound are logged every time, never held back.
+        let names: Vec<&'static str> = (0..MAX_KINDS + 5)
+            .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
+            .collect();
+        for n in &names {
+            r.warn(("x", n), s(400));
+        }
+        let last = ("x", names[MAX_KINDS + 4]);
+        assert_eq!(r.warn(last, s(401)), Some(0));
+        assert_eq!(r.warn(last, s(402)), Some(0));
+    }
+
+    #[test]
     fn only_expected_fallbacks_are_demoted() {
         let msg = "prog 'x': BPF program load failed: -EPERM";
         assert!(!libbpf_warning_expected(msg));
@@ -147,6 +294,17 @@ mod tests {
         assert!(!expected_failures(|| libbpf_warning_expected(
             "-- BEGIN PROG LOAD LOG --\nR1 invalid mem access\n-- END PROG LOAD LOG --"
         )));
+        // A refused load's log with only the statistics: an expected
+        // fallback, but never outside one.
+        let stats = "prog 'count_elems': -- BEGIN PROG LOAD LOG --\nprocessed 0 insns (limit 1000000) \
+                     max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n-- END PROG LOAD LOG --";
+        assert!(expected_failures(|| libbpf_warning_expected(stats)));
+        assert!(!libbpf_warning_expected(stats));
+        assert!(!expected_failures(|| {
+            libbpf_warning_expected(
+            "-- BEGIN PROG LOAD LOG --\n0: R1=ctx\nprocessed 3 insns (limit 1000000)\n-- END PROG LOAD LOG --"
+        )
+        }));
     }
 
     fn esc(s: &[u8], sgr: bool) -> String {

@@ -27,7 +27,12 @@ fn run() -> anyhow::Result<bool> {
     bpfmap_exporter::sys::tune_allocator();
     let cli = Cli::parse_from_env();
     init_logging(&cli)?;
+    bpfmap_exporter::logging::set_repeat_interval(cli.log_repeat_interval);
     cli.validate()?;
+    let remote_only = matches!(&cli.command, Some(Command::Explain(a)) if a.remote.from.is_some());
+    if !remote_only {
+        bpfmap_exporter::limits::ensure_nofile()?;
+    }
     if let Some(Command::SimulateLeak(args)) = &cli.command {
         bpfmap_exporter::simulate::run(args)?;
         return Ok(true);
@@ -61,7 +66,7 @@ fn run() -> anyhow::Result<bool> {
     let st = http::State {
         telemetry_path: cli.telemetry_path.clone(),
         scrapes,
-        healthy: service.healthy(),
+        health: service.health(),
         web,
         enabled_collectors: bpfmap_exporter::registry::REGISTRY
             .iter()
@@ -74,11 +79,14 @@ fn run() -> anyhow::Result<bool> {
         idle_timeout: cli.web_idle_timeout,
         max_connections: cli.web_max_connections,
     };
+    let mut term = rt
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        })
+        .map_err(anyhow::Error::from)
+        .map_err(|e| e.context("installing the SIGTERM handler"))?;
     rt.block_on(async move {
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+        let shutdown = async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
@@ -97,7 +105,12 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("bpfmap-exporter: error: {e:#}");
+            if bpfmap_exporter::limits::out_of_fds(&e) {
+                let hint = bpfmap_exporter::limits::out_of_fds_hint();
+                eprintln!("bpfmap-exporter: error: {e:#}: {hint}");
+            } else {
+                eprintln!("bpfmap-exporter: error: {e:#}");
+            }
             ExitCode::from(2)
         }
     }

@@ -107,6 +107,10 @@ const HOLDER_SOURCES: &[&str] = &[
     "io_uring",
 ];
 
+/// The kind of repeated warning a failing collector logs (once per
+/// `--log.repeat-interval` while it keeps failing).
+const FAILED: &str = "collector failed";
+
 /// One collector's outcome in one scrape.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -142,6 +146,13 @@ impl Report {
     ) -> Option<T> {
         match r {
             Ok(v) => {
+                crate::logging::repeat_ended((FAILED, name), |held| {
+                    tracing::info!(
+                        collector = name,
+                        more_since_last = held,
+                        "collector recovered"
+                    );
+                });
                 self.outcomes.push(Outcome {
                     name,
                     ok: true,
@@ -151,8 +162,13 @@ impl Report {
                 Some(v)
             }
             Err(e) => {
-                let error = format!("{e:#}");
-                tracing::warn!(collector = name, error = %error, "collector failed");
+                let mut error = format!("{e:#}");
+                if crate::limits::out_of_fds(&e) {
+                    error = format!("{error} ({})", crate::limits::out_of_fds_hint());
+                }
+                crate::logging::warn_repeated((FAILED, name), |held| {
+                    tracing::warn!(collector = name, error = %error, more_since_last = held, "collector failed");
+                });
                 self.outcomes.push(Outcome {
                     name,
                     ok: false,

@@ -81,11 +81,20 @@ pub fn load_error(what: &str, e: anyhow::Error) -> anyhow::Error {
 /// given, else the kernel's own. Errors name the fix.
 pub fn btf_path(custom: Option<&Path>) -> anyhow::Result<PathBuf> {
     match custom {
-        Some(p) if p.exists() => Ok(p.to_path_buf()),
-        Some(p) => bail!(
-            "--btf.path {}: no such file. Pass the BTF of the running kernel (for example one from btfhub for `uname -r`)",
-            p.display()
-        ),
+        // stat, never open: a FIFO would block the open and a directory
+        // fails later with an unhelpful EIO.
+        Some(p) => match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => Ok(p.to_path_buf()),
+            Ok(m) => bail!(
+                "--btf.path {}: {}, not a regular file. Pass the BTF file of the running kernel itself (for example one from btfhub for `uname -r`)",
+                p.display(),
+                file_kind(&m)
+            ),
+            Err(e) => bail!(
+                "--btf.path {}: {e}. Pass the BTF of the running kernel (for example one from btfhub for `uname -r`)",
+                p.display()
+            ),
+        },
         None => {
             let p = PathBuf::from(KERNEL_BTF);
             if p.exists() {
@@ -97,6 +106,23 @@ pub fn btf_path(custom: Option<&Path>) -> anyhow::Result<PathBuf> {
                 )
             }
         }
+    }
+}
+
+/// What kind of file `m` describes, in words.
+fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
     }
 }
 

@@ -279,7 +279,9 @@ impl Census {
                         .map(|w| inflight::receiver_sockets(&w.records))
                         .unwrap_or_default();
                     if let Err(e) = self.progs.set_receiver_sockets(&want) {
-                        tracing::warn!(error = %format!("{e:#}"), "naming receivers of files in flight");
+                        crate::logging::warn_repeated(("naming receivers", "inflight"), |held| {
+                            tracing::warn!(error = %format!("{e:#}"), more_since_last = held, "naming receivers of files in flight");
+                        });
                     }
                     inflight_walk = walk;
                 }
@@ -544,7 +546,9 @@ impl Census {
                 let inv = bpffs::walk(&sbs, &limits, &mut |p, md| cache.identify(p, md));
                 cache.finish();
                 for m in &inv.unreachable {
-                    tracing::warn!(mount = %m, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
+                    crate::logging::warn_repeated(("bpffs mount unreachable", "pins"), |held| {
+                        tracing::warn!(mount = %m, more_since_last = held, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
+                    });
                 }
                 Ok(inv)
             });

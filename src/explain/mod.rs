@@ -52,11 +52,8 @@ pub struct ExplainArgs {
     /// text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
-    /// Ask a running exporter (its /api/v1/maps) instead of taking a census
-    /// here, e.g. http://127.0.0.1:9863: it also knows the creating process
-    /// of maps created while it ran. Basic auth as http://user:password@host:port.
-    #[arg(long, value_name = "URL")]
-    pub from: Option<String>,
+    #[command(flatten)]
+    pub remote: remote::RemoteArgs,
 }
 
 pub use crate::collector::CreatorProcesses;
@@ -69,7 +66,7 @@ pub const STANDALONE_PROCESSES: &str =
 /// Run the subcommand: one census (or one request to a running exporter
 /// with `--from`), print, error on a bad selector.
 pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> {
-    if let Some(url) = &args.from {
+    if let Some(url) = &args.remote.from {
         return remote::run_from(args, url);
     }
     let sel = if args.prog.is_some() {
@@ -155,7 +152,11 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
 
 pub(super) fn print(args: &ExplainArgs, doc: &Value, none: bool) -> anyhow::Result<()> {
     if args.output == "json" {
-        println!("{}", serde_json::to_string_pretty(doc)?);
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, doc)?;
+        writeln!(out)?;
+        out.flush()?;
     } else {
         if doc.get("programs").is_some() {
             print!("{}", program_text(doc));

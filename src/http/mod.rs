@@ -14,7 +14,6 @@ mod listen;
 mod routes;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,7 @@ impl Default for Limits {
 pub struct State {
     pub telemetry_path: String,
     pub scrapes: mpsc::Sender<Job>,
-    pub healthy: Arc<AtomicBool>,
+    pub health: Arc<crate::exporter::Health>,
     pub web: Arc<crate::web::Web>,
     /// Collectors this exporter runs (what collect[] may name).
     pub enabled_collectors: Vec<&'static str>,

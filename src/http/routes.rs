@@ -2,7 +2,6 @@
 //! the chunked body every response is sent as.
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -220,14 +219,13 @@ async fn route(st: &State, req: &Request<Incoming>) -> Response<Chunks> {
     {
         api(st, true, rest, req.uri().query()).await
     } else if path == "/healthz" {
-        if st.healthy.load(Ordering::Relaxed) {
-            resp(StatusCode::OK, "text/plain", "ok\n")
-        } else {
-            resp(
+        match st.health.check() {
+            Ok(()) => resp(StatusCode::OK, "text/plain", "ok\n"),
+            Err(why) => resp(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
-                "collector thread is not running\n",
-            )
+                format!("{why}\n"),
+            ),
         }
     } else if path == "/" {
         let p = &st.telemetry_path;

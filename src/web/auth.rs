@@ -230,11 +230,13 @@ impl Auth {
     }
 
     /// The hash unknown users are verified against.
+    #[cfg(any(test, feature = "testing"))]
     pub fn dummy_hash(&self) -> &str {
         &self.dummy
     }
 
     /// bcrypt verifications this configuration ran (unknown users included).
+    #[cfg(any(test, feature = "testing"))]
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
     }
