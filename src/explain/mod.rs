@@ -22,13 +22,14 @@ use crate::census::{Census, CensusOpts};
 pub use extras::{gather_extras, Extras, ProgramIdentity};
 pub use programs::{
     page_programs, pin_report, pin_text, program_report, program_text, select_program,
+    write_program_report,
 };
-pub use report::{age, report, Attribution, Input};
+pub use report::{age, report, write_page, write_report, Attribution, Input};
 pub use select::{page, select, several_named, Filter, Page, Selector, MAX_LIMIT};
 pub use text::text;
 
 /// Version of the JSON document's shape.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("select").required(true).args(["id", "name", "pin", "pid", "prog"])))]
@@ -390,13 +391,13 @@ mod tests {
         // Map 4: an mmap with its range.
         assert_eq!(
             maps[3]["holders"]["mmap"],
-            json!([{"pid": 13, "comm": "agent", "start": "0x7f000000", "end": "0x7f001000", "in_fd_table": false}])
+            json!([{"pid": 13, "comm": "agent", "size_bytes": 4096, "fd": null, "in_fd_table": false}])
         );
         let t = text(&doc);
         for want in [
             "created by pid 4242 (agent), 3h ago",
             "... and 1 more file holders",
-            "mmap pid 13 comm \"agent\" at 0x7f000000-0x7f001000",
+            "mmap pid 13 comm \"agent\" 4096 bytes (file no longer in an fd table)",
             "creating cgroup gone",
         ] {
             assert!(t.contains(want), "{want:?} missing from\n{t}");
