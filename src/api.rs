@@ -483,7 +483,11 @@ mod tests {
             ),
             ("", "after=1&after=2", "after given twice"),
             ("/x", "", "program id \"x\" is not a number"),
-            ("/+7", "", "program id \"+7\" is not a number: decimal digits only"),
+            (
+                "/+7",
+                "",
+                "program id \"+7\" is not a number: decimal digits only",
+            ),
             (
                 "/4",
                 "limit=3",
@@ -515,7 +519,11 @@ mod tests {
             ("", "name=a&pid=1", "at most one of"),
             ("", "name=%ff", "not UTF-8"),
             ("/abc", "", "map id \"abc\" is not a number"),
-            ("/+1", "", "map id \"+1\" is not a number: decimal digits only"),
+            (
+                "/+1",
+                "",
+                "map id \"+1\" is not a number: decimal digits only",
+            ),
             ("/-1", "", "decimal digits only"),
             ("/ 1", "", "decimal digits only"),
             ("/4294967296", "", "is not a number"),

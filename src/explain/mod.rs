@@ -421,4 +421,49 @@ mod tests {
         assert_eq!(age(3.0 * 86400.0), "3d");
         assert_eq!(age(-5.0), "0s");
     }
+
+    #[test]
+    fn the_written_document_is_the_report_and_a_byte_bound_cuts_the_page() {
+        let s = snapshot();
+        let x = Extras::default();
+        let inp = Input {
+            snap: &s,
+            extras: &x,
+            attribution: &no_attr,
+            failed: &[],
+            processes: Err("off"),
+            now_unix: 0.0,
+            max_holders: 2,
+        };
+        let p = page(&s, &[1, 2, 3, 4, 5], &Filter::default());
+        let whole = report(&inp, &p);
+        let mut out = Vec::new();
+        write_report(&inp, &p, usize::MAX, &mut out).unwrap();
+        assert_eq!(out, {
+            let mut v = serde_json::to_vec(&whole).unwrap();
+            v.push(b'\n');
+            v
+        });
+        // Room for about two maps: the page ends after them, resumable.
+        let one = serde_json::to_vec(&whole["maps"][0]).unwrap().len();
+        let mut out = Vec::new();
+        write_report(&inp, &p, 2 * one + 2, &mut out).unwrap();
+        let cut: Value = serde_json::from_slice(&out).unwrap();
+        let ids: Vec<u64> = cut["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert!(!ids.is_empty() && ids.len() < 5, "{ids:?}");
+        assert_eq!(cut["truncated"], json!(true));
+        assert_eq!(cut["next_after"], json!(ids.last().unwrap()));
+        assert_eq!(cut["total"], json!(5));
+        // A first object larger than the bound is still written whole.
+        let mut out = Vec::new();
+        write_report(&inp, &p, 1, &mut out).unwrap();
+        let cut: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(cut["maps"].as_array().unwrap().len(), 1);
+        assert_eq!(cut["next_after"], json!(1));
+    }
 }

@@ -268,7 +268,8 @@ async fn api(
             buf: Vec::with_capacity(CHUNK),
             sent: 0,
         };
-        let r = crate::api::write(&data, &answer, &mut w).and_then(|()| std::io::Write::flush(&mut w));
+        let r =
+            crate::api::write(&data, &answer, &mut w).and_then(|()| std::io::Write::flush(&mut w));
         if let Err(e) = r {
             if e.kind() != std::io::ErrorKind::BrokenPipe {
                 tracing::warn!(error = %e, "JSON API response cut");
