@@ -40,7 +40,7 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 fn raise_nofile(n: u64) {
     let lim = libc::rlimit {
         rlim_cur: n,
-        rlim_max: n,
+        rlim_max: n.max(8192),
     };
     // SAFETY: setrlimit with a valid struct.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
@@ -207,7 +207,15 @@ fn main() {
         args.len() >= 4,
         "usage: bench_abuse <exporter> <baseline> <n> [<n> ...]"
     );
-    raise_nofile(8192);
+    // 520 connections and their threads; the holders raise their own limit
+    // up to the hard one, which stays as it is.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    raise_nofile(lim.rlim_max.min(1 << 20));
     let bench_census = std::env::current_exe()
         .unwrap()
         .with_file_name("bench_census");

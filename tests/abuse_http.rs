@@ -102,13 +102,17 @@ fn get(port: u16, path: &str) -> Resp {
     get_via(None, [127, 0, 0, 1].into(), port, path).unwrap()
 }
 
-/// Raise this process's fd limit to `n` (soft and hard).
+/// Raise this process's soft fd limit to at least `n` (the hard limit
+/// stays, so children may raise theirs as far).
 fn raise_nofile(n: u64) {
-    let lim = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit with a valid struct.
+    // SAFETY: getrlimit and setrlimit with a valid struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_cur = lim.rlim_cur.max(n.min(lim.rlim_max));
+    lim.rlim_max = lim.rlim_max.max(lim.rlim_cur);
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
 }
 

@@ -61,6 +61,9 @@ impl Default for Limits {
     }
 }
 
+/// Send buffer of a connection's socket (the kernel doubles it).
+const SEND_BUFFER: usize = 64 << 10;
+
 /// How long a JSON API request waits for a slot before a 503.
 const API_WAIT: Duration = Duration::from_secs(10);
 
@@ -151,6 +154,10 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // A fixed send buffer: the kernel's autotuning would let a client
+        // that never reads park megabytes of answers (and one census per
+        // pipelined request) before its writes stall.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let st = st.clone();
         let limits = limits.clone();
         let gate = gate.clone();
