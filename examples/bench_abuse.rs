@@ -2,14 +2,15 @@
 //! root): for each exporter binary (this build, then a baseline build) over
 //! the same N live maps, in one run:
 //!
-//! - memory: the exporter's peak RSS (VmHWM) while 50 clients list
-//!   `/api/v1/maps?limit=1000` and 50 scrape `/metrics`, all at once, each
-//!   reading its whole answer; with the answers' status counts;
+//! - memory: the exporter's peak RSS (VmHWM) of its start, first scrape and
+//!   first listing; then, the peak reset (`clear_refs` 5), its peak while 50
+//!   clients list `/api/v1/maps?limit=1000` and 50 scrape `/metrics`, all at
+//!   once, each reading its whole answer; with the answers' status counts;
 //! - slow readers: 520 connections each pipeline 300 `GET /metrics` and never
 //!   read; then the time until a fresh client's `GET /metrics` is answered
 //!   (capped at [`FRESH_CAP`]).
 //!
-//! Usage: bench_abuse <exporter> <baseline> <n> [<n> ...]
+//! Usage: bench_abuse <exporter> <baseline|-> <n> [<n> ...]
 //! Maps are held by `bench_census --hold` children (built by the script).
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -110,8 +111,12 @@ impl Drop for Holders {
     }
 }
 
+/// Started with the flags in `$BENCH_EXPORTER_ARGS` (whitespace-separated;
+/// both builds get them).
 fn start(bin: &str) -> Exporter {
-    let mut e = Exporter::start(bin, &[]);
+    let extra = std::env::var("BENCH_EXPORTER_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    let mut e = Exporter::start(bin, &extra);
     e.wait_until("healthy", Duration::from_secs(300), |port| {
         common::http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
@@ -125,7 +130,9 @@ fn start(bin: &str) -> Exporter {
 }
 
 struct Memory {
-    idle_kib: u64,
+    /// Peak RSS of the start, the first scrapes and a listing.
+    start_kib: u64,
+    /// Peak RSS under the load alone (the peak is reset before it).
     peak_kib: u64,
     codes: std::collections::BTreeMap<u16, usize>,
     secs: f64,
@@ -134,7 +141,9 @@ struct Memory {
 fn memory(bin: &str) -> Memory {
     let e = start(bin);
     let pid = e.child.id();
-    let idle_kib = status_kib(pid, "VmRSS:");
+    let start_kib = status_kib(pid, "VmHWM:");
+    // Reset the peak: what follows is the load's.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting VmHWM");
     let barrier = Arc::new(Barrier::new(LISTINGS + SCRAPES));
     let t = Instant::now();
     let threads: Vec<_> = (0..LISTINGS + SCRAPES)
@@ -158,7 +167,7 @@ fn memory(bin: &str) -> Memory {
     let secs = t.elapsed().as_secs_f64();
     let peak_kib = status_kib(pid, "VmHWM:");
     Memory {
-        idle_kib,
+        start_kib,
         peak_kib,
         codes,
         secs,
@@ -196,7 +205,7 @@ fn slow_readers(bin: &str) -> (Option<f64>, usize) {
     let d = t.elapsed();
     drop(held);
     (
-        (code == 200 && d < FRESH_CAP).then(|| d.as_secs_f64()),
+        (code == 200 && d < FRESH_CAP).then_some(d.as_secs_f64()),
         opened,
     )
 }
@@ -220,19 +229,23 @@ fn main() {
         .unwrap()
         .with_file_name("bench_census");
     let bench_census = bench_census.to_str().unwrap();
-    let bins = [("this build", &args[1]), ("baseline", &args[2])];
-    println!("| maps | build | RSS idle | peak RSS, {LISTINGS} listings + {SCRAPES} scrapes | answers | load time | fresh client with {SLOW} pipelining non-readers ({SLOW} opened) |");
+    // A baseline of "-" measures this build alone.
+    let bins: Vec<(&str, &String)> = [("this build", &args[1]), ("baseline", &args[2])]
+        .into_iter()
+        .filter(|(_, b)| b.as_str() != "-")
+        .collect();
+    println!("| maps | build | peak RSS of the start and first scrapes | peak RSS, {LISTINGS} listings + {SCRAPES} scrapes at once | answers | load time | fresh client with {SLOW} pipelining non-readers ({SLOW} opened) |");
     println!("|---|---|---|---|---|---|---|");
     for n in &args[3..] {
         let n: usize = n.parse().expect("a map count");
         let _holders = Holders::new(bench_census, n);
-        for (name, bin) in bins {
+        for &(name, bin) in &bins {
             let m = memory(bin);
             let (fresh, opened) = slow_readers(bin);
             let codes: Vec<String> = m.codes.iter().map(|(c, k)| format!("{k}x{c}")).collect();
             println!(
                 "| {n} | {name} | {:.1} MiB | {:.1} MiB | {} | {:.1} s | {} ({opened}) |",
-                m.idle_kib as f64 / 1024.0,
+                m.start_kib as f64 / 1024.0,
                 m.peak_kib as f64 / 1024.0,
                 codes.join(" "),
                 m.secs,

@@ -5,12 +5,13 @@
 # and how long a fresh client waits while 520 connections pipeline
 # GET /metrics and never read (examples/bench_abuse.rs).
 #   ./scripts/bench-abuse.sh BASELINE_BINARY [N ...]     default N: 10000 100000
+# (BASELINE_BINARY "-": this build alone)
 # A baseline from another commit:
 #   git worktree add /tmp/base <rev> && (cd /tmp/base && cargo build --release --bin bpfmap-exporter)
 # Prints a markdown table for BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ $# -lt 1 || ! -x $1 ]]; then
+if [[ $# -lt 1 || ( $1 != - && ! -x $1 ) ]]; then
     echo "usage: scripts/bench-abuse.sh BASELINE_BINARY [N ...] (the baseline must be an executable exporter build)" >&2
     exit 2
 fi
