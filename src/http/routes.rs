@@ -204,9 +204,11 @@ async fn api(
     st: &State,
     gate: &ApiGate,
     programs: bool,
+    req: &Request<Incoming>,
     rest: &str,
-    query: Option<&str>,
 ) -> Response<Chunks> {
+    let head = req.method() == Method::HEAD;
+    let query = req.uri().query();
     let json = |code: StatusCode, body: Vec<u8>| {
         Response::builder()
             .status(code)
@@ -260,7 +262,8 @@ async fn api(
                 return;
             }
         };
-        if head_tx.send(Ok(())).is_err() {
+        // HEAD: the status and headers only; nothing is written.
+        if head_tx.send(Ok(())).is_err() || head {
             return;
         }
         let mut w = ChannelWriter {
@@ -347,12 +350,12 @@ async fn route(st: &State, cx: &ConnCtx, req: &Request<Incoming>) -> Response<Ch
         .strip_prefix("/api/v1/maps")
         .filter(|r| r.is_empty() || r.starts_with('/'))
     {
-        api(st, &cx.gate, false, rest, req.uri().query()).await
+        api(st, &cx.gate, false, req, rest).await
     } else if let Some(rest) = path
         .strip_prefix("/api/v1/programs")
         .filter(|r| r.is_empty() || r.starts_with('/'))
     {
-        api(st, &cx.gate, true, rest, req.uri().query()).await
+        api(st, &cx.gate, true, req, rest).await
     } else if path == "/healthz" {
         if st.healthy.load(Ordering::Relaxed) {
             resp(StatusCode::OK, "text/plain", "ok\n")
