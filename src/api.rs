@@ -6,9 +6,12 @@
 //! `exporter::ScrapeService`); the document is built on a blocking worker,
 //! never on the collector thread; a listing holds at most [`MAX_LIMIT`]
 //! maps and every map at most [`LIST_MAX_HOLDERS`] identities per holder
-//! kind (one map: [`ONE_MAX_HOLDERS`]), with `truncated` / `next_after` and
-//! `holders_omitted` saying what was left out; bad input is a 400 naming the
-//! parameter, an unknown map a 404, both with a JSON `{"error": ...}`.
+//! kind (one map: [`ONE_MAX_HOLDERS`]) and at most [`MAX_BODY`] bytes of
+//! maps, with `truncated` / `next_after` and `holders_omitted` saying what
+//! was left out; the document is written map by map, never held whole; bad
+//! input is a 400 naming the parameter, an unknown map a 404, both with a
+//! JSON `{"error": ...}`. A pid that exists and holds nothing and a pid
+//! that does not exist get the same answer.
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,6 +30,9 @@ pub use crate::explain::MAX_LIMIT;
 pub const LIST_MAX_HOLDERS: usize = 100;
 /// The same bound for `/api/v1/maps/<id>`.
 pub const ONE_MAX_HOLDERS: usize = 10_000;
+/// Bytes of objects a listing holds at most (the page ends before the
+/// object that would pass it, see [`write`]).
+pub const MAX_BODY: usize = 16 << 20;
 /// Longest query parameter value accepted.
 const MAX_VALUE: usize = 4096;
 
@@ -123,6 +129,15 @@ fn number<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, ApiError> {
         .map_err(|_| bad(format!("parameter {k}: {} is not a number", quoted(v))))
 }
 
+/// An object id in a path: decimal digits only (`u32::from_str` would
+/// also take a sign), within u32.
+fn object_id(s: &str) -> Result<u32, ()> {
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    s.parse().map_err(|_| ())
+}
+
 /// Parse the part of the path after `/api/v1/maps` and the query string.
 pub fn parse(rest: &str, query: Option<&str>) -> Result<Query, ApiError> {
     let mut params: Vec<(String, String)> = Vec::new();
@@ -144,10 +159,10 @@ pub fn parse(rest: &str, query: Option<&str>) -> Result<Query, ApiError> {
         }
         params.push((k, v));
     }
-    if let Some(id) = rest.strip_prefix('/') {
-        let id = id.parse::<u32>().map_err(|_| {
+    if let Some(id) = rest.strip_prefix('/').filter(|id| !id.is_empty()) {
+        let id = object_id(id).map_err(|_| {
             bad(format!(
-                "map id {} is not a number (GET /api/v1/maps/<id>)",
+                "map id {} is not a number: decimal digits only (GET /api/v1/maps/<id>)",
                 quoted(id)
             ))
         })?;
@@ -161,7 +176,7 @@ pub fn parse(rest: &str, query: Option<&str>) -> Result<Query, ApiError> {
             filter: Filter::default(),
         });
     }
-    if !rest.is_empty() {
+    if !rest.is_empty() && rest != "/" {
         return Err(not_found(
             "no such endpoint (GET /api/v1/maps or /api/v1/maps/<id>)".into(),
         ));
@@ -214,8 +229,40 @@ pub fn parse(rest: &str, query: Option<&str>) -> Result<Query, ApiError> {
     Ok(q)
 }
 
-/// The document for `q` from one census, or the error to answer.
-pub fn answer(data: &MapsData, q: &Query) -> Result<serde_json::Value, ApiError> {
+/// What a request is answered with: the page of one census to write.
+pub enum Answer {
+    Maps { page: explain::Page, one: bool },
+    Programs { page: explain::Page, one: bool },
+}
+
+/// A parsed request for either endpoint.
+pub enum Request {
+    Maps(Query),
+    Programs(ProgramsQuery),
+}
+
+impl Request {
+    /// Parse a request for `/api/v1/programs` (`programs`) or
+    /// `/api/v1/maps`: `rest` is the path after the endpoint.
+    pub fn parse(programs: bool, rest: &str, query: Option<&str>) -> Result<Request, ApiError> {
+        if programs {
+            parse_programs(rest, query).map(Request::Programs)
+        } else {
+            parse(rest, query).map(Request::Maps)
+        }
+    }
+
+    /// The page to write from one census, or the error to answer.
+    pub fn prepare(&self, data: &MapsData) -> Result<Answer, ApiError> {
+        match self {
+            Request::Maps(q) => prepare(data, q),
+            Request::Programs(q) => prepare_programs(data, q),
+        }
+    }
+}
+
+/// The page for `q` from one census, or the error to answer.
+pub fn prepare(data: &MapsData, q: &Query) -> Result<Answer, ApiError> {
     let snap = &data.snap;
     if !snap.maps_ok {
         return Err(ApiError {
@@ -237,17 +284,29 @@ pub fn answer(data: &MapsData, q: &Query) -> Result<serde_json::Value, ApiError>
             .map(|m| m.id)
             .collect(),
         Select::Pin(p) => explain::select(snap, &Selector::Pin(p.clone())).map_err(not_found)?,
-        Select::Pid(pid) => {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(not_found(format!("no process with pid {pid}")));
-            }
-            explain::select(snap, &Selector::Pid(*pid)).map_err(not_found)?
-        }
+        // A pid that holds nothing and one that does not exist get the
+        // same answer: the census's holders, never /proc.
+        Select::Pid(pid) => explain::select(snap, &Selector::Pid(*pid)).map_err(not_found)?,
     };
-    let page = explain::page(snap, &ids, &q.filter);
-    Ok(with_input(data, matches!(q.select, Select::Id(_)), |inp| {
-        explain::report(inp, &page)
-    }))
+    Ok(Answer::Maps {
+        page: explain::page(snap, &ids, &q.filter),
+        one: matches!(q.select, Select::Id(_)),
+    })
+}
+
+/// Write the document of `a` to `out`, object by object: a listing ends
+/// (`truncated`, `next_after`) before the object that would take it past
+/// [`MAX_BODY`] bytes. Nothing of the census is copied: one object's JSON
+/// is held at a time.
+pub fn write(data: &MapsData, a: &Answer, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    match a {
+        Answer::Maps { page, one } => with_input(data, *one, |inp| {
+            explain::write_report(inp, page, MAX_BODY, out)
+        }),
+        Answer::Programs { page, one } => with_input(data, *one, |inp| {
+            explain::write_program_report(inp, page, MAX_BODY, out)
+        }),
+    }
 }
 
 /// Run `f` on the explain input of one census: identities bounded for one
@@ -320,10 +379,10 @@ pub fn parse_programs(rest: &str, query: Option<&str>) -> Result<ProgramsQuery, 
         }
         seen.push(k);
     }
-    if let Some(id) = rest.strip_prefix('/') {
-        let id = id.parse::<u32>().map_err(|_| {
+    if let Some(id) = rest.strip_prefix('/').filter(|id| !id.is_empty()) {
+        let id = object_id(id).map_err(|_| {
             bad(format!(
-                "program id {} is not a number (GET /api/v1/programs/<id>)",
+                "program id {} is not a number: decimal digits only (GET /api/v1/programs/<id>)",
                 quoted(id)
             ))
         })?;
@@ -333,7 +392,7 @@ pub fn parse_programs(rest: &str, query: Option<&str>) -> Result<ProgramsQuery, 
             )));
         }
         q.id = Some(id);
-    } else if !rest.is_empty() {
+    } else if !rest.is_empty() && rest != "/" {
         return Err(not_found(
             "no such endpoint (GET /api/v1/programs or /api/v1/programs/<id>)".into(),
         ));
@@ -341,8 +400,8 @@ pub fn parse_programs(rest: &str, query: Option<&str>) -> Result<ProgramsQuery, 
     Ok(q)
 }
 
-/// The programs document for `q` from one census, or the error to answer.
-pub fn answer_programs(data: &MapsData, q: &ProgramsQuery) -> Result<serde_json::Value, ApiError> {
+/// The programs page for `q` from one census, or the error to answer.
+pub fn prepare_programs(data: &MapsData, q: &ProgramsQuery) -> Result<Answer, ApiError> {
     let snap = &data.snap;
     if !snap.maps_ok || snap.programs.is_none() {
         return Err(ApiError {
@@ -354,10 +413,10 @@ pub fn answer_programs(data: &MapsData, q: &ProgramsQuery) -> Result<serde_json:
         Some(id) => explain::select_program(snap, id).map_err(not_found)?,
         None => snap.programs.iter().flatten().map(|p| p.id).collect(),
     };
-    let page = explain::page_programs(&ids, q.after, q.limit);
-    Ok(with_input(data, q.id.is_some(), |inp| {
-        explain::program_report(inp, &page)
-    }))
+    Ok(Answer::Programs {
+        page: explain::page_programs(&ids, q.after, q.limit),
+        one: q.id.is_some(),
+    })
 }
 
 /// The JSON body of an error.
@@ -398,6 +457,9 @@ mod tests {
         );
         assert_eq!(ok("", "pid=4242").select, Select::Pid(4242));
         assert_eq!(ok("/17", "").select, Select::Id(17));
+        // A trailing slash is the listing.
+        assert_eq!(ok("/", "limit=3").select, Select::All);
+        assert_eq!(ok("/", "limit=3").filter.limit, 3);
         assert_eq!(
             ok("", &format!("limit={MAX_LIMIT}")).filter.limit,
             MAX_LIMIT
@@ -411,6 +473,7 @@ mod tests {
         let q = parse_programs("", Some("limit=5&after=9")).unwrap();
         assert_eq!((q.id, q.after, q.limit), (None, Some(9), 5));
         assert_eq!(parse_programs("/42", None).unwrap().id, Some(42));
+        assert_eq!(parse_programs("/", None).unwrap().id, None);
         for (rest, q, want) in [
             ("", "limit=0", "outside 1..=1000"),
             (
@@ -420,6 +483,11 @@ mod tests {
             ),
             ("", "after=1&after=2", "after given twice"),
             ("/x", "", "program id \"x\" is not a number"),
+            (
+                "/+7",
+                "",
+                "program id \"+7\" is not a number: decimal digits only",
+            ),
             (
                 "/4",
                 "limit=3",
@@ -451,7 +519,14 @@ mod tests {
             ("", "name=a&pid=1", "at most one of"),
             ("", "name=%ff", "not UTF-8"),
             ("/abc", "", "map id \"abc\" is not a number"),
-            ("/", "", "is not a number"),
+            (
+                "/+1",
+                "",
+                "map id \"+1\" is not a number: decimal digits only",
+            ),
+            ("/-1", "", "decimal digits only"),
+            ("/ 1", "", "decimal digits only"),
+            ("/4294967296", "", "is not a number"),
             ("/4", "limit=3", "parameter limit applies to /api/v1/maps"),
         ] {
             let e = err(rest, q);

@@ -35,6 +35,22 @@ pub struct Cli {
     #[arg(long = "web.max-connections", default_value_t = 512)]
     pub web_max_connections: usize,
 
+    /// Close a connection whose response write made no progress for this long (a client that does not read).
+    #[arg(long = "web.write-timeout", default_value = "10s", value_parser = crate::units::parse_duration)]
+    pub web_write_timeout: Duration,
+
+    /// Close a connection whose response is still being written this long after its request began.
+    #[arg(long = "web.request-timeout", default_value = "1m", value_parser = crate::units::parse_duration)]
+    pub web_request_timeout: Duration,
+
+    /// JSON API requests worked on at once; 16 per slot more wait up to 10 s, any more get 503 with Retry-After.
+    #[arg(long = "web.max-api-requests", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub web_max_api_requests: u16,
+
+    /// Serve the JSON API (/api/v1/*: this node's processes, fds, cgroups and pods) to network clients without authentication or TLS. Without it, only loopback clients reach the API unless --web.config.file configures basic auth or TLS.
+    #[arg(long = "web.expose-api")]
+    pub web_expose_api: bool,
+
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", default_value = "/metrics")]
     pub telemetry_path: String,

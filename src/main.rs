@@ -73,11 +73,15 @@ fn run() -> anyhow::Result<bool> {
             .map(|s| s.name)
             .filter(|n| cli.collector_enabled(n))
             .collect(),
+        expose_api: cli.web_expose_api,
     };
     let limits = http::Limits {
         header_timeout: cli.web_read_header_timeout,
         idle_timeout: cli.web_idle_timeout,
+        write_timeout: cli.web_write_timeout,
+        request_timeout: cli.web_request_timeout,
         max_connections: cli.web_max_connections,
+        max_api_requests: cli.web_max_api_requests.into(),
     };
     let mut term = rt
         .block_on(async {

@@ -103,7 +103,7 @@ fn explain_from_refuses_huge_foreign_and_other_version_answers_with_bounded_memo
     // 300 MB of valid-looking JSON, no Content-Length: read until the cap.
     let huge = serve(|s| {
         let _ = s.write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"schema_version\":3,\"maps\":[",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"schema_version\":4,\"maps\":[",
         );
         let item =
             br#"{"id":1,"name":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"},"#;
@@ -128,14 +128,14 @@ fn explain_from_refuses_huge_foreign_and_other_version_answers_with_bounded_memo
     let empty = serve(|s| json_answer(s, "{}"));
     let newer = serve(|s| json_answer(s, r#"{"schema_version":99,"total":0,"maps":[]}"#));
     let html = serve(|s| json_answer(s, "<html>It works!</html>"));
-    let no_list = serve(|s| json_answer(s, r#"{"schema_version":3,"total":1}"#));
+    let no_list = serve(|s| json_answer(s, r#"{"schema_version":4,"total":1}"#));
     let url = |p: u16| format!("http://127.0.0.1:{p}");
     for (port, sel, want) in [
         (huge, "--pid=1", "--max-response-size=16MiB"),
         (declared, "--id=1", "--max-response-size=16MiB"),
         (empty, "--id=1", "no schema_version"),
         (empty, "--pid=1", "no schema_version"),
-        (newer, "--id=1", "schema_version 99, newer than the 3"),
+        (newer, "--id=1", "schema_version 99, newer than the 4"),
         (html, "--id=1", "is --from the address of a bpfmap-exporter"),
         (no_list, "--id=1", "no maps list"),
     ] {

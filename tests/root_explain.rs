@@ -184,7 +184,7 @@ fn explain_names_every_holder_by_identity() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["schema_version"], json!(3));
+    assert_eq!(v["schema_version"], json!(4));
     assert_eq!(v["maps"][0]["id"], json!(id));
     assert_eq!(v["maps"][0]["holders"]["map"], h["map"]);
     drop((outer, prog, dup, m));

@@ -13,7 +13,7 @@ import http.server
 import sys
 
 MODE = sys.argv[2]
-DENSE = b'{"schema_version":3,"total":1,"maps":[{"id":1,"x":[' + b"0," * 8_300_000 + b"0]}]}"
+DENSE = b'{"schema_version":4,"total":1,"maps":[{"id":1,"x":[' + b"0," * 8_300_000 + b"0]}]}"
 
 
 class H(http.server.BaseHTTPRequestHandler):
@@ -24,7 +24,7 @@ class H(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             item = b'{"id":1,"name":"' + b"x" * 53 + b'"},'
             try:
-                self.wfile.write(b'{"schema_version":3,"maps":[')
+                self.wfile.write(b'{"schema_version":4,"maps":[')
                 for _ in range(5000):
                     self.wfile.write(item * 1000)
             except OSError:

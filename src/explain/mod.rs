@@ -22,13 +22,14 @@ use crate::census::{Census, CensusOpts};
 pub use extras::{gather_extras, Extras, ProgramIdentity};
 pub use programs::{
     page_programs, pin_report, pin_text, program_report, program_text, select_program,
+    write_program_report,
 };
-pub use report::{age, report, Input};
+pub use report::{age, report, write_report, Input};
 pub use select::{page, select, several_named, Filter, Page, Selector, MAX_LIMIT};
 pub use text::text;
 
 /// Version of the JSON document's shape.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("select").required(true).args(["id", "name", "pin", "pid", "prog"])))]
@@ -392,13 +393,13 @@ mod tests {
         // Map 4: an mmap with its range.
         assert_eq!(
             maps[3]["holders"]["mmap"],
-            json!([{"pid": 13, "comm": "agent", "start": "0x7f000000", "end": "0x7f001000", "in_fd_table": false}])
+            json!([{"pid": 13, "comm": "agent", "size_bytes": 4096, "fd": null, "in_fd_table": false}])
         );
         let t = text(&doc);
         for want in [
             "created by pid 4242 (agent), 3h ago",
             "... and 1 more file holders",
-            "mmap pid 13 comm \"agent\" at 0x7f000000-0x7f001000",
+            "mmap pid 13 comm \"agent\" 4096 bytes (file no longer in an fd table)",
             "creating cgroup gone",
         ] {
             assert!(t.contains(want), "{want:?} missing from\n{t}");
@@ -421,5 +422,50 @@ mod tests {
         assert_eq!(age(3.0 * 3600.0), "3h");
         assert_eq!(age(3.0 * 86400.0), "3d");
         assert_eq!(age(-5.0), "0s");
+    }
+
+    #[test]
+    fn the_written_document_is_the_report_and_a_byte_bound_cuts_the_page() {
+        let s = snapshot();
+        let x = Extras::default();
+        let inp = Input {
+            snap: &s,
+            extras: &x,
+            attribution: &no_attr,
+            failed: &[],
+            processes: Err("off"),
+            now_unix: 0.0,
+            max_holders: 2,
+        };
+        let p = page(&s, &[1, 2, 3, 4, 5], &Filter::default());
+        let whole = report(&inp, &p);
+        let mut out = Vec::new();
+        write_report(&inp, &p, usize::MAX, &mut out).unwrap();
+        assert_eq!(out, {
+            let mut v = serde_json::to_vec(&whole).unwrap();
+            v.push(b'\n');
+            v
+        });
+        // Room for about two maps: the page ends after them, resumable.
+        let one = serde_json::to_vec(&whole["maps"][0]).unwrap().len();
+        let mut out = Vec::new();
+        write_report(&inp, &p, 2 * one + 2, &mut out).unwrap();
+        let cut: Value = serde_json::from_slice(&out).unwrap();
+        let ids: Vec<u64> = cut["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert!(!ids.is_empty() && ids.len() < 5, "{ids:?}");
+        assert_eq!(cut["truncated"], json!(true));
+        assert_eq!(cut["next_after"], json!(ids.last().unwrap()));
+        assert_eq!(cut["total"], json!(5));
+        // A first object larger than the bound is still written whole.
+        let mut out = Vec::new();
+        write_report(&inp, &p, 1, &mut out).unwrap();
+        let cut: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(cut["maps"].as_array().unwrap().len(), 1);
+        assert_eq!(cut["next_after"], json!(1));
     }
 }

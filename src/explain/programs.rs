@@ -160,6 +160,28 @@ pub fn program_report(inp: &Input<'_>, page: &Page) -> Value {
     })
 }
 
+/// [`program_report`], written program by program (see
+/// [`super::report::write_page`]).
+pub fn write_program_report<W: std::io::Write>(
+    inp: &Input<'_>,
+    page: &Page,
+    max_bytes: usize,
+    out: &mut W,
+) -> std::io::Result<()> {
+    let want: std::collections::HashSet<u32> = page.ids.iter().copied().collect();
+    let by_id: std::collections::HashMap<u32, &crate::census::ProgRecord> = inp
+        .snap
+        .programs
+        .iter()
+        .flatten()
+        .filter(|p| want.contains(&p.id))
+        .map(|p| (p.id, p))
+        .collect();
+    super::report::write_page(out, "programs", page, max_bytes, |id| {
+        by_id.get(&id).map(|p| program_json(inp, p))
+    })
+}
+
 /// What the pin at (dev, ino) keeps alive: the objects whose only root it
 /// is (removing it frees them) and the bytes they hold.
 pub fn pin_report(snap: &Snapshot, mount: &str, path: &str, pin: PinId) -> Value {

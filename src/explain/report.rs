@@ -143,15 +143,27 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
             .map(|s| json!({"id": s.0, "key": s.1}))
             .collect(),
         HolderKind::Mmap => {
+            // The mapping's file and size, never its address (that would
+            // undo the process's address-space randomisation).
             let mut v: Vec<&&FileRecord> = x.vmas.get(&id).into_iter().flatten().collect();
             v.sort_by_key(|f| (f.tgid, f.vm_start));
             v.dedup_by_key(|f| (f.tgid, f.vm_start));
             v.into_iter()
                 .map(|f| {
+                    let fd = x.files.get(&id).and_then(|fs| {
+                        fs.iter()
+                            .filter(|g| g.tgid == f.tgid && g.file_ptr == f.file_ptr)
+                            .map(|g| g.fd)
+                            .min()
+                    });
+                    let in_table = x
+                        .files
+                        .get(&id)
+                        .is_some_and(|fs| fs.iter().any(|g| g.file_ptr == f.file_ptr));
                     json!({"pid": f.tgid, "comm": comm(&f.comm),
-                           "start": format!("0x{:x}", f.vm_start),
-                           "end": format!("0x{:x}", f.vm_end),
-                           "in_fd_table": x.files.get(&id).is_some_and(|fs| fs.iter().any(|g| g.file_ptr == f.file_ptr))})
+                           "size_bytes": f.vm_end.saturating_sub(f.vm_start),
+                           "fd": fd,
+                           "in_fd_table": in_table})
                 })
                 .collect()
         }
@@ -437,6 +449,70 @@ fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
         "unexplained_withheld": withheld,
         "roots": roots,
         "orphaned": orphaned,
+    })
+}
+
+/// Writes the document of a page item by item: `{"<key>": [items],
+/// "next_after", "schema_version", "total", "truncated"}` (the keys in the
+/// order [`report`] serialises them). `item` renders one id (`None`: skip
+/// it). Only one item is held at a time. An item that would take the items
+/// past `max_bytes` is not written, unless it is the first: the page then
+/// ends before it, with `truncated` and `next_after` naming the last item
+/// written, as a page cut by `limit`.
+pub fn write_page<W: std::io::Write>(
+    out: &mut W,
+    key: &str,
+    page: &Page,
+    max_bytes: usize,
+    mut item: impl FnMut(u32) -> Option<Value>,
+) -> std::io::Result<()> {
+    write!(out, "{{{}:[", json!(key))?;
+    let (mut written, mut last, mut cut) = (0usize, None, false);
+    let mut buf = Vec::new();
+    for &id in &page.ids {
+        let Some(v) = item(id) else { continue };
+        buf.clear();
+        serde_json::to_writer(&mut buf, &v)?;
+        drop(v);
+        if last.is_some() && written + buf.len() + 1 > max_bytes {
+            cut = true;
+            break;
+        }
+        if last.is_some() {
+            out.write_all(b",")?;
+        }
+        out.write_all(&buf)?;
+        written += buf.len() + 1;
+        last = Some(id);
+    }
+    let next_after = if cut { last } else { page.next_after };
+    writeln!(
+        out,
+        "],\"next_after\":{},\"schema_version\":{SCHEMA_VERSION},\"total\":{},\"truncated\":{}}}",
+        json!(next_after),
+        page.total,
+        next_after.is_some()
+    )
+}
+
+/// [`report`], written map by map (see [`write_page`]).
+pub fn write_report<W: std::io::Write>(
+    inp: &Input<'_>,
+    page: &Page,
+    max_bytes: usize,
+    out: &mut W,
+) -> std::io::Result<()> {
+    let x = Index::new(inp, &page.ids);
+    let want: HashSet<u32> = page.ids.iter().copied().collect();
+    let by_id: IdMap<&MapRecord> = inp
+        .snap
+        .maps
+        .iter()
+        .filter(|m| want.contains(&m.id))
+        .map(|m| (m.id, m))
+        .collect();
+    write_page(out, "maps", page, max_bytes, |id| {
+        by_id.get(&id).map(|m| map_report(inp, &x, m))
     })
 }
 

@@ -202,11 +202,14 @@ pub fn text(doc: &Value) -> String {
         for p in each("mmap") {
             let _ = writeln!(
                 o,
-                "  mmap pid {} comm {:?} at {}-{}",
+                "  mmap pid {} comm {:?} {} bytes{}",
                 p["pid"],
                 s(&p["comm"]),
-                s(&p["start"]),
-                s(&p["end"])
+                p["size_bytes"],
+                match p["fd"].as_u64() {
+                    Some(fd) => format!(" of fd {fd}"),
+                    None => " (file no longer in an fd table)".into(),
+                }
             );
         }
         for p in each("link") {

@@ -1,5 +1,7 @@
 //! Per-connection deadlines: the header timeout and the idle timeout,
-//! enforced on the connection's reads.
+//! enforced on the connection's reads; the write timeout (no progress) and
+//! the request timeout (a response still being written), enforced on its
+//! writes.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +24,9 @@ pub(super) struct ConnClock {
     first: AtomicBool,
     /// Requests answered (a change tells the reader a new wait began).
     answered: AtomicU64,
+    /// Milliseconds since `base` of the latest request's start (what is
+    /// being written belongs to it: requests are answered in order).
+    started: AtomicU64,
     base: Instant,
 }
 
@@ -32,6 +37,7 @@ impl ConnClock {
             in_flight: AtomicU64::new(0),
             first: AtomicBool::new(true),
             answered: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             base: Instant::now(),
         }
     }
@@ -39,6 +45,7 @@ impl ConnClock {
         self.base.elapsed().as_millis() as u64
     }
     pub(super) fn request_started(&self) {
+        self.started.store(self.now_ms(), Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.first.store(false, Ordering::Release);
     }
@@ -62,6 +69,9 @@ pub(super) struct Deadlined<S> {
     first_byte: Option<u64>,
     seen_answered: u64,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Since when writes have made no progress.
+    stalled: Option<Instant>,
+    wsleep: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<S> Deadlined<S> {
@@ -74,7 +84,48 @@ impl<S> Deadlined<S> {
             first_byte: None,
             seen_answered: 0,
             sleep: Box::pin(tokio::time::sleep(d)),
+            stalled: None,
+            wsleep: Box::pin(tokio::time::sleep(d)),
         }
+    }
+
+    /// After a write poll: `Ready(Err(TimedOut))` once the write timeout
+    /// (no progress since `stalled`) or the request timeout (from the
+    /// latest request's start) passed, else `r` with the timer armed.
+    fn write_deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+        progress: impl Fn(&T) -> bool,
+    ) -> Poll<std::io::Result<T>> {
+        let now = Instant::now();
+        let request_end = self.clock.base
+            + Duration::from_millis(self.clock.started.load(Ordering::Acquire))
+            + self.limits.request_timeout;
+        match &r {
+            Poll::Ready(Ok(v)) if progress(v) => self.stalled = None,
+            Poll::Ready(_) => return r,
+            Poll::Pending => {}
+        }
+        if now >= request_end {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        if r.is_ready() {
+            return r;
+        }
+        let stalled = *self.stalled.get_or_insert(now);
+        let at = (stalled + self.limits.write_timeout).min(request_end);
+        if now >= at {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        let at = tokio::time::Instant::from_std(at);
+        if self.wsleep.deadline() != at {
+            self.wsleep.as_mut().reset(at);
+        }
+        if self.wsleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        Poll::Pending
     }
 
     fn deadline_ms(&mut self) -> Option<u64> {
@@ -139,10 +190,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.write_deadline(cx, r, |n| *n > 0)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.write_deadline(cx, r, |_| true)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
@@ -152,7 +205,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.write_deadline(cx, r, |n| *n > 0)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

@@ -7,9 +7,12 @@
 //! Invariants: request bodies are never read; only GET and HEAD are served;
 //! a connection is closed when its request header has not arrived within
 //! the header timeout of its first byte (or of accept), or when it sat idle
-//! between requests for the idle timeout; at most `max_connections`
+//! between requests for the idle timeout, when a write made no progress
+//! for the write timeout, or when a response is still being written the
+//! request timeout after its request began; at most `max_connections`
 //! connections are open, further clients wait in the kernel's backlog.
 mod conn;
+mod gate;
 mod listen;
 mod routes;
 
@@ -25,6 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::exporter::Job;
 
 use conn::{ConnClock, Deadlined};
+use gate::ApiGate;
 pub use listen::{bind, parse_listen};
 use routes::handle;
 
@@ -33,7 +37,14 @@ use routes::handle;
 pub struct Limits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A write that makes no progress this long fails the connection.
+    pub write_timeout: Duration,
+    /// A response still being written this long after its request began
+    /// fails the connection.
+    pub request_timeout: Duration,
     pub max_connections: usize,
+    /// JSON API requests worked on at once.
+    pub max_api_requests: usize,
 }
 
 impl Default for Limits {
@@ -41,10 +52,19 @@ impl Default for Limits {
         Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
             max_connections: 512,
+            max_api_requests: 4,
         }
     }
 }
+
+/// Send buffer of a connection's socket (the kernel doubles it).
+const SEND_BUFFER: usize = 64 << 10;
+
+/// How long a JSON API request waits for a slot before a 503.
+const API_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct State {
@@ -54,6 +74,9 @@ pub struct State {
     pub web: Arc<crate::web::Web>,
     /// Collectors this exporter runs (what collect[] may name).
     pub enabled_collectors: Vec<&'static str>,
+    /// Serve the JSON API to network clients without authentication or TLS
+    /// (`--web.expose-api`).
+    pub expose_api: bool,
 }
 
 /// Whether an accept error means the process or system is out of a
@@ -95,6 +118,7 @@ async fn accept_loop(
     st: State,
     limits: Arc<Limits>,
     permits: Arc<Semaphore>,
+    gate: Arc<ApiGate>,
 ) {
     let addr = listener.local_addr().ok();
     let addr = addr.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -110,10 +134,10 @@ async fn accept_loop(
             Ok(p) => p,
             Err(_) => return,
         };
-        let stream = match listener.accept().await {
-            Ok((s, _)) => {
+        let (stream, peer) = match listener.accept().await {
+            Ok(sp) => {
                 backoff = Duration::ZERO;
-                s
+                sp
             }
             Err(e) => {
                 drop(permit);
@@ -129,8 +153,13 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // A fixed send buffer: the kernel's autotuning would let a client
+        // that never reads park megabytes of answers (and one census per
+        // pipelined request) before its writes stall.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let st = st.clone();
         let limits = limits.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let web = st.web.current();
@@ -139,25 +168,30 @@ async fn accept_loop(
             match &web.acceptor {
                 Some(acc) => {
                     match tokio::time::timeout(limits.header_timeout, acc.accept(io)).await {
-                        Ok(Ok(tls)) => serve_conn(tls, st, clock).await,
+                        Ok(Ok(tls)) => serve_conn(tls, st, clock, peer, gate).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
-                None => serve_conn(io, st, clock).await,
+                None => serve_conn(io, st, clock, peer, gate).await,
             }
         });
     }
 }
 
-async fn serve_conn<S>(io: S, st: State, clock: Arc<ConnClock>)
-where
+async fn serve_conn<S>(
+    io: S,
+    st: State,
+    clock: Arc<ConnClock>,
+    peer: SocketAddr,
+    gate: Arc<ApiGate>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = tower::ServiceBuilder::new()
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .service(tower::service_fn(move |req| {
-            handle(st.clone(), clock.clone(), req)
+            handle(st.clone(), clock.clone(), peer, gate.clone(), req)
         }));
     let svc = hyper_util::service::TowerToHyperService::new(svc);
     if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -180,6 +214,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let limits = Arc::new(limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let gate = Arc::new(ApiGate::new(limits.max_api_requests, API_WAIT));
     let tls = st.web.tls();
     let mut tasks = Vec::new();
     for l in listeners {
@@ -190,6 +225,7 @@ pub async fn serve(
             st.clone(),
             limits.clone(),
             permits.clone(),
+            gate.clone(),
         )));
     }
     shutdown.await;

@@ -141,6 +141,18 @@ pub enum FilterError {
     Disabled(String),
 }
 
+/// Longest part of a client's name echoed in an error.
+const ECHO_MAX: usize = 64;
+
+/// A client-supplied name as an error message shows it: at most
+/// [`ECHO_MAX`] characters, with `...` when cut.
+fn shown(name: &str) -> String {
+    match name.char_indices().nth(ECHO_MAX) {
+        Some((i, _)) => format!("{}...", &name[..i]),
+        None => name.to_string(),
+    }
+}
+
 /// The collectors a filtered request is served.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Filter {
@@ -179,7 +191,7 @@ impl Filter {
                 .find(|s| s.name == name)
                 .map(|s| s.name)
                 .ok_or_else(|| FilterError::Unknown {
-                    name: name.to_string(),
+                    name: shown(name),
                     param,
                     valid: REGISTRY
                         .iter()
@@ -324,6 +336,11 @@ mod tests {
                 "{e}"
             );
         }
+        // A long name is cut in the message, not echoed in full.
+        let e = parse(&format!("collect[]={}", "x".repeat(10_000))).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains(&format!("\"{}...\"", "x".repeat(64))), "{m}");
+        assert!(m.len() < 400, "{} bytes", m.len());
         assert_eq!(
             FilterError::Combined.to_string(),
             "Combined collect and exclude queries are not allowed."

@@ -437,3 +437,25 @@ pub fn uring_fixed_file(fd: RawFd) -> OwnedFd {
     // SAFETY: a fresh fd.
     unsafe { OwnedFd::from_raw_fd(ring as i32) }
 }
+
+/// The body of a `Transfer-Encoding: chunked` response, decoded (`raw`:
+/// the bytes after the header).
+pub fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut rest = raw;
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = std::str::from_utf8(&rest[..eol]).unwrap();
+        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+        rest = &rest[eol + 2..];
+        if n == 0 {
+            return body;
+        }
+        body.extend_from_slice(&rest[..n]);
+        rest = &rest[n + 2..];
+    }
+}
