@@ -100,6 +100,15 @@ pub fn libbpf_prog_type_name(t: u32) -> Option<&'static str> {
     unsafe { std::ffi::CStr::from_ptr(p) }.to_str().ok()
 }
 
+/// The executable file a process runs, as (device, inode) of
+/// `/proc/<pid>/exe` (the file itself, in whatever mount namespace); `None`
+/// when the process is gone or cannot be inspected.
+pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((md.dev(), md.ino()))
+}
+
 /// Read one `key:\tvalue` field of /proc/self/fdinfo/<fd>.
 pub fn fdinfo(fd: &OwnedFd) -> io::Result<String> {
     std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))

@@ -83,9 +83,11 @@ pub struct Census {
     /// window closed: every BPF load of this process (census, lifecycle,
     /// libbpf's feature probes, skeletons it dropped) happens in it.
     load_window: Option<(u32, u32, std::time::Instant)>,
-    /// This process's comm: map files held only by other processes of that
-    /// name are another exporter instance's own maps.
+    /// This process's comm and executable (device, inode): objects held only
+    /// by other processes of that name running that very file are another
+    /// exporter instance's own.
     comm: Vec<u8>,
+    exe: Option<(u64, u64)>,
     /// The in-flight walk, where the kernel has iter/unix and the part is on;
     /// `Err` keeps the load error, reported as the part's failure each scrape.
     inflight: Option<Result<InflightState, String>>,
@@ -190,6 +192,7 @@ impl Census {
             prog_buf: Vec::new(),
             link_buf: Vec::new(),
             uring,
+            exe: sys::exe_identity(std::process::id()),
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
                     c.truncate(c.len().saturating_sub(1));
@@ -302,7 +305,8 @@ impl Census {
         let own_ref = &own;
         let progs = &self.progs;
         let comm = &self.comm;
-        let (maps, files, vmas, processes, peers, mine, sockets, objects) =
+        let exe = &self.exe;
+        let (maps, files, vmas, processes, (peers, peer_tgids), mine, sockets, objects) =
             std::thread::scope(|scope| {
                 let tasks = scope.spawn(|| {
                     let walk = |name: &'static str,
@@ -344,14 +348,28 @@ impl Census {
                     // Maps whose every file holder is another exporter instance
                     // (a `--check` next to the server) are that instance's own:
                     // both then report the same node figures.
-                    let (peers, mine) = peer_exporter_maps(ok_files(&files), comm);
+                    let exe = *exe;
+                    let holders = ok_files(&files).iter().map(|f| (f.tgid, f.comm.as_slice()));
+                    let objects_held = objects
+                        .iter()
+                        .flat_map(|(o, _)| o.iter().map(|f| (f.tgid, f.comm.as_slice())));
+                    let peer_tgids = proven_peers(holders.chain(objects_held), comm, exe);
+                    let (peers, mine) = peer_exporter_maps(ok_files(&files), &peer_tgids);
                     for w in [&mut files, &mut vmas].into_iter().flatten() {
                         if let (_, Ok(v), _) = w {
                             v.retain(|f| !peers.contains(&f.map_id));
                         }
                     }
                     let processes = holders::processes(ok_files(&files), ok_files(&vmas));
-                    (files, vmas, processes, peers, mine, sockets, objects)
+                    (
+                        files,
+                        vmas,
+                        processes,
+                        (peers, peer_tgids),
+                        mine,
+                        sockets,
+                        objects,
+                    )
                 });
                 let maps = report.run("maps", || progs.read_maps(map_buf));
                 let (files, vmas, processes, peers, mine, sockets, objects) =
@@ -457,7 +475,7 @@ impl Census {
                 let me = std::process::id();
                 let peer_progs = programs::peer_programs(
                     prog_obs.files.as_deref().unwrap_or_default(),
-                    &self.comm,
+                    &peer_tgids,
                     me,
                 );
                 let own_progs: rustc_hash::FxHashSet<u32> = self
@@ -684,24 +702,44 @@ impl Census {
     }
 }
 
-/// Maps whose every file holder is another process with this process's comm
-/// (another exporter instance), and the maps this process holds files of.
+/// The processes proven to be another instance of this exporter: named like
+/// it (a cheap filter) and running the very same executable file (the device
+/// and inode behind `/proc/<pid>/exe`). A name alone is never proof: any
+/// process can call itself `bpfmap-exporter`.
+fn proven_peers<'a>(
+    holders: impl Iterator<Item = (u32, &'a [u8])>,
+    comm: &[u8],
+    exe: Option<(u64, u64)>,
+) -> rustc_hash::FxHashSet<u32> {
+    let me = std::process::id();
+    let mut asked = rustc_hash::FxHashSet::default();
+    let mut peers = rustc_hash::FxHashSet::default();
+    let Some(exe) = exe else {
+        return peers;
+    };
+    for (tgid, c) in holders {
+        if tgid != me
+            && !comm.is_empty()
+            && c == comm
+            && asked.insert(tgid)
+            && sys::exe_identity(tgid) == Some(exe)
+        {
+            peers.insert(tgid);
+        }
+    }
+    peers
+}
+
+/// Maps whose every file holder is a proven peer (another exporter
+/// instance), and the maps this process holds files of.
 fn peer_exporter_maps(
     files: &[FileRecord],
-    comm: &[u8],
+    peers: &rustc_hash::FxHashSet<u32>,
 ) -> (rustc_hash::FxHashSet<u32>, rustc_hash::FxHashSet<u32>) {
     let me = std::process::id();
-    // A process's name is its thread-group leader's comm (a thread of an
-    // exporter is named after its role).
-    let mut leader: IdMap<bool> = IdMap::default();
-    for f in files.iter().filter(|f| f.pid == f.tgid) {
-        leader.insert(f.tgid, f.comm == comm);
-    }
     let mut peer: IdMap<bool> = IdMap::default();
     for f in files {
-        let named = leader.get(&f.tgid).copied().unwrap_or(f.comm == comm);
-        let is_peer = f.tgid != me && !comm.is_empty() && named;
-        *peer.entry(f.map_id).or_insert(true) &= is_peer;
+        *peer.entry(f.map_id).or_insert(true) &= peers.contains(&f.tgid);
     }
     let mine = files
         .iter()

@@ -184,12 +184,17 @@ pub fn holders(progs: &[ProgRecord], obs: &Observed) -> IdMap<ProgHolders> {
     out
 }
 
-/// Programs whose every file holder is another process with this process's
-/// comm (another exporter instance): that instance's own, as for maps.
-pub fn peer_programs(files: &[ObjectFile], comm: &[u8], me: u32) -> HashSet<u32> {
+/// Programs whose every file holder is a proven peer (another instance of
+/// this exporter, by executable: see the census): that instance's own, as
+/// for maps.
+pub fn peer_programs(
+    files: &[ObjectFile],
+    peers: &rustc_hash::FxHashSet<u32>,
+    me: u32,
+) -> HashSet<u32> {
     let mut peer: IdMap<bool> = IdMap::default();
     for f in files.iter().filter(|f| f.kind == ObjectKind::Program) {
-        let is_peer = f.tgid != me && !comm.is_empty() && f.comm == comm;
+        let is_peer = f.tgid != me && peers.contains(&f.tgid);
         *peer.entry(f.id).or_insert(true) &= is_peer;
     }
     peer.into_iter()
@@ -295,8 +300,9 @@ mod tests {
             file(4, 9, 1, b"bpfmap-exporter"),
         ];
         // Program 9 is held by this process (pid 1): its own, not a peer's.
-        let got = peer_programs(&files, b"bpfmap-exporter", 1);
-        assert_eq!(got, HashSet::from([7]));
-        assert!(peer_programs(&files, b"", 1).is_empty());
+        let peers = rustc_hash::FxHashSet::from_iter([100]);
+        assert_eq!(peer_programs(&files, &peers, 1), HashSet::from([7]));
+        // A process named like the exporter but not proven one is no peer.
+        assert!(peer_programs(&files, &Default::default(), 1).is_empty());
     }
 }
