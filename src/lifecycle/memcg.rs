@@ -89,7 +89,9 @@ impl Identities {
         if !ask.is_empty() {
             match self.resolver.resolve(&ask) {
                 Ok(found) => paths.extend(found),
-                Err(e) => tracing::debug!(error = %format!("{e:#}"), "lifecycle: memory cgroups not resolved; attributing by process"),
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "lifecycle: memory cgroups not resolved; attributing by process")
+                }
             }
         }
         for p in new {
@@ -146,19 +148,34 @@ mod tests {
     #[test]
     fn the_memory_cgroup_names_the_pod_and_the_decision_is_kept() {
         let d = tempfile::tempdir().unwrap();
-        let pod = d.path().join("kubepods/besteffort").join(format!("pod{UID}"));
+        let pod = d
+            .path()
+            .join("kubepods/besteffort")
+            .join(format!("pod{UID}"));
         std::fs::create_dir_all(pod.join(CTR)).unwrap();
         let mut ids = Identities::new(true, Some(d.path().to_path_buf()));
-        let ino = |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let ino = |p: &std::path::Path| {
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
+        };
         let (in_ctr, unknown) = (pk(ino(&pod.join(CTR)), 1), pk(999_999_999, 7));
         // The census resolved another id this scrape: taken as it is.
         let census = HashMap::from([(42u64, "/kubepods/pod".to_string() + UID)]);
         let from_census = pk(42, 1);
-        ids.learn([&in_ctr, &unknown, &from_census].into_iter(), Some(&census), &ByProcess);
+        ids.learn(
+            [&in_ctr, &unknown, &from_census].into_iter(),
+            Some(&census),
+            &ByProcess,
+        );
         assert_eq!(ids.get(&in_ctr), Some(&(CTR.to_string(), UID.to_string())));
-        assert_eq!(ids.get(&from_census), Some(&(String::new(), UID.to_string())));
+        assert_eq!(
+            ids.get(&from_census),
+            Some(&(String::new(), UID.to_string()))
+        );
         // Not a memory cgroup of the hierarchy: the attributor decides.
-        assert_eq!(ids.get(&unknown), Some(&("proc-7".to_string(), String::new())));
+        assert_eq!(
+            ids.get(&unknown),
+            Some(&("proc-7".to_string(), String::new()))
+        );
         // The cgroups go; the decision stays.
         std::fs::remove_dir_all(d.path().join("kubepods")).unwrap();
         ids.learn([&in_ctr].into_iter(), None, &NoAttribution);

@@ -565,10 +565,12 @@ impl Collector for Lifecycle {
             }
         }
         let counts = self.read_counts()?;
-        let keys = counts
-            .iter()
-            .filter_map(|(p, _, _)| p.as_ref())
-            .chain(self.tracker.destroyed.keys().filter_map(|(p, _)| p.as_ref()));
+        let keys = counts.iter().filter_map(|(p, _, _)| p.as_ref()).chain(
+            self.tracker
+                .destroyed
+                .keys()
+                .filter_map(|(p, _)| p.as_ref()),
+        );
         self.identities.learn(
             keys,
             census.and_then(|s| s.creator_paths.as_ref()),
@@ -635,14 +637,26 @@ impl Collector for Lifecycle {
             (
                 "destroyed",
                 Unattributed::RecordOverwritten.as_str(),
-                self.tracker.lost.get(&Unattributed::RecordOverwritten).copied().unwrap_or(0),
+                self.tracker
+                    .lost
+                    .get(&Unattributed::RecordOverwritten)
+                    .copied()
+                    .unwrap_or(0),
             ),
             (
                 "destroyed",
                 Unattributed::NotRecorded.as_str(),
-                self.tracker.lost.get(&Unattributed::NotRecorded).copied().unwrap_or(0),
+                self.tracker
+                    .lost
+                    .get(&Unattributed::NotRecorded)
+                    .copied()
+                    .unwrap_or(0),
             ),
-            ("logged", "ring_full", self.kernel_lost(decode::LOST_LOG_RING)),
+            (
+                "logged",
+                "ring_full",
+                self.kernel_lost(decode::LOST_LOG_RING),
+            ),
         ];
         for (event, reason, n) in lost {
             out.counter(

@@ -357,7 +357,10 @@ impl Tracker {
                 }
                 Slot::Overwritten => {
                     // A map we know lived and died but cannot attribute.
-                    *self.lost.entry(Unattributed::RecordOverwritten).or_default() += 1;
+                    *self
+                        .lost
+                        .entry(Unattributed::RecordOverwritten)
+                        .or_default() += 1;
                     out.push(Destroyed {
                         id,
                         map_type: None,
@@ -675,7 +678,11 @@ mod tests {
         assert_eq!(d.len(), 3);
         assert_eq!(t.lost[&Unattributed::RecordOverwritten], 1);
         assert_eq!(t.lost_total(), 1);
-        assert_eq!(t.destroyed.len(), 1, "nothing credited to an unknown creator");
+        assert_eq!(
+            t.destroyed.len(),
+            1,
+            "nothing credited to an unknown creator"
+        );
         assert_eq!(t.destroyed[&(pk("x"), 1)], 2);
     }
 
