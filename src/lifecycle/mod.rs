@@ -32,7 +32,7 @@ use crate::sys;
 
 use crate::bpf::lifecycle::probes::{self, Choice, KernelCaps, Mode};
 use decode::{Kind, ProcKey};
-use state::{Folder, LabelSet, Slot, Tracker, Unattributed};
+use state::{Folder, LabelSet, Slot, Tracker};
 
 /// Options of the lifecycle collector (from the command line).
 #[derive(Clone)]
@@ -628,36 +628,10 @@ impl Collector for Lifecycle {
                 n as f64,
             );
         }
-        let lost = [
-            (
-                "created",
-                "unreadable",
-                self.kernel_lost(decode::LOST_UNREADABLE),
-            ),
-            (
-                "destroyed",
-                Unattributed::RecordOverwritten.as_str(),
-                self.tracker
-                    .lost
-                    .get(&Unattributed::RecordOverwritten)
-                    .copied()
-                    .unwrap_or(0),
-            ),
-            (
-                "destroyed",
-                Unattributed::NotRecorded.as_str(),
-                self.tracker
-                    .lost
-                    .get(&Unattributed::NotRecorded)
-                    .copied()
-                    .unwrap_or(0),
-            ),
-            (
-                "logged",
-                "ring_full",
-                self.kernel_lost(decode::LOST_LOG_RING),
-            ),
-        ];
+        let lost = self.tracker.lost_series(
+            self.kernel_lost(decode::LOST_UNREADABLE),
+            self.kernel_lost(decode::LOST_LOG_RING),
+        );
         for (event, reason, n) in lost {
             out.counter(
                 &defs::LIFECYCLE_EVENTS_LOST_TOTAL,

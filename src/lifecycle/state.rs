@@ -164,6 +164,29 @@ impl Tracker {
         }
     }
 
+    /// The series of `bpfmap_lifecycle_events_lost_total`, (event, reason,
+    /// count), given the kernel's counts of creations whose map could not
+    /// be read and of `--log.map-events` ring drops.
+    pub fn lost_series(
+        &self,
+        unreadable: u64,
+        ring_full: u64,
+    ) -> [(&'static str, &'static str, u64); 4] {
+        let destroyed = |why: Unattributed| {
+            (
+                "destroyed",
+                why.as_str(),
+                self.lost.get(&why).copied().unwrap_or(0),
+            )
+        };
+        [
+            ("created", "unreadable", unreadable),
+            destroyed(Unattributed::RecordOverwritten),
+            destroyed(Unattributed::NotRecorded),
+            ("logged", "ring_full", ring_full),
+        ]
+    }
+
     /// Every destruction not attributed to a creator, whatever the reason.
     #[cfg(test)]
     pub fn lost_total(&self) -> u64 {
@@ -648,6 +671,15 @@ mod tests {
         assert_eq!(t.destroyed[&(pk("late"), 2)], 1);
         assert_eq!(t.lost[&Unattributed::RecordOverwritten], 1);
         assert_eq!(t.lost[&Unattributed::NotRecorded], 1);
+        assert_eq!(
+            t.lost_series(3, 4),
+            [
+                ("created", "unreadable", 3),
+                ("destroyed", "record_overwritten", 1),
+                ("destroyed", "not_recorded", 1),
+                ("logged", "ring_full", 4),
+            ]
+        );
         // Looked up again only once: a later record of the same slot is
         // never taken for it.
         let mut t = Tracker::new(10);
