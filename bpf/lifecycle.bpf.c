@@ -74,7 +74,7 @@ struct {
  * read the key and the slot, and writers exclude each other with a try-lock
  * built from atomic adds (BPF_XADD: no cmpxchg before 5.12). */
 struct cache_ent {
-	__u64 key[4];   /* struct count_key, as words */
+	__u64 key[5];   /* struct count_key, as words */
 	__u32 slot;     /* slot + 1; 0 = empty */
 	__u32 seq;      /* odd while being written */
 	__u32 lock;     /* writers: the one that raised it to 1 writes */
@@ -113,10 +113,10 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-/* Ring buffer events that did not fit. */
+/* Events seen but not counted or recorded, by LC_LOST_* index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, LC_LOST_N);
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
@@ -169,9 +169,53 @@ static __always_inline __u64 comm_word(__u64 w, __u64 *done)
 	return w & ((z >> 7) - 1);
 }
 
+/* The memory controller's index in css_set.subsys, from the running
+ * kernel's BTF (a constant after relocation); -1 without the controller. */
+#define MEMCG_SUBSYS                                                              \
+	(bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id)        \
+		 ? (long)bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id) \
+		 : -1L)
+
+/* The kernfs id of the memory cgroup of task `t` (a BTF pointer): the
+ * cgroup of its memory css, in the hierarchy that holds the memory
+ * controller (v1 `memory` on hybrid hosts, else the unified one). The
+ * kernel charges a new map to this cgroup (the census reads it back from
+ * the map), so both attribute a map to the same cgroup. 0 when unknown. */
+static __always_inline __u64 memcg_id_btf(struct task_struct *t)
+{
+	long i = MEMCG_SUBSYS;
+	struct cgroup_subsys_state *css;
+
+	if (i < 0 || i >= CGROUP_SUBSYS_COUNT)
+		return 0;
+	css = t->cgroups->subsys[i];
+	if (!css)
+		return 0;
+	return css->cgroup->kn->id;
+}
+
+/* memcg_id_btf() for kernels without bpf_get_current_task_btf() (5.10):
+ * CO-RE probe reads. */
+static __always_inline __u64 memcg_id_probe(struct task_struct *t)
+{
+	long i = MEMCG_SUBSYS;
+	struct cgroup_subsys_state *css = NULL;
+	struct css_set *cs;
+
+	if (i < 0 || i >= CGROUP_SUBSYS_COUNT)
+		return 0;
+	cs = BPF_CORE_READ(t, cgroups);
+	if (!cs || bpf_probe_read_kernel(&css, sizeof(css),
+					 (void *)cs + bpf_core_field_offset(struct css_set, subsys) +
+						 i * sizeof(void *)) ||
+	    !css)
+		return 0;
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
 /* The current task's comm and cgroup id, as bpf_get_current_comm() and
- * bpf_get_current_cgroup_id() give them, its tgid into k only with the pid
- * label; returns the tgid. */
+ * bpf_get_current_cgroup_id() give them, and its memory cgroup id; its
+ * tgid into k only with the pid label; returns the tgid. */
 static __always_inline __u32 current_ids(struct count_key *k)
 {
 	__u32 tgid;
@@ -182,11 +226,13 @@ static __always_inline __u32 current_ids(struct count_key *k)
 
 		tgid = t->tgid;
 		k->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+		k->memcg_id = memcg_id_btf(t);
 		((__u64 *)k->comm)[0] = comm_word(*(__u64 *)&t->comm[0], &done);
 		((__u64 *)k->comm)[1] = comm_word(*(__u64 *)&t->comm[8], &done);
 	} else {
 		tgid = bpf_get_current_pid_tgid() >> 32;
 		k->cgroup_id = bpf_get_current_cgroup_id();
+		k->memcg_id = memcg_id_probe((struct task_struct *)bpf_get_current_task());
 		bpf_get_current_comm(k->comm, sizeof(k->comm));
 	}
 	if (with_pid)
@@ -228,7 +274,7 @@ static __always_inline long cache_get(struct cache_ent *c, const __u64 *w)
 		return -1;
 	barrier();
 	same = c->key[0] == w[0] && c->key[1] == w[1] && c->key[2] == w[2] &&
-	       c->key[3] == w[3];
+	       c->key[3] == w[3] && c->key[4] == w[4];
 	slot = c->slot;
 	barrier();
 	if (!same || !slot || READ_ONCE32(c->seq) != seq)
@@ -246,6 +292,7 @@ static __always_inline void cache_put(struct cache_ent *c, const __u64 *w, __u32
 		c->key[1] = w[1];
 		c->key[2] = w[2];
 		c->key[3] = w[3];
+		c->key[4] = w[4];
 		c->slot = slot + 1;
 		barrier();
 		WRITE_ONCE32(c->seq, c->seq + 1);
@@ -392,8 +439,17 @@ static __always_inline int file_map(__u64 addr, struct new_map *m)
 	return 1;
 }
 
-/* A map was created and installed as `fd` in the current task's fd table:
- * find it there, count it and record it by id. */
+static __always_inline void add_lost(__u32 i)
+{
+	__u64 *l = bpf_map_lookup_elem(&lost, &i);
+
+	if (l) /* atomic: another program can nest on this CPU */
+		__sync_fetch_and_add(l, 1);
+}
+
+/* A map was created and installed as `fd` in the current task's fd table
+ * (fd < 0: the creation failed): find it there, count it and record it by
+ * id. A created map that cannot be found there is counted as lost. */
 static __always_inline void on_create(long fd)
 {
 	struct new_map m = {};
@@ -402,9 +458,13 @@ static __always_inline void on_create(long fd)
 	__u64 file, pid_tgid;
 	__u32 slot;
 
-	file = fd_file(fd);
-	if (!file || !file_map(file, &m))
+	if (fd < 0)
 		return;
+	file = fd_file(fd);
+	if (!file || !file_map(file, &m)) {
+		add_lost(LC_LOST_UNREADABLE);
+		return;
+	}
 	count(LC_KIND_CREATE, m.map_type);
 	if (!m.id)
 		return;
@@ -417,6 +477,7 @@ static __always_inline void on_create(long fd)
 	r->id = 0; /* invalid while being written */
 	r->create_ns = bpf_ktime_get_boot_ns();
 	r->cgroup_id = who.cgroup_id;
+	r->memcg_id = who.memcg_id;
 	r->map_ptr = (__u64)(unsigned long)m.map;
 	r->tgid = pid_tgid >> 32;
 	r->pid = (__u32)pid_tgid;
@@ -428,13 +489,8 @@ static __always_inline void on_create(long fd)
 	__builtin_memcpy(r->comm, who.comm, sizeof(r->comm));
 	r->id = m.id;
 	last_id = m.id;
-	if (log_events && bpf_ringbuf_output(&events, r, sizeof(*r), 0)) {
-		__u32 zero = 0;
-		__u64 *l = bpf_map_lookup_elem(&lost, &zero);
-
-		if (l)
-			*l += 1;
-	}
+	if (log_events && bpf_ringbuf_output(&events, r, sizeof(*r), 0))
+		add_lost(LC_LOST_LOG_RING);
 }
 
 /* bpf() returned `ret` for command `cmd` in the current task. */

@@ -29,16 +29,27 @@
 #define LC_ARGS 256
 #define LC_OVERFLOW_SLOTS (5 * LC_ARGS)
 
-/* Per-process counter key (the slots hash key). 32 bytes. */
+/* Creations and log events the programs saw but could not count or
+ * record (the `lost` per-CPU array, by index). */
+#define LC_LOST_LOG_RING 0     /* --log.map-events ring buffer full */
+#define LC_LOST_UNREADABLE 1   /* map create returned an fd whose map could
+			        * not be read (closed and replaced by another
+			        * thread first): not counted as created */
+#define LC_LOST_N 2
+
+/* Per-process counter key (the slots hash key). 40 bytes. */
 struct count_key {
-	__u64 cgroup_id;
+	__u64 cgroup_id;   /* cgroup v2 (unified) id */
 	__u32 tgid;        /* 0 unless the pid label is on */
 	__u16 kind;
 	__u16 arg;
 	char comm[LC_COMM_LEN];
+	__u64 memcg_id;    /* kernfs id of the task's memory cgroup (the
+			    * cgroup the census sees its maps charged to);
+			    * 0 without the memory controller */
 };
 
-/* One map creation (record slot and --log.map-events event). 72 bytes. */
+/* One map creation (record slot and --log.map-events event). 80 bytes. */
 struct create_rec {
 	__u64 create_ns;   /* bpf_ktime_get_boot_ns() (CLOCK_BOOTTIME) */
 	__u64 cgroup_id;
@@ -52,10 +63,11 @@ struct create_rec {
 	__u32 max_entries;
 	__u32 map_flags;
 	char comm[LC_COMM_LEN];
+	__u64 memcg_id;    /* as in count_key */
 };
 
 /* Keep in step with src/bpf/lifecycle/records.rs. */
-_Static_assert(sizeof(struct count_key) == 32, "count_key layout");
-_Static_assert(sizeof(struct create_rec) == 72, "create_rec layout");
+_Static_assert(sizeof(struct count_key) == 40, "count_key layout");
+_Static_assert(sizeof(struct create_rec) == 80, "create_rec layout");
 
 #endif

@@ -307,6 +307,8 @@ impl Cli {
                 max_processes: self.lifecycle_max_processes,
                 enable_stats: self.bpf_enable_stats,
                 census: on("maps"),
+                memcg_attribution: self.k8s_attribution,
+                cgroup_root: self.creators_cgroup_root.clone(),
                 #[cfg(feature = "testing")]
                 knobs: crate::lifecycle::TestKnobs {
                     // The start-up tests make the kernel run out of memory with it.

@@ -740,3 +740,216 @@ fn a_100ms_map_lands_in_its_bucket_where_the_kernel_times_destruction() {
         assert_eq!(timed(&after, "probe"), 0.0, "no probe, no probe times");
     }
 }
+
+/// More creations between two scrapes than the creation record ring holds:
+/// every creation is counted by its process, and every destruction either
+/// by its creator or, where the record was overwritten before a scrape read
+/// it, in the lost counter with its reason. Never under `comm="unknown"`,
+/// which means "existed before the exporter started". Maps held across a
+/// scrape (their records are read when the census first sees them) and maps
+/// created and closed between two scrapes (read when the scan finds them
+/// dead) take different paths; both are covered.
+#[test]
+fn more_creations_than_the_record_ring_are_created_or_destroyed_plus_lost() {
+    require_root();
+    const N: usize = 40_000;
+    for held in [true, false] {
+        let mut c = census();
+        let mut lc = Lifecycle::load(LifecycleOpts::default()).expect("lifecycle loads");
+        let comm = if held {
+            "lctest_burst_h"
+        } else {
+            "lctest_burst_c"
+        };
+        let get = |t: &str| {
+            (
+                value(t, "bpfmap_maps_created_total", &[("comm", comm)]),
+                value(t, "bpfmap_maps_destroyed_total", &[("comm", comm)]),
+                value(
+                    t,
+                    "bpfmap_lifecycle_events_lost_total",
+                    &[("event", "created")],
+                ),
+                value(
+                    t,
+                    "bpfmap_lifecycle_events_lost_total",
+                    &[("event", "destroyed"), ("reason", "record_overwritten")],
+                ),
+                value(t, "bpfmap_events_lost_total", &[]),
+            )
+        };
+        // Markers around the burst (not by `comm`): the ids between them
+        // are the burst's and any other process's creations meanwhile.
+        let m0 = map(MapType::Array, "lcmark", 4, 4, 1, 0);
+        let t0 = scrape(&mut c, &mut lc);
+        let b = get(&t0);
+        if held {
+            // Held by pins (more maps than the fd limit allows open), all
+            // released at once when the bpffs is unmounted.
+            let fs = PrivateBpffs::new();
+            let dir = fs.path().to_path_buf();
+            as_comm(comm, move || {
+                for i in 0..N {
+                    let mut m = map(MapType::Array, "lcburst", 4, 4, 1, 0);
+                    m.pin(dir.join(i.to_string())).unwrap();
+                }
+            });
+            scrape(&mut c, &mut lc);
+            drop(fs);
+        } else {
+            as_comm(comm, move || {
+                for _ in 0..N {
+                    drop(map(MapType::Array, "lcburst", 4, 4, 1, 0));
+                }
+            });
+        }
+        let m1 = map(MapType::Array, "lcmark", 4, 4, 1, 0);
+        let foreign = id_of(&m1) as i64 - id_of(&m0) as i64 - 1 - N as i64;
+        let t = until(&mut c, &mut lc, "every destruction counted", |t| {
+            let a = get(t);
+            a.1 - b.1 + a.3 - b.3 >= N as f64
+        });
+        let a = get(&t);
+        let (created, destroyed, lost_created, lost_destroyed, lost_all) =
+            (a.0 - b.0, a.1 - b.1, a.2 - b.2, a.3 - b.3, a.4 - b.4);
+        println!("held={held}: created {created} (+{lost_created} lost), destroyed {destroyed} (+{lost_destroyed} lost), {foreign} other ids meanwhile");
+        assert_eq!(created, N as f64, "every creation counted by its process");
+        assert_eq!(lost_created, 0.0);
+        assert!(
+            lost_destroyed >= (N - 32_768) as f64,
+            "the overwritten records are counted lost: {lost_destroyed}"
+        );
+        // Every one of ours is destroyed or lost (lost may hold other
+        // processes' too, and the second marker's record overwrites one).
+        assert!(destroyed <= N as f64 && destroyed + lost_destroyed >= N as f64);
+        assert!(
+            lost_all >= lost_destroyed,
+            "events_lost_total includes them"
+        );
+        if foreign == 0 {
+            // Nobody else created maps meanwhile: exact.
+            assert_eq!(destroyed + lost_destroyed, N as f64);
+        }
+        // Nothing is counted twice by later scrapes.
+        let t2 = scrape(&mut c, &mut lc);
+        assert_eq!(get(&t2).1, a.1);
+        drop((m0, m1));
+    }
+}
+
+/// On a hybrid host (memory on cgroup v1, the process in the unified root)
+/// the unified cgroup names no container; the memory cgroup, which the
+/// census attributes maps by, does. Creations and destructions carry the
+/// container and pod of the creator's memory cgroup, after the creator
+/// exited and (for the labels already decided) after its cgroups are gone.
+#[test]
+fn created_and_destroyed_carry_the_pod_of_the_memory_cgroup() {
+    use bpfmap_exporter::census::creators::memcg_mount;
+    require_root();
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = memcg_mount(&mi).expect("a memory cgroup hierarchy is mounted");
+    let uid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .unwrap()
+        .trim()
+        .to_string();
+    let ctr: String = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .unwrap()
+        .trim()
+        .replace('-', "")
+        .repeat(2);
+    let top = mount.root.join(format!("bpfmap-lctest-{}", &ctr[..8]));
+    let besteffort = top.join("kubepods/besteffort");
+    let pod = besteffort.join(format!("pod{uid}"));
+    let ctr_dir = pod.join(&ctr);
+    std::fs::create_dir_all(&ctr_dir).unwrap();
+    struct Rm(Vec<std::path::PathBuf>);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            for d in self.0.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+    let _dirs = Rm(vec![
+        top.clone(),
+        top.join("kubepods"),
+        besteffort.clone(),
+        pod.clone(),
+        ctr_dir.clone(),
+    ]);
+    if !mount.v1 {
+        for d in [&mount.root, &top, &top.join("kubepods"), &besteffort, &pod] {
+            let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory");
+        }
+    }
+    let mut c = census();
+    // The exporter's attributor, as --k8s.attribution builds it: alone, it
+    // finds no container for a process in the unified root.
+    let attributor = bpfmap_exporter::k8s::attributor(&bpfmap_exporter::k8s::K8sOpts {
+        attribution: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut lc = Lifecycle::load(LifecycleOpts {
+        memcg_attribution: true,
+        attributor,
+        ..Default::default()
+    })
+    .expect("lifecycle loads");
+    scrape(&mut c, &mut lc);
+    // bpftool under a name of our own (the comm is the executable's name),
+    // run from a shell moved into the container's memory cgroup first.
+    let bin = tempfile::tempdir().unwrap();
+    let comm = "lctest_memcg";
+    std::os::unix::fs::symlink(
+        String::from_utf8(
+            std::process::Command::new("sh")
+                .args(["-c", "command -v bpftool"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+        bin.path().join(comm),
+    )
+    .unwrap();
+    let fs = PrivateBpffs::new();
+    let pin = fs.path().join("lcmemcg");
+    let script = format!(
+        "echo $$ > '{}/cgroup.procs' && exec '{}' map create '{}' type hash key 4 value 4 entries 8 name lcmemcg",
+        ctr_dir.display(),
+        bin.path().join(comm).display(),
+        pin.display()
+    );
+    let st = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(st.success(), "creating the map from {}", ctr_dir.display());
+    let want = [
+        ("comm", comm),
+        ("container_id", ctr.as_str()),
+        ("pod_uid", uid.as_str()),
+        ("map_type", "hash"),
+    ];
+    let t = until(&mut c, &mut lc, "the creation carries the pod", |t| {
+        value(t, "bpfmap_maps_created_total", &want) == 1.0
+    });
+    assert_eq!(
+        value(t.as_str(), "bpfmap_maps_created_total", &[("comm", comm)]),
+        1.0,
+        "under no other labels"
+    );
+    // The creator exited long ago; its cgroups go too, then the map.
+    drop(_dirs);
+    std::fs::remove_file(&pin).unwrap();
+    let t = until(&mut c, &mut lc, "the destruction carries the pod", |t| {
+        value(t, "bpfmap_maps_destroyed_total", &want) == 1.0
+    });
+    assert_eq!(
+        value(&t, "bpfmap_maps_created_total", &want),
+        1.0,
+        "the creation keeps its labels after the cgroups are gone"
+    );
+}

@@ -8,6 +8,7 @@
 //! before they wrap), attributed to the creator recorded at creation, and
 //! where a probe on bpf_map_free_deferred attaches their lifetimes end at
 //! the kernel's destruction time instead of the scrape that found them gone.
+pub(crate) mod memcg;
 pub(crate) mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +50,12 @@ pub struct LifecycleOpts {
     /// Whether the census runs (destructions are found through it).
     pub census: bool,
     pub attributor: Arc<dyn Attributor>,
+    /// Container and pod from each process's memory cgroup, as the census
+    /// attributes maps (`--k8s.attribution`); off: the attributor alone.
+    pub memcg_attribution: bool,
+    /// The memory cgroup hierarchy (`--collector.creators.cgroup-root`),
+    /// else found in mountinfo.
+    pub cgroup_root: Option<PathBuf>,
     /// Overrides that only tests and benchmarks set.
     #[cfg(feature = "testing")]
     pub knobs: TestKnobs,
@@ -116,6 +123,8 @@ impl Default for LifecycleOpts {
             enable_stats: false,
             census: true,
             attributor: Arc::new(NoAttribution),
+            memcg_attribution: false,
+            cgroup_root: None,
             #[cfg(feature = "testing")]
             knobs: TestKnobs::default(),
         }
@@ -134,6 +143,7 @@ pub struct Lifecycle {
     own_prog_ids: Vec<u32>,
     tracker: Tracker,
     folder: Folder,
+    identities: memcg::Identities,
     opts: LifecycleOpts,
     ring: Option<(libbpf_rs::RingBuffer<'static>, Events)>,
     stats_fd: Option<OwnedFd>,
@@ -282,6 +292,7 @@ impl Lifecycle {
             own_prog_ids,
             tracker,
             folder: Folder::new(opts.max_processes),
+            identities: memcg::Identities::new(opts.memcg_attribution, opts.cgroup_root.clone()),
             opts,
             ring,
             stats_fd,
@@ -302,12 +313,18 @@ impl Lifecycle {
     }
 
     fn label_set(&self, p: &ProcKey) -> LabelSet {
-        let id = self.opts.attributor.identify(p.tgid, p.cgroup_id);
+        let (container_id, pod_uid) = match self.identities.get(p) {
+            Some((c, u)) => (c.clone(), u.clone()),
+            None => {
+                let id = self.opts.attributor.identify(p.tgid, p.cgroup_id);
+                (id.container_id, id.pod_uid)
+            }
+        };
         LabelSet {
             comm: p.comm.clone(),
             pid: self.opts.pid_label.then_some(p.tgid),
-            container_id: id.container_id,
-            pod_uid: id.pod_uid,
+            container_id,
+            pod_uid,
         }
     }
 
@@ -351,11 +368,13 @@ impl Lifecycle {
         Ok(out)
     }
 
-    fn ring_lost(&self) -> u64 {
+    /// The kernel's count of events it saw but could not count or record
+    /// (`decode::LOST_*`).
+    fn kernel_lost(&self, index: u32) -> u64 {
         self.skel
             .maps
             .lost
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
             .ok()
             .flatten()
             .map(|v| sum_percpu(&v))
@@ -547,6 +566,17 @@ impl Collector for Lifecycle {
             }
         }
         let counts = self.read_counts()?;
+        let keys = counts.iter().filter_map(|(p, _, _)| p.as_ref()).chain(
+            self.tracker
+                .destroyed
+                .keys()
+                .filter_map(|(p, _)| p.as_ref()),
+        );
+        self.identities.learn(
+            keys,
+            census.and_then(|s| s.creator_paths.as_ref()),
+            self.opts.attributor.as_ref(),
+        );
         let mut folder = std::mem::replace(&mut self.folder, Folder::new(0));
         let agg = state::aggregate(&counts, &mut folder, |p| self.label_set(p));
         for ((l, kind), n) in &agg {
@@ -572,8 +602,7 @@ impl Collector for Lifecycle {
                 Some(p) => folder.fold(self.label_set(p)),
                 None => LabelSet::named("unknown"),
             };
-            let ty = ty.map(map_type_name).unwrap_or_else(|| "unknown".into());
-            *destroyed.entry((l, ty)).or_default() += n;
+            *destroyed.entry((l, map_type_name(*ty))).or_default() += n;
         }
         self.folder = folder;
         for ((l, ty), n) in destroyed {
@@ -600,10 +629,21 @@ impl Collector for Lifecycle {
                 n as f64,
             );
         }
+        let lost = self.tracker.lost_series(
+            self.kernel_lost(decode::LOST_UNREADABLE),
+            self.kernel_lost(decode::LOST_LOG_RING),
+        );
+        for (event, reason, n) in lost {
+            out.counter(
+                &defs::LIFECYCLE_EVENTS_LOST_TOTAL,
+                vec![("event", event.to_string()), ("reason", reason.to_string())],
+                n as f64,
+            );
+        }
         out.counter(
             &defs::EVENTS_LOST_TOTAL,
             vec![],
-            (self.ring_lost() + self.tracker.lost) as f64,
+            lost.iter().map(|l| l.2).sum::<u64>() as f64,
         );
         self.emit_stats(out);
         Ok(())

@@ -59,11 +59,40 @@ pub enum Slot {
     Empty,
 }
 
+/// Why the creator of a map that was created while the probes ran is not
+/// known (the `reason` label of `bpfmap_lifecycle_events_lost_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unattributed {
+    /// Its creation record slot held a newer map's record when a scrape
+    /// first looked: more than `RING` creations between two scrapes.
+    RecordOverwritten,
+    /// No creation record at all: created by a path the probes do not
+    /// see, or a creation whose map the probe could not read.
+    NotRecorded,
+}
+
+impl Unattributed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unattributed::RecordOverwritten => "record_overwritten",
+            Unattributed::NotRecorded => "not_recorded",
+        }
+    }
+}
+
 /// A live map we track: who created it (None = before the exporter
-/// started, or by a path the probes do not see), its type and birth time.
+/// started, or unattributed: see `unattributed`), its type and birth time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Known {
     pub creator: Option<ProcKey>,
+    /// Why `creator` is None for a map created while the probes ran (None
+    /// for maps that existed before): its destruction counts as lost, not
+    /// as destroyed by `comm="unknown"`.
+    pub unattributed: Option<Unattributed>,
+    /// No record was found when the census first saw the map: looked up
+    /// once more at the next scrape (the census can see a new map before
+    /// the probe that records it has run).
+    pub recheck: bool,
     /// The creating process's tgid (0 when unknown), kept apart from
     /// `creator` (whose tgid is 0 unless the pid label is on, so label sets
     /// stay bounded): per-map data only, never a label.
@@ -101,10 +130,13 @@ pub struct Tracker {
     start_max: u32,
     /// Tracked ids above `resolved`: decided already, skipped by the scan.
     decided: rustc_hash::FxHashSet<u32>,
-    pub destroyed: BTreeMap<(Option<ProcKey>, Option<u32>), u64>,
+    /// Destructions by creator (None: the map existed before the exporter
+    /// started) and type.
+    pub destroyed: BTreeMap<(Option<ProcKey>, u32), u64>,
     pub lifetimes: BTreeMap<u32, Hist>,
-    /// Records that were overwritten before they were read.
-    pub lost: u64,
+    /// Destructions of maps created while the probes ran whose creator is
+    /// not known, by why: counted here instead of in `destroyed`.
+    pub lost: BTreeMap<Unattributed, u64>,
     /// Keep the creator's tgid in the label identity (`--collector.lifecycle.pid-label`).
     pub pid_label: bool,
     /// Lifetimes observed, by where their end came from: the kernel's
@@ -125,19 +157,71 @@ impl Tracker {
             decided: Default::default(),
             destroyed: BTreeMap::new(),
             lifetimes: BTreeMap::new(),
-            lost: 0,
+            lost: BTreeMap::new(),
             pid_label: false,
             timed_by_probe: 0,
             timed_by_census: 0,
         }
     }
 
-    /// A creator's label identity: the tgid only with the pid label.
-    fn key(&self, comm: String, tgid: u32, cgroup_id: u64) -> ProcKey {
-        ProcKey {
-            comm,
-            tgid: if self.pid_label { tgid } else { 0 },
-            cgroup_id,
+    /// The series of `bpfmap_lifecycle_events_lost_total`, (event, reason,
+    /// count), given the kernel's counts of creations whose map could not
+    /// be read and of `--log.map-events` ring drops.
+    pub fn lost_series(
+        &self,
+        unreadable: u64,
+        ring_full: u64,
+    ) -> [(&'static str, &'static str, u64); 4] {
+        let destroyed = |why: Unattributed| {
+            (
+                "destroyed",
+                why.as_str(),
+                self.lost.get(&why).copied().unwrap_or(0),
+            )
+        };
+        [
+            ("created", "unreadable", unreadable),
+            destroyed(Unattributed::RecordOverwritten),
+            destroyed(Unattributed::NotRecorded),
+            ("logged", "ring_full", ring_full),
+        ]
+    }
+
+    /// Every destruction not attributed to a creator, whatever the reason.
+    #[cfg(test)]
+    pub fn lost_total(&self) -> u64 {
+        self.lost.values().sum()
+    }
+
+    /// A map created while the probes ran, as its creation record tells.
+    fn known(pid_label: bool, r: CreateRec, map_type: u32, map_ptr: u64) -> Known {
+        Known {
+            pid: r.tgid,
+            creator: Some(ProcKey {
+                comm: r.comm,
+                // The tgid is in the label identity only with the pid label.
+                tgid: if pid_label { r.tgid } else { 0 },
+                cgroup_id: r.cgroup_id,
+                memcg_id: r.memcg_id,
+            }),
+            unattributed: None,
+            recheck: false,
+            map_type,
+            create_ns: Some(r.create_ns),
+            map_ptr: if map_ptr != 0 { map_ptr } else { r.map_ptr },
+        }
+    }
+
+    /// A map whose creation the probes did not record.
+    fn unknown(map_type: u32, map_ptr: u64, why: Option<Unattributed>) -> Known {
+        Known {
+            creator: None,
+            unattributed: why,
+            recheck: why == Some(Unattributed::NotRecorded),
+            pid: 0,
+            map_type,
+            create_ns: None,
+            map_ptr,
         }
     }
 
@@ -189,10 +273,15 @@ impl Tracker {
         if let Some(l) = lifetime {
             self.lifetimes.entry(k.map_type).or_default().observe(l);
         }
-        *self
-            .destroyed
-            .entry((k.creator.clone(), Some(k.map_type)))
-            .or_default() += 1;
+        match (&k.creator, k.unattributed) {
+            (None, Some(why)) => *self.lost.entry(why).or_default() += 1,
+            _ => {
+                *self
+                    .destroyed
+                    .entry((k.creator.clone(), k.map_type))
+                    .or_default() += 1
+            }
+        }
         out.push(Destroyed {
             id,
             map_type: Some(k.map_type),
@@ -231,35 +320,27 @@ impl Tracker {
         let mut out = Vec::new();
         let now: rustc_hash::FxHashMap<u32, u32> =
             census.iter().map(|&(id, ty, _)| (id, ty)).collect();
+        let pid_label = self.pid_label;
         // 1. Every live map is tracked (pre-existing ones without creator).
         for &(id, ty, map_ptr) in census {
-            if self.live.contains_key(&id) {
+            if let Some(k) = self.live.get_mut(&id) {
+                if k.recheck {
+                    k.recheck = false;
+                    if let Slot::Valid(r) = slot(id) {
+                        *k = Tracker::known(pid_label, r, ty, map_ptr);
+                    }
+                }
                 continue;
             }
             let known = if id <= self.start_max {
-                Known {
-                    creator: None,
-                    pid: 0,
-                    map_type: ty,
-                    create_ns: None,
-                    map_ptr,
-                }
+                Tracker::unknown(ty, map_ptr, None)
             } else {
                 match slot(id) {
-                    Slot::Valid(r) => Known {
-                        pid: r.tgid,
-                        creator: Some(self.key(r.comm, r.tgid, r.cgroup_id)),
-                        map_type: ty,
-                        create_ns: Some(r.create_ns),
-                        map_ptr: if map_ptr != 0 { map_ptr } else { r.map_ptr },
-                    },
-                    _ => Known {
-                        creator: None,
-                        pid: 0,
-                        map_type: ty,
-                        create_ns: None,
-                        map_ptr,
-                    },
+                    Slot::Valid(r) => Tracker::known(pid_label, r, ty, map_ptr),
+                    Slot::Overwritten => {
+                        Tracker::unknown(ty, map_ptr, Some(Unattributed::RecordOverwritten))
+                    }
+                    Slot::Empty => Tracker::unknown(ty, map_ptr, Some(Unattributed::NotRecorded)),
                 }
             };
             if id > self.resolved {
@@ -293,20 +374,16 @@ impl Tracker {
             }
             match slot(id) {
                 Slot::Valid(r) => {
-                    let k = Known {
-                        pid: r.tgid,
-                        creator: Some(self.key(r.comm, r.tgid, r.cgroup_id)),
-                        map_type: r.map_type,
-                        create_ns: Some(r.create_ns),
-                        map_ptr: r.map_ptr,
-                    };
+                    let ty = r.map_type;
+                    let k = Tracker::known(pid_label, r, ty, 0);
                     self.destroy(id, k, now_ns, &mut freed_ns, &mut out);
                 }
                 Slot::Overwritten => {
-                    // A map we know died but cannot attribute: keep the
-                    // total exact, count the lost record.
-                    self.lost += 1;
-                    *self.destroyed.entry((None, None)).or_default() += 1;
+                    // A map we know lived and died but cannot attribute.
+                    *self
+                        .lost
+                        .entry(Unattributed::RecordOverwritten)
+                        .or_default() += 1;
                     out.push(Destroyed {
                         id,
                         map_type: None,
@@ -421,6 +498,7 @@ mod tests {
             max_entries: 1,
             map_flags: 0,
             comm: comm.into(),
+            memcg_id: 0,
         }
     }
 
@@ -429,6 +507,7 @@ mod tests {
             comm: comm.into(),
             tgid: 0,
             cgroup_id: 1,
+            memcg_id: 0,
         })
     }
 
@@ -514,7 +593,7 @@ mod tests {
         assert_eq!(t.live_len(), 2);
         let d = t.update(&[(10, 2)], 0, |_| panic!("no scan needed"), 5);
         assert_eq!(d.len(), 1);
-        assert_eq!(t.destroyed[&(None, Some(1))], 1);
+        assert_eq!(t.destroyed[&(None, 1)], 1);
         assert!(t.lifetimes.is_empty(), "birth time unknown: no lifetime");
     }
 
@@ -531,13 +610,13 @@ mod tests {
         t.update(&[(11, 1)], 11, slots, 2_000_000_000);
         let d = t.update(&[], 11, slots, 3_500_000_000);
         assert_eq!(d.len(), 1);
-        assert_eq!(t.destroyed[&(pk("maker"), Some(1))], 1);
+        assert_eq!(t.destroyed[&(pk("maker"), 1)], 1);
         let h = &t.lifetimes[&1];
         assert_eq!(h.count, 1);
         assert!((h.sum - 2.5).abs() < 1e-9);
         // Not counted twice when the scan later passes id 11.
         t.update(&[], 11, slots, 4_000_000_000);
-        assert_eq!(t.destroyed[&(pk("maker"), Some(1))], 1);
+        assert_eq!(t.destroyed[&(pk("maker"), 1)], 1);
     }
 
     #[test]
@@ -551,7 +630,7 @@ mod tests {
         // Scrape 2: they are resolved.
         let d = t.update(&[], 200, slots, 20);
         assert_eq!(d.len(), 100);
-        assert_eq!(t.destroyed[&(pk("churn"), Some(2))], 100);
+        assert_eq!(t.destroyed[&(pk("churn"), 2)], 100);
         assert_eq!(t.lifetimes[&2].count, 100);
         let d = t.update(&[], 200, slots, 30);
         assert!(d.is_empty());
@@ -570,7 +649,50 @@ mod tests {
     }
 
     #[test]
-    fn overwritten_records_are_counted_lost_and_totals_stay_exact() {
+    fn live_maps_without_a_record_are_lost_not_unknown_when_they_die() {
+        let mut t = Tracker::new(10);
+        // 11: overwritten before the census first saw it alive; 12: no
+        // record at its first census, recorded by the next (the probe ran
+        // after the census saw the map); 13: never recorded.
+        let first = |id: u32| match id {
+            11 => Slot::Overwritten,
+            _ => Slot::Empty,
+        };
+        t.update(&[(11, 1), (12, 2), (13, 3)], 13, first, 0);
+        let second = |id: u32| match id {
+            12 => Slot::Valid(rec(12, "late", 2, 0)),
+            11 => Slot::Overwritten,
+            _ => Slot::Empty,
+        };
+        t.update(&[(11, 1), (12, 2), (13, 3)], 13, second, 1);
+        let d = t.update(&[], 13, |_| Slot::Empty, 2);
+        assert_eq!(d.len(), 3);
+        assert_eq!(t.destroyed.len(), 1, "{:?}", t.destroyed);
+        assert_eq!(t.destroyed[&(pk("late"), 2)], 1);
+        assert_eq!(t.lost[&Unattributed::RecordOverwritten], 1);
+        assert_eq!(t.lost[&Unattributed::NotRecorded], 1);
+        assert_eq!(
+            t.lost_series(3, 4),
+            [
+                ("created", "unreadable", 3),
+                ("destroyed", "record_overwritten", 1),
+                ("destroyed", "not_recorded", 1),
+                ("logged", "ring_full", 4),
+            ]
+        );
+        // Looked up again only once: a later record of the same slot is
+        // never taken for it.
+        let mut t = Tracker::new(10);
+        t.update(&[(13, 3)], 13, |_| Slot::Empty, 0);
+        t.update(&[(13, 3)], 13, |_| Slot::Empty, 1);
+        t.update(&[(13, 3)], 13, |id| Slot::Valid(rec(id, "x", 3, 0)), 2);
+        t.update(&[], 13, |_| Slot::Empty, 3);
+        assert!(t.destroyed.is_empty());
+        assert_eq!(t.lost_total(), 1);
+    }
+
+    #[test]
+    fn overwritten_records_are_counted_lost_not_unknown() {
         let mut t = Tracker::new(0);
         t.update(&[], 3, |_| Slot::Empty, 0);
         let d = t.update(
@@ -586,9 +708,14 @@ mod tests {
             1,
         );
         assert_eq!(d.len(), 3);
-        assert_eq!(t.lost, 1);
-        assert_eq!(t.destroyed[&(None, None)], 1);
-        assert_eq!(t.destroyed[&(pk("x"), Some(1))], 2);
+        assert_eq!(t.lost[&Unattributed::RecordOverwritten], 1);
+        assert_eq!(t.lost_total(), 1);
+        assert_eq!(
+            t.destroyed.len(),
+            1,
+            "nothing credited to an unknown creator"
+        );
+        assert_eq!(t.destroyed[&(pk("x"), 1)], 2);
     }
 
     #[test]
@@ -643,6 +770,7 @@ mod tests {
                     comm: "x".into(),
                     tgid: 0,
                     cgroup_id: 1,
+                    memcg_id: 0,
                 }),
                 Kind::Create { map_type: 1 },
                 2,
@@ -652,6 +780,7 @@ mod tests {
                     comm: "x".into(),
                     tgid: 0,
                     cgroup_id: 2,
+                    memcg_id: 0,
                 }),
                 Kind::Create { map_type: 1 },
                 3,

@@ -69,7 +69,11 @@ pub const CREATOR_MAPS_MEMORY_BYTES: Def = gauge(
 );
 pub const EVENTS_LOST_TOTAL: Def = counter(
     "bpfmap_events_lost_total",
-    "Lifecycle events lost: --log.map-events ring buffer drops plus creation records overwritten before a scrape read them.",
+    "Lifecycle events lost: the sum of bpfmap_lifecycle_events_lost_total over every event and reason.",
+);
+pub const LIFECYCLE_EVENTS_LOST_TOTAL: Def = counter(
+    "bpfmap_lifecycle_events_lost_total",
+    "Lifecycle events seen but not attributed (not in bpfmap_maps_created_total / bpfmap_maps_destroyed_total), or not logged, by event and reason.",
 );
 pub const EXPORTER_MAP_MEMORY_BYTES: Def = gauge(
     "bpfmap_exporter_map_memory_bytes",
@@ -404,6 +408,7 @@ pub const ALL: &[&Def] = &[
     &CREATOR_MAPS,
     &CREATOR_MAPS_MEMORY_BYTES,
     &EVENTS_LOST_TOTAL,
+    &LIFECYCLE_EVENTS_LOST_TOTAL,
     &EXPORTER_MAP_MEMORY_BYTES,
     &EXPORTER_MAPS,
     &FEATURE_AVAILABLE,

@@ -102,6 +102,7 @@ pub const OWNERS: &[(&Def, &str)] = &[
     (&MAP_SYSCALLS_TOTAL, "lifecycle"),
     (&PROBE_ATTACHED, "lifecycle"),
     (&EVENTS_LOST_TOTAL, "lifecycle"),
+    (&LIFECYCLE_EVENTS_LOST_TOTAL, "lifecycle"),
     (&BPF_PROGRAM_RUNS_TOTAL, "lifecycle"),
     (&BPF_PROGRAM_RUN_SECONDS_TOTAL, "lifecycle"),
     (&K8S_POD_INFO, "k8s"),

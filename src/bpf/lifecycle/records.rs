@@ -12,9 +12,9 @@ const _: () = {
 };
 
 /// Size of `struct count_key`.
-pub const COUNT_KEY_SIZE: usize = 32;
+pub const COUNT_KEY_SIZE: usize = 40;
 /// Size of `struct create_rec`.
-pub const CREATE_REC_SIZE: usize = 72;
+pub const CREATE_REC_SIZE: usize = 80;
 /// `LC_RING`: creation record slots (map id modulo this).
 pub const RING: u32 = 32768;
 /// `LC_SLOTS`: per-process counter slots by default (the `slots` hash maps
@@ -29,6 +29,10 @@ pub const KIND_SYSCALL: u16 = 2;
 pub const KIND_INC: u16 = 3;
 pub const KIND_DEC: u16 = 4;
 
+/// `LC_LOST_*`: indexes of the `lost` per-CPU array.
+pub const LOST_LOG_RING: u32 = 0;
+pub const LOST_UNREADABLE: u32 = 1;
+
 /// The process a kernel counter belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcKey {
@@ -36,6 +40,9 @@ pub struct ProcKey {
     /// 0 unless the pid label is on.
     pub tgid: u32,
     pub cgroup_id: u64,
+    /// Kernfs id of the process's memory cgroup (0 = unknown): the cgroup
+    /// its maps are charged to, which the census resolves too.
+    pub memcg_id: u64,
 }
 
 /// What a kernel counter counts.
@@ -71,6 +78,7 @@ pub fn decode_count_key(b: &[u8]) -> Result<(ProcKey, Option<Kind>), RecordError
         cgroup_id: r.u64(0),
         tgid: r.u32(8),
         comm: comm_label(r.cstr(16, 16)),
+        memcg_id: r.u64(32),
     };
     Ok((key, Kind::from_raw(r.u16(12), r.u16(14))))
 }
@@ -118,6 +126,8 @@ pub struct CreateRec {
     pub max_entries: u32,
     pub map_flags: u32,
     pub comm: String,
+    /// As [`ProcKey::memcg_id`].
+    pub memcg_id: u64,
 }
 
 pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, RecordError> {
@@ -135,6 +145,7 @@ pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, RecordError> {
         max_entries: b.u32(48),
         map_flags: b.u32(52),
         comm: comm_label(b.cstr(56, 16)),
+        memcg_id: b.u64(72),
     })
 }
 
@@ -167,8 +178,9 @@ mod tests {
 
     #[test]
     fn count_key_round_trip() {
-        let mut b = vec![0u8; 32];
+        let mut b = vec![0u8; 40];
         b[0..8].copy_from_slice(&77u64.to_le_bytes());
+        b[32..40].copy_from_slice(&9001u64.to_le_bytes());
         b[8..12].copy_from_slice(&42u32.to_le_bytes());
         b[12..14].copy_from_slice(&KIND_SYSCALL.to_le_bytes());
         b[14..16].copy_from_slice(&((14u16 << 1) | 1).to_le_bytes());
@@ -179,7 +191,8 @@ mod tests {
             ProcKey {
                 comm: "bash".into(),
                 tgid: 42,
-                cgroup_id: 77
+                cgroup_id: 77,
+                memcg_id: 9001,
             }
         );
         assert_eq!(
@@ -189,7 +202,7 @@ mod tests {
                 error: true
             })
         );
-        assert!(decode_count_key(&b[..31]).is_err());
+        assert!(decode_count_key(&b[..39]).is_err());
     }
 
     #[test]
@@ -207,13 +220,14 @@ mod tests {
 
     #[test]
     fn create_rec_fields() {
-        let mut b = vec![0u8; 72];
+        let mut b = vec![0u8; 80];
         b[0..8].copy_from_slice(&5u64.to_le_bytes());
         b[24..28].copy_from_slice(&9u32.to_le_bytes());
         b[36..40].copy_from_slice(&1u32.to_le_bytes());
         b[56..72].copy_from_slice(b"exactly16bytes!!");
+        b[72..80].copy_from_slice(&4242u64.to_le_bytes());
         let r = decode_create_rec(&b).unwrap();
-        assert_eq!((r.create_ns, r.id, r.map_type), (5, 9, 1));
+        assert_eq!((r.create_ns, r.id, r.map_type, r.memcg_id), (5, 9, 1, 4242));
         assert_eq!(r.comm, "exactly16bytes!!");
     }
 
