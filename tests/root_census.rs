@@ -818,3 +818,30 @@ fn pins_in_another_mount_namespace_are_found_and_labelled_apart() {
         !s.maps.iter().any(|m| m.id == id)
     });
 }
+
+#[test]
+fn a_process_named_like_the_exporter_hides_no_map() {
+    require_root();
+    // Another process with this process's name but another executable
+    // (a `sleep` exec'd through a symlink of that name) holds a map: the
+    // map is the node's, never counted as another exporter instance's own.
+    let mut comm = std::fs::read("/proc/self/comm").unwrap();
+    comm.truncate(comm.len() - 1);
+    let m = map(MapType::Hash, "t_impostor", 4, 4, 16, 0);
+    let id = id_of(&m);
+    let dup = inheritable_dup(m.as_fd().as_raw_fd());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = child_with_comm(tmp.path(), &comm);
+    drop(dup);
+    drop(m);
+    let mut census = Census::load(CensusOpts::default()).unwrap();
+    let (s, _) = census.take(&[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        s.maps.iter().any(|r| r.id == id),
+        "the map of a process named {:?} was hidden",
+        String::from_utf8_lossy(&comm)
+    );
+    assert!(!s.own.iter().any(|r| r.id == id));
+}
