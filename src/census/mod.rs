@@ -11,6 +11,7 @@ pub mod inflight;
 mod memory;
 mod model;
 pub mod names;
+mod peers;
 pub mod programs;
 pub mod render;
 pub mod roots;
@@ -353,8 +354,8 @@ impl Census {
                     let objects_held = objects
                         .iter()
                         .flat_map(|(o, _)| o.iter().map(|f| (f.tgid, f.comm.as_slice())));
-                    let peer_tgids = proven_peers(holders.chain(objects_held), comm, exe);
-                    let (peers, mine) = peer_exporter_maps(ok_files(&files), &peer_tgids);
+                    let peer_tgids = peers::proven_peers(holders.chain(objects_held), comm, exe);
+                    let (peers, mine) = peers::peer_exporter_maps(ok_files(&files), &peer_tgids);
                     for w in [&mut files, &mut vmas].into_iter().flatten() {
                         if let (_, Ok(v), _) = w {
                             v.retain(|f| !peers.contains(&f.map_id));
@@ -700,59 +701,6 @@ impl Census {
         }
         snap
     }
-}
-
-/// The processes proven to be another instance of this exporter: named like
-/// it (a cheap filter) and running the very same executable file (the device
-/// and inode behind `/proc/<pid>/exe`). A name alone is never proof: any
-/// process can call itself `bpfmap-exporter`.
-fn proven_peers<'a>(
-    holders: impl Iterator<Item = (u32, &'a [u8])>,
-    comm: &[u8],
-    exe: Option<(u64, u64)>,
-) -> rustc_hash::FxHashSet<u32> {
-    let me = std::process::id();
-    let mut asked = rustc_hash::FxHashSet::default();
-    let mut peers = rustc_hash::FxHashSet::default();
-    let Some(exe) = exe else {
-        return peers;
-    };
-    for (tgid, c) in holders {
-        if tgid != me
-            && !comm.is_empty()
-            && c == comm
-            && asked.insert(tgid)
-            && sys::exe_identity(tgid) == Some(exe)
-        {
-            peers.insert(tgid);
-        }
-    }
-    peers
-}
-
-/// Maps whose every file holder is a proven peer (another exporter
-/// instance), and the maps this process holds files of.
-fn peer_exporter_maps(
-    files: &[FileRecord],
-    peers: &rustc_hash::FxHashSet<u32>,
-) -> (rustc_hash::FxHashSet<u32>, rustc_hash::FxHashSet<u32>) {
-    let me = std::process::id();
-    let mut peer: IdMap<bool> = IdMap::default();
-    for f in files {
-        *peer.entry(f.map_id).or_insert(true) &= peers.contains(&f.tgid);
-    }
-    let mine = files
-        .iter()
-        .filter(|f| f.tgid == me)
-        .map(|f| f.map_id)
-        .collect();
-    (
-        peer.into_iter()
-            .filter(|(_, p)| *p)
-            .map(|(id, _)| id)
-            .collect(),
-        mine,
-    )
 }
 
 #[cfg(test)]
