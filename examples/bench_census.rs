@@ -198,6 +198,16 @@ fn bench(bin: &str, n: usize, holders: &mut Holders, extra: &[&str], label: &str
     holders.grow_to(n);
     let exporter = Exporter::start(bin, extra);
     let port = exporter.port;
+    // The port accepts before the BPF objects are loaded (requests wait in
+    // the backlog): the first scrape is timed from a finished start-up.
+    let started = Instant::now();
+    while !common::http_get(port, "/healthz").is_some_and(|(c, _)| c == 200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no /healthz 200"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (cold, _) = get(port, "/metrics");
     let mut warm = Vec::new();
     let mut bytes = 0;

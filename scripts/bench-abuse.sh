@@ -18,7 +18,8 @@ fi
 baseline=$1
 shift
 ./scripts/install-deps.sh >/dev/null
-cargo build --release --quiet --bin bpfmap-exporter --example bench_census --example bench_abuse
+cargo build --release --quiet --bin bpfmap-exporter
+cargo build --release --quiet --features testing --example bench_census --example bench_abuse
 echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)  commit: $(git rev-parse --short HEAD)"
 sizes=("$@")
 ((${#sizes[@]})) || sizes=(10000 100000)

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh >/dev/null
-cargo build --release --quiet --bin bpfmap-exporter --example bench_census
+cargo build --release --quiet --bin bpfmap-exporter
+cargo build --release --quiet --features testing --example bench_census
 echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)  bpftool: $(bpftool version | head -1)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 sizes=("$@")
 ((${#sizes[@]})) || sizes=(10000 100000)

@@ -33,7 +33,8 @@ n=${1:-10000} p=${2:-2000} l=${3:-2000} s=${4:-21} r=${5:-3}
 
 ./scripts/install-deps.sh > /dev/null
 if ! mount | grep -q 'type bpf'; then mount -t bpf bpf /sys/fs/bpf; fi
-cargo build --release --quiet --locked --bin bpfmap-exporter --example bench_census
+cargo build --release --quiet --locked --bin bpfmap-exporter
+cargo build --release --quiet --locked --features testing --example bench_census
 base_dir=$root/.cache/bench-programs/baseline-$baseline
 if [[ ! -x $base_dir/target/release/bpfmap-exporter ]]; then
     rm -rf "$base_dir/src"

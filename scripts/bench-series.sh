@@ -15,7 +15,8 @@ fi
 baseline=$1
 shift
 ./scripts/install-deps.sh >/dev/null
-cargo build --release --quiet --bin bpfmap-exporter --example bench_census
+cargo build --release --quiet --bin bpfmap-exporter
+cargo build --release --quiet --features testing --example bench_census
 echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)  maps on the node before: $(bpftool map list -j | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
 sizes=("$@")
 ((${#sizes[@]})) || sizes=(100 2000 10000)
