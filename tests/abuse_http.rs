@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use libbpf_rs::MapType;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bpfmap-exporter");
 /// Collectors these tests do not need (faster start).
@@ -30,29 +30,6 @@ fn start(extra: &[&str]) -> Exporter {
         http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
     s
-}
-
-#[derive(Debug)]
-struct Resp {
-    code: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.code, self.text()))
-    }
 }
 
 /// One GET with `Connection: close` from `from` (None: the kernel's
@@ -77,25 +54,7 @@ fn get_via(from: Option<IpAddr>, to: IpAddr, port: u16, path: &str) -> std::io::
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let headers = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let code = headers[9..12].parse().map_err(std::io::Error::other)?;
-    let mut r = Resp {
-        code,
-        headers,
-        body: buf[split + 4..].to_vec(),
-    };
-    if r.header("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        r.body = dechunk(&r.body);
-    }
-    Ok(r)
+    read_response(s)
 }
 
 fn get(port: u16, path: &str) -> Resp {

@@ -31,31 +31,6 @@ fn start(extra: &[&str], auth: Option<&str>) -> Exporter {
     s
 }
 
-#[derive(Debug)]
-struct Resp {
-    code: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {} {}",
-                self.code,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-}
-
 fn try_request(port: u16, method: &str, path: &str, auth: Option<&str>) -> std::io::Result<Resp> {
     use base64::Engine;
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -72,25 +47,7 @@ fn try_request(port: u16, method: &str, path: &str, auth: Option<&str>) -> std::
         s,
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
     )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let headers = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let code = headers[9..12].parse().map_err(std::io::Error::other)?;
-    let mut r = Resp {
-        code,
-        headers,
-        body: buf[split + 4..].to_vec(),
-    };
-    if r.header("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        r.body = dechunk(&r.body);
-    }
-    Ok(r)
+    read_response(s)
 }
 
 fn get(port: u16, path: &str) -> Resp {

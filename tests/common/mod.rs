@@ -459,3 +459,53 @@ pub fn dechunk(raw: &[u8]) -> Vec<u8> {
         rest = &rest[n + 2..];
     }
 }
+
+/// One HTTP/1.1 answer read whole from a connection the server closes.
+#[derive(Debug)]
+pub struct Resp {
+    pub code: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.code, self.text()))
+    }
+}
+
+/// Read an answer to a `Connection: close` request until the server closes
+/// the connection; a chunked body is decoded.
+pub fn read_response(mut s: impl std::io::Read) -> std::io::Result<Resp> {
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let headers = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let code = headers[9..12].parse().map_err(std::io::Error::other)?;
+    let mut r = Resp {
+        code,
+        headers,
+        body: buf[split + 4..].to_vec(),
+    };
+    if r.header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        r.body = dechunk(&r.body);
+    }
+    Ok(r)
+}
