@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -311,23 +310,6 @@ fn explain_from_reaches_an_exporter_behind_a_private_ca_with_client_certs_and_en
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("--key-file"), "{}", r.stderr);
     drop(m);
-}
-
-fn with_nofile(n: u64, cmd: &mut Command) {
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
-    // child between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 #[test]

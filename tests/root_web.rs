@@ -22,19 +22,7 @@ const LEAN: &[&str] = &["--no-collector.lifecycle"];
 fn start(extra: &[&str], nofile: Option<u64>) -> Exporter {
     let mut cmd = Command::new(BIN);
     if let Some(n) = nofile {
-        use std::os::unix::process::CommandExt;
-        unsafe {
-            cmd.pre_exec(move || {
-                let r = libc::rlimit {
-                    rlim_cur: n,
-                    rlim_max: n,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        with_nofile(n, &mut cmd);
     }
     let mut s = Exporter::spawn(cmd, &[LEAN, extra].concat());
     // Listening comes before loading; healthy comes after.

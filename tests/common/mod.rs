@@ -509,3 +509,21 @@ pub fn read_response(mut s: impl std::io::Read) -> std::io::Result<Resp> {
     }
     Ok(r)
 }
+
+/// Run `cmd` with RLIMIT_NOFILE set to `n` (soft and hard).
+pub fn with_nofile(n: u64, cmd: &mut Command) {
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
+    // child between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            let r = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
