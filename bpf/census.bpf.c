@@ -279,8 +279,8 @@ static __always_inline void fill_task(struct file_rec *r, struct task_struct *ta
 
 /* Attachment records for the program references a socket or perf event
  * file keeps (see BPFMAP_OBJ_SOCK_FILTER in census.h). */
-static __always_inline void write_attachments(struct bpf_iter__task_file *ctx, struct file *file,
-					      int kind)
+static __always_inline void write_attachments(struct bpf_iter__task_file *ctx,
+					      struct task_struct *task, struct file *file, int kind)
 {
 	struct attach_ref refs[2] = {};
 	struct file_rec r = {};
@@ -299,7 +299,7 @@ static __always_inline void write_attachments(struct bpf_iter__task_file *ctx, s
 	r.attr = attr;
 	r.vm_end = config;
 	r.sock_ino = flags;
-	fill_task(&r, ctx->task);
+	fill_task(&r, task);
 	for (i = 0; i < 2; i++) {
 		if (i >= n)
 			break;
@@ -322,7 +322,7 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 	kind = obj_kind_of(file);
 	if (kind == BPFMAP_OBJ_PERF) {
-		write_attachments(ctx, file, kind);
+		write_attachments(ctx, task, file, kind);
 		return 0;
 	}
 	if (kind < 0) {
@@ -331,7 +331,7 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 
 		if ((inode->i_mode & S_IFMT) != S_IFSOCK)
 			return 0;
-		write_attachments(ctx, file, kind);
+		write_attachments(ctx, task, file, kind);
 		/* A receiver of files in flight: a socket user space asked for. */
 		if (!want_sockets)
 			return 0;
