@@ -7,6 +7,7 @@ mod common;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use bpfmap_exporter::census::programs::{AttachedBy, Attachment, ProgHolderKind};
+use bpfmap_exporter::census::roots::{Obj, Root};
 use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
 use common::*;
 use libbpf_rs::MapType;
@@ -115,6 +116,11 @@ fn a_socket_filter_is_held_by_its_socket_then_by_the_message_carrying_it() {
         a[0].target,
         format!("socket filter on inet/dgram socket of pid {me} fd {fd}")
     );
+    assert_eq!(
+        s.graph.roots(Obj::Prog(id)),
+        std::collections::BTreeSet::from([Root::Process(me)]),
+        "the process holding the socket keeps the program"
+    );
     // xt_bpf and tun are not read: socket_filter counts are never exact,
     // and the metric says so.
     assert!(!h.exact);
@@ -151,6 +157,10 @@ fn a_socket_filter_is_held_by_its_socket_then_by_the_message_carrying_it() {
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0].held_by, vec![AttachedBy::Inflight]);
     assert_eq!(a[0].target, "socket filter on a socket in flight");
+    assert_eq!(
+        s.graph.roots(Obj::Prog(id)),
+        std::collections::BTreeSet::from([Root::Inflight])
+    );
     assert_eq!(s.prog_holders[&id].unexplained(1), Some(0));
     drop((a_end, b_end));
 }
