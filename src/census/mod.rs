@@ -669,7 +669,12 @@ impl Census {
                     .ok()
                     .and_then(|s| attached::tcp_orphans(&s)),
             };
-            prog_obs.attach.extend(attached::sources(&input));
+            for (k, src) in attached::sources(&input) {
+                if let Some(why) = &src.incomplete {
+                    tracing::debug!(source = k.source(), reason = %why, "program holder source incomplete");
+                }
+                prog_obs.attach.insert(k, src);
+            }
         }
         // A walk that saw part of the node makes its program kinds incomplete too.
         for k in ["files", "pins", "links", "programs", "io_uring", "inflight"] {
