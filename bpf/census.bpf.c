@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Census iterators: every live map (iter/bpf_map), every live program
- * (iter/bpf_prog), every map, program and link file in an fd table
- * (iter/task_file) and every map file behind a vma (iter/task_vma).
+ * (iter/bpf_prog), every map, program and link file in an fd table and the
+ * program references its socket and perf event files keep (iter/task_file),
+ * and every map file behind a vma (iter/task_vma).
  * All field reads are CO-RE relocated through vmlinux.h. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -201,6 +202,13 @@ int dump_link(struct bpf_iter__bpf_link *ctx)
 	prog = link->prog;
 	if (prog)
 		r.prog_id = BPF_CORE_READ(prog, aux, id);
+	if (link->type == BPF_LINK_TYPE_PERF_EVENT && bpf_core_type_exists(struct bpf_perf_link)) {
+		/* The link is the first member of struct bpf_perf_link. */
+		struct file *pf = BPF_CORE_READ((struct bpf_perf_link *)link, perf_file);
+
+		if (pf)
+			r.perf_event = (__u64)(unsigned long)BPF_CORE_READ(pf, private_data);
+	}
 	if (link->type == BPF_LINK_TYPE_ITER) {
 		/* The link is the first member of struct bpf_iter_link. */
 		struct bpf_iter_link *il = (struct bpf_iter_link *)link;
@@ -269,6 +277,39 @@ static __always_inline void fill_task(struct file_rec *r, struct task_struct *ta
 	r->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 }
 
+/* Attachment records for the program references a socket or perf event
+ * file keeps (see BPFMAP_OBJ_SOCK_FILTER in census.h). */
+static __always_inline void write_attachments(struct bpf_iter__task_file *ctx,
+					      struct task_struct *task, struct file *file, int kind)
+{
+	struct attach_ref refs[2] = {};
+	struct file_rec r = {};
+	__u64 config = 0, flags = 0;
+	__u32 attr = 0;
+	int i, n;
+
+	if (kind == BPFMAP_OBJ_PERF)
+		n = perf_ref(file->private_data, &refs[0], &attr, &config, &flags);
+	else
+		n = sock_refs(file->private_data, refs, &attr, &flags);
+	if (!n)
+		return;
+	r.file_ptr = (__u64)(unsigned long)file;
+	r.fd = ctx->fd;
+	r.attr = attr;
+	r.vm_end = config;
+	r.sock_ino = flags;
+	fill_task(&r, task);
+	for (i = 0; i < 2; i++) {
+		if (i >= n)
+			break;
+		r.obj_kind = refs[i].kind;
+		r.map_id = refs[i].prog_id;
+		r.vm_start = refs[i].obj;
+		bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	}
+}
+
 SEC("iter/task_file")
 int dump_task_file(struct bpf_iter__task_file *ctx)
 {
@@ -280,15 +321,19 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	if (!task || !file)
 		return 0;
 	kind = obj_kind_of(file);
+	if (kind == BPFMAP_OBJ_PERF) {
+		write_attachments(ctx, task, file, kind);
+		return 0;
+	}
 	if (kind < 0) {
-		struct inode *inode;
+		struct inode *inode = file->f_inode;
 		__u64 ino;
 
+		if ((inode->i_mode & S_IFMT) != S_IFSOCK)
+			return 0;
+		write_attachments(ctx, task, file, kind);
 		/* A receiver of files in flight: a socket user space asked for. */
 		if (!want_sockets)
-			return 0;
-		inode = file->f_inode;
-		if ((inode->i_mode & S_IFMT) != S_IFSOCK)
 			return 0;
 		ino = inode->i_ino;
 		if (!bpf_map_lookup_elem(&receiver_sockets, &ino))

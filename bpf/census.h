@@ -39,6 +39,21 @@ struct map_rec {
 #define BPFMAP_OBJ_PROG 1 /* anon inode "bpf-prog" */
 #define BPFMAP_OBJ_LINK 2 /* anon inode "bpf_link" */
 #define BPFMAP_OBJ_RING 3 /* anon inode "[io_uring]": an io_uring's fd (map_id 0) */
+#define BPFMAP_OBJ_PERF 4 /* anon inode "[perf_event]": a perf event with a program */
+
+/* Program references a socket or perf event file keeps (file_rec.obj_kind
+ * of attachment records; uring_rec.obj_kind of a registered file holding
+ * one). map_id is the program's id, vm_start the kernel object holding the
+ * reference (the perf_event, the sk_filter, the sock_reuseport group: one
+ * reference each however many files reach it), attr the perf event's
+ * attr.type or the socket's family | type << 16, vm_end a perf event's
+ * attr.config, sock_ino BPFMAP_ATTACH_* flags. */
+#define BPFMAP_OBJ_SOCK_FILTER 5 /* sk->sk_filter->prog (SO_ATTACH_BPF) */
+#define BPFMAP_OBJ_REUSEPORT   6 /* sk->sk_reuseport_cb->prog (SO_ATTACH_REUSEPORT_EBPF) */
+/* Copies no file reaches may exist: a perf event with inherited child events
+ * (each holds the program too), a listening socket with unaccepted children
+ * (each shares the sk_filter, and keeps it if the listener's changes). */
+#define BPFMAP_ATTACH_UNSEEN 1
 
 /* iter/task_file and iter/task_vma: one per map, program or link file seen
  * in an fd table (vmas: map files only), and (task_file, map_id 0) one per fd
@@ -56,15 +71,16 @@ struct file_rec {
 	__u64 vm_end;
 	__u64 sock_ino;     /* socket-owner records (map_id 0): the socket's inode */
 	__u32 obj_kind;     /* BPFMAP_OBJ_* */
-	__u32 pad;
+	__u32 attr;         /* attachment records: see BPFMAP_OBJ_SOCK_FILTER */
 };
 
-/* iter/bpf_link (5.19+): one per live link. 16 bytes. */
+/* iter/bpf_link (5.19+): one per live link. 24 bytes. */
 struct link_rec {
 	__u32 id;
 	__u32 type;         /* enum bpf_link_type */
 	__u32 prog_id;      /* the program the link holds, 0 for none */
 	__u32 iter_map_id;  /* an iterator link bound to a map: the map's id */
+	__u64 perf_event;   /* a perf event link: its struct perf_event, whose prog holds one more reference */
 };
 
 /* The maps a program record lists at most: the kernel's MAX_USED_MAPS. */
@@ -89,6 +105,14 @@ struct prog_rec {
  * by an SCM_RIGHTS message in a unix socket's receive queue, and one summary
  * record (file_ptr 0) per socket whose walk was cut short. 32 bytes. */
 #define BPFMAP_INFLIGHT_TRUNCATED 1 /* more queued messages or files than walked */
+/* A program reference in flight (file_ptr != 0, map_id the program id):
+ * a program file (inner_ino 0), or a socket or perf event file keeping a
+ * program (inner_ino the sk_filter, sock_reuseport or perf_event). */
+#define BPFMAP_INFLIGHT_PROG        2
+#define BPFMAP_INFLIGHT_SOCK_FILTER 4
+#define BPFMAP_INFLIGHT_REUSEPORT   8
+#define BPFMAP_INFLIGHT_PERF        16
+#define BPFMAP_INFLIGHT_UNSEEN      32 /* see BPFMAP_ATTACH_UNSEEN */
 
 struct inflight_rec {
 	__u64 file_ptr;     /* the in-flight struct file */
@@ -123,6 +147,6 @@ _Static_assert(sizeof(struct file_rec) == 80, "file_rec layout");
 _Static_assert(sizeof(struct prog_rec) == 328, "prog_rec layout");
 _Static_assert(sizeof(struct inflight_rec) == 32, "inflight_rec layout");
 _Static_assert(sizeof(struct uring_rec) == 64, "uring_rec layout");
-_Static_assert(sizeof(struct link_rec) == 16, "link_rec layout");
+_Static_assert(sizeof(struct link_rec) == 24, "link_rec layout");
 
 #endif

@@ -10,7 +10,10 @@
  * This is its own object: iter/unix and bpf_loop do not exist before 5.17,
  * and the census object must keep loading there. All field reads are CO-RE
  * relocated; skbs and the files they carry are read with probe reads (they
- * are not trusted pointers, and the queue is read without its lock). */
+ * are not trusted pointers, and the queue is read without its lock).
+ * Program files, and the program references socket and perf event files in
+ * flight keep (their filters, reuseport groups, event programs), are
+ * reported too. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -63,31 +66,11 @@ struct qctx cur;
  * before and after a walk. */
 __u64 lost_writes = 0;
 
-/* Append a record for in-flight file f if it is a map file or a unix socket
- * file. Returns 1 when the record buffer is full (the walk can stop). */
-static __always_inline int emit(struct qctx *q, struct file *f)
+/* Append a record; returns 1 when the record buffer is full. */
+static __always_inline int put(struct qctx *q, struct file *f, __u64 inner, __u32 id, __u32 flags)
 {
 	struct inflight_rec *r;
-	struct inode *inode;
-	__u64 inner_ino = 0;
-	__u32 map_id = 0;
 
-	if (!f)
-		return 0;
-	inode = BPF_CORE_READ(f, f_inode);
-	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFSOCK) {
-		struct socket *sock = BPF_CORE_READ(f, private_data);
-
-		if (BPF_CORE_READ(sock, sk, __sk_common.skc_family) != AF_UNIX)
-			return 0;
-		inner_ino = BPF_CORE_READ(inode, i_ino);
-	} else if (obj_kind_of_untrusted(f) == BPFMAP_OBJ_MAP) {
-		struct bpf_map *map = BPF_CORE_READ(f, private_data);
-
-		map_id = BPF_CORE_READ(map, id);
-	} else {
-		return 0;
-	}
 	if (q->n >= MAX_OUT) {
 		q->flags |= BPFMAP_INFLIGHT_TRUNCATED;
 		return 1;
@@ -95,10 +78,63 @@ static __always_inline int emit(struct qctx *q, struct file *f)
 	r = &out[q->n & (MAX_OUT - 1)];
 	r->file_ptr = (__u64)(unsigned long)f;
 	r->sock_ino = q->sock_ino;
-	r->inner_ino = inner_ino;
-	r->map_id = map_id;
-	r->flags = 0;
+	r->inner_ino = inner;
+	r->map_id = id;
+	r->flags = flags;
 	q->n++;
+	return 0;
+}
+
+/* The flag of an attachment kind's records (BPFMAP_INFLIGHT_*). */
+static __always_inline __u32 attach_flag(__u32 kind)
+{
+	if (kind == BPFMAP_OBJ_PERF)
+		return BPFMAP_INFLIGHT_PERF;
+	if (kind == BPFMAP_OBJ_SOCK_FILTER)
+		return BPFMAP_INFLIGHT_SOCK_FILTER;
+	return BPFMAP_INFLIGHT_REUSEPORT;
+}
+
+/* Append the records of in-flight file f: a map or program file, a unix
+ * socket file, and the program references a socket or perf event file
+ * keeps. Returns 1 when the record buffer is full (the walk can stop). */
+static __always_inline int emit(struct qctx *q, struct file *f)
+{
+	struct attach_ref refs[2] = {};
+	struct inode *inode;
+	__u64 config = 0, flags = 0;
+	__u32 attr = 0;
+	void *priv;
+	int kind, n = 0;
+
+	if (!f)
+		return 0;
+	inode = BPF_CORE_READ(f, f_inode);
+	priv = BPF_CORE_READ(f, private_data);
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFSOCK) {
+		struct socket *sock = priv;
+
+		n = sock_refs(sock, refs, &attr, &flags);
+		if (BPF_CORE_READ(sock, sk, __sk_common.skc_family) == AF_UNIX &&
+		    put(q, f, BPF_CORE_READ(inode, i_ino), 0, 0))
+			return 1;
+	} else {
+		kind = obj_kind_of_untrusted(f);
+		if (kind == BPFMAP_OBJ_MAP)
+			return put(q, f, 0, BPF_CORE_READ((struct bpf_map *)priv, id), 0);
+		if (kind == BPFMAP_OBJ_PROG)
+			return put(q, f, 0, BPF_CORE_READ((struct bpf_prog *)priv, aux, id),
+				   BPFMAP_INFLIGHT_PROG);
+		if (kind != BPFMAP_OBJ_PERF)
+			return 0;
+		n = perf_ref(priv, &refs[0], &attr, &config, &flags);
+	}
+	if (n > 0 && put(q, f, refs[0].obj, refs[0].prog_id,
+			 attach_flag(refs[0].kind) |
+				 (flags & BPFMAP_ATTACH_UNSEEN ? BPFMAP_INFLIGHT_UNSEEN : 0)))
+		return 1;
+	if (n > 1 && put(q, f, refs[1].obj, refs[1].prog_id, attach_flag(refs[1].kind)))
+		return 1;
 	return 0;
 }
 

@@ -87,14 +87,40 @@ static long step(__u64 i, void *unused)
 		return 0;
 	kind = obj_kind_of_untrusted(f);
 	/* A ring's fixed file that is itself a ring holds no BPF object. */
-	if (kind < 0 || kind == BPFMAP_OBJ_RING)
+	if (kind == BPFMAP_OBJ_RING)
+		return 0;
+	priv = BPF_CORE_READ(f, private_data);
+	if (kind == BPFMAP_OBJ_PERF ||
+	    (kind < 0 && (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) == S_IFSOCK)) {
+		/* A socket or perf event keeping a program: reported by its
+		 * first reference's kind, which user space does not resolve
+		 * further (the source is then incomplete). */
+		struct attach_ref refs[2] = {};
+		__u64 config = 0, flags = 0;
+		__u32 attr = 0;
+		int n = kind == BPFMAP_OBJ_PERF ? perf_ref(priv, &refs[0], &attr, &config, &flags)
+						: sock_refs(priv, refs, &attr, &flags);
+
+		if (!n)
+			return 0;
+		if (u->n >= MAX_OUT) {
+			u->flags |= BPFMAP_URING_TRUNCATED;
+			return 1;
+		}
+		r = &out[u->n & (MAX_OUT - 1)];
+		r->obj_id = refs[0].prog_id;
+		r->file_ptr = (__u64)(unsigned long)f;
+		r->obj_kind = refs[0].kind;
+		u->n++;
+		return 0;
+	}
+	if (kind < 0)
 		return 0;
 	if (u->n >= MAX_OUT) {
 		u->flags |= BPFMAP_URING_TRUNCATED;
 		return 1;
 	}
 	r = &out[u->n & (MAX_OUT - 1)];
-	priv = BPF_CORE_READ(f, private_data);
 	if (kind == BPFMAP_OBJ_MAP)
 		r->obj_id = BPF_CORE_READ((struct bpf_map *)priv, id);
 	else if (kind == BPFMAP_OBJ_PROG)

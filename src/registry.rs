@@ -67,6 +67,10 @@ pub const REGISTRY: &[Spec] = &[
         "map and program files held by io_uring registered-file tables (bpf_loop, 5.17+), and the processes holding the rings",
     ),
     census(
+        "file_attachments",
+        "programs kept by socket and perf event files: socket filters, reuseport groups, perf events (read by the task, in-flight and io_uring walks)",
+    ),
+    census(
         "creators",
         "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
     ),

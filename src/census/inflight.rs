@@ -401,6 +401,7 @@ mod tests {
             sock_ino: sock,
             inner_ino: inner,
             map_id,
+            prog: None,
             truncated: false,
         }
     }

@@ -1,6 +1,7 @@
 //! The census: every live map, what holds it, and every bpffs pin, taken
 //! afresh on each scrape with the census iterators (`bpf::census`) plus a
 //! few bpf() queries, into a data-only [`Snapshot`].
+pub mod attached;
 pub mod bpffs;
 mod confirm;
 pub mod creators;
@@ -24,8 +25,8 @@ use std::path::Path;
 use anyhow::Context;
 
 pub use crate::bpf::census::{
-    Creator, Features, FileRecord, MapRecord, ObjectFile, ObjectKind, ProgRecord, RingFd,
-    RingObject, UringRecord,
+    AttachFile, Creator, Features, FileRecord, MapRecord, ObjectFile, ObjectKind, ProgRecord,
+    RingFd, RingObject, UringRecord,
 };
 pub use holders::{Holders, ProcessHolder};
 pub use model::{CensusOpts, IdMap, Parts, Snapshot};
@@ -323,13 +324,13 @@ impl Census {
                     };
                     // Program and link files go to the programs part; the rest
                     // of the walk's consumers see map files (and sockets).
-                    let mut objects: Option<(Vec<ObjectFile>, Vec<RingFd>)> = None;
+                    let mut objects: Option<(Vec<ObjectFile>, Vec<RingFd>, Vec<AttachFile>)> = None;
                     let mut files: Walked = file_iter.map(|it| {
                         let (n, r, s) = walk("files", it, file_buf);
                         (
                             n,
                             r.map(|t| {
-                                objects = Some((t.objects, t.rings));
+                                objects = Some((t.objects, t.rings, t.attached));
                                 t.maps
                             }),
                             s,
@@ -354,7 +355,7 @@ impl Census {
                     let holders = ok_files(&files).iter().map(|f| (f.tgid, f.comm.as_slice()));
                     let objects_held = objects
                         .iter()
-                        .flat_map(|(o, _)| o.iter().map(|f| (f.tgid, f.comm.as_slice())));
+                        .flat_map(|(o, _, _)| o.iter().map(|f| (f.tgid, f.comm.as_slice())));
                     let peer_tgids = peers::proven_peers(holders.chain(objects_held), comm, exe);
                     let (peers, mine) = peers::peer_exporter_maps(ok_files(&files), &peer_tgids);
                     for w in [&mut files, &mut vmas].into_iter().flatten() {
@@ -425,9 +426,9 @@ impl Census {
                 None => Some(Vec::new()),
             };
         }
-        let (objects, rings) = match objects {
-            Some((o, r)) if obs.files.is_some() => (Some(o), Some(r)),
-            _ => (None, None),
+        let (objects, rings, attach_files) = match objects {
+            Some((o, r, a)) if obs.files.is_some() => (Some(o), Some(r), Some(a)),
+            _ => (None, None, None),
         };
         let mut prog_obs = programs::Observed {
             files: objects,
@@ -536,11 +537,37 @@ impl Census {
             };
             obs.inflight_ptrs = snap.inflight.iter().map(|f| f.file_ptr).collect();
         }
+        if p.on("inflight") {
+            // Program files in flight (those no fd table holds count once,
+            // deduplicated by file in `programs::holders`).
+            match (&self.inflight, &inflight_walk) {
+                (Some(_), Some(w)) if obs.files.is_some() => {
+                    prog_obs.inflight = Some(
+                        w.records
+                            .iter()
+                            .filter_map(|r| {
+                                r.prog
+                                    .filter(|p| p.attach.is_none())
+                                    .map(|p| (r.file_ptr, p.prog_id))
+                            })
+                            .collect(),
+                    );
+                }
+                // No iter/unix: program files in flight cannot be seen.
+                (None, _) if !snap.features.iter_unix && obs.files.is_some() => {
+                    prog_obs.inflight = Some(Vec::new());
+                    prog_obs.incomplete.push(programs::ProgHolderKind::Inflight);
+                }
+                _ => {}
+            }
+        }
+        let mut uring_attach: Option<bool> = None;
         if p.on("io_uring") {
             if let Some(o) = self.uring.observe(rings.as_deref(), report) {
                 if !o.complete {
                     obs.incomplete.push("io_uring");
                 }
+                uring_attach = Some(o.attach_complete);
                 obs.io_uring = Some(o.maps);
                 prog_obs.io_uring = Some(o.progs);
                 snap.io_uring = o.records;
@@ -650,6 +677,29 @@ impl Census {
             snap.files = obs.files.clone();
             snap.vmas = obs.vmas.clone();
             snap.object_files = prog_obs.files.clone();
+        }
+        if p.on("file_attachments") {
+            let inflight_recs = match (&inflight_walk, p.on("inflight")) {
+                (Some(w), true) => Some((w.records.as_slice(), w.complete())),
+                (None, true) if !snap.features.iter_unix => Some((&[][..], false)),
+                _ => None,
+            };
+            let input = attached::Input {
+                files: attach_files.as_deref(),
+                all_processes: host_pid == Some(true),
+                links: link_recs.as_deref(),
+                inflight: inflight_recs,
+                io_uring: uring_attach.map(|c| (snap.io_uring.as_slice(), c)),
+                tcp_orphans: std::fs::read_to_string("/proc/net/sockstat")
+                    .ok()
+                    .and_then(|s| attached::tcp_orphans(&s)),
+            };
+            for (k, src) in attached::sources(&input) {
+                if let Some(why) = &src.incomplete {
+                    tracing::debug!(source = k.source(), reason = %why, "program holder source incomplete");
+                }
+                prog_obs.attach.insert(k, src);
+            }
         }
         // A walk that saw part of the node makes its program kinds incomplete too.
         for k in ["files", "pins", "links", "programs", "io_uring", "inflight"] {

@@ -313,7 +313,7 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
             Some((super::RingObject::Map, id)) => map(id),
             Some((super::RingObject::Program, id)) => prog(id),
             Some((super::RingObject::Link, id)) => Some(Obj::Link(id)),
-            None => None,
+            Some((super::RingObject::Attached(_), _)) | None => None,
         };
         if let Some(o) = o {
             g.add(o, Holder::Root(Root::IoUring(r.tgid)));

@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use libbpf_rs::MapCore;
 
-use crate::bpf::census::records::LINK_TYPE_ITER;
+use crate::bpf::census::records::{LINK_TYPE_ITER, LINK_TYPE_PERF_EVENT};
 use crate::bpf::census::LinkRecord;
 use crate::sys;
 
@@ -30,6 +30,7 @@ pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
                 IterType::Map { map_id } if map_id != 0 => (Some(map_id), LINK_TYPE_ITER),
                 _ => (None, LINK_TYPE_ITER),
             },
+            LinkTypeInfo::PerfEvent(_) => (None, LINK_TYPE_PERF_EVENT),
             _ => (None, 0),
         };
         out.push(LinkRecord {
@@ -37,6 +38,9 @@ pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
             link_type,
             prog_id: info.prog_id,
             iter_map_id,
+            // Its event is not readable through bpf(): a perf link read
+            // here makes the perf event source incomplete.
+            perf_event: None,
         });
     }
     Ok(out)

@@ -24,6 +24,9 @@ pub(super) struct RingObservation {
     pub(super) records: Vec<UringRecord>,
     /// Every ring's table was read to its end.
     pub(super) complete: bool,
+    /// Every socket or perf event file keeping a program that a ring holds
+    /// is in `records` (where tables cannot be walked: no ring holds one).
+    pub(super) attach_complete: bool,
 }
 
 impl UringPart {
@@ -62,14 +65,15 @@ impl UringPart {
         report: &mut Report,
     ) -> Option<RingObservation> {
         let rings = rings?;
-        let none = |complete| RingObservation {
+        let none = |complete, attach_complete| RingObservation {
             maps: Vec::new(),
             progs: Vec::new(),
             records: Vec::new(),
             complete,
+            attach_complete,
         };
         if rings.is_empty() {
-            return Some(none(true));
+            return Some(none(true, true));
         }
         match &mut self.walk {
             Some(Ok((w, buf))) => {
@@ -93,6 +97,7 @@ impl UringPart {
                     progs: of(RingObject::Program),
                     records: recs,
                     complete,
+                    attach_complete: complete,
                 })
             }
             Some(Err(e)) => {
@@ -102,10 +107,10 @@ impl UringPart {
             }
             // No bpf_loop: the tables cannot be walked. A ring whose fdinfo
             // lists no BPF object file holds none, so the source is complete.
-            None => Some(none(!uring_fdinfo_holds_bpf_files(
-                Path::new("/proc"),
-                rings,
-            ))),
+            None => Some(none(
+                !uring_fdinfo_holds_bpf_files(Path::new("/proc"), rings),
+                !uring_fdinfo_holds_attach_files(Path::new("/proc"), rings),
+            )),
         }
     }
 }
@@ -125,6 +130,23 @@ fn uring_fdinfo_holds_bpf_files(proc: &Path, rings: &[RingFd]) -> bool {
                     .any(|n| name.ends_with(&format!(": {n}")) || name.ends_with(&format!(":{n}")))
             }),
             // Closed since the walk: it holds nothing now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(_) => true,
+        }
+    })
+}
+
+/// Whether any io_uring fd's fdinfo lists a socket or perf event file among
+/// its registered files (`socket:[ino]`, `[perf_event]`): either may keep a
+/// program. A ring that cannot be read counts as holding one.
+fn uring_fdinfo_holds_attach_files(proc: &Path, rings: &[RingFd]) -> bool {
+    let mut seen = rustc_hash::FxHashSet::default();
+    rings.iter().filter(|r| seen.insert(r.file_ptr)).any(|r| {
+        match std::fs::read_to_string(proc.join(format!("{}/fdinfo/{}", r.tgid, r.fd))) {
+            Ok(s) => s.lines().any(|l| {
+                let name = l.trim_end();
+                name.contains(": socket:[") || name.ends_with("[perf_event]")
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(_) => true,
         }
@@ -161,6 +183,23 @@ mod tests {
         assert!(!uring_fdinfo_holds_bpf_files(
             dir.path(),
             &[ring(3, 5, 0xc)]
+        ));
+        write(
+            4,
+            6,
+            "UserFiles:\t2\n    0: socket:[123]\n    1: anon_inode:[perf_event]\n",
+        );
+        assert!(uring_fdinfo_holds_attach_files(
+            dir.path(),
+            &[ring(4, 6, 0xe)]
+        ));
+        assert!(!uring_fdinfo_holds_bpf_files(
+            dir.path(),
+            &[ring(4, 6, 0xe)]
+        ));
+        assert!(!uring_fdinfo_holds_attach_files(
+            dir.path(),
+            &[ring(1, 3, 0xa)]
         ));
         // A ring closed since the walk holds nothing.
         assert!(!uring_fdinfo_holds_bpf_files(

@@ -10,8 +10,9 @@ use anyhow::Context;
 use libbpf_rs::Link;
 
 pub use records::{
-    decode_files, decode_maps, decode_progs, Creator, FileRecord, InflightRecord, LinkRecord,
-    MapRecord, ObjectFile, ObjectKind, ProgRecord, RingFd, RingObject, TaskFiles, UringRecord,
+    decode_files, decode_maps, decode_progs, AttachFile, Creator, FileRecord, InflightRecord,
+    LinkRecord, MapRecord, ObjectFile, ObjectKind, ProgRecord, RingFd, RingObject, TaskFiles,
+    UringRecord,
 };
 
 use super::{iter, load};

@@ -7,7 +7,7 @@ pub const MAP_REC_SIZE: usize = 104;
 pub const FILE_REC_SIZE: usize = 80;
 pub const PROG_REC_SIZE: usize = 328;
 pub const URING_REC_SIZE: usize = 64;
-pub const LINK_REC_SIZE: usize = 16;
+pub const LINK_REC_SIZE: usize = 24;
 
 /// One live link as the `iter/bpf_link` program saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,11 +19,16 @@ pub struct LinkRecord {
     pub prog_id: u32,
     /// An iterator link bound to a map: that map's id.
     pub iter_map_id: Option<u32>,
+    /// A perf event link: its `struct perf_event`, whose `prog` holds one
+    /// more reference on the program while the link lives.
+    pub perf_event: Option<u64>,
 }
 
 /// `BPF_LINK_TYPE_ITER`: a template for iterator instances, attached to
 /// nothing.
 pub const LINK_TYPE_ITER: u32 = 4;
+/// `BPF_LINK_TYPE_PERF_EVENT`: a program attached to a perf event.
+pub const LINK_TYPE_PERF_EVENT: u32 = 7;
 
 impl LinkRecord {
     /// An iterator link; every other type attaches its program somewhere.
@@ -42,6 +47,7 @@ pub fn decode_links(buf: &[u8]) -> Result<Vec<LinkRecord>, RecordError> {
                 link_type: b.u32(4),
                 prog_id: b.u32(8),
                 iter_map_id: (map != 0).then_some(map),
+                perf_event: Some(b.u64(16)).filter(|&p| p != 0),
             }
         })
         .collect())
@@ -148,21 +154,87 @@ pub struct InflightRecord {
     /// A unix socket file in flight: that socket's inode (its own queue may
     /// hold more files). 0 for map files.
     pub inner_ino: u64,
-    /// A map file: its map id. 0 for socket files.
+    /// A map file: its map id. 0 for socket files and program references.
     pub map_id: u32,
+    /// A program reference in flight: a program file, or what a socket or
+    /// perf event file keeps.
+    pub prog: Option<InflightProg>,
     /// The socket's queue held more messages or files than one walk reads.
     pub truncated: bool,
 }
 
+/// A program reference held by a file in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InflightProg {
+    /// `None` for a program file; else what the socket or perf event
+    /// file keeps.
+    pub attach: Option<AttachKind>,
+    pub prog_id: u32,
+    /// The kernel object holding the reference (0 for a program file).
+    pub obj: u64,
+    /// A perf event with inherited child events.
+    pub children: bool,
+}
+
+/// What keeps a program reference inside a socket or perf event file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttachKind {
+    /// `event->prog` of a perf event.
+    PerfEvent,
+    /// `sk->sk_filter->prog`: one per `struct sk_filter`.
+    SockFilter,
+    /// `sk->sk_reuseport_cb->prog`: one per reuseport group.
+    Reuseport,
+}
+
+impl AttachKind {
+    fn from_obj_kind(k: u32) -> Option<AttachKind> {
+        match k {
+            4 => Some(AttachKind::PerfEvent),
+            5 => Some(AttachKind::SockFilter),
+            6 => Some(AttachKind::Reuseport),
+            _ => None,
+        }
+    }
+}
+
+/// `BPFMAP_INFLIGHT_*` flags of program references.
+const INFLIGHT_PROG: u32 = 2;
+const INFLIGHT_SOCK_FILTER: u32 = 4;
+const INFLIGHT_REUSEPORT: u32 = 8;
+const INFLIGHT_PERF: u32 = 16;
+const INFLIGHT_CHILDREN: u32 = 32;
+
 /// Decode `iter/unix` output (bpf/inflight.bpf.c).
 pub fn decode_inflight(buf: &[u8]) -> Result<Vec<InflightRecord>, RecordError> {
     Ok(stream("iter/unix output", buf, INFLIGHT_REC_SIZE)?
-        .map(|b| InflightRecord {
-            file_ptr: b.u64(0),
-            sock_ino: b.u64(8),
-            inner_ino: b.u64(16),
-            map_id: b.u32(24),
-            truncated: b.u32(28) & 1 != 0,
+        .map(|b| {
+            let flags = b.u32(28);
+            let attach = if flags & INFLIGHT_PERF != 0 {
+                Some(Some(AttachKind::PerfEvent))
+            } else if flags & INFLIGHT_SOCK_FILTER != 0 {
+                Some(Some(AttachKind::SockFilter))
+            } else if flags & INFLIGHT_REUSEPORT != 0 {
+                Some(Some(AttachKind::Reuseport))
+            } else if flags & INFLIGHT_PROG != 0 {
+                Some(None)
+            } else {
+                None
+            };
+            let prog = attach.map(|attach| InflightProg {
+                attach,
+                prog_id: b.u32(24),
+                obj: b.u64(16),
+                children: flags & INFLIGHT_CHILDREN != 0,
+            });
+            InflightRecord {
+                file_ptr: b.u64(0),
+                sock_ino: b.u64(8),
+                inner_ino: if prog.is_some() { 0 } else { b.u64(16) },
+                map_id: if prog.is_some() { 0 } else { b.u32(24) },
+                prog,
+                truncated: flags & 1 != 0,
+            }
         })
         .collect())
 }
@@ -223,13 +295,37 @@ pub struct RingFd {
     pub file_ptr: u64,
 }
 
+/// A program reference a socket or perf event file in a task's fd table
+/// keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachFile {
+    pub kind: AttachKind,
+    pub prog_id: u32,
+    /// The kernel object holding the reference: the perf event, the
+    /// `sk_filter`, the reuseport group (one reference each, however many
+    /// files reach it).
+    pub obj: u64,
+    pub file_ptr: u64,
+    pub tgid: u32,
+    pub fd: u32,
+    /// A perf event's `attr.type`; a socket's family | type << 16.
+    pub attr: u32,
+    /// A perf event's `attr.config`.
+    pub config: u64,
+    /// A perf event with inherited child events (each may hold the
+    /// program too).
+    pub children: bool,
+}
+
 /// One task walk's output: map files (and receiving sockets) apart from
-/// program and link files, and the io_uring fds seen.
+/// program and link files, the io_uring fds seen, and the program
+/// references socket and perf event files keep.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFiles {
     pub maps: Vec<FileRecord>,
     pub objects: Vec<ObjectFile>,
     pub rings: Vec<RingFd>,
+    pub attached: Vec<AttachFile>,
 }
 
 /// Decode `iter/task_file` or `iter/task_vma` output.
@@ -245,6 +341,20 @@ pub fn decode_files(buf: &[u8]) -> Result<TaskFiles, RecordError> {
                     tgid: b.u32(16),
                     fd: b.u32(24),
                     file_ptr: b.u64(0),
+                });
+                continue;
+            }
+            k @ 4..=6 => {
+                out.attached.push(AttachFile {
+                    kind: AttachKind::from_obj_kind(k).expect("4..=6"),
+                    prog_id: b.u32(28),
+                    obj: b.u64(48),
+                    file_ptr: b.u64(0),
+                    tgid: b.u32(16),
+                    fd: b.u32(24),
+                    attr: b.u32(76),
+                    config: b.u64(56),
+                    children: b.u64(64) & 1 != 0,
                 });
                 continue;
             }
@@ -289,6 +399,9 @@ pub enum RingObject {
     Map,
     Program,
     Link,
+    /// A socket or perf event file keeping a program (its first
+    /// reference's kind; not resolved further).
+    Attached(AttachKind),
 }
 
 /// One BPF object file in an io_uring's registered-file table, seen through
@@ -321,6 +434,7 @@ pub fn decode_uring(buf: &[u8]) -> Result<Vec<UringRecord>, RecordError> {
                 0 => RingObject::Map,
                 1 => RingObject::Program,
                 2 => RingObject::Link,
+                k @ 4..=6 => RingObject::Attached(AttachKind::from_obj_kind(k).expect("4..=6")),
                 k => {
                     return Err(RecordError::Range {
                         what: "iter/task_file io_uring output: object kind",
@@ -535,6 +649,7 @@ pub(crate) mod tests {
                     sock_ino: 4242,
                     inner_ino: 0,
                     map_id: 17,
+                    prog: None,
                     truncated: false
                 },
                 InflightRecord {
@@ -542,11 +657,42 @@ pub(crate) mod tests {
                     sock_ino: 99,
                     inner_ino: 0,
                     map_id: 0,
+                    prog: None,
                     truncated: true
                 }
             ]
         );
         assert!(decode_inflight(&b[..31]).is_err());
+        // A socket filter in flight (flags SOCK_FILTER | UNSEEN) and a
+        // program file (PROG): the program id is not a map id.
+        let mut b = vec![0u8; 2 * INFLIGHT_REC_SIZE];
+        b[0..8].copy_from_slice(&0xf00u64.to_le_bytes());
+        b[16..24].copy_from_slice(&0xabcu64.to_le_bytes());
+        b[24..28].copy_from_slice(&5u32.to_le_bytes());
+        b[28..32].copy_from_slice(&(4u32 | 32).to_le_bytes());
+        b[32..40].copy_from_slice(&0xf01u64.to_le_bytes());
+        b[56..60].copy_from_slice(&6u32.to_le_bytes());
+        b[60..64].copy_from_slice(&2u32.to_le_bytes());
+        let got = decode_inflight(&b).unwrap();
+        assert_eq!((got[0].map_id, got[0].inner_ino, got[1].map_id), (0, 0, 0));
+        assert_eq!(
+            got[0].prog,
+            Some(InflightProg {
+                attach: Some(AttachKind::SockFilter),
+                prog_id: 5,
+                obj: 0xabc,
+                children: true
+            })
+        );
+        assert_eq!(
+            got[1].prog,
+            Some(InflightProg {
+                attach: None,
+                prog_id: 6,
+                obj: 0,
+                children: false
+            })
+        );
     }
 
     #[test]
@@ -614,6 +760,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn attachment_records_decode_apart_from_files() {
+        let mut b = vec![0u8; 2 * FILE_REC_SIZE];
+        for (i, kind) in [4u32, 5].into_iter().enumerate() {
+            let r = &mut b[i * FILE_REC_SIZE..(i + 1) * FILE_REC_SIZE];
+            r[0..8].copy_from_slice(&(0x100 + i as u64).to_le_bytes());
+            r[16..20].copy_from_slice(&7u32.to_le_bytes());
+            r[24..28].copy_from_slice(&(3 + i as u32).to_le_bytes());
+            r[28..32].copy_from_slice(&41u32.to_le_bytes());
+            r[48..56].copy_from_slice(&(0xe00 + i as u64).to_le_bytes());
+            r[56..64].copy_from_slice(&99u64.to_le_bytes());
+            r[64..72].copy_from_slice(&(i as u64 ^ 1).to_le_bytes());
+            r[72..76].copy_from_slice(&kind.to_le_bytes());
+            r[76..80].copy_from_slice(&2u32.to_le_bytes());
+        }
+        let got = decode_files(&b).unwrap();
+        assert!(got.maps.is_empty() && got.objects.is_empty());
+        assert_eq!(
+            got.attached[0],
+            AttachFile {
+                kind: AttachKind::PerfEvent,
+                prog_id: 41,
+                obj: 0xe00,
+                file_ptr: 0x100,
+                tgid: 7,
+                fd: 3,
+                attr: 2,
+                config: 99,
+                children: true,
+            }
+        );
+        assert_eq!(
+            (
+                got.attached[1].kind,
+                got.attached[1].obj,
+                got.attached[1].children
+            ),
+            (AttachKind::SockFilter, 0xe01, false)
+        );
+    }
+
+    #[test]
     fn program_records_decode_with_their_maps() {
         let mut b = vec![0u8; PROG_REC_SIZE];
         b[8..16].copy_from_slice(&3i64.to_le_bytes());
@@ -650,13 +837,27 @@ pub(crate) mod tests {
     #[test]
     fn link_records_decode_and_tell_iterator_links() {
         let mut b = vec![0u8; 2 * LINK_REC_SIZE];
-        for (i, v) in [7u32, LINK_TYPE_ITER, 70, 700, 8, 2, 80, 0]
-            .into_iter()
-            .enumerate()
+        for (i, v) in [
+            7u32,
+            LINK_TYPE_ITER,
+            70,
+            700,
+            0,
+            0,
+            8,
+            LINK_TYPE_PERF_EVENT,
+            80,
+            0,
+            0xe0,
+            0,
+        ]
+        .into_iter()
+        .enumerate()
         {
             b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
         let got = decode_links(&b).unwrap();
+        assert_eq!((got[0].perf_event, got[1].perf_event), (None, Some(0xe0)));
         assert_eq!(
             (
                 got[0].id,
@@ -675,7 +876,7 @@ pub(crate) mod tests {
             ),
             (8, 80, None, false)
         );
-        assert!(decode_links(&b[..15]).is_err());
+        assert!(decode_links(&b[..23]).is_err());
     }
 
     #[test]
