@@ -67,6 +67,18 @@ pub const REGISTRY: &[Spec] = &[
         "map and program files held by io_uring registered-file tables (bpf_loop, 5.17+), and the processes holding the rings",
     ),
     census(
+        "program_targets",
+        "program references held by programs loaded against them (freplace, fentry on a program) and by tracing links to them",
+    ),
+    census(
+        "cgroups",
+        "programs attached to cgroups without a link (BPF_PROG_QUERY on every cgroup of the v2 hierarchy)",
+    ),
+    census(
+        "map_programs",
+        "programs held by maps: sockmap and sockhash slots, devmap and cpumap entries, struct_ops members",
+    ),
+    census(
         "creators",
         "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
     ),
