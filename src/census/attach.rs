@@ -17,8 +17,7 @@
 //! - a program loaded against another (`attach_prog_fd`) holds it until
 //!   attached; a tracing link to a program holds it (`tgt_prog`).
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -45,50 +44,7 @@ pub const CGROUP_ATTACH_TYPES: &[u32] = &[
     50, 51, 52, 53,
 ];
 
-/// libbpf's name of an attach type (`cgroup_inet_ingress`).
-pub fn attach_type_name(t: u32) -> String {
-    // SAFETY: libbpf returns a static string or NULL.
-    let p = unsafe { libbpf_rs::libbpf_sys::libbpf_bpf_attach_type_str(t) };
-    if p.is_null() {
-        return format!("attach type {t}");
-    }
-    // SAFETY: a NUL-terminated static string.
-    unsafe { std::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// BPF_PROG_QUERY (not effective) of `attach_type` on `fd`: the ids of the
-/// programs attached there.
-pub fn prog_query(fd: &OwnedFd, attach_type: u32) -> io::Result<Vec<u32>> {
-    let mut ids = vec![0u32; 64];
-    loop {
-        let mut cnt = ids.len() as u32;
-        let mut flags = 0u32;
-        // SAFETY: ids has room for cnt ids; flags and cnt outlive the call.
-        let rc = unsafe {
-            libbpf_rs::libbpf_sys::bpf_prog_query(
-                fd.as_raw_fd(),
-                attach_type,
-                0,
-                &mut flags,
-                ids.as_mut_ptr(),
-                &mut cnt,
-            )
-        };
-        if rc == 0 {
-            ids.truncate((cnt as usize).min(ids.len()));
-            return Ok(ids);
-        }
-        let e = io::Error::from_raw_os_error(-rc);
-        // More attached than asked for: the kernel says how many.
-        if e.raw_os_error() == Some(libc::ENOSPC) && (cnt as usize) > ids.len() {
-            ids = vec![0; cnt as usize];
-            continue;
-        }
-        return Err(e);
-    }
-}
+pub use crate::bpf::query::{attach_type_name, prog_query};
 
 /// The cgroup v2 mount points in `mountinfo`, those whose root reads `/`
 /// first. (In a cgroup namespace the host's hierarchy, bind-mounted,

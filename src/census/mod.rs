@@ -760,9 +760,27 @@ impl Census {
                 .chain(&snap.own_programs)
                 .cloned()
                 .collect();
+            // The exporter's own tracing links (the lifecycle probes) target
+            // kernel functions, never programs.
+            let own: rustc_hash::FxHashSet<u32> = self
+                .own_progs
+                .iter()
+                .chain(&self.other_own_progs)
+                .copied()
+                .collect();
+            let unknown: Vec<u32> = unknown_tracing
+                .iter()
+                .copied()
+                .filter(|id| {
+                    !links
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|l| l.id == *id && own.contains(&l.prog_id))
+                })
+                .collect();
             if let Some((found, why)) = report.run("program_targets", || {
                 let (found, mut why) =
-                    attach::program_targets(&progs, links.unwrap_or_default(), unknown_tracing);
+                    attach::program_targets(&progs, links.unwrap_or_default(), &unknown);
                 if links.is_none() {
                     why = Some(
                         "the links part is off or failed: tracing links' targets are unknown"

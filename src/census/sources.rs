@@ -60,43 +60,18 @@ pub(crate) fn links() -> anyhow::Result<(Vec<LinkRecord>, Vec<u32>)> {
 /// program, otherwise a program's id or a BTF object's id: told apart by
 /// which of them exists (both or neither: unknown).
 fn tracing_target(prog_id: u32, target_obj_id: u32) -> Option<Option<u32>> {
-    use std::os::fd::AsRawFd;
+    use crate::bpf::query::{btf_exists, prog_type_by_id as prog_type};
     if target_obj_id == 0 {
         return None;
     }
-    let prog_type = |id: u32| -> Option<u32> {
-        // SAFETY: plain bpf() call; the fd is owned right after.
-        let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(id) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: a fresh fd of ours.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-        let mut len = std::mem::size_of_val(&info) as u32;
-        // SAFETY: info and len are valid for the call; no arrays are asked for.
-        let rc = unsafe {
-            libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-                fd.as_raw_fd(),
-                (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
-                &mut len,
-            )
-        };
-        (rc == 0).then_some(info.type_)
-    };
     const EXT: u32 = 28;
     if prog_type(prog_id) == Some(EXT) {
         return Some(Some(target_obj_id));
     }
-    let prog_exists = prog_type(target_obj_id).is_some();
-    // SAFETY: plain bpf() call; the fd is closed right after.
-    let btf_fd = unsafe { libbpf_rs::libbpf_sys::bpf_btf_get_fd_by_id(target_obj_id) };
-    let btf_exists = btf_fd >= 0;
-    if btf_exists {
-        // SAFETY: a fresh fd of ours.
-        unsafe { libc::close(btf_fd) };
-    }
-    match (prog_exists, btf_exists) {
+    match (
+        prog_type(target_obj_id).is_some(),
+        btf_exists(target_obj_id),
+    ) {
         (true, false) => Some(Some(target_obj_id)),
         (false, true) => Some(None),
         _ => None,
