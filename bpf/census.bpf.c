@@ -96,6 +96,62 @@ static __always_inline void fill_creator(struct map_rec *r, struct bpf_map *map)
 	}
 }
 
+/* sk_psock_progs before sockmap links (before 6.10): no *_link members;
+ * before 5.13 the stream members were skb_parser and skb_verdict. */
+struct sk_psock_progs___old {
+	struct bpf_prog *msg_parser;
+	struct bpf_prog *skb_parser;
+	struct bpf_prog *skb_verdict;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 prog_id_at(struct bpf_prog *prog)
+{
+	return prog ? BPF_CORE_READ(prog, aux, id) : 0;
+}
+
+static __always_inline __u32 link_id_at(struct bpf_link *link)
+{
+	return link ? BPF_CORE_READ(link, id) : 0;
+}
+
+/* The programs a sockmap or sockhash holds (sock_map_prog_update keeps a
+ * reference per slot, whether BPF_PROG_ATTACH or a sockmap link set it).
+ * Slots: msg_parser, stream_parser, stream_verdict, skb_verdict. */
+static __always_inline void fill_sockmap_progs(struct map_rec *r, struct bpf_map *map)
+{
+	struct sk_psock_progs *progs;
+
+	/* Without these types (no stream parser support) there are no
+	 * sockmaps; the guard keeps the relocations below out. */
+	if (!bpf_core_type_exists(struct bpf_stab) || !bpf_core_type_exists(struct bpf_shtab))
+		return;
+	if (map->map_type == BPF_MAP_TYPE_SOCKMAP)
+		progs = &((struct bpf_stab *)map)->progs;
+	else if (map->map_type == BPF_MAP_TYPE_SOCKHASH)
+		progs = &((struct bpf_shtab *)map)->progs;
+	else
+		return;
+	if (bpf_core_field_exists(progs->stream_parser)) {
+		r->held_progs[0] = prog_id_at(BPF_CORE_READ(progs, msg_parser));
+		r->held_progs[1] = prog_id_at(BPF_CORE_READ(progs, stream_parser));
+		r->held_progs[2] = prog_id_at(BPF_CORE_READ(progs, stream_verdict));
+		if (bpf_core_field_exists(progs->skb_verdict))
+			r->held_progs[3] = prog_id_at(BPF_CORE_READ(progs, skb_verdict));
+	} else {
+		struct sk_psock_progs___old *old = (void *)progs;
+
+		r->held_progs[0] = prog_id_at(BPF_CORE_READ(old, msg_parser));
+		r->held_progs[1] = prog_id_at(BPF_CORE_READ(old, skb_parser));
+		r->held_progs[2] = prog_id_at(BPF_CORE_READ(old, skb_verdict));
+	}
+	if (bpf_core_field_exists(progs->msg_parser_link)) {
+		r->held_links[0] = link_id_at(BPF_CORE_READ(progs, msg_parser_link));
+		r->held_links[1] = link_id_at(BPF_CORE_READ(progs, stream_parser_link));
+		r->held_links[2] = link_id_at(BPF_CORE_READ(progs, stream_verdict_link));
+		r->held_links[3] = link_id_at(BPF_CORE_READ(progs, skb_verdict_link));
+	}
+}
+
 /* The iterator hands us a trusted BTF pointer: read its fields directly
  * (CO-RE relocated through vmlinux.h's preserve_access_index). Direct loads
  * are JITed as plain loads; BPF_CORE_READ would call bpf_probe_read_kernel
@@ -118,6 +174,7 @@ static __always_inline void fill_map(struct map_rec *r, struct bpf_map *map)
 	__builtin_memcpy(r->name, map->name, sizeof(r->name));
 	r->elem_count = -1;
 	fill_creator(r, map);
+	fill_sockmap_progs(r, map);
 }
 
 SEC("iter/bpf_map")
@@ -145,6 +202,25 @@ int dump_map_count(struct bpf_iter__bpf_map *ctx)
 	r.elem_count = bpf_map_sum_elem_count(map);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
+}
+
+/* bpf_prog_aux before 5.10: the target program was linked_prog. */
+struct bpf_prog_aux___old {
+	struct bpf_prog *linked_prog;
+} __attribute__((preserve_access_index));
+
+/* The program this one was loaded against (attach_prog_fd: freplace,
+ * fentry/fexit on a program), held until the program is attached (the
+ * attach moves that reference to the tracing link's tgt_prog). */
+static __always_inline __u32 dst_prog_id(struct bpf_prog_aux *aux)
+{
+	struct bpf_prog *dst = NULL;
+
+	if (bpf_core_field_exists(aux->dst_prog))
+		dst = BPF_CORE_READ(aux, dst_prog);
+	else if (bpf_core_field_exists(((struct bpf_prog_aux___old *)aux)->linked_prog))
+		dst = BPF_CORE_READ((struct bpf_prog_aux___old *)aux, linked_prog);
+	return prog_id_at(dst);
 }
 
 /* iter/bpf_prog (5.9+): every live program, with the maps it uses. The
@@ -182,9 +258,15 @@ int dump_prog(struct bpf_iter__bpf_prog *ctx)
 			break;
 		r.map_ids[i] = BPF_CORE_READ(m, id);
 	}
+	r.dst_prog_id = dst_prog_id(aux);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }
+
+/* bpf_cgroup_link before the attach type moved to struct bpf_link (6.17). */
+struct bpf_cgroup_link___old {
+	enum bpf_attach_type type;
+} __attribute__((preserve_access_index));
 
 /* iter/bpf_link (5.19+): every live link, its program, and for an iterator
  * link the map it is bound to. link is a trusted pointer: direct loads. */
@@ -216,6 +298,18 @@ int dump_link(struct bpf_iter__bpf_link *ctx)
 
 		if (map)
 			r.iter_map_id = BPF_CORE_READ(map, id);
+	} else if (link->type == BPF_LINK_TYPE_TRACING) {
+		/* A tracing link to a program (freplace, fentry on a program)
+		 * holds that program (tgt_prog); to a kernel function, NULL. */
+		r.tgt_prog_id = prog_id_at(BPF_CORE_READ((struct bpf_tracing_link *)link, tgt_prog));
+	} else if (link->type == BPF_LINK_TYPE_CGROUP && bpf_core_type_exists(struct bpf_cgroup_link)) {
+		struct bpf_cgroup_link *cl = (struct bpf_cgroup_link *)link;
+
+		r.cgroup_id = BPF_CORE_READ(cl, cgroup, kn, id);
+		if (bpf_core_field_exists(link->attach_type))
+			r.attach_type = BPF_CORE_READ(link, attach_type);
+		else if (bpf_core_field_exists(((struct bpf_cgroup_link___old *)cl)->type))
+			r.attach_type = BPF_CORE_READ((struct bpf_cgroup_link___old *)cl, type);
 	}
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

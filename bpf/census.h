@@ -13,7 +13,10 @@
 #define BPFMAP_MEMCG_LIVE    2 /* charged to the creating cgroup, which still exists */
 #define BPFMAP_MEMCG_GONE    3 /* creating cgroup removed: charged to an ancestor (memcg_id) */
 
-/* iter/bpf_map: one per live map. 104 bytes. */
+/* Programs a sockmap or sockhash holds (map_rec.held_progs), by slot. */
+#define BPFMAP_SOCKMAP_PROGS 4 /* msg_parser, stream_parser, stream_verdict, skb_verdict */
+
+/* iter/bpf_map: one per live map. 136 bytes. */
 struct map_rec {
 	__u64 map_ptr;      /* kernel address: identity key for lifecycle joins */
 	__s64 refcnt;       /* raw, includes the iterator cursor's own +1 */
@@ -32,6 +35,12 @@ struct map_rec {
 	__u64 memcg_id;     /* kernfs id of the memory cgroup charged (v1 memory or v2 hierarchy), 0 if none */
 	__u32 memcg_state;  /* BPFMAP_MEMCG_* */
 	__u32 pad;
+	/* sockmap/sockhash: the ids of the programs attached to the map
+	 * without a link (BPF_PROG_ATTACH), by slot; 0 for none. */
+	__u32 held_progs[BPFMAP_SOCKMAP_PROGS];
+	/* The link that attached each slot's program (sockmap links, 6.10+),
+	 * 0 for BPF_PROG_ATTACH. The slot holds its own reference either way. */
+	__u32 held_links[BPFMAP_SOCKMAP_PROGS];
 };
 
 /* The BPF object a file refers to (file_rec.obj_kind). */
@@ -74,19 +83,22 @@ struct file_rec {
 	__u32 attr;         /* attachment records: see BPFMAP_OBJ_SOCK_FILTER */
 };
 
-/* iter/bpf_link (5.19+): one per live link. 24 bytes. */
+/* iter/bpf_link (5.19+): one per live link. 40 bytes. */
 struct link_rec {
 	__u32 id;
 	__u32 type;         /* enum bpf_link_type */
 	__u32 prog_id;      /* the program the link holds, 0 for none */
 	__u32 iter_map_id;  /* an iterator link bound to a map: the map's id */
+	__u32 tgt_prog_id;  /* a tracing link to a program (tgt_prog): its id, else 0 */
+	__u32 attach_type;  /* cgroup links: enum bpf_attach_type */
+	__u64 cgroup_id;    /* cgroup links: the cgroup's kernfs id, else 0 */
 	__u64 perf_event;   /* a perf event link: its struct perf_event, whose prog holds one more reference */
 };
 
 /* The maps a program record lists at most: the kernel's MAX_USED_MAPS. */
 #define BPFMAP_PROG_MAX_MAPS 64
 
-/* iter/bpf_prog: one per live program. 328 bytes. */
+/* iter/bpf_prog: one per live program. 336 bytes. */
 struct prog_rec {
 	__u64 prog_ptr;
 	__s64 refcnt;       /* raw aux->refcnt, includes the iterator cursor's own +1 */
@@ -99,6 +111,8 @@ struct prog_rec {
 	__u8 tag[8];
 	char name[BPFMAP_NAME_LEN];
 	__u32 map_ids[BPFMAP_PROG_MAX_MAPS];
+	__u32 dst_prog_id;  /* the program it was loaded against and still holds (aux->dst_prog), else 0 */
+	__u32 pad;
 };
 
 /* iter/unix (bpf/inflight.bpf.c): one per map file or unix socket file held
@@ -142,11 +156,11 @@ struct uring_rec {
 };
 
 /* Keep in step with MAP_REC_SIZE / FILE_REC_SIZE / PROG_REC_SIZE / INFLIGHT_REC_SIZE / URING_REC_SIZE in src/bpf/census/records.rs. */
-_Static_assert(sizeof(struct map_rec) == 104, "map_rec layout");
+_Static_assert(sizeof(struct map_rec) == 136, "map_rec layout");
 _Static_assert(sizeof(struct file_rec) == 80, "file_rec layout");
-_Static_assert(sizeof(struct prog_rec) == 328, "prog_rec layout");
+_Static_assert(sizeof(struct prog_rec) == 336, "prog_rec layout");
 _Static_assert(sizeof(struct inflight_rec) == 32, "inflight_rec layout");
 _Static_assert(sizeof(struct uring_rec) == 64, "uring_rec layout");
-_Static_assert(sizeof(struct link_rec) == 24, "link_rec layout");
+_Static_assert(sizeof(struct link_rec) == 40, "link_rec layout");
 
 #endif

@@ -71,6 +71,18 @@ pub const REGISTRY: &[Spec] = &[
         "programs kept by socket and perf event files: socket filters, reuseport groups, perf events (read by the task, in-flight and io_uring walks)",
     ),
     census(
+        "program_targets",
+        "program references held by programs loaded against them (freplace, fentry on a program) and by tracing links to them",
+    ),
+    census(
+        "cgroups",
+        "programs attached to cgroups without a link (BPF_PROG_QUERY on every cgroup of the v2 hierarchy)",
+    ),
+    census(
+        "map_programs",
+        "programs held by maps: sockmap and sockhash slots, devmap and cpumap entries, struct_ops members",
+    ),
+    census(
         "creators",
         "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
     ),

@@ -362,6 +362,7 @@ mod tests {
                 prog_id: 9,
                 iter_map_id: None,
                 perf_event: Some(0x300),
+                ..Default::default()
             },
             // A perf link whose fd was closed: its event is seen only here.
             LinkRecord {
@@ -370,6 +371,7 @@ mod tests {
                 prog_id: 9,
                 iter_map_id: None,
                 perf_event: Some(0x400),
+                ..Default::default()
             },
         ];
         let files = [f];

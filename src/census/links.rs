@@ -119,7 +119,7 @@ mod tests {
             link_type: 6,
             prog_id,
             iter_map_id: None,
-            perf_event: None,
+            ..Default::default()
         }
     }
 

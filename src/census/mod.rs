@@ -1,6 +1,7 @@
 //! The census: every live map, what holds it, and every bpffs pin, taken
 //! afresh on each scrape with the census iterators (`bpf::census`) plus a
 //! few bpf() queries, into a data-only [`Snapshot`].
+pub mod attach;
 pub mod attached;
 pub mod bpffs;
 mod confirm;
@@ -435,13 +436,19 @@ impl Census {
             ..Default::default()
         };
         let mut link_recs: Option<Vec<crate::bpf::census::LinkRecord>> = None;
+        // Tracing links whose target the link info does not tell.
+        let mut unknown_tracing: Vec<u32> = Vec::new();
         let mut prog_slots: Option<Vec<(u32, u32)>> = None;
         let mut map_slots: Option<Vec<(u32, u32)>> = None;
         if p.on("links") {
             let (progs_, buf) = (&self.progs, &mut self.link_buf);
+            let unknown = &mut unknown_tracing;
             link_recs = report.run("links", || match progs_.read_links(buf) {
                 Some(r) => r,
-                None => sources::links(),
+                None => sources::links().map(|(l, u)| {
+                    *unknown = u;
+                    l
+                }),
             });
             if let Some(links) = &link_recs {
                 obs.links = Some(links.iter().filter_map(|l| l.iter_map_id).collect());
@@ -711,6 +718,15 @@ impl Census {
                 );
             }
         }
+        if snap.programs.is_some() {
+            self.attachments(
+                &snap,
+                link_recs.as_deref(),
+                &unknown_tracing,
+                &mut prog_obs,
+                report,
+            );
+        }
         if let Some(progs) = &snap.programs {
             snap.prog_holders = programs::holders(progs, &prog_obs);
             snap.attachments = prog_obs.attachments();
@@ -784,6 +800,115 @@ impl Census {
             tracing::debug!(part = o.name, seconds = o.seconds, "census part");
         }
         snap
+    }
+
+    /// The attachment parts: program references held by other programs and
+    /// tracing links (`program_targets`), by cgroups (`cgroups`), and by
+    /// maps (`map_programs`: sockmap slots, devmap and cpumap entries,
+    /// struct_ops members). Each fills its kinds in `obs` or, off or
+    /// failed, leaves them unknown.
+    fn attachments(
+        &self,
+        snap: &Snapshot,
+        links: Option<&[crate::bpf::census::LinkRecord]>,
+        unknown_tracing: &[u32],
+        obs: &mut programs::Observed,
+        report: &mut Report,
+    ) {
+        use programs::ProgHolderKind as K;
+        let p = &self.opts.parts;
+        let warn = |part: &'static str, why: &str| {
+            crate::logging::warn_repeated(("attachment source incomplete", part), |held| {
+                tracing::warn!(
+                    part,
+                    reason = why,
+                    more_since_last = held,
+                    "attachment source incomplete: counts it could explain are withheld"
+                );
+            });
+        };
+        if p.on("program_targets") {
+            let progs: Vec<ProgRecord> = snap
+                .programs
+                .iter()
+                .flatten()
+                .chain(&snap.own_programs)
+                .cloned()
+                .collect();
+            // The exporter's own tracing links (the lifecycle probes) target
+            // kernel functions, never programs.
+            let own: rustc_hash::FxHashSet<u32> = self
+                .own_progs
+                .iter()
+                .chain(&self.other_own_progs)
+                .copied()
+                .collect();
+            let unknown: Vec<u32> = unknown_tracing
+                .iter()
+                .copied()
+                .filter(|id| {
+                    !links
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|l| l.id == *id && own.contains(&l.prog_id))
+                })
+                .collect();
+            if let Some((found, why)) = report.run("program_targets", || {
+                let (found, mut why) =
+                    attach::program_targets(&progs, links.unwrap_or_default(), &unknown);
+                if links.is_none() {
+                    why = Some(
+                        "the links part is off or failed: tracing links' targets are unknown"
+                            .into(),
+                    );
+                }
+                Ok((found, why))
+            }) {
+                obs.targets = Some(found);
+                if let Some(why) = why {
+                    warn("program_targets", &why);
+                    obs.incomplete.push(K::Program);
+                }
+            }
+        }
+        if p.on("cgroups") {
+            if let Some(src) = report.run("cgroups", || {
+                let mi = std::fs::read_to_string("/proc/self/mountinfo")
+                    .context("reading /proc/self/mountinfo")?;
+                let root = attach::hierarchy_root(&attach::cgroup2_mounts(&mi)).context(
+                    "no cgroup v2 hierarchy is mounted: mount it (mount -t cgroup2 none /sys/fs/cgroup/unified), or in a container mount the host's /sys/fs/cgroup (deploy/daemonset.yaml does)",
+                )?;
+                let walk = attach::walk_cgroups(&root, attach::MAX_CGROUPS)?;
+                Ok(attach::cgroup_attachments(walk, links))
+            }) {
+                if let Some(why) = &src.incomplete {
+                    warn("cgroups", why);
+                }
+                obs.attach.insert(K::Cgroup, src);
+            }
+        }
+        if p.on("map_programs") && snap.maps_ok {
+            let all: Vec<MapRecord> = snap.maps.iter().chain(&snap.own).cloned().collect();
+            let buf = &self.bufs[0];
+            if let Some(srcs) = report.run("map_programs", || {
+                let slots = crate::bpf::census::records::decode_sockmap_slots(buf)?;
+                Ok([
+                    (K::Sockmap, attach::sockmap_attachments(&slots)),
+                    (
+                        K::Devmap,
+                        attach::devmap_attachments(&all, attach::MAX_DEVMAP_LOOKUPS)?,
+                    ),
+                    (K::StructOps, attach::struct_ops_attachments(&all)),
+                ])
+            }) {
+                for (k, src) in srcs {
+                    if let Some(why) = &src.incomplete {
+                        warn("map_programs", why);
+                    }
+                    obs.attach.insert(k, src);
+                }
+            }
+        }
     }
 }
 

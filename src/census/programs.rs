@@ -455,6 +455,7 @@ pub(crate) mod tests {
             tag: [0; 8],
             name: format!("p{id}"),
             map_ids: maps.to_vec(),
+            dst_prog_id: None,
         }
     }
 

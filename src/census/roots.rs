@@ -578,6 +578,7 @@ mod tests {
             tag: [0; 8],
             name: String::new(),
             map_ids: vec![1],
+            dst_prog_id: None,
         };
         let s = summarize(&g, &maps, &memory, Some(&[prog]));
         assert_eq!(

@@ -11,12 +11,14 @@ use crate::sys;
 
 /// Every link on the node, by one bpf() query each (kernels without
 /// iter/bpf_link). Only iterator links' types are told apart (the rest read
-/// 0): nothing but `is_iter` reads the type.
-pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
+/// 0): nothing but `is_iter` reads the type. Also the tracing links whose
+/// target program the link info does not tell (see [`tracing_target`]).
+pub(crate) fn links() -> anyhow::Result<(Vec<LinkRecord>, Vec<u32>)> {
     use libbpf_rs::query::{IterType, LinkInfo, LinkTypeInfo};
     use std::os::fd::AsFd;
     let ids = sys::all_link_ids().context("BPF_LINK_GET_NEXT_ID")?;
     let mut out = Vec::with_capacity(ids.len());
+    let mut unknown = Vec::new();
     for id in ids {
         let fd = match sys::link_fd_by_id(id) {
             Ok(fd) => fd,
@@ -25,25 +27,59 @@ pub(crate) fn links() -> anyhow::Result<Vec<LinkRecord>> {
         };
         let info = LinkInfo::from_fd(fd.as_fd())
             .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of link {id}"))?;
-        let (iter_map_id, link_type) = match info.info {
-            LinkTypeInfo::Iter(it) => match it.iter_type {
-                IterType::Map { map_id } if map_id != 0 => (Some(map_id), LINK_TYPE_ITER),
-                _ => (None, LINK_TYPE_ITER),
+        let (mut iter_map_id, mut link_type, mut tgt_prog_id, mut cgroup) = (None, 0, None, None);
+        match info.info {
+            LinkTypeInfo::Iter(it) => {
+                link_type = LINK_TYPE_ITER;
+                if let IterType::Map { map_id } = it.iter_type {
+                    iter_map_id = (map_id != 0).then_some(map_id);
+                }
+            }
+            LinkTypeInfo::Tracing(t) => match tracing_target(info.prog_id, t.target_obj_id) {
+                Some(tgt) => tgt_prog_id = tgt,
+                None => unknown.push(id),
             },
-            LinkTypeInfo::PerfEvent(_) => (None, LINK_TYPE_PERF_EVENT),
-            _ => (None, 0),
-        };
+            LinkTypeInfo::Cgroup(c) => cgroup = Some((c.cgroup_id, c.attach_type as u32)),
+            LinkTypeInfo::PerfEvent(_) => link_type = LINK_TYPE_PERF_EVENT,
+            _ => {}
+        }
         out.push(LinkRecord {
             id,
             link_type,
             prog_id: info.prog_id,
             iter_map_id,
+            tgt_prog_id,
+            cgroup,
             // Its event is not readable through bpf(): a perf link read
             // here makes the perf event source incomplete.
             perf_event: None,
         });
     }
-    Ok(out)
+    Ok((out, unknown))
+}
+
+/// The program a tracing link holds, from its link info: `Some(None)` for
+/// none (a kernel function), `None` when the kernel does not tell.
+/// `target_obj_id` (5.13+) is the target program's id for an freplace
+/// program, otherwise a program's id or a BTF object's id: told apart by
+/// which of them exists (both or neither: unknown).
+fn tracing_target(prog_id: u32, target_obj_id: u32) -> Option<Option<u32>> {
+    use crate::bpf::query::{btf_exists, prog_type_by_id as prog_type};
+    if target_obj_id == 0 {
+        return None;
+    }
+    const EXT: u32 = 28;
+    if prog_type(prog_id) == Some(EXT) {
+        return Some(Some(target_obj_id));
+    }
+    match (
+        prog_type(target_obj_id).is_some(),
+        btf_exists(target_obj_id),
+    ) {
+        (true, false) => Some(Some(target_obj_id)),
+        (false, true) => Some(None),
+        _ => None,
+    }
 }
 
 /// For every slot of every map in `ids` (outer maps, or prog_arrays): the

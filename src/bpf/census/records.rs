@@ -3,14 +3,14 @@
 //! asserts hold the C side to these sizes. Pure code, unit-tested.
 use crate::bpf::records::{stream, RecordError};
 
-pub const MAP_REC_SIZE: usize = 104;
+pub const MAP_REC_SIZE: usize = 136;
 pub const FILE_REC_SIZE: usize = 80;
-pub const PROG_REC_SIZE: usize = 328;
+pub const PROG_REC_SIZE: usize = 336;
 pub const URING_REC_SIZE: usize = 64;
-pub const LINK_REC_SIZE: usize = 24;
+pub const LINK_REC_SIZE: usize = 40;
 
 /// One live link as the `iter/bpf_link` program saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LinkRecord {
     pub id: u32,
     /// `enum bpf_link_type`.
@@ -19,6 +19,11 @@ pub struct LinkRecord {
     pub prog_id: u32,
     /// An iterator link bound to a map: that map's id.
     pub iter_map_id: Option<u32>,
+    /// A tracing link to a program: that program's id (the link holds it).
+    pub tgt_prog_id: Option<u32>,
+    /// A cgroup link: the cgroup's id (kernfs id, the inode number of its
+    /// directory) and the attach type.
+    pub cgroup: Option<(u64, u32)>,
     /// A perf event link: its `struct perf_event`, whose `prog` holds one
     /// more reference on the program while the link lives.
     pub perf_event: Option<u64>,
@@ -37,17 +42,52 @@ impl LinkRecord {
     }
 }
 
+/// A program a sockmap or sockhash slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockmapSlot {
+    pub map_id: u32,
+    /// 0 msg_parser, 1 stream_parser, 2 stream_verdict, 3 skb_verdict.
+    pub slot: u32,
+    pub prog_id: u32,
+    /// The sockmap link that set it (0: BPF_PROG_ATTACH).
+    pub link_id: u32,
+}
+
+/// The sockmap slots `iter/bpf_map` output lists (the same buffer
+/// [`decode_maps`] reads).
+pub fn decode_sockmap_slots(buf: &[u8]) -> Result<Vec<SockmapSlot>, RecordError> {
+    let mut out = Vec::new();
+    for b in stream("iter/bpf_map output", buf, MAP_REC_SIZE)? {
+        for slot in 0..4u32 {
+            let prog_id = b.u32(104 + 4 * slot as usize);
+            if prog_id != 0 {
+                out.push(SockmapSlot {
+                    map_id: b.u32(40),
+                    slot,
+                    prog_id,
+                    link_id: b.u32(120 + 4 * slot as usize),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Decode `iter/bpf_link` output.
 pub fn decode_links(buf: &[u8]) -> Result<Vec<LinkRecord>, RecordError> {
     Ok(stream("iter/bpf_link output", buf, LINK_REC_SIZE)?
         .map(|b| {
             let map = b.u32(12);
+            let tgt = b.u32(16);
+            let cgroup = b.u64(24);
             LinkRecord {
                 id: b.u32(0),
                 link_type: b.u32(4),
                 prog_id: b.u32(8),
                 iter_map_id: (map != 0).then_some(map),
-                perf_event: Some(b.u64(16)).filter(|&p| p != 0),
+                tgt_prog_id: (tgt != 0).then_some(tgt),
+                cgroup: (cgroup != 0).then_some((cgroup, b.u32(20))),
+                perf_event: Some(b.u64(32)).filter(|&p| p != 0),
             }
         })
         .collect())
@@ -478,6 +518,9 @@ pub struct ProgRecord {
     pub name: String,
     /// The ids of the maps it uses (the first [`PROG_MAX_MAPS`]).
     pub map_ids: Vec<u32>,
+    /// The program it was loaded against and still holds (`dst_prog`:
+    /// freplace, fentry/fexit on a program, until attached).
+    pub dst_prog_id: Option<u32>,
 }
 
 impl ProgRecord {
@@ -510,6 +553,7 @@ pub fn decode_progs(buf: &[u8], page_size: u64) -> Result<Vec<ProgRecord>, Recor
                     .map(|i| b.u32(72 + 4 * i))
                     .take_while(|&id| id != 0)
                     .collect(),
+                dst_prog_id: Some(b.u32(328)).filter(|&id| id != 0),
             }
         })
         .collect())
@@ -608,8 +652,8 @@ pub(crate) mod tests {
             err,
             RecordError::Truncated {
                 what: "iter/bpf_map output",
-                len: 103,
-                rec: 104
+                len: MAP_REC_SIZE - 1,
+                rec: MAP_REC_SIZE
             }
         );
         assert!(err.to_string().contains("record layout"));
@@ -836,28 +880,26 @@ pub(crate) mod tests {
 
     #[test]
     fn link_records_decode_and_tell_iterator_links() {
-        let mut b = vec![0u8; 2 * LINK_REC_SIZE];
-        for (i, v) in [
-            7u32,
-            LINK_TYPE_ITER,
-            70,
-            700,
-            0,
-            0,
-            8,
-            LINK_TYPE_PERF_EVENT,
-            80,
-            0,
-            0xe0,
-            0,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
-        }
+        let mut b = vec![0u8; 4 * LINK_REC_SIZE];
+        let put = |b: &mut Vec<u8>, rec: usize, words: &[u32]| {
+            for (i, v) in words.iter().enumerate() {
+                let at = rec * LINK_REC_SIZE + 4 * i;
+                b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        };
+        put(&mut b, 0, &[7, LINK_TYPE_ITER, 70, 700]);
+        // A tracing link to program 90.
+        put(&mut b, 1, &[8, 2, 80, 0, 90]);
+        // A cgroup link: cgroup id 0x1_0000_0005, attach type 1.
+        put(&mut b, 2, &[9, 3, 81, 0, 0, 1, 5, 1]);
+        // A perf event link on the event at 0xe0.
+        put(
+            &mut b,
+            3,
+            &[10, LINK_TYPE_PERF_EVENT, 82, 0, 0, 0, 0, 0, 0xe0],
+        );
         let got = decode_links(&b).unwrap();
-        assert_eq!((got[0].perf_event, got[1].perf_event), (None, Some(0xe0)));
+        assert_eq!((got[0].perf_event, got[3].perf_event), (None, Some(0xe0)));
         assert_eq!(
             (
                 got[0].id,
@@ -872,11 +914,35 @@ pub(crate) mod tests {
                 got[1].id,
                 got[1].prog_id,
                 got[1].iter_map_id,
-                got[1].is_iter()
+                got[1].is_iter(),
+                got[1].tgt_prog_id,
+                got[1].cgroup,
             ),
-            (8, 80, None, false)
+            (8, 80, None, false, Some(90), None)
         );
-        assert!(decode_links(&b[..23]).is_err());
+        assert_eq!(got[2].tgt_prog_id, None);
+        assert_eq!(got[2].cgroup, Some((0x1_0000_0005, 1)));
+        assert!(decode_links(&b[..39]).is_err());
+    }
+
+    #[test]
+    fn sockmap_slots_decode_from_map_records() {
+        let mut b = vec![0u8; 2 * MAP_REC_SIZE];
+        b[40..44].copy_from_slice(&5u32.to_le_bytes());
+        // Slot 2 (stream_verdict): program 50, set by link 6.
+        b[112..116].copy_from_slice(&50u32.to_le_bytes());
+        b[128..132].copy_from_slice(&6u32.to_le_bytes());
+        // The second map holds nothing.
+        b[MAP_REC_SIZE + 40..MAP_REC_SIZE + 44].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            decode_sockmap_slots(&b).unwrap(),
+            [SockmapSlot {
+                map_id: 5,
+                slot: 2,
+                prog_id: 50,
+                link_id: 6
+            }]
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ mod tests {
                 link_type: if id % 2 == 0 { 6 } else { 3 },
                 prog_id: 100 + id,
                 iter_map_id: None,
-                perf_event: None,
+                ..Default::default()
             })
             .collect();
         let mut snap = Snapshot {

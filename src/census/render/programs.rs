@@ -189,6 +189,7 @@ mod tests {
             tag: [0xab; 8],
             name: format!("p{id}"),
             map_ids: vec![1],
+            dst_prog_id: None,
         }
     }
 
