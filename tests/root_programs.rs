@@ -8,6 +8,7 @@ mod common;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use bpfmap_exporter::census::programs::ProgHolderKind;
+use bpfmap_exporter::census::roots::{Obj, Root};
 use bpfmap_exporter::census::{Census, CensusOpts, ProgRecord, Snapshot};
 use common::*;
 use libbpf_rs::{MapCore, MapFlags, MapType};
@@ -196,4 +197,68 @@ fn program_holders_are_counted_by_kind_and_the_rest_is_withheld() {
     assert!(text.contains("bpfmap_program_holder_source_complete{source=\"attachments\"} 0\n"));
     assert!(text.contains("bpfmap_program_holder_source_complete{source=\"xt_bpf\"} 0\n"));
     drop(sock);
+}
+
+/// A raw_tracepoint program (its type attaches through links only, so its
+/// count is exact once every source that can hold any program was read)
+/// whose one file is held by an io_uring that only this thread's
+/// registered-ring table holds (5.18+): no walk reaches the file, and its
+/// reference is published as unexplained, exactly, as is the map behind
+/// it through the program. Before 5.18 the ring keeps its fd: the reference
+/// is explained as `io_uring` where the ring's table can be walked (5.17),
+/// and withheld before.
+#[test]
+fn a_program_reference_nothing_explains_is_published_exactly() {
+    require_root();
+    let m = map(MapType::Hash, "pr_leak_used", 4, 4, 8, 0);
+    let p = prog_of_type_using_map(
+        libbpf_rs::libbpf_sys::BPF_PROG_TYPE_RAW_TRACEPOINT,
+        m.as_fd().as_raw_fd(),
+    );
+    let id = prog_id(&p);
+    let map_id = id_of(&m);
+    drop(m);
+    let ring = uring_fixed_file(p.as_raw_fd());
+    drop(p);
+    let hidden = bpfmap_exporter::sys::io_uring_hide_ring(ring);
+    assert_eq!(
+        hidden.is_ok(),
+        kernel_at_least(5, 18),
+        "IORING_REGISTER_RING_FDS is 5.18+"
+    );
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, _) = census.take(&[]);
+    let got = program(&s, id);
+    assert_eq!(got.refcnt, 1, "the ring's file is the one reference");
+    let h = &s.prog_holders[&id];
+    let t = text(&s);
+    if kernel_at_least(5, 18) {
+        assert!(
+            h.exact,
+            "every source of a raw_tracepoint program was read: {t}"
+        );
+        assert_eq!(h.unexplained(got.refcnt), Some(1));
+        assert!(
+            t.contains(&format!(
+                "bpfmap_program_unexplained_refs{{id=\"{id}\"}} 1\n"
+            )),
+            "{t}"
+        );
+        let r = s.graph.roots(Obj::Prog(id));
+        assert!(r.contains(&Root::Unexplained(Obj::Prog(id))), "{r:?}");
+        let r = s.graph.roots(Obj::Map(map_id));
+        assert!(r.contains(&Root::Unexplained(Obj::Prog(id))), "{r:?}");
+    } else if kernel_at_least(5, 17) {
+        assert_eq!(h.get(ProgHolderKind::IoUring), Some(1), "{h:?}");
+        assert_eq!(h.unexplained(got.refcnt), Some(0));
+    } else {
+        // No bpf_loop: the ring's table cannot be walked, and the count is
+        // withheld rather than guessed.
+        assert_eq!(h.unexplained(got.refcnt), None, "{h:?}");
+        assert!(
+            t.contains("bpfmap_program_holder_source_complete{source=\"io_uring\"} 0"),
+            "{t}"
+        );
+    }
+    drop(hidden);
 }
