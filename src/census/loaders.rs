@@ -236,12 +236,9 @@ impl LoaderTable {
             let l = match self.by_prog.get(&p.id) {
                 Some(l) => ProgLoader::Known(l.clone()),
                 None if self.before.contains(&p.id) => ProgLoader::Unknown(Unknown::BeforeStart),
-                None => ProgLoader::Unknown(
-                    unknown
-                        .get(&p.id)
-                        .copied()
-                        .unwrap_or(Unknown::NotRecorded),
-                ),
+                None => {
+                    ProgLoader::Unknown(unknown.get(&p.id).copied().unwrap_or(Unknown::NotRecorded))
+                }
             };
             out.insert(p.id, l);
         }

@@ -194,10 +194,7 @@ impl Census {
             creator_memory: Default::default(),
             load_records: None,
             loaders: Default::default(),
-            loader_paths: creators::PathResolver::new(
-                creators::WalkLimits::default(),
-                cgroup_root,
-            ),
+            loader_paths: creators::PathResolver::new(creators::WalkLimits::default(), cgroup_root),
             load_window: None,
             inflight,
             own_ids,

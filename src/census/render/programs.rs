@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::RenderOpts;
-use crate::census::names::prog_type_label;
 use crate::census::loaders::verdict;
+use crate::census::names::prog_type_label;
 use crate::census::programs::ProgHolders;
 use crate::census::{ProgRecord, Snapshot};
 use crate::metrics::{defs, Families};
@@ -80,11 +80,7 @@ fn select(
     keep.sort_unstable();
     let omitted_cap = keep.len().saturating_sub(cap);
     keep.truncate(cap);
-    let mut sel: Vec<usize> = keep
-        .into_iter()
-        .chain(orphans)
-        .map(|(_, _, i)| i)
-        .collect();
+    let mut sel: Vec<usize> = keep.into_iter().chain(orphans).map(|(_, _, i)| i).collect();
     sel.sort_unstable();
     (sel, omitted_budget, omitted_cap)
 }
@@ -332,6 +328,94 @@ mod tests {
         assert_eq!(series, 11);
         assert!(text.contains("bpfmap_program_series_omitted{reason=\"budget\"} 21\n"));
         assert!(text.contains("bpfmap_programs_unexplained_withheld 0\n"));
+    }
+
+    #[test]
+    fn orphans_keep_their_series_over_the_cap_and_loaders_are_published() {
+        use crate::census::loaders::{
+            CgroupState, LoadRecord, Loader, ProgLoader, ProgOrphans, Unknown,
+        };
+        use crate::census::roots::{Graph, Holder, Obj, PinId, Root};
+        // 60 pinned-only programs (over the cap of 50); 58..=60, the last
+        // by every key of the cap, are orphans.
+        let progs: Vec<ProgRecord> = (1..=60).map(|i| prog(i, 1, 4096)).collect();
+        let obs = Observed {
+            files: Some(vec![]),
+            pins: Some((1..=60).collect()),
+            links: Some(vec![]),
+            slots: Some(vec![]),
+            io_uring: Some(vec![]),
+        };
+        let mut g = Graph::default();
+        for i in 1..=60 {
+            g.add(
+                Obj::Prog(i),
+                Holder::Root(Root::Pin(PinId {
+                    dev: 1,
+                    ino: i as u64,
+                })),
+            );
+        }
+        g.finish();
+        let loader = |id: u32, state| {
+            ProgLoader::Known(Loader {
+                rec: LoadRecord {
+                    load_ns: 0,
+                    cgroup_id: 3,
+                    memcg_id: 77,
+                    id,
+                    tgid: 9,
+                    pid: 9,
+                    comm: "agent".into(),
+                },
+                cgroup_path: Some("/kubepods/podu/c".into()),
+                container_id: "c".into(),
+                pod_uid: "u".into(),
+                cgroup: state,
+            })
+        };
+        let mut loaders: crate::census::IdMap<ProgLoader> = (1..=60)
+            .map(|i| (i, ProgLoader::Unknown(Unknown::BeforeStart)))
+            .collect();
+        for i in 58..=60 {
+            loaders.insert(i, loader(i, CgroupState::Gone));
+        }
+        loaders.insert(1, loader(1, CgroupState::Live));
+        let orphans = crate::census::loaders::summarize(&progs, &loaders, &g);
+        assert_eq!(orphans.orphaned.len(), 3);
+        let snap = Snapshot {
+            prog_holders: holders(&progs, &obs),
+            programs: Some(progs),
+            prog_loaders: loaders,
+            prog_orphans: ProgOrphans { ..orphans },
+            graph: g,
+            ..Default::default()
+        };
+        let mut out = Families::new();
+        render_programs(&snap, &RenderOpts::default(), &mut out);
+        let text = String::from_utf8(out.encode_text(&[]).unwrap()).unwrap();
+        assert_eq!(text.matches("bpfmap_program_info{").count(), 50, "{text}");
+        assert!(text.contains("bpfmap_program_orphaned{id=\"1\"} 0\n"));
+        for i in 58..=60 {
+            assert!(text.contains(&format!("bpfmap_program_orphaned{{id=\"{i}\"}} 1\n")));
+            assert!(text.contains(&format!(
+                "bpfmap_program_creator_info{{id=\"{i}\",cgroup_id=\"77\",container_id=\"c\",pod_uid=\"u\",comm=\"agent\"}} 1\n"
+            )));
+        }
+        assert!(text.contains("bpfmap_programs_orphaned 3\n"));
+        assert!(text.contains("bpfmap_programs_orphaned_memory_bytes 12288\n"));
+        assert!(
+            text.contains("bpfmap_creator_orphaned_programs{container_id=\"c\",pod_uid=\"u\"} 3\n")
+        );
+        assert!(
+            text.contains("bpfmap_programs_orphaned_withheld{reason=\"loaded_before_start\"} 56\n")
+        );
+        // Unknown loaders publish no info and no verdict.
+        assert!(!text.contains("bpfmap_program_orphaned{id=\"4\"}"));
+        assert!(!text.contains("bpfmap_program_creator_info{id=\"4\""));
+        // Over the cap: the orphans plus the first 47 others, 10 left out.
+        assert!(!text.contains("bpfmap_program_info{id=\"57\""));
+        assert!(text.contains("bpfmap_program_series_omitted{reason=\"cap\"} 10\n"));
     }
 
     #[test]
