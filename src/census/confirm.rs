@@ -72,6 +72,57 @@ impl Census {
                 snap.memory.remove(id);
             }
         }
+        self.confirm_programs(snap)
+    }
+
+    /// The same re-reads for programs with unexplained references.
+    /// Programs freed meanwhile keep their record; their settled references
+    /// make the count zero.
+    fn confirm_programs(&mut self, snap: &mut Snapshot) -> anyhow::Result<()> {
+        let Some(progs) = &snap.programs else {
+            return Ok(());
+        };
+        let mut pending: IdMap<i64> = progs
+            .iter()
+            .filter(|p| {
+                snap.prog_holders
+                    .get(&p.id)
+                    .and_then(|h| h.unexplained(p.refcnt))
+                    .unwrap_or(0)
+                    > 0
+            })
+            .map(|p| (p.id, p.refcnt))
+            .collect();
+        let first = pending.clone();
+        for _ in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            std::thread::sleep(self.opts.confirm_delay);
+            let Some(read) = self.progs.read_progs(&mut self.prog_buf) else {
+                break;
+            };
+            let now: IdMap<i64> = read?
+                .into_iter()
+                .filter(|p| pending.contains_key(&p.id))
+                .map(|p| (p.id, p.refcnt))
+                .collect();
+            let mut fell = false;
+            pending.retain(|id, last| {
+                let cur = now.get(id).copied().unwrap_or(0);
+                if cur < *last {
+                    fell = true;
+                    if let Some(h) = snap.prog_holders.get_mut(id) {
+                        h.settled = first[id] - cur;
+                    }
+                    *last = cur;
+                }
+                cur > 0
+            });
+            if !fell {
+                break;
+            }
+        }
         Ok(())
     }
 }

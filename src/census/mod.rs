@@ -642,8 +642,19 @@ impl Census {
             snap.vmas = obs.vmas.clone();
             snap.object_files = prog_obs.files.clone();
         }
+        // A walk that saw part of the node makes its program kinds incomplete too.
+        for k in ["files", "pins", "links", "programs", "io_uring", "inflight"] {
+            if obs.incomplete.contains(&k) {
+                prog_obs.incomplete.extend(
+                    programs::ProgHolderKind::ALL
+                        .into_iter()
+                        .filter(|pk| pk.source() == k),
+                );
+            }
+        }
         if let Some(progs) = &snap.programs {
             snap.prog_holders = programs::holders(progs, &prog_obs);
+            snap.attachments = prog_obs.attachments();
         }
         let (_, seconds) = measure(|| {
             if snap.maps_ok {
@@ -666,6 +677,7 @@ impl Census {
                 io_uring: &snap.io_uring,
                 programs: snap.programs.as_deref(),
                 prog_holders: &snap.prog_holders,
+                attachments: &snap.attachments,
                 object_files: prog_obs.files.as_deref(),
                 links: link_recs.as_deref(),
                 map_slots: map_slots.as_deref(),
@@ -701,20 +713,17 @@ impl Census {
             .map(|(n, k)| (n, k && !obs.incomplete.contains(&n)))
             .collect();
         if snap.programs.is_some() {
-            let known = programs::ProgHolderKind::ALL.map(|k| {
-                let seen = match k {
-                    programs::ProgHolderKind::File => prog_obs.files.is_some(),
-                    programs::ProgHolderKind::Pin => prog_obs.pins.is_some(),
-                    programs::ProgHolderKind::Link => prog_obs.links.is_some(),
-                    programs::ProgHolderKind::ProgArray => prog_obs.slots.is_some(),
-                    programs::ProgHolderKind::IoUring => {
-                        prog_obs.files.is_some() && prog_obs.io_uring.is_some()
-                    }
-                };
-                (k.source(), seen && !obs.incomplete.contains(&k.source()))
-            });
-            snap.prog_sources = known
+            let attachments_complete = programs::ProgHolderKind::ALL
                 .into_iter()
+                .filter(|k| k.is_attachment())
+                .all(|k| prog_obs.complete(k));
+            snap.prog_sources = programs::ProgHolderKind::ALL
+                .into_iter()
+                .map(|k| (k.source(), prog_obs.complete(k)))
+                .chain([(
+                    "attachments",
+                    attachments_complete && programs::UNREAD_SOURCES.is_empty(),
+                )])
                 .chain(programs::UNREAD_SOURCES.iter().map(|&s| (s, false)))
                 .collect();
         }

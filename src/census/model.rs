@@ -143,6 +143,9 @@ pub struct Snapshot {
     /// Each program holder source and whether it was complete this scrape
     /// (sources this build cannot read are listed as incomplete).
     pub prog_sources: Vec<(&'static str, bool)>,
+    /// Program references held by attachments, other programs and tracing
+    /// links; an attachment root names its index here.
+    pub attachments: Vec<super::programs::Attachment>,
     /// Program and link files in fd tables, with `CensusOpts::keep_files`.
     pub object_files: Option<Vec<ObjectFile>>,
     /// BPF object files in io_uring registered-file tables, by the tasks

@@ -4,18 +4,22 @@
 //!
 //! Kernel facts this follows (each holds one reference on the program, as
 //! `bpf_prog_inc` / `bpf_prog_get` in kernel/bpf/syscall.c take them):
-//! - a program *file* ("bpf-prog" anon inode), however many fds share it;
+//! - a program *file* ("bpf-prog" anon inode), however many fds share it,
+//!   in an fd table, in flight (SCM_RIGHTS) or only in an io_uring table;
 //! - a bpffs pin (an inode);
 //! - a link (`bpf_link_init` keeps the program the link was created with);
 //! - a `prog_array` slot (tail calls: `prog_fd_array_get_ptr`);
-//! - a program file held only by io_uring registered-file tables;
-//! - the attachments the kernel keeps without a link (XDP and tc on a
-//!   netdev, cgroup attachments, perf events, socket filters, sockmap,
-//!   struct_ops, flow dissector, an `freplace` target) and program files in
-//!   flight. This build does not read those sources yet
-//!   ([`UNREAD_SOURCES`]), so a program's unexplained count is known only
-//!   where the holders it can read already explain every reference.
-use std::collections::HashSet;
+//! - another program: an `freplace`/fentry program loaded against it
+//!   (`aux->dst_prog`) until it is attached, and a tracing link to it
+//!   (`tgt_prog`);
+//! - the attachments the kernel keeps without a link ([`ProgHolderKind`]'s
+//!   attachment kinds). Which of them can hold a program depends on its
+//!   type ([`attach_kinds`]): an XDP program can be held by a device or a
+//!   devmap entry, never by a cgroup. A program's unexplained count is
+//!   exact when every source that can hold a program of its type was read
+//!   completely; otherwise only a count its found holders already explain
+//!   (zero) is published.
+use std::collections::{BTreeMap, HashSet};
 
 use super::IdMap;
 use crate::bpf::census::{ObjectFile, ObjectKind, ProgRecord};
@@ -34,16 +38,70 @@ pub enum ProgHolderKind {
     ProgArray,
     /// A program file held only by io_uring registered-file tables.
     IoUring,
+    /// A program file in flight only (an unreceived SCM_RIGHTS message).
+    Inflight,
+    /// Another program loaded against it (`dst_prog`), or a tracing link
+    /// attached to it (`tgt_prog`).
+    Program,
+    /// XDP on a network device, without a link (one per mode).
+    Xdp,
+    /// A tc classifier (`cls_bpf`) or action (`act_bpf`).
+    Tc,
+    /// A tcx hook of a device, attached without a link.
+    Tcx,
+    /// A netkit device's hook, attached without a link.
+    Netkit,
+    /// A network namespace's flow dissector, attached without a link.
+    FlowDissector,
+    /// A cgroup hook, attached without a link.
+    Cgroup,
+    /// A perf event (kprobe, tracepoint, perf counter) set by ioctl.
+    PerfEvent,
+    /// A socket filter (`SO_ATTACH_BPF`).
+    Socket,
+    /// A reuseport group's selector (`SO_ATTACH_REUSEPORT_EBPF`).
+    Reuseport,
+    /// A sockmap or sockhash's parser, verdict or msg program.
+    Sockmap,
+    /// A devmap, devmap_hash or cpumap entry's program.
+    Devmap,
+    /// A struct_ops map's member.
+    StructOps,
 }
 
 impl ProgHolderKind {
     /// Every kind, in label order; [`ProgHolders::counts`] is indexed by it.
-    pub const ALL: [ProgHolderKind; 5] = [
+    pub const ALL: [ProgHolderKind; 19] = [
         ProgHolderKind::File,
         ProgHolderKind::Pin,
         ProgHolderKind::Link,
         ProgHolderKind::ProgArray,
         ProgHolderKind::IoUring,
+        ProgHolderKind::Inflight,
+        ProgHolderKind::Program,
+        ProgHolderKind::Xdp,
+        ProgHolderKind::Tc,
+        ProgHolderKind::Tcx,
+        ProgHolderKind::Netkit,
+        ProgHolderKind::FlowDissector,
+        ProgHolderKind::Cgroup,
+        ProgHolderKind::PerfEvent,
+        ProgHolderKind::Socket,
+        ProgHolderKind::Reuseport,
+        ProgHolderKind::Sockmap,
+        ProgHolderKind::Devmap,
+        ProgHolderKind::StructOps,
+    ];
+
+    /// Kinds every program can be held by, whatever its type.
+    pub const BASE: [ProgHolderKind; 7] = [
+        ProgHolderKind::File,
+        ProgHolderKind::Pin,
+        ProgHolderKind::Link,
+        ProgHolderKind::ProgArray,
+        ProgHolderKind::IoUring,
+        ProgHolderKind::Inflight,
+        ProgHolderKind::Program,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -53,10 +111,25 @@ impl ProgHolderKind {
             ProgHolderKind::Link => "link",
             ProgHolderKind::ProgArray => "prog_array",
             ProgHolderKind::IoUring => "io_uring",
+            ProgHolderKind::Inflight => "inflight",
+            ProgHolderKind::Program => "program",
+            ProgHolderKind::Xdp => "xdp",
+            ProgHolderKind::Tc => "tc",
+            ProgHolderKind::Tcx => "tcx",
+            ProgHolderKind::Netkit => "netkit",
+            ProgHolderKind::FlowDissector => "flow_dissector",
+            ProgHolderKind::Cgroup => "cgroup",
+            ProgHolderKind::PerfEvent => "perf_event",
+            ProgHolderKind::Socket => "socket",
+            ProgHolderKind::Reuseport => "reuseport",
+            ProgHolderKind::Sockmap => "sockmap",
+            ProgHolderKind::Devmap => "devmap",
+            ProgHolderKind::StructOps => "struct_ops",
         }
     }
 
-    /// The census collector whose walk counts this kind.
+    /// The `source` label of `bpfmap_program_holder_source_complete` for
+    /// this kind: the census walk that reads it.
     pub const fn source(self) -> &'static str {
         match self {
             ProgHolderKind::File => "files",
@@ -64,21 +137,117 @@ impl ProgHolderKind {
             ProgHolderKind::Link => "links",
             ProgHolderKind::ProgArray => "programs",
             ProgHolderKind::IoUring => "io_uring",
+            ProgHolderKind::Program => "program_targets",
+            k => k.label(),
         }
+    }
+
+    /// Whether this kind is an attachment the kernel keeps without a link
+    /// (as opposed to a file, pin, link, slot or program).
+    pub fn is_attachment(self) -> bool {
+        !Self::BASE.contains(&self)
     }
 }
 
-/// Program reference holders that no walk of this build reads: published
-/// as `bpfmap_program_holder_source_complete{source} 0`, and the reason a
-/// program's refcount beyond its readable holders is withheld, never called
-/// unexplained.
-pub const UNREAD_SOURCES: &[&str] = &["attachments", "inflight"];
+/// Sources that can hold programs of some types and that no walk of this
+/// build reads: published as `bpfmap_program_holder_source_complete{source}
+/// 0`. A program of a type they can hold never gets a positive unexplained
+/// count.
+pub const UNREAD_SOURCES: &[&str] = &["xt_bpf", "tun", "lwt", "lirc"];
+
+/// The attachment kinds that can hold a program of `prog_type` (uapi `enum
+/// bpf_prog_type`), and the unread sources that can: which hooks accept
+/// which program types is fixed by the kernel (each attach path checks the
+/// type). Types that attach only through links (tracing, LSM, raw
+/// tracepoints, sk_lookup, netfilter, syscall) need no attachment kind.
+/// A type this build does not know names the source `unknown_type`.
+pub fn attach_kinds(prog_type: u32) -> (&'static [ProgHolderKind], &'static [&'static str]) {
+    use ProgHolderKind::*;
+    match prog_type {
+        // socket_filter: sockets, reuseport groups, iptables' xt_bpf, tun.
+        1 => (&[Socket, Reuseport], &["xt_bpf", "tun"]),
+        // kprobe, tracepoint, perf_event: perf events set by ioctl.
+        2 | 5 | 7 => (&[PerfEvent], &[]),
+        // sched_cls: tc classifiers, tcx, netkit.
+        3 => (&[Tc, Tcx, Netkit], &[]),
+        // sched_act: tc actions.
+        4 => (&[Tc], &[]),
+        // xdp: devices, devmap and cpumap entries.
+        6 => (&[Xdp, Devmap], &[]),
+        // cgroup_skb, cgroup_sock, sock_ops, cgroup_device,
+        // cgroup_sock_addr, cgroup_sysctl, cgroup_sockopt, and lsm (lsm_cgroup).
+        8 | 9 | 13 | 15 | 18 | 23 | 25 | 29 => (&[Cgroup], &[]),
+        // lwt_in, lwt_out, lwt_xmit, lwt_seg6local: routes.
+        10 | 11 | 12 | 19 => (&[], &["lwt"]),
+        // sk_skb, sk_msg.
+        14 | 16 => (&[Sockmap], &[]),
+        // raw_tracepoint(_writable), tracing, ext, sk_lookup, syscall,
+        // netfilter: links only.
+        17 | 24 | 26 | 28 | 30 | 31 | 32 => (&[], &[]),
+        20 => (&[], &["lirc"]),
+        21 => (&[Reuseport], &[]),
+        22 => (&[FlowDissector], &[]),
+        27 => (&[StructOps], &[]),
+        _ => (&[], &["unknown_type"]),
+    }
+}
+
+/// Who keeps an attachment alive.
+// TEMPORARY: readers of every kind construct these; removed once merged.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttachedBy {
+    /// The kernel object it is attached to (a device, a cgroup, a network
+    /// namespace): a live root while the attachment exists.
+    Kernel,
+    /// A file (a socket, a perf event) in this process's fd table.
+    Process(u32),
+    /// A file in flight.
+    Inflight,
+    /// A file in an io_uring table of a ring this process holds.
+    IoUring(u32),
+    /// A map (sockmap, devmap, cpumap, struct_ops).
+    Map(u32),
+    /// A link (a tracing link to the program).
+    Link(u32),
+    /// A program (loaded against it, not yet attached).
+    Program(u32),
+}
+
+/// One program reference held by something other than the program's
+/// files, pins, links and tail-call slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub prog_id: u32,
+    pub kind: ProgHolderKind,
+    /// What keeps the attachment itself alive (at least one entry).
+    pub held_by: Vec<AttachedBy>,
+    /// Where it is attached, as one line: `eth0 (ifindex 2, netns
+    /// 4026531840) mode drv`, `cgroup /sys/fs/cgroup/x ingress`.
+    pub target: String,
+}
+
+/// What one attachment reader found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachSource {
+    pub found: Vec<Attachment>,
+    /// Every attachment of this kind on the node was seen. When false,
+    /// `incomplete` says why (one line).
+    pub complete: bool,
+    pub incomplete: Option<String>,
+}
 
 /// Holder counts for one program, indexed by [`ProgHolderKind`]; `None`
 /// where the source is off or failed this scrape.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProgHolders {
     pub counts: [Option<u64>; ProgHolderKind::ALL.len()],
+    /// Every source that can hold a program of this type was read
+    /// completely.
+    pub exact: bool,
+    /// References the kernel released between the census and the
+    /// confirming re-read.
+    pub settled: i64,
 }
 
 impl ProgHolders {
@@ -100,26 +269,27 @@ impl ProgHolders {
     ///
     /// Invariant: a number is returned only when it is exact. Holders found
     /// are real, so when they explain the whole refcount nothing is
-    /// unexplained (`Some(0)`). Otherwise an attachment, an in-flight file
-    /// ([`UNREAD_SOURCES`]) could hold the rest, and the
-    /// count is withheld.
+    /// unexplained (`Some(0)`). Otherwise the count is published only when
+    /// every source that can hold a program of this type was read
+    /// completely ([`ProgHolders::exact`]); else it is withheld.
     pub fn unexplained(&self, refcnt: i64) -> Option<i64> {
-        (self.known_sum() >= refcnt).then_some(0)
+        let sum = self.known_sum() + self.settled;
+        if sum >= refcnt {
+            return Some(0);
+        }
+        self.exact.then_some(refcnt - sum)
     }
 
-    /// Held by pins and nothing else this build can read: no file, link,
-    /// tail-call slot or io_uring table. (A kernel attachment may still
-    /// hold it.)
+    /// Held by pins and nothing else found: the file, link, tail-call and
+    /// io_uring sources ran and saw none, and no other holder was found.
+    /// An unread source may still hold it where not [`ProgHolders::exact`].
     pub fn pins_only(&self) -> bool {
-        self.get(ProgHolderKind::Pin).unwrap_or(0) > 0
-            && [
-                ProgHolderKind::File,
-                ProgHolderKind::Link,
-                ProgHolderKind::ProgArray,
-                ProgHolderKind::IoUring,
-            ]
-            .iter()
-            .all(|&k| self.get(k) == Some(0))
+        use ProgHolderKind::*;
+        self.get(Pin).unwrap_or(0) > 0
+            && [File, Link, ProgArray, IoUring]
+                .iter()
+                .all(|&k| self.get(k) == Some(0))
+            && self.iter().all(|(k, c)| k == Pin || c.unwrap_or(0) == 0)
     }
 }
 
@@ -138,21 +308,73 @@ pub struct Observed {
     /// For each program file in an io_uring table: (file address, program
     /// id), with repeats.
     pub io_uring: Option<Vec<(u64, u32)>>,
+    /// Program files in flight: (file address, program id), with repeats.
+    pub inflight: Option<Vec<(u64, u32)>>,
+    /// Program references held by other programs and tracing links.
+    pub targets: Option<Vec<Attachment>>,
+    /// Attachment readers' findings, by kind; a kind absent was not read
+    /// (off, failed, or not available on this kernel).
+    pub attach: BTreeMap<ProgHolderKind, AttachSource>,
+    /// Kinds whose source saw only part of the node this scrape.
+    pub incomplete: Vec<ProgHolderKind>,
+}
+
+impl Observed {
+    /// Whether `kind`'s source ran (its counts are numbers, maybe lower
+    /// bounds).
+    pub fn known(&self, k: ProgHolderKind) -> bool {
+        match k {
+            ProgHolderKind::File => self.files.is_some(),
+            ProgHolderKind::Pin => self.pins.is_some(),
+            ProgHolderKind::Link => self.links.is_some(),
+            ProgHolderKind::ProgArray => self.slots.is_some(),
+            ProgHolderKind::IoUring => self.files.is_some() && self.io_uring.is_some(),
+            ProgHolderKind::Inflight => self.files.is_some() && self.inflight.is_some(),
+            ProgHolderKind::Program => self.targets.is_some(),
+            k => self.attach.contains_key(&k),
+        }
+    }
+
+    /// Whether `kind`'s source ran and saw the whole node.
+    pub fn complete(&self, k: ProgHolderKind) -> bool {
+        self.known(k)
+            && !self.incomplete.contains(&k)
+            && self.attach.get(&k).is_none_or(|s| s.complete)
+    }
+
+    /// Every attachment and program-held reference found, in one list
+    /// (indexes into it name attachment roots).
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.targets
+            .iter()
+            .flatten()
+            .chain(self.attach.values().flat_map(|s| s.found.iter()))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Per-program holder counts for every program in `progs`.
 pub fn holders(progs: &[ProgRecord], obs: &Observed) -> IdMap<ProgHolders> {
-    let known = |k: ProgHolderKind| match k {
-        ProgHolderKind::File => obs.files.is_some(),
-        ProgHolderKind::Pin => obs.pins.is_some(),
-        ProgHolderKind::Link => obs.links.is_some(),
-        ProgHolderKind::ProgArray => obs.slots.is_some(),
-        ProgHolderKind::IoUring => obs.files.is_some() && obs.io_uring.is_some(),
-    };
     let zero = ProgHolders {
-        counts: ProgHolderKind::ALL.map(|k| known(k).then_some(0)),
+        counts: ProgHolderKind::ALL.map(|k| obs.known(k).then_some(0)),
+        ..Default::default()
     };
-    let mut out: IdMap<ProgHolders> = progs.iter().map(|p| (p.id, zero.clone())).collect();
+    let base_exact = ProgHolderKind::BASE.iter().all(|&k| obs.complete(k));
+    let mut out: IdMap<ProgHolders> = progs
+        .iter()
+        .map(|p| {
+            let (kinds, unread) = attach_kinds(p.prog_type);
+            let exact = base_exact && unread.is_empty() && kinds.iter().all(|&k| obs.complete(k));
+            (
+                p.id,
+                ProgHolders {
+                    exact,
+                    ..zero.clone()
+                },
+            )
+        })
+        .collect();
     let mut add = |kind: ProgHolderKind, id: u32| {
         if let Some(Some(c)) = out.get_mut(&id).map(|h| h.counts[kind as usize].as_mut()) {
             *c += 1;
@@ -165,11 +387,16 @@ pub fn holders(progs: &[ProgRecord], obs: &Observed) -> IdMap<ProgHolders> {
             add(ProgHolderKind::File, f.id);
         }
     }
-    // Files only rings hold (in no fd table), once each.
-    let mut ring_seen = HashSet::new();
-    for &(ptr, id) in obs.io_uring.iter().flatten() {
-        if !seen.contains(&ptr) && ring_seen.insert(ptr) {
-            add(ProgHolderKind::IoUring, id);
+    // Files only rings or messages in flight hold (in no fd table), once
+    // each.
+    for (kind, held) in [
+        (ProgHolderKind::IoUring, &obs.io_uring),
+        (ProgHolderKind::Inflight, &obs.inflight),
+    ] {
+        for &(ptr, id) in held.iter().flatten() {
+            if seen.insert(ptr) {
+                add(kind, id);
+            }
         }
     }
     for (kind, ids) in [
@@ -180,6 +407,14 @@ pub fn holders(progs: &[ProgRecord], obs: &Observed) -> IdMap<ProgHolders> {
         for &id in ids.iter().flatten() {
             add(kind, id);
         }
+    }
+    for a in obs
+        .targets
+        .iter()
+        .flatten()
+        .chain(obs.attach.values().flat_map(|s| s.found.iter()))
+    {
+        add(a.kind, a.prog_id);
     }
     out
 }
@@ -204,7 +439,7 @@ pub fn peer_programs(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn prog(id: u32, refcnt: i64, maps: &[u32]) -> ProgRecord {
@@ -254,6 +489,7 @@ mod tests {
             links: Some(vec![1]),
             slots: Some(vec![1, 99]),
             io_uring: Some(vec![(0x20, 1), (0x40, 2), (0x40, 2)]),
+            ..Default::default()
         };
         let h = holders(&progs, &obs);
         let one = &h[&1];
@@ -280,6 +516,7 @@ mod tests {
             links: Some(vec![]),
             slots: Some(vec![]),
             io_uring: Some(vec![]),
+            ..Default::default()
         };
         // Two references beyond one file: an attachment this build cannot
         // read may hold them.
@@ -289,6 +526,98 @@ mod tests {
         let h = &holders(&progs, &obs)[&1];
         assert_eq!(h.get(ProgHolderKind::Pin), None);
         assert!(!h.pins_only());
+    }
+
+    fn all_read() -> Observed {
+        let mut attach = BTreeMap::new();
+        for k in ProgHolderKind::ALL
+            .into_iter()
+            .filter(|k| k.is_attachment())
+        {
+            attach.insert(
+                k,
+                AttachSource {
+                    complete: true,
+                    ..Default::default()
+                },
+            );
+        }
+        Observed {
+            files: Some(vec![]),
+            pins: Some(vec![]),
+            links: Some(vec![]),
+            slots: Some(vec![]),
+            io_uring: Some(vec![]),
+            inflight: Some(vec![]),
+            targets: Some(vec![]),
+            attach,
+            incomplete: vec![],
+        }
+    }
+
+    fn xdp_on(prog_id: u32, ifindex: u32) -> Attachment {
+        Attachment {
+            prog_id,
+            kind: ProgHolderKind::Xdp,
+            held_by: vec![AttachedBy::Kernel],
+            target: format!("ifindex {ifindex}"),
+        }
+    }
+
+    #[test]
+    fn a_count_is_exact_only_when_every_source_of_the_type_was_read() {
+        let mut xdp = prog(1, 3, &[]);
+        xdp.prog_type = 6;
+        let mut obs = all_read();
+        obs.attach
+            .get_mut(&ProgHolderKind::Xdp)
+            .unwrap()
+            .found
+            .push(xdp_on(1, 2));
+        obs.pins = Some(vec![1]);
+        // Pin and device explain 2 of 3: the third is unexplained, exactly.
+        let h = &holders(&[xdp.clone()], &obs)[&1];
+        assert_eq!(h.get(ProgHolderKind::Xdp), Some(1));
+        assert_eq!(h.unexplained(3), Some(1));
+        assert!(!h.pins_only());
+        // A device source that saw only part of the node withholds it...
+        let mut part = obs.clone();
+        part.attach.get_mut(&ProgHolderKind::Xdp).unwrap().complete = false;
+        assert_eq!(holders(&[xdp.clone()], &part)[&1].unexplained(3), None);
+        // ...and so does an unread devmap source, which XDP programs can be
+        // held by; a cgroup source, which cannot hold them, does not.
+        let mut no_devmap = obs.clone();
+        no_devmap.attach.remove(&ProgHolderKind::Devmap);
+        assert_eq!(holders(&[xdp.clone()], &no_devmap)[&1].unexplained(3), None);
+        let mut no_cgroup = obs.clone();
+        no_cgroup.attach.remove(&ProgHolderKind::Cgroup);
+        assert_eq!(holders(&[xdp], &no_cgroup)[&1].unexplained(3), Some(1));
+        // A type an unread source can hold (socket filters: xt_bpf) is never
+        // given a positive count.
+        let mut filter = prog(2, 2, &[]);
+        filter.prog_type = 1;
+        assert_eq!(holders(&[filter], &obs)[&2].unexplained(2), None);
+        // A references settled meanwhile are not unexplained.
+        let mut tracing = prog(3, 2, &[]);
+        tracing.prog_type = 26;
+        let mut h = holders(&[tracing], &obs)[&3].clone();
+        assert_eq!(h.unexplained(2), Some(2));
+        h.settled = 2;
+        assert_eq!(h.unexplained(2), Some(0));
+    }
+
+    #[test]
+    fn pins_only_means_no_other_holder_was_found() {
+        let mut obs = all_read();
+        obs.pins = Some(vec![1, 2]);
+        obs.attach
+            .get_mut(&ProgHolderKind::Xdp)
+            .unwrap()
+            .found
+            .push(xdp_on(2, 1));
+        let h = holders(&[prog(1, 1, &[]), prog(2, 2, &[])], &obs);
+        assert!(h[&1].pins_only());
+        assert!(!h[&2].pins_only());
     }
 
     #[test]

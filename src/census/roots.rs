@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::bpffs::Pin;
 use super::fdinfo::ObjKind;
 use super::inflight::InflightFile;
-use super::programs::ProgHolders;
+use super::programs::{AttachedBy, Attachment, ProgHolders};
 use super::{FileRecord, Holders, IdMap, MapRecord, ObjectFile, ObjectKind, ProgRecord};
 use crate::bpf::census::LinkRecord;
 
@@ -66,6 +66,9 @@ pub enum Root {
     IoUring(u32),
     /// A link attached in the kernel (its id).
     Attachment(u32),
+    /// An attachment the kernel keeps without a link (a device, a cgroup,
+    /// a network namespace hook): its index in the snapshot's attachments.
+    Attached(u32),
     /// References of this object that nothing explains (exact).
     Unexplained(Obj),
     /// References of this object that no readable source explains and
@@ -84,7 +87,7 @@ impl Root {
             Root::Pin(_) | Root::InferredPin(_) => "pin",
             Root::Inflight => "inflight",
             Root::IoUring(_) => "io_uring",
-            Root::Attachment(_) => "attachment",
+            Root::Attachment(_) | Root::Attached(_) => "attachment",
             Root::Unexplained(_) => "unexplained",
             Root::Unknown(_) => "unknown",
             Root::Cycle => "cycle",
@@ -96,7 +99,11 @@ impl Root {
     pub fn is_live(&self) -> bool {
         matches!(
             self,
-            Root::Process(_) | Root::IoUring(_) | Root::Attachment(_) | Root::Inflight
+            Root::Process(_)
+                | Root::IoUring(_)
+                | Root::Attachment(_)
+                | Root::Attached(_)
+                | Root::Inflight
         )
     }
 }
@@ -251,6 +258,8 @@ pub(crate) struct GraphInput<'a> {
     pub io_uring: &'a [super::UringRecord],
     pub programs: Option<&'a [ProgRecord]>,
     pub prog_holders: &'a IdMap<ProgHolders>,
+    /// Program references held by attachments, programs and tracing links.
+    pub attachments: &'a [Attachment],
     /// Program and link files in fd tables.
     pub object_files: Option<&'a [ObjectFile]>,
     pub links: Option<&'a [LinkRecord]>,
@@ -272,23 +281,16 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     let map = |id: u32| in_census.contains(&id).then_some(Obj::Map(id));
     let prog = |id: u32| progs.contains(&id).then_some(Obj::Prog(id));
     for m in i.maps {
-        g.touch(Obj::Map(m.id));
-        if i.map_holders
-            .get(&m.id)
-            .is_some_and(|h| h.inferred_pins > 0)
-        {
-            g.add(
-                Obj::Map(m.id),
-                Holder::Root(Root::InferredPin(Obj::Map(m.id))),
-            );
+        let o = Obj::Map(m.id);
+        g.touch(o);
+        let h = i.map_holders.get(&m.id);
+        if h.is_some_and(|h| h.inferred_pins > 0) {
+            g.add(o, Holder::Root(Root::InferredPin(o)));
         }
-        match i.map_holders.get(&m.id).map(|h| h.unexplained(m.refcnt)) {
+        match h.map(|h| h.unexplained(m.refcnt)) {
             Some(Some(0)) => {}
-            Some(Some(_)) => g.add(
-                Obj::Map(m.id),
-                Holder::Root(Root::Unexplained(Obj::Map(m.id))),
-            ),
-            _ => g.add(Obj::Map(m.id), Holder::Root(Root::Unknown(Obj::Map(m.id)))),
+            Some(Some(_)) => g.add(o, Holder::Root(Root::Unexplained(o))),
+            _ => g.add(o, Holder::Root(Root::Unknown(o))),
         }
     }
     for f in i
@@ -324,16 +326,32 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
                 g.add(o, Holder::Obj(Obj::Prog(p.id)));
             }
         }
-        let explained = i
-            .prog_holders
-            .get(&p.id)
-            .and_then(|h| h.unexplained(p.refcnt))
-            .is_some();
-        if !explained {
-            g.add(
-                Obj::Prog(p.id),
-                Holder::Root(Root::Unknown(Obj::Prog(p.id))),
-            );
+        let o = Obj::Prog(p.id);
+        match i.prog_holders.get(&p.id).map(|h| h.unexplained(p.refcnt)) {
+            Some(Some(0)) => {}
+            Some(Some(_)) => g.add(o, Holder::Root(Root::Unexplained(o))),
+            _ => g.add(o, Holder::Root(Root::Unknown(o))),
+        }
+    }
+    for (n, a) in i.attachments.iter().enumerate() {
+        let Some(o) = prog(a.prog_id) else { continue };
+        for by in &a.held_by {
+            let h = match *by {
+                AttachedBy::Kernel => Holder::Root(Root::Attached(n as u32)),
+                AttachedBy::Process(pid) => Holder::Root(Root::Process(pid)),
+                AttachedBy::Inflight => Holder::Root(Root::Inflight),
+                AttachedBy::IoUring(pid) => Holder::Root(Root::IoUring(pid)),
+                AttachedBy::Map(id) => match map(id) {
+                    Some(m) => Holder::Obj(m),
+                    None => continue,
+                },
+                AttachedBy::Link(id) => Holder::Obj(Obj::Link(id)),
+                AttachedBy::Program(id) => match prog(id) {
+                    Some(p) => Holder::Obj(p),
+                    None => continue,
+                },
+            };
+            g.add(o, h);
         }
     }
     for &(outer, inner) in i.map_slots.into_iter().flatten() {
@@ -570,6 +588,66 @@ mod tests {
         assert_eq!(s.retained[&P2], 300);
         assert_eq!(s.orphaned_maps, [3].into_iter().collect());
         assert_eq!(s.orphans_withheld, 0);
+    }
+
+    #[test]
+    fn attachments_are_roots_or_lead_to_their_holders() {
+        use crate::census::programs::{AttachedBy, Attachment, ProgHolderKind};
+        let maps = [crate::census::testutil::map_record(1)];
+        let mut xdp = crate::census::programs::tests::prog(7, 2, &[1]);
+        xdp.prog_type = 6;
+        let mut filter = crate::census::programs::tests::prog(8, 1, &[1]);
+        filter.prog_type = 1;
+        let attachments = [
+            Attachment {
+                prog_id: 7,
+                kind: ProgHolderKind::Xdp,
+                held_by: vec![AttachedBy::Kernel],
+                target: "lo".into(),
+            },
+            Attachment {
+                prog_id: 8,
+                kind: ProgHolderKind::Socket,
+                held_by: vec![AttachedBy::Process(42), AttachedBy::Inflight],
+                target: "socket".into(),
+            },
+            // A program the census does not hold adds nothing.
+            Attachment {
+                prog_id: 99,
+                kind: ProgHolderKind::Xdp,
+                held_by: vec![AttachedBy::Kernel],
+                target: "eth0".into(),
+            },
+        ];
+        let holders = IdMap::default();
+        let progs = [xdp, filter];
+        let g = build(&GraphInput {
+            maps: &maps,
+            map_holders: &holders,
+            files: None,
+            vmas: None,
+            pins: None,
+            inflight: &[],
+            io_uring: &[],
+            programs: Some(&progs),
+            prog_holders: &IdMap::default(),
+            attachments: &attachments,
+            object_files: None,
+            links: None,
+            map_slots: None,
+            prog_slots: None,
+        });
+        let r = g.roots(Obj::Prog(7));
+        assert!(r.contains(&Root::Attached(0)), "{r:?}");
+        assert_eq!(Root::Attached(0).kind(), "attachment");
+        let r = g.roots(Obj::Prog(8));
+        assert!(
+            r.contains(&Root::Process(42)) && r.contains(&Root::Inflight),
+            "{r:?}"
+        );
+        assert!(!r.contains(&Root::Attached(1)));
+        // The map both use is kept working by the device: not orphaned.
+        assert_eq!(orphaned(&g.roots(Obj::Map(1))), Some(false));
     }
 
     #[test]

@@ -321,10 +321,15 @@ fn root_json(inp: &Input<'_>, r: &Root) -> Value {
                    "ring_fd": r.map(|r| r.fd), "container_id": c, "pod_uid": p})
         }
         Root::Attachment(link) => json!({"kind": "attachment", "link_id": link}),
+        Root::Attached(n) => {
+            let a = snap.attachments.get(n as usize);
+            json!({"kind": "attachment", "link_id": null,
+                   "attach_kind": a.map(|a| a.kind.label()), "target": a.map(|a| a.target.clone())})
+        }
         Root::Unexplained(o) => json!({"kind": "unexplained", "object": hop(snap, o)}),
         Root::Unknown(o) => json!({"kind": "unknown", "object": hop(snap, o),
         "reason": match o {
-            Obj::Prog(_) => "references beyond its files, pins, links and tail-call slots: an attachment without a link (XDP or tc on a device, a cgroup, a perf event, a socket filter), a file in flight or in an io_uring table, which this build does not read",
+            Obj::Prog(_) => "references beyond the holders found, and a source that can hold a program of this type was not read completely (see bpfmap_program_holder_source_complete)",
             _ => "a holder source is off, failed or saw only part of the node",
         }}),
         Root::Cycle => json!({"kind": "cycle"}),

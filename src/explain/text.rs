@@ -55,6 +55,11 @@ fn root(r: &Value) -> String {
             s(&r["comm"]),
             whose(&r["container_id"], &r["pod_uid"])
         ),
+        "attachment" if r["link_id"].is_null() => format!(
+            "{} attachment {} (kept by the kernel, no link)",
+            s(&r["attach_kind"]),
+            s(&r["target"])
+        ),
         "attachment" => format!("link {} attached in the kernel", r["link_id"]),
         "unexplained" => format!("{}: unexplained references", hop(&r["object"])),
         "unknown" => format!("{}: {}", hop(&r["object"]), s(&r["reason"])),

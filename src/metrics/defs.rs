@@ -274,11 +274,11 @@ pub const PROGRAM_LOAD_TIME_SECONDS: Def = gauge(
 );
 pub const PROGRAM_HOLDERS: Def = gauge(
     "bpfmap_program_holders",
-    "Holders of program references, by kind (file, pin, link, prog_array).",
+    "Holders of program references, by kind: file, pin, link, prog_array, io_uring, inflight, program (a program loaded against it or a tracing link to it), and the attachments kept without a link: xdp, tc, tcx, netkit, flow_dissector, cgroup, perf_event, socket, reuseport, sockmap, devmap, struct_ops.",
 );
 pub const PROGRAM_UNEXPLAINED_REFS: Def = gauge(
     "bpfmap_program_unexplained_refs",
-    "Program refcount minus every holder; published only when exact.",
+    "Program refcount minus every holder; published only when exact: every source that can hold a program of its type was read completely, or the holders found explain the whole refcount (0).",
 );
 pub const PROGRAMS_UNEXPLAINED_WITHHELD: Def = gauge(
     "bpfmap_programs_unexplained_withheld",
@@ -286,7 +286,7 @@ pub const PROGRAMS_UNEXPLAINED_WITHHELD: Def = gauge(
 );
 pub const PROGRAM_HOLDER_SOURCE_COMPLETE: Def = gauge(
     "bpfmap_program_holder_source_complete",
-    "1 when the program holder source ran and saw every holder it could this scrape; 0 when it was off, failed, incomplete, or is not read by this build (attachments, inflight, io_uring).",
+    "1 when the program holder source ran and saw every holder it could this scrape; 0 when it was off, failed, incomplete, or is not read by this build (xt_bpf, tun, lwt, lirc). attachments is 1 only when every attachment source is.",
 );
 pub const PROGRAM_SERIES_OMITTED: Def = gauge(
     "bpfmap_program_series_omitted",

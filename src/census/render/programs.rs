@@ -301,6 +301,7 @@ mod tests {
             links: Some((1..=30).chain([100]).collect()),
             slots: Some(vec![]),
             io_uring: Some(vec![]),
+            ..Default::default()
         };
         let snap = Snapshot {
             prog_holders: holders(&progs, &obs),
@@ -427,6 +428,7 @@ mod tests {
             links: Some(vec![1]),
             slots: Some(vec![]),
             io_uring: Some(vec![]),
+            ..Default::default()
         };
         let snap = Snapshot {
             prog_holders: holders(&progs, &obs),
