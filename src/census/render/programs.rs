@@ -346,6 +346,7 @@ mod tests {
             links: Some(vec![]),
             slots: Some(vec![]),
             io_uring: Some(vec![]),
+            ..Default::default()
         };
         let mut g = Graph::default();
         for i in 1..=60 {
