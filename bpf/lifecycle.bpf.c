@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* enum bpf_cmd values (stable UAPI). */
 #define CMD_MAP_CREATE 0
+#define CMD_PROG_LOAD 5
 
 const volatile __u32 with_pid = 0;
 const volatile __u32 log_events = 0;
@@ -108,6 +109,14 @@ struct {
 	__type(value, struct create_rec);
 } records SEC(".maps");
 
+/* Program loads, by program id modulo LC_PROG_RING (see lifecycle.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LC_PROG_RING);
+	__type(key, __u32);
+	__type(value, struct load_rec);
+} prog_records SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
@@ -144,6 +153,7 @@ struct {
 
 /* Makes the skeleton emit the record type. */
 struct create_rec _create_rec = {};
+struct load_rec _load_rec = {};
 
 /* bpf_get_current_task_btf() (5.11+) gives a BTF pointer to current: its
  * fields are then plain loads (with exception handling), not helper calls.
@@ -493,9 +503,72 @@ static __always_inline void on_create(long fd)
 		add_lost(LC_LOST_LOG_RING);
 }
 
+/* The id of the program behind a program file (0 when the file is not an
+ * anon inode: see is_anon_inode). Direct loads with bpf_rdonly_cast()
+ * (6.2+), CO-RE probe reads before it. */
+static __always_inline __u32 file_prog_id(__u64 addr)
+{
+	if (have_rdonly_cast) {
+		struct file *f = bpf_core_cast((void *)addr, struct file);
+		struct bpf_prog *prog;
+
+		if (f->f_inode->i_sb->s_magic != ANON_INODE_FS_MAGIC)
+			return 0;
+		prog = bpf_core_cast(f->private_data, struct bpf_prog);
+		return prog->aux->id;
+	}
+	struct file *file = (struct file *)addr;
+	struct bpf_prog *prog;
+
+	if (!is_anon_inode(file))
+		return 0;
+	prog = BPF_CORE_READ(file, private_data);
+	return BPF_CORE_READ(prog, aux, id);
+}
+
+/* A program was loaded and installed as `fd` in the current task's fd
+ * table: record who loaded it, by program id. A load whose file cannot be
+ * found there (closed by another thread first) is not recorded; user space
+ * then says the load was not recorded. */
+static __always_inline void on_prog_load(long fd)
+{
+	struct count_key who = {};
+	struct load_rec *r;
+	__u64 file, pid_tgid;
+	__u32 id, slot;
+
+	file = fd_file(fd);
+	if (!file)
+		return;
+	id = file_prog_id(file);
+	if (!id)
+		return;
+	slot = id & (LC_PROG_RING - 1);
+	r = bpf_map_lookup_elem(&prog_records, &slot);
+	if (!r)
+		return;
+	pid_tgid = bpf_get_current_pid_tgid();
+	current_ids(&who);
+	r->id = 0; /* invalid while being written */
+	r->load_ns = bpf_ktime_get_boot_ns();
+	r->cgroup_id = who.cgroup_id;
+	r->memcg_id = who.memcg_id;
+	r->tgid = pid_tgid >> 32;
+	r->pid = (__u32)pid_tgid;
+	__builtin_memcpy(r->comm, who.comm, sizeof(r->comm));
+	r->id = id;
+}
+
 /* bpf() returned `ret` for command `cmd` in the current task. */
 static __always_inline void on_bpf_exit(__u64 cmd, long ret)
 {
+	/* Program loads are recorded, not counted (the counters are of map
+	 * commands). */
+	if (cmd == CMD_PROG_LOAD) {
+		if (ret >= 0)
+			on_prog_load(ret);
+		return;
+	}
 	switch (cmd) {
 	case 0:  /* MAP_CREATE */
 	case 1:  /* MAP_LOOKUP_ELEM */

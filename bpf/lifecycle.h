@@ -66,8 +66,27 @@ struct create_rec {
 	__u64 memcg_id;    /* as in count_key */
 };
 
+/* Program load records: an array indexed by program id modulo LC_PROG_RING,
+ * written at the exit of each BPF_PROG_LOAD that returned an fd. User space
+ * reads the slot of each live program it has no loader for yet; a slot is
+ * valid for an id when its `id` field equals it. */
+#define LC_PROG_RING 8192
+
+/* One program load. 56 bytes. */
+struct load_rec {
+	__u64 load_ns;     /* bpf_ktime_get_boot_ns() (CLOCK_BOOTTIME) */
+	__u64 cgroup_id;   /* cgroup v2 (unified) id of the loading task */
+	__u64 memcg_id;    /* as in count_key */
+	__u32 id;          /* program id; 0 while the slot is being written */
+	__u32 tgid;
+	__u32 pid;
+	__u32 pad;
+	char comm[LC_COMM_LEN];
+};
+
 /* Keep in step with src/bpf/lifecycle/records.rs. */
 _Static_assert(sizeof(struct count_key) == 40, "count_key layout");
 _Static_assert(sizeof(struct create_rec) == 80, "create_rec layout");
+_Static_assert(sizeof(struct load_rec) == 56, "load_rec layout");
 
 #endif

@@ -65,4 +65,10 @@ pub trait Collector {
     fn creator_processes(&self) -> Option<CreatorProcesses> {
         None
     }
+
+    /// The program load records this collector keeps, for the census's
+    /// loader table (asked once, when the exporter is built).
+    fn prog_load_records(&self) -> Option<Box<dyn crate::census::loaders::LoadRecords>> {
+        None
+    }
 }

@@ -144,6 +144,9 @@ impl Exporter {
         // while no user reference holds them (see Census::set_load_window).
         if let Some(c) = census.as_mut() {
             c.set_load_window(load_first, crate::sys::max_map_id().unwrap_or(u32::MAX));
+            if let Some(r) = collectors.iter().find_map(|x| x.prog_load_records()) {
+                c.set_load_records(r);
+            }
         }
         Ok(Exporter {
             census,

@@ -28,6 +28,7 @@ EXPR = {
     "BpfMapNearlyFull": [],
     "BpfPinnedMapUnused": [],
     "BpfMapsOutlivedTheirPod": [],
+    "BpfProgramsOutlivedTheirPod": [],
     "BpfMapExporterDown": [],
     "BpfMapExporterAbsent": [],
     "BpfMapExporterCollectorFailing": [],

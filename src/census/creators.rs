@@ -183,6 +183,8 @@ pub struct PathResolver {
     root: Option<PathBuf>,
     paths: HashMap<u64, String>,
     misses: HashSet<u64>,
+    /// The hierarchy root the last walk read.
+    walked: Option<PathBuf>,
 }
 
 impl PathResolver {
@@ -194,6 +196,35 @@ impl PathResolver {
         }
     }
 
+    /// The memory cgroup hierarchy's root: the given one, else found in
+    /// mountinfo.
+    fn hierarchy(&self) -> anyhow::Result<PathBuf> {
+        if let Some(r) = &self.root {
+            return Ok(r.clone());
+        }
+        let mi = std::fs::read_to_string("/proc/self/mountinfo")
+            .context("reading /proc/self/mountinfo")?;
+        Ok(memcg_mount(&mi).context(
+            "no cgroup hierarchy with the memory controller is mounted: mount cgroup2 (or the v1 memory hierarchy) at /sys/fs/cgroup, or pass --collector.creators.cgroup-root",
+        )?.root)
+    }
+
+    /// Whether the cgroup directory at `path` (as [`Self::resolve`] gave
+    /// it) is still the cgroup with kernfs id `id`: a removed cgroup's id
+    /// is never reused, so a cgroup created again under that name has
+    /// another. None when the hierarchy cannot be read.
+    pub fn still_there(&mut self, id: u64, path: &str) -> Option<bool> {
+        let root = match &self.walked {
+            Some(r) => r.clone(),
+            None => self.hierarchy().ok()?,
+        };
+        match std::fs::metadata(root.join(path.trim_start_matches('/'))) {
+            Ok(md) => Some(md.is_dir() && md.ino() == id),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+            Err(_) => None,
+        }
+    }
+
     /// The paths of `ids` that can be found. Fails only when no memory
     /// cgroup hierarchy is mounted.
     pub fn resolve(&mut self, ids: &HashSet<u64>) -> anyhow::Result<HashMap<u64, String>> {
@@ -201,17 +232,9 @@ impl PathResolver {
             .iter()
             .any(|id| !self.paths.contains_key(id) && !self.misses.contains(id));
         if unseen {
-            let root = match &self.root {
-                Some(r) => r.clone(),
-                None => {
-                    let mi = std::fs::read_to_string("/proc/self/mountinfo")
-                        .context("reading /proc/self/mountinfo")?;
-                    memcg_mount(&mi).context(
-                        "no cgroup hierarchy with the memory controller is mounted: mount cgroup2 (or the v1 memory hierarchy) at /sys/fs/cgroup, or pass --collector.creators.cgroup-root",
-                    )?.root
-                }
-            };
+            let root = self.hierarchy()?;
             self.paths = walk(&root, self.limits)?;
+            self.walked = Some(root);
             self.misses.clear();
         }
         let mut out = HashMap::with_capacity(ids.len());
@@ -403,18 +426,9 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
     // Straight to text (no label vectors): one series per charged map.
     {
         let mut w = out.raw_with_capacity(&defs::MAP_CREATOR_INFO, charged.len() * 180);
-        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
         for (m, cg, _) in &charged {
             let (container, pod) = who(m);
-            w.labels(
-                &[
-                    ("id", a.format(m.id)),
-                    ("cgroup_id", b.format(*cg)),
-                    ("container_id", container),
-                    ("pod_uid", pod),
-                ],
-                1.0,
-            );
+            write_creator_info(&mut w, m.id, *cg, container, pod, &[]);
         }
     }
     if charged.iter().any(|(_, _, g)| *g) {
@@ -424,6 +438,32 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
                 w.id_int(m.id, 1);
             }
         }
+    }
+}
+
+/// One creator info sample (`bpfmap_map_creator_info`,
+/// `bpfmap_program_creator_info`): the object's id, the kernfs id of the
+/// creator's memory cgroup, its container and pod, then `extra` labels.
+pub(crate) fn write_creator_info(
+    w: &mut crate::metrics::RawSamples<'_>,
+    id: u32,
+    cgroup_id: u64,
+    container_id: &str,
+    pod_uid: &str,
+    extra: &[(&str, &str)],
+) {
+    let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let base = [
+        ("id", a.format(id)),
+        ("cgroup_id", b.format(cgroup_id)),
+        ("container_id", container_id),
+        ("pod_uid", pod_uid),
+    ];
+    if extra.is_empty() {
+        w.labels(&base, 1.0);
+    } else {
+        let all: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+        w.labels(&all, 1.0);
     }
 }
 
@@ -521,6 +561,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(few.len(), 2);
+    }
+
+    #[test]
+    fn a_resolved_cgroup_is_still_there_until_removed_or_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let pod = t.path().join("kubepods/podx");
+        std::fs::create_dir_all(&pod).unwrap();
+        std::fs::write(t.path().join("cgroup.procs"), "").unwrap();
+        let id = std::fs::metadata(&pod).unwrap().ino();
+        let mut r = PathResolver::new(WalkLimits::default(), Some(t.path().to_path_buf()));
+        let found = r.resolve(&HashSet::from([id])).unwrap();
+        assert_eq!(found[&id], "/kubepods/podx");
+        assert_eq!(r.still_there(id, "/kubepods/podx"), Some(true));
+        std::fs::remove_dir(&pod).unwrap();
+        assert_eq!(r.still_there(id, "/kubepods/podx"), Some(false));
+        std::fs::create_dir(&pod).unwrap();
+        let again = std::fs::metadata(&pod).unwrap().ino();
+        assert_eq!(r.still_there(id, "/kubepods/podx"), Some(again == id));
+        assert_eq!(r.still_there(again, "/kubepods/podx"), Some(true));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod fdinfo;
 pub mod holders;
 pub mod inflight;
 pub mod links;
+pub mod loaders;
 mod memory;
 mod model;
 pub mod names;
@@ -108,6 +109,12 @@ pub struct Census {
     entries: entries::Counter,
     /// The io_uring part.
     uring: uring::UringPart,
+    /// The lifecycle probes' program load records, where they run.
+    load_records: Option<Box<dyn loaders::LoadRecords>>,
+    /// The loaders of live programs, and the memory cgroup paths of
+    /// loaders (a hierarchy walk only for cgroups not resolved yet).
+    loaders: loaders::LoaderTable,
+    loader_paths: creators::PathResolver,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -184,10 +191,13 @@ impl Census {
             pin_cache: Default::default(),
             creator_paths: creators::PathResolver::new(
                 creators::WalkLimits::default(),
-                cgroup_root,
+                cgroup_root.clone(),
             ),
             mounts: Default::default(),
             creator_memory: Default::default(),
+            load_records: None,
+            loaders: Default::default(),
+            loader_paths: creators::PathResolver::new(creators::WalkLimits::default(), cgroup_root),
             load_window: None,
             inflight,
             own_ids,
@@ -229,6 +239,12 @@ impl Census {
     /// probes): its own programs, never the node's.
     pub fn set_other_own_programs(&mut self, ids: Vec<u32>) {
         self.other_own_progs = ids;
+    }
+
+    /// Read program loaders from these load records (the lifecycle
+    /// probes') from now on.
+    pub fn set_load_records(&mut self, r: Box<dyn loaders::LoadRecords>) {
+        self.load_records = Some(r);
     }
 
     /// Keep the file and vma records in the snapshots from now on (see
@@ -764,6 +780,14 @@ impl Census {
                 &snap.memory,
                 snap.programs.as_deref(),
             );
+            if let Some(progs) = &snap.programs {
+                snap.prog_loaders = self.loaders.update(
+                    progs,
+                    self.load_records.as_deref(),
+                    &mut self.loader_paths,
+                );
+                snap.prog_orphans = loaders::summarize(progs, &snap.prog_loaders, &snap.graph);
+            }
         }
         let known = [
             ("files", obs.files.is_some()),

@@ -164,6 +164,11 @@ pub struct Snapshot {
     pub remembered_creators: IdMap<super::creators::RememberedCreator>,
     /// Orphans and the memory each pin alone retains.
     pub roots: super::roots::Summary,
+    /// Program id -> its loader, or why it is unknown, for every live
+    /// program (when the programs part ran).
+    pub prog_loaders: IdMap<super::loaders::ProgLoader>,
+    /// Orphaned programs and the withheld verdicts.
+    pub prog_orphans: super::loaders::ProgOrphans,
     /// When the machine booted, Unix seconds (CLOCK_REALTIME less
     /// CLOCK_BOOTTIME at the census): converts kernel boot-time stamps.
     pub boot_unix: Option<f64>,

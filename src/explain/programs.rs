@@ -128,6 +128,7 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
             unread_sources(snap, p.prog_type).join(", ")
         )),
     };
+    let (loader, orphaned, orphaned_withheld) = loader_json(inp, p.id);
     let attachments: Vec<Value> = snap
         .attachments
         .iter()
@@ -150,7 +151,54 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
         "unexplained": unexplained,
         "unexplained_withheld": withheld,
         "roots": chains_json(inp, Obj::Prog(p.id)),
+        "loader": loader,
+        "orphaned": orphaned,
+        "orphaned_withheld": orphaned_withheld,
     })
+}
+
+/// The loader of program `id` (or why it is unknown), its orphan verdict
+/// (null where withheld) and why that is withheld.
+fn loader_json(inp: &Input<'_>, id: u32) -> (Value, Value, Value) {
+    use crate::census::loaders::{verdict, CgroupState, ProgLoader, Unknown};
+    let snap = inp.snap;
+    let l = match snap.prog_loaders.get(&id) {
+        Some(l) => l.clone(),
+        None => ProgLoader::Unknown(Unknown::NoRecorder),
+    };
+    let loader = match &l {
+        ProgLoader::Unknown(u) => json!({"known": false, "reason": u.text()}),
+        ProgLoader::Known(k) => json!({
+            "known": true,
+            "pid": k.rec.tgid,
+            "comm": k.rec.comm,
+            "cgroup_id": k.rec.memcg_id,
+            "cgroup_path": k.cgroup_path,
+            "container_id": k.container_id,
+            "pod_uid": k.pod_uid,
+            "gone": match k.cgroup {
+                CgroupState::Live => json!(false),
+                CgroupState::Gone => json!(true),
+                CgroupState::Unresolved => Value::Null,
+            },
+            "load_time_unix_seconds": snap.boot_unix.map(|b| (b + k.rec.load_ns as f64 / 1e9).floor()),
+        }),
+    };
+    match verdict(&l, &snap.graph, id) {
+        Ok(v) => (loader, json!(v), Value::Null),
+        Err(why) => {
+            let text = match &l {
+                ProgLoader::Unknown(u) => u.text().to_string(),
+                ProgLoader::Known(_) if why == crate::census::loaders::WITHHELD_CGROUP => {
+                    "the loader's memory cgroup was never resolved (removed before a scrape saw it, or no memory controller): whether it is gone cannot be told".to_string()
+                }
+                ProgLoader::Known(_) => {
+                    "the loader's cgroup is gone, and a root is unknown or unexplained with no live root to settle it".to_string()
+                }
+            };
+            (loader, Value::Null, json!({"reason": why, "text": text}))
+        }
+    }
 }
 
 /// The holder sources that can hold a program of `prog_type` and were not
@@ -311,6 +359,42 @@ pub fn program_text(doc: &Value) -> String {
             }
         }
         super::text::chains(&mut o, &format!("program {}", p["id"]), &p["roots"]);
+        let l = &p["loader"];
+        if l["known"] == json!(true) {
+            let state = match &l["gone"] {
+                Value::Bool(true) => " (its cgroup is gone)",
+                Value::Bool(false) => "",
+                _ => " (its cgroup was never resolved)",
+            };
+            let _ = writeln!(
+                o,
+                "  loaded by pid {} comm {:?}{}{}",
+                l["pid"],
+                s(&l["comm"]),
+                super::text::whose(&l["container_id"], &l["pod_uid"]),
+                state
+            );
+        } else {
+            let _ = writeln!(o, "  loader {}", s(&l["reason"]));
+        }
+        match &p["orphaned"] {
+            Value::Bool(true) => {
+                let _ = writeln!(
+                    o,
+                    "  orphaned: its loader's cgroup is gone and only pins keep it alive (see docs/runbooks.md#bpfprogramsoutlivedtheirpod)"
+                );
+            }
+            Value::Bool(false) => {
+                let _ = writeln!(o, "  orphaned: no");
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "  orphaned: unknown ({})",
+                    s(&p["orphaned_withheld"]["text"])
+                );
+            }
+        }
     }
     if doc["truncated"] == json!(true) {
         let _ = writeln!(

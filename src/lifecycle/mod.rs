@@ -141,6 +141,8 @@ pub struct Lifecycle {
     attached_progs: Vec<&'static str>,
     own_ids: Vec<u32>,
     own_prog_ids: Vec<u32>,
+    /// The highest program id when the probes were attached.
+    prog_start_max: u32,
     tracker: Tracker,
     folder: Folder,
     identities: memcg::Identities,
@@ -256,6 +258,7 @@ impl Lifecycle {
         let own_ids = sys::object_map_ids(skel.object());
         let own_prog_ids = sys::object_prog_ids(skel.object());
         let start_max = sys::max_map_id().context("BPF_MAP_GET_NEXT_ID")?;
+        let prog_start_max = sys::max_prog_id().context("BPF_PROG_GET_NEXT_ID")?;
         let mut tracker = Tracker::new(start_max);
         tracker.pid_label = opts.pid_label;
         let ring = if opts.log_events {
@@ -290,6 +293,7 @@ impl Lifecycle {
             attached_progs: used,
             own_ids,
             own_prog_ids,
+            prog_start_max,
             tracker,
             folder: Folder::new(opts.max_processes),
             identities: memcg::Identities::new(opts.memcg_attribution, opts.cgroup_root.clone()),
@@ -464,6 +468,27 @@ impl Collector for Lifecycle {
 
     fn check_lines(&self) -> Vec<String> {
         self.choices.iter().map(|c| c.check_line()).collect()
+    }
+
+    fn prog_load_records(&self) -> Option<Box<dyn crate::census::loaders::LoadRecords>> {
+        // Loads are recorded by the bpf() exit probe; without it nothing is.
+        if !self
+            .choices
+            .iter()
+            .any(|c| c.probe == "map_syscalls" && c.attached)
+        {
+            return None;
+        }
+        match libbpf_rs::MapHandle::try_from(&self.skel.maps.prog_records) {
+            Ok(map) => Some(Box::new(ProgLoads {
+                map,
+                start_max: self.prog_start_max,
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "program load records unreadable: every program's loader reads unknown");
+                None
+            }
+        }
     }
 
     fn creator_processes(&self) -> Option<crate::collector::CreatorProcesses> {
@@ -647,6 +672,31 @@ impl Collector for Lifecycle {
         );
         self.emit_stats(out);
         Ok(())
+    }
+}
+
+/// The program load records (`prog_records`), read by program id.
+struct ProgLoads {
+    map: libbpf_rs::MapHandle,
+    start_max: u32,
+}
+
+impl crate::census::loaders::LoadRecords for ProgLoads {
+    fn lookup(&self, id: u32) -> crate::census::loaders::Lookup {
+        use crate::census::loaders::Lookup;
+        let key = (id % decode::PROG_RING).to_ne_bytes();
+        match self.map.lookup(&key, MapFlags::ANY) {
+            Ok(Some(v)) => match decode::decode_prog_rec(&v) {
+                Ok(r) if r.id == id => Lookup::Found(r),
+                Ok(r) if r.id > id => Lookup::Overwritten,
+                _ => Lookup::Missing,
+            },
+            _ => Lookup::Missing,
+        }
+    }
+
+    fn start_max(&self) -> u32 {
+        self.start_max
     }
 }
 

@@ -340,6 +340,34 @@ pub const CREATOR_ORPHANED_MEMORY_BYTES: Def = gauge(
     "bpfmap_creator_orphaned_memory_bytes",
     "Memory of orphaned maps by the container and pod that created them.",
 );
+pub const PROGRAM_CREATOR_INFO: Def = gauge(
+    "bpfmap_program_creator_info",
+    "Loader of a program, as the lifecycle probes recorded its BPF_PROG_LOAD: the kernfs id of the loading task's memory cgroup, its container and pod (remembered after the cgroup is removed; empty where the path names none) and its comm; join on id. Absent where the loader is unknown (bpfmap_programs_orphaned_withheld says why).",
+);
+pub const PROGRAM_ORPHANED: Def = gauge(
+    "bpfmap_program_orphaned",
+    "1 when the program's loader's memory cgroup is gone and only pins keep it alive, directly or through any chain; 0 when its loader's cgroup lives or a live root (a process, a link, a file in flight) holds it. Absent where that cannot be known.",
+);
+pub const PROGRAMS_ORPHANED: Def = gauge(
+    "bpfmap_programs_orphaned",
+    "Programs whose loader's memory cgroup is gone and that only pins keep alive, through any chain.",
+);
+pub const PROGRAMS_ORPHANED_MEMORY_BYTES: Def = gauge(
+    "bpfmap_programs_orphaned_memory_bytes",
+    "Memory of orphaned programs (fdinfo memlock).",
+);
+pub const PROGRAMS_ORPHANED_WITHHELD: Def = gauge(
+    "bpfmap_programs_orphaned_withheld",
+    "Programs without an orphan verdict, by reason: loaded_before_start, not_recorded, record_overwritten, no_recorder, table_full (the loader is unknown), cgroup_unresolved (the loader's memory cgroup was never resolved), root_unknown (the loader's cgroup is gone and a root is unknown or unexplained with no live root).",
+);
+pub const CREATOR_ORPHANED_PROGRAMS: Def = gauge(
+    "bpfmap_creator_orphaned_programs",
+    "Orphaned programs by the container and pod that loaded them (exact, never capped).",
+);
+pub const CREATOR_ORPHANED_PROGRAMS_MEMORY_BYTES: Def = gauge(
+    "bpfmap_creator_orphaned_programs_memory_bytes",
+    "Memory of orphaned programs by the container and pod that loaded them.",
+);
 pub const PIN_RETAINED_MEMORY_BYTES: Def = gauge(
     "bpfmap_pin_retained_memory_bytes",
     "Bytes (maps and programs) that removing this pin alone would free: the objects whose only root it is. Largest first, under the pin series budget.",
@@ -488,6 +516,13 @@ pub const ALL: &[&Def] = &[
     &MAPS_ORPHANED_WITHHELD,
     &CREATOR_ORPHANED_MAPS,
     &CREATOR_ORPHANED_MEMORY_BYTES,
+    &PROGRAM_CREATOR_INFO,
+    &PROGRAM_ORPHANED,
+    &PROGRAMS_ORPHANED,
+    &PROGRAMS_ORPHANED_MEMORY_BYTES,
+    &PROGRAMS_ORPHANED_WITHHELD,
+    &CREATOR_ORPHANED_PROGRAMS,
+    &CREATOR_ORPHANED_PROGRAMS_MEMORY_BYTES,
     &PIN_RETAINED_MEMORY_BYTES,
     &PROGRAMS,
     &PROGRAMS_MEMORY_BYTES,

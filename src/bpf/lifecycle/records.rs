@@ -8,6 +8,7 @@ const _: () = {
     use super::skel::types;
     assert!(std::mem::size_of::<types::count_key>() == COUNT_KEY_SIZE);
     assert!(std::mem::size_of::<types::create_rec>() == CREATE_REC_SIZE);
+    assert!(std::mem::size_of::<types::load_rec>() == PROG_REC_SIZE);
     assert!(std::mem::size_of::<types::overflow_val>() == OVERFLOW_SLOTS * 8);
 };
 
@@ -15,6 +16,10 @@ const _: () = {
 pub const COUNT_KEY_SIZE: usize = 40;
 /// Size of `struct create_rec`.
 pub const CREATE_REC_SIZE: usize = 80;
+/// Size of `struct load_rec`.
+pub const PROG_REC_SIZE: usize = 56;
+/// `LC_PROG_RING`: program load record slots (program id modulo this).
+pub const PROG_RING: u32 = 8192;
 /// `LC_RING`: creation record slots (map id modulo this).
 pub const RING: u32 = 32768;
 /// `LC_SLOTS`: per-process counter slots by default (the `slots` hash maps
@@ -149,6 +154,21 @@ pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, RecordError> {
     })
 }
 
+/// `struct load_rec`: one program load, as the census's loader table keeps
+/// it.
+pub fn decode_prog_rec(b: &[u8]) -> Result<crate::census::loaders::LoadRecord, RecordError> {
+    let b = Rec::exact("load_rec", b, PROG_REC_SIZE)?;
+    Ok(crate::census::loaders::LoadRecord {
+        load_ns: b.u64(0),
+        cgroup_id: b.u64(8),
+        memcg_id: b.u64(16),
+        id: b.u32(24),
+        tgid: b.u32(28),
+        pid: b.u32(32),
+        comm: comm_label(b.cstr(40, 16)),
+    })
+}
+
 /// bpf() commands counted by `bpfmap_map_syscalls_total`, as `cmd` labels.
 pub fn cmd_name(cmd: u32) -> String {
     match cmd {
@@ -175,6 +195,25 @@ pub fn cmd_name(cmd: u32) -> String {
 mod tests {
     use super::*;
     use crate::bpf::records::sum_percpu;
+
+    #[test]
+    fn prog_rec_round_trip() {
+        let mut b = vec![0u8; PROG_REC_SIZE];
+        b[0..8].copy_from_slice(&5_000u64.to_le_bytes());
+        b[8..16].copy_from_slice(&77u64.to_le_bytes());
+        b[16..24].copy_from_slice(&9001u64.to_le_bytes());
+        b[24..28].copy_from_slice(&812u32.to_le_bytes());
+        b[28..32].copy_from_slice(&40u32.to_le_bytes());
+        b[32..36].copy_from_slice(&41u32.to_le_bytes());
+        b[40..44].copy_from_slice(b"tc\0x");
+        let r = decode_prog_rec(&b).unwrap();
+        assert_eq!(
+            (r.load_ns, r.cgroup_id, r.memcg_id, r.id, r.tgid, r.pid),
+            (5_000, 77, 9001, 812, 40, 41)
+        );
+        assert_eq!(r.comm, "tc");
+        assert!(decode_prog_rec(&b[..55]).is_err());
+    }
 
     #[test]
     fn count_key_round_trip() {

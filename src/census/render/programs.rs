@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::RenderOpts;
+use crate::census::loaders::verdict;
 use crate::census::names::prog_type_label;
 use crate::census::programs::ProgHolders;
 use crate::census::{ProgRecord, Snapshot};
@@ -19,6 +20,8 @@ pub const TOP_PROGRAMS_BY_MEMORY: usize = 10;
 /// Why a program keeps its per-program series, most important first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Keep {
+    /// Orphaned: its loader's cgroup is gone and only pins keep it.
+    Orphaned,
     /// Some of its references nothing explains.
     Unexplained,
     /// Held by pins and no file, link or tail-call slot (a stale pin
@@ -35,6 +38,7 @@ enum Keep {
 fn select(
     progs: &[ProgRecord],
     holders: &crate::census::IdMap<ProgHolders>,
+    orphaned: &rustc_hash::FxHashSet<u32>,
     opts: &RenderOpts,
 ) -> (Vec<usize>, usize, usize) {
     let mut keep: Vec<(Keep, u64, usize)> = Vec::new();
@@ -44,7 +48,9 @@ fn select(
         by_memory.into_iter().take(TOP_PROGRAMS_BY_MEMORY).collect();
     for (i, p) in progs.iter().enumerate() {
         let h = holders.get(&p.id);
-        let why = if h.and_then(|h| h.unexplained(p.refcnt)).unwrap_or(0) > 0 {
+        let why = if orphaned.contains(&p.id) {
+            Some(Keep::Orphaned)
+        } else if h.and_then(|h| h.unexplained(p.refcnt)).unwrap_or(0) > 0 {
             Some(Keep::Unexplained)
         } else if h.is_some_and(|h| h.pins_only()) {
             Some(Keep::PinsOnly)
@@ -65,10 +71,16 @@ fn select(
     } else {
         DEFAULT_MAX_PROGRAM_SERIES
     };
+    // Orphans keep their series whatever the cap (an orphan alert joins
+    // on them), as orphaned maps do.
+    let (orphans, mut keep): (Vec<_>, Vec<_>) = keep
+        .into_iter()
+        .partition(|&(_, _, i)| orphaned.contains(&progs[i].id));
+    let cap = cap.saturating_sub(orphans.len());
     keep.sort_unstable();
     let omitted_cap = keep.len().saturating_sub(cap);
     keep.truncate(cap);
-    let mut sel: Vec<usize> = keep.into_iter().map(|(_, _, i)| i).collect();
+    let mut sel: Vec<usize> = keep.into_iter().chain(orphans).map(|(_, _, i)| i).collect();
     sel.sort_unstable();
     (sel, omitted_budget, omitted_cap)
 }
@@ -119,7 +131,7 @@ pub(crate) fn render_programs(snap: &Snapshot, opts: &RenderOpts, out: &mut Fami
         withheld as f64,
     );
     let (sel, budget, cap) = if opts.per_map {
-        select(progs, &snap.prog_holders, opts)
+        select(progs, &snap.prog_holders, &snap.prog_orphans.orphaned, opts)
     } else {
         (Vec::new(), 0, 0)
     };
@@ -131,6 +143,8 @@ pub(crate) fn render_programs(snap: &Snapshot, opts: &RenderOpts, out: &mut Fami
             n as f64,
         );
     }
+    render_orphans(snap, progs, out);
+    render_loaders(snap, progs, &sel, out);
     for i in sel {
         let p = &progs[i];
         let id = || vec![("id", p.id.to_string())];
@@ -167,6 +181,88 @@ pub(crate) fn render_programs(snap: &Snapshot, opts: &RenderOpts, out: &mut Fami
             if let Some(u) = h.unexplained(p.refcnt) {
                 out.gauge(&defs::PROGRAM_UNEXPLAINED_REFS, id(), u as f64);
             }
+        }
+    }
+}
+
+/// Orphaned programs: node totals, per loading container and pod, and the
+/// verdicts withheld by reason (all exact).
+fn render_orphans(snap: &Snapshot, progs: &[ProgRecord], out: &mut Families) {
+    let o = &snap.prog_orphans;
+    let mut bytes = 0u64;
+    let mut by_loader: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    for p in progs.iter().filter(|p| o.orphaned.contains(&p.id)) {
+        bytes += p.memlock;
+        let who = snap
+            .prog_loaders
+            .get(&p.id)
+            .and_then(|l| l.known())
+            .map_or(("", ""), |l| (l.container_id.as_str(), l.pod_uid.as_str()));
+        let e = by_loader.entry(who).or_default();
+        e.0 += 1;
+        e.1 += p.memlock;
+    }
+    out.gauge(&defs::PROGRAMS_ORPHANED, vec![], o.orphaned.len() as f64);
+    out.gauge(&defs::PROGRAMS_ORPHANED_MEMORY_BYTES, vec![], bytes as f64);
+    out.declare(&defs::PROGRAMS_ORPHANED_WITHHELD);
+    for (reason, n) in &o.withheld {
+        out.gauge(
+            &defs::PROGRAMS_ORPHANED_WITHHELD,
+            vec![("reason", reason.to_string())],
+            *n as f64,
+        );
+    }
+    out.declare(&defs::CREATOR_ORPHANED_PROGRAMS);
+    for ((container, pod), (n, mem)) in by_loader {
+        let labels = || {
+            vec![
+                ("container_id", container.to_string()),
+                ("pod_uid", pod.to_string()),
+            ]
+        };
+        out.gauge(&defs::CREATOR_ORPHANED_PROGRAMS, labels(), n as f64);
+        out.gauge(
+            &defs::CREATOR_ORPHANED_PROGRAMS_MEMORY_BYTES,
+            labels(),
+            mem as f64,
+        );
+    }
+}
+
+/// The loader and orphan verdict of each selected program.
+fn render_loaders(snap: &Snapshot, progs: &[ProgRecord], sel: &[usize], out: &mut Families) {
+    let known: Vec<(u32, &crate::census::loaders::Loader)> = sel
+        .iter()
+        .filter_map(|&i| {
+            let id = progs[i].id;
+            Some((id, snap.prog_loaders.get(&id)?.known()?))
+        })
+        .collect();
+    if !known.is_empty() {
+        let mut w = out.raw_with_capacity(&defs::PROGRAM_CREATOR_INFO, known.len() * 200);
+        for (id, l) in &known {
+            crate::census::creators::write_creator_info(
+                &mut w,
+                *id,
+                l.rec.memcg_id,
+                &l.container_id,
+                &l.pod_uid,
+                &[("comm", &l.rec.comm)],
+            );
+        }
+    }
+    let verdicts: Vec<(u32, bool)> = sel
+        .iter()
+        .filter_map(|&i| {
+            let id = progs[i].id;
+            let l = snap.prog_loaders.get(&id)?;
+            Some((id, verdict(l, &snap.graph, id).ok()?))
+        })
+        .collect();
+    if !verdicts.is_empty() {
+        let mut w = out.raw(&defs::PROGRAM_ORPHANED);
+        for (id, v) in verdicts {
+            w.id_int(id, v as i64);
         }
     }
 }
@@ -234,6 +330,95 @@ mod tests {
         assert_eq!(series, 11);
         assert!(text.contains("bpfmap_program_series_omitted{reason=\"budget\"} 21\n"));
         assert!(text.contains("bpfmap_programs_unexplained_withheld 0\n"));
+    }
+
+    #[test]
+    fn orphans_keep_their_series_over_the_cap_and_loaders_are_published() {
+        use crate::census::loaders::{
+            CgroupState, LoadRecord, Loader, ProgLoader, ProgOrphans, Unknown,
+        };
+        use crate::census::roots::{Graph, Holder, Obj, PinId, Root};
+        // 60 pinned-only programs (over the cap of 50); 58..=60, the last
+        // by every key of the cap, are orphans.
+        let progs: Vec<ProgRecord> = (1..=60).map(|i| prog(i, 1, 4096)).collect();
+        let obs = Observed {
+            files: Some(vec![]),
+            pins: Some((1..=60).collect()),
+            links: Some(vec![]),
+            slots: Some(vec![]),
+            io_uring: Some(vec![]),
+            ..Default::default()
+        };
+        let mut g = Graph::default();
+        for i in 1..=60 {
+            g.add(
+                Obj::Prog(i),
+                Holder::Root(Root::Pin(PinId {
+                    dev: 1,
+                    ino: i as u64,
+                })),
+            );
+        }
+        g.finish();
+        let loader = |id: u32, state| {
+            ProgLoader::Known(Loader {
+                rec: LoadRecord {
+                    load_ns: 0,
+                    cgroup_id: 3,
+                    memcg_id: 77,
+                    id,
+                    tgid: 9,
+                    pid: 9,
+                    comm: "agent".into(),
+                },
+                cgroup_path: Some("/kubepods/podu/c".into()),
+                container_id: "c".into(),
+                pod_uid: "u".into(),
+                cgroup: state,
+            })
+        };
+        let mut loaders: crate::census::IdMap<ProgLoader> = (1..=60)
+            .map(|i| (i, ProgLoader::Unknown(Unknown::BeforeStart)))
+            .collect();
+        for i in 58..=60 {
+            loaders.insert(i, loader(i, CgroupState::Gone));
+        }
+        loaders.insert(1, loader(1, CgroupState::Live));
+        let orphans = crate::census::loaders::summarize(&progs, &loaders, &g);
+        assert_eq!(orphans.orphaned.len(), 3);
+        let snap = Snapshot {
+            prog_holders: holders(&progs, &obs),
+            programs: Some(progs),
+            prog_loaders: loaders,
+            prog_orphans: ProgOrphans { ..orphans },
+            graph: g,
+            ..Default::default()
+        };
+        let mut out = Families::new();
+        render_programs(&snap, &RenderOpts::default(), &mut out);
+        let text = String::from_utf8(out.encode_text(&[]).unwrap()).unwrap();
+        assert_eq!(text.matches("bpfmap_program_info{").count(), 50, "{text}");
+        assert!(text.contains("bpfmap_program_orphaned{id=\"1\"} 0\n"));
+        for i in 58..=60 {
+            assert!(text.contains(&format!("bpfmap_program_orphaned{{id=\"{i}\"}} 1\n")));
+            assert!(text.contains(&format!(
+                "bpfmap_program_creator_info{{id=\"{i}\",cgroup_id=\"77\",container_id=\"c\",pod_uid=\"u\",comm=\"agent\"}} 1\n"
+            )));
+        }
+        assert!(text.contains("bpfmap_programs_orphaned 3\n"));
+        assert!(text.contains("bpfmap_programs_orphaned_memory_bytes 12288\n"));
+        assert!(
+            text.contains("bpfmap_creator_orphaned_programs{container_id=\"c\",pod_uid=\"u\"} 3\n")
+        );
+        assert!(
+            text.contains("bpfmap_programs_orphaned_withheld{reason=\"loaded_before_start\"} 56\n")
+        );
+        // Unknown loaders publish no info and no verdict.
+        assert!(!text.contains("bpfmap_program_orphaned{id=\"4\"}"));
+        assert!(!text.contains("bpfmap_program_creator_info{id=\"4\""));
+        // Over the cap: the orphans plus the first 47 others, 10 left out.
+        assert!(!text.contains("bpfmap_program_info{id=\"57\""));
+        assert!(text.contains("bpfmap_program_series_omitted{reason=\"cap\"} 10\n"));
     }
 
     #[test]
