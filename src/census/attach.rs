@@ -44,6 +44,38 @@ pub const CGROUP_ATTACH_TYPES: &[u32] = &[
     50, 51, 52, 53,
 ];
 
+/// The program type a cgroup attach type takes (the kernel's
+/// `attach_type_to_prog_type`), for the types of [`CGROUP_ATTACH_TYPES`].
+fn cgroup_attach_prog_type(attach_type: u32) -> Option<u32> {
+    Some(match attach_type {
+        0 | 1 => 8,                                           // cgroup_skb
+        2 | 12 | 13 | 34 => 9,                                // cgroup_sock
+        3 => 13,                                              // sock_ops
+        6 => 15,                                              // cgroup_device
+        8..=11 | 14 | 15 | 19 | 20 | 29..=32 | 49..=53 => 18, // cgroup_sock_addr
+        18 => 23,                                             // cgroup_sysctl
+        21 | 22 => 25,                                        // cgroup_sockopt
+        43 => 29,                                             // lsm (lsm_cgroup)
+        _ => return None,
+    })
+}
+
+/// The cgroup attach types worth querying when the live programs have
+/// these types: an attachment holds its program, so a type no live
+/// program has is attached nowhere (a program loaded after the census's
+/// program walk is not in this census, its holders not asked for).
+/// `None` (the programs are unknown) queries every type.
+pub fn cgroup_attach_types(prog_types: Option<&HashSet<u32>>) -> Vec<u32> {
+    CGROUP_ATTACH_TYPES
+        .iter()
+        .copied()
+        .filter(|&t| match (prog_types, cgroup_attach_prog_type(t)) {
+            (None, _) | (_, None) => true,
+            (Some(have), Some(pt)) => have.contains(&pt),
+        })
+        .collect()
+}
+
 pub use crate::bpf::query::{attach_type_name, prog_query};
 
 /// The cgroup v2 mount points in `mountinfo`, those whose root reads `/`
@@ -121,14 +153,19 @@ pub struct CgroupWalk {
     pub incomplete: Option<String>,
 }
 
-/// Query every cgroup under `root` (the hierarchy's root) for every cgroup
-/// attach type, at most `max` cgroups.
+/// Query every cgroup under `root` (the hierarchy's root) for each attach
+/// type of `types` (see [`cgroup_attach_types`]), at most `max` cgroups.
 ///
 /// Complete only when the cgroups walked (distinct ids) are exactly the
 /// root and its `nr_descendants` both before and after the walk, and no
 /// dying cgroup exists either time: a cgroup renamed across the walk, or
 /// created and removed during it, then shows as a difference.
-pub fn walk_cgroups(root: &Path, max: usize) -> anyhow::Result<CgroupWalk> {
+pub fn walk_cgroups(root: &Path, max: usize, types: &[u32]) -> anyhow::Result<CgroupWalk> {
+    if types.is_empty() {
+        // No live program can be attached to a cgroup: none is, dying
+        // cgroups included.
+        return Ok(CgroupWalk::default());
+    }
     let stat = || -> anyhow::Result<(u64, u64)> {
         let p = root.join("cgroup.stat");
         let t = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -144,7 +181,7 @@ pub fn walk_cgroups(root: &Path, max: usize) -> anyhow::Result<CgroupWalk> {
             root.display()
         ));
     }
-    let mut types: Vec<u32> = CGROUP_ATTACH_TYPES.to_vec();
+    let mut types: Vec<u32> = types.to_vec();
     let mut seen = HashSet::new();
     let mut stack = vec![root.to_path_buf()];
     let mut cut = false;
@@ -435,6 +472,24 @@ mod tests {
             ]
         );
         assert!(cgroup2_mounts("25 1 0:23 / /x ro - tmpfs tmpfs ro\n").is_empty());
+    }
+
+    #[test]
+    fn only_attach_types_of_live_program_types_are_queried() {
+        // No cgroup program at all: nothing to ask.
+        let none = HashSet::from([6u32, 1]);
+        assert!(cgroup_attach_types(Some(&none)).is_empty());
+        // cgroup_skb programs: ingress and egress only.
+        assert_eq!(cgroup_attach_types(Some(&HashSet::from([8u32]))), [0, 1]);
+        // sock_addr programs: every address hook, unix ones included.
+        let addr = cgroup_attach_types(Some(&HashSet::from([18u32])));
+        assert!(addr.contains(&10) && addr.contains(&53) && !addr.contains(&0));
+        // Unknown programs: every type.
+        assert_eq!(cgroup_attach_types(None), CGROUP_ATTACH_TYPES);
+        // Every listed attach type has its program type.
+        assert!(CGROUP_ATTACH_TYPES
+            .iter()
+            .all(|&t| cgroup_attach_prog_type(t).is_some()));
     }
 
     #[test]

@@ -902,7 +902,12 @@ impl Census {
                 let root = attach::hierarchy_root(&attach::cgroup2_mounts(&mi)).context(
                     "no cgroup v2 hierarchy is mounted: mount it (mount -t cgroup2 none /sys/fs/cgroup/unified), or in a container mount the host's /sys/fs/cgroup (deploy/daemonset.yaml does)",
                 )?;
-                let walk = attach::walk_cgroups(&root, attach::MAX_CGROUPS)?;
+                let types: Option<std::collections::HashSet<u32>> = snap
+                    .programs
+                    .as_ref()
+                    .map(|ps| ps.iter().chain(&snap.own_programs).map(|p| p.prog_type).collect());
+                let types = attach::cgroup_attach_types(types.as_ref());
+                let walk = attach::walk_cgroups(&root, attach::MAX_CGROUPS, &types)?;
                 Ok(attach::cgroup_attachments(walk, links))
             }) {
                 if let Some(why) = &src.incomplete {
