@@ -67,6 +67,10 @@ pub const REGISTRY: &[Spec] = &[
         "map and program files held by io_uring registered-file tables (bpf_loop, 5.17+), and the processes holding the rings",
     ),
     census(
+        "netdev",
+        "programs attached without a link to network devices and namespaces (XDP, tc cls_bpf/act_bpf, tcx, netkit, flow dissector), in every network namespace",
+    ),
+    census(
         "creators",
         "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
     ),

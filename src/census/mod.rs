@@ -11,6 +11,7 @@ pub mod inflight;
 mod memory;
 mod model;
 pub mod names;
+mod netdev;
 mod peers;
 pub mod programs;
 pub mod render;
@@ -105,6 +106,8 @@ pub struct Census {
     entries: entries::Counter,
     /// The io_uring part.
     uring: uring::UringPart,
+    /// The netdev part (attachments of devices and network namespaces).
+    netdev: netdev::NetdevPart,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -193,6 +196,7 @@ impl Census {
             prog_buf: Vec::new(),
             link_buf: Vec::new(),
             uring,
+            netdev: Default::default(),
             exe: sys::exe_identity(std::process::id()),
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
@@ -634,6 +638,23 @@ impl Census {
                         .into_iter()
                         .filter(|pk| pk.source() == k),
                 );
+            }
+        }
+        if p.on("netdev") && snap.programs.is_some() {
+            let part = &mut self.netdev;
+            if let Some(o) = report.run("netdev", || part.observe(None, &netdev::Limits::default()))
+            {
+                for (k, src) in o.sources {
+                    if let Some(why) = &src.incomplete {
+                        crate::logging::warn_repeated(
+                            ("attachments incomplete", k.label()),
+                            |held| {
+                                tracing::debug!(kind = k.label(), reason = %why, more_since_last = held, "attachment source incomplete");
+                            },
+                        );
+                    }
+                    prog_obs.attach.insert(k, src);
+                }
             }
         }
         if let Some(progs) = &snap.programs {
