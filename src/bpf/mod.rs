@@ -8,5 +8,6 @@ pub mod inflight;
 pub(crate) mod iter;
 pub mod lifecycle;
 pub mod load;
+pub mod netns;
 pub(crate) mod records;
 pub mod uring;

@@ -175,6 +175,7 @@ impl Census {
             &mut own_ids,
             &mut own_progs,
         );
+        let netdev = netdev::NetdevPart::load(&opts, &mut own_ids, &mut own_progs);
         let entries = entries::Counter::new(opts.entries_method, opts.entries_budget);
         Ok(Census {
             progs,
@@ -196,7 +197,7 @@ impl Census {
             prog_buf: Vec::new(),
             link_buf: Vec::new(),
             uring,
-            netdev: Default::default(),
+            netdev,
             exe: sys::exe_identity(std::process::id()),
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
@@ -642,8 +643,7 @@ impl Census {
         }
         if p.on("netdev") && snap.programs.is_some() {
             let part = &mut self.netdev;
-            if let Some(o) = report.run("netdev", || part.observe(None, &netdev::Limits::default()))
-            {
+            if let Some(o) = report.run("netdev", || part.observe(&netdev::Limits::default())) {
                 for (k, src) in o.sources {
                     if let Some(why) = &src.incomplete {
                         crate::logging::warn_repeated(

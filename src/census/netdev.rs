@@ -253,21 +253,51 @@ struct NsRead {
 }
 
 /// The part's state between scrapes.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct NetdevPart {
     hooks: Option<Option<Hooks>>,
+    /// The kernel's namespace list walk; `Err` keeps why it did not load.
+    list: Option<Result<crate::bpf::netns::NetnsList, String>>,
+    buf: Vec<u8>,
 }
 
 impl NetdevPart {
-    /// Read every namespace. `all_netns`: the inodes of every network
-    /// namespace of the node (the kernel's list), or `None` where it cannot
-    /// be listed (then every source is incomplete).
-    pub fn observe(
-        &mut self,
-        all_netns: Option<&[u64]>,
-        limits: &Limits,
-    ) -> anyhow::Result<Observation> {
+    /// Load the namespace list walk when the part is on; its objects are
+    /// the exporter's own.
+    pub fn load(
+        opts: &super::CensusOpts,
+        own_ids: &mut Vec<u32>,
+        own_progs: &mut Vec<u32>,
+    ) -> NetdevPart {
+        let list = opts.parts.on("netdev").then(|| {
+            match crate::bpf::netns::NetnsList::load(opts.btf_path.as_deref()) {
+                Ok(l) => {
+                    own_ids.extend_from_slice(l.own_map_ids());
+                    own_progs.extend_from_slice(l.own_prog_ids());
+                    Ok(l)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "network namespace list walk not loaded: attachments of devices and namespaces read as incomplete");
+                    Err(format!("{e:#}"))
+                }
+            }
+        });
+        NetdevPart {
+            list,
+            ..Default::default()
+        }
+    }
+
+    /// Read every namespace.
+    pub fn observe(&mut self, limits: &Limits) -> anyhow::Result<Observation> {
         let hooks = *self.hooks.get_or_insert_with(Hooks::detect);
+        let listed = match &self.list {
+            Some(Ok(l)) => l
+                .list(&mut self.buf)
+                .context("walking net_namespace_list")?,
+            _ => None,
+        };
+        let all_netns = listed.as_deref();
         let found = discover(Path::new("/proc")).context("reading /proc/*/ns/net")?;
         let xdp_links = xdp_and_netns_links().context("reading XDP and netns links")?;
         let deadline = Instant::now() + limits.budget;
@@ -310,9 +340,10 @@ impl NetdevPart {
             ));
         }
         match all_netns {
-            None => problems.push(
-                "the node's network namespaces cannot be listed on this kernel: one only a socket or a file holds would be missed".into(),
-            ),
+            None => problems.push(match &self.list {
+                Some(Err(e)) => format!("the node's network namespaces cannot be listed (the list walk did not load: {e}): one only a socket or a file holds would be missed"),
+                _ => "the node's network namespace list was longer than one walk reads".into(),
+            }),
             Some(all) => {
                 let missed = all.iter().filter(|i| !found.by_ino.contains_key(i)).count();
                 if missed > 0 {
