@@ -233,22 +233,53 @@ pub fn parse(rest: &str, query: Option<&str>) -> Result<Query, ApiError> {
 pub enum Answer {
     Maps { page: explain::Page, one: bool },
     Programs { page: explain::Page, one: bool },
+    Links { page: explain::Page, one: bool },
 }
 
-/// A parsed request for either endpoint.
+/// The JSON API's endpoints, each under `/api/v1/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Maps,
+    Programs,
+    Links,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 3] = [Endpoint::Maps, Endpoint::Programs, Endpoint::Links];
+
+    /// The path of the listing.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Endpoint::Maps => "/api/v1/maps",
+            Endpoint::Programs => "/api/v1/programs",
+            Endpoint::Links => "/api/v1/links",
+        }
+    }
+
+    /// One object of the endpoint, in messages.
+    const fn noun(self) -> &'static str {
+        match self {
+            Endpoint::Maps => "map",
+            Endpoint::Programs => "program",
+            Endpoint::Links => "link",
+        }
+    }
+}
+
+/// A parsed request for one endpoint.
 pub enum Request {
     Maps(Query),
     Programs(ProgramsQuery),
+    Links(ProgramsQuery),
 }
 
 impl Request {
-    /// Parse a request for `/api/v1/programs` (`programs`) or
-    /// `/api/v1/maps`: `rest` is the path after the endpoint.
-    pub fn parse(programs: bool, rest: &str, query: Option<&str>) -> Result<Request, ApiError> {
-        if programs {
-            parse_programs(rest, query).map(Request::Programs)
-        } else {
-            parse(rest, query).map(Request::Maps)
+    /// Parse a request for endpoint `e`: `rest` is the path after it.
+    pub fn parse(e: Endpoint, rest: &str, query: Option<&str>) -> Result<Request, ApiError> {
+        match e {
+            Endpoint::Maps => parse(rest, query).map(Request::Maps),
+            Endpoint::Programs => parse_objects(e, rest, query).map(Request::Programs),
+            Endpoint::Links => parse_objects(e, rest, query).map(Request::Links),
         }
     }
 
@@ -257,6 +288,7 @@ impl Request {
         match self {
             Request::Maps(q) => prepare(data, q),
             Request::Programs(q) => prepare_programs(data, q),
+            Request::Links(q) => prepare_links(data, q),
         }
     }
 }
@@ -306,6 +338,9 @@ pub fn write(data: &MapsData, a: &Answer, out: &mut impl std::io::Write) -> std:
         Answer::Programs { page, one } => with_input(data, *one, |inp| {
             explain::write_program_report(inp, page, MAX_BODY, out)
         }),
+        Answer::Links { page, one } => with_input(data, *one, |inp| {
+            explain::write_link_report(inp, page, MAX_BODY, out)
+        }),
     }
 }
 
@@ -333,7 +368,7 @@ fn with_input<T>(data: &MapsData, one: bool, f: impl FnOnce(&explain::Input<'_>)
     f(&inp)
 }
 
-/// A parsed `/api/v1/programs[/<id>]` request.
+/// A parsed `/api/v1/programs[/<id>]` or `/api/v1/links[/<id>]` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramsQuery {
     /// One program, or a listing.
@@ -343,7 +378,15 @@ pub struct ProgramsQuery {
 }
 
 /// Parse the part of the path after `/api/v1/programs` and the query string.
+#[cfg(any(test, feature = "testing"))]
 pub fn parse_programs(rest: &str, query: Option<&str>) -> Result<ProgramsQuery, ApiError> {
+    parse_objects(Endpoint::Programs, rest, query)
+}
+
+/// Parse the part of the path after endpoint `e` (programs or links) and
+/// the query string.
+fn parse_objects(e: Endpoint, rest: &str, query: Option<&str>) -> Result<ProgramsQuery, ApiError> {
+    let (path, noun) = (e.path(), e.noun());
     let mut q = ProgramsQuery {
         id: None,
         after: None,
@@ -382,22 +425,41 @@ pub fn parse_programs(rest: &str, query: Option<&str>) -> Result<ProgramsQuery, 
     if let Some(id) = rest.strip_prefix('/').filter(|id| !id.is_empty()) {
         let id = object_id(id).map_err(|_| {
             bad(format!(
-                "program id {} is not a number: decimal digits only (GET /api/v1/programs/<id>)",
+                "{noun} id {} is not a number: decimal digits only (GET {path}/<id>)",
                 quoted(id)
             ))
         })?;
         if let Some(k) = seen.first() {
             return Err(bad(format!(
-                "parameter {k} applies to /api/v1/programs, not to one program"
+                "parameter {k} applies to {path}, not to one {noun}"
             )));
         }
         q.id = Some(id);
     } else if !rest.is_empty() && rest != "/" {
-        return Err(not_found(
-            "no such endpoint (GET /api/v1/programs or /api/v1/programs/<id>)".into(),
-        ));
+        return Err(not_found(format!(
+            "no such endpoint (GET {path} or {path}/<id>)"
+        )));
     }
     Ok(q)
+}
+
+/// The links page for `q` from one census, or the error to answer.
+pub fn prepare_links(data: &MapsData, q: &ProgramsQuery) -> Result<Answer, ApiError> {
+    let snap = &data.snap;
+    if !snap.maps_ok || snap.links.is_none() {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the link census did not run in this scrape (--no-collector.links, or bpfmap_scrape_collector_success{collector=\"links\"} 0: the log names the cause)".into(),
+        });
+    }
+    let ids: Vec<u32> = match q.id {
+        Some(id) => explain::select_link(snap, id).map_err(not_found)?,
+        None => snap.links.iter().flatten().map(|l| l.id).collect(),
+    };
+    Ok(Answer::Links {
+        page: explain::page_links(&ids, q.after, q.limit),
+        one: q.id.is_some(),
+    })
 }
 
 /// The programs page for `q` from one census, or the error to answer.

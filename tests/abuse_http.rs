@@ -245,12 +245,9 @@ fn the_api_is_refused_to_network_peers_by_default() {
                 t.contains("--web.expose-api") && t.contains("--web.config.file"),
                 "{t}"
             );
-            assert_eq!(
-                get_via(Some(ip), ip, port, "/api/v1/programs")
-                    .unwrap()
-                    .code,
-                403
-            );
+            for path in ["/api/v1/programs", "/api/v1/links"] {
+                assert_eq!(get_via(Some(ip), ip, port, path).unwrap().code, 403);
+            }
         }
         assert_eq!(get_via(Some(ip), ip, port, "/metrics").unwrap().code, 200);
         // Loopback peers keep the API (explain --from, port-forward).
@@ -322,7 +319,7 @@ fn paths_and_parameters_are_read_strictly() {
     require_root();
     let s = start(&[]);
     let port = s.port;
-    for path in ["/api/v1/maps/+1", "/api/v1/programs/+1"] {
+    for path in ["/api/v1/maps/+1", "/api/v1/programs/+1", "/api/v1/links/+1"] {
         let r = get(port, path);
         assert_eq!(r.code, 400, "{path}: {}", r.text());
         let e = r.json()["error"].as_str().unwrap().to_string();
@@ -331,7 +328,7 @@ fn paths_and_parameters_are_read_strictly() {
             "{e}"
         );
     }
-    for path in ["/api/v1/maps/", "/api/v1/programs/"] {
+    for path in ["/api/v1/maps/", "/api/v1/programs/", "/api/v1/links/"] {
         let r = get(port, path);
         assert_eq!(r.code, 200, "{path}: {}", r.text());
         assert!(r.json()["total"].is_u64(), "{path}");

@@ -431,6 +431,18 @@ fn api_names_every_holder_and_the_creating_process() {
         .unwrap()
         .contains("no program with id"));
     assert_eq!(get(port, "/api/v1/programs?pid=1").code, 400);
+    // Links: a listing of the node's links (maybe none), and a clear 404.
+    let v = get(port, "/api/v1/links?limit=1").json();
+    assert_eq!(v["schema_version"], json!(4));
+    assert!(v["links"].as_array().unwrap().len() <= 1);
+    assert!(v["total"].is_u64());
+    let resp = get(port, "/api/v1/links/4294967295");
+    assert_eq!(resp.code, 404);
+    assert!(resp.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("no link with id"));
+    assert_eq!(get(port, "/api/v1/links?pid=1").code, 400);
 
     // Filters: unexplained (the io_uring map) and creator_gone.
     if ring.is_some() {

@@ -39,7 +39,9 @@ fn program<'a>(s: &'a Snapshot, id: u32) -> &'a ProgRecord {
 /// (file, pin, link, prog_array, io_uring) holders and the unexplained count.
 fn holders(s: &Snapshot, id: u32) -> ([u64; 5], Option<i64>) {
     let h = &s.prog_holders[&id];
-    let counts = ProgHolderKind::ALL.map(|k| h.get(k).expect("every readable kind known"));
+    use ProgHolderKind::*;
+    let counts =
+        [File, Pin, Link, ProgArray, IoUring].map(|k| h.get(k).expect("every readable kind known"));
     (counts, h.unexplained(program(s, id).refcnt))
 }
 

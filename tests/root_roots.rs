@@ -291,6 +291,63 @@ fn chains_end_at_their_roots_and_pins_alone_make_orphans() {
         out.contains(&format!("map {by_prog} \"rt_by_prog\"")),
         "{out}"
     );
+    // The XDP link is a census object of its own: only its pin keeps it.
+    let link_id = s
+        .inventory
+        .iter()
+        .flat_map(|i| i.pins.iter())
+        .find(|p| {
+            Root::Pin(PinId {
+                dev: p.dev,
+                ino: p.ino,
+            }) == link_pin
+        })
+        .map(|p| p.info.id)
+        .expect("the link's pin in the walk");
+    let link = s
+        .links
+        .iter()
+        .flatten()
+        .find(|l| l.id == link_id)
+        .expect("the link in the census");
+    assert_eq!(link.link_type, 6, "an xdp link");
+    let lh = &s.link_holders[&link_id];
+    assert_eq!((lh.files, lh.pins), (Some(0), Some(1)), "{lh:?}");
+    assert!(lh.pins_only());
+    let t = text(&s);
+    for want in [
+        format!(
+            "bpfmap_link_info{{id=\"{link_id}\",link_type=\"xdp\",prog_id=\"{}\"}} 1\n",
+            link.prog_id
+        ),
+        format!("bpfmap_link_holders{{id=\"{link_id}\",kind=\"pin\"}} 1\n"),
+    ] {
+        assert!(t.contains(&want), "missing {want:?}");
+    }
+    assert!(
+        !t.contains(&format!(
+            "bpfmap_link_holders{{id=\"{link_id}\",kind=\"file\"}}"
+        )),
+        "no file holds the link"
+    );
+    let (ok, out, err) = run(&["--link", &link_id.to_string()]);
+    assert!(ok, "{err}");
+    for want in [
+        format!(
+            "link {link_id} xdp (attached in the kernel), program {} ",
+            link.prog_id
+        ),
+        format!("pin {fs_path}/xdp_link"),
+        format!(
+            "only pins keep this link: removing them detaches program {}",
+            link.prog_id
+        ),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in\n{out}");
+    }
+    let (ok, _, err) = run(&["--link", "4294967295"]);
+    assert!(!ok);
+    assert!(err.contains("no link with id 4294967295"), "{err}");
     let (ok, _, err) = run(&["--prog", "4294967295"]);
     assert!(!ok);
     assert!(err.contains("no program with id 4294967295"), "{err}");

@@ -8,6 +8,7 @@ pub mod entries;
 pub mod fdinfo;
 pub mod holders;
 pub mod inflight;
+pub mod links;
 mod memory;
 mod model;
 pub mod names;
@@ -583,6 +584,30 @@ impl Census {
                     obs.incomplete.push("pins");
                 }
             }
+        }
+        if let Some(links) = &link_recs {
+            let own: rustc_hash::FxHashSet<u32> = self
+                .own_progs
+                .iter()
+                .chain(&self.other_own_progs)
+                .copied()
+                .chain(snap.own_programs.iter().map(|p| p.id))
+                .collect();
+            let (own, node): (Vec<_>, Vec<_>) = links
+                .iter()
+                .cloned()
+                .partition(|l| own.contains(&l.prog_id));
+            snap.own_links = own.len() as u64;
+            snap.link_holders = links::holders(
+                &node,
+                prog_obs.files.as_deref(),
+                snap.inventory.as_ref().map(|i| i.pins.as_slice()),
+                prog_obs
+                    .io_uring
+                    .is_some()
+                    .then_some(snap.io_uring.as_slice()),
+            );
+            snap.links = Some(node);
         }
         if p.on("creators") && snap.maps_ok && snap.features.map_memcg {
             let ids = creators::cgroup_ids(snap.maps.iter());

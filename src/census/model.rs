@@ -143,6 +143,12 @@ pub struct Snapshot {
     /// Each program holder source and whether it was complete this scrape
     /// (sources this build cannot read are listed as incomplete).
     pub prog_sources: Vec<(&'static str, bool)>,
+    /// Every live link except the exporter's own, when the links part ran.
+    pub links: Option<Vec<crate::bpf::census::LinkRecord>>,
+    /// Link id -> holders by kind.
+    pub link_holders: IdMap<super::links::LinkHolders>,
+    /// The exporter's own links (of its own programs).
+    pub own_links: u64,
     /// Program references held by attachments, other programs and tracing
     /// links; an attachment root names its index here.
     pub attachments: Vec<super::programs::Attachment>,

@@ -6,6 +6,7 @@
 //! JSON (`/api/v1/maps`, src/api.rs). The JSON schema is documented in
 //! docs/explain.md ("JSON API").
 mod extras;
+mod links;
 mod programs;
 mod remote;
 mod report;
@@ -20,6 +21,7 @@ use serde_json::Value;
 use crate::census::{Census, CensusOpts};
 
 pub use extras::{gather_extras, Extras, ProgramIdentity};
+pub use links::{link_report, link_text, page_links, select_link, write_link_report};
 pub use programs::{
     page_programs, pin_report, pin_text, program_report, program_text, select_program,
     write_program_report,
@@ -32,7 +34,7 @@ pub use text::text;
 pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(clap::Args, Debug, Clone)]
-#[command(group(clap::ArgGroup::new("select").required(true).args(["id", "name", "pin", "pid", "prog"])))]
+#[command(group(clap::ArgGroup::new("select").required(true).args(["id", "name", "pin", "pid", "prog", "link"])))]
 pub struct ExplainArgs {
     /// The map with this id.
     #[arg(long)]
@@ -47,6 +49,9 @@ pub struct ExplainArgs {
     /// The program with this id.
     #[arg(long)]
     pub prog: Option<u32>,
+    /// The link with this id: its program, holders and roots.
+    #[arg(long)]
+    pub link: Option<u32>,
     /// Every map this process holds (fds and mmaps) or has in flight to it.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -70,8 +75,8 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
     if let Some(url) = &args.remote.from {
         return remote::run_from(args, url);
     }
-    let sel = if args.prog.is_some() {
-        None // a program, chosen once the census is taken
+    let sel = if args.prog.is_some() || args.link.is_some() {
+        None // a program or a link, chosen once the census is taken
     } else if let Some(id) = args.id {
         Some(Selector::Id(id))
     } else if let Some(n) = &args.name {
@@ -86,7 +91,7 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
         }
         Some(Selector::Pid(pid))
     } else {
-        bail!("choose a map with --id, --name, --pin or --pid, or a program with --prog");
+        bail!("choose a map with --id, --name, --pin or --pid, a program with --prog, or a link with --link");
     };
     let mut census = Census::load(CensusOpts {
         btf_path,
@@ -135,9 +140,14 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
         now_unix: now_unix(),
         max_holders: usize::MAX,
     };
-    let mut doc = match &prog_ids {
-        Some(p) => program_report(&inp, &page_programs(p, None, usize::MAX)),
-        None => report(&inp, &page(&snap, &ids, &Filter::default())),
+    let link_ids = match args.link {
+        Some(id) => Some(select_link(&snap, id).map_err(|e| anyhow::anyhow!("--link {id}: {e}"))?),
+        None => None,
+    };
+    let mut doc = match (&prog_ids, &link_ids) {
+        (_, Some(l)) => link_report(&inp, &page_links(l, None, usize::MAX)),
+        (Some(p), None) => program_report(&inp, &page_programs(p, None, usize::MAX)),
+        (None, None) => report(&inp, &page(&snap, &ids, &Filter::default())),
     };
     if let Some(Selector::Pin(p)) = &sel {
         if let Some(x) = select::pinned(&snap, p) {
@@ -148,7 +158,11 @@ pub fn run(args: &ExplainArgs, btf_path: Option<PathBuf>) -> anyhow::Result<()> 
             doc["pin"] = pin_report(&snap, &x.mount, &x.path, id);
         }
     }
-    print(args, &doc, ids.is_empty() && prog_ids.is_none())
+    print(
+        args,
+        &doc,
+        ids.is_empty() && prog_ids.is_none() && link_ids.is_none(),
+    )
 }
 
 pub(super) fn print(args: &ExplainArgs, doc: &Value, none: bool) -> anyhow::Result<()> {
@@ -159,7 +173,9 @@ pub(super) fn print(args: &ExplainArgs, doc: &Value, none: bool) -> anyhow::Resu
         writeln!(out)?;
         out.flush()?;
     } else {
-        if doc.get("programs").is_some() {
+        if doc.get("links").is_some() {
+            print!("{}", link_text(doc));
+        } else if doc.get("programs").is_some() {
             print!("{}", program_text(doc));
         } else {
             print!("{}", text(doc));

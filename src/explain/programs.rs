@@ -121,11 +121,20 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
     let withheld = match unexplained {
         Some(_) => Value::Null,
         None => json!(format!(
-            "{} of {} references are explained by its files, pins, links and tail-call slots; an attachment without a link (XDP or tc on a device, a cgroup, a perf event, a socket filter), a file in flight or in an io_uring table may hold the rest, and this build does not read those",
+            "{} of {} references are explained by the holders found; a {} program can also be held by {}, not read completely in this scrape",
             h.map_or(0, |h| h.known_sum()),
-            p.refcnt
+            p.refcnt,
+            prog_type_label(p.prog_type),
+            unread_sources(snap, p.prog_type).join(", ")
         )),
     };
+    let attachments: Vec<Value> = snap
+        .attachments
+        .iter()
+        .filter(|a| a.prog_id == p.id)
+        .take(inp.max_holders)
+        .map(|a| json!({"kind": a.kind.label(), "target": a.target}))
+        .collect();
     json!({
         "id": p.id,
         "name": p.name,
@@ -135,12 +144,30 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
         "refcount": p.refcnt,
         "load_time_unix_seconds": snap.boot_unix.map(|b| (b + p.load_time_ns as f64 / 1e9).floor()),
         "maps": maps,
-        "holders": {"file": files, "pin": pins, "link": links, "prog_array": slots},
+        "holders": {"file": files, "pin": pins, "link": links, "prog_array": slots,
+                    "attachments": attachments},
         "holder_counts": counts,
         "unexplained": unexplained,
         "unexplained_withheld": withheld,
         "roots": chains_json(inp, Obj::Prog(p.id)),
     })
+}
+
+/// The holder sources that can hold a program of `prog_type` and were not
+/// complete in this census (by their `bpfmap_program_holder_source_complete`
+/// names), the unread ones included.
+fn unread_sources(snap: &Snapshot, prog_type: u32) -> Vec<&'static str> {
+    let (kinds, unread) = crate::census::programs::attach_kinds(prog_type);
+    let complete = |src: &str| snap.prog_sources.iter().any(|(s, c)| *s == src && *c);
+    let mut out: Vec<&'static str> = ProgHolderKind::BASE
+        .iter()
+        .chain(kinds)
+        .map(|k| k.source())
+        .filter(|s| !complete(s))
+        .chain(unread.iter().copied())
+        .collect();
+    out.dedup();
+    out
 }
 
 /// The document for a page of programs.
@@ -259,6 +286,9 @@ pub fn program_text(doc: &Value) -> String {
         }
         for l in h["link"].as_array().into_iter().flatten() {
             let _ = writeln!(o, "  link id {}", l["id"]);
+        }
+        for a in h["attachments"].as_array().into_iter().flatten() {
+            let _ = writeln!(o, "  {} attachment {}", s(&a["kind"]), s(&a["target"]));
         }
         for m in h["prog_array"].as_array().into_iter().flatten() {
             let _ = writeln!(

@@ -167,7 +167,9 @@ fn tls(remote: &RemoteArgs) -> anyhow::Result<ureq::tls::TlsConfig> {
 
 /// The request path and query for the selection.
 fn selection(args: &ExplainArgs) -> anyhow::Result<(String, Vec<(&'static str, String)>)> {
-    Ok(if let Some(id) = args.prog {
+    Ok(if let Some(id) = args.link {
+        (format!("/api/v1/links/{id}"), vec![])
+    } else if let Some(id) = args.prog {
         (format!("/api/v1/programs/{id}"), vec![])
     } else if let Some(id) = args.id {
         (format!("/api/v1/maps/{id}"), vec![])
@@ -181,7 +183,7 @@ fn selection(args: &ExplainArgs) -> anyhow::Result<(String, Vec<(&'static str, S
     } else if let Some(pid) = args.pid {
         ("/api/v1/maps".into(), vec![("pid", pid.to_string())])
     } else {
-        bail!("choose a map with --id, --name, --pin or --pid, or a program with --prog");
+        bail!("choose a map with --id, --name, --pin or --pid, a program with --prog, or a link with --link");
     })
 }
 
@@ -257,17 +259,18 @@ struct Head {
     schema_version: Option<Value>,
     maps: Option<Vec<Item>>,
     programs: Option<Vec<Item>>,
+    links: Option<Vec<Item>>,
     #[allow(dead_code)]
     total: Option<IgnoredAny>,
 }
 
 /// Check that `body` is this exporter's document, of the version this
-/// build reads, listing what `programs` says; then parse it.
-fn document(body: &[u8], url: &str, programs: bool) -> anyhow::Result<Value> {
+/// build reads, listing the objects of `key` (`maps`, `programs` or
+/// `links`); then parse it.
+fn document(body: &[u8], url: &str, key: &str) -> anyhow::Result<Value> {
     let not_ours = |why: String| {
         anyhow::anyhow!(
-            "{url} answered with a document that is not bpfmap-exporter's {} JSON ({why}): is --from the address of a bpfmap-exporter?",
-            if programs { "programs" } else { "maps" }
+            "{url} answered with a document that is not bpfmap-exporter's {key} JSON ({why}): is --from the address of a bpfmap-exporter?"
         )
     };
     let head: Head = serde_json::from_slice(body).map_err(|e| not_ours(e.to_string()))?;
@@ -288,12 +291,13 @@ fn document(body: &[u8], url: &str, programs: bool) -> anyhow::Result<Value> {
              run the explain of the exporter's own release (e.g. kubectl exec into its pod: bpfmap-exporter explain --from http://127.0.0.1:9863 ...)"
         );
     }
-    let items = if programs { &head.programs } else { &head.maps };
+    let items = match key {
+        "programs" => &head.programs,
+        "links" => &head.links,
+        _ => &head.maps,
+    };
     if items.is_none() {
-        return Err(not_ours(format!(
-            "no {} list",
-            if programs { "programs" } else { "maps" }
-        )));
+        return Err(not_ours(format!("no {key} list")));
     }
     let mut doc: Value = serde_json::from_slice(body).map_err(|e| not_ours(e.to_string()))?;
     escape_strings(&mut doc);
@@ -310,7 +314,13 @@ pub(super) fn run_from(args: &ExplainArgs, url: &str) -> anyhow::Result<()> {
         bail!("--ca-file, --cert-file and --key-file need an https:// URL in --from (got {url:?})");
     }
     let (path, query) = selection(args)?;
-    let programs = args.prog.is_some();
+    let key = if args.link.is_some() {
+        "links"
+    } else if args.prog.is_some() {
+        "programs"
+    } else {
+        "maps"
+    };
     let mut cfg = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -372,15 +382,14 @@ pub(super) fn run_from(args: &ExplainArgs, url: &str) -> anyhow::Result<()> {
             None => bail!("{full} answered {status}{hint}"),
         }
     }
-    let doc = document(&body, &full, programs)?;
+    let doc = document(&body, &full, key)?;
     drop(body);
     let items = |k: &str| doc[k].as_array().map(Vec::len).unwrap_or(0);
-    if programs || args.id.is_some() {
-        let what = if programs { "programs" } else { "maps" };
-        if items(what) != 1 {
+    if key != "maps" || args.id.is_some() {
+        if items(key) != 1 {
             bail!(
-                "{full} answered with {} {what} for one id: is --from the address of a bpfmap-exporter?",
-                items(what)
+                "{full} answered with {} {key} for one id: is --from the address of a bpfmap-exporter?",
+                items(key)
             );
         }
     }
@@ -456,7 +465,7 @@ mod tests {
         let ok = format!(
             r#"{{"schema_version":{SCHEMA_VERSION},"total":1,"maps":[{{"id":3,"name":"a\u001b[2Jb"}}]}}"#
         );
-        let d = document(ok.as_bytes(), "u", false).unwrap();
+        let d = document(ok.as_bytes(), "u", "maps").unwrap();
         assert_eq!(d["maps"][0]["name"], "a\\x1b[2Jb");
         for (body, want) in [
             ("{}".to_string(), "no schema_version"),
@@ -487,12 +496,13 @@ mod tests {
                 "missing field `id`",
             ),
         ] {
-            let e = format!("{:#}", document(body.as_bytes(), "u", false).unwrap_err());
+            let e = format!("{:#}", document(body.as_bytes(), "u", "maps").unwrap_err());
             assert!(e.contains(want), "{body}: {e}");
         }
         let progs = format!(r#"{{"schema_version":{SCHEMA_VERSION},"programs":[{{"id":1}}]}}"#);
-        assert!(document(progs.as_bytes(), "u", true).is_ok());
-        assert!(document(progs.as_bytes(), "u", false).is_err());
+        assert!(document(progs.as_bytes(), "u", "programs").is_ok());
+        assert!(document(progs.as_bytes(), "u", "maps").is_err());
+        assert!(document(progs.as_bytes(), "u", "links").is_err());
     }
 
     #[test]

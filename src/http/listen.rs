@@ -48,9 +48,7 @@ pub fn bind(addrs: &[Listen]) -> anyhow::Result<Vec<std::net::TcpListener>> {
         .iter()
         .map(|l| {
             let l = match *l {
-                Listen::Addr(addr) => {
-                    std::net::TcpListener::bind(addr).map_err(|e| cannot_listen(addr, e))?
-                }
+                Listen::Addr(addr) => bind_addr(addr).map_err(|e| cannot_listen(addr, e))?,
                 Listen::Any(port) => bind_any(port, bind_dual_stack)?,
             };
             l.set_nonblocking(true)?;
@@ -65,9 +63,23 @@ fn cannot_listen(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
     )
 }
 
-/// The listen backlog of `std::net::TcpListener::bind`, so every listener
-/// queues the same number of connections.
-const BACKLOG: i32 = 128;
+/// The listen backlog of every listener (the kernel caps it at
+/// `net.core.somaxconn`), as Go's net package asks for: a burst of new
+/// connections (a flood, many Prometheus servers at once) waits in the
+/// accept queue instead of having its SYNs dropped and retried a second
+/// later.
+const BACKLOG: i32 = 4096;
+
+/// `addr` with [`BACKLOG`], reusing the address as
+/// `std::net::TcpListener::bind` does.
+fn bind_addr(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    Ok(s.into())
+}
 
 /// `[::]:port` with IPV6_V6ONLY off: IPv4 clients arrive as
 /// `::ffff:a.b.c.d`.
@@ -104,7 +116,7 @@ fn bind_any(
         Ok(l) => Ok(l),
         Err(e) if ipv6_unavailable(&e) => {
             let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port));
-            let l = std::net::TcpListener::bind(v4).map_err(|e| cannot_listen(v4, e))?;
+            let l = bind_addr(v4).map_err(|e| cannot_listen(v4, e))?;
             tracing::info!(
                 listen = %format_args!(":{port}"), error = %e,
                 "IPv6 is unavailable on this host; listening on {} (IPv4 only)",

@@ -195,7 +195,8 @@ async fn scrape(
     }
 }
 
-/// `/api/v1/maps[/<id>]` and `/api/v1/programs[/<id>]` (`rest`: the path
+/// `/api/v1/maps[/<id>]`, `/api/v1/programs[/<id>]` and
+/// `/api/v1/links[/<id>]` (`rest`: the path
 /// after the endpoint's prefix). A request holds one of the gate's slots
 /// from before it asks for a census until its document is written (a slot
 /// holds at most one census and one object's JSON). HEAD answers what GET
@@ -203,7 +204,7 @@ async fn scrape(
 async fn api(
     st: &State,
     gate: &ApiGate,
-    programs: bool,
+    endpoint: crate::api::Endpoint,
     req: &Request<Incoming>,
     rest: &str,
 ) -> Response<Chunks> {
@@ -217,7 +218,7 @@ async fn api(
             .expect("static response parts are valid")
     };
     let fail = |e: crate::api::ApiError| json(e.status, crate::api::error_body(&e));
-    let q = match crate::api::Request::parse(programs, rest, query) {
+    let q = match crate::api::Request::parse(endpoint, rest, query) {
         Ok(q) => q,
         Err(e) => return fail(e),
     };
@@ -346,16 +347,12 @@ async fn route(st: &State, cx: &ConnCtx, req: &Request<Incoming>) -> Response<Ch
         scrape(st, format, filter).await
     } else if path.starts_with("/api/") && !api_allowed(st, &cx.web, cx.peer) {
         resp(StatusCode::FORBIDDEN, "text/plain", API_REFUSED)
-    } else if let Some(rest) = path
-        .strip_prefix("/api/v1/maps")
-        .filter(|r| r.is_empty() || r.starts_with('/'))
-    {
-        api(st, &cx.gate, false, req, rest).await
-    } else if let Some(rest) = path
-        .strip_prefix("/api/v1/programs")
-        .filter(|r| r.is_empty() || r.starts_with('/'))
-    {
-        api(st, &cx.gate, true, req, rest).await
+    } else if let Some((e, rest)) = crate::api::Endpoint::ALL.iter().find_map(|&e| {
+        path.strip_prefix(e.path())
+            .filter(|r| r.is_empty() || r.starts_with('/'))
+            .map(|r| (e, r))
+    }) {
+        api(st, &cx.gate, e, req, rest).await
     } else if path == "/healthz" {
         match st.health.check() {
             Ok(()) => resp(StatusCode::OK, "text/plain", "ok\n"),

@@ -288,6 +288,26 @@ pub const PROGRAM_HOLDER_SOURCE_COMPLETE: Def = gauge(
     "bpfmap_program_holder_source_complete",
     "1 when the program holder source ran and saw every holder it could this scrape; 0 when it was off, failed, incomplete, or is not read by this build (xt_bpf, tun, lwt, lirc). attachments is 1 only when every attachment source is.",
 );
+pub const LINKS: Def = gauge(
+    "bpfmap_links",
+    "Live links on the node (the exporter's own excluded), by link type (bpftool's names).",
+);
+pub const EXPORTER_LINKS: Def = gauge(
+    "bpfmap_exporter_links",
+    "The exporter's own links (of its own programs), excluded from every node series.",
+);
+pub const LINK_INFO: Def = gauge(
+    "bpfmap_link_info",
+    "Link metadata (type and the program it holds); join on id.",
+);
+pub const LINK_HOLDERS: Def = gauge(
+    "bpfmap_link_holders",
+    "Holders of link references, by kind: file (a link file in an fd table), pin, io_uring (a link file held only by io_uring tables); kinds with 0 holders are omitted.",
+);
+pub const LINK_SERIES_OMITTED: Def = gauge(
+    "bpfmap_link_series_omitted",
+    "Links without per-link series, by reason: budget (not held by pins alone), cap (over the per-link series cap), disabled (--collector.maps.no-per-map).",
+);
 pub const PROGRAM_SERIES_OMITTED: Def = gauge(
     "bpfmap_program_series_omitted",
     "Programs without per-program series, by reason: budget (not held by pins alone, not among the largest), cap (over the per-program series cap), disabled (--collector.maps.no-per-map).",
@@ -482,6 +502,11 @@ pub const ALL: &[&Def] = &[
     &PROGRAMS_UNEXPLAINED_WITHHELD,
     &PROGRAM_HOLDER_SOURCE_COMPLETE,
     &PROGRAM_SERIES_OMITTED,
+    &LINKS,
+    &EXPORTER_LINKS,
+    &LINK_INFO,
+    &LINK_HOLDERS,
+    &LINK_SERIES_OMITTED,
     &PINNED_OBJECTS,
     &PROBE_ATTACHED,
     &PROCESS_MAP_FDS,

@@ -149,6 +149,23 @@ fn version(field: &str, v: Option<&str>, default: TlsVersion) -> Result<TlsVersi
     }
 }
 
+/// The highest bcrypt cost accepted: every check doubles in time per step,
+/// and a check must fit in a scrape's timeout on a loaded node.
+pub(crate) const MAX_BCRYPT_COST: u32 = 14;
+
+/// A rough wall time of one bcrypt check at `cost` on one core (cost 10
+/// takes tens of milliseconds), for the refusal message.
+fn approx_check_time(cost: u32) -> String {
+    let secs = 0.06 * f64::from(1u32 << (cost.min(31) - 10));
+    if secs >= 3600.0 {
+        format!("{:.0} hours", secs / 3600.0)
+    } else if secs >= 60.0 {
+        format!("{:.0} minutes", secs / 60.0)
+    } else {
+        format!("{secs:.0} seconds")
+    }
+}
+
 /// A bcrypt hash as `$2a$`, `$2b$`, `$2x$` or `$2y$`, a two-digit cost and
 /// 53 characters of salt and hash.
 pub(crate) fn is_bcrypt(h: &str) -> bool {
@@ -254,6 +271,14 @@ impl File {
             if !is_bcrypt(&hash) {
                 return Err(format!(
                     "basic_auth_users.{user}: not a bcrypt hash (expected $2y$<cost>$<53 characters>); make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
+                ));
+            }
+            let cost =
+                u32::from(hash.as_bytes()[4] - b'0') * 10 + u32::from(hash.as_bytes()[5] - b'0');
+            if cost > MAX_BCRYPT_COST {
+                return Err(format!(
+                    "basic_auth_users.{user}: bcrypt cost {cost} is above {MAX_BCRYPT_COST}: each check would take {} or more of CPU, longer than a scrape may wait; make a hash with cost 10-12 (`htpasswd -nBC 10 \"\" | tr -d ':\\n'`)",
+                    approx_check_time(cost)
                 ));
             }
             out.users.insert(user, hash);
@@ -451,5 +476,23 @@ mod tests {
         assert!(is_bcrypt(HASH));
         assert!(!is_bcrypt(&HASH[..59]));
         assert!(!is_bcrypt(&HASH.replace("$10$", "$99$")));
+    }
+
+    #[test]
+    fn a_bcrypt_cost_no_scrape_can_wait_for_is_refused_with_the_fix() {
+        let with = |cost: &str| {
+            v(&format!(
+                "basic_auth_users:\n  alice: '{}'\n",
+                HASH.replace("$10$", cost)
+            ))
+        };
+        assert!(with("$14$").is_ok());
+        let e = with("$15$").unwrap_err();
+        assert!(
+            e.contains("cost 15 is above 14") && e.contains("htpasswd -nBC 10"),
+            "{e}"
+        );
+        let e = with("$31$").unwrap_err();
+        assert!(e.contains("hours"), "{e}");
     }
 }

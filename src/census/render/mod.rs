@@ -5,6 +5,7 @@
 //!
 //! Which maps get per-map series is chosen in [`select`]; the map families
 //! are written in [`maps`], the pin families in [`pins`].
+mod links;
 mod maps;
 mod pins;
 mod programs;
@@ -17,6 +18,7 @@ use super::holders::HolderKind;
 use super::Snapshot;
 use crate::metrics::defs;
 use crate::metrics::{Families, SeriesCache};
+use links::render_links;
 use maps::render_maps;
 use pins::render_pins;
 use programs::render_programs;
@@ -157,6 +159,7 @@ pub fn render_cached(
     render_inflight(snap, attribution, out);
     render_entries(snap, out);
     render_programs(snap, opts, out);
+    render_links(snap, opts, out);
     roots::render_roots(snap, opts, ids.as_ref(), out);
 }
 
