@@ -273,3 +273,91 @@ fn tc_filter_in_a_mounted_namespace_is_one_tc_holder() {
         "{t:?}"
     );
 }
+
+fn xdp_prog_on(ns: &Netns, dev: &str) -> Option<u32> {
+    let out = Command::new("nsenter")
+        .args([
+            &format!("--net={}", ns.path()),
+            "bpftool",
+            "net",
+            "show",
+            "--json",
+        ])
+        .output()
+        .expect("bpftool net");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    v[0]["xdp"]
+        .as_array()?
+        .iter()
+        .find(|e| e["devname"] == dev)
+        .and_then(|e| e["id"].as_u64())
+        .map(|i| i as u32)
+}
+
+/// Real software: xdp-tools' `xdp-filter` (libxdp) in a mounted namespace.
+/// Where libxdp's dispatcher cannot load (freplace refused, as under
+/// lockdown) it attaches its program alone, by netlink; either way every
+/// program and map it made is explained exactly, per bpftool's own view.
+#[test]
+fn xdp_filter_programs_and_maps_are_explained_exactly() {
+    require_root();
+    ensure_bpffs();
+    let ns = Netns::new("xf");
+    let nsarg = format!("--net={}", ns.path());
+    let st = Command::new("nsenter")
+        .args([&nsarg, "xdp-filter", "load", "nd0", "-m", "skb"])
+        .status()
+        .expect("xdp-filter runs (scripts/install-deps.sh installs xdp-tools)");
+    assert!(st.success(), "xdp-filter load");
+    struct Unload(String);
+    impl Drop for Unload {
+        fn drop(&mut self) {
+            let _ = Command::new("nsenter")
+                .args([&self.0, "xdp-filter", "unload", "nd0"])
+                .status();
+        }
+    }
+    let unload = Unload(nsarg.clone());
+    let id = xdp_prog_on(&ns, "nd0").expect("bpftool net shows an XDP program on nd0");
+    let prog = {
+        let out = Command::new("bpftool")
+            .args(["prog", "show", "id", &id.to_string(), "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
+    assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
+    // The program on the device (libxdp's dispatcher or its own program):
+    // every reference explained, an xdp attachment among its roots.
+    let refs = refcnt(&s, id);
+    let h = &s.prog_holders[&id];
+    assert_eq!(h.unexplained(refs), Some(0), "program {id}: {h:?}");
+    assert!(h.get(ProgHolderKind::Xdp).unwrap() >= 2, "{h:?}");
+    // Every map bpftool says it uses is explained.
+    let maps: Vec<u32> = prog["map_ids"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_u64().unwrap() as u32).collect())
+        .unwrap_or_default();
+    for m in &maps {
+        let rec = s
+            .maps
+            .iter()
+            .find(|r| r.id == *m)
+            .expect("map in the census");
+        assert_eq!(
+            s.holders[m].unexplained(rec.refcnt),
+            Some(0),
+            "map {m} of xdp-filter"
+        );
+    }
+    drop(unload);
+    assert_eq!(xdp_prog_on(&ns, "nd0"), None, "unloaded");
+    let (s, _) = census.take(&[]);
+    if let Some(p) = s.programs.as_ref().unwrap().iter().find(|p| p.id == id) {
+        // Still freeing: nothing of the device holds it any more.
+        assert_eq!(s.prog_holders[&p.id].get(ProgHolderKind::Xdp), Some(0));
+    }
+}
