@@ -275,6 +275,7 @@ mod tests {
         "pins",
         "inflight",
         "io_uring",
+        "netdev",
         "creators",
         "confirm",
         "entries",
