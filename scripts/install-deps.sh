@@ -2,7 +2,8 @@
 # Install everything the build and the test suite need on Debian 12 (root).
 # Idempotent: packages already present are skipped, so a second run is quick.
 #   build:  clang llvm libelf-dev zlib1g-dev pkg-config make
-#   tests:  bpftool (baseline + inspection), prometheus (promtool and the
+#   tests:  bpftool (baseline + inspection), xdp-tools (real XDP software),
+#           prometheus (promtool and the
 #           end-to-end Prometheus), python3-yaml, jq, curl, openssl (test CA of
 #           the e2e TLS scrape and check-deploy)
 #   matrix: qemu-system-x86, virtme-ng (PyPI), busybox-static (guest tools)
@@ -12,6 +13,7 @@ set -euo pipefail
 
 want=(clang llvm libelf-dev zlib1g-dev pkg-config make bpftool prometheus
       jq curl openssl python3-yaml qemu-system-x86 busybox-static procps iproute2 kmod
+      xdp-tools
       podman runc mmdebstrap binutils)
 missing=()
 for p in "${want[@]}"; do

@@ -83,6 +83,10 @@ pub const REGISTRY: &[Spec] = &[
         "programs held by maps: sockmap and sockhash slots, devmap and cpumap entries, struct_ops members",
     ),
     census(
+        "netdev",
+        "programs attached without a link to network devices and namespaces (XDP, tc cls_bpf/act_bpf, tcx, netkit, flow dissector), in every network namespace",
+    ),
+    census(
         "creators",
         "creator cgroup of each map (kernel memcg accounting, 5.11+), resolved to container and pod",
     ),

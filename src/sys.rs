@@ -406,3 +406,49 @@ pub fn count_keys(
         std::mem::swap(&mut cur, &mut next);
     }
 }
+
+/// BPF_PROG_QUERY of `attach_type` on `target` (an ifindex of the calling
+/// thread's network namespace, or a namespace fd): the programs attached,
+/// at most `max`, and with `links` the id of the link holding each (0: none;
+/// tcx and netkit only, 6.6+). Returns the programs and the kernel's total
+/// count (larger than `max` when cut).
+pub fn prog_query(
+    target: i32,
+    attach_type: u32,
+    max: u32,
+    links: bool,
+) -> io::Result<(Vec<(u32, u32)>, u32)> {
+    let mut progs = vec![0u32; max as usize];
+    let mut link_ids = vec![0u32; if links { max as usize } else { 0 }];
+    let mut opts = libbpf_sys::bpf_prog_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_prog_query_opts>() as _,
+        prog_ids: progs.as_mut_ptr(),
+        link_ids: if links {
+            link_ids.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        },
+        ..Default::default()
+    };
+    opts.__bindgen_anon_1.prog_cnt = max;
+    // SAFETY: prog_ids (and link_ids when set) have room for prog_cnt ids,
+    // the kernel writes no more; opts lives across the call.
+    let rc = unsafe {
+        libbpf_sys::bpf_prog_query_opts(
+            target,
+            attach_type as libbpf_sys::bpf_attach_type,
+            &mut opts,
+        )
+    };
+    // ENOSPC: more programs than `max`; the count is still the total.
+    if rc < 0 && -rc != libc::ENOSPC {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    // SAFETY: prog_cnt is the u32 view of the union the kernel filled.
+    let count = unsafe { opts.__bindgen_anon_1.prog_cnt };
+    let n = count.min(max) as usize;
+    let out = (0..n)
+        .map(|i| (progs[i], link_ids.get(i).copied().unwrap_or(0)))
+        .collect();
+    Ok((out, count))
+}

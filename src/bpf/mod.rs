@@ -8,6 +8,7 @@ pub mod inflight;
 pub(crate) mod iter;
 pub mod lifecycle;
 pub mod load;
+pub mod netns;
 pub mod query;
 pub(crate) mod records;
 pub mod uring;

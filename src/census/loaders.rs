@@ -353,6 +353,7 @@ mod tests {
             tag: [0; 8],
             name: format!("p{id}"),
             map_ids: vec![],
+            dst_prog_id: None,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod loaders;
 mod memory;
 mod model;
 pub mod names;
+mod netdev;
 mod peers;
 pub mod programs;
 pub mod render;
@@ -115,6 +116,8 @@ pub struct Census {
     /// loaders (a hierarchy walk only for cgroups not resolved yet).
     loaders: loaders::LoaderTable,
     loader_paths: creators::PathResolver,
+    /// The netdev part (attachments of devices and network namespaces).
+    netdev: netdev::NetdevPart,
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -182,6 +185,7 @@ impl Census {
             &mut own_ids,
             &mut own_progs,
         );
+        let netdev = netdev::NetdevPart::load(&opts, &mut own_ids, &mut own_progs);
         let entries = entries::Counter::new(opts.entries_method, opts.entries_budget);
         Ok(Census {
             progs,
@@ -206,6 +210,7 @@ impl Census {
             prog_buf: Vec::new(),
             link_buf: Vec::new(),
             uring,
+            netdev,
             exe: sys::exe_identity(std::process::id()),
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
@@ -742,6 +747,22 @@ impl Census {
                 &mut prog_obs,
                 report,
             );
+        }
+        if p.on("netdev") && snap.programs.is_some() {
+            let part = &mut self.netdev;
+            if let Some(o) = report.run("netdev", || part.observe(&netdev::Limits::default())) {
+                for (k, src) in o.sources {
+                    if let Some(why) = &src.incomplete {
+                        crate::logging::warn_repeated(
+                            ("attachments incomplete", k.label()),
+                            |held| {
+                                tracing::debug!(kind = k.label(), reason = %why, more_since_last = held, "attachment source incomplete");
+                            },
+                        );
+                    }
+                    prog_obs.attach.insert(k, src);
+                }
+            }
         }
         if let Some(progs) = &snap.programs {
             snap.prog_holders = programs::holders(progs, &prog_obs);

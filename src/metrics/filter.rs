@@ -286,6 +286,7 @@ mod tests {
         "program_targets",
         "cgroups",
         "map_programs",
+        "netdev",
         "creators",
         "confirm",
         "entries",

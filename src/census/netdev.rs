@@ -1,0 +1,1043 @@
+//! The netdev part: programs the kernel keeps attached to network devices
+//! and network namespaces without a link (XDP per mode, tc `cls_bpf`
+//! filters and `act_bpf` actions, tcx and netkit hooks, the flow
+//! dissector), in every network namespace of the node.
+//!
+//! Namespaces are found from every process's `/proc/<pid>/ns/net` and every
+//! nsfs bind mount (`ip netns` keeps namespaces no process is in that way)
+//! of every mount namespace, deduplicated by inode. Each is entered by a
+//! dedicated thread of this part (never a census or runtime thread): netlink
+//! sockets stay bound to the namespace they were made in, and tcx and netkit
+//! queries name devices by ifindex in the caller's namespace.
+//!
+//! Exactness: a kind's source is complete only when every network
+//! namespace of the node was read whole. The node's namespaces are counted
+//! by the kernel's own list (`net_namespace_list`, walked by the census
+//! iterator); one that exists and was not read (held only by a socket or a
+//! file, unreadable, cut by a limit) makes the source incomplete, with the
+//! reason.
+//!
+//! Attachments through links are the links' holders already: XDP programs
+//! a link attached (`BPF_LINK_TYPE_XDP`, matched by program and ifindex),
+//! tcx and netkit entries with a link id, flow dissector programs of a
+//! netns link, are left out.
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp};
+use netlink_packet_route::tc::{
+    TcAction, TcActionAttribute, TcActionMessage, TcActionMessageAttribute, TcActionOption,
+    TcAttribute, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use super::programs::{AttachSource, AttachedBy, Attachment, ProgHolderKind};
+use crate::sys;
+
+/// `enum bpf_attach_type` values this part queries.
+const BPF_FLOW_DISSECTOR: u32 = 17;
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+const BPF_NETKIT_PRIMARY: u32 = 54;
+const BPF_NETKIT_PEER: u32 = 55;
+/// `act_bpf` attributes (uapi `linux/tc_act/tc_bpf.h`).
+const TCA_ACT_BPF_PARMS: u16 = 2;
+const TCA_ACT_BPF_ID: u16 = 9;
+/// The clsact / ingress qdisc's handle major and its two block parents.
+const TC_H_INGRESS_MAJ: u16 = 0xffff;
+const TC_H_MIN_INGRESS: u16 = 0xfff2;
+const TC_H_MIN_EGRESS: u16 = 0xfff3;
+
+/// The most programs one hook query returns (tcx and netkit hooks hold at
+/// most 64, `bpf_mprog`'s limit; a flow dissector one).
+const QUERY_MAX: u32 = 64;
+
+/// Bounds of one scrape's read.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Network namespaces read per scrape.
+    pub max_netns: usize,
+    /// Devices read per namespace.
+    pub max_devices: usize,
+    /// tc objects (qdiscs, classes, filters, actions) read per namespace.
+    pub max_tc_objects: usize,
+    /// Wall time for the whole read; namespaces not read by then make the
+    /// sources incomplete.
+    pub budget: Duration,
+    /// How long one netlink read may block.
+    pub recv_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_netns: 4096,
+            max_devices: 4096,
+            max_tc_objects: 65536,
+            budget: Duration::from_secs(10),
+            recv_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Which hooks the running kernel has, from its BTF (`enum
+/// bpf_attach_type` names each): a kernel without tcx (before 6.6) or
+/// netkit (before 6.7) has no such attachment to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Hooks {
+    pub tcx: bool,
+    pub netkit: bool,
+}
+
+impl Hooks {
+    /// Read from `/sys/kernel/btf/vmlinux` (its string section names every
+    /// enumerator). `None` when the kernel's BTF is not readable.
+    pub fn detect() -> Option<Hooks> {
+        let btf = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
+        let has = |name: &[u8]| {
+            let mut z = name.to_vec();
+            z.push(0);
+            btf.windows(z.len() + 1)
+                .any(|w| w[0] == 0 && w[1..] == z[..])
+        };
+        Some(Hooks {
+            tcx: has(b"BPF_TCX_INGRESS"),
+            netkit: has(b"BPF_NETKIT_PRIMARY"),
+        })
+    }
+}
+
+/// How to open one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Opener {
+    Process(u32),
+    /// An nsfs bind mount, through a process of its mount namespace.
+    Mount(PathBuf),
+}
+
+impl Opener {
+    fn path(&self) -> PathBuf {
+        match self {
+            Opener::Process(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            Opener::Mount(p) => p.clone(),
+        }
+    }
+}
+
+/// The namespaces found, by inode, with the ways to open each.
+#[derive(Debug, Default)]
+struct Found {
+    by_ino: BTreeMap<u64, Vec<Opener>>,
+    /// Processes whose namespace could not be read.
+    unreadable: usize,
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// nsfs mounts of network namespaces in one mountinfo text: (inode, mount
+/// point).
+pub fn netns_mounts(mountinfo: &str) -> Vec<(u64, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            if post.split_whitespace().next()? != "nsfs" {
+                return None;
+            }
+            let mut f = pre.split_whitespace();
+            let root = f.nth(3)?;
+            let point = f.next()?;
+            let ino = root
+                .strip_prefix("net:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((ino, unescape(point)))
+        })
+        .collect()
+}
+
+fn discover(proc_root: &Path) -> std::io::Result<Found> {
+    let mut found = Found::default();
+    let mut mnt_seen = BTreeSet::new();
+    for ent in std::fs::read_dir(proc_root)?.flatten() {
+        let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let dir = ent.path();
+        match std::fs::metadata(dir.join("ns/net")) {
+            Ok(md) => found
+                .by_ino
+                .entry(md.ino())
+                .or_default()
+                .push(Opener::Process(pid)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => found.unreadable += 1,
+        }
+        // nsfs mounts, once per mount namespace.
+        let Ok(mnt) = std::fs::metadata(dir.join("ns/mnt")) else {
+            continue;
+        };
+        if !mnt_seen.insert(mnt.ino()) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join("mountinfo")) else {
+            continue;
+        };
+        for (ino, point) in netns_mounts(&text) {
+            let p = dir.join("root").join(point.trim_start_matches('/'));
+            let v = found.by_ino.entry(ino).or_default();
+            if v.len() < 8 {
+                v.push(Opener::Mount(p));
+            }
+        }
+    }
+    for v in found.by_ino.values_mut() {
+        v.truncate(8);
+    }
+    Ok(found)
+}
+
+/// What one read of the node found.
+#[derive(Debug, Default)]
+pub struct Observation {
+    pub sources: BTreeMap<ProgHolderKind, AttachSource>,
+}
+
+/// An XDP attachment netlink reports (with or without a link).
+#[derive(Debug, Clone)]
+struct XdpSeen {
+    prog_id: u32,
+    ifindex: u32,
+    mode: &'static str,
+    target: String,
+}
+
+/// One namespace's findings.
+#[derive(Debug, Default)]
+struct NsRead {
+    xdp: Vec<XdpSeen>,
+    tc: Vec<Attachment>,
+    tcx: Vec<Attachment>,
+    netkit: Vec<Attachment>,
+    flow: Vec<u32>,
+    /// Why part of it was not read.
+    cut: Option<String>,
+}
+
+/// The part's state between scrapes.
+#[derive(Default)]
+pub struct NetdevPart {
+    hooks: Option<Option<Hooks>>,
+    /// The kernel's namespace list walk; `Err` keeps why it did not load.
+    list: Option<Result<crate::bpf::netns::NetnsList, String>>,
+    buf: Vec<u8>,
+}
+
+impl NetdevPart {
+    /// Load the namespace list walk when the part is on; its objects are
+    /// the exporter's own.
+    pub fn load(
+        opts: &super::CensusOpts,
+        own_ids: &mut Vec<u32>,
+        own_progs: &mut Vec<u32>,
+    ) -> NetdevPart {
+        let list = opts.parts.on("netdev").then(|| {
+            match crate::bpf::netns::NetnsList::load(opts.btf_path.as_deref()) {
+                Ok(l) => {
+                    own_ids.extend_from_slice(l.own_map_ids());
+                    own_progs.extend_from_slice(l.own_prog_ids());
+                    Ok(l)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "network namespace list walk not loaded: attachments of devices and namespaces read as incomplete");
+                    Err(format!("{e:#}"))
+                }
+            }
+        });
+        NetdevPart {
+            list,
+            ..Default::default()
+        }
+    }
+
+    /// Read every namespace.
+    pub fn observe(&mut self, limits: &Limits) -> anyhow::Result<Observation> {
+        let hooks = *self.hooks.get_or_insert_with(Hooks::detect);
+        let listed = match &self.list {
+            Some(Ok(l)) => l
+                .list(&mut self.buf)
+                .context("walking net_namespace_list")?,
+            _ => None,
+        };
+        let all_netns = listed.as_deref();
+        let found = discover(Path::new("/proc")).context("reading /proc/*/ns/net")?;
+        let xdp_links = xdp_and_netns_links().context("reading XDP and netns links")?;
+        let deadline = Instant::now() + limits.budget;
+        let todo: Vec<(u64, Vec<Opener>)> = found
+            .by_ino
+            .iter()
+            .take(limits.max_netns)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let lim = limits.clone();
+        let reads: Vec<(u64, Result<NsRead, String>)> = std::thread::scope(|s| {
+            s.spawn(move || read_all(&todo, hooks, &lim, deadline))
+                .join()
+                .unwrap_or_default()
+        });
+        let mut problems: Vec<String> = Vec::new();
+        if found.by_ino.len() > limits.max_netns {
+            problems.push(format!(
+                "{} network namespaces found, {} read (limit {})",
+                found.by_ino.len(),
+                limits.max_netns,
+                limits.max_netns
+            ));
+        }
+        for (ino, r) in &reads {
+            match r {
+                Err(e) => problems.push(format!("netns {ino}: {e}")),
+                Ok(n) => {
+                    if let Some(c) = &n.cut {
+                        problems.push(format!("netns {ino}: {c}"));
+                    }
+                }
+            }
+        }
+        if reads.len() < found.by_ino.len().min(limits.max_netns) {
+            problems.push(format!(
+                "{} network namespaces not reached within {:?}",
+                found.by_ino.len().min(limits.max_netns) - reads.len(),
+                limits.budget
+            ));
+        }
+        match all_netns {
+            None => problems.push(match &self.list {
+                Some(Err(e)) => format!("the node's network namespaces cannot be listed (the list walk did not load: {e}): one only a socket or a file holds would be missed"),
+                _ => "the node's network namespace list was longer than one walk reads".into(),
+            }),
+            Some(all) => {
+                let missed = all.iter().filter(|i| !found.by_ino.contains_key(i)).count();
+                if missed > 0 {
+                    problems.push(format!(
+                        "{missed} network namespaces no process is in and no mount names (held by a socket or a file) are not read"
+                    ));
+                }
+            }
+        }
+        if found.unreadable > 0 && all_netns.is_none() {
+            problems.push(format!(
+                "{} processes' network namespaces are unreadable",
+                found.unreadable
+            ));
+        }
+        let mut obs = Observation::default();
+        let mut xdp_links = xdp_links;
+        let mut dispatched: BTreeSet<u32> = BTreeSet::new();
+        let mut sources: BTreeMap<ProgHolderKind, Vec<Attachment>> = BTreeMap::new();
+        for (ino, r) in reads {
+            let Ok(n) = r else { continue };
+            for x in n.xdp {
+                if x.mode != "hw" {
+                    dispatched.insert(x.prog_id);
+                }
+                let xdp = sources.entry(ProgHolderKind::Xdp).or_default();
+                // The driver's reference (`dev_xdp_install`), link or not.
+                xdp.push(kernel_held(
+                    x.prog_id,
+                    ProgHolderKind::Xdp,
+                    format!("{} (the driver's reference)", x.target),
+                ));
+                // The device's own (`xdp_state[mode].prog`), unless a link
+                // holds it instead.
+                if let Some(c) = xdp_links.xdp.get_mut(&(x.prog_id, x.ifindex)) {
+                    if *c > 0 {
+                        *c -= 1;
+                        continue;
+                    }
+                }
+                xdp.push(kernel_held(x.prog_id, ProgHolderKind::Xdp, x.target));
+            }
+            sources.entry(ProgHolderKind::Tc).or_default().extend(n.tc);
+            sources
+                .entry(ProgHolderKind::Tcx)
+                .or_default()
+                .extend(n.tcx);
+            sources
+                .entry(ProgHolderKind::Netkit)
+                .or_default()
+                .extend(n.netkit);
+            // The flow dissector, less a netns link's program.
+            for id in n.flow {
+                if let Some(c) = xdp_links.netns.get_mut(&(ino, id)) {
+                    if *c > 0 {
+                        *c -= 1;
+                        continue;
+                    }
+                }
+                sources
+                    .entry(ProgHolderKind::FlowDissector)
+                    .or_default()
+                    .push(kernel_held(
+                        id,
+                        ProgHolderKind::FlowDissector,
+                        format!("flow_dissector of netns {ino}"),
+                    ));
+            }
+        }
+        // The XDP dispatcher holds one reference on each distinct program
+        // attached in a non-offload mode, while it has a free slot.
+        let mut xdp_problems = Vec::new();
+        if !dispatched.is_empty() {
+            match xdp_dispatcher() {
+                Some(true) if dispatched.len() <= XDP_DISPATCHER_SLOTS => {
+                    for id in dispatched {
+                        sources.entry(ProgHolderKind::Xdp).or_default().push(kernel_held(
+                            id,
+                            ProgHolderKind::Xdp,
+                            "the XDP dispatcher (one reference per attached program)".into(),
+                        ));
+                    }
+                }
+                Some(true) => xdp_problems.push(format!(
+                    "{} distinct XDP programs attached, more than the dispatcher's {XDP_DISPATCHER_SLOTS} slots: which it holds is unknown",
+                    dispatched.len()
+                )),
+                Some(false) => {}
+                None => xdp_problems.push("/proc/kallsyms is unreadable: whether the kernel has the XDP dispatcher is unknown".into()),
+            }
+        }
+        let complete = problems.is_empty();
+        let reason = (!complete).then(|| problems.join("; "));
+        for k in [
+            ProgHolderKind::Xdp,
+            ProgHolderKind::Tc,
+            ProgHolderKind::Tcx,
+            ProgHolderKind::Netkit,
+            ProgHolderKind::FlowDissector,
+        ] {
+            let found = sources.remove(&k).unwrap_or_default();
+            let absent = match k {
+                ProgHolderKind::Tcx => hooks.is_some_and(|h| !h.tcx),
+                ProgHolderKind::Netkit => hooks.is_some_and(|h| !h.netkit),
+                _ => false,
+            };
+            let (complete, incomplete) = if absent {
+                (true, None)
+            } else if hooks.is_none() && matches!(k, ProgHolderKind::Tcx | ProgHolderKind::Netkit) {
+                (
+                    false,
+                    Some(
+                        "the kernel's BTF is unreadable: whether it has this hook is unknown"
+                            .to_string(),
+                    ),
+                )
+            } else if k == ProgHolderKind::Xdp && !xdp_problems.is_empty() {
+                let mut all = problems.clone();
+                all.extend(xdp_problems.iter().cloned());
+                (false, Some(all.join("; ")))
+            } else {
+                (complete, reason.clone())
+            };
+            obs.sources.insert(
+                k,
+                AttachSource {
+                    found,
+                    complete,
+                    incomplete,
+                },
+            );
+        }
+        Ok(obs)
+    }
+}
+
+/// `BPF_DISPATCHER_MAX`: the XDP dispatcher's program slots.
+const XDP_DISPATCHER_SLOTS: usize = 48;
+
+/// Whether the kernel has the XDP dispatcher (`bpf_prog_change_xdp` takes
+/// a reference on each program it dispatches to; built with the JIT).
+fn xdp_dispatcher() -> Option<bool> {
+    use std::io::BufRead;
+    let f = std::io::BufReader::new(File::open("/proc/kallsyms").ok()?);
+    let mut any = false;
+    for l in f.lines() {
+        let l = l.ok()?;
+        any = true;
+        if l.split_whitespace().nth(2) == Some("bpf_dispatcher_xdp_func") {
+            return Some(true);
+        }
+    }
+    any.then_some(false)
+}
+
+fn kernel_held(prog_id: u32, kind: ProgHolderKind, target: String) -> Attachment {
+    Attachment {
+        prog_id,
+        kind,
+        held_by: vec![AttachedBy::Kernel],
+        target,
+    }
+}
+
+/// XDP links by (program, ifindex), and netns links' programs by
+/// namespace.
+#[derive(Debug, Default)]
+struct LinkFacts {
+    xdp: BTreeMap<(u32, u32), u32>,
+    netns: BTreeMap<(u64, u32), u32>,
+}
+
+fn xdp_and_netns_links() -> anyhow::Result<LinkFacts> {
+    use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
+    let mut out = LinkFacts::default();
+    for id in sys::all_link_ids().context("BPF_LINK_GET_NEXT_ID")? {
+        let fd = match sys::link_fd_by_id(id) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e).with_context(|| format!("BPF_LINK_GET_FD_BY_ID {id}")),
+        };
+        let info = LinkInfo::from_fd(fd.as_fd())
+            .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of link {id}"))?;
+        match info.info {
+            LinkTypeInfo::Xdp(x) => *out.xdp.entry((info.prog_id, x.ifindex)).or_default() += 1,
+            LinkTypeInfo::NetNs(n)
+                if matches!(n.attach_type, libbpf_rs::ProgramAttachType::FlowDissector) =>
+            {
+                *out.netns.entry((n.ino as u64, info.prog_id)).or_default() += 1
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Runs on a thread of its own: enter each namespace, read it, come back.
+fn read_all(
+    todo: &[(u64, Vec<Opener>)],
+    hooks: Option<Hooks>,
+    limits: &Limits,
+    deadline: Instant,
+) -> Vec<(u64, Result<NsRead, String>)> {
+    let mut out = Vec::new();
+    let Ok(home) = File::open("/proc/thread-self/ns/net") else {
+        return out;
+    };
+    for (ino, openers) in todo {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let nsf = openers.iter().find_map(|o| {
+            let f = File::open(o.path()).ok()?;
+            (f.metadata().ok()?.ino() == *ino).then_some(f)
+        });
+        let Some(nsf) = nsf else {
+            out.push((
+                *ino,
+                Err("no way to open it (its processes and mounts are gone or unreadable)".into()),
+            ));
+            continue;
+        };
+        if let Err(e) = sys::setns_net(nsf.as_fd()) {
+            out.push((*ino, Err(format!("entering it: {e}"))));
+            continue;
+        }
+        let r = read_ns(*ino, &nsf, hooks, limits, deadline).map_err(|e| format!("{e:#}"));
+        out.push((*ino, r));
+        if sys::setns_net(home.as_fd()).is_err() {
+            // This thread ends here; the namespaces left are not read.
+            break;
+        }
+    }
+    out
+}
+
+/// A NETLINK_ROUTE socket of the calling thread's namespace.
+struct Nl {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+    deadline: Instant,
+}
+
+impl Nl {
+    fn new(timeout: Duration, deadline: Instant) -> anyhow::Result<Nl> {
+        let mut sock = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
+        sock.bind_auto().context("binding a netlink socket")?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .context("connecting a netlink socket")?;
+        let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+            .context("SO_RCVTIMEO on a netlink socket")?;
+        Ok(Nl {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(1 << 16),
+            deadline,
+        })
+    }
+
+    /// Send a dump request and hand every reply to `f` (false: stop
+    /// reading after this batch, the caller's limit was reached).
+    fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        mut f: impl FnMut(RouteNetlinkMessage) -> bool,
+    ) -> anyhow::Result<bool> {
+        self.seq += 1;
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        hdr.sequence_number = self.seq;
+        let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+        m.finalize();
+        let mut out = vec![0u8; m.buffer_len()];
+        m.serialize(&mut out);
+        self.sock
+            .send(&out, 0)
+            .context("sending a netlink request")?;
+        let mut more = true;
+        loop {
+            if Instant::now() >= self.deadline {
+                anyhow::bail!("the read's time budget ran out");
+            }
+            self.buf.clear();
+            let n = self
+                .sock
+                .recv(&mut self.buf, 0)
+                .context("reading a netlink reply")?;
+            let mut off = 0;
+            while off < n {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+                    .map_err(|e| anyhow::anyhow!("decoding a netlink reply: {e}"))?;
+                let len = msg.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                if msg.header.sequence_number != self.seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(more),
+                    NetlinkPayload::Error(e) => {
+                        if let Some(code) = e.code {
+                            return Err(std::io::Error::from_raw_os_error(-code.get()))
+                                .context("netlink error");
+                        }
+                        return Ok(more);
+                    }
+                    NetlinkPayload::InnerMessage(m) if more => more = f(m),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn handle_str(h: TcHandle) -> String {
+    format!("{:x}:{:x}", h.major, h.minor)
+}
+
+/// One namespace, from a thread in it.
+fn read_ns(
+    ino: u64,
+    nsf: &File,
+    hooks: Option<Hooks>,
+    limits: &Limits,
+    deadline: Instant,
+) -> anyhow::Result<NsRead> {
+    let mut r = NsRead::default();
+    let mut nl = Nl::new(limits.recv_timeout, deadline)?;
+    // Devices, with XDP programs per mode.
+    let mut devs: Vec<(u32, String, bool)> = Vec::new();
+    let mut over = false;
+    let max = limits.max_devices;
+    nl.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), |m| {
+        let RouteNetlinkMessage::NewLink(l) = m else {
+            return true;
+        };
+        if devs.len() >= max {
+            over = true;
+            return false;
+        }
+        let ifindex = l.header.index;
+        let mut name = String::new();
+        let mut netkit = false;
+        let mut xdp = Vec::new();
+        for a in l.attributes {
+            match a {
+                LinkAttribute::IfName(n) => name = n,
+                LinkAttribute::LinkInfo(infos) => {
+                    netkit = infos
+                        .iter()
+                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Netkit)));
+                }
+                LinkAttribute::Xdp(x) => xdp = x,
+                _ => {}
+            }
+        }
+        for x in xdp {
+            let (mode, id) = match x {
+                LinkXdp::DrvProgId(id) => ("drv", id),
+                LinkXdp::SkbProgId(id) => ("skb", id),
+                LinkXdp::HwProgId(id) => ("hw", id),
+                _ => continue,
+            };
+            if id != 0 {
+                r.xdp.push(XdpSeen {
+                    prog_id: id,
+                    ifindex,
+                    mode,
+                    target: format!("xdp {mode} on {name} (ifindex {ifindex}, netns {ino})"),
+                });
+            }
+        }
+        devs.push((ifindex, name, netkit));
+        true
+    })
+    .context("RTM_GETLINK")?;
+    if over {
+        r.cut = Some(format!("more than {max} devices"));
+    }
+    // tcx and netkit hooks.
+    for (ifindex, name, netkit) in &devs {
+        let mut hooks_here: Vec<(u32, ProgHolderKind, &str)> = Vec::new();
+        if hooks.is_some_and(|h| h.tcx) {
+            hooks_here.push((BPF_TCX_INGRESS, ProgHolderKind::Tcx, "ingress"));
+            hooks_here.push((BPF_TCX_EGRESS, ProgHolderKind::Tcx, "egress"));
+        }
+        if *netkit && hooks.is_some_and(|h| h.netkit) {
+            hooks_here.push((BPF_NETKIT_PRIMARY, ProgHolderKind::Netkit, "primary"));
+            hooks_here.push((BPF_NETKIT_PEER, ProgHolderKind::Netkit, "peer"));
+        }
+        for (at, kind, dir) in hooks_here {
+            let (progs, count) = sys::prog_query(*ifindex as i32, at, QUERY_MAX, true)
+                .with_context(|| format!("BPF_PROG_QUERY {} {dir} on {name}", kind.label()))?;
+            if count as usize > progs.len() {
+                r.cut = Some(format!(
+                    "{} {dir} on {name}: {count} programs, more than read",
+                    kind.label()
+                ));
+            }
+            for (prog, link) in progs {
+                if link == 0 {
+                    let t = format!(
+                        "{} {dir} on {name} (ifindex {ifindex}, netns {ino})",
+                        kind.label()
+                    );
+                    let a = kernel_held(prog, kind, t);
+                    if kind == ProgHolderKind::Tcx {
+                        r.tcx.push(a);
+                    } else {
+                        r.netkit.push(a);
+                    }
+                }
+            }
+        }
+    }
+    // The flow dissector of the namespace.
+    let (progs, _) = sys::prog_query(nsf.as_raw_fd(), BPF_FLOW_DISSECTOR, 1, false)
+        .context("BPF_PROG_QUERY flow_dissector")?;
+    r.flow = progs.into_iter().map(|p| p.0).collect();
+    read_tc(ino, &mut nl, &devs, limits.max_tc_objects, &mut r)?;
+    Ok(r)
+}
+
+/// tc: every qdisc's and class's filters (all chains; shared blocks once),
+/// and every `act_bpf` action of the namespace.
+fn read_tc(
+    ino: u64,
+    nl: &mut Nl,
+    devs: &[(u32, String, bool)],
+    max: usize,
+    r: &mut NsRead,
+) -> anyhow::Result<()> {
+    let names: BTreeMap<u32, &str> = devs.iter().map(|d| (d.0, d.1.as_str())).collect();
+    let mut objects = 0usize;
+    let mut over = false;
+    // Qdiscs of every device: (ifindex, handle, kind).
+    let mut qdiscs: Vec<(u32, TcHandle, String)> = Vec::new();
+    nl.dump(
+        RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+        |m| {
+            let RouteNetlinkMessage::NewQueueDiscipline(q) = m else {
+                return true;
+            };
+            objects += 1;
+            if objects > max {
+                over = true;
+                return false;
+            }
+            let kind = q
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            qdiscs.push((q.header.index as u32, q.header.handle, kind));
+            true
+        },
+    )
+    .context("RTM_GETQDISC")?;
+    // Filter parents: each qdisc's own block, the ingress/clsact blocks,
+    // and every class of a device with a qdisc of its own.
+    let mut parents: BTreeSet<(u32, u32)> = BTreeSet::new();
+    let mut classful: BTreeSet<u32> = BTreeSet::new();
+    for (ifindex, h, kind) in &qdiscs {
+        if !names.contains_key(ifindex) {
+            continue; // a device past the limit
+        }
+        if h.major == TC_H_INGRESS_MAJ && (kind == "clsact" || kind == "ingress") {
+            for min in [TC_H_MIN_INGRESS, TC_H_MIN_EGRESS] {
+                parents.insert((
+                    *ifindex,
+                    u32::from(TcHandle {
+                        major: h.major,
+                        minor: min,
+                    }),
+                ));
+            }
+        } else if h.major != 0 {
+            parents.insert((
+                *ifindex,
+                u32::from(TcHandle {
+                    major: h.major,
+                    minor: 0,
+                }),
+            ));
+            classful.insert(*ifindex);
+        }
+    }
+    for ifindex in classful {
+        let mut req = TcMessage::default();
+        req.header.index = ifindex as i32;
+        nl.dump(RouteNetlinkMessage::GetTrafficClass(req), |m| {
+            let RouteNetlinkMessage::NewTrafficClass(c) = m else {
+                return true;
+            };
+            objects += 1;
+            if objects > max {
+                over = true;
+                return false;
+            }
+            if c.header.handle.minor != 0 {
+                parents.insert((ifindex, u32::from(c.header.handle)));
+            }
+            true
+        })
+        .with_context(|| format!("RTM_GETTCLASS on ifindex {ifindex}"))?;
+    }
+    // Filters; one per (device or block, parent, chain, priority/protocol,
+    // handle).
+    let mut seen: BTreeSet<(i32, u32, u32, u32, u32)> = BTreeSet::new();
+    for (ifindex, parent) in parents {
+        let mut req = TcMessage::default();
+        req.header.index = ifindex as i32;
+        req.header.parent = TcHandle::from(parent);
+        let res = nl.dump(RouteNetlinkMessage::GetTrafficFilter(req), |m| {
+            let RouteNetlinkMessage::NewTrafficFilter(f) = m else {
+                return true;
+            };
+            objects += 1;
+            if objects > max {
+                over = true;
+                return false;
+            }
+            let mut chain = 0;
+            let mut bpf = false;
+            let mut id = None;
+            for a in &f.attributes {
+                match a {
+                    TcAttribute::Kind(k) => bpf = k == "bpf",
+                    TcAttribute::Chain(c) => chain = *c,
+                    TcAttribute::Options(o) => {
+                        for o in o {
+                            if let TcOption::Bpf(TcFilterBpfOption::ProgId(p)) = o {
+                                id = Some(*p);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let h = &f.header;
+            let (Some(id), true) = (id, bpf) else {
+                return true;
+            };
+            if !seen.insert((
+                h.index,
+                u32::from(h.parent),
+                chain,
+                h.info,
+                u32::from(h.handle),
+            )) {
+                return true;
+            }
+            let pref = h.info >> 16;
+            let on = if h.index as u32 == u32::MAX {
+                format!(
+                    "shared block {}",
+                    h.parent.major as u32 * 65536 + h.parent.minor as u32
+                )
+            } else {
+                let dev = names.get(&(h.index as u32)).copied().unwrap_or("?");
+                format!(
+                    "{dev} (ifindex {}, netns {ino}) parent {}",
+                    h.index,
+                    handle_str(h.parent)
+                )
+            };
+            r.tc.push(kernel_held(
+                id,
+                ProgHolderKind::Tc,
+                format!(
+                    "tc filter bpf on {on} chain {chain} pref {pref} handle 0x{:x}{}",
+                    (h.handle.major as u32) << 16 | h.handle.minor as u32,
+                    if h.index as u32 == u32::MAX {
+                        format!(" (netns {ino})")
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
+            true
+        });
+        match res {
+            Ok(_) => {}
+            // The qdisc or class went away, or takes no filters.
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .and_then(|e| e.raw_os_error())
+                    .is_some_and(|c| {
+                        c == libc::ENOENT || c == libc::EINVAL || c == libc::EOPNOTSUPP
+                    }) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("RTM_GETTFILTER on ifindex {ifindex}"))
+            }
+        }
+    }
+    // act_bpf actions, standalone or bound to a filter: one per index.
+    let mut req = TcActionMessage::default();
+    let mut tab = TcAction::default();
+    tab.tab = 1;
+    tab.attributes.push(TcActionAttribute::Kind("bpf".into()));
+    req.attributes
+        .push(TcActionMessageAttribute::Actions(vec![tab]));
+    let mut indexes: BTreeSet<u32> = BTreeSet::new();
+    let res = nl.dump(RouteNetlinkMessage::GetTrafficAction(req), |m| {
+        let RouteNetlinkMessage::NewTrafficAction(a) = m else {
+            return true;
+        };
+        for attr in a.attributes {
+            let TcActionMessageAttribute::Actions(acts) = attr else {
+                continue;
+            };
+            for act in acts {
+                objects += 1;
+                if objects > max {
+                    over = true;
+                    return false;
+                }
+                let mut index = None;
+                let mut id = None;
+                let mut bpf = false;
+                for a in act.attributes {
+                    match a {
+                        TcActionAttribute::Kind(k) => bpf = k == "bpf",
+                        TcActionAttribute::Options(opts) => {
+                            for o in opts {
+                                let TcActionOption::Other(nla) = o else {
+                                    continue;
+                                };
+                                use netlink_packet_core::Nla;
+                                let mut v = vec![0u8; nla.value_len()];
+                                nla.emit_value(&mut v);
+                                match nla.kind() {
+                                    TCA_ACT_BPF_ID if v.len() >= 4 => {
+                                        id = Some(u32::from_ne_bytes(v[..4].try_into().unwrap()))
+                                    }
+                                    TCA_ACT_BPF_PARMS if v.len() >= 4 => {
+                                        index = Some(u32::from_ne_bytes(v[..4].try_into().unwrap()))
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if let (true, Some(id), Some(index)) = (bpf, id, index) {
+                    if indexes.insert(index) {
+                        r.tc.push(kernel_held(
+                            id,
+                            ProgHolderKind::Tc,
+                            format!("tc action bpf index {index} (netns {ino})"),
+                        ));
+                    }
+                }
+            }
+        }
+        true
+    });
+    match res {
+        Ok(_) => {}
+        // No act_bpf module loaded: no such action exists.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .and_then(|e| e.raw_os_error())
+                .is_some_and(|c| c == libc::ENOENT || c == libc::EINVAL) => {}
+        Err(e) => return Err(e).context("RTM_GETACTION bpf"),
+    }
+    if over {
+        r.cut = Some(format!("more than {max} tc objects"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nsfs_mounts_of_network_namespaces_are_found() {
+        let text = "\
+36 35 0:4 net:[4026532281] /run/netns/a\\040b rw shared:5 - nsfs nsfs rw
+37 35 0:4 mnt:[4026532282] /run/mnt rw - nsfs nsfs rw
+38 35 0:22 / /sys rw - sysfs sysfs rw
+";
+        assert_eq!(
+            netns_mounts(text),
+            [(4026532281, "/run/netns/a b".to_string())]
+        );
+    }
+}
