@@ -193,8 +193,6 @@ pub fn attach_kinds(prog_type: u32) -> (&'static [ProgHolderKind], &'static [&'s
 }
 
 /// Who keeps an attachment alive.
-// TEMPORARY: readers of every kind construct these; removed once merged.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AttachedBy {
     /// The kernel object it is attached to (a device, a cgroup, a network
@@ -204,8 +202,6 @@ pub enum AttachedBy {
     Process(u32),
     /// A file in flight.
     Inflight,
-    /// A file in an io_uring table of a ring this process holds.
-    IoUring(u32),
     /// A map (sockmap, devmap, cpumap, struct_ops).
     Map(u32),
     /// A link (a tracing link to the program).

@@ -340,7 +340,6 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
                 AttachedBy::Kernel => Holder::Root(Root::Attached(n as u32)),
                 AttachedBy::Process(pid) => Holder::Root(Root::Process(pid)),
                 AttachedBy::Inflight => Holder::Root(Root::Inflight),
-                AttachedBy::IoUring(pid) => Holder::Root(Root::IoUring(pid)),
                 AttachedBy::Map(id) => match map(id) {
                     Some(m) => Holder::Obj(m),
                     None => continue,
