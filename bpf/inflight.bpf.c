@@ -70,12 +70,17 @@ __u64 lost_writes = 0;
 static __always_inline int put(struct qctx *q, struct file *f, __u64 inner, __u32 id, __u32 flags)
 {
 	struct inflight_rec *r;
+	__u32 i = q->n;
 
-	if (q->n >= MAX_OUT) {
+	if (i >= MAX_OUT) {
 		q->flags |= BPFMAP_INFLIGHT_TRUNCATED;
 		return 1;
 	}
-	r = &out[q->n & (MAX_OUT - 1)];
+	/* The mask is what bounds the index for the verifier: keep the
+	 * compiler from folding it into the check above (older verifiers
+	 * lose that bound across inlined calls). */
+	barrier_var(i);
+	r = &out[i & (MAX_OUT - 1)];
 	r->file_ptr = (__u64)(unsigned long)f;
 	r->sock_ino = q->sock_ino;
 	r->inner_ino = inner;

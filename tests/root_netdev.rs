@@ -334,7 +334,15 @@ fn xdp_filter_programs_and_maps_are_explained_exactly() {
     // every reference explained, an xdp attachment among its roots.
     let refs = refcnt(&s, id);
     let h = &s.prog_holders[&id];
-    assert_eq!(h.unexplained(refs), Some(0), "program {id}: {h:?}");
+    if source_complete(&s, "program_targets") {
+        assert_eq!(h.unexplained(refs), Some(0), "program {id}: {h:?}");
+    } else {
+        // libxdp's dispatcher is held by its component programs' freplace
+        // links too; where a kernel does not tell a tracing link's target
+        // (before 5.13), those references are withheld, never guessed.
+        assert!(!kernel_at_least(5, 13), "{:?}", s.prog_sources);
+        assert_eq!(h.unexplained(refs), None, "program {id}: {h:?}");
+    }
     assert!(h.get(ProgHolderKind::Xdp).unwrap() >= 2, "{h:?}");
     // Every map bpftool says it uses is explained.
     let maps: Vec<u32> = prog["map_ids"]

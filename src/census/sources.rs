@@ -27,7 +27,8 @@ pub(crate) fn links() -> anyhow::Result<(Vec<LinkRecord>, Vec<u32>)> {
         };
         let info = LinkInfo::from_fd(fd.as_fd())
             .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of link {id}"))?;
-        let (mut iter_map_id, mut link_type, mut tgt_prog_id, mut cgroup) = (None, 0, None, None);
+        let (mut iter_map_id, mut tgt_prog_id, mut cgroup) = (None, None, None);
+        let mut link_type = link_type_of(&info.info);
         match info.info {
             LinkTypeInfo::Iter(it) => {
                 link_type = LINK_TYPE_ITER;
@@ -56,6 +57,29 @@ pub(crate) fn links() -> anyhow::Result<(Vec<LinkRecord>, Vec<u32>)> {
         });
     }
     Ok((out, unknown))
+}
+
+/// The uapi `enum bpf_link_type` of a link's info (0 for one this
+/// libbpf-rs does not name).
+fn link_type_of(info: &libbpf_rs::query::LinkTypeInfo) -> u32 {
+    use libbpf_rs::query::LinkTypeInfo;
+    match info {
+        LinkTypeInfo::RawTracepoint(_) => 1,
+        LinkTypeInfo::Tracing(_) => 2,
+        LinkTypeInfo::Cgroup(_) => 3,
+        LinkTypeInfo::Iter(_) => LINK_TYPE_ITER,
+        LinkTypeInfo::NetNs(_) => 5,
+        LinkTypeInfo::Xdp(_) => 6,
+        LinkTypeInfo::PerfEvent(_) => LINK_TYPE_PERF_EVENT,
+        LinkTypeInfo::KprobeMulti(_) => 8,
+        LinkTypeInfo::StructOps(_) => 9,
+        LinkTypeInfo::Netfilter(_) => 10,
+        LinkTypeInfo::Tcx(_) => 11,
+        LinkTypeInfo::UprobeMulti(_) => 12,
+        LinkTypeInfo::Netkit(_) => 13,
+        LinkTypeInfo::SockMap(_) => 14,
+        _ => 0,
+    }
 }
 
 /// The program a tracing link holds, from its link info: `Some(None)` for
