@@ -14,6 +14,7 @@ FOR = "5s"
 # alert -> [(old, new), ...] applied to its expr
 EXPR = {
     "BpfMapUnexplainedReferences": [],
+    "BpfProgramUnexplainedReferences": [],
     "BpfMapLeakDetectionBlind": [],
     "BpfMapFdStuckInFlight": [("> 1800", "> 5")],
     "BpfMapRefcountImbalance": [("[1h]", "[1m]"), ("> 1000", "> 5")],
