@@ -169,29 +169,21 @@ pub fn trim_c_heap() {
 /// The highest program id in use now (BPF_PROG_GET_NEXT_ID walk; 0 when
 /// none).
 pub fn max_prog_id() -> io::Result<u32> {
-    let mut cur = 0u32;
-    loop {
-        let mut next = 0u32;
-        // SAFETY: `next` is a valid out-pointer for the duration of the call.
-        let ret = unsafe { libbpf_sys::bpf_prog_get_next_id(cur, &mut next) };
-        if ret < 0 {
-            let e = io::Error::from_raw_os_error(-ret);
-            if e.raw_os_error() == Some(libc::ENOENT) {
-                return Ok(cur);
-            }
-            return Err(e);
-        }
-        cur = next;
-    }
+    max_id(libbpf_sys::bpf_prog_get_next_id)
 }
 
 /// The highest map id in use now (BPF_MAP_GET_NEXT_ID walk; 0 when none).
 pub fn max_map_id() -> io::Result<u32> {
+    max_id(libbpf_sys::bpf_map_get_next_id)
+}
+
+/// The last id a `bpf_*_get_next_id` walk reaches (0 when none).
+fn max_id(get_next: unsafe extern "C" fn(u32, *mut u32) -> i32) -> io::Result<u32> {
     let mut cur = 0u32;
     loop {
         let mut next = 0u32;
         // SAFETY: `next` is a valid out-pointer for the duration of the call.
-        let ret = unsafe { libbpf_sys::bpf_map_get_next_id(cur, &mut next) };
+        let ret = unsafe { get_next(cur, &mut next) };
         if ret < 0 {
             let e = io::Error::from_raw_os_error(-ret);
             if e.raw_os_error() == Some(libc::ENOENT) {
