@@ -12,18 +12,6 @@ use common::*;
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapType};
 
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_insn {
-    let mut i = libbpf_sys::bpf_insn {
-        code,
-        off,
-        imm,
-        ..Default::default()
-    };
-    i.set_dst_reg(dst);
-    i.set_src_reg(src);
-    i
-}
-
 /// Load `r1 = map; r0 = ret; exit` (or without the map) of type `ty`.
 fn load(
     ty: libbpf_sys::bpf_prog_type,
@@ -62,21 +50,6 @@ fn load(
     }
     // SAFETY: fresh fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn prog_id(fd: &OwnedFd) -> u32 {
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: info and len are valid for the call.
-    let rc = unsafe {
-        libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0);
-    info.id
 }
 
 fn refcnt(s: &Snapshot, id: u32) -> i64 {

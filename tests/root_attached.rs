@@ -12,21 +12,6 @@ use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
 use common::*;
 use libbpf_rs::MapType;
 
-fn prog_id(fd: &OwnedFd) -> u32 {
-    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: info and len are valid for the call; no arrays are asked for.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "program info");
-    info.id
-}
-
 /// A program of type `ty` (using a throwaway map).
 fn prog(ty: libbpf_rs::libbpf_sys::bpf_prog_type) -> OwnedFd {
     let m = map(MapType::Array, "att_m", 4, 4, 1, 0);

@@ -5,7 +5,7 @@
 //! and bpftool.
 mod common;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
@@ -73,21 +73,6 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
-}
-
-fn prog_id(fd: &OwnedFd) -> u32 {
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: info and len are valid for the call; no arrays are asked for.
-    let rc = unsafe {
-        libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "program info");
-    info.id
 }
 
 fn ifindex(name: &str) -> i32 {

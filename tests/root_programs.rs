@@ -13,21 +13,6 @@ use bpfmap_exporter::census::{Census, CensusOpts, ProgRecord, Snapshot};
 use common::*;
 use libbpf_rs::{MapCore, MapFlags, MapType};
 
-fn prog_id(fd: &OwnedFd) -> u32 {
-    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: info and len are valid for the call; no arrays are asked for.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "program info");
-    info.id
-}
-
 fn program<'a>(s: &'a Snapshot, id: u32) -> &'a ProgRecord {
     s.programs
         .as_ref()

@@ -146,7 +146,8 @@ pub fn prog_of_type_using_map(ty: libbpf_sys::bpf_prog_type, map_fd: RawFd) -> O
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_insn {
+/// One BPF instruction.
+pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_insn {
     let mut i = libbpf_sys::bpf_insn {
         code,
         off,
@@ -526,4 +527,20 @@ pub fn with_nofile(n: u64, cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// The id of the program behind `fd` (BPF_OBJ_GET_INFO_BY_FD).
+pub fn prog_id(fd: &OwnedFd) -> u32 {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info and len are valid for the call; no arrays are asked for.
+    let rc = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "program info");
+    info.id
 }
