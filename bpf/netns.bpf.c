@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Every network namespace of the node, from the kernel's own list
- * (net_namespace_list, RCU-protected; the iterator runs under
- * rcu_read_lock). The walk starts at the reader's own namespace and goes
- * round the circular list once; the one entry that is no namespace is the
- * list head (a global this kernel may not export), told apart by its
- * ns.ops, which every network namespace shares. Entries are written
- * once per walk, on the map iterator's final call; the count and whether
- * the walk came back to its start go to .bss. Reads are probe reads: a
- * namespace being created or torn down meanwhile is seen or not. */
+ * (net_namespace_list, RCU-protected). The program is never attached: user
+ * space runs it once per read with BPF_PROG_TEST_RUN (raw_tp, 5.10+),
+ * which calls it under rcu_read_lock in the reader's own task, so a walk
+ * costs one program run whatever the node holds. The walk starts at the
+ * reader's own namespace and goes round the circular list once; the one
+ * entry that is no namespace is the list head (a global this kernel may
+ * not export), told apart by its ns.ops, which every network namespace
+ * shares. Entries go to `recs` in .bss, the count and whether the walk came
+ * back to its start beside them. Reads are probe reads: a namespace being
+ * created or torn down meanwhile is seen or not. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -18,27 +20,28 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * bounded loop); a longer list leaves `ended` 0 and the list unread. */
 #define MAX_NETNS 1024
 
+struct netns_rec {
+	__u32 inum;
+	/* Nonzero for the list head: its ns.ops differs from the reader's. */
+	__u32 other;
+};
+
 __u32 walked = 0;
 __u32 ended = 0;
-__u32 unwritten = 0;
+struct netns_rec recs[MAX_NETNS + 1] = {};
 
-SEC("iter/bpf_map")
-int list_netns(struct bpf_iter__bpf_map *ctx)
+SEC("raw_tp")
+int list_netns(void *ctx)
 {
-	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 off = bpf_core_field_offset(struct net, list);
 	struct list_head *start, *pos;
 	const void *ops;
 	struct net *me;
 	__u32 i, n = 0;
-	long failed = 0;
 
-	if (ctx->map)
-		return 0;
 	walked = 0;
 	ended = 0;
-	unwritten = 0;
 	me = BPF_CORE_READ(task, nsproxy, net_ns);
 	ops = BPF_CORE_READ(me, ns.ops);
 	start = (struct list_head *)((void *)me + off);
@@ -50,11 +53,9 @@ int list_netns(struct bpf_iter__bpf_map *ctx)
 	for (i = 0; i <= MAX_NETNS; i++) {
 		struct net *net = (struct net *)((void *)pos - off);
 		__u64 x = (__u64)BPF_CORE_READ(net, ns.ops) ^ (__u64)ops;
-		struct { __u32 inum; __u32 other; } rec;
 
-		rec.inum = BPF_CORE_READ(net, ns.inum);
-		rec.other = (__u32)x | (__u32)(x >> 32);
-		failed |= bpf_seq_write(seq, &rec, sizeof(rec));
+		recs[i].inum = BPF_CORE_READ(net, ns.inum);
+		recs[i].other = (__u32)x | (__u32)(x >> 32);
 		n++;
 		pos = BPF_CORE_READ(pos, next);
 		if (pos == start) {
@@ -62,7 +63,6 @@ int list_netns(struct bpf_iter__bpf_map *ctx)
 			break;
 		}
 	}
-	unwritten = failed != 0;
 	walked = n;
 	return 0;
 }

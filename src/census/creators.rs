@@ -286,22 +286,28 @@ impl CreatorMemory {
         paths: &HashMap<u64, String>,
     ) -> super::IdMap<RememberedCreator> {
         let mut gone = super::IdMap::default();
-        let mut live: HashSet<u32> = HashSet::with_capacity(maps.len());
+        let mut live: rustc_hash::FxHashSet<u32> =
+            rustc_hash::FxHashSet::with_capacity_and_hasher(maps.len(), Default::default());
+        // Each creating cgroup's path is parsed once per update.
+        let mut parsed: rustc_hash::FxHashMap<u64, Option<RememberedCreator>> = Default::default();
         for m in maps {
             live.insert(m.id);
             match m.creator {
                 Creator::Live(cg) => {
-                    if let Some(path) = paths.get(&cg) {
+                    let named = parsed.entry(cg).or_insert_with(|| {
+                        let path = paths.get(&cg)?;
                         let p = parse_path(path);
-                        if !p.container_id.is_empty() || !p.pod_uid.is_empty() {
-                            self.by_map.insert(
-                                m.id,
-                                RememberedCreator {
-                                    container_id: p.container_id,
-                                    pod_uid: p.pod_uid,
-                                    cgroup_path: path.clone(),
-                                },
-                            );
+                        (!p.container_id.is_empty() || !p.pod_uid.is_empty()).then(|| {
+                            RememberedCreator {
+                                container_id: p.container_id,
+                                pod_uid: p.pod_uid,
+                                cgroup_path: path.clone(),
+                            }
+                        })
+                    });
+                    if let Some(r) = named {
+                        if self.by_map.get(&m.id) != Some(r) {
+                            self.by_map.insert(m.id, r.clone());
                         }
                     }
                 }
@@ -385,6 +391,9 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
         _ => by_cgroup(m.creator.cgroup_id()),
     };
     let mut agg: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    // Maps are summed by creating cgroup first (an integer key; a node has
+    // few creators and many maps), then by the container and pod each names.
+    let mut by_cgroup_id: rustc_hash::FxHashMap<Option<u64>, (u64, u64)> = Default::default();
     let mut gone = 0u64;
     // (map, cgroup id, gone) of maps charged to a non-root cgroup.
     let mut charged: Vec<(&MapRecord, u64, bool)> = Vec::new();
@@ -393,13 +402,22 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
             continue;
         }
         let cg = m.creator.cgroup_id();
-        let e = agg.entry(who(m)).or_default();
+        let bytes = snap.memory.get(&m.id).copied().unwrap_or(0);
+        let e = match snap.remembered_creators.get(&m.id) {
+            Some(_) if m.creator.is_gone() => agg.entry(who(m)).or_default(),
+            _ => by_cgroup_id.entry(cg).or_default(),
+        };
         e.0 += 1;
-        e.1 += snap.memory.get(&m.id).copied().unwrap_or(0);
+        e.1 += bytes;
         gone += m.creator.is_gone() as u64;
         if let Some(cg) = cg {
             charged.push((m, cg, m.creator.is_gone()));
         }
+    }
+    for (cg, (n, bytes)) in by_cgroup_id {
+        let e = agg.entry(by_cgroup(cg)).or_default();
+        e.0 += n;
+        e.1 += bytes;
     }
     out.declare(&defs::CREATOR_MAPS);
     for ((container, pod), (n, bytes)) in &agg {

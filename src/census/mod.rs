@@ -365,10 +365,9 @@ impl Census {
                     // The receivers of files in flight: fds of the sockets asked for.
                     let mut sockets = Vec::new();
                     if let Some((_, Ok(v), _)) = &mut files {
-                        let (s, m): (Vec<FileRecord>, Vec<FileRecord>) =
-                            std::mem::take(v).into_iter().partition(|f| f.is_socket());
-                        *v = m;
-                        sockets = s;
+                        // Sockets are few beside the map files: moved out in place.
+                        sockets = v.iter().filter(|f| f.is_socket()).cloned().collect();
+                        v.retain(|f| !f.is_socket());
                     }
                     // Maps whose every file holder is another exporter instance
                     // (a `--check` next to the server) are that instance's own:
@@ -750,7 +749,10 @@ impl Census {
         }
         if p.on("netdev") && snap.programs.is_some() {
             let part = &mut self.netdev;
-            if let Some(o) = report.run("netdev", || part.observe(&netdev::Limits::default())) {
+            let links = link_recs.as_deref();
+            if let Some(o) =
+                report.run("netdev", || part.observe(&netdev::Limits::default(), links))
+            {
                 for (k, src) in o.sources {
                     if let Some(why) = &src.incomplete {
                         crate::logging::warn_repeated(

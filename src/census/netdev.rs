@@ -41,6 +41,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::programs::{AttachSource, AttachedBy, Attachment, ProgHolderKind};
+use crate::bpf::census::records::{LINK_TYPE_NETNS, LINK_TYPE_XDP};
+use crate::bpf::census::LinkRecord;
 use crate::sys;
 
 /// `enum bpf_attach_type` values this part queries.
@@ -258,7 +260,9 @@ pub struct NetdevPart {
     hooks: Option<Option<Hooks>>,
     /// The kernel's namespace list walk; `Err` keeps why it did not load.
     list: Option<Result<crate::bpf::netns::NetnsList, String>>,
-    buf: Vec<u8>,
+    /// Whether the kernel has the XDP dispatcher, once known (a fact of
+    /// the running kernel's text, read from /proc/kallsyms once).
+    dispatcher: Option<bool>,
 }
 
 impl NetdevPart {
@@ -288,18 +292,22 @@ impl NetdevPart {
         }
     }
 
-    /// Read every namespace.
-    pub fn observe(&mut self, limits: &Limits) -> anyhow::Result<Observation> {
+    /// Read every namespace. `links` is the link census of this scrape,
+    /// when it was read whole: only its XDP and netns links are then
+    /// queried, instead of every link of the node.
+    pub fn observe(
+        &mut self,
+        limits: &Limits,
+        links: Option<&[LinkRecord]>,
+    ) -> anyhow::Result<Observation> {
         let hooks = *self.hooks.get_or_insert_with(Hooks::detect);
         let listed = match &self.list {
-            Some(Ok(l)) => l
-                .list(&mut self.buf)
-                .context("walking net_namespace_list")?,
+            Some(Ok(l)) => l.list().context("walking net_namespace_list")?,
             _ => None,
         };
         let all_netns = listed.as_deref();
         let found = discover(Path::new("/proc")).context("reading /proc/*/ns/net")?;
-        let xdp_links = xdp_and_netns_links().context("reading XDP and netns links")?;
+        let xdp_links = xdp_and_netns_links(links).context("reading XDP and netns links")?;
         let deadline = Instant::now() + limits.budget;
         let todo: Vec<(u64, Vec<Opener>)> = found
             .by_ino
@@ -417,7 +425,10 @@ impl NetdevPart {
         // attached in a non-offload mode, while it has a free slot.
         let mut xdp_problems = Vec::new();
         if !dispatched.is_empty() {
-            match xdp_dispatcher() {
+            if self.dispatcher.is_none() {
+                self.dispatcher = xdp_dispatcher();
+            }
+            match self.dispatcher {
                 Some(true) if dispatched.len() <= XDP_DISPATCHER_SLOTS => {
                     for id in dispatched {
                         sources.entry(ProgHolderKind::Xdp).or_default().push(kernel_held(
@@ -516,10 +527,18 @@ struct LinkFacts {
     netns: BTreeMap<(u64, u32), u32>,
 }
 
-fn xdp_and_netns_links() -> anyhow::Result<LinkFacts> {
+fn xdp_and_netns_links(links: Option<&[LinkRecord]>) -> anyhow::Result<LinkFacts> {
     use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
     let mut out = LinkFacts::default();
-    for id in sys::all_link_ids().context("BPF_LINK_GET_NEXT_ID")? {
+    let ids = match links {
+        Some(l) => l
+            .iter()
+            .filter(|l| matches!(l.link_type, LINK_TYPE_XDP | LINK_TYPE_NETNS))
+            .map(|l| l.id)
+            .collect(),
+        None => sys::all_link_ids().context("BPF_LINK_GET_NEXT_ID")?,
+    };
+    for id in ids {
         let fd = match sys::link_fd_by_id(id) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,

@@ -115,25 +115,32 @@ pub enum Holder {
     Root(Root),
 }
 
-/// Who holds each object, as one scrape saw it.
+/// Who holds each object, as one scrape saw it: the edges (object, holder),
+/// sorted by object once [`Graph::finish`] ran, and kept as two parallel
+/// arrays so that an object's holders are one slice found by binary search
+/// (no per-object allocation: a node has tens of thousands of objects).
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
-    held_by: HashMap<Obj, Vec<Holder>, rustc_hash::FxBuildHasher>,
+    /// Edges added since the last [`Graph::finish`].
+    pending: Vec<(Obj, Holder)>,
+    objs: Vec<Obj>,
+    holders: Vec<Holder>,
 }
 
 impl Graph {
-    /// Record that `holder` holds `obj`. Repeats are removed by
-    /// [`Graph::finish`].
+    /// Record that `holder` holds `obj`; seen by the queries once
+    /// [`Graph::finish`] ran. Repeats are removed there.
     pub fn add(&mut self, obj: Obj, holder: Holder) {
-        self.held_by.entry(obj).or_default().push(holder);
+        self.pending.push((obj, holder));
     }
 
-    /// Sort each object's holders and keep each once.
+    /// Merge the added edges: each object's holders sorted, each kept once.
     pub fn finish(&mut self) {
-        for v in self.held_by.values_mut() {
-            v.sort_unstable();
-            v.dedup();
-        }
+        let mut edges = std::mem::take(&mut self.pending);
+        edges.extend(self.objs.drain(..).zip(self.holders.drain(..)));
+        edges.sort_unstable();
+        edges.dedup();
+        (self.objs, self.holders) = edges.into_iter().unzip();
     }
 
     /// Every object that has a pin among its roots can reach one through
@@ -142,13 +149,11 @@ impl Graph {
     fn pin_reachable(&self) -> rustc_hash::FxHashSet<Obj> {
         let mut holds: HashMap<Obj, Vec<Obj>, rustc_hash::FxBuildHasher> = HashMap::default();
         let mut stack = Vec::new();
-        for (o, hs) in &self.held_by {
-            for h in hs {
-                match h {
-                    Holder::Obj(by) => holds.entry(*by).or_default().push(*o),
-                    Holder::Root(Root::Pin(_) | Root::InferredPin(_)) => stack.push(*o),
-                    _ => {}
-                }
+        for (o, h) in self.objs.iter().zip(&self.holders) {
+            match h {
+                Holder::Obj(by) => holds.entry(*by).or_default().push(*o),
+                Holder::Root(Root::Pin(_) | Root::InferredPin(_)) => stack.push(*o),
+                _ => {}
             }
         }
         let mut seen = rustc_hash::FxHashSet::default();
@@ -160,17 +165,11 @@ impl Graph {
         seen
     }
 
-    /// Make `obj` known even with no holder (a chain that ends there).
-    pub fn touch(&mut self, obj: Obj) {
-        self.held_by.entry(obj).or_default();
-    }
-
-    /// The direct holders of `obj`, in the order they were added.
+    /// The direct holders of `obj`, sorted.
     pub fn holders(&self, obj: Obj) -> &[Holder] {
-        self.held_by
-            .get(&obj)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let lo = self.objs.partition_point(|o| *o < obj);
+        let hi = lo + self.objs[lo..].partition_point(|o| *o == obj);
+        &self.holders[lo..hi]
     }
 
     /// The roots that keep `obj` alive, through every chain.
@@ -282,7 +281,6 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     let prog = |id: u32| progs.contains(&id).then_some(Obj::Prog(id));
     for m in i.maps {
         let o = Obj::Map(m.id);
-        g.touch(o);
         let h = i.map_holders.get(&m.id);
         if h.is_some_and(|h| h.inferred_pins > 0) {
             g.add(o, Holder::Root(Root::InferredPin(o)));
@@ -320,7 +318,6 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
         }
     }
     for p in i.programs.into_iter().flatten() {
-        g.touch(Obj::Prog(p.id));
         for &m in &p.map_ids {
             if let Some(o) = map(m) {
                 g.add(o, Holder::Obj(Obj::Prog(p.id)));
@@ -365,7 +362,6 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     }
     for l in i.links.into_iter().flatten() {
         let link = Obj::Link(l.id);
-        g.touch(link);
         if !l.is_iter() {
             g.add(link, Holder::Root(Root::Attachment(l.id)));
         }
@@ -495,6 +491,7 @@ mod tests {
         let mut g = Graph::default();
         g.add(Obj::Map(1), Holder::Obj(Obj::Prog(7)));
         g.add(Obj::Prog(7), Holder::Root(Root::Pin(P1)));
+        g.finish();
         assert_eq!(g.roots(Obj::Map(1)), BTreeSet::from([Root::Pin(P1)]));
         assert_eq!(orphaned(&g.roots(Obj::Map(1))), Some(true));
         assert_eq!(
@@ -513,6 +510,7 @@ mod tests {
         g.add(Obj::Prog(7), Holder::Obj(Obj::Link(3)));
         g.add(Obj::Link(3), Holder::Root(Root::Attachment(3)));
         g.add(Obj::Link(3), Holder::Root(Root::Pin(P2)));
+        g.finish();
         let r = g.roots(Obj::Map(1));
         assert_eq!(
             r,
@@ -529,12 +527,13 @@ mod tests {
         g.add(Obj::Map(1), Holder::Obj(Obj::Prog(7)));
         g.add(Obj::Prog(7), Holder::Root(Root::Pin(P1)));
         g.add(Obj::Prog(7), Holder::Root(Root::Unknown(Obj::Prog(7))));
+        g.finish();
         assert_eq!(orphaned(&g.roots(Obj::Map(1))), None);
         // A process settles it.
         g.add(Obj::Map(1), Holder::Root(Root::Process(42)));
+        g.finish();
         assert_eq!(orphaned(&g.roots(Obj::Map(1))), Some(false));
         // Nothing at all holds an object: not orphaned by pins.
-        g.touch(Obj::Map(9));
         assert_eq!(orphaned(&g.roots(Obj::Map(9))), Some(false));
     }
 
@@ -659,9 +658,11 @@ mod tests {
         g.add(Obj::Map(5), Holder::Obj(Obj::Prog(2)));
         g.add(Obj::Prog(1), Holder::Obj(Obj::Map(5)));
         g.add(Obj::Prog(2), Holder::Obj(Obj::Map(5)));
+        g.finish();
         assert_eq!(g.roots(Obj::Prog(1)), BTreeSet::from([Root::Cycle]));
         assert_eq!(orphaned(&g.roots(Obj::Prog(1))), Some(false));
         g.add(Obj::Prog(2), Holder::Root(Root::Pin(P1)));
+        g.finish();
         assert_eq!(g.roots(Obj::Prog(1)), BTreeSet::from([Root::Pin(P1)]));
         let chains = g.chains(Obj::Prog(1), 10);
         assert!(chains.iter().any(|(_, r)| *r == Root::Cycle));

@@ -5,7 +5,9 @@ use anyhow::Context;
 
 use libbpf_rs::MapCore;
 
-use crate::bpf::census::records::{LINK_TYPE_ITER, LINK_TYPE_PERF_EVENT};
+use crate::bpf::census::records::{
+    LINK_TYPE_ITER, LINK_TYPE_NETNS, LINK_TYPE_PERF_EVENT, LINK_TYPE_XDP,
+};
 use crate::bpf::census::LinkRecord;
 use crate::sys;
 
@@ -68,8 +70,8 @@ fn link_type_of(info: &libbpf_rs::query::LinkTypeInfo) -> u32 {
         LinkTypeInfo::Tracing(_) => 2,
         LinkTypeInfo::Cgroup(_) => 3,
         LinkTypeInfo::Iter(_) => LINK_TYPE_ITER,
-        LinkTypeInfo::NetNs(_) => 5,
-        LinkTypeInfo::Xdp(_) => 6,
+        LinkTypeInfo::NetNs(_) => LINK_TYPE_NETNS,
+        LinkTypeInfo::Xdp(_) => LINK_TYPE_XDP,
         LinkTypeInfo::PerfEvent(_) => LINK_TYPE_PERF_EVENT,
         LinkTypeInfo::KprobeMulti(_) => 8,
         LinkTypeInfo::StructOps(_) => 9,

@@ -32,6 +32,10 @@ pub struct LinkRecord {
 /// `BPF_LINK_TYPE_ITER`: a template for iterator instances, attached to
 /// nothing.
 pub const LINK_TYPE_ITER: u32 = 4;
+/// `BPF_LINK_TYPE_NETNS`: a program attached to a network namespace.
+pub const LINK_TYPE_NETNS: u32 = 5;
+/// `BPF_LINK_TYPE_XDP`: an XDP program attached to a device.
+pub const LINK_TYPE_XDP: u32 = 6;
 /// `BPF_LINK_TYPE_PERF_EVENT`: a program attached to a perf event.
 pub const LINK_TYPE_PERF_EVENT: u32 = 7;
 
