@@ -4,10 +4,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use libbpf_rs::Link;
 
-use super::{iter, load};
-use crate::sys;
+use super::iter::IterObject;
 
 #[allow(clippy::all, missing_docs, non_camel_case_types, unused)]
 mod skel {
@@ -16,48 +14,34 @@ mod skel {
 use skel::{NetnsSkel, NetnsSkelBuilder};
 
 /// The loaded and attached list walk.
-pub struct NetnsList {
-    skel: NetnsSkel<'static>,
-    link: Link,
-    own_ids: Vec<u32>,
-    own_prog_ids: Vec<u32>,
-}
+pub struct NetnsList(IterObject<NetnsSkel<'static>>);
 
 impl NetnsList {
     /// Load and attach; `btf_custom` is `--btf.path` when given.
     pub fn load(btf_custom: Option<&Path>) -> anyhow::Result<NetnsList> {
-        let skel = load::load_counted("netns", || {
-            load::open(NetnsSkelBuilder::default(), btf_custom, "netns")
-        })
-        .map_err(|e| load::load_error("netns", e))?;
-        let link = skel
-            .progs
-            .list_netns
-            .attach()
-            .context("attaching iter/bpf_map (network namespace list)")?;
-        let own_ids = sys::object_map_ids(libbpf_rs::skel::Skel::object(&skel));
-        let own_prog_ids = sys::object_prog_ids(libbpf_rs::skel::Skel::object(&skel));
-        Ok(NetnsList {
-            skel,
-            link,
-            own_ids,
-            own_prog_ids,
-        })
+        IterObject::load(
+            "netns",
+            btf_custom,
+            NetnsSkelBuilder::default,
+            |s| s.progs.list_netns.attach(),
+            "iter/bpf_map (network namespace list)",
+        )
+        .map(NetnsList)
     }
 
     pub fn own_map_ids(&self) -> &[u32] {
-        &self.own_ids
+        self.0.own_map_ids()
     }
 
     pub fn own_prog_ids(&self) -> &[u32] {
-        &self.own_prog_ids
+        self.0.own_prog_ids()
     }
 
     /// The inode numbers of every network namespace, or `None` when the
     /// list could not be read whole (longer than the walk's bound, or more
     /// than one read's buffer holds).
     pub fn list(&self, buf: &mut Vec<u8>) -> anyhow::Result<Option<Vec<u64>>> {
-        let out = iter::read_file(iter::open(&self.link)?, buf)?;
+        let out = self.0.read(buf)?;
         // (inum, other): `other` nonzero for the list head.
         let entries = out.len() / 8;
         let inos: Vec<u64> = out
@@ -66,6 +50,7 @@ impl NetnsList {
             .map(|c| u32::from_ne_bytes(c[..4].try_into().expect("4 bytes")) as u64)
             .collect();
         let bss = self
+            .0
             .skel
             .maps
             .bss_data
