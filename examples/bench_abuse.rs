@@ -14,13 +14,15 @@
 //! Maps are held by `bench_census --hold` children (built by the script).
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/holders.rs"]
+mod holders;
 use common::Exporter;
+use holders::{status_kib, Holders};
 
 const LISTINGS: usize = 50;
 const SCRAPES: usize = 50;
@@ -28,15 +30,6 @@ const SLOW: usize = 520;
 const PIPELINED: usize = 300;
 /// How long the fresh client waits at most.
 const FRESH_CAP: Duration = Duration::from_secs(60);
-const HOLD_PER_CHILD: usize = 15_000;
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
 
 fn raise_nofile(n: u64) {
     let lim = libc::rlimit {
@@ -71,44 +64,6 @@ fn get(port: u16, path: &str, timeout: Duration) -> (u16, usize) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, buf.len())
-}
-
-/// Children holding `n` maps (`bench_census --hold`); killed on drop.
-struct Holders(Vec<std::process::Child>);
-
-impl Holders {
-    fn new(bench_census: &str, n: usize) -> Holders {
-        let mut v = Vec::new();
-        let mut held = 0;
-        while held < n {
-            let k = (n - held).min(HOLD_PER_CHILD);
-            let mut c = Command::new(bench_census)
-                .args(["--hold", &k.to_string(), &held.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawning a map holder");
-            let mut line = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-                &mut line,
-            )
-            .unwrap();
-            assert_eq!(line.trim(), "ready", "map holder failed");
-            v.push(c);
-            held += k;
-        }
-        Holders(v)
-    }
-}
-
-impl Drop for Holders {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Started with the flags in `$BENCH_EXPORTER_ARGS` (whitespace-separated;
@@ -238,7 +193,8 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for n in &args[3..] {
         let n: usize = n.parse().expect("a map count");
-        let _holders = Holders::new(bench_census, n);
+        let mut holders = Holders::new(bench_census);
+        holders.grow_to(n);
         for &(name, bin) in &bins {
             let m = memory(bin);
             let (fresh, opened) = slow_readers(bin);

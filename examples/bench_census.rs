@@ -27,7 +27,10 @@ use libbpf_rs::{MapHandle, MapType};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/holders.rs"]
+mod holders;
 use common::Exporter;
+use holders::{status_kib, Holders};
 
 fn get(port: u16, path: &str) -> (Duration, usize) {
     let (d, buf) = get_raw(port, path);
@@ -54,14 +57,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn raise_nofile(n: u64) {
     let lim = libc::rlimit {
         rlim_cur: n,
@@ -72,52 +67,8 @@ fn raise_nofile(n: u64) {
     assert_eq!(rc, 0, "raising RLIMIT_NOFILE to {n}");
 }
 
-/// Live maps are held by child processes (`bench_census --hold K`), at most
-/// HOLD_PER_CHILD each: a process may not hold 100,000 fds here (the hard
-/// RLIMIT_NOFILE is 20,000 and raising it needs CAP_SYS_RESOURCE).
-const HOLD_PER_CHILD: usize = 15_000;
-
 /// Warm scrapes per configuration; the table reports their median.
 const WARM_SCRAPES: usize = 11;
-
-struct Holders {
-    children: Vec<(std::process::Child, usize)>,
-}
-
-impl Holders {
-    fn held(&self) -> usize {
-        self.children.iter().map(|(_, k)| k).sum()
-    }
-
-    fn grow_to(&mut self, n: usize) {
-        while self.held() < n {
-            let k = (n - self.held()).min(HOLD_PER_CHILD);
-            let mut c = Command::new(std::env::current_exe().unwrap())
-                .args(["--hold", &k.to_string(), &self.held().to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawning a map holder");
-            let mut line = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-                &mut line,
-            )
-            .unwrap();
-            assert_eq!(line.trim(), "ready", "map holder failed to create {k} maps");
-            self.children.push((c, k));
-        }
-    }
-}
-
-impl Drop for Holders {
-    fn drop(&mut self) {
-        for (c, _) in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Child mode: create `k` maps named from `first`, say "ready", hold them
 /// until stdin closes.
@@ -163,9 +114,7 @@ fn body(port: u16, gzip: bool) -> Vec<u8> {
 fn series(bin: &str, baseline: &str, sizes: &[usize]) {
     println!("| live maps | build | series | of them per-map (bpfmap_map_*) | exposition KiB | gzip KiB |");
     println!("|---|---|---|---|---|---|");
-    let mut holders = Holders {
-        children: Vec::new(),
-    };
+    let mut holders = Holders::new(std::env::current_exe().unwrap());
     for &n in sizes {
         holders.grow_to(n);
         for (label, b) in [("baseline", baseline), ("this build", bin)] {
@@ -289,9 +238,7 @@ fn main() {
         .collect();
     println!("| live maps | exporter flags | first scrape ms | scrape ms (median of 11) | bpftool map show --json ms (median of 3) | speed-up vs bpftool | exporter peak RSS MiB | exposition KiB |");
     println!("|---|---|---|---|---|---|---|---|");
-    let mut holders = Holders {
-        children: Vec::new(),
-    };
+    let mut holders = Holders::new(std::env::current_exe().unwrap());
     if let Ok(secs) = std::env::var("BENCH_HOLD_SECS") {
         // Profiling aid: create the maps and hold them, no measurement.
         holders.grow_to(sizes[0]);

@@ -18,6 +18,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+source "$root/scripts/lib/baseline.sh"
 
 baseline=ffb858d
 base=
@@ -42,16 +43,7 @@ if [[ -z $cur ]]; then
     cur=$root/target/release/bpfmap-exporter
 fi
 if [[ -z $base ]]; then
-    base_dir=$root/.cache/bench-auth/baseline-$baseline
-    if [[ ! -x $base_dir/target/release/bpfmap-exporter ]]; then
-        rm -rf "$base_dir/src"
-        mkdir -p "$base_dir"
-        git worktree add --force --detach "$base_dir/src" "$baseline" > /dev/null 2>&1 ||
-            { git worktree prune; git worktree add --force --detach "$base_dir/src" "$baseline" > /dev/null; }
-        (cd "$base_dir/src" && CARGO_TARGET_DIR=$base_dir/target cargo build --release --quiet --locked --bin bpfmap-exporter)
-        git worktree remove --force "$base_dir/src"
-    fi
-    base=$base_dir/target/release/bpfmap-exporter
+    base=$(baseline_exporter "$root" bench-auth "$baseline")
 fi
 
 res=$root/results/bench-auth

@@ -21,6 +21,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+source "$root/scripts/lib/baseline.sh"
 baseline=c8f4395
 if [[ ${1:-} == --baseline ]]; then
     baseline=$2
@@ -35,17 +36,9 @@ n=${1:-10000} p=${2:-2000} l=${3:-2000} s=${4:-21} r=${5:-3}
 if ! mount | grep -q 'type bpf'; then mount -t bpf bpf /sys/fs/bpf; fi
 cargo build --release --quiet --locked --bin bpfmap-exporter
 cargo build --release --quiet --locked --features testing --example bench_census
-base_dir=$root/.cache/bench-programs/baseline-$baseline
-if [[ ! -x $base_dir/target/release/bpfmap-exporter ]]; then
-    rm -rf "$base_dir/src"
-    mkdir -p "$base_dir"
-    git worktree add --force --detach "$base_dir/src" "$baseline" > /dev/null 2>&1 ||
-        { git worktree prune; git worktree add --force --detach "$base_dir/src" "$baseline" > /dev/null; }
-    (cd "$base_dir/src" && CARGO_TARGET_DIR=$base_dir/target cargo build --release --quiet --locked --bin bpfmap-exporter)
-    git worktree remove --force "$base_dir/src"
-fi
+base=$(baseline_exporter "$root" bench-programs "$baseline")
 
 echo "date: $(date -u '+%F %T') UTC  kernel: $(uname -r)  cpus: $(nproc)  bpftool: $(bpftool version | head -1)  baseline: $baseline ($(git log -1 --format=%h "$baseline"))  this build: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty src')  load: $(cut -d' ' -f1-3 /proc/loadavg)  nice: $nice"
 nice -n "$nice" target/release/examples/bench_census --programs target/release/bpfmap-exporter \
-    "$base_dir/target/release/bpfmap-exporter" "$n" "$p" "$l" "$s" "$r"
+    "$base" "$n" "$p" "$l" "$s" "$r"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -12,6 +12,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+source "$root/scripts/lib/baseline.sh"
 
 if [[ ${1:-} == --inner ]]; then
     # Inside a guest (or on the host): <out> <runs> <binary>...
@@ -46,16 +47,7 @@ done
 ./scripts/install-deps.sh > /dev/null
 cargo build --release --quiet --locked --bin bpfmap-exporter
 cur=$root/target/release/bpfmap-exporter
-base_dir=$root/.cache/bench-startup/baseline-$baseline
-if [[ ! -x $base_dir/target/release/bpfmap-exporter ]]; then
-    rm -rf "$base_dir/src"
-    mkdir -p "$base_dir"
-    git worktree add --force --detach "$base_dir/src" "$baseline" > /dev/null 2>&1 ||
-        { git worktree prune; git worktree add --force --detach "$base_dir/src" "$baseline" > /dev/null; }
-    (cd "$base_dir/src" && CARGO_TARGET_DIR=$base_dir/target cargo build --release --quiet --locked --bin bpfmap-exporter)
-    git worktree remove --force "$base_dir/src"
-fi
-base=$base_dir/target/release/bpfmap-exporter
+base=$(baseline_exporter "$root" bench-startup "$baseline")
 
 res=$root/results/bench-startup
 rm -rf "$res"

@@ -10,7 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -180,16 +180,6 @@ fn create_in(cgroup: &Path, pin: &Path, name: &str) -> u32 {
     let out = Command::new("sh").args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "creating {name}: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-struct Cgroups(Vec<PathBuf>);
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        for d in self.0.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
 }
 
 #[test]
@@ -490,39 +480,14 @@ fn api_names_every_holder_and_the_creating_process() {
         assert_eq!(c["known"], json!(false));
         assert!(c["reason"].as_str().unwrap().contains("5.11"), "{c:#}");
     } else {
-        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = bpfmap_exporter::census::creators::memcg_mount(&mi).unwrap();
-        let uid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-            .unwrap()
-            .trim()
-            .to_string();
-        let top = mount
-            .root
-            .join(format!("bpfmap-api-{}", std::process::id()));
-        let pod = top.join(format!("kubepods/besteffort/pod{uid}"));
-        let ctr = pod.join("c0ffee".repeat(10) + "c0ffee12");
-        std::fs::create_dir_all(&ctr).unwrap();
-        let dirs = Cgroups(vec![
-            top.clone(),
-            top.join("kubepods"),
-            top.join("kubepods/besteffort"),
-            pod.clone(),
-            ctr.clone(),
-        ]);
-        if !mount.v1 {
-            for d in [
-                &mount.root,
-                &top,
-                &top.join("kubepods"),
-                &top.join("kubepods/besteffort"),
-                &pod,
-            ] {
-                let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory");
-            }
-        }
+        let cg = PodCgroup::new(
+            &format!("bpfmap-api-{}", std::process::id()),
+            &("c0ffee".repeat(10) + "c0ffee12"),
+        );
+        let ctr = cg.ctr.clone();
         let orphan_pin = fs.path().join("t_api_orphan");
         let pid = create_in(&ctr, &orphan_pin, "t_api_orphan");
-        drop(dirs); // the container and pod cgroups go; the pinned map stays
+        drop(cg); // the container and pod cgroups go; the pinned map stays
         let v = until(
             port,
             "/api/v1/maps?creator_gone=1&limit=1000",

@@ -5,10 +5,10 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use bpfmap_exporter::census::creators::{identity, memcg_mount};
+use bpfmap_exporter::census::creators::identity;
 use bpfmap_exporter::census::{Census, CensusOpts, Creator};
 use common::*;
 
@@ -20,17 +20,6 @@ fn random_hex(bytes: usize) -> String {
         .read_exact(&mut b)
         .unwrap();
     b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Removes the cgroup directories it was given (deepest first) on drop.
-struct Cgroups(Vec<PathBuf>);
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        for d in self.0.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
 }
 
 /// Create a pinned hash map from a shell moved into `cgroup` first.
@@ -69,31 +58,9 @@ fn maps_carry_their_creating_container_and_pod_then_outlive_it() {
         assert!(!text(&s).contains("bpfmap_creator_maps"));
         return;
     }
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mount = memcg_mount(&mi).expect("a memory cgroup hierarchy is mounted");
-    let uid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .unwrap()
-        .trim()
-        .to_string();
     let ctr = random_hex(32);
-    let top = mount.root.join(format!("bpfmap-test-{}", random_hex(4)));
-    let besteffort = top.join("kubepods/besteffort");
-    let pod = besteffort.join(format!("pod{uid}"));
-    let ctr_dir = pod.join(&ctr);
-    std::fs::create_dir_all(&ctr_dir).unwrap();
-    let _dirs = Cgroups(vec![
-        top.clone(),
-        top.join("kubepods"),
-        besteffort.clone(),
-        pod.clone(),
-        ctr_dir.clone(),
-    ]);
-    if !mount.v1 {
-        // v2: the memory controller must be enabled down the new subtree.
-        for d in [&mount.root, &top, &top.join("kubepods"), &besteffort, &pod] {
-            let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory");
-        }
-    }
+    let cg = PodCgroup::new(&format!("bpfmap-test-{}", random_hex(4)), &ctr);
+    let (uid, pod, ctr_dir) = (cg.uid.clone(), cg.pod.clone(), cg.ctr.clone());
 
     let fs = PrivateBpffs::new();
     let names = ["t_creator_a", "t_creator_b"];

@@ -844,44 +844,14 @@ fn more_creations_than_the_record_ring_are_created_or_destroyed_plus_lost() {
 /// exited and (for the labels already decided) after its cgroups are gone.
 #[test]
 fn created_and_destroyed_carry_the_pod_of_the_memory_cgroup() {
-    use bpfmap_exporter::census::creators::memcg_mount;
     require_root();
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mount = memcg_mount(&mi).expect("a memory cgroup hierarchy is mounted");
-    let uid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .unwrap()
-        .trim()
-        .to_string();
     let ctr: String = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .unwrap()
         .trim()
         .replace('-', "")
         .repeat(2);
-    let top = mount.root.join(format!("bpfmap-lctest-{}", &ctr[..8]));
-    let besteffort = top.join("kubepods/besteffort");
-    let pod = besteffort.join(format!("pod{uid}"));
-    let ctr_dir = pod.join(&ctr);
-    std::fs::create_dir_all(&ctr_dir).unwrap();
-    struct Rm(Vec<std::path::PathBuf>);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            for d in self.0.iter().rev() {
-                let _ = std::fs::remove_dir(d);
-            }
-        }
-    }
-    let _dirs = Rm(vec![
-        top.clone(),
-        top.join("kubepods"),
-        besteffort.clone(),
-        pod.clone(),
-        ctr_dir.clone(),
-    ]);
-    if !mount.v1 {
-        for d in [&mount.root, &top, &top.join("kubepods"), &besteffort, &pod] {
-            let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory");
-        }
-    }
+    let cg = PodCgroup::new(&format!("bpfmap-lctest-{}", &ctr[..8]), &ctr);
+    let (uid, ctr_dir) = (cg.uid.clone(), cg.ctr.clone());
     let mut c = census();
     // The exporter's attributor, as --k8s.attribution builds it: alone, it
     // finds no container for a process in the unified root.
@@ -942,7 +912,7 @@ fn created_and_destroyed_carry_the_pod_of_the_memory_cgroup() {
         "under no other labels"
     );
     // The creator exited long ago; its cgroups go too, then the map.
-    drop(_dirs);
+    drop(cg);
     std::fs::remove_file(&pin).unwrap();
     let t = until(&mut c, &mut lc, "the destruction carries the pod", |t| {
         value(t, "bpfmap_maps_destroyed_total", &want) == 1.0

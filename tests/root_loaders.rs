@@ -9,12 +9,10 @@ mod common;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bpfmap_exporter::census::creators::memcg_mount;
 use common::*;
 use libbpf_rs::MapType;
 use serde_json::{json, Value};
@@ -77,109 +75,29 @@ fn child_loads_the_programs() {
     }
 }
 
-/// A kubelet-like container cgroup in the memory hierarchy; the directories
-/// are removed (deepest first) on drop.
-struct PodCgroup {
-    dirs: Vec<PathBuf>,
-    pod: PathBuf,
-    ctr: PathBuf,
-    uid: String,
-    ctr_id: String,
-}
-
-impl PodCgroup {
-    fn new() -> PodCgroup {
-        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = memcg_mount(&mi).expect("a memory cgroup hierarchy is mounted");
-        let uid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-            .unwrap()
-            .trim()
-            .to_string();
-        let top = mount
-            .root
-            .join(format!("bpfmap-loaders-{}", std::process::id()));
-        let besteffort = top.join("kubepods/besteffort");
-        let pod = besteffort.join(format!("pod{uid}"));
-        let ctr_id = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210".to_string();
-        let ctr = pod.join(&ctr_id);
-        std::fs::create_dir_all(&ctr).unwrap();
-        if !mount.v1 {
-            // v2: the memory controller must be enabled down the new subtree.
-            for d in [&mount.root, &top, &top.join("kubepods"), &besteffort, &pod] {
-                let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory");
-            }
-        }
-        PodCgroup {
-            dirs: vec![
-                top.clone(),
-                top.join("kubepods"),
-                besteffort,
-                pod.clone(),
-                ctr.clone(),
-            ],
-            pod,
-            ctr,
-            uid,
-            ctr_id,
-        }
-    }
-
-    /// Run the child test in the container's cgroup; (its pid, its output).
-    fn run_child(&self, dir: &Path) -> (u32, String) {
-        let procs =
-            std::ffi::CString::new(self.ctr.join("cgroup.procs").to_str().unwrap()).unwrap();
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "child_loads_the_programs",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-        // SAFETY: between fork and exec only open/write/close, which are
-        // async-signal-safe; "0" moves the writing process itself.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        let child = cmd.spawn().unwrap();
-        let pid = child.id();
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "child: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (pid, stdout)
-    }
-
-    /// kubelet deletes the pod: the container's and the pod's cgroups go.
-    fn delete_pod(&self) {
-        std::fs::remove_dir(&self.ctr).unwrap();
-        std::fs::remove_dir(&self.pod).unwrap();
-    }
-}
-
-impl Drop for PodCgroup {
-    fn drop(&mut self) {
-        for d in self.dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
+/// Run the child test in the container's cgroup; (its pid, its output).
+fn run_child(cg: &PodCgroup, dir: &Path) -> (u32, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child_loads_the_programs",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, dir)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    cg.enter(&mut cmd);
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (pid, stdout)
 }
 
 fn loaded(out: &str, n: &str) -> u32 {
@@ -251,8 +169,11 @@ fn a_pinned_program_outlives_its_pod_orphaned_and_still_named() {
     drop(early);
 
     let e = start();
-    let cg = PodCgroup::new();
-    let (child_pid, out) = cg.run_child(fs.path());
+    let cg = PodCgroup::new(
+        &format!("bpfmap-loaders-{}", std::process::id()),
+        "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
+    );
+    let (child_pid, out) = run_child(&cg, fs.path());
     let (orphan, live) = (loaded(&out, "orphan"), loaded(&out, "live"));
     // A live process (this one) takes the program `live`; its pin goes.
     let live_fd = obj_get(&fs.path().join("live"));

@@ -10,10 +10,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use bpfmap_exporter::census::creators::memcg_mount;
 use bpfmap_exporter::census::roots::{Obj, PinId, Root};
 use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
 use common::*;
@@ -117,48 +115,16 @@ fn map_id(s: &Snapshot, name: &str) -> u32 {
         .id
 }
 
-struct Cleanup(Vec<PathBuf>);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for d in self.0.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
 #[test]
 fn chains_end_at_their_roots_and_pins_alone_make_orphans() {
     require_root();
     unlimit_memlock();
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mount = memcg_mount(&mi).expect("a memory cgroup hierarchy is mounted");
-    let uid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .unwrap()
-        .trim()
-        .to_string();
-    let top = mount
-        .root
-        .join(format!("bpfmap-roots-{}", std::process::id()));
-    let pod = top.join(format!("kubepods/besteffort/pod{uid}"));
-    let ctr = pod.join("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
-    std::fs::create_dir_all(&ctr).unwrap();
-    let _dirs = Cleanup(vec![
-        top.clone(),
-        top.join("kubepods"),
-        top.join("kubepods/besteffort"),
-        pod.clone(),
-        ctr.clone(),
-    ]);
-    if !mount.v1 {
-        // v2: the memory controller must be enabled down the new subtree.
-        let besteffort = top.join("kubepods/besteffort");
-        for d in [&mount.root, &top, &top.join("kubepods"), &besteffort, &pod] {
-            let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory");
-        }
-    }
+    let cg = PodCgroup::new(
+        &format!("bpfmap-roots-{}", std::process::id()),
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    );
+    let uid = cg.uid.clone();
     let fs = PrivateBpffs::new();
-    // The child moves itself into the container's cgroup before it runs.
-    let procs = std::ffi::CString::new(ctr.join("cgroup.procs").to_str().unwrap()).unwrap();
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -167,23 +133,8 @@ fn chains_end_at_their_roots_and_pins_alone_make_orphans() {
         "--test-threads=1",
     ])
     .env(CHILD_ENV, fs.path());
-    // SAFETY: between fork and exec only open/write/close, which are
-    // async-signal-safe; "0" moves the writing process itself.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-            libc::close(fd);
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    // The child moves itself into the container's cgroup before it runs.
+    cg.enter(&mut cmd);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
@@ -369,8 +320,7 @@ fn chains_end_at_their_roots_and_pins_alone_make_orphans() {
     }
     // The pod is deleted: kubelet removes the container's and the pod's
     // cgroups, and the charge moves to an ancestor.
-    std::fs::remove_dir(&ctr).unwrap();
-    std::fs::remove_dir(&pod).unwrap();
+    cg.delete_pod();
     let s = until(&mut census, "the creators gone", |s| {
         names
             .iter()
@@ -397,7 +347,7 @@ fn chains_end_at_their_roots_and_pins_alone_make_orphans() {
         assert!(t.contains(&line), "{line}");
     }
     // The pod is still named: this census resolved it while it lived.
-    let ctr_id = ctr.file_name().unwrap().to_string_lossy().to_string();
+    let ctr_id = cg.ctr_id.clone();
     let bytes: u64 = ["rt_by_prog", "rt_inner", "rt_outer", "rt_calls"]
         .iter()
         .map(|n| memlock_by_id(map_id(&s, n)))

@@ -1,10 +1,84 @@
 //! BPF iterator I/O: a new iterator instance on a link is a file whose
-//! whole content is one walk's output.
+//! whole content is one walk's output. [`IterObject`] is the load, attach
+//! and read path of the objects that hold one iterator each.
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::path::Path;
 
 use anyhow::Context;
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::Link;
+
+use super::load;
+
+/// An object of one iterator program (io_uring tables, in-flight files,
+/// network namespaces), loaded apart from the census so that the census
+/// loads without it: the skeleton, its attached iterator, and the ids of
+/// its own maps and programs (which the census leaves out).
+pub(crate) struct IterObject<S> {
+    pub(crate) skel: S,
+    link: Link,
+    own_map_ids: Vec<u32>,
+    own_prog_ids: Vec<u32>,
+}
+
+impl<S: Skel<'static>> IterObject<S> {
+    /// Open `builder()` (with `btf_custom` for CO-RE when given), load it
+    /// with its verifier statistics recorded as `object`, and attach its
+    /// iterator with `attach`; `attaching` names the iterator in errors.
+    pub(crate) fn load<B>(
+        object: &'static str,
+        btf_custom: Option<&Path>,
+        builder: impl Fn() -> B,
+        attach: impl FnOnce(&S) -> libbpf_rs::Result<Link>,
+        attaching: &str,
+    ) -> anyhow::Result<Self>
+    where
+        B: SkelBuilder<'static>,
+        B::Output: OpenSkel<'static, Output = S>,
+    {
+        let skel = load::load_counted(object, || load::open(builder(), btf_custom, object))
+            .map_err(|e| load::load_error(object, e))?;
+        let link = attach(&skel).with_context(|| format!("attaching {attaching}"))?;
+        let own_map_ids = crate::sys::object_map_ids(skel.object());
+        let own_prog_ids = crate::sys::object_prog_ids(skel.object());
+        Ok(IterObject {
+            skel,
+            link,
+            own_map_ids,
+            own_prog_ids,
+        })
+    }
+}
+
+impl<S> IterObject<S> {
+    pub(crate) fn own_map_ids(&self) -> &[u32] {
+        &self.own_map_ids
+    }
+
+    pub(crate) fn own_prog_ids(&self) -> &[u32] {
+        &self.own_prog_ids
+    }
+
+    /// A new walk ([`open`]).
+    pub(crate) fn open(&self) -> anyhow::Result<std::fs::File> {
+        open(&self.link)
+    }
+
+    /// One walk's whole output, read in batches ([`read_batched`]).
+    pub(crate) fn read_batched<'a>(&self, buf: &'a mut Vec<u8>) -> anyhow::Result<&'a [u8]> {
+        read_batched(open(&self.link)?, buf)
+    }
+}
+
+/// A counter a program keeps in its object's `.bss` (0 where the object
+/// has none), read anew on every call.
+pub(crate) fn bss_counter<T>(bss: Option<&T>, field: impl FnOnce(&T) -> &u64) -> u64 {
+    // SAFETY: a plain read of an aligned u64 in the mmapped .bss that the
+    // programs update; volatile, so every call reads it again.
+    bss.map(|b| unsafe { std::ptr::read_volatile(field(b)) })
+        .unwrap_or(0)
+}
 
 /// A new iterator instance on `link`, as a plain file (readable on any thread).
 pub(crate) fn open(link: &Link) -> anyhow::Result<std::fs::File> {

@@ -544,3 +544,93 @@ pub fn prog_id(fd: &OwnedFd) -> u32 {
     assert_eq!(rc, 0, "program info");
     info.id
 }
+
+/// A kubelet-like pod and container cgroup in the memory hierarchy
+/// (`<top>/kubepods/besteffort/pod<uid>/<ctr_id>` under the memory
+/// controller's root, the controller enabled down the subtree on v2); the
+/// directories are removed (deepest first) on drop.
+pub struct PodCgroup {
+    dirs: Vec<PathBuf>,
+    pub pod: PathBuf,
+    /// The container's cgroup directory.
+    pub ctr: PathBuf,
+    pub uid: String,
+    pub ctr_id: String,
+}
+
+impl PodCgroup {
+    /// The cgroups of a new pod (a fresh uid) with container `ctr_id`,
+    /// below the directory `top` of the memory hierarchy's root.
+    pub fn new(top: &str, ctr_id: &str) -> PodCgroup {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = bpfmap_exporter::census::creators::memcg_mount(&mi)
+            .expect("a memory cgroup hierarchy is mounted");
+        let uid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .unwrap()
+            .trim()
+            .to_string();
+        let top = mount.root.join(top);
+        let besteffort = top.join("kubepods/besteffort");
+        let pod = besteffort.join(format!("pod{uid}"));
+        let ctr = pod.join(ctr_id);
+        std::fs::create_dir_all(&ctr).unwrap();
+        if !mount.v1 {
+            // v2: the memory controller must be enabled down the new subtree.
+            for d in [&mount.root, &top, &top.join("kubepods"), &besteffort, &pod] {
+                let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory");
+            }
+        }
+        PodCgroup {
+            dirs: vec![
+                top.clone(),
+                top.join("kubepods"),
+                besteffort,
+                pod.clone(),
+                ctr.clone(),
+            ],
+            pod,
+            ctr,
+            uid,
+            ctr_id: ctr_id.to_string(),
+        }
+    }
+
+    /// Make `cmd` move its process into the container's cgroup before it
+    /// runs (between fork and exec).
+    pub fn enter(&self, cmd: &mut Command) {
+        use std::os::unix::process::CommandExt;
+        let procs =
+            std::ffi::CString::new(self.ctr.join("cgroup.procs").to_str().unwrap()).unwrap();
+        // SAFETY: between fork and exec only open/write/close, which are
+        // async-signal-safe; "0" moves the writing process itself.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
+    /// kubelet deletes the pod: the container's and the pod's cgroups go.
+    pub fn delete_pod(&self) {
+        std::fs::remove_dir(&self.ctr).unwrap();
+        std::fs::remove_dir(&self.pod).unwrap();
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
