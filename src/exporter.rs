@@ -801,7 +801,63 @@ fn encode_filtered(
 
 #[cfg(test)]
 mod tests {
-    use super::Health;
+    use super::{serves, Health, SharedMaps};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn census_at(started: Instant) -> Arc<crate::api::MapsData> {
+        Arc::new(crate::api::MapsData {
+            started,
+            snap: Default::default(),
+            extras: Default::default(),
+            failed: Vec::new(),
+            processes: Err("none".into()),
+            attributor: Arc::new(crate::k8s::NoAttribution),
+        })
+    }
+
+    #[test]
+    fn a_census_serves_only_requests_that_arrived_before_it_started() {
+        let t = Instant::now();
+        let later = t + Duration::from_millis(1);
+        assert!(serves(later, t));
+        assert!(serves(t, t));
+        assert!(!serves(t, later), "a census that began before the request");
+    }
+
+    #[test]
+    fn the_shared_census_answers_earlier_arrivals_and_lives_while_one_is_pending() {
+        let shared = Arc::new(SharedMaps::default());
+        // Nobody pending: nothing is kept.
+        shared.offer(&census_at(Instant::now()));
+        assert!(!shared.holds());
+
+        let early = shared.arrive();
+        std::thread::sleep(Duration::from_millis(2));
+        let first = census_at(Instant::now());
+        shared.offer(&first);
+        let late = shared.arrive();
+        // The census began after `early` arrived, before `late` did.
+        assert!(Arc::ptr_eq(&early.fresh().expect("fresh for early"), &first));
+        assert!(late.fresh().is_none(), "began before `late` arrived");
+        // An older census never replaces a newer one.
+        shared.offer(&census_at(early.since()));
+        assert!(Arc::ptr_eq(&early.fresh().unwrap(), &first));
+        std::thread::sleep(Duration::from_millis(2));
+        let second = census_at(Instant::now());
+        shared.offer(&second);
+        assert!(Arc::ptr_eq(&late.fresh().unwrap(), &second));
+        assert!(Arc::ptr_eq(&early.fresh().unwrap(), &second));
+        // `first` is no longer kept: its holders alone free it.
+        assert_eq!(Arc::strong_count(&first), 1);
+
+        // Kept while a request is pending, dropped with the last one.
+        drop(early);
+        assert!(shared.holds());
+        drop(late);
+        assert!(!shared.holds());
+        assert_eq!(Arc::strong_count(&second), 1);
+    }
 
     #[test]
     fn health_fails_after_n_census_failures_in_a_row_and_recovers() {
