@@ -5,9 +5,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Instant;
 #[cfg(feature = "testing")]
 use std::time::Duration;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -838,7 +838,10 @@ mod tests {
         shared.offer(&first);
         let late = shared.arrive();
         // The census began after `early` arrived, before `late` did.
-        assert!(Arc::ptr_eq(&early.fresh().expect("fresh for early"), &first));
+        assert!(Arc::ptr_eq(
+            &early.fresh().expect("fresh for early"),
+            &first
+        ));
         assert!(late.fresh().is_none(), "began before `late` arrived");
         // An older census never replaces a newer one.
         shared.offer(&census_at(early.since()));

@@ -705,9 +705,7 @@ fn api_requests_share_one_census_never_one_from_before_they_arrived() {
     let before = scrapes();
     let busy = send(port, "/metrics");
     settle();
-    let holders: Vec<TcpStream> = (0..4)
-        .map(|_| send(port, "/api/v1/maps?limit=5"))
-        .collect();
+    let holders: Vec<TcpStream> = (0..4).map(|_| send(port, "/api/v1/maps?limit=5")).collect();
     // The scrape's census ends DELAY after it began; theirs begins then.
     std::thread::sleep(DELAY);
     let m2 = map(MapType::Hash, "t_api_fresh2", 4, 4, 1, 0);
