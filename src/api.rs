@@ -1,9 +1,11 @@
 //! `GET /api/v1/maps` and `GET /api/v1/maps/<id>`: the `explain` JSON
 //! document (one schema, src/explain.rs) served from the running exporter.
 //!
-//! Invariants: a request shares the census with scrapes (the collector
-//! thread answers it from the same single-flight scrape, see
-//! `exporter::ScrapeService`); the document is built on a blocking worker,
+//! Invariants: a request shares the census with scrapes and with other API
+//! requests (the collector thread answers it from the same single-flight
+//! scrape, or from the shared census, see `exporter::ScrapeService` and
+//! `exporter::SharedMaps`), and only from a census that started after it
+//! arrived (`exporter::serves`); the document is built on a blocking worker,
 //! never on the collector thread; a listing holds at most [`MAX_LIMIT`]
 //! maps and every map at most [`LIST_MAX_HOLDERS`] identities per holder
 //! kind (one map: [`ONE_MAX_HOLDERS`]) and at most [`MAX_BODY`] bytes of
@@ -38,6 +40,9 @@ const MAX_VALUE: usize = 4096;
 
 /// What one census gives the API: the snapshot with holder identities.
 pub struct MapsData {
+    /// When the census began (no later than it read the kernel): the
+    /// freshness of `exporter::serves`.
+    pub started: std::time::Instant,
     pub snap: Snapshot,
     pub extras: Extras,
     /// Census collectors that failed in this scrape.

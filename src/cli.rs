@@ -322,6 +322,14 @@ impl Cli {
             },
             queue: self.web_max_connections,
             healthz_census_failures: self.healthz_census_failures,
+            // The API tests make requests arrive while a census runs with it.
+            #[cfg(feature = "testing")]
+            census_delay: std::time::Duration::from_millis(
+                std::env::var("BPFMAP_TEST_CENSUS_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
         }
     }
 

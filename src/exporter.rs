@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
+#[cfg(feature = "testing")]
+use std::time::Duration;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -35,6 +37,8 @@ pub struct Exporter {
     /// Scrapes run and HTTP requests they answered, since start.
     scrapes: u64,
     requests: u64,
+    #[cfg(feature = "testing")]
+    census_delay: Duration,
 }
 
 /// What the exporter is built from: the command line's choices, made once
@@ -54,6 +58,10 @@ pub struct ExporterOpts {
     /// Consecutive failed censuses after which `/healthz` answers 503; 0
     /// = never.
     pub healthz_census_failures: u32,
+    /// Tests only: every census takes this much longer after it read the
+    /// kernel, so requests can be made to arrive while one runs.
+    #[cfg(feature = "testing")]
+    pub census_delay: Duration,
 }
 
 impl ExporterOpts {
@@ -157,6 +165,8 @@ impl Exporter {
             process: prometheus::process_collector::ProcessCollector::for_self(),
             scrapes: 0,
             requests: 0,
+            #[cfg(feature = "testing")]
+            census_delay: opts.census_delay,
         })
     }
 
@@ -176,10 +186,16 @@ impl Exporter {
         }
     }
 
-    /// What the JSON API reads from a scrape taken with [`Self::keep_files`]:
-    /// the snapshot, the holder identities the census counts only, and the
-    /// creator processes the lifecycle collector recorded.
-    pub fn maps_data(&self, snap: Snapshot, report: &Report) -> crate::api::MapsData {
+    /// What the JSON API reads from a scrape taken with [`Self::keep_files`]
+    /// whose census started at `started` (or later): the snapshot, the
+    /// holder identities the census counts only, and the creator processes
+    /// the lifecycle collector recorded.
+    pub fn maps_data(
+        &self,
+        snap: Snapshot,
+        report: &Report,
+        started: Instant,
+    ) -> crate::api::MapsData {
         let extras = if snap.maps_ok {
             crate::explain::gather_extras(&snap)
         } else {
@@ -205,6 +221,7 @@ impl Exporter {
                     .to_string()
             });
         crate::api::MapsData {
+            started,
             snap,
             extras,
             failed,
@@ -237,7 +254,10 @@ impl Exporter {
         let (snapshot, mut report) = match self.census.as_mut() {
             Some(c) => {
                 c.set_other_own_programs(own_progs);
-                c.take(&own_extra)
+                let taken = c.take(&own_extra);
+                #[cfg(feature = "testing")]
+                std::thread::sleep(self.census_delay);
+                taken
             }
             None => {
                 let mut report = Report::default();
@@ -374,10 +394,124 @@ pub struct ScrapeRequest {
     pub reply: oneshot::Sender<Result<Body, Arc<anyhow::Error>>>,
 }
 
-/// A JSON API request: the collector thread answers with the census it
-/// took for it (or for the scrape it shared).
+/// A JSON API request: the collector thread answers with a census that
+/// started at or after `since` (see [`serves`]): the shared one when it
+/// is fresh enough, else the next one, which every waiting request shares.
 pub struct MapsRequest {
+    /// When the request arrived ([`Pending::since`]).
+    pub since: Instant,
     pub reply: oneshot::Sender<Arc<crate::api::MapsData>>,
+}
+
+/// Freshness, the invariant of every census a JSON API request is
+/// answered from: the census started at or after the request arrived, so
+/// whatever a client did before it sent the request (a map it created, a
+/// pin it removed) is in the answer. A census that started earlier is
+/// never served to it, however recent.
+pub fn serves(census_started: Instant, request_arrived: Instant) -> bool {
+    census_started >= request_arrived
+}
+
+/// The JSON API's shared census: the newest one taken with holder
+/// identities, kept (one `Arc`, never copied) while some API request is
+/// pending, so that requests waiting for the API gate are answered from
+/// it instead of each taking its own. Dropped when no request is pending:
+/// an idle exporter holds no API census.
+#[derive(Default)]
+pub struct SharedMaps {
+    inner: Mutex<SharedInner>,
+}
+
+#[derive(Default)]
+struct SharedInner {
+    /// Requests that arrived and hold no census yet ([`Pending`]).
+    pending: usize,
+    latest: Option<Arc<crate::api::MapsData>>,
+}
+
+/// An API request from its arrival until it holds its census: it keeps
+/// the shared census alive for it.
+pub struct Pending {
+    since: Instant,
+    shared: Arc<SharedMaps>,
+}
+
+impl SharedMaps {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request arrives now.
+    pub fn arrive(self: &Arc<Self>) -> Pending {
+        // The count first: `since` is then no earlier than the moment the
+        // shared census is kept for this request.
+        self.lock().pending += 1;
+        Pending {
+            since: Instant::now(),
+            shared: self.clone(),
+        }
+    }
+
+    /// The shared census, if it serves a request that arrived at `since`.
+    pub fn fresh(&self, since: Instant) -> Option<Arc<crate::api::MapsData>> {
+        self.lock()
+            .latest
+            .as_ref()
+            .filter(|d| serves(d.started, since))
+            .cloned()
+    }
+
+    /// Keep `data` as the shared census if it is newer and some request is
+    /// pending. The census it replaces is freed by its last reader.
+    fn offer(&self, data: &Arc<crate::api::MapsData>) {
+        let old = {
+            let mut g = self.lock();
+            if g.pending == 0 || g.latest.as_ref().is_some_and(|l| l.started >= data.started) {
+                return;
+            }
+            g.latest.replace(data.clone())
+        };
+        drop(old);
+    }
+
+    /// Whether a census is kept (tests).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn holds(&self) -> bool {
+        self.lock().latest.is_some()
+    }
+}
+
+impl Pending {
+    /// When the request arrived.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// The shared census, if it serves this request.
+    pub fn fresh(&self) -> Option<Arc<crate::api::MapsData>> {
+        self.shared.fresh(self.since)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let last = {
+            let mut g = self.shared.lock();
+            g.pending -= 1;
+            if g.pending == 0 {
+                g.latest.take()
+            } else {
+                None
+            }
+        };
+        // Freeing a census of many maps takes a while: off the reactor
+        // when this was its last reference and a runtime is at hand.
+        if let Some(d) = last.filter(|d| Arc::strong_count(d) == 1) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn_blocking(move || drop(d));
+            }
+        }
+    }
 }
 
 /// What the collector thread is asked for.
@@ -391,10 +525,14 @@ pub enum Job {
 /// [`ScrapeRequest`] or a JSON API [`MapsRequest`]. Single flight: every
 /// request waiting when a scrape starts is answered from that scrape, so N
 /// simultaneous requests, scrapes and API requests alike, cost one census
-/// (two when some arrive while one runs).
+/// (two when some arrive while one runs). API requests are answered only
+/// from a census that [`serves`] them: the shared one ([`SharedMaps`]) when
+/// it does, without a census; scrapes that arrive while a census runs
+/// share it.
 pub struct ScrapeService {
     thread: std::thread::JoinHandle<()>,
     health: Arc<Health>,
+    maps: Arc<SharedMaps>,
 }
 
 /// What `/healthz` answers: healthy while the collector thread serves
@@ -457,8 +595,10 @@ impl ScrapeService {
     pub fn start(opts: ExporterOpts) -> anyhow::Result<(ScrapeService, mpsc::Sender<Job>)> {
         let (tx, mut rx) = mpsc::channel::<Job>(opts.queue.max(1));
         let health = Arc::new(Health::new(opts.healthz_census_failures));
+        let maps = Arc::new(SharedMaps::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let h = health.clone();
+        let shared = maps.clone();
         let thread = std::thread::Builder::new()
             .name("collector".into())
             .spawn(move || {
@@ -493,19 +633,31 @@ impl ScrapeService {
                     while let Ok(r) = rx.try_recv() {
                         batch.push(r);
                     }
-                    carried = answer(&mut ex, batch, &mut rx, &h);
+                    carried = answer(&mut ex, batch, &mut rx, &h, &shared);
                 }
                 h.set_running(false);
             })?;
         ready_rx
             .recv()
             .map_err(|_| anyhow::anyhow!("collector thread died while loading"))??;
-        Ok((ScrapeService { thread, health }, tx))
+        Ok((
+            ScrapeService {
+                thread,
+                health,
+                maps,
+            },
+            tx,
+        ))
     }
 
     /// What `/healthz` answers.
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
+    }
+
+    /// The JSON API's shared census.
+    pub fn shared_maps(&self) -> Arc<SharedMaps> {
+        self.maps.clone()
     }
 
     /// Wait for the thread to finish (after every request sender is gone).
@@ -515,22 +667,33 @@ impl ScrapeService {
 }
 
 /// Answer a batch of requests from one scrape, encoding each wanted format
-/// once. Requests that arrived while the scrape ran share it too (the data
-/// is at most one scrape's duration older than such a request). API
-/// requests get the snapshot after every scrape request was answered.
+/// once. Scrape requests that arrived while the scrape ran share it too
+/// (the data is at most one scrape's duration older than such a request);
+/// API requests share it only when it [`serves`] them, and the shared
+/// census answers those it serves without a scrape. API requests get the
+/// snapshot after every scrape request was answered.
 fn answer(
     ex: &mut Exporter,
     batch: Vec<Job>,
     rx: &mut mpsc::Receiver<Job>,
     health: &Health,
+    shared: &SharedMaps,
 ) -> Vec<Job> {
     let mut scrapes: Vec<ScrapeRequest> = Vec::new();
     let mut maps: Vec<MapsRequest> = Vec::new();
     for j in batch {
         match j {
             Job::Metrics(r) => scrapes.push(r),
-            Job::Maps(r) => maps.push(r),
+            Job::Maps(r) => match shared.fresh(r.since) {
+                Some(d) => {
+                    let _ = r.reply.send(d);
+                }
+                None => maps.push(r),
+            },
         }
+    }
+    if scrapes.is_empty() && maps.is_empty() {
+        return Vec::new();
     }
     let protos = scrapes
         .iter()
@@ -538,6 +701,8 @@ fn answer(
     let keep = scrapes.iter().any(|r| r.filter.is_some());
     let want_maps = !maps.is_empty();
     ex.keep_files(want_maps);
+    // Before the census: every request in the batch arrived earlier.
+    let started = Instant::now();
     let scrape = ex.scrape_for(scrapes.len() as u64, protos, keep);
     if ex.census.is_some() {
         health.census(if scrape.snapshot.maps_ok {
@@ -554,7 +719,8 @@ fn answer(
     }
     // Late requests this scrape kept nothing to answer from (protos for
     // another format, families for a filter, holder identities for the
-    // API) wait for the next scrape.
+    // API), and API requests that arrived after it started, wait for the
+    // next scrape.
     let mut next = Vec::new();
     while let Ok(j) = rx.try_recv() {
         match j {
@@ -567,7 +733,7 @@ fn answer(
                 ex.requests += 1;
                 scrapes.push(r);
             }
-            Job::Maps(r) if want_maps => maps.push(r),
+            Job::Maps(r) if want_maps && serves(started, r.since) => maps.push(r),
             other => next.push(other),
         }
     }
@@ -601,7 +767,10 @@ fn answer(
         let _ = r.reply.send(body);
     }
     if want_maps {
-        let data = Arc::new(ex.maps_data(scrape.snapshot, &scrape.report));
+        let data = Arc::new(ex.maps_data(scrape.snapshot, &scrape.report, started));
+        // Shared before any request holds it: a request that gets an API
+        // slot once another's answer is written finds it.
+        shared.offer(&data);
         for r in maps {
             let _ = r.reply.send(data.clone());
         }
@@ -632,7 +801,66 @@ fn encode_filtered(
 
 #[cfg(test)]
 mod tests {
-    use super::Health;
+    use super::{serves, Health, SharedMaps};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn census_at(started: Instant) -> Arc<crate::api::MapsData> {
+        Arc::new(crate::api::MapsData {
+            started,
+            snap: Default::default(),
+            extras: Default::default(),
+            failed: Vec::new(),
+            processes: Err("none".into()),
+            attributor: Arc::new(crate::k8s::NoAttribution),
+        })
+    }
+
+    #[test]
+    fn a_census_serves_only_requests_that_arrived_before_it_started() {
+        let t = Instant::now();
+        let later = t + Duration::from_millis(1);
+        assert!(serves(later, t));
+        assert!(serves(t, t));
+        assert!(!serves(t, later), "a census that began before the request");
+    }
+
+    #[test]
+    fn the_shared_census_answers_earlier_arrivals_and_lives_while_one_is_pending() {
+        let shared = Arc::new(SharedMaps::default());
+        // Nobody pending: nothing is kept.
+        shared.offer(&census_at(Instant::now()));
+        assert!(!shared.holds());
+
+        let early = shared.arrive();
+        std::thread::sleep(Duration::from_millis(2));
+        let first = census_at(Instant::now());
+        shared.offer(&first);
+        let late = shared.arrive();
+        // The census began after `early` arrived, before `late` did.
+        assert!(Arc::ptr_eq(
+            &early.fresh().expect("fresh for early"),
+            &first
+        ));
+        assert!(late.fresh().is_none(), "began before `late` arrived");
+        // An older census never replaces a newer one.
+        shared.offer(&census_at(early.since()));
+        assert!(Arc::ptr_eq(&early.fresh().unwrap(), &first));
+        std::thread::sleep(Duration::from_millis(2));
+        let second = census_at(Instant::now());
+        shared.offer(&second);
+        assert!(Arc::ptr_eq(&late.fresh().unwrap(), &second));
+        assert!(Arc::ptr_eq(&early.fresh().unwrap(), &second));
+        // `first` is no longer kept: its holders alone free it.
+        assert_eq!(Arc::strong_count(&first), 1);
+
+        // Kept while a request is pending, dropped with the last one.
+        drop(early);
+        assert!(shared.holds());
+        drop(late);
+        assert!(!shared.holds());
+        assert_eq!(Arc::strong_count(&second), 1);
+    }
 
     #[test]
     fn health_fails_after_n_census_failures_in_a_row_and_recovers() {

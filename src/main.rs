@@ -67,6 +67,7 @@ fn run() -> anyhow::Result<bool> {
         telemetry_path: cli.telemetry_path.clone(),
         scrapes,
         health: service.health(),
+        maps: service.shared_maps(),
         web,
         enabled_collectors: bpfmap_exporter::registry::REGISTRY
             .iter()

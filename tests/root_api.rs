@@ -588,6 +588,113 @@ fn api_names_every_holder_and_the_creating_process() {
     drop((ring, link, outer, prog, dup, m, old));
 }
 
+/// `GET path` sent on a new connection, its answer read later
+/// ([`read_response`]).
+fn send(port: u16, path: &str) -> TcpStream {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    c
+}
+
+/// The answer on `c`, which must be a 200.
+fn ok_answer(c: TcpStream, what: &str) -> Resp {
+    let r = read_response(c).unwrap();
+    assert_eq!(r.code, 200, "{what}: {}", r.text());
+    r
+}
+
+#[test]
+fn api_requests_share_one_census_never_one_from_before_they_arrived() {
+    require_root();
+    ensure_bpffs();
+    // Every census takes this much longer once it read the kernel, so
+    // requests sent meanwhile arrive while it runs.
+    const DELAY: Duration = Duration::from_secs(2);
+    let mut cmd = Command::new(BIN);
+    cmd.env("BPFMAP_TEST_CENSUS_DELAY_MS", DELAY.as_millis().to_string());
+    let mut s = Exporter::spawn(cmd, &["--no-collector.lifecycle"]);
+    s.wait_until(
+        "healthy",
+        Duration::from_secs(90),
+        |port| matches!(try_request(port, "GET", "/healthz", None), Ok(r) if r.code == 200),
+    );
+    let port = s.port;
+    let scrapes = || counter(&get(port, "/metrics").text(), "bpfmap_scrapes_total");
+    let settle = || std::thread::sleep(Duration::from_millis(300));
+
+    // 24 API requests, six times the API gate's slots, that arrive
+    // together (while a scrape's census runs) cost one census: the 20 that
+    // wait for a slot are answered from the census the first 4 asked for,
+    // which began after all of them arrived.
+    let before = scrapes();
+    let busy = send(port, "/metrics");
+    settle();
+    let api: Vec<TcpStream> = (0..24)
+        .map(|_| send(port, "/api/v1/maps?limit=5"))
+        .collect();
+    for c in api {
+        ok_answer(c, "an API request waiting for a slot");
+    }
+    ok_answer(busy, "the scrape");
+    let censuses = scrapes() - before;
+    assert_eq!(
+        censuses, 3.0,
+        "the scrape, one census for the 24 API requests and the last scrape"
+    );
+
+    // Freshness: a request that arrives while a census runs is answered
+    // from the next one, so a map created before the request is in it.
+    let first = send(port, "/api/v1/maps?limit=1");
+    settle();
+    let m = map(MapType::Hash, "t_api_fresh", 4, 4, 1, 0);
+    let id = id_of(&m);
+    let r = get(port, &format!("/api/v1/maps/{id}"));
+    assert_eq!(
+        r.code,
+        200,
+        "a map created before its request: {}",
+        r.text()
+    );
+    assert_eq!(r.json()["maps"][0]["id"], json!(id));
+    ok_answer(first, "the request whose census was running");
+
+    // Nor from the census shared with the requests it waits behind: 4
+    // requests take every slot and share a census that begins after a
+    // scrape; a fifth one arrives once that census began and waits for a
+    // slot while the census is kept for it.
+    let before = scrapes();
+    let busy = send(port, "/metrics");
+    settle();
+    let holders: Vec<TcpStream> = (0..4).map(|_| send(port, "/api/v1/maps?limit=5")).collect();
+    // The scrape's census ends DELAY after it began; theirs begins then.
+    std::thread::sleep(DELAY);
+    let m2 = map(MapType::Hash, "t_api_fresh2", 4, 4, 1, 0);
+    let id2 = id_of(&m2);
+    let r = get(port, &format!("/api/v1/maps/{id2}"));
+    assert_eq!(
+        r.code,
+        200,
+        "a map created before a request that waited for a slot: {}",
+        r.text()
+    );
+    assert_eq!(r.json()["maps"][0]["id"], json!(id2));
+    for c in holders {
+        ok_answer(c, "a request holding a slot");
+    }
+    ok_answer(busy, "the scrape");
+    assert_eq!(
+        scrapes() - before,
+        4.0,
+        "the scrape, the 4 requests' census, the fifth one's, the last scrape"
+    );
+    drop((m, m2, s));
+}
+
 #[test]
 fn api_errors_methods_head_auth_and_single_flight() {
     require_root();

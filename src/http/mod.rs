@@ -71,6 +71,8 @@ pub struct State {
     pub telemetry_path: String,
     pub scrapes: mpsc::Sender<Job>,
     pub health: Arc<crate::exporter::Health>,
+    /// The JSON API's shared census (`ScrapeService::shared_maps`).
+    pub maps: Arc<crate::exporter::SharedMaps>,
     pub web: Arc<crate::web::Web>,
     /// Collectors this exporter runs (what collect[] may name).
     pub enabled_collectors: Vec<&'static str>,

@@ -199,8 +199,11 @@ async fn scrape(
 /// `/api/v1/links[/<id>]` (`rest`: the path
 /// after the endpoint's prefix). A request holds one of the gate's slots
 /// from before it asks for a census until its document is written (a slot
-/// holds at most one census and one object's JSON). HEAD answers what GET
-/// would, without the body.
+/// holds at most one census, shared by `Arc` with every other request it
+/// serves, and one object's JSON). A census that started after the request
+/// arrived answers it: the shared one when it does, else the next one the
+/// collector thread takes, shared with every request waiting for it
+/// (`exporter::serves`). HEAD answers what GET would, without the body.
 async fn api(
     st: &State,
     gate: &ApiGate,
@@ -222,6 +225,8 @@ async fn api(
         Ok(q) => q,
         Err(e) => return fail(e),
     };
+    // Arrived: from now on, only a census that starts later answers it.
+    let pending = st.maps.arrive();
     let Some(slot) = gate.enter().await else {
         let mut r = fail(crate::api::ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -238,18 +243,29 @@ async fn api(
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: "collector thread is gone".into(),
     };
-    let (tx, rx) = oneshot::channel();
-    if st
-        .scrapes
-        .send(Job::Maps(MapsRequest { reply: tx }))
-        .await
-        .is_err()
-    {
-        return fail(gone());
-    }
-    let Ok(data) = rx.await else {
-        return fail(gone());
+    let data = match pending.fresh() {
+        Some(d) => d,
+        None => {
+            let (tx, rx) = oneshot::channel();
+            if st
+                .scrapes
+                .send(Job::Maps(MapsRequest {
+                    since: pending.since(),
+                    reply: tx,
+                }))
+                .await
+                .is_err()
+            {
+                return fail(gone());
+            }
+            let Ok(data) = rx.await else {
+                return fail(gone());
+            };
+            data
+        }
     };
+    // It holds its census: it no longer keeps the shared one alive.
+    drop(pending);
     // The document is written off the collector thread and off the
     // reactor, object by object into the body.
     let (head_tx, head_rx) = oneshot::channel();
