@@ -354,3 +354,173 @@ fn xdp_filter_programs_and_maps_are_explained_exactly() {
         assert_eq!(s.prog_holders[&p.id].get(ProgHolderKind::Xdp), Some(0));
     }
 }
+
+/// An XDP link on a veth of a fresh namespace, pinned and its fd closed:
+/// the census names its target (the device by name and ifindex, and the
+/// namespace), as bpftool and `ip` see them, on `bpfmap_link_info` and in
+/// `explain --link`; the link is a live attachment root. Once the
+/// namespace (and with it the device) is gone, the link reads detached and
+/// is no live root any more: only its pin keeps the program.
+#[test]
+fn xdp_link_target_is_the_device_and_its_namespace() {
+    require_root();
+    ensure_bpffs();
+    let ns = Netns::new("xlink");
+    let m = map(MapType::Array, "nd_xlink", 4, 4, 1, 0);
+    let p = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_XDP, m.as_fd().as_raw_fd());
+    let pid = prog_id(&p);
+    let pfd = p.as_raw_fd();
+    let (lfd, ifx) = ns.within(|| {
+        let ifx = ifindex("nd0");
+        // SAFETY: a program fd and an ifindex of this thread's namespace; no opts.
+        let fd =
+            unsafe { libbpf_sys::bpf_link_create(pfd, ifx, libbpf_sys::BPF_XDP, std::ptr::null()) };
+        (fd, ifx)
+    });
+    assert!(
+        lfd >= 0,
+        "BPF_LINK_CREATE xdp: {}",
+        std::io::Error::from_raw_os_error(-lfd)
+    );
+    let pin = format!("/sys/fs/bpf/bpfmap-test-xlink-{}", std::process::id());
+    let _ = std::fs::remove_file(&pin);
+    let cpin = std::ffi::CString::new(pin.clone()).unwrap();
+    // SAFETY: a link fd and a NUL-terminated path.
+    assert_eq!(
+        unsafe { libbpf_sys::bpf_obj_pin(lfd, cpin.as_ptr()) },
+        0,
+        "pin"
+    );
+    let mut info = libbpf_sys::bpf_link_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info and len are valid for the call.
+    let rc = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            lfd,
+            (&mut info as *mut libbpf_sys::bpf_link_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "link info");
+    let lid = info.id;
+    // SAFETY: our fd; only the pin holds the link now.
+    unsafe { libc::close(lfd) };
+
+    // bpftool's view of the link (the kernel's link info).
+    let out = Command::new("bpftool")
+        .args(["link", "show", "id", &lid.to_string(), "--json"])
+        .output()
+        .expect("bpftool");
+    let bt: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bpftool link show --json: {e}: {:?}", out));
+    assert_eq!(bt["id"], lid);
+    assert_eq!(bt["prog_id"], pid);
+    assert_eq!(bt["type"], "xdp");
+    // bpftool 7.1 (Debian 12) prints no ifindex for an xdp link (newer
+    // ones print ifindex and devname): the kernel's link info, which they
+    // read, is the truth.
+    // SAFETY: an xdp link's info fills the xdp member of the union.
+    let kernel_ifx = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+    assert_eq!(kernel_ifx, ifx as u32, "link info");
+    if let Some(b) = bt.get("ifindex") {
+        assert_eq!(*b, ifx, "bpftool: {bt}");
+        assert_eq!(bt["devname"], "nd0", "bpftool: {bt}");
+    }
+
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("links"), "{:?}", report.outcomes);
+    let l = s
+        .links
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|l| l.id == lid)
+        .unwrap_or_else(|| panic!("link {lid} in the census"))
+        .clone();
+    assert_eq!(l.prog_id, pid);
+    let d = l.target.device.as_ref().expect("a device target");
+    assert_eq!(d.ifindex, ifx as u32);
+    if kernel_at_least(5, 19) {
+        // iter/bpf_link reads the device's name and namespace.
+        assert_eq!(d.name.as_deref(), Some("nd0"));
+        assert_eq!(l.target.netns, Some(ns.ino() as u32));
+        // 6.17 moved every link's attach type into struct bpf_link.
+        if kernel_at_least(6, 17) {
+            assert_eq!(l.target.attach_type, Some(libbpf_sys::BPF_XDP));
+        } else {
+            assert_eq!(l.target.attach_type, None);
+        }
+    }
+    assert!(l.is_attached() && !l.target.detached);
+    let want = format!("dev nd0 (ifindex {ifx}, netns {})", ns.ino());
+    let t = text(&s);
+    let line = t
+        .lines()
+        .find(|x| x.starts_with("bpfmap_link_info{") && x.contains(&format!("id=\"{lid}\"")))
+        .unwrap_or_else(|| panic!("bpfmap_link_info of link {lid} (only a pin holds it)"));
+    assert!(line.contains(&format!("target=\"{want}\"")), "{line}");
+    assert!(line.contains("link_type=\"xdp\""), "{line}");
+    // explain --link: the document's target and its text line.
+    let x = bpfmap_exporter::explain::gather_extras(&s);
+    let no_attr = |_: u32, _: u64| (String::new(), String::new());
+    let inp = bpfmap_exporter::explain::Input {
+        snap: &s,
+        extras: &x,
+        attribution: &no_attr,
+        failed: &[],
+        processes: Err(bpfmap_exporter::explain::STANDALONE_PROCESSES),
+        now_unix: 0.0,
+        max_holders: usize::MAX,
+    };
+    let doc = bpfmap_exporter::explain::link_report(
+        &inp,
+        &bpfmap_exporter::explain::page_links(&[lid], None, 10),
+    );
+    let jl = &doc["links"][0];
+    assert_eq!(jl["target"]["ifindex"], ifx);
+    assert_eq!(jl["target"]["device"], "nd0");
+    assert_eq!(jl["target"]["netns"], ns.ino());
+    assert_eq!(jl["attached"], true);
+    let txt = bpfmap_exporter::explain::link_text(&doc);
+    assert!(
+        txt.contains(&format!(
+            "  target: {}{want}",
+            if kernel_at_least(6, 17) { "xdp " } else { "" }
+        )),
+        "{txt}"
+    );
+    // The link is a live root of its program.
+    let g = format!("{:?}", s.graph);
+    assert!(g.contains(&format!("Attachment({lid})")), "{g}");
+
+    // The namespace goes, and the device with it: the link is detached, no
+    // live root; its pin keeps it and its program.
+    drop(ns);
+    let s = until(&mut census, "the link reads detached", |s| {
+        s.links
+            .iter()
+            .flatten()
+            .any(|l| l.id == lid && l.target.detached)
+    });
+    let l = s
+        .links
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|l| l.id == lid)
+        .unwrap();
+    assert!(!l.is_attached());
+    assert_eq!(l.target.device, None);
+    let g = format!("{:?}", s.graph);
+    assert!(!g.contains(&format!("Attachment({lid})")), "{g}");
+    let t = text(&s);
+    assert!(
+        t.lines().any(|x| x.starts_with("bpfmap_link_info{")
+            && x.contains(&format!("id=\"{lid}\""))
+            && x.contains("target=\"detached: ")),
+        "{t}"
+    );
+    std::fs::remove_file(&pin).unwrap();
+    drop(p);
+}
