@@ -957,7 +957,7 @@ impl Census {
                         K::Devmap,
                         attach::devmap_attachments(&all, attach::MAX_DEVMAP_LOOKUPS)?,
                     ),
-                    (K::StructOps, attach::struct_ops_attachments(&all)),
+                    (K::StructOps, attach::struct_ops_attachments(&all)?),
                 ])
             }) {
                 for (k, src) in srcs {
