@@ -1,5 +1,6 @@
 //! Compiles every `bpf/<name>.bpf.c` into a libbpf-rs skeleton `<name>.skel.rs`
-//! in OUT_DIR (and the benchmark's `bpf/bench/*.bpf.c` into `bench_*`).
+//! in OUT_DIR (and the benchmark's `bpf/bench/*.bpf.c` into `bench_*`, the
+//! root tests' `bpf/test/*.bpf.c` into `test_*`).
 //! The vendored `bpf/vmlinux.h` means no kernel headers are needed to build.
 use std::{env, ffi::OsStr, fs, path::PathBuf};
 
@@ -13,8 +14,9 @@ fn main() {
     println!("cargo:rustc-env=BPFMAP_REVISION={rev}");
     // The exporter's programs: bpf/<name>.bpf.c -> <name>.skel.rs. The
     // benchmark's own programs: bpf/bench/<name>.bpf.c -> bench_<name>.skel.rs,
-    // included only by examples.
-    for (dir, prefix) in [("bpf", ""), ("bpf/bench", "bench_")] {
+    // included only by examples. The root tests' own programs:
+    // bpf/test/<name>.bpf.c -> test_<name>.skel.rs, included only by tests.
+    for (dir, prefix) in [("bpf", ""), ("bpf/bench", "bench_"), ("bpf/test", "test_")] {
         for src in bpf_sources(dir) {
             let stem = src
                 .file_name()

@@ -263,53 +263,166 @@ int dump_prog(struct bpf_iter__bpf_prog *ctx)
 	return 0;
 }
 
-/* bpf_cgroup_link before the attach type moved to struct bpf_link (6.17). */
+/* Link structs before the attach type moved to struct bpf_link (6.17). */
 struct bpf_cgroup_link___old {
 	enum bpf_attach_type type;
 } __attribute__((preserve_access_index));
+struct bpf_netns_link___old {
+	enum bpf_attach_type type;
+} __attribute__((preserve_access_index));
+struct bpf_tracing_link___old {
+	enum bpf_attach_type attach_type;
+} __attribute__((preserve_access_index));
+struct tcx_link___old {
+	__u32 location;
+} __attribute__((preserve_access_index));
+/* netkit (6.7+, CONFIG_NETKIT) is absent from this vmlinux.h; location
+ * until 6.17, as tcx's. */
+struct netkit_link {
+	struct bpf_link link;
+	struct net_device *dev;
+	__u32 location;
+} __attribute__((preserve_access_index));
 
-/* iter/bpf_link (5.19+): every live link, its program, and for an iterator
- * link the map it is bound to. link is a trusted pointer: direct loads. */
+/* A device link's target: the device (NULL once it is unregistered or the
+ * link detached). */
+static __always_inline void link_dev(struct link_rec *r, struct net_device *dev)
+{
+	r->target |= BPFMAP_LINK_DEVICE;
+	if (!dev) {
+		r->target |= BPFMAP_LINK_DETACHED;
+		return;
+	}
+	r->ifindex = BPF_CORE_READ(dev, ifindex);
+	r->netns_ino = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	bpf_core_read_str(r->name, 16, &dev->name);
+}
+
+/* The attach type a link type kept in its own struct before 6.17. */
+static __always_inline void link_attach_type(struct link_rec *r, __u32 t)
+{
+	r->attach_type = t;
+	r->target |= BPFMAP_LINK_ATTACH_TYPE;
+}
+
+/* iter/bpf_link (5.19+): every live link, its program, for an iterator
+ * link the map it is bound to, and what it is attached to (its target).
+ * link is a trusted pointer: direct loads. */
 SEC("iter/bpf_link")
 int dump_link(struct bpf_iter__bpf_link *ctx)
 {
 	struct bpf_link *link = ctx->link;
 	struct link_rec r = {};
 	struct bpf_prog *prog;
+	__u32 type;
 
 	if (!link)
 		return 0;
 	r.id = link->id;
-	r.type = link->type;
+	type = link->type;
+	r.type = type;
 	prog = link->prog;
 	if (prog)
 		r.prog_id = BPF_CORE_READ(prog, aux, id);
-	if (link->type == BPF_LINK_TYPE_PERF_EVENT && bpf_core_type_exists(struct bpf_perf_link)) {
+	/* 6.17+: every link's attach type is in struct bpf_link. 0 is a
+	 * cgroup attach type, which only cgroup links can have. */
+	if (bpf_core_field_exists(link->attach_type)) {
+		__u32 t = BPF_CORE_READ(link, attach_type);
+
+		if (t != 0 || type == BPF_LINK_TYPE_CGROUP)
+			link_attach_type(&r, t);
+	}
+	if (type == BPF_LINK_TYPE_PERF_EVENT && bpf_core_type_exists(struct bpf_perf_link)) {
 		/* The link is the first member of struct bpf_perf_link. */
 		struct file *pf = BPF_CORE_READ((struct bpf_perf_link *)link, perf_file);
 
 		if (pf)
 			r.perf_event = (__u64)(unsigned long)BPF_CORE_READ(pf, private_data);
 	}
-	if (link->type == BPF_LINK_TYPE_ITER) {
+	if (type == BPF_LINK_TYPE_ITER) {
 		/* The link is the first member of struct bpf_iter_link. */
 		struct bpf_iter_link *il = (struct bpf_iter_link *)link;
 		struct bpf_map *map = BPF_CORE_READ(il, aux.map);
 
 		if (map)
 			r.iter_map_id = BPF_CORE_READ(map, id);
-	} else if (link->type == BPF_LINK_TYPE_TRACING) {
+	} else if (type == BPF_LINK_TYPE_TRACING) {
+		struct bpf_tracing_link *tl = (struct bpf_tracing_link *)link;
+		struct bpf_trampoline *tr = BPF_CORE_READ(tl, trampoline);
+
 		/* A tracing link to a program (freplace, fentry on a program)
 		 * holds that program (tgt_prog); to a kernel function, NULL. */
-		r.tgt_prog_id = prog_id_at(BPF_CORE_READ((struct bpf_tracing_link *)link, tgt_prog));
-	} else if (link->type == BPF_LINK_TYPE_CGROUP && bpf_core_type_exists(struct bpf_cgroup_link)) {
-		struct bpf_cgroup_link *cl = (struct bpf_cgroup_link *)link;
+		r.tgt_prog_id = prog_id_at(BPF_CORE_READ(tl, tgt_prog));
+		if (tr) {
+			/* The trampoline's key: the BTF object (or target
+			 * program) id above, the BTF id below (as the link
+			 * info's target_obj_id and target_btf_id). */
+			__u64 key = BPF_CORE_READ(tr, key);
 
-		r.cgroup_id = BPF_CORE_READ(cl, cgroup, kn, id);
-		if (bpf_core_field_exists(link->attach_type))
-			r.attach_type = BPF_CORE_READ(link, attach_type);
-		else if (bpf_core_field_exists(((struct bpf_cgroup_link___old *)cl)->type))
-			r.attach_type = BPF_CORE_READ((struct bpf_cgroup_link___old *)cl, type);
+			r.target_obj_id = key >> 32;
+			r.target_btf_id = (__u32)key;
+			r.target |= BPFMAP_LINK_TRAMPOLINE;
+		}
+		if (bpf_core_field_exists(((struct bpf_tracing_link___old *)tl)->attach_type))
+			link_attach_type(&r, BPF_CORE_READ((struct bpf_tracing_link___old *)tl, attach_type));
+	} else if (type == BPF_LINK_TYPE_CGROUP && bpf_core_type_exists(struct bpf_cgroup_link)) {
+		struct bpf_cgroup_link *cl = (struct bpf_cgroup_link *)link;
+		struct cgroup *cg = BPF_CORE_READ(cl, cgroup);
+
+		r.target |= BPFMAP_LINK_CGROUP;
+		if (cg)
+			r.cgroup_id = BPF_CORE_READ(cg, kn, id);
+		else
+			r.target |= BPFMAP_LINK_DETACHED;
+		if (bpf_core_field_exists(((struct bpf_cgroup_link___old *)cl)->type))
+			link_attach_type(&r, BPF_CORE_READ((struct bpf_cgroup_link___old *)cl, type));
+	} else if (type == BPF_LINK_TYPE_XDP && bpf_core_type_exists(struct bpf_xdp_link)) {
+		link_dev(&r, BPF_CORE_READ((struct bpf_xdp_link *)link, dev));
+	} else if (type == BPF_LINK_TYPE_TCX && bpf_core_type_exists(struct tcx_link)) {
+		link_dev(&r, BPF_CORE_READ((struct tcx_link *)link, dev));
+		if (bpf_core_field_exists(((struct tcx_link___old *)link)->location))
+			link_attach_type(&r, BPF_CORE_READ((struct tcx_link___old *)link, location));
+	} else if (type == BPF_LINK_TYPE_NETKIT && bpf_core_type_exists(struct netkit_link)) {
+		link_dev(&r, BPF_CORE_READ((struct netkit_link *)link, dev));
+		if (bpf_core_field_exists(((struct netkit_link *)link)->location))
+			link_attach_type(&r, BPF_CORE_READ((struct netkit_link *)link, location));
+	} else if (type == BPF_LINK_TYPE_NETNS && bpf_core_type_exists(struct bpf_netns_link)) {
+		struct net *net = BPF_CORE_READ((struct bpf_netns_link *)link, net);
+
+		r.target |= BPFMAP_LINK_NETNS;
+		if (net)
+			r.netns_ino = BPF_CORE_READ(net, ns.inum);
+		else
+			r.target |= BPFMAP_LINK_DETACHED;
+		if (bpf_core_field_exists(((struct bpf_netns_link___old *)link)->type))
+			link_attach_type(&r, BPF_CORE_READ((struct bpf_netns_link___old *)link, type));
+	} else if (type == BPF_LINK_TYPE_STRUCT_OPS && bpf_core_type_exists(struct bpf_struct_ops_link)) {
+		struct bpf_map *map = BPF_CORE_READ((struct bpf_struct_ops_link *)link, map);
+
+		r.target |= BPFMAP_LINK_MAP;
+		if (map)
+			r.target_map_id = BPF_CORE_READ(map, id);
+		else
+			r.target |= BPFMAP_LINK_DETACHED;
+	} else if (type == BPF_LINK_TYPE_NETFILTER && bpf_core_type_exists(struct bpf_nf_link)) {
+		struct bpf_nf_link *nl = (struct bpf_nf_link *)link;
+		struct net *net = BPF_CORE_READ(nl, net);
+
+		r.target |= BPFMAP_LINK_NETFILTER;
+		r.nf_pf = BPF_CORE_READ(nl, hook_ops.pf);
+		r.nf_hooknum = BPF_CORE_READ(nl, hook_ops.hooknum);
+		r.nf_priority = BPF_CORE_READ(nl, hook_ops.priority);
+		if (bpf_core_field_exists(nl->defrag_hook))
+			r.nf_defrag = BPF_CORE_READ(nl, defrag_hook) != 0;
+		if (net)
+			r.netns_ino = BPF_CORE_READ(net, ns.inum);
+		if (BPF_CORE_READ(nl, dead))
+			r.target |= BPFMAP_LINK_DETACHED;
+	} else if (type == BPF_LINK_TYPE_RAW_TRACEPOINT && bpf_core_type_exists(struct bpf_raw_tp_link)) {
+		const char *name = BPF_CORE_READ((struct bpf_raw_tp_link *)link, btp, tp, name);
+
+		if (name && bpf_probe_read_kernel_str(r.name, sizeof(r.name), name) > 0)
+			r.target |= BPFMAP_LINK_TP_NAME;
 	}
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

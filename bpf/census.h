@@ -83,16 +83,37 @@ struct file_rec {
 	__u32 attr;         /* attachment records: see BPFMAP_OBJ_SOCK_FILTER */
 };
 
-/* iter/bpf_link (5.19+): one per live link. 40 bytes. */
+/* iter/bpf_link (5.19+): one per live link. 112 bytes. */
+#define BPFMAP_LINK_ATTACH_TYPE 1 /* attach_type is the kernel's (else unknown) */
+#define BPFMAP_LINK_DEVICE      2 /* an xdp, tcx or netkit link: ifindex, netns_ino, name read */
+#define BPFMAP_LINK_NETNS       4 /* a netns link: netns_ino read */
+#define BPFMAP_LINK_TRAMPOLINE  8 /* a tracing link: target_obj_id, target_btf_id read */
+#define BPFMAP_LINK_MAP        16 /* a struct_ops link: target_map_id read */
+#define BPFMAP_LINK_NETFILTER  32 /* a netfilter link: nf_* read */
+#define BPFMAP_LINK_DETACHED   64 /* its target pointer read NULL: the target is gone or it was detached */
+#define BPFMAP_LINK_TP_NAME   128 /* a raw tracepoint link: name holds the tracepoint's name */
+#define BPFMAP_LINK_CGROUP    256 /* a cgroup link: cgroup_id read (0 with DETACHED) */
+#define BPFMAP_LINK_NAME_LEN   32
 struct link_rec {
 	__u32 id;
 	__u32 type;         /* enum bpf_link_type */
 	__u32 prog_id;      /* the program the link holds, 0 for none */
 	__u32 iter_map_id;  /* an iterator link bound to a map: the map's id */
 	__u32 tgt_prog_id;  /* a tracing link to a program (tgt_prog): its id, else 0 */
-	__u32 attach_type;  /* cgroup links: enum bpf_attach_type */
+	__u32 attach_type;  /* enum bpf_attach_type, with BPFMAP_LINK_ATTACH_TYPE */
 	__u64 cgroup_id;    /* cgroup links: the cgroup's kernfs id, else 0 */
 	__u64 perf_event;   /* a perf event link: its struct perf_event, whose prog holds one more reference */
+	__u32 target;       /* BPFMAP_LINK_* flags: which target fields were read */
+	__u32 ifindex;      /* xdp, tcx, netkit: the device's ifindex */
+	__u32 netns_ino;    /* the device's or the netns link's network namespace inode */
+	__u32 target_obj_id; /* tracing: the trampoline key's object (a BTF object or program id) */
+	__u32 target_btf_id; /* tracing: the attach point's BTF id in that object */
+	__u32 target_map_id; /* struct_ops: the map the link registers */
+	__u32 nf_pf;        /* netfilter: protocol family */
+	__u32 nf_hooknum;
+	__s32 nf_priority;
+	__u32 nf_defrag;    /* netfilter: 1 when the link enabled defrag */
+	char name[BPFMAP_LINK_NAME_LEN]; /* the device's name (IFNAMSIZ 16) or the raw tracepoint's */
 };
 
 /* The maps a program record lists at most: the kernel's MAX_USED_MAPS. */
@@ -161,6 +182,6 @@ _Static_assert(sizeof(struct file_rec) == 80, "file_rec layout");
 _Static_assert(sizeof(struct prog_rec) == 336, "prog_rec layout");
 _Static_assert(sizeof(struct inflight_rec) == 32, "inflight_rec layout");
 _Static_assert(sizeof(struct uring_rec) == 64, "uring_rec layout");
-_Static_assert(sizeof(struct link_rec) == 40, "link_rec layout");
+_Static_assert(sizeof(struct link_rec) == 112, "link_rec layout");
 
 #endif

@@ -1,8 +1,11 @@
 //! Root integration tests of the netdev part: programs the kernel keeps
-//! attached to devices without a link (XDP, tc cls_bpf), found in a network
-//! namespace that no process is in (only an `ip netns` bind mount holds it),
-//! each reference explained exactly, checked against the kernel's refcount
-//! and bpftool.
+//! attached to devices and namespaces without a link (XDP, tc cls_bpf and
+//! act_bpf, tcx, netkit, the flow dissector) and with one, found in a
+//! network namespace that no process is in (only an `ip netns` bind mount
+//! holds it), each reference explained exactly, checked against the
+//! kernel's refcount and bpftool; and links' targets (device, namespace).
+//! A hook this kernel lacks is proven absent (the kernel refuses it), never
+//! skipped silently.
 mod common;
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -353,4 +356,621 @@ fn xdp_filter_programs_and_maps_are_explained_exactly() {
         // Still freeing: nothing of the device holds it any more.
         assert_eq!(s.prog_holders[&p.id].get(ProgHolderKind::Xdp), Some(0));
     }
+}
+
+/// An XDP link on a veth of a fresh namespace, pinned and its fd closed:
+/// the census names its target (the device by name and ifindex, and the
+/// namespace), as bpftool and `ip` see them, on `bpfmap_link_info` and in
+/// `explain --link`; the link is a live attachment root. Once the
+/// namespace (and with it the device) is gone, the link reads detached and
+/// is no live root any more: only its pin keeps the program.
+#[test]
+fn xdp_link_target_is_the_device_and_its_namespace() {
+    require_root();
+    ensure_bpffs();
+    let ns = Netns::new("xlink");
+    let m = map(MapType::Array, "nd_xlink", 4, 4, 1, 0);
+    let p = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_XDP, m.as_fd().as_raw_fd());
+    let pid = prog_id(&p);
+    let pfd = p.as_raw_fd();
+    let (lfd, ifx) = ns.within(|| {
+        let ifx = ifindex("nd0");
+        // SAFETY: a program fd and an ifindex of this thread's namespace; no opts.
+        let fd =
+            unsafe { libbpf_sys::bpf_link_create(pfd, ifx, libbpf_sys::BPF_XDP, std::ptr::null()) };
+        (fd, ifx)
+    });
+    assert!(
+        lfd >= 0,
+        "BPF_LINK_CREATE xdp: {}",
+        std::io::Error::from_raw_os_error(-lfd)
+    );
+    let pin = format!("/sys/fs/bpf/bpfmap-test-xlink-{}", std::process::id());
+    let _ = std::fs::remove_file(&pin);
+    let cpin = std::ffi::CString::new(pin.clone()).unwrap();
+    // SAFETY: a link fd and a NUL-terminated path.
+    assert_eq!(
+        unsafe { libbpf_sys::bpf_obj_pin(lfd, cpin.as_ptr()) },
+        0,
+        "pin"
+    );
+    let mut info = libbpf_sys::bpf_link_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info and len are valid for the call.
+    let rc = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            lfd,
+            (&mut info as *mut libbpf_sys::bpf_link_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "link info");
+    let lid = info.id;
+    // SAFETY: our fd; only the pin holds the link now.
+    unsafe { libc::close(lfd) };
+
+    // bpftool's view of the link (the kernel's link info).
+    let out = Command::new("bpftool")
+        .args(["link", "show", "id", &lid.to_string(), "--json"])
+        .output()
+        .expect("bpftool");
+    let bt: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bpftool link show --json: {e}: {:?}", out));
+    assert_eq!(bt["id"], lid);
+    assert_eq!(bt["prog_id"], pid);
+    assert_eq!(bt["type"], "xdp");
+    // bpftool 7.1 (Debian 12) prints no ifindex for an xdp link (newer
+    // ones print ifindex and devname): the kernel's link info, which they
+    // read, is the truth.
+    // SAFETY: an xdp link's info fills the xdp member of the union.
+    let kernel_ifx = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+    assert_eq!(kernel_ifx, ifx as u32, "link info");
+    if let Some(b) = bt.get("ifindex") {
+        assert_eq!(*b, ifx, "bpftool: {bt}");
+        assert_eq!(bt["devname"], "nd0", "bpftool: {bt}");
+    }
+
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("links"), "{:?}", report.outcomes);
+    let l = s
+        .links
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|l| l.id == lid)
+        .unwrap_or_else(|| panic!("link {lid} in the census"))
+        .clone();
+    assert_eq!(l.prog_id, pid);
+    let d = l.target.device.as_ref().expect("a device target");
+    assert_eq!(d.ifindex, ifx as u32);
+    if kernel_at_least(5, 19) {
+        // iter/bpf_link reads the device's name and namespace.
+        assert_eq!(d.name.as_deref(), Some("nd0"));
+        assert_eq!(l.target.netns, Some(ns.ino() as u32));
+        // 6.17 moved every link's attach type into struct bpf_link.
+        if kernel_at_least(6, 17) {
+            assert_eq!(l.target.attach_type, Some(libbpf_sys::BPF_XDP));
+        } else {
+            assert_eq!(l.target.attach_type, None);
+        }
+    }
+    assert!(l.is_attached() && !l.target.detached);
+    let want = format!("dev nd0 (ifindex {ifx}, netns {})", ns.ino());
+    let t = text(&s);
+    let line = t
+        .lines()
+        .find(|x| x.starts_with("bpfmap_link_info{") && x.contains(&format!("id=\"{lid}\"")))
+        .unwrap_or_else(|| panic!("bpfmap_link_info of link {lid} (only a pin holds it)"));
+    assert!(line.contains(&format!("target=\"{want}\"")), "{line}");
+    assert!(line.contains("link_type=\"xdp\""), "{line}");
+    // explain --link: the document's target and its text line.
+    let x = bpfmap_exporter::explain::gather_extras(&s);
+    let no_attr = |_: u32, _: u64| (String::new(), String::new());
+    let inp = bpfmap_exporter::explain::Input {
+        snap: &s,
+        extras: &x,
+        attribution: &no_attr,
+        failed: &[],
+        processes: Err(bpfmap_exporter::explain::STANDALONE_PROCESSES),
+        now_unix: 0.0,
+        max_holders: usize::MAX,
+    };
+    let doc = bpfmap_exporter::explain::link_report(
+        &inp,
+        &bpfmap_exporter::explain::page_links(&[lid], None, 10),
+    );
+    let jl = &doc["links"][0];
+    assert_eq!(jl["target"]["ifindex"], ifx);
+    assert_eq!(jl["target"]["device"], "nd0");
+    assert_eq!(jl["target"]["netns"], ns.ino());
+    assert_eq!(jl["attached"], true);
+    let txt = bpfmap_exporter::explain::link_text(&doc);
+    assert!(
+        txt.contains(&format!(
+            "  target: {}{want}",
+            if kernel_at_least(6, 17) { "xdp " } else { "" }
+        )),
+        "{txt}"
+    );
+    // The link is a live root of its program.
+    let g = format!("{:?}", s.graph);
+    assert!(g.contains(&format!("Attachment({lid})")), "{g}");
+
+    // The namespace goes, and the device with it: the link is detached, no
+    // live root; its pin keeps it and its program.
+    drop(ns);
+    let s = until(&mut census, "the link reads detached", |s| {
+        s.links
+            .iter()
+            .flatten()
+            .any(|l| l.id == lid && l.target.detached)
+    });
+    let l = s
+        .links
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|l| l.id == lid)
+        .unwrap();
+    assert!(!l.is_attached());
+    assert_eq!(l.target.device, None);
+    let g = format!("{:?}", s.graph);
+    assert!(!g.contains(&format!("Attachment({lid})")), "{g}");
+    let t = text(&s);
+    assert!(
+        t.lines().any(|x| x.starts_with("bpfmap_link_info{")
+            && x.contains(&format!("id=\"{lid}\""))
+            && x.contains("target=\"detached: ")),
+        "{t}"
+    );
+    std::fs::remove_file(&pin).unwrap();
+    drop(p);
+}
+
+/// A kernel build option from /proc/config.gz (or /boot/config-<release>):
+/// `Some("y")`, `Some("m")`, `Some("n")` (is not set), `None` when no
+/// config is readable.
+fn kernel_config(opt: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r) 2>/dev/null",
+        ])
+        .output()
+        .ok()?;
+    let txt = String::from_utf8_lossy(&out.stdout);
+    if txt.is_empty() {
+        return None;
+    }
+    if txt.lines().any(|l| l == format!("# {opt} is not set")) {
+        return Some("n".into());
+    }
+    Some(
+        txt.lines()
+            .find_map(|l| l.strip_prefix(&format!("{opt}=")))
+            .unwrap_or("n")
+            .to_string(),
+    )
+}
+
+/// Whether program `id`'s attachments of `kind` are attachment roots of
+/// the graph (it names them by index into the snapshot's attachments):
+/// the count of such attachments, each checked to be a root.
+fn attachment_roots(s: &Snapshot, id: u32, kind: ProgHolderKind) -> usize {
+    let g = format!("{:?}", s.graph);
+    let idx: Vec<usize> = s
+        .attachments
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.prog_id == id && a.kind == kind)
+        .map(|(i, _)| i)
+        .collect();
+    for i in &idx {
+        assert!(
+            g.contains(&format!("Attached({i})")),
+            "attachment {i} ({:?}) is a root",
+            s.attachments[*i]
+        );
+    }
+    idx.len()
+}
+
+fn link_id_of(fd: i32) -> u32 {
+    let mut info = libbpf_sys::bpf_link_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info and len are valid for the call.
+    let rc = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            fd,
+            (&mut info as *mut libbpf_sys::bpf_link_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "link info");
+    info.id
+}
+
+/// A program's holder of `kind`, its refcount and unexplained count, and
+/// the source of that kind complete.
+fn counted(s: &Snapshot, id: u32, kind: ProgHolderKind) -> (Option<u64>, i64, Option<i64>) {
+    assert!(
+        source_complete(s, kind.source()),
+        "{} complete: {:?}",
+        kind.source(),
+        s.prog_sources
+    );
+    let h = &s.prog_holders[&id];
+    let r = refcnt(s, id);
+    (h.get(kind), r, h.unexplained(r))
+}
+
+/// tcx (6.6+): a program attached to a device's ingress with
+/// BPF_PROG_ATTACH is one `tcx` holder and an attachment root; one
+/// attached with a tcx link is held by the link (no tcx holder), the link
+/// names its device and attach type. Detached, the exporter agrees.
+/// Before 6.6 the kernel refuses a tcx link (EINVAL), proven here.
+#[test]
+fn tcx_with_and_without_a_link_is_counted_exactly() {
+    require_root();
+    let ns = Netns::new("tcx");
+    let m = map(MapType::Array, "nd_tcx", 4, 4, 1, 0);
+    let p1 = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_SCHED_CLS, m.as_fd().as_raw_fd());
+    let p2 = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_SCHED_CLS, m.as_fd().as_raw_fd());
+    let (id1, id2) = (prog_id(&p1), prog_id(&p2));
+    let (f1, f2) = (p1.as_raw_fd(), p2.as_raw_fd());
+    let (attach, lfd, ifx) = ns.within(|| {
+        let ifx = ifindex("nd0");
+        // SAFETY: program fds and an ifindex of this thread's namespace.
+        unsafe {
+            let lfd =
+                libbpf_sys::bpf_link_create(f2, ifx, libbpf_sys::BPF_TCX_INGRESS, std::ptr::null());
+            let a = libbpf_sys::bpf_prog_attach(f1, ifx, libbpf_sys::BPF_TCX_INGRESS, 0);
+            (a, lfd, ifx)
+        }
+    });
+    if !kernel_at_least(6, 6) {
+        assert_eq!(
+            lfd,
+            -libc::EINVAL,
+            "a kernel before 6.6 has no tcx: the link is refused"
+        );
+        assert!(
+            attach < 0,
+            "a kernel before 6.6 refuses a tcx attach: {attach}"
+        );
+        eprintln!(
+            "tcx: this kernel (before 6.6) has none: BPF_LINK_CREATE tcx_ingress answered EINVAL"
+        );
+        return;
+    }
+    assert!(
+        lfd >= 0,
+        "tcx link: {}",
+        std::io::Error::from_raw_os_error(-lfd)
+    );
+    assert_eq!(attach, 0, "tcx BPF_PROG_ATTACH");
+    let lid = link_id_of(lfd);
+
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
+    // Without a link: our fd and the hook.
+    assert_eq!(counted(&s, id1, ProgHolderKind::Tcx), (Some(1), 2, Some(0)));
+    assert_eq!(s.prog_holders[&id1].get(ProgHolderKind::File), Some(1));
+    assert_eq!(attachment_roots(&s, id1, ProgHolderKind::Tcx), 1);
+    let t: Vec<&str> = s
+        .attachments
+        .iter()
+        .filter(|a| a.prog_id == id1)
+        .map(|a| a.target.as_str())
+        .collect();
+    assert_eq!(
+        t,
+        [format!(
+            "tcx ingress on nd0 (ifindex {ifx}, netns {})",
+            ns.ino()
+        )]
+    );
+    // With a link: our fd and the link, no tcx holder.
+    assert_eq!(counted(&s, id2, ProgHolderKind::Tcx), (Some(0), 2, Some(0)));
+    assert_eq!(s.prog_holders[&id2].get(ProgHolderKind::Link), Some(1));
+    let l = s
+        .links
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|l| l.id == lid)
+        .expect("the tcx link");
+    assert_eq!(l.target.attach_type, Some(libbpf_sys::BPF_TCX_INGRESS));
+    let d = l.target.device.as_ref().expect("device");
+    assert_eq!((d.ifindex, d.name.as_deref()), (ifx as u32, Some("nd0")));
+    assert_eq!(l.target.netns, Some(ns.ino() as u32));
+    assert!(format!("{:?}", s.graph).contains(&format!("Attachment({lid})")));
+
+    // Detach both: no hook, no link holds them.
+    let rc = ns.within(|| {
+        // SAFETY: a program fd and an ifindex of this thread's namespace.
+        unsafe { libbpf_sys::bpf_prog_detach2(f1, ifindex("nd0"), libbpf_sys::BPF_TCX_INGRESS) }
+    });
+    assert_eq!(rc, 0, "tcx detach");
+    // SAFETY: our link fd.
+    unsafe { libc::close(lfd) };
+    let s = until(&mut census, "both programs held by our fds only", |s| {
+        s.programs
+            .iter()
+            .flatten()
+            .filter(|p| (p.id == id1 || p.id == id2) && p.refcnt == 1)
+            .count()
+            == 2
+    });
+    assert_eq!(counted(&s, id1, ProgHolderKind::Tcx), (Some(0), 1, Some(0)));
+    assert_eq!(counted(&s, id2, ProgHolderKind::Tcx), (Some(0), 1, Some(0)));
+    assert_eq!(s.prog_holders[&id2].get(ProgHolderKind::Link), Some(0));
+    assert!(!s.links.iter().flatten().any(|l| l.id == lid));
+}
+
+/// The flow dissector of a namespace: attached with BPF_PROG_ATTACH on the
+/// namespace's fd it is one `flow_dissector` holder and an attachment
+/// root; attached with a netns link, the link holds it and names the
+/// namespace and attach type. Detached, the exporter agrees.
+#[test]
+fn flow_dissector_with_and_without_a_link_is_counted_exactly() {
+    require_root();
+    let ns = Netns::new("flow");
+    let nsf = std::fs::File::open(ns.path()).unwrap();
+    let m = map(MapType::Array, "nd_flow", 4, 4, 1, 0);
+    let p = prog_of_type_using_map(
+        libbpf_sys::BPF_PROG_TYPE_FLOW_DISSECTOR,
+        m.as_fd().as_raw_fd(),
+    );
+    let id = prog_id(&p);
+    // The legacy attach takes the caller's namespace (target_fd must be 0).
+    let pfd = p.as_raw_fd();
+    let rc = ns.within(|| {
+        // SAFETY: a program fd; target 0 is the calling thread's namespace.
+        unsafe { libbpf_sys::bpf_prog_attach(pfd, 0, libbpf_sys::BPF_FLOW_DISSECTOR, 0) }
+    });
+    assert_eq!(
+        rc,
+        0,
+        "flow dissector BPF_PROG_ATTACH: {}",
+        std::io::Error::from_raw_os_error(-rc)
+    );
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
+    assert_eq!(
+        counted(&s, id, ProgHolderKind::FlowDissector),
+        (Some(1), 2, Some(0))
+    );
+    assert_eq!(attachment_roots(&s, id, ProgHolderKind::FlowDissector), 1);
+    assert!(s
+        .attachments
+        .iter()
+        .any(|a| a.prog_id == id && a.target == format!("flow_dissector of netns {}", ns.ino())));
+    let rc = ns.within(|| {
+        // SAFETY: as above.
+        unsafe { libbpf_sys::bpf_prog_detach2(pfd, 0, libbpf_sys::BPF_FLOW_DISSECTOR) }
+    });
+    assert_eq!(rc, 0, "flow dissector detach");
+    let s = until(&mut census, "the flow dissector detached", |s| {
+        refcnt(s, id) == 1
+    });
+    assert_eq!(
+        counted(&s, id, ProgHolderKind::FlowDissector),
+        (Some(0), 1, Some(0))
+    );
+
+    // Through a netns link.
+    // SAFETY: a program fd and a network namespace fd; no opts.
+    let lfd = unsafe {
+        libbpf_sys::bpf_link_create(
+            p.as_raw_fd(),
+            nsf.as_raw_fd(),
+            libbpf_sys::BPF_FLOW_DISSECTOR,
+            std::ptr::null(),
+        )
+    };
+    assert!(
+        lfd >= 0,
+        "netns link: {}",
+        std::io::Error::from_raw_os_error(-lfd)
+    );
+    let lid = link_id_of(lfd);
+    let s = until(&mut census, "the netns link", |s| refcnt(s, id) == 2);
+    assert_eq!(
+        counted(&s, id, ProgHolderKind::FlowDissector),
+        (Some(0), 2, Some(0))
+    );
+    assert_eq!(s.prog_holders[&id].get(ProgHolderKind::Link), Some(1));
+    let l = s
+        .links
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|l| l.id == lid)
+        .expect("the netns link");
+    assert_eq!(l.target.netns, Some(ns.ino() as u32));
+    assert_eq!(l.target.attach_type, Some(libbpf_sys::BPF_FLOW_DISSECTOR));
+    assert!(format!("{:?}", s.graph).contains(&format!("Attachment({lid})")));
+    // SAFETY: our link fd.
+    unsafe { libc::close(lfd) };
+    let s = until(&mut census, "the netns link closed", |s| refcnt(s, id) == 1);
+    assert_eq!(
+        counted(&s, id, ProgHolderKind::FlowDissector),
+        (Some(0), 1, Some(0))
+    );
+    assert_eq!(s.prog_holders[&id].get(ProgHolderKind::Link), Some(0));
+}
+
+/// netkit (6.7+, CONFIG_NETKIT): a program attached to a netkit device's
+/// primary hook without a link is one `netkit` holder and an attachment
+/// root; with a link, the link holds it. Where the kernel has no netkit
+/// driver, creating the device is refused and the config says so.
+#[test]
+fn netkit_with_and_without_a_link_is_counted_exactly() {
+    require_root();
+    let ns = Netns::new("nk");
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "link", "add", "nk0", "type", "netkit"])
+        .output()
+        .expect("ip");
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The kernel refuses an unknown link kind: no netkit here.
+        assert!(
+            err.contains("Unknown device type") || err.contains("not supported"),
+            "ip link add type netkit failed otherwise: {err}"
+        );
+        let cfg = kernel_config("CONFIG_NETKIT");
+        assert!(
+            !kernel_at_least(6, 7) || matches!(cfg.as_deref(), Some("n") | Some("m") | None),
+            "netkit refused although CONFIG_NETKIT={cfg:?}"
+        );
+        eprintln!(
+            "netkit: this kernel has no netkit driver (CONFIG_NETKIT={cfg:?}; ip: {})",
+            err.trim()
+        );
+        return;
+    }
+    run(&["ip", "-n", &ns.name, "link", "set", "nk0", "up"]);
+    let m = map(MapType::Array, "nd_nk", 4, 4, 1, 0);
+    let p1 = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_SCHED_CLS, m.as_fd().as_raw_fd());
+    let p2 = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_SCHED_CLS, m.as_fd().as_raw_fd());
+    let (id1, id2) = (prog_id(&p1), prog_id(&p2));
+    let (f1, f2) = (p1.as_raw_fd(), p2.as_raw_fd());
+    let (attach, lfd) = ns.within(|| {
+        let ifx = ifindex("nk0");
+        // SAFETY: program fds and an ifindex of this thread's namespace.
+        unsafe {
+            (
+                libbpf_sys::bpf_prog_attach(f1, ifx, libbpf_sys::BPF_NETKIT_PRIMARY, 0),
+                libbpf_sys::bpf_link_create(
+                    f2,
+                    ifx,
+                    libbpf_sys::BPF_NETKIT_PRIMARY,
+                    std::ptr::null(),
+                ),
+            )
+        }
+    });
+    assert_eq!(attach, 0, "netkit BPF_PROG_ATTACH");
+    assert!(
+        lfd >= 0,
+        "netkit link: {}",
+        std::io::Error::from_raw_os_error(-lfd)
+    );
+    let lid = link_id_of(lfd);
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, _) = census.take(&[]);
+    assert_eq!(
+        counted(&s, id1, ProgHolderKind::Netkit),
+        (Some(1), 2, Some(0))
+    );
+    assert_eq!(attachment_roots(&s, id1, ProgHolderKind::Netkit), 1);
+    assert_eq!(
+        counted(&s, id2, ProgHolderKind::Netkit),
+        (Some(0), 2, Some(0))
+    );
+    let l = s
+        .links
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|l| l.id == lid)
+        .expect("the netkit link");
+    assert_eq!(
+        l.target.device.as_ref().map(|d| d.name.as_deref()),
+        Some(Some("nk0"))
+    );
+    let rc = ns.within(|| {
+        // SAFETY: a program fd and an ifindex of this thread's namespace.
+        unsafe { libbpf_sys::bpf_prog_detach2(f1, ifindex("nk0"), libbpf_sys::BPF_NETKIT_PRIMARY) }
+    });
+    assert_eq!(rc, 0, "netkit detach");
+    // SAFETY: our link fd.
+    unsafe { libc::close(lfd) };
+    let s = until(&mut census, "netkit detached", |s| {
+        refcnt(s, id1) == 1 && refcnt(s, id2) == 1
+    });
+    assert_eq!(
+        counted(&s, id1, ProgHolderKind::Netkit),
+        (Some(0), 1, Some(0))
+    );
+}
+
+/// A tc `act_bpf` action (an eBPF program pinned, added as a standalone
+/// action): one `tc` holder and an attachment root; deleted, the exporter
+/// agrees. Where the kernel has no act_bpf (CONFIG_NET_ACT_BPF off), tc is
+/// refused and the config says so.
+#[test]
+fn tc_bpf_action_is_one_tc_holder() {
+    require_root();
+    // `tc -n` remounts /sys in a mount namespace of its own, which hides
+    // /sys/fs/bpf: the pin lives on a bpffs mounted elsewhere.
+    let fs = PrivateBpffs::new();
+    let ns = Netns::new("act");
+    let m = map(MapType::Array, "nd_act", 4, 4, 1, 0);
+    let p = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_SCHED_ACT, m.as_fd().as_raw_fd());
+    let id = prog_id(&p);
+    let pin = fs.path().join("act").display().to_string();
+    let cpin = std::ffi::CString::new(pin.clone()).unwrap();
+    // SAFETY: a program fd and a NUL-terminated path.
+    assert_eq!(
+        unsafe { libbpf_sys::bpf_obj_pin(p.as_raw_fd(), cpin.as_ptr()) },
+        0
+    );
+    let index = "4242";
+    let out = Command::new("tc")
+        .args([
+            "-n",
+            &ns.name,
+            "actions",
+            "add",
+            "action",
+            "bpf",
+            "object-pinned",
+            &pin,
+            "index",
+            index,
+        ])
+        .output()
+        .expect("tc");
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::fs::remove_file(&pin).unwrap();
+        assert!(
+            !err.contains("pinned program"),
+            "tc could not open the pin, so nothing is proven: {err}"
+        );
+        // The kernel has no "bpf" action kind: tc says it cannot load it.
+        assert!(
+            err.contains("action module"),
+            "tc actions add action bpf failed otherwise: {err}"
+        );
+        let cfg = kernel_config("CONFIG_NET_ACT_BPF");
+        assert_eq!(
+            cfg.as_deref(),
+            Some("n"),
+            "tc actions add action bpf failed although CONFIG_NET_ACT_BPF={cfg:?}: {err}"
+        );
+        eprintln!(
+            "act_bpf: this kernel has no act_bpf (CONFIG_NET_ACT_BPF not set); tc: {}",
+            err.trim()
+        );
+        return;
+    }
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
+    // Our fd, the pin and the action.
+    assert_eq!(counted(&s, id, ProgHolderKind::Tc), (Some(1), 3, Some(0)));
+    assert_eq!(attachment_roots(&s, id, ProgHolderKind::Tc), 1);
+    run(&[
+        "tc", "-n", &ns.name, "actions", "delete", "action", "bpf", "index", index,
+    ]);
+    let s = until(&mut census, "the action deleted", |s| refcnt(s, id) == 2);
+    assert_eq!(counted(&s, id, ProgHolderKind::Tc), (Some(0), 2, Some(0)));
+    std::fs::remove_file(&pin).unwrap();
 }

@@ -268,13 +268,21 @@ fn chains_end_at_their_roots_and_pins_alone_make_orphans() {
     let t = text(&s);
     for want in [
         format!(
-            "bpfmap_link_info{{id=\"{link_id}\",link_type=\"xdp\",prog_id=\"{}\"}} 1\n",
+            "bpfmap_link_info{{id=\"{link_id}\",link_type=\"xdp\",prog_id=\"{}\",attach_type=",
             link.prog_id
         ),
         format!("bpfmap_link_holders{{id=\"{link_id}\",kind=\"pin\"}} 1\n"),
     ] {
         assert!(t.contains(&want), "missing {want:?}");
     }
+    // Its target names the device it is attached to.
+    assert!(
+        t.lines().any(
+            |l| l.starts_with(&format!("bpfmap_link_info{{id=\"{link_id}\","))
+                && l.contains(",target=\"dev ")
+        ),
+        "link {link_id}'s target names its device"
+    );
     assert!(
         !t.contains(&format!(
             "bpfmap_link_holders{{id=\"{link_id}\",kind=\"file\"}}"

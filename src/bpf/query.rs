@@ -82,3 +82,19 @@ pub fn btf_exists(id: u32) -> bool {
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
     true
 }
+
+/// A struct_ops map's value type: its BTF type id and the BTF object that
+/// holds it (`btf_vmlinux_id`, 6.9+; 0 before, where only vmlinux has
+/// struct_ops types).
+pub fn struct_ops_value_type(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_map_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info and len are valid for the call; no arrays are asked for.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    Ok((info.btf_vmlinux_value_type_id, info.btf_vmlinux_id))
+}

@@ -396,17 +396,123 @@ pub fn devmap_attachments(maps: &[MapRecord], budget: usize) -> anyhow::Result<A
     })
 }
 
-/// struct_ops maps' member programs are not read by this build: the source
-/// is complete only where no struct_ops map exists.
-pub fn struct_ops_attachments(maps: &[MapRecord]) -> AttachSource {
-    let n = maps.iter().filter(|m| m.map_type == 26).count();
-    let incomplete =
-        (n > 0).then(|| format!("{n} struct_ops maps: their member programs are not read"));
-    AttachSource {
-        found: Vec::new(),
+/// struct_ops maps' member programs. A member set to a program holds one
+/// reference on it (an internal link per member, no id), held by the map;
+/// a syscall lookup of key 0 returns the map's value with each member
+/// function pointer replaced by its program's id (zeroed while the map is
+/// not set, when it holds no program). The value's layout comes from the
+/// kernel's BTF: `data` in `struct bpf_struct_ops_<type>` is the struct
+/// whose function-pointer members hold program ids; the others are data.
+/// A map whose value type is in a module's BTF, or that cannot be read, makes the
+/// source incomplete.
+pub fn struct_ops_attachments(maps: &[MapRecord]) -> anyhow::Result<AttachSource> {
+    use std::os::fd::AsFd;
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    let mut btf: Option<libbpf_rs::btf::Btf<'static>> = None;
+    for m in maps.iter().filter(|m| m.map_type == 26) {
+        let h = match libbpf_rs::MapHandle::from_map_id(m.id) {
+            Ok(h) => h,
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("BPF_MAP_GET_FD_BY_ID {} (struct_ops)", m.id))
+            }
+        };
+        let (ty, obj) = crate::bpf::query::struct_ops_value_type(h.as_fd())
+            .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of struct_ops map {}", m.id))?;
+        if obj > 1 {
+            problems.push(format!(
+                "struct_ops map {}: its value type is in the BTF of a module (object {obj}), not read",
+                m.id
+            ));
+            continue;
+        }
+        let value = match h.lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY) {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => continue,
+            Err(e) => {
+                problems.push(format!("struct_ops map {}: lookup: {e}", m.id));
+                continue;
+            }
+        };
+        if btf.is_none() {
+            btf = Some(libbpf_rs::btf::Btf::from_vmlinux().context(
+                "loading the kernel's BTF (/sys/kernel/btf/vmlinux) for struct_ops value layouts",
+            )?);
+        }
+        let b = btf.as_ref().expect("loaded");
+        match struct_ops_members(b, ty, &value) {
+            Some(members) => {
+                for (member, prog_id) in members {
+                    found.push(Attachment {
+                        prog_id,
+                        kind: ProgHolderKind::StructOps,
+                        held_by: vec![AttachedBy::Map(m.id)],
+                        target: format!("struct_ops map {} ({}) member {member}", m.id, m.name),
+                    });
+                }
+            }
+            None => problems.push(format!(
+                "struct_ops map {}: value type {ty} is not a struct_ops value in the kernel's BTF",
+                m.id
+            )),
+        }
+    }
+    let incomplete = (!problems.is_empty()).then(|| problems.join("; "));
+    Ok(AttachSource {
+        found,
         complete: incomplete.is_none(),
         incomplete,
+    })
+}
+
+/// The (member name, program id) pairs of a struct_ops map's `value`, whose
+/// BTF type is `ty` (`struct bpf_struct_ops_<type> { common; data; }`):
+/// every function-pointer member of `data` that holds an id. `None` when
+/// the type is not laid out so.
+fn struct_ops_members(
+    btf: &libbpf_rs::btf::Btf<'_>,
+    ty: u32,
+    value: &[u8],
+) -> Option<Vec<(String, u32)>> {
+    use libbpf_rs::btf::types::{Composite, MemberAttr, Ptr, Struct};
+    use libbpf_rs::btf::{BtfKind, BtfType, ReferencesType, TypeId};
+    let off = |a: MemberAttr| match a {
+        MemberAttr::Normal { offset } => offset / 8,
+        MemberAttr::BitField { offset, .. } => offset / 8,
+    };
+    let outer: Struct<'_> = btf.type_by_id(TypeId::from(ty))?;
+    let data = outer.iter().find(|m| m.name.is_some_and(|n| n == "data"))?;
+    let base = off(data.attr) as usize;
+    let inner: BtfType<'_> = btf
+        .type_by_id::<BtfType<'_>>(data.ty)?
+        .skip_mods_and_typedefs();
+    let inner = Composite::try_from(inner).ok()?;
+    let mut out = Vec::new();
+    for m in inner.iter() {
+        let t: BtfType<'_> = btf
+            .type_by_id::<BtfType<'_>>(m.ty)?
+            .skip_mods_and_typedefs();
+        let Ok(p) = Ptr::try_from(t) else { continue };
+        if p.referenced_type().skip_mods_and_typedefs().kind() != BtfKind::FuncProto {
+            continue;
+        }
+        let at = base + off(m.attr) as usize;
+        let Some(b) = value.get(at..at + 8) else {
+            return None;
+        };
+        let id = u64::from_ne_bytes(b.try_into().expect("8 bytes"));
+        if id != 0 {
+            let name = m
+                .name
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((name, id as u32));
+        }
     }
+    Some(out)
 }
 
 /// Program references held by programs (`dst_prog`) and tracing links

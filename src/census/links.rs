@@ -83,6 +83,81 @@ pub fn holders(
     out
 }
 
+/// The link's attach type as bpftool names it (`tcx_ingress`,
+/// `cgroup_inet_ingress`), or `None` where this kernel does not tell it.
+pub fn attach_type_label(l: &LinkRecord) -> Option<String> {
+    l.target
+        .attach_type
+        .map(crate::bpf::query::attach_type_name)
+}
+
+/// Where a link is attached, as one line (`dev veth0 (ifindex 5, netns
+/// 4026532000)`, `cgroup /sys/fs/cgroup/x (id 1234)`, `netns 4026531840`).
+/// `cgroup_path` resolves a cgroup id where the cgroups part saw it.
+/// Names ids where nothing resolves them; says so where the kernel does
+/// not tell the target.
+pub fn target_text(l: &LinkRecord, cgroup_path: impl Fn(u64) -> Option<String>) -> String {
+    let t = &l.target;
+    let netns = |n: Option<u32>| n.map(|n| format!("netns {n}"));
+    let mut parts: Vec<String> = Vec::new();
+    if l.is_iter() {
+        return match l.iter_map_id {
+            Some(m) => format!("iterator over map {m} (attached to nothing)"),
+            None => "iterator (attached to nothing)".into(),
+        };
+    }
+    if let Some(d) = &t.device {
+        let mut ids = vec![format!("ifindex {}", d.ifindex)];
+        ids.extend(netns(t.netns));
+        parts.push(match &d.name {
+            Some(n) => format!("dev {n} ({})", ids.join(", ")),
+            None => format!("dev {}", ids.join(", ")),
+        });
+    } else if let Some((cg, _)) = l.cgroup {
+        parts.push(match cgroup_path(cg) {
+            Some(p) => format!("cgroup {p} (id {cg})"),
+            None => format!("cgroup id {cg}"),
+        });
+    } else if let Some(nf) = t.netfilter {
+        parts.push(format!(
+            "netfilter pf {} hook {} priority {}{}",
+            nf.pf,
+            nf.hooknum,
+            nf.priority,
+            if nf.defrag { " with defrag" } else { "" }
+        ));
+        parts.extend(netns(t.netns));
+    } else if let Some(n) = netns(t.netns) {
+        parts.push(n);
+    }
+    if let Some((obj, btf)) = t.trampoline {
+        parts.push(match l.tgt_prog_id {
+            Some(p) => format!("program {p} (BTF id {btf})"),
+            None if obj == 1 => format!("vmlinux BTF id {btf}"),
+            None => format!("BTF object {obj} id {btf}"),
+        });
+    }
+    if let Some(m) = t.map_id {
+        parts.push(format!("struct_ops map {m}"));
+    }
+    if let Some(tp) = &t.tracepoint {
+        parts.push(format!("tracepoint {tp}"));
+    }
+    if t.detached {
+        parts.push(
+            "detached: its target is gone or it was detached, its program runs nowhere".into(),
+        );
+    }
+    if parts.is_empty() {
+        return if l.perf_event.is_some() {
+            "a perf event".into()
+        } else {
+            "not told by this kernel".into()
+        };
+    }
+    parts.join(", ")
+}
+
 /// bpftool's name of a link type (`enum bpf_link_type`), or `type N`.
 pub fn link_type_label(t: u32) -> std::borrow::Cow<'static, str> {
     const NAMES: [&str; 15] = [

@@ -739,7 +739,7 @@ impl Census {
             }
         }
         if snap.programs.is_some() {
-            self.attachments(
+            snap.cgroup_paths = self.attachments(
                 &snap,
                 link_recs.as_deref(),
                 &unknown_tracing,
@@ -853,7 +853,8 @@ impl Census {
     /// tracing links (`program_targets`), by cgroups (`cgroups`), and by
     /// maps (`map_programs`: sockmap slots, devmap and cpumap entries,
     /// struct_ops members). Each fills its kinds in `obs` or, off or
-    /// failed, leaves them unknown.
+    /// failed, leaves them unknown. Returns the paths of the cgroups the
+    /// cgroups part saw programs attached to, by id.
     fn attachments(
         &self,
         snap: &Snapshot,
@@ -861,7 +862,8 @@ impl Census {
         unknown_tracing: &[u32],
         obs: &mut programs::Observed,
         report: &mut Report,
-    ) {
+    ) -> std::collections::HashMap<u64, String> {
+        let mut cgroup_paths = std::collections::HashMap::new();
         use programs::ProgHolderKind as K;
         let p = &self.opts.parts;
         let warn = |part: &'static str, why: &str| {
@@ -931,8 +933,15 @@ impl Census {
                     .map(|ps| ps.iter().chain(&snap.own_programs).map(|p| p.prog_type).collect());
                 let types = attach::cgroup_attach_types(types.as_ref());
                 let walk = attach::walk_cgroups(&root, attach::MAX_CGROUPS, &types)?;
-                Ok(attach::cgroup_attachments(walk, links))
+                let paths = walk
+                    .found
+                    .iter()
+                    .map(|c| (c.cgroup_id, c.path.display().to_string()))
+                    .collect();
+                Ok((attach::cgroup_attachments(walk, links), paths))
             }) {
+                let (src, paths) = src;
+                cgroup_paths = paths;
                 if let Some(why) = &src.incomplete {
                     warn("cgroups", why);
                 }
@@ -950,7 +959,7 @@ impl Census {
                         K::Devmap,
                         attach::devmap_attachments(&all, attach::MAX_DEVMAP_LOOKUPS)?,
                     ),
-                    (K::StructOps, attach::struct_ops_attachments(&all)),
+                    (K::StructOps, attach::struct_ops_attachments(&all)?),
                 ])
             }) {
                 for (k, src) in srcs {
@@ -961,6 +970,7 @@ impl Census {
                 }
             }
         }
+        cgroup_paths
     }
 }
 

@@ -149,6 +149,9 @@ pub struct Snapshot {
     pub link_holders: IdMap<super::links::LinkHolders>,
     /// The exporter's own links (of its own programs).
     pub own_links: u64,
+    /// Cgroup id -> path, for the cgroups the cgroups part saw programs
+    /// attached to (cgroup links' targets), when it ran.
+    pub cgroup_paths: HashMap<u64, String>,
     /// Program references held by attachments, other programs and tracing
     /// links; an attachment root names its index here.
     pub attachments: Vec<super::programs::Attachment>,

@@ -10,7 +10,9 @@
 //!   slots (objects).
 //! - A link is held by files and pins; a link other than an iterator link
 //!   is attached to something in the kernel (a device, a cgroup, a hook) and
-//!   is itself a live root of kind `attachment` while it exists.
+//!   is itself a live root of kind `attachment` while it is attached (a
+//!   link whose target is gone or that was detached holds its program,
+//!   which runs nowhere: no live root).
 //! - A reference the object's readable holders do not explain is a root of
 //!   its own: `unexplained` where that count is exact (a map's leak signal),
 //!   `unknown` where it is withheld (a program's attachment without a link).
@@ -362,7 +364,7 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     }
     for l in i.links.into_iter().flatten() {
         let link = Obj::Link(l.id);
-        if !l.is_iter() {
+        if l.is_attached() {
             g.add(link, Holder::Root(Root::Attachment(l.id)));
         }
         if let Some(o) = prog(l.prog_id) {

@@ -31,6 +31,7 @@ pub(crate) fn links() -> anyhow::Result<(Vec<LinkRecord>, Vec<u32>)> {
             .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of link {id}"))?;
         let (mut iter_map_id, mut tgt_prog_id, mut cgroup) = (None, None, None);
         let mut link_type = link_type_of(&info.info);
+        let target = link_target(&info.info);
         match info.info {
             LinkTypeInfo::Iter(it) => {
                 link_type = LINK_TYPE_ITER;
@@ -42,7 +43,9 @@ pub(crate) fn links() -> anyhow::Result<(Vec<LinkRecord>, Vec<u32>)> {
                 Some(tgt) => tgt_prog_id = tgt,
                 None => unknown.push(id),
             },
-            LinkTypeInfo::Cgroup(c) => cgroup = Some((c.cgroup_id, c.attach_type as u32)),
+            LinkTypeInfo::Cgroup(c) if c.cgroup_id != 0 => {
+                cgroup = Some((c.cgroup_id, c.attach_type as u32))
+            }
             LinkTypeInfo::PerfEvent(_) => link_type = LINK_TYPE_PERF_EVENT,
             _ => {}
         }
@@ -56,9 +59,77 @@ pub(crate) fn links() -> anyhow::Result<(Vec<LinkRecord>, Vec<u32>)> {
             // Its event is not readable through bpf(): a perf link read
             // here makes the perf event source incomplete.
             perf_event: None,
+            target,
         });
     }
     Ok((out, unknown))
+}
+
+/// What a link's info says it is attached to. The info names no network
+/// namespace of a device (its ifindex is of the device's own namespace)
+/// and no device name; a target the kernel reports as 0 (ifindex, cgroup,
+/// namespace, map) is gone or detached.
+fn link_target(info: &libbpf_rs::query::LinkTypeInfo) -> crate::bpf::census::LinkTarget {
+    use crate::bpf::census::{LinkDevice, LinkTarget, NetfilterHook};
+    use libbpf_rs::query::LinkTypeInfo as I;
+    let at = |a: libbpf_rs::ProgramAttachType| {
+        let t = a as u32;
+        (t != u32::MAX).then_some(t)
+    };
+    let dev = |ifindex: u32| LinkTarget {
+        device: (ifindex != 0).then_some(LinkDevice {
+            ifindex,
+            name: None,
+        }),
+        detached: ifindex == 0,
+        ..Default::default()
+    };
+    match info {
+        I::Xdp(x) => dev(x.ifindex),
+        I::Tcx(x) => LinkTarget {
+            attach_type: at(x.attach_type.clone()),
+            ..dev(x.ifindex)
+        },
+        I::Netkit(x) => LinkTarget {
+            attach_type: at(x.attach_type.clone()),
+            ..dev(x.ifindex)
+        },
+        I::NetNs(n) => LinkTarget {
+            attach_type: at(n.attach_type.clone()),
+            netns: (n.ino != 0).then_some(n.ino),
+            detached: n.ino == 0,
+            ..Default::default()
+        },
+        I::Cgroup(c) => LinkTarget {
+            attach_type: at(c.attach_type.clone()),
+            detached: c.cgroup_id == 0,
+            ..Default::default()
+        },
+        I::Tracing(t) => LinkTarget {
+            attach_type: at(t.attach_type.clone()),
+            trampoline: (t.target_obj_id != 0).then_some((t.target_obj_id, t.target_btf_id)),
+            ..Default::default()
+        },
+        I::StructOps(s) => LinkTarget {
+            map_id: (s.map_id != 0).then_some(s.map_id),
+            detached: s.map_id == 0,
+            ..Default::default()
+        },
+        I::Netfilter(n) => LinkTarget {
+            netfilter: Some(NetfilterHook {
+                pf: n.protocol_family,
+                hooknum: n.hooknum,
+                priority: n.priority,
+                defrag: n.flags & 1 != 0,
+            }),
+            ..Default::default()
+        },
+        I::RawTracepoint(r) => LinkTarget {
+            tracepoint: (!r.name.is_empty()).then(|| r.name.clone()),
+            ..Default::default()
+        },
+        _ => LinkTarget::default(),
+    }
 }
 
 /// The uapi `enum bpf_link_type` of a link's info (0 for one this

@@ -10,7 +10,7 @@ use super::report::{chains_json, pin_path, Input};
 use super::select::Page;
 use super::SCHEMA_VERSION;
 use crate::bpf::census::LinkRecord;
-use crate::census::links::link_type_label;
+use crate::census::links::{attach_type_label, link_type_label, target_text};
 use crate::census::names::prog_type_label;
 use crate::census::roots::Obj;
 use crate::census::{ObjectKind, RingObject, Snapshot};
@@ -91,10 +91,30 @@ fn link_json(inp: &Input<'_>, l: &LinkRecord) -> Value {
         .flatten()
         .map(|(k, c)| (k, c.map_or(Value::Null, |c| json!(c))))
         .collect();
+    let t = &l.target;
+    let cgroup_path = |id: u64| snap.cgroup_paths.get(&id).cloned();
+    let target = json!({
+        "text": target_text(l, cgroup_path),
+        "ifindex": t.device.as_ref().map(|d| d.ifindex),
+        "device": t.device.as_ref().and_then(|d| d.name.clone()),
+        "netns": t.netns,
+        "cgroup_id": l.cgroup.map(|c| c.0),
+        "cgroup_path": l.cgroup.and_then(|c| cgroup_path(c.0)),
+        "btf_obj_id": t.trampoline.map(|x| x.0),
+        "btf_id": t.trampoline.map(|x| x.1),
+        "map_id": t.map_id,
+        "netfilter": t.netfilter.map(|n| json!({
+            "pf": n.pf, "hooknum": n.hooknum, "priority": n.priority, "defrag": n.defrag,
+        })),
+        "tracepoint": t.tracepoint,
+        "detached": t.detached,
+    });
     json!({
         "id": l.id,
         "type": link_type_label(l.link_type),
-        "attached": !l.is_iter(),
+        "attached": l.is_attached(),
+        "attach_type": attach_type_label(l),
+        "target": target,
         "program": {
             "id": l.prog_id,
             "name": prog.map(|p| p.name.clone()),
@@ -158,13 +178,20 @@ pub fn link_text(doc: &Value) -> String {
             s(&l["type"]),
             if l["attached"] == json!(true) {
                 " (attached in the kernel)"
-            } else {
+            } else if l["type"] == json!("iter") {
                 " (an iterator, attached to nothing)"
+            } else {
+                " (detached: its program runs nowhere)"
             },
             p["id"],
             s(&p["name"]),
             s(&p["type"])
         );
+        let at = match &l["attach_type"] {
+            Value::String(a) => format!("{a} "),
+            _ => String::new(),
+        };
+        let _ = writeln!(o, "  target: {at}{}", s(&l["target"]["text"]));
         let h = &l["holders"];
         for f in h["file"].as_array().into_iter().flatten() {
             let _ = writeln!(

@@ -93,16 +93,19 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
         .collect();
     let mut links = Vec::new();
     let mut slots = Vec::new();
+    /// `BPF_MAP_TYPE_PROG_ARRAY`.
+    const PROG_ARRAY: u32 = 3;
     for h in snap.graph.holders(Obj::Prog(p.id)) {
         match h {
             crate::census::roots::Holder::Obj(Obj::Link(l)) => links.push(json!({"id": l})),
+            // Tail-call slots only: a sockmap, devmap or struct_ops map
+            // holding the program is one of its attachments.
             crate::census::roots::Holder::Obj(Obj::Map(m)) => {
-                let name = snap
-                    .maps
-                    .iter()
-                    .find(|x| x.id == *m)
-                    .map(|x| x.name.clone());
-                slots.push(json!({"id": m, "name": name}));
+                let map = snap.maps.iter().find(|x| x.id == *m);
+                if map.is_some_and(|x| x.map_type != PROG_ARRAY) {
+                    continue;
+                }
+                slots.push(json!({"id": m, "name": map.map(|x| x.name.clone())}));
             }
             _ => {}
         }

@@ -298,7 +298,7 @@ pub const EXPORTER_LINKS: Def = gauge(
 );
 pub const LINK_INFO: Def = gauge(
     "bpfmap_link_info",
-    "Link metadata (type and the program it holds); join on id.",
+    "Link metadata: type, the program it holds, its attach type (empty where the kernel does not tell) and target (where it is attached: device and network namespace, cgroup, netns, attach point; 'detached' when its target is gone); join on id.",
 );
 pub const LINK_HOLDERS: Def = gauge(
     "bpfmap_link_holders",

@@ -11,8 +11,8 @@ use libbpf_rs::Link;
 
 pub use records::{
     decode_files, decode_maps, decode_progs, AttachFile, Creator, FileRecord, InflightRecord,
-    LinkRecord, MapRecord, ObjectFile, ObjectKind, ProgRecord, RingFd, RingObject, TaskFiles,
-    UringRecord,
+    LinkDevice, LinkRecord, LinkTarget, MapRecord, NetfilterHook, ObjectFile, ObjectKind,
+    ProgRecord, RingFd, RingObject, TaskFiles, UringRecord,
 };
 
 use super::{iter, load};

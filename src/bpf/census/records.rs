@@ -7,7 +7,7 @@ pub const MAP_REC_SIZE: usize = 136;
 pub const FILE_REC_SIZE: usize = 80;
 pub const PROG_REC_SIZE: usize = 336;
 pub const URING_REC_SIZE: usize = 64;
-pub const LINK_REC_SIZE: usize = 40;
+pub const LINK_REC_SIZE: usize = 112;
 
 /// One live link as the `iter/bpf_link` program saw it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,6 +27,51 @@ pub struct LinkRecord {
     /// A perf event link: its `struct perf_event`, whose `prog` holds one
     /// more reference on the program while the link lives.
     pub perf_event: Option<u64>,
+    /// What the link is attached to, as far as this kernel tells.
+    pub target: LinkTarget,
+}
+
+/// What a link is attached to: each field is `None` where the kernel does
+/// not tell it (this link type has no such target, or this kernel's
+/// structs do not hold it).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LinkTarget {
+    /// `enum bpf_attach_type`.
+    pub attach_type: Option<u32>,
+    /// An xdp, tcx or netkit link's device.
+    pub device: Option<LinkDevice>,
+    /// The network namespace (inode) of that device, of a netns link, or
+    /// of a netfilter link.
+    pub netns: Option<u32>,
+    /// A tracing link's attach point: the BTF object id (1 is vmlinux; a
+    /// program's id when attached to a program) and the BTF id in it.
+    pub trampoline: Option<(u32, u32)>,
+    /// A struct_ops link's map.
+    pub map_id: Option<u32>,
+    pub netfilter: Option<NetfilterHook>,
+    /// A raw tracepoint link's tracepoint.
+    pub tracepoint: Option<String>,
+    /// The link's target is gone (its device unregistered, its namespace
+    /// freed) or it was detached (BPF_LINK_DETACH): it still holds its
+    /// program, which runs nowhere.
+    pub detached: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LinkDevice {
+    pub ifindex: u32,
+    /// The name when the link was read (`None` where not read).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetfilterHook {
+    /// Protocol family (`NFPROTO_*`).
+    pub pf: u32,
+    pub hooknum: u32,
+    pub priority: i32,
+    /// The link turned on IP defragmentation (`BPF_F_NETFILTER_IP_DEFRAG`).
+    pub defrag: bool,
 }
 
 /// `BPF_LINK_TYPE_ITER`: a template for iterator instances, attached to
@@ -43,6 +88,50 @@ impl LinkRecord {
     /// An iterator link; every other type attaches its program somewhere.
     pub fn is_iter(&self) -> bool {
         self.link_type == LINK_TYPE_ITER
+    }
+
+    /// Attached in the kernel: not an iterator link, and its target was not
+    /// read as gone or detached.
+    pub fn is_attached(&self) -> bool {
+        !self.is_iter() && !self.target.detached
+    }
+}
+
+/// `BPFMAP_LINK_*` flags of `link_rec.target` (bpf/census.h).
+mod link_flags {
+    pub const ATTACH_TYPE: u32 = 1;
+    pub const DEVICE: u32 = 2;
+    pub const NETNS: u32 = 4;
+    pub const TRAMPOLINE: u32 = 8;
+    pub const MAP: u32 = 16;
+    pub const NETFILTER: u32 = 32;
+    pub const DETACHED: u32 = 64;
+    pub const TP_NAME: u32 = 128;
+}
+
+fn decode_target(b: &crate::bpf::records::Rec<'_>) -> LinkTarget {
+    use link_flags::*;
+    let f = b.u32(40);
+    let has = |bit: u32| f & bit != 0;
+    let detached = has(DETACHED);
+    let name = String::from_utf8_lossy(b.cstr(80, 32)).into_owned();
+    LinkTarget {
+        attach_type: has(ATTACH_TYPE).then(|| b.u32(20)),
+        device: (has(DEVICE) && !detached).then(|| LinkDevice {
+            ifindex: b.u32(44),
+            name: (!name.is_empty()).then(|| name.clone()),
+        }),
+        netns: ((has(DEVICE) || has(NETNS) || has(NETFILTER)) && b.u32(48) != 0).then(|| b.u32(48)),
+        trampoline: has(TRAMPOLINE).then(|| (b.u32(52), b.u32(56))),
+        map_id: (has(MAP) && !detached).then(|| b.u32(60)),
+        netfilter: has(NETFILTER).then(|| NetfilterHook {
+            pf: b.u32(64),
+            hooknum: b.u32(68),
+            priority: b.u32(72) as i32,
+            defrag: b.u32(76) != 0,
+        }),
+        tracepoint: has(TP_NAME).then_some(name),
+        detached,
     }
 }
 
@@ -92,6 +181,7 @@ pub fn decode_links(buf: &[u8]) -> Result<Vec<LinkRecord>, RecordError> {
                 tgt_prog_id: (tgt != 0).then_some(tgt),
                 cgroup: (cgroup != 0).then_some((cgroup, b.u32(20))),
                 perf_event: Some(b.u64(32)).filter(|&p| p != 0),
+                target: decode_target(&b),
             }
         })
         .collect())
@@ -927,6 +1017,75 @@ pub(crate) mod tests {
         assert_eq!(got[2].tgt_prog_id, None);
         assert_eq!(got[2].cgroup, Some((0x1_0000_0005, 1)));
         assert!(decode_links(&b[..39]).is_err());
+        assert!(decode_links(&b[..LINK_REC_SIZE - 1]).is_err());
+        assert_eq!(got[2].target, LinkTarget::default());
+    }
+
+    #[test]
+    fn link_targets_decode_by_their_flags() {
+        let mut b = vec![0u8; 4 * LINK_REC_SIZE];
+        let put = |b: &mut Vec<u8>, rec: usize, at: usize, v: u32| {
+            let at = rec * LINK_REC_SIZE + at;
+            b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        // An xdp link on "veth0" (ifindex 5, netns 4026532000).
+        put(&mut b, 0, 4, 6);
+        put(&mut b, 0, 40, 2);
+        put(&mut b, 0, 44, 5);
+        put(&mut b, 0, 48, 4026532000);
+        b[80..85].copy_from_slice(b"veth0");
+        // A tcx link whose device is gone, attach type 46 (tcx_ingress).
+        put(&mut b, 1, 4, 11);
+        put(&mut b, 1, 20, 46);
+        put(&mut b, 1, 40, 1 | 2 | 64);
+        // A tracing link on vmlinux BTF id 777, attach type 24 (fentry).
+        put(&mut b, 2, 4, 2);
+        put(&mut b, 2, 20, 24);
+        put(&mut b, 2, 40, 1 | 8);
+        put(&mut b, 2, 52, 1);
+        put(&mut b, 2, 56, 777);
+        // A netfilter link: pf 2, hook 1, priority -100, defrag.
+        put(&mut b, 3, 4, 10);
+        put(&mut b, 3, 40, 32);
+        put(&mut b, 3, 48, 4026531840);
+        put(&mut b, 3, 64, 2);
+        put(&mut b, 3, 68, 1);
+        put(&mut b, 3, 72, (-100i32) as u32);
+        put(&mut b, 3, 76, 1);
+        let got = decode_links(&b).unwrap();
+        assert_eq!(
+            got[0].target,
+            LinkTarget {
+                device: Some(LinkDevice {
+                    ifindex: 5,
+                    name: Some("veth0".into())
+                }),
+                netns: Some(4026532000),
+                ..Default::default()
+            }
+        );
+        assert!(got[0].is_attached());
+        assert_eq!(
+            got[1].target,
+            LinkTarget {
+                attach_type: Some(46),
+                detached: true,
+                ..Default::default()
+            }
+        );
+        assert!(!got[1].is_attached());
+        assert_eq!(got[2].target.trampoline, Some((1, 777)));
+        assert_eq!(got[2].target.attach_type, Some(24));
+        assert_eq!(
+            got[3].target.netfilter,
+            Some(NetfilterHook {
+                pf: 2,
+                hooknum: 1,
+                priority: -100,
+                defrag: true
+            })
+        );
+        assert_eq!(got[3].target.netns, Some(4026531840));
     }
 
     #[test]

@@ -1,0 +1,148 @@
+//! Root integration test of struct_ops members: a BPF TCP congestion
+//! control (bpf/test/tcp_ca.bpf.c) registered through its struct_ops map.
+//! Each member program is held once by the map (one reference per member,
+//! an internal link with no id), which the census reads from the map's
+//! value (a syscall lookup gives each member's program id) and counts as a
+//! `struct_ops` holder: the programs' unexplained counts are exact, checked
+//! against the kernel's refcount and bpftool's `struct_ops dump`.
+mod common;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::process::Command;
+
+use bpfmap_exporter::census::programs::ProgHolderKind;
+use bpfmap_exporter::census::roots::{Holder, Obj};
+use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
+use common::*;
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::MapCore;
+
+#[allow(clippy::all, missing_docs, non_camel_case_types, unused)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/test_tcp_ca.skel.rs"));
+}
+
+fn id_of_prog(fd: BorrowedFd<'_>) -> u32 {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info and len are valid for the call; no arrays are asked for.
+    let rc = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "program info");
+    info.id
+}
+
+fn prog_refcnt(s: &Snapshot, id: u32) -> i64 {
+    s.programs
+        .iter()
+        .flatten()
+        .find(|p| p.id == id)
+        .unwrap_or_else(|| panic!("program {id} in the census"))
+        .refcnt
+}
+
+#[test]
+fn struct_ops_members_are_held_by_their_map() {
+    require_root();
+    unlimit_memlock();
+    let mut storage = std::mem::MaybeUninit::uninit();
+    let open = skel::TcpCaSkelBuilder::default()
+        .open(&mut storage)
+        .expect("open the tcp_ca object");
+    let mut sk = match open.load() {
+        Ok(s) => s,
+        Err(e) => {
+            // Only a kernel that refuses BPF congestion controls (no
+            // CONFIG_BPF_JIT, lockdown) may fail here: say so and fail, so
+            // the absence is never silent.
+            panic!("loading a struct_ops tcp_congestion_ops was refused: {e:#}");
+        }
+    };
+    let link = sk
+        .maps
+        .bpfmap_ca
+        .attach_struct_ops()
+        .expect("registering the congestion control (BPF_MAP_UPDATE_ELEM)");
+    let map_id = sk.maps.bpfmap_ca.info().expect("map info").info.id;
+    let members = [
+        ("ssthresh", id_of_prog(sk.progs.bpfmap_ssthresh.as_fd())),
+        ("cong_avoid", id_of_prog(sk.progs.bpfmap_cong_avoid.as_fd())),
+        ("undo_cwnd", id_of_prog(sk.progs.bpfmap_undo_cwnd.as_fd())),
+    ];
+    // bpftool reads the same value: each member names its program id.
+    let out = Command::new("bpftool")
+        .args(["struct_ops", "dump", "id", &map_id.to_string()])
+        .output()
+        .expect("bpftool");
+    let dump = String::from_utf8_lossy(&out.stdout);
+    for (m, id) in members {
+        assert!(
+            dump.contains(&format!("\"{m}\": ")) && dump.contains(&format!("/prog_id:{id}\"")),
+            "bpftool struct_ops dump names {m} = {id}: {dump}"
+        );
+    }
+
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("map_programs"), "{:?}", report.outcomes);
+    assert!(
+        s.prog_sources
+            .iter()
+            .any(|(n, ok)| *n == "struct_ops" && *ok),
+        "struct_ops source complete: {:?}",
+        s.prog_sources
+    );
+    for (m, id) in members {
+        let h = &s.prog_holders[&id];
+        let r = prog_refcnt(&s, id);
+        // The skeleton's fd and the member.
+        assert_eq!(r, 2, "program {id} ({m})");
+        assert_eq!(h.get(ProgHolderKind::File), Some(1));
+        assert_eq!(h.get(ProgHolderKind::StructOps), Some(1), "{m}");
+        assert_eq!(h.unexplained(r), Some(0), "{m}");
+        let t: Vec<&str> = s
+            .attachments
+            .iter()
+            .filter(|a| a.prog_id == id)
+            .map(|a| a.target.as_str())
+            .collect();
+        assert_eq!(
+            t,
+            [format!("struct_ops map {map_id} (bpfmap_ca) member {m}")]
+        );
+        // The map holds it: its chain goes on through the map.
+        assert!(
+            s.graph
+                .holders(Obj::Prog(id))
+                .contains(&Holder::Obj(Obj::Map(map_id))),
+            "map {map_id} holds program {id}"
+        );
+    }
+
+    // Unregistered (the map's value deleted), the members still hold their
+    // programs until the map is freed, and the lookup still names them.
+    drop(link);
+    let (s, _) = census.take(&[]);
+    for (m, id) in members {
+        let r = prog_refcnt(&s, id);
+        assert_eq!(
+            s.prog_holders[&id].get(ProgHolderKind::StructOps),
+            Some((r - 1) as u64),
+            "{m}: refcount {r}"
+        );
+        assert_eq!(s.prog_holders[&id].unexplained(r), Some(0), "{m}");
+    }
+    // Freed with the object: no program, no attachment left.
+    drop(sk);
+    let ids: Vec<u32> = members.iter().map(|m| m.1).collect();
+    let s = until(&mut census, "the struct_ops programs freed", |s| {
+        !s.programs.iter().flatten().any(|p| ids.contains(&p.id))
+    });
+    assert!(!s.attachments.iter().any(|a| ids.contains(&a.prog_id)));
+}
