@@ -354,3 +354,318 @@ fn xdp_filter_programs_and_maps_are_explained_exactly() {
         assert_eq!(s.prog_holders[&p.id].get(ProgHolderKind::Xdp), Some(0));
     }
 }
+
+/// A `sleep` holding `fd` as its stdin; killed on drop.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn new(fd: std::os::fd::OwnedFd) -> Holder {
+        Holder(
+            Command::new("sleep")
+                .arg("300")
+                .stdin(std::process::Stdio::from(fd))
+                .spawn()
+                .expect("sleep"),
+        )
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Remove the namespace's name (its bind mount): only what the test holds
+/// keeps it alive from now on.
+fn unname(ns: &Netns) {
+    run(&["ip", "netns", "del", &ns.name]);
+}
+
+/// Proof of the setting: no process or thread is in namespace `ino`, no
+/// mount of any mount namespace names it. Returns how many fds hold its
+/// file.
+fn assert_unnamed(ino: u64) -> usize {
+    let nsfs = std::fs::metadata("/proc/self/ns/net").unwrap().dev();
+    let mut files = 0;
+    for ent in std::fs::read_dir("/proc").unwrap().flatten() {
+        if ent
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_none()
+        {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(ent.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            if let Ok(m) = std::fs::metadata(t.path().join("ns/net")) {
+                assert_ne!(m.ino(), ino, "{} is in the namespace", t.path().display());
+            }
+        }
+        if let Ok(mi) = std::fs::read_to_string(ent.path().join("mountinfo")) {
+            assert!(
+                !mi.contains(&format!("net:[{ino}]")),
+                "a mount of {} names the namespace",
+                ent.path().display()
+            );
+        }
+        for f in std::fs::read_dir(ent.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::metadata(f.path()).is_ok_and(|m| m.dev() == nsfs && m.ino() == ino) {
+                files += 1;
+            }
+        }
+    }
+    files
+}
+
+/// Whether the kernel's namespace list still has `ino` (its nsfs file
+/// opens through a holder's fd).
+fn exists(path: &str, ino: u64) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.ino() == ino)
+}
+
+fn attach_xdp(ns: &Netns, fd: i32) {
+    let rc = ns.within(|| {
+        // SAFETY: a program fd for the call; no opts.
+        unsafe {
+            libbpf_sys::bpf_xdp_attach(
+                ifindex("nd0"),
+                fd,
+                libbpf_sys::XDP_FLAGS_SKB_MODE,
+                std::ptr::null(),
+            )
+        }
+    });
+    assert_eq!(rc, 0, "bpf_xdp_attach (netlink, no link)");
+}
+
+/// A namespace that no process is in and no mount names, held only by a
+/// process's fd to its nsfs file (`/proc/<pid>/ns/net` opened and kept):
+/// the netdev part finds it in that fd table, reads its XDP attachment and
+/// stays complete.
+#[test]
+fn xdp_in_a_namespace_only_an_fd_holds_is_explained_exactly() {
+    require_root();
+    let ns = Netns::new("fdns");
+    let ino = ns.ino();
+    let m = map(MapType::Array, "nd_fdns", 4, 4, 1, 0);
+    let p = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_XDP, m.as_fd().as_raw_fd());
+    let id = prog_id(&p);
+    attach_xdp(&ns, p.as_raw_fd());
+    let ifi = ns.within(|| ifindex("nd0"));
+    // Opened as /proc/<pid>/ns/net: its fd link reads `net:[ino]`.
+    let holder = Holder::new(
+        ns.within(|| std::fs::File::open("/proc/thread-self/ns/net"))
+            .unwrap()
+            .into(),
+    );
+    // Opened through the bind mount: once that is gone, its fd link reads
+    // `/` (the root of a detached mount).
+    let holder2 = Holder::new(std::fs::File::open(ns.path()).unwrap().into());
+    unname(&ns);
+    let holder_fd = format!("/proc/{}/fd/0", holder.0.id());
+    assert!(exists(&holder_fd, ino), "the holder keeps the namespace");
+    assert_eq!(
+        std::fs::read_link(&holder_fd).unwrap().to_str(),
+        Some(format!("net:[{ino}]").as_str())
+    );
+    let fd2 = format!("/proc/{}/fd/0", holder2.0.id());
+    assert_eq!(std::fs::read_link(&fd2).unwrap().to_str(), Some("/"));
+    assert_eq!(assert_unnamed(ino), 2, "two fds hold its file");
+
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
+    assert!(
+        source_complete(&s, "xdp"),
+        "the namespace is reached through the fd: {:?}",
+        s.prog_sources
+    );
+    let refs = refcnt(&s, id);
+    let h = &s.prog_holders[&id];
+    assert_eq!(h.get(ProgHolderKind::File), Some(1));
+    assert_eq!(h.get(ProgHolderKind::Xdp), Some(refs as u64 - 1), "{h:?}");
+    assert_eq!(h.unexplained(refs), Some(0));
+    let want = format!("xdp skb on nd0 (ifindex {ifi}, netns {ino})");
+    assert!(
+        s.attachments
+            .iter()
+            .any(|a| a.prog_id == id && a.target == want),
+        "{:?} has {want}",
+        s.attachments
+    );
+    // A second scrape finds it again (through the remembered fd).
+    let (s, _) = census.take(&[]);
+    assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
+    assert_eq!(s.prog_holders[&id].unexplained(refcnt(&s, id)), Some(0));
+    // Held only through the file opened by the detached bind mount.
+    drop(holder);
+    assert!(exists(&fd2, ino));
+    assert_eq!(assert_unnamed(ino), 1, "one fd holds its file");
+    let (s, _) = census.take(&[]);
+    assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
+    assert_eq!(s.prog_holders[&id].unexplained(refcnt(&s, id)), Some(0));
+    assert_eq!(
+        s.prog_holders[&id].get(ProgHolderKind::Xdp),
+        Some(refcnt(&s, id) as u64 - 1)
+    );
+    // The holder goes: the namespace, its device and the attachment go.
+    drop(holder2);
+    let s = until(&mut census, "the namespace freed", |s| {
+        s.prog_holders
+            .get(&id)
+            .is_some_and(|h| h.get(ProgHolderKind::Xdp) == Some(0))
+    });
+    assert_eq!(refcnt(&s, id), 1, "only our fd");
+    assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
+}
+
+/// A namespace held only by a socket in a process's fd table (every
+/// socket holds its namespace): the netdev part opens the socket's
+/// namespace (`SIOCGSKNS`) and reads its tc filter.
+#[test]
+fn tc_in_a_namespace_only_a_socket_holds_is_explained_exactly() {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    require_root();
+    let ns = Netns::new("sockns");
+    let ino = ns.ino();
+    let m = map(MapType::Array, "nd_sockns", 4, 4, 1, 0);
+    let p = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_SCHED_CLS, m.as_fd().as_raw_fd());
+    let id = prog_id(&p);
+    let fd = p.as_raw_fd();
+    let (rc, sock) = ns.within(|| {
+        let mut hook = libbpf_sys::bpf_tc_hook {
+            sz: std::mem::size_of::<libbpf_sys::bpf_tc_hook>() as _,
+            ifindex: ifindex("nd0"),
+            attach_point: libbpf_sys::BPF_TC_INGRESS,
+            ..Default::default()
+        };
+        let mut opts = libbpf_sys::bpf_tc_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_tc_opts>() as _,
+            prog_fd: fd,
+            ..Default::default()
+        };
+        // SAFETY: hook and opts live across the calls.
+        let rc = unsafe {
+            let c = libbpf_sys::bpf_tc_hook_create(&mut hook);
+            assert!(c == 0 || c == -libc::EEXIST, "clsact: {c}");
+            libbpf_sys::bpf_tc_attach(&hook, &mut opts)
+        };
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::empty(),
+            None,
+        )
+        .expect("a UDP socket in the namespace");
+        (rc, sock)
+    });
+    assert_eq!(rc, 0, "bpf_tc_attach (cls_bpf by netlink)");
+    let holder = Holder::new(sock);
+    unname(&ns);
+    assert_eq!(assert_unnamed(ino), 0, "no fd holds its file");
+    let sock_link = std::fs::read_link(format!("/proc/{}/fd/0", holder.0.id())).unwrap();
+    assert!(
+        sock_link.to_str().unwrap().starts_with("socket:["),
+        "{sock_link:?}"
+    );
+
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
+    assert!(
+        source_complete(&s, "tc"),
+        "the namespace is reached through the socket: {:?}",
+        s.prog_sources
+    );
+    assert_eq!(refcnt(&s, id), 2, "our fd and the filter");
+    let h = &s.prog_holders[&id];
+    assert_eq!(h.get(ProgHolderKind::Tc), Some(1), "{h:?}");
+    assert_eq!(h.unexplained(2), Some(0));
+    let t: Vec<&str> = s
+        .attachments
+        .iter()
+        .filter(|a| a.prog_id == id)
+        .map(|a| a.target.as_str())
+        .collect();
+    assert!(
+        t.len() == 1 && t[0].contains(&format!("netns {ino}")),
+        "{t:?}"
+    );
+    // Again, through the remembered socket.
+    let (s, _) = census.take(&[]);
+    assert!(source_complete(&s, "tc"), "{:?}", s.prog_sources);
+    assert_eq!(s.prog_holders[&id].get(ProgHolderKind::Tc), Some(1));
+    drop(holder);
+    let s = until(&mut census, "the namespace freed", |s| {
+        s.prog_holders
+            .get(&id)
+            .is_some_and(|h| h.get(ProgHolderKind::Tc) == Some(0))
+    });
+    assert_eq!(refcnt(&s, id), 1, "only our fd");
+}
+
+/// A namespace held only by its file in flight (sent over a unix socket,
+/// not received): no process, mount, fd table or socket names it, so the
+/// netdev part cannot enter it. Its sources are incomplete and the
+/// attached program's unexplained count is withheld, never a guess; once
+/// the message is gone the sources are complete again.
+#[test]
+fn a_namespace_only_a_file_in_flight_holds_withholds_the_counts() {
+    require_root();
+    let ns = Netns::new("flightns");
+    let ino = ns.ino();
+    let m = map(MapType::Array, "nd_flightns", 4, 4, 1, 0);
+    let p = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_XDP, m.as_fd().as_raw_fd());
+    let id = prog_id(&p);
+    attach_xdp(&ns, p.as_raw_fd());
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    {
+        let f = std::fs::File::open(ns.path()).unwrap();
+        send_fd(&a, f.as_raw_fd());
+    }
+    unname(&ns);
+    assert_eq!(assert_unnamed(ino), 0, "no fd holds its file");
+
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
+    for k in ["xdp", "tc", "flow_dissector"] {
+        assert!(!source_complete(&s, k), "{k}: {:?}", s.prog_sources);
+    }
+    let refs = refcnt(&s, id);
+    assert!(refs >= 2, "the attachment holds it: {refs}");
+    let h = &s.prog_holders[&id];
+    assert_eq!(h.unexplained(refs), None, "withheld, not {h:?}");
+    let t = text(&s);
+    assert!(
+        !t.contains(&format!("bpfmap_program_unexplained_refs{{id=\"{id}\"}}")),
+        "no unexplained series for program {id}"
+    );
+    assert!(
+        t.contains("bpfmap_program_holder_source_complete{source=\"xdp\"} 0\n"),
+        "{}",
+        t.lines()
+            .filter(|l| l.contains("source_complete"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The message goes with the sockets: the namespace is freed, the
+    // sources are complete and the program is explained again.
+    drop((a, b));
+    let s = until(&mut census, "the namespace freed", |s| {
+        source_complete(s, "xdp")
+            && s.prog_holders
+                .get(&id)
+                .is_some_and(|h| h.get(ProgHolderKind::Xdp) == Some(0))
+    });
+    assert_eq!(s.prog_holders[&id].unexplained(refcnt(&s, id)), Some(0));
+}
