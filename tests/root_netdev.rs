@@ -5,11 +5,13 @@
 //! and bpftool.
 mod common;
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use bpfmap_exporter::census::programs::ProgHolderKind;
+use bpfmap_exporter::census::roots::{orphaned, Obj, Root};
 use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
 use common::*;
 use libbpf_rs::libbpf_sys;
@@ -668,4 +670,408 @@ fn a_namespace_only_a_file_in_flight_holds_withholds_the_counts() {
                 .is_some_and(|h| h.get(ProgHolderKind::Xdp) == Some(0))
     });
     assert_eq!(s.prog_holders[&id].unexplained(refcnt(&s, id)), Some(0));
+}
+
+/// A tc classifier object built with clang (`-target bpf`): one array map
+/// it counts packets in, section `tc`.
+fn classifier_object(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("cls.bpf.c");
+    std::fs::write(
+        &src,
+        r#"
+#define SEC(n) __attribute__((section(n), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) __typeof__(val) *name
+struct {
+	__uint(type, 2); /* BPF_MAP_TYPE_ARRAY */
+	__uint(max_entries, 1);
+	__type(key, int);
+	__type(value, long);
+} tc_pinned_cnt SEC(".maps");
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+SEC("tc") int tc_pinned(void *skb)
+{
+	int k = 0;
+	long *v = bpf_map_lookup_elem(&tc_pinned_cnt, &k);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	return -1; /* TC_ACT_UNSPEC */
+}
+char LICENSE[] SEC("license") = "GPL";
+"#,
+    )
+    .unwrap();
+    let obj = dir.join("cls.bpf.o");
+    let out = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("clang runs (scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "clang: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    obj
+}
+
+fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bpftool json")
+}
+
+/// The ids of the tc filters bpftool sees on `dev` in `ns`.
+fn tc_progs_on(ns: &Netns, dev: &str) -> Vec<u32> {
+    let out = Command::new("nsenter")
+        .args([
+            &format!("--net={}", ns.path()),
+            "bpftool",
+            "net",
+            "show",
+            "--json",
+        ])
+        .output()
+        .expect("bpftool net");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    v[0]["tc"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["devname"] == dev)
+        .filter_map(|e| e["id"].as_u64())
+        .map(|i| i as u32)
+        .collect()
+}
+
+/// Real software: a program loaded and pinned by `bpftool prog load`,
+/// attached by iproute2's `tc filter add ... bpf da object-pinned`. Its
+/// holders are exactly the pin and the filter; with the pin removed the
+/// filter alone keeps it, a live root (not orphaned); with the filter
+/// deleted it is gone, for bpftool and the census alike.
+#[test]
+fn tc_tool_with_a_pinned_program_is_explained_exactly() {
+    require_root();
+    ensure_bpffs();
+    let ns = Netns::new("tcpin");
+    let tmp = tempfile::tempdir().unwrap();
+    let obj = classifier_object(tmp.path());
+    let dir = format!("/sys/fs/bpf/bpfmap-tcpin-{}", std::process::id());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    struct Rm(String);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+    let pin = format!("{dir}/prog");
+    run(&[
+        "bpftool",
+        "prog",
+        "load",
+        obj.to_str().unwrap(),
+        &pin,
+        "type",
+        "classifier",
+    ]);
+    let prog = bpftool_json(&["prog", "show", "pinned", &pin]);
+    let id = prog["id"]
+        .as_u64()
+        .expect("bpftool: the pinned program's id") as u32;
+    let map_id = prog["map_ids"][0].as_u64().expect("the program's map") as u32;
+    run(&["tc", "-n", &ns.name, "qdisc", "add", "dev", "nd0", "clsact"]);
+    // nsenter, not `tc -n` (which remounts /sys without the bpffs).
+    run(&[
+        "nsenter",
+        &format!("--net={}", ns.path()),
+        "tc",
+        "filter",
+        "add",
+        "dev",
+        "nd0",
+        "ingress",
+        "bpf",
+        "da",
+        "object-pinned",
+        &pin,
+    ]);
+    assert_eq!(tc_progs_on(&ns, "nd0"), [id], "bpftool net: the filter");
+
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
+    assert!(source_complete(&s, "tc"), "{:?}", s.prog_sources);
+    let h = &s.prog_holders[&id];
+    assert_eq!(refcnt(&s, id), 2, "the pin and the filter");
+    let nonzero: Vec<(ProgHolderKind, u64)> = ProgHolderKind::ALL
+        .into_iter()
+        .filter_map(|k| Some((k, h.get(k)?)))
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    assert_eq!(
+        nonzero,
+        [(ProgHolderKind::Pin, 1), (ProgHolderKind::Tc, 1)],
+        "exactly a pin and a tc filter: {h:?}"
+    );
+    assert_eq!(h.unexplained(2), Some(0));
+    let roots = s.graph.roots(Obj::Prog(id));
+    assert!(
+        roots.iter().any(|r| matches!(r, Root::Pin(_)))
+            && roots.iter().any(|r| matches!(r, Root::Attached(_))),
+        "{roots:?}"
+    );
+    // The map's only holder is the program: its roots are the program's.
+    let m = s.maps.iter().find(|m| m.id == map_id).expect("the map");
+    assert_eq!(s.holders[&map_id].unexplained(m.refcnt), Some(0));
+    assert_eq!(s.graph.roots(Obj::Map(map_id)), roots);
+
+    // The pin goes: the filter alone keeps the program, a live root.
+    std::fs::remove_file(&pin).unwrap();
+    assert_eq!(tc_progs_on(&ns, "nd0"), [id]);
+    let s = until(&mut census, "the pin gone", |s| {
+        s.prog_holders
+            .get(&id)
+            .is_some_and(|h| h.get(ProgHolderKind::Pin) == Some(0))
+    });
+    assert_eq!(refcnt(&s, id), 1);
+    let h = &s.prog_holders[&id];
+    assert_eq!(h.get(ProgHolderKind::Tc), Some(1));
+    assert_eq!(h.unexplained(1), Some(0));
+    let roots = s.graph.roots(Obj::Prog(id));
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    let Some(Root::Attached(i)) = roots.first().copied() else {
+        panic!("an attachment root: {roots:?}")
+    };
+    let a = &s.attachments[i as usize];
+    assert_eq!((a.prog_id, a.kind), (id, ProgHolderKind::Tc));
+    assert!(
+        a.target.contains("on nd0 (ifindex ") && a.target.contains(&format!("netns {}", ns.ino())),
+        "{}",
+        a.target
+    );
+    assert_eq!(orphaned(&roots), Some(false), "a live root, not orphaned");
+    assert_eq!(s.graph.roots(Obj::Map(map_id)), roots);
+
+    // The filter goes: so does the program, for bpftool and the census.
+    run(&[
+        "tc", "-n", &ns.name, "filter", "del", "dev", "nd0", "ingress",
+    ]);
+    assert_eq!(tc_progs_on(&ns, "nd0"), Vec::<u32>::new());
+    until(&mut census, "the program freed", |s| {
+        !s.programs.as_ref().unwrap().iter().any(|p| p.id == id)
+            && !s.maps.iter().any(|m| m.id == map_id)
+    });
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "bpftool: program {id} is gone");
+}
+
+/// The ids of what a bpffs pin holds, per bpftool: ("prog" | "map", id).
+fn pinned_object(path: &str) -> Option<(&'static str, u32)> {
+    for kind in ["prog", "map"] {
+        let out = Command::new("bpftool")
+            .args([kind, "show", "pinned", path, "--json"])
+            .output()
+            .ok()?;
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            return Some((kind, v["id"].as_u64()? as u32));
+        }
+    }
+    None
+}
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            files_under(&p, out);
+        } else {
+            out.push(p.to_str().unwrap().to_string());
+        }
+    }
+}
+
+/// Real software killed mid-load: `xdp-filter load` gets SIGKILL at points
+/// of its load (as soon as its first pin appears, then after growing
+/// delays). Whatever it left (pins under /sys/fs/bpf/xdp-filter, an
+/// attachment, or nothing), per the tool's own pins and bpftool, is
+/// explained exactly: every program and map unexplained 0, a program on
+/// the device and the maps it uses have a live attachment root (not
+/// orphaned), the rest only pins.
+#[test]
+fn xdp_filter_killed_mid_load_leaves_only_explained_objects() {
+    require_root();
+    ensure_bpffs();
+    let ns = Netns::new("xfkill");
+    let nsarg = format!("--net={}", ns.path());
+    let pins = std::path::Path::new("/sys/fs/bpf/xdp-filter");
+    let clean = |nsarg: &str| {
+        let _ = Command::new("nsenter")
+            .args([nsarg, "xdp-filter", "unload", "nd0"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        // A killed load leaves its lock behind (libxdp).
+        let _ = std::fs::remove_file("/run/xdp-filter.lck");
+        let _ = std::fs::remove_dir_all(pins);
+        let _ = Command::new("nsenter")
+            .args([
+                nsarg,
+                "ip",
+                "link",
+                "set",
+                "dev",
+                "nd0",
+                "xdpgeneric",
+                "off",
+            ])
+            .status();
+    };
+    assert!(
+        !pins.exists(),
+        "{} exists before the test: another xdp-filter is loaded here",
+        pins.display()
+    );
+    struct Clean<F: Fn(&str)>(F, String);
+    impl<F: Fn(&str)> Drop for Clean<F> {
+        fn drop(&mut self) {
+            (self.0)(&self.1)
+        }
+    }
+    let _clean = Clean(clean, nsarg.clone());
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    // Kill points: None = at the first pin; Some(ms) = after a delay.
+    let points: Vec<Option<u64>> = std::iter::once(None)
+        .chain([0u64, 5, 20, 60, 150, 300, 600, 1200].map(Some))
+        .collect();
+    let mut states = std::collections::BTreeSet::new();
+    for at in points {
+        clean(&nsarg);
+        let mut child = Command::new("nsenter")
+            .args([&nsarg, "xdp-filter", "load", "nd0", "-m", "skb"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("xdp-filter runs (scripts/install-deps.sh installs xdp-tools)");
+        let t = std::time::Instant::now();
+        match at {
+            None => {
+                while !pins.exists() && t.elapsed() < std::time::Duration::from_secs(10) {
+                    std::hint::spin_loop();
+                }
+            }
+            Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+        }
+        // nsenter execs xdp-filter: the child is xdp-filter itself.
+        let _ = child.kill();
+        let st = child.wait().unwrap();
+        // What it left, per its own pins and bpftool.
+        let mut files = Vec::new();
+        files_under(pins, &mut files);
+        let mut progs: BTreeMap<u32, bool> = BTreeMap::new(); // id -> attached
+        let mut maps: BTreeMap<u32, bool> = BTreeMap::new(); // id -> used by the attached program
+        for f in &files {
+            match pinned_object(f) {
+                Some(("prog", id)) => {
+                    progs.entry(id).or_default();
+                }
+                Some((_, id)) => {
+                    maps.entry(id).or_default();
+                }
+                None => panic!("bpftool cannot tell what pin {f} holds"),
+            }
+        }
+        let attached = xdp_prog_on(&ns, "nd0");
+        if let Some(a) = attached {
+            progs.insert(a, true);
+        }
+        for (&p, &on) in &progs {
+            let v = bpftool_json(&["prog", "show", "id", &p.to_string()]);
+            for m in v["map_ids"].as_array().into_iter().flatten() {
+                *maps.entry(m.as_u64().unwrap() as u32).or_default() |= on;
+            }
+        }
+        states.insert((
+            files.len(),
+            attached.is_some(),
+            st.code().is_none(), // killed, not exited
+        ));
+        let s = until(&mut census, "what it left in the census", |s| {
+            progs
+                .keys()
+                .all(|id| s.programs.as_ref().unwrap().iter().any(|p| p.id == *id))
+                && maps.keys().all(|id| s.maps.iter().any(|m| m.id == *id))
+        });
+        assert!(report_ok(&s), "{:?}", s.prog_sources);
+        let ctx = format!("killed at {at:?} (exit {st}): pins {files:?}, attached {attached:?}");
+        for (&id, &on) in &progs {
+            let refs = refcnt(&s, id);
+            let h = &s.prog_holders[&id];
+            assert_eq!(h.unexplained(refs), Some(0), "program {id}: {h:?}; {ctx}");
+            let roots = s.graph.roots(Obj::Prog(id));
+            assert_eq!(
+                roots.iter().any(|r| matches!(r, Root::Attached(_))),
+                on,
+                "program {id} roots {roots:?}; {ctx}"
+            );
+            assert_eq!(orphaned(&roots), Some(!on), "program {id} {roots:?}; {ctx}");
+        }
+        for (&id, &live) in &maps {
+            let m = s.maps.iter().find(|m| m.id == id).unwrap();
+            assert_eq!(
+                s.holders[&id].unexplained(m.refcnt),
+                Some(0),
+                "map {id} {}: {:?}; {ctx}",
+                m.name,
+                s.holders[&id]
+            );
+            let roots = s.graph.roots(Obj::Map(id));
+            assert!(!roots.is_empty(), "map {id}; {ctx}");
+            assert_eq!(
+                roots.iter().any(|r| r.is_live()),
+                live,
+                "map {id} {} roots {roots:?}; {ctx}",
+                m.name
+            );
+            if !live {
+                assert!(
+                    roots.iter().all(|r| matches!(r, Root::Pin(_))),
+                    "map {id} only pins: {roots:?}; {ctx}"
+                );
+            }
+            // Its creator (this test's cgroup) lives: never an orphan.
+            assert!(!s.roots.orphaned_maps.contains(&id), "map {id}; {ctx}");
+        }
+    }
+    eprintln!("(pins left, attached, killed) per kill point: {states:?}");
+    // The kill points must have caught it mid-load at least once: pins
+    // left without an attachment (the maps pinned, the program not yet on
+    // the device), or the run is no proof.
+    assert!(
+        states
+            .iter()
+            .any(|(pins, on, killed)| *pins > 0 && !on && *killed),
+        "no kill left a partial load: {states:?}"
+    );
+}
+
+fn report_ok(s: &Snapshot) -> bool {
+    s.prog_sources
+        .iter()
+        .filter(|(n, _)| ["xdp", "files", "pins", "links"].contains(n))
+        .all(|(_, c)| *c)
 }
