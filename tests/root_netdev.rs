@@ -521,10 +521,12 @@ fn xdp_in_a_namespace_only_an_fd_holds_is_explained_exactly() {
     );
     // The holder goes: the namespace, its device and the attachment go.
     drop(holder2);
+    // The namespace is torn down in the background (cleanup_net).
     let s = until(&mut census, "the namespace freed", |s| {
-        s.prog_holders
-            .get(&id)
-            .is_some_and(|h| h.get(ProgHolderKind::Xdp) == Some(0))
+        refcnt(s, id) == 1
+            && s.prog_holders
+                .get(&id)
+                .is_some_and(|h| h.get(ProgHolderKind::Xdp) == Some(0))
     });
     assert_eq!(refcnt(&s, id), 1, "only our fd");
     assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
@@ -607,10 +609,12 @@ fn tc_in_a_namespace_only_a_socket_holds_is_explained_exactly() {
     assert!(source_complete(&s, "tc"), "{:?}", s.prog_sources);
     assert_eq!(s.prog_holders[&id].get(ProgHolderKind::Tc), Some(1));
     drop(holder);
+    // The namespace is torn down in the background (cleanup_net).
     let s = until(&mut census, "the namespace freed", |s| {
-        s.prog_holders
-            .get(&id)
-            .is_some_and(|h| h.get(ProgHolderKind::Tc) == Some(0))
+        refcnt(s, id) == 1
+            && s.prog_holders
+                .get(&id)
+                .is_some_and(|h| h.get(ProgHolderKind::Tc) == Some(0))
     });
     assert_eq!(refcnt(&s, id), 1, "only our fd");
 }
@@ -665,6 +669,7 @@ fn a_namespace_only_a_file_in_flight_holds_withholds_the_counts() {
     drop((a, b));
     let s = until(&mut census, "the namespace freed", |s| {
         source_complete(s, "xdp")
+            && refcnt(s, id) == 1
             && s.prog_holders
                 .get(&id)
                 .is_some_and(|h| h.get(ProgHolderKind::Xdp) == Some(0))
