@@ -260,6 +260,44 @@ pub fn setns_net(ns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// A pidfd of process `pid` (pidfd_open, 5.3+).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and touches no memory of
+    // ours; a non-negative result is a fresh fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A duplicate of file descriptor `fd` of the process behind `pidfd`
+/// (pidfd_getfd, 5.6+; the caller needs ptrace attach access to it).
+pub fn pidfd_getfd(pidfd: std::os::fd::BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_getfd takes two fds and flags and touches no memory of
+    // ours; a non-negative result is a fresh fd we own.
+    let n = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0u32) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(n as i32) })
+}
+
+/// The network namespace of socket `sock`, opened (ioctl SIOCGSKNS, 4.9+;
+/// needs CAP_NET_ADMIN over that namespace).
+pub fn socket_netns(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and returns a fresh fd we own.
+    let n = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 /// A new io_uring whose registered-file table (IORING_REGISTER_FILES) holds
 /// the files of `fds`: references that stay after the fds are closed, in no
 /// fd table. Closing the ring releases them.

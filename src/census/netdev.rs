@@ -5,7 +5,15 @@
 //!
 //! Namespaces are found from every process's `/proc/<pid>/ns/net` and every
 //! nsfs bind mount (`ip netns` keeps namespaces no process is in that way)
-//! of every mount namespace, deduplicated by inode. Each is entered by a
+//! of every mount namespace, deduplicated by inode. Only when the kernel's
+//! list (below) names one not found so, the search goes on, stopping as
+//! soon as none is left: threads' `ns/net`, namespace files in fd tables
+//! (`net:[ino]` links, opened through `/proc/<pid>/fd/<n>`), then sockets
+//! (every socket holds its namespace; `pidfd_getfd` and `SIOCGSKNS` open
+//! it, at most `Limits::max_socket_probes` a scrape). Where each was found
+//! is tried first on the next scrape. A namespace file opened from a
+//! socket is closed when the scrape ends: the exporter keeps no namespace
+//! alive. Each is entered by a
 //! dedicated thread of this part (never a census or runtime thread): netlink
 //! sockets stay bound to the namespace they were made in, and tcx and netkit
 //! queries name devices by ifindex in the caller's namespace.
@@ -13,9 +21,9 @@
 //! Exactness: a kind's source is complete only when every network
 //! namespace of the node was read whole. The node's namespaces are counted
 //! by the kernel's own list (`net_namespace_list`, walked by the census
-//! iterator); one that exists and was not read (held only by a socket or a
-//! file, unreadable, cut by a limit) makes the source incomplete, with the
-//! reason.
+//! iterator); one that exists and was not read (held only by a file in
+//! flight or a kernel object, unreadable, cut by a limit) makes the source
+//! incomplete, with the reason.
 //!
 //! Attachments through links are the links' holders already: XDP programs
 //! a link attached (`BPF_LINK_TYPE_XDP`, matched by program and ifindex),
@@ -23,9 +31,10 @@
 //! netns link, are left out.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -77,6 +86,9 @@ pub struct Limits {
     pub budget: Duration,
     /// How long one netlink read may block.
     pub recv_timeout: Duration,
+    /// Sockets opened per scrape to find namespaces that only a socket
+    /// holds (only while the kernel's list names one not found otherwise).
+    pub max_socket_probes: usize,
 }
 
 impl Default for Limits {
@@ -87,6 +99,7 @@ impl Default for Limits {
             max_tc_objects: 65536,
             budget: Duration::from_secs(10),
             recv_timeout: Duration::from_secs(2),
+            max_socket_probes: 4096,
         }
     }
 }
@@ -119,20 +132,255 @@ impl Hooks {
 }
 
 /// How to open one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Opener {
     Process(u32),
     /// An nsfs bind mount, through a process of its mount namespace.
     Mount(PathBuf),
+    /// A path under /proc that names it: a thread's `ns/net`, or a
+    /// namespace file in a process's fd table.
+    Proc(PathBuf),
+    /// Its file, opened from a socket of a process (`SIOCGSKNS`): held for
+    /// the scrape that found it, never longer.
+    Held(Arc<OwnedFd>),
 }
 
 impl Opener {
-    fn path(&self) -> PathBuf {
+    fn open(&self) -> Option<File> {
         match self {
-            Opener::Process(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
-            Opener::Mount(p) => p.clone(),
+            Opener::Process(pid) => File::open(format!("/proc/{pid}/ns/net")).ok(),
+            Opener::Mount(p) | Opener::Proc(p) => File::open(p).ok(),
+            Opener::Held(fd) => fd.try_clone().ok().map(File::from),
         }
     }
+}
+
+/// Where a namespace that no process's leader is in and no mount names was
+/// last found: tried first on the next scrape, so a node with such a
+/// namespace does not walk every fd table each time.
+#[derive(Debug, Clone)]
+enum Hint {
+    Proc(PathBuf),
+    Socket { pid: u32, fd: i32, sock: u64 },
+}
+
+/// What the search beyond processes and mounts found and could not do.
+#[derive(Debug, Default)]
+struct Reached {
+    openers: Vec<(u64, Opener)>,
+    /// Processes whose fd table or threads could not be read.
+    unreadable: usize,
+    /// Sockets whose namespace could not be opened, with the first error.
+    denied: usize,
+    first_denial: Option<String>,
+    /// Sockets left unexamined by the probe limit or the time budget.
+    unprobed: usize,
+}
+
+/// `net:[ino]` or `socket:[ino]`, the targets of fd links.
+fn fd_link_ino(target: &str, prefix: &str) -> Option<u64> {
+    target
+        .strip_prefix(prefix)?
+        .strip_prefix(":[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Open the network namespace of socket `fd` of process `pidfd`.
+fn socket_ns(pidfd: &OwnedFd, fd: i32) -> std::io::Result<(u64, OwnedFd)> {
+    let sock = sys::pidfd_getfd(pidfd.as_fd(), fd)?;
+    let ns = sys::socket_netns(sock.as_fd())?;
+    let ino = File::from(ns.try_clone()?).metadata()?.ino();
+    Ok((ino, ns))
+}
+
+/// Find the namespaces of `missing` that a thread other than a process's
+/// leader is in, that a process holds as a namespace file (its fd link
+/// reads `net:[ino]`, or `/` when opened through a bind mount since
+/// detached), or that a
+/// socket in a process's fd table belongs to. Hints are tried first; the
+/// fd tables are walked only for what they did not find, and sockets are
+/// opened (`pidfd_getfd`, `SIOCGSKNS`) only for what the walk did not
+/// find, at most `max_probes` of them.
+fn reach(
+    proc_root: &Path,
+    missing: &mut BTreeSet<u64>,
+    hints: &mut BTreeMap<u64, Hint>,
+    max_probes: usize,
+    deadline: Instant,
+) -> Reached {
+    let mut r = Reached::default();
+    let old = std::mem::take(hints);
+    let mut hit =
+        |ino: u64, op: Opener, hint: Hint, r: &mut Reached, missing: &mut BTreeSet<u64>| {
+            missing.remove(&ino);
+            r.openers.push((ino, op));
+            hints.insert(ino, hint);
+        };
+    for (ino, h) in old {
+        if !missing.contains(&ino) {
+            continue;
+        }
+        match &h {
+            Hint::Proc(p) => {
+                if std::fs::metadata(p).is_ok_and(|m| m.ino() == ino) {
+                    hit(ino, Opener::Proc(p.clone()), h, &mut r, missing);
+                }
+            }
+            Hint::Socket { pid, fd, sock } => {
+                let link = proc_root.join(format!("{pid}/fd/{fd}"));
+                let same = std::fs::read_link(&link)
+                    .ok()
+                    .and_then(|t| fd_link_ino(t.to_str()?, "socket"))
+                    == Some(*sock);
+                if !same {
+                    continue;
+                }
+                let Ok(pidfd) = sys::pidfd_open(*pid) else {
+                    continue;
+                };
+                if let Ok((i, ns)) = socket_ns(&pidfd, *fd) {
+                    if i == ino {
+                        hit(ino, Opener::Held(Arc::new(ns)), h, &mut r, missing);
+                    }
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return r;
+    }
+    // Threads and fd tables: (pid, fd, socket inode) of every socket, each
+    // socket once.
+    let nsfs_dev = std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| m.dev());
+    let mut sockets: Vec<(u32, i32, u64)> = Vec::new();
+    let mut seen_sock: BTreeSet<u64> = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        r.unreadable += 1;
+        return r;
+    };
+    for ent in dir.flatten() {
+        if missing.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let pdir = ent.path();
+        let mut unreadable = false;
+        match std::fs::read_dir(pdir.join("task")) {
+            Ok(tasks) => {
+                for t in tasks.flatten() {
+                    if t.file_name().to_str() == Some(&pid.to_string()) {
+                        continue;
+                    }
+                    let p = t.path().join("ns/net");
+                    match std::fs::metadata(&p) {
+                        Ok(m) if missing.contains(&m.ino()) => hit(
+                            m.ino(),
+                            Opener::Proc(p.clone()),
+                            Hint::Proc(p),
+                            &mut r,
+                            missing,
+                        ),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(_) => unreadable = true,
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => unreadable = true,
+        }
+        match std::fs::read_dir(pdir.join("fd")) {
+            Ok(fds) => {
+                for f in fds.flatten() {
+                    let Some(fd) = f.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                    else {
+                        continue;
+                    };
+                    let Ok(t) = std::fs::read_link(f.path()) else {
+                        continue; // closed meanwhile
+                    };
+                    let Some(t) = t.to_str() else { continue };
+                    if let Some(ino) = fd_link_ino(t, "net") {
+                        if missing.contains(&ino) {
+                            let p = f.path();
+                            hit(ino, Opener::Proc(p.clone()), Hint::Proc(p), &mut r, missing);
+                        }
+                    } else if t == "/" {
+                        // A namespace file opened through a bind mount
+                        // that is gone reads as the root of a detached
+                        // mount.
+                        if let Ok(m) = std::fs::metadata(f.path()) {
+                            if Some(m.dev()) == nsfs_dev && missing.contains(&m.ino()) {
+                                let p = f.path();
+                                hit(
+                                    m.ino(),
+                                    Opener::Proc(p.clone()),
+                                    Hint::Proc(p),
+                                    &mut r,
+                                    missing,
+                                );
+                            }
+                        }
+                    } else if let Some(s) = fd_link_ino(t, "socket") {
+                        if seen_sock.insert(s) {
+                            sockets.push((pid, fd, s));
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => unreadable = true,
+        }
+        r.unreadable += usize::from(unreadable);
+    }
+    if missing.is_empty() {
+        return r;
+    }
+    // Sockets, each opened for a moment to ask its namespace.
+    let mut pidfd: Option<(u32, std::io::Result<OwnedFd>)> = None;
+    for (n, (pid, fd, sock)) in sockets.iter().enumerate() {
+        if missing.is_empty() {
+            break;
+        }
+        if n >= max_probes || Instant::now() >= deadline {
+            r.unprobed = sockets.len() - n;
+            break;
+        }
+        if pidfd.as_ref().is_none_or(|(p, _)| p != pid) {
+            pidfd = Some((*pid, sys::pidfd_open(*pid)));
+        }
+        let res = match &pidfd {
+            Some((_, Ok(pfd))) => socket_ns(pfd, *fd),
+            Some((_, Err(e))) => Err(std::io::Error::from(e.kind())),
+            None => continue,
+        };
+        match res {
+            Ok((ino, ns)) => {
+                if missing.contains(&ino) {
+                    let h = Hint::Socket {
+                        pid: *pid,
+                        fd: *fd,
+                        sock: *sock,
+                    };
+                    hit(ino, Opener::Held(Arc::new(ns)), h, &mut r, missing);
+                }
+            }
+            // The process or the fd went meanwhile.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::EBADF)) => {}
+            Err(e) => {
+                r.denied += 1;
+                r.first_denial
+                    .get_or_insert_with(|| format!("socket of pid {pid} fd {fd}: {e}"));
+            }
+        }
+    }
+    r
 }
 
 /// The namespaces found, by inode, with the ways to open each.
@@ -263,6 +511,8 @@ pub struct NetdevPart {
     /// Whether the kernel has the XDP dispatcher, once known (a fact of
     /// the running kernel's text, read from /proc/kallsyms once).
     dispatcher: Option<bool>,
+    /// Where the namespaces only threads, fds or sockets hold were found.
+    hints: BTreeMap<u64, Hint>,
 }
 
 impl NetdevPart {
@@ -306,9 +556,34 @@ impl NetdevPart {
             _ => None,
         };
         let all_netns = listed.as_deref();
-        let found = discover(Path::new("/proc")).context("reading /proc/*/ns/net")?;
-        let xdp_links = xdp_and_netns_links(links).context("reading XDP and netns links")?;
         let deadline = Instant::now() + limits.budget;
+        let mut found = discover(Path::new("/proc")).context("reading /proc/*/ns/net")?;
+        // Namespaces on the kernel's list that no process's leader is in
+        // and no mount names: looked for in threads, fd tables and sockets
+        // (only then, so a node without such a namespace pays nothing).
+        let mut reached = Reached::default();
+        if let Some(all) = all_netns {
+            let mut missing: BTreeSet<u64> = all
+                .iter()
+                .filter(|i| !found.by_ino.contains_key(i))
+                .copied()
+                .collect();
+            if missing.is_empty() {
+                self.hints.clear();
+            } else {
+                reached = reach(
+                    Path::new("/proc"),
+                    &mut missing,
+                    &mut self.hints,
+                    limits.max_socket_probes,
+                    deadline,
+                );
+                for (ino, op) in std::mem::take(&mut reached.openers) {
+                    found.by_ino.entry(ino).or_default().push(op);
+                }
+            }
+        }
+        let xdp_links = xdp_and_netns_links(links).context("reading XDP and netns links")?;
         let todo: Vec<(u64, Vec<Opener>)> = found
             .by_ino
             .iter()
@@ -355,9 +630,28 @@ impl NetdevPart {
             Some(all) => {
                 let missed = all.iter().filter(|i| !found.by_ino.contains_key(i)).count();
                 if missed > 0 {
-                    problems.push(format!(
-                        "{missed} network namespaces no process is in and no mount names (held by a socket or a file) are not read"
-                    ));
+                    let mut why = format!(
+                        "{missed} network namespaces that no process or thread is in, no mount names and no fd table holds (as a namespace file or a socket) are not read: held by a file in flight or in a kernel object, or being freed"
+                    );
+                    if reached.unreadable > 0 {
+                        why += &format!(
+                            "; {} processes' fd tables or threads are unreadable (CAP_SYS_PTRACE reads them)",
+                            reached.unreadable
+                        );
+                    }
+                    if let Some(e) = &reached.first_denial {
+                        why += &format!(
+                            "; {} sockets' namespaces could not be opened (first: {e}; CAP_SYS_PTRACE and CAP_NET_ADMIN open them)",
+                            reached.denied
+                        );
+                    }
+                    if reached.unprobed > 0 {
+                        why += &format!(
+                            "; {} sockets not examined (at most {} per scrape, within the time budget)",
+                            reached.unprobed, limits.max_socket_probes
+                        );
+                    }
+                    problems.push(why);
                 }
             }
         }
@@ -575,7 +869,7 @@ fn read_all(
             break;
         }
         let nsf = openers.iter().find_map(|o| {
-            let f = File::open(o.path()).ok()?;
+            let f = o.open()?;
             (f.metadata().ok()?.ino() == *ino).then_some(f)
         });
         let Some(nsf) = nsf else {
@@ -1046,6 +1340,15 @@ fn read_tc(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_links_name_namespaces_and_sockets() {
+        assert_eq!(fd_link_ino("net:[4026532281]", "net"), Some(4026532281));
+        assert_eq!(fd_link_ino("socket:[5102854]", "socket"), Some(5102854));
+        assert_eq!(fd_link_ino("socket:[5102854]", "net"), None);
+        assert_eq!(fd_link_ino("/run/netns/a", "net"), None);
+        assert_eq!(fd_link_ino("net:[x]", "net"), None);
+    }
 
     #[test]
     fn nsfs_mounts_of_network_namespaces_are_found() {
