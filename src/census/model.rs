@@ -175,4 +175,227 @@ pub struct Snapshot {
     /// When the machine booted, Unix seconds (CLOCK_REALTIME less
     /// CLOCK_BOOTTIME at the census): converts kernel boot-time stamps.
     pub boot_unix: Option<f64>,
+    /// Process lookups for the explain report, built on first use.
+    pub proc_index: ProcIndexCell,
+}
+
+/// Where the first record of one process is: which record list, and the
+/// record's position in it. The lookup order is fd-table files, then vmas,
+/// then program and link files (the order the explain report has always
+/// used), so the first match wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcRecord {
+    File(u32),
+    Vma(u32),
+    Object(u32),
+}
+
+/// Process id -> its first record in each list, built once per snapshot on
+/// first use. It holds positions only (never copies of the records): about
+/// 16 bytes per distinct process plus the hash table's slack.
+#[derive(Debug, Default)]
+pub struct ProcIndex {
+    records: IdMap<ProcRecord>,
+    rings: IdMap<u32>,
+}
+
+impl ProcIndex {
+    fn build(s: &Snapshot) -> Self {
+        let mut records = IdMap::default();
+        let lists: [(&Option<Vec<FileRecord>>, fn(u32) -> ProcRecord); 2] =
+            [(&s.files, ProcRecord::File), (&s.vmas, ProcRecord::Vma)];
+        for (list, tag) in lists {
+            for (i, f) in list.iter().flatten().enumerate() {
+                records.entry(f.tgid).or_insert(tag(i as u32));
+            }
+        }
+        for (i, f) in s.object_files.iter().flatten().enumerate() {
+            records
+                .entry(f.tgid)
+                .or_insert(ProcRecord::Object(i as u32));
+        }
+        let mut rings = IdMap::default();
+        for (i, r) in s.io_uring.iter().enumerate() {
+            rings.entry(r.tgid).or_insert(i as u32);
+        }
+        Self { records, rings }
+    }
+
+    /// Bytes the two tables hold (capacity, not length), for the docs.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.records.capacity() * (size_of::<(u32, ProcRecord)>() + 1)
+            + self.rings.capacity() * (size_of::<(u32, u32)>() + 1)
+    }
+}
+
+/// A lazily built [`ProcIndex`]. A clone starts empty, so a snapshot copied
+/// and then changed never answers from the original's records.
+#[derive(Debug, Default)]
+pub struct ProcIndexCell(std::sync::OnceLock<ProcIndex>);
+
+impl Clone for ProcIndexCell {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl Snapshot {
+    fn proc_index(&self) -> &ProcIndex {
+        self.proc_index.0.get_or_init(|| ProcIndex::build(self))
+    }
+
+    /// The comm and cgroup id of process `tgid` from its first record in
+    /// the fd-table files, the vmas, or the program and link files, in that
+    /// order; None when no record names it. Callers must not change those
+    /// record lists after the first call on this snapshot.
+    pub fn process_comm_cgroup(&self, tgid: u32) -> Option<(&[u8], u64)> {
+        fn at(l: &Option<Vec<FileRecord>>, i: u32) -> Option<(&[u8], u64)> {
+            l.as_ref()
+                .and_then(|l| l.get(i as usize))
+                .map(|f| (&f.comm[..], f.cgroup_id))
+        }
+        match *self.proc_index().records.get(&tgid)? {
+            ProcRecord::File(i) => at(&self.files, i),
+            ProcRecord::Vma(i) => at(&self.vmas, i),
+            ProcRecord::Object(i) => self
+                .object_files
+                .as_ref()
+                .and_then(|l| l.get(i as usize))
+                .map(|f| (&f.comm[..], f.cgroup_id)),
+        }
+    }
+
+    /// The first io_uring record of process `tgid`, if any.
+    pub fn process_ring(&self, tgid: u32) -> Option<&super::UringRecord> {
+        let i = *self.proc_index().rings.get(&tgid)?;
+        self.io_uring.get(i as usize)
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    pub fn proc_index_heap_bytes(&self) -> usize {
+        self.proc_index().heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::census::{ObjectKind, RingObject, UringRecord};
+
+    fn file(tgid: u32, comm: &str, cg: u64) -> FileRecord {
+        FileRecord {
+            file_ptr: u64::from(tgid) << 8,
+            cgroup_id: cg,
+            tgid,
+            pid: tgid,
+            fd: 3,
+            map_id: tgid,
+            comm: comm.as_bytes().to_vec(),
+            vm_start: 0,
+            vm_end: 0,
+            sock_ino: 0,
+        }
+    }
+
+    /// The linear scans the index replaces, kept as the reference.
+    fn scan(s: &Snapshot, pid: u32) -> Option<(Vec<u8>, u64)> {
+        s.files
+            .iter()
+            .flatten()
+            .chain(s.vmas.iter().flatten())
+            .find(|f| f.tgid == pid)
+            .map(|f| (f.comm.clone(), f.cgroup_id))
+            .or_else(|| {
+                s.object_files
+                    .iter()
+                    .flatten()
+                    .find(|f| f.tgid == pid)
+                    .map(|f| (f.comm.clone(), f.cgroup_id))
+            })
+    }
+
+    /// Processes spread over every list, the same pid in several lists
+    /// and several times in one list with different comms and cgroups: the
+    /// index answers exactly what the first-match scans answered.
+    #[test]
+    fn process_lookups_match_the_linear_scans() {
+        let n = 3000u32;
+        let mut s = Snapshot::default();
+        let mut files = Vec::new();
+        let mut vmas = Vec::new();
+        let mut objs = Vec::new();
+        let mut rings = Vec::new();
+        for p in 1..=n {
+            // Later duplicates carry other comms and cgroups: only the
+            // first in list order may be answered.
+            match p % 5 {
+                0 => files.push(file(p, &format!("f{p}"), u64::from(p))),
+                1 => {
+                    vmas.push(file(p, &format!("v{p}"), 7));
+                    files.push(file(p, &format!("fl{p}"), 9));
+                }
+                2 => vmas.push(file(p, &format!("v{p}"), 2)),
+                3 => {}
+                _ => {}
+            }
+            if p % 3 == 0 {
+                files.push(file(p, &format!("dup{p}"), 1));
+            }
+            if p % 4 != 0 {
+                objs.push(ObjectFile {
+                    kind: ObjectKind::Program,
+                    id: p,
+                    file_ptr: 1,
+                    cgroup_id: u64::from(p) + 100,
+                    tgid: p,
+                    pid: p,
+                    fd: 4,
+                    comm: format!("o{p}").into_bytes(),
+                });
+            }
+            if p % 7 == 0 {
+                for k in 0..2u32 {
+                    rings.push(UringRecord {
+                        ring_ptr: 1,
+                        file_ptr: 2,
+                        cgroup_id: u64::from(k),
+                        tgid: p,
+                        fd: 10 + k,
+                        object: Some((RingObject::Map, p)),
+                        comm: format!("r{p}.{k}").into_bytes(),
+                        slots: 1,
+                    });
+                }
+            }
+        }
+        files.reverse();
+        s.files = Some(files);
+        s.vmas = Some(vmas);
+        s.object_files = Some(objs);
+        s.io_uring = rings;
+        let mut misses = 0;
+        for p in 0..=n + 2 {
+            let want = scan(&s, p);
+            misses += usize::from(want.is_none());
+            let got = s.process_comm_cgroup(p).map(|(c, g)| (c.to_vec(), g));
+            assert_eq!(got, want, "pid {p}");
+            assert_eq!(
+                s.process_ring(p),
+                s.io_uring.iter().find(|r| r.tgid == p),
+                "ring of pid {p}"
+            );
+        }
+        // Some pids are in no list at all, so the None path is exercised.
+        assert!(misses > 0);
+        // A clone is re-indexed from its own lists, never answered from
+        // the original's.
+        let mut c = s.clone();
+        c.files = None;
+        c.vmas = None;
+        c.object_files = None;
+        assert_eq!(c.process_comm_cgroup(5), None);
+        assert!(s.process_comm_cgroup(5).is_some());
+    }
 }

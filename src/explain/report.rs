@@ -279,20 +279,7 @@ fn root_json(inp: &Input<'_>, r: &Root) -> Value {
     let snap = inp.snap;
     match *r {
         Root::Process(pid) => {
-            let f = snap
-                .files
-                .iter()
-                .flatten()
-                .chain(snap.vmas.iter().flatten())
-                .find(|f| f.tgid == pid)
-                .map(|f| (comm(&f.comm), f.cgroup_id))
-                .or_else(|| {
-                    snap.object_files
-                        .iter()
-                        .flatten()
-                        .find(|f| f.tgid == pid)
-                        .map(|f| (comm(&f.comm), f.cgroup_id))
-                });
+            let f = snap.process_comm_cgroup(pid).map(|(c, cg)| (comm(c), cg));
             let (c, p) = f.as_ref().map_or((String::new(), String::new()), |f| {
                 (inp.attribution)(pid, f.1)
             });
@@ -313,7 +300,7 @@ fn root_json(inp: &Input<'_>, r: &Root) -> Value {
                    "inferred": true, "retained_memory_bytes": null}),
         Root::Inflight => json!({"kind": "inflight"}),
         Root::IoUring(pid) => {
-            let r = snap.io_uring.iter().find(|r| r.tgid == pid);
+            let r = snap.process_ring(pid);
             let (c, p) = r.map_or((String::new(), String::new()), |r| {
                 (inp.attribution)(pid, r.cgroup_id)
             });

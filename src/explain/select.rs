@@ -97,10 +97,13 @@ pub fn select(snap: &Snapshot, sel: &Selector) -> Result<Vec<u32>, String> {
                         _ => None,
                     },
                 ))
-                .filter(|id| snap.maps.iter().any(|m| m.id == *id))
                 .collect();
             ids.sort_unstable();
             ids.dedup();
+            if !ids.is_empty() {
+                let live: std::collections::HashSet<u32> = snap.maps.iter().map(|m| m.id).collect();
+                ids.retain(|id| live.contains(id));
+            }
             Ok(ids)
         }
     }
