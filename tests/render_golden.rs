@@ -76,6 +76,7 @@ fn snapshot() -> Snapshot {
         pins: Some(vec![11]),
         inflight: Some(vec![]),
         inflight_ptrs: vec![],
+        struct_ops_links: vec![],
         io_uring: Some(vec![]),
         incomplete: vec![],
         user_refs_visible: true,

@@ -10,6 +10,7 @@ mod common;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::Command;
 
+use bpfmap_exporter::census::holders::HolderKind;
 use bpfmap_exporter::census::programs::ProgHolderKind;
 use bpfmap_exporter::census::roots::{Holder, Obj};
 use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
@@ -145,4 +146,76 @@ fn struct_ops_members_are_held_by_their_map() {
         !s.programs.iter().flatten().any(|p| ids.contains(&p.id))
     });
     assert!(!s.attachments.iter().any(|a| ids.contains(&a.prog_id)));
+}
+
+/// A struct_ops map registered through a link (BPF_F_LINK, then
+/// bpf_link_create): the link holds one reference on the map, counted as a
+/// `link` holder and as the map's holder in the keep-alive graph, so the
+/// map's unexplained count is exact (the skeleton's fd and the link).
+#[test]
+fn struct_ops_link_holds_its_map() {
+    require_root();
+    unlimit_memlock();
+    let mut storage = std::mem::MaybeUninit::uninit();
+    let mut open = skel::TcpCaSkelBuilder::default()
+        .open(&mut storage)
+        .expect("open the tcp_ca object");
+    open.maps
+        .bpfmap_ca
+        .set_map_flags(libbpf_sys::BPF_F_LINK)
+        .expect("BPF_F_LINK on the struct_ops map");
+    let mut sk = open
+        .load()
+        .expect("loading a struct_ops tcp_congestion_ops (link mode)");
+    let link = sk
+        .maps
+        .bpfmap_ca
+        .attach_struct_ops()
+        .expect("registering the congestion control through a struct_ops link");
+    let map_id = sk.maps.bpfmap_ca.info().expect("map info").info.id;
+    let mut census = Census::load(CensusOpts::default()).expect("census loads");
+    let (s, report) = census.take(&[]);
+    assert!(report.succeeded("links"), "{:?}", report.outcomes);
+    let lrec = s
+        .links
+        .iter()
+        .flatten()
+        .find(|l| l.target.map_id == Some(map_id))
+        .unwrap_or_else(|| panic!("a struct_ops link on map {map_id}: {:?}", s.links));
+    // The kernel's own link info names the same link and map.
+    let mut info = libbpf_sys::bpf_link_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info and len are valid for the call; no arrays are asked for.
+    let rc = unsafe {
+        libbpf_sys::bpf_link_get_info_by_fd(link.as_fd().as_raw_fd(), &mut info, &mut len)
+    };
+    assert_eq!(rc, 0, "link info");
+    // SAFETY: a struct_ops link's info fills the struct_ops member.
+    let info_map = unsafe { info.__bindgen_anon_1.struct_ops.map_id };
+    assert_eq!((info.id, info_map), (lrec.id, map_id), "BPF_LINK_GET_INFO");
+    let rec = s
+        .maps
+        .iter()
+        .find(|m| m.id == map_id)
+        .expect("the struct_ops map in the census");
+    let h = &s.holders[&map_id];
+    assert_eq!(rec.refcnt, 2, "the skeleton's fd and the link: {h:?}");
+    assert_eq!(h.get(HolderKind::File), Some(1), "{h:?}");
+    assert_eq!(h.get(HolderKind::Link), Some(1), "{h:?}");
+    assert_eq!(h.unexplained(rec.refcnt), Some(0), "{h:?}");
+    assert!(
+        s.graph
+            .holders(Obj::Map(map_id))
+            .contains(&Holder::Obj(Obj::Link(lrec.id))),
+        "link {} holds map {map_id}",
+        lrec.id
+    );
+    // Detached with the link: the reference and the holder go together.
+    drop(link);
+    let s = until(&mut census, "the struct_ops link freed", |s| {
+        s.maps.iter().any(|m| m.id == map_id && m.refcnt == 1)
+    });
+    assert_eq!(s.holders[&map_id].get(HolderKind::Link), Some(0));
+    assert_eq!(s.holders[&map_id].unexplained(1), Some(0));
+    drop(sk);
 }

@@ -43,7 +43,8 @@ pub enum HolderKind {
     Map,
     /// A map file reachable only through a vma.
     Mmap,
-    /// An iterator link attached to the map.
+    /// A link holding the map: an iterator link on it, or a struct_ops
+    /// link registering it.
     Link,
     /// A map file in flight (SCM_RIGHTS, not yet received), in no fd table.
     Inflight,
@@ -144,8 +145,12 @@ pub struct Observed {
     pub programs: Option<Vec<Vec<u32>>>,
     /// For each outer-map slot: the inner map id it holds.
     pub slots: Option<Vec<u32>>,
-    /// For each iterator link attached to a map: that map's id.
+    /// For each link holding a map (an iterator link on it, an attached
+    /// struct_ops link registering it): that map's id.
     pub links: Option<Vec<u32>>,
+    /// The struct_ops links among `links`, by map id: they hold a map
+    /// reference but no user reference (`usercnt`), unlike iterator links.
+    pub struct_ops_links: Vec<u32>,
     /// For each pinned map inode (deduplicated by (dev, ino)): its map id.
     pub pins: Option<Vec<u32>>,
     /// For each map file in flight that no fd table or vma holds
@@ -255,7 +260,12 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
     if pins_inferable(obs) {
         for m in maps {
             if let Some(h) = out.get_mut(&m.id) {
-                infer_pins(h, m.usercnt);
+                let no_uref = obs
+                    .struct_ops_links
+                    .iter()
+                    .filter(|&&id| id == m.id)
+                    .count();
+                infer_pins(h, m.usercnt, no_uref as u64);
             }
         }
     }
@@ -276,9 +286,10 @@ fn pins_inferable(obs: &Observed) -> bool {
 }
 
 /// Counts the pins of a map that the walk missed: `usercnt` less every other
-/// user-reference holder. Fewer than the walk saw means a holder appeared
-/// after `usercnt` was read; the pins seen are real, and stay.
-fn infer_pins(h: &mut Holders, usercnt: i64) {
+/// user-reference holder (`no_uref_links` of its links hold none). Fewer
+/// than the walk saw means a holder appeared after `usercnt` was read; the
+/// pins seen are real, and stay.
+fn infer_pins(h: &mut Holders, usercnt: i64, no_uref_links: u64) {
     let others: i64 = [
         HolderKind::File,
         HolderKind::Mmap,
@@ -288,7 +299,8 @@ fn infer_pins(h: &mut Holders, usercnt: i64) {
     ]
     .iter()
     .map(|&k| h.get(k).unwrap_or(0) as i64)
-    .sum();
+    .sum::<i64>()
+        - no_uref_links as i64;
     let seen = h.get(HolderKind::Pin).unwrap_or(0);
     let inferred = (usercnt - others).max(0) as u64;
     h.inferred_pins = inferred.saturating_sub(seen);
@@ -422,6 +434,7 @@ mod tests {
             pins: Some(vec![1]),
             inflight: Some(vec![1]),
             inflight_ptrs: vec![],
+            struct_ops_links: vec![],
             io_uring: Some(vec![]),
             incomplete: vec![],
             user_refs_visible: true,
@@ -555,6 +568,33 @@ mod tests {
             assert_eq!(h.inferred_pins, 0);
             assert_eq!(h.unexplained(5), None, "{obs:?}");
         }
+    }
+
+    #[test]
+    fn struct_ops_link_holds_a_reference_but_no_user_reference() {
+        // A pinned struct_ops map registered through a link: refcnt 2 (pin,
+        // link), usercnt 1 (the pin only). The pin walk was cut short.
+        let maps = vec![with_usercnt(9, 2, 1)];
+        let obs = Observed {
+            links: Some(vec![9]),
+            struct_ops_links: vec![9],
+            incomplete: vec!["pins"],
+            ..all_known()
+        };
+        let h = &compute(&maps, &obs)[&9];
+        assert_eq!(h.get(HolderKind::Link), Some(1));
+        assert_eq!((h.get(HolderKind::Pin), h.inferred_pins), (Some(1), 1));
+        assert_eq!(h.unexplained(2), Some(0));
+        // An iterator link holds a user reference: usercnt 2 then, and the
+        // same single pin is inferred.
+        let maps = vec![with_usercnt(9, 2, 2)];
+        let obs = Observed {
+            struct_ops_links: vec![],
+            ..obs
+        };
+        let h = &compute(&maps, &obs)[&9];
+        assert_eq!((h.get(HolderKind::Pin), h.inferred_pins), (Some(1), 1));
+        assert_eq!(h.unexplained(2), Some(0));
     }
 
     #[test]

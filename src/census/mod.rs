@@ -471,7 +471,12 @@ impl Census {
                 }),
             });
             if let Some(links) = &link_recs {
-                obs.links = Some(links.iter().filter_map(|l| l.iter_map_id).collect());
+                obs.links = Some(links.iter().filter_map(|l| l.held_map_id()).collect());
+                obs.struct_ops_links = links
+                    .iter()
+                    .filter(|l| l.iter_map_id.is_none())
+                    .filter_map(|l| l.held_map_id())
+                    .collect();
                 prog_obs.links = Some(
                     links
                         .iter()

@@ -370,7 +370,7 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
         if let Some(o) = prog(l.prog_id) {
             g.add(o, Holder::Obj(link));
         }
-        if let Some(o) = l.iter_map_id.and_then(map) {
+        if let Some(o) = l.held_map_id().and_then(map) {
             g.add(o, Holder::Obj(link));
         }
     }

@@ -37,6 +37,7 @@ pub(crate) fn observed_all_known() -> Observed {
         pins: Some(vec![]),
         inflight: Some(vec![]),
         inflight_ptrs: vec![],
+        struct_ops_links: vec![],
         io_uring: Some(vec![]),
         incomplete: vec![],
         user_refs_visible: true,

@@ -90,6 +90,13 @@ impl LinkRecord {
         self.link_type == LINK_TYPE_ITER
     }
 
+    /// The map this link holds a reference on: an iterator link's map, or
+    /// a struct_ops link's map while it is attached (the kernel drops that
+    /// reference when the link is detached or its map replaced).
+    pub fn held_map_id(&self) -> Option<u32> {
+        self.iter_map_id.or(self.target.map_id).filter(|&m| m != 0)
+    }
+
     /// Attached in the kernel: not an iterator link, and its target was not
     /// read as gone or detached.
     pub fn is_attached(&self) -> bool {
