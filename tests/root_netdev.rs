@@ -458,7 +458,13 @@ fn xdp_link_target_is_the_device_and_its_namespace() {
         }
     }
     assert!(l.is_attached() && !l.target.detached);
-    let want = format!("dev nd0 (ifindex {ifx}, netns {})", ns.ino());
+    // Before 5.19 (no iter/bpf_link) the link info names only the ifindex.
+    let iter_link = kernel_at_least(5, 19);
+    let want = if iter_link {
+        format!("dev nd0 (ifindex {ifx}, netns {})", ns.ino())
+    } else {
+        format!("dev ifindex {ifx}")
+    };
     let t = text(&s);
     let line = t
         .lines()
@@ -484,8 +490,13 @@ fn xdp_link_target_is_the_device_and_its_namespace() {
     );
     let jl = &doc["links"][0];
     assert_eq!(jl["target"]["ifindex"], ifx);
-    assert_eq!(jl["target"]["device"], "nd0");
-    assert_eq!(jl["target"]["netns"], ns.ino());
+    if iter_link {
+        assert_eq!(jl["target"]["device"], "nd0");
+        assert_eq!(jl["target"]["netns"], ns.ino());
+    } else {
+        assert!(jl["target"]["device"].is_null(), "{jl}");
+        assert!(jl["target"]["netns"].is_null(), "{jl}");
+    }
     assert_eq!(jl["attached"], true);
     let txt = bpfmap_exporter::explain::link_text(&doc);
     assert!(
@@ -903,9 +914,11 @@ fn netkit_with_and_without_a_link_is_counted_exactly() {
 }
 
 /// A tc `act_bpf` action (an eBPF program pinned, added as a standalone
-/// action): one `tc` holder and an attachment root; deleted, the exporter
-/// agrees. Where the kernel has no act_bpf (CONFIG_NET_ACT_BPF off), tc is
-/// refused and the config says so.
+/// action): this build does not read act_bpf actions reliably, so while
+/// the module is loaded the tc source is incomplete and the program's count
+/// is withheld, never wrong; deleted, the fd and pin explain it again. Where
+/// the kernel has no act_bpf (CONFIG_NET_ACT_BPF off), tc is refused and
+/// the config says so.
 #[test]
 fn tc_bpf_action_is_one_tc_holder() {
     require_root();
@@ -924,6 +937,7 @@ fn tc_bpf_action_is_one_tc_holder() {
         0
     );
     let index = "4242";
+    let loaded_before = std::path::Path::new("/sys/module/act_bpf").exists();
     let out = Command::new("tc")
         .args([
             "-n",
@@ -963,18 +977,43 @@ fn tc_bpf_action_is_one_tc_holder() {
         );
         return;
     }
+    // act_bpf actions are not read reliably by this build: with the module
+    // loaded (tc just loaded it), the tc source is incomplete and the
+    // program's count is withheld, never a wrong number; the files and the
+    // pin still explain what they hold.
+    assert!(
+        std::path::Path::new("/sys/module/act_bpf").exists(),
+        "tc added a bpf action, so act_bpf is loaded"
+    );
     let mut census = Census::load(CensusOpts::default()).expect("census loads");
     let (s, report) = census.take(&[]);
     assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
-    // Our fd, the pin and the action.
-    assert_eq!(counted(&s, id, ProgHolderKind::Tc), (Some(1), 3, Some(0)));
-    assert_eq!(attachment_roots(&s, id, ProgHolderKind::Tc), 1);
+    assert!(!source_complete(&s, "tc"), "{:?}", s.prog_sources);
+    // Our fd, the pin and the action: 3 references, 2 explained, 1 withheld.
+    assert_eq!(refcnt(&s, id), 3);
+    let h = &s.prog_holders[&id];
+    assert_eq!(h.unexplained(3), None, "{h:?}");
+    assert_eq!(
+        s.prog_sources
+            .iter()
+            .find(|(n, _)| *n == "attachments")
+            .map(|(_, c)| *c),
+        Some(false)
+    );
     run(&[
         "tc", "-n", &ns.name, "actions", "delete", "action", "bpf", "index", index,
     ]);
+    // Deleted: the fd and the pin explain the whole count again.
     let s = until(&mut census, "the action deleted", |s| refcnt(s, id) == 2);
-    assert_eq!(counted(&s, id, ProgHolderKind::Tc), (Some(0), 2, Some(0)));
+    assert_eq!(s.prog_holders[&id].unexplained(2), Some(0));
     std::fs::remove_file(&pin).unwrap();
+    // The module this test loaded goes again: with it loaded, every later
+    // census's tc source would read incomplete.
+    if !loaded_before {
+        run(&["rmmod", "act_bpf"]);
+        let (s, _) = census.take(&[]);
+        assert!(source_complete(&s, "tc"), "{:?}", s.prog_sources);
+    }
 }
 
 /// A `sleep` holding `fd` as its stdin; killed on drop.
