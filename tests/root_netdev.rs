@@ -589,6 +589,38 @@ fn attachment_roots(s: &Snapshot, id: u32, kind: ProgHolderKind) -> usize {
     idx.len()
 }
 
+/// The programs of every tracing link (freplace and fentry/fexit on a
+/// program) whose target is program `target`, from the kernel's link info
+/// (target_obj_id, 5.13+: before, none are found).
+fn programs_linked_to(target: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut id = 0u32;
+    // SAFETY: plain bpf() calls with valid pointers; each fd is closed.
+    unsafe {
+        while libbpf_sys::bpf_link_get_next_id(id, &mut id) == 0 {
+            let fd = libbpf_sys::bpf_link_get_fd_by_id(id);
+            if fd < 0 {
+                continue;
+            }
+            let mut info = libbpf_sys::bpf_link_info::default();
+            let mut len = std::mem::size_of_val(&info) as u32;
+            let rc = libbpf_sys::bpf_obj_get_info_by_fd(
+                fd,
+                (&mut info as *mut libbpf_sys::bpf_link_info).cast(),
+                &mut len,
+            );
+            libc::close(fd);
+            if rc == 0
+                && info.type_ == libbpf_sys::BPF_LINK_TYPE_TRACING
+                && info.__bindgen_anon_1.tracing.target_obj_id == target
+            {
+                out.push(info.prog_id);
+            }
+        }
+    }
+    out
+}
+
 fn link_id_of(fd: i32) -> u32 {
     let mut info = libbpf_sys::bpf_link_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
@@ -1660,8 +1692,15 @@ fn xdp_filter_killed_mid_load_leaves_only_explained_objects() {
             }
         }
         let attached = xdp_prog_on(&ns, "nd0");
+        // Live: the device's program, and (where libxdp's dispatcher
+        // loads) the programs freplace links attach to it.
+        let mut dispatched = Vec::new();
         if let Some(a) = attached {
             progs.insert(a, true);
+            dispatched = programs_linked_to(a);
+            for &p in &dispatched {
+                progs.insert(p, true);
+            }
         }
         for (&p, &on) in &progs {
             let v = bpftool_json(&["prog", "show", "id", &p.to_string()]);
@@ -1687,11 +1726,14 @@ fn xdp_filter_killed_mid_load_leaves_only_explained_objects() {
             let h = &s.prog_holders[&id];
             assert_eq!(h.unexplained(refs), Some(0), "program {id}: {h:?}; {ctx}");
             let roots = s.graph.roots(Obj::Prog(id));
-            assert_eq!(
-                roots.iter().any(|r| matches!(r, Root::Attached(_))),
-                on,
-                "program {id} roots {roots:?}; {ctx}"
-            );
+            // The device holds its program (an attachment root); a
+            // dispatched program is held by its freplace link, a live root.
+            let live = if dispatched.contains(&id) {
+                roots.iter().any(|r| matches!(r, Root::Attachment(_)))
+            } else {
+                roots.iter().any(|r| matches!(r, Root::Attached(_)))
+            };
+            assert_eq!(live, on, "program {id} roots {roots:?}; {ctx}");
             assert_eq!(orphaned(&roots), Some(!on), "program {id} {roots:?}; {ctx}");
         }
         for (&id, &live) in &maps {
