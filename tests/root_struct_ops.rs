@@ -164,9 +164,17 @@ fn struct_ops_link_holds_its_map() {
         .bpfmap_ca
         .set_map_flags(libbpf_sys::BPF_F_LINK)
         .expect("BPF_F_LINK on the struct_ops map");
-    let mut sk = open
-        .load()
-        .expect("loading a struct_ops tcp_congestion_ops (link mode)");
+    let loaded = open.load();
+    if !kernel_at_least(6, 4) {
+        // struct_ops links (BPF_F_LINK on the map) are 6.4+: before, the
+        // kernel refuses a struct_ops map with any flag (EINVAL).
+        let e = loaded
+            .err()
+            .expect("a struct_ops map with BPF_F_LINK before 6.4");
+        eprintln!("struct_ops links: this kernel (before 6.4) refuses BPF_F_LINK: {e}");
+        return;
+    }
+    let mut sk = loaded.expect("loading a struct_ops tcp_congestion_ops (link mode)");
     let link = sk
         .maps
         .bpfmap_ca
