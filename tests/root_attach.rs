@@ -52,16 +52,6 @@ fn load(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn refcnt(s: &Snapshot, id: u32) -> i64 {
-    s.programs
-        .as_ref()
-        .expect("programs part ran")
-        .iter()
-        .find(|p| p.id == id)
-        .unwrap_or_else(|| panic!("program {id} in the census"))
-        .refcnt
-}
-
 /// Every holder kind with a non-zero count, and the unexplained count.
 fn held(s: &Snapshot, id: u32) -> (Vec<(K, u64)>, Option<i64>) {
     let h = &s.prog_holders[&id];
@@ -69,7 +59,7 @@ fn held(s: &Snapshot, id: u32) -> (Vec<(K, u64)>, Option<i64>) {
         .iter()
         .filter_map(|(k, c)| c.filter(|&c| c > 0).map(|c| (k, c)))
         .collect();
-    (kinds, h.unexplained(refcnt(s, id)))
+    (kinds, h.unexplained(prog_refcnt(s, id)))
 }
 
 fn source(s: &Snapshot, name: &str) -> Option<bool> {
@@ -189,7 +179,7 @@ fn a_cgroup_hook_without_a_link_holds_its_program_and_a_link_is_not_counted_twic
         eprintln!("{dying} dying cgroups: the cgroup source is incomplete, as it must be");
     }
     // Held by the cgroup only: the count is exact, nothing unexplained.
-    assert_eq!(refcnt(&s, id), 1);
+    assert_eq!(prog_refcnt(&s, id), 1);
     assert_eq!(held(&s, id), (vec![(K::Cgroup, 1)], Some(0)));
     let want = format!("cgroup {} (cgroup_inet_ingress)", cg.path.display());
     let a = s
@@ -244,7 +234,7 @@ fn a_cgroup_hook_without_a_link_holds_its_program_and_a_link_is_not_counted_twic
     let link = unsafe { OwnedFd::from_raw_fd(link) };
     drop(q);
     let (s, _) = census.take(&[]);
-    assert_eq!(refcnt(&s, qid), 1);
+    assert_eq!(prog_refcnt(&s, qid), 1);
     assert_eq!(held(&s, qid), (vec![(K::Link, 1)], Some(0)));
     assert_eq!(held(&s, id), (vec![(K::Cgroup, 1)], Some(0)));
 
@@ -295,7 +285,7 @@ fn a_sockmap_verdict_program_is_held_by_its_map() {
     let (s, report) = census.take(&[]);
     assert!(report.succeeded("map_programs"), "{:?}", report.outcomes);
     sources_complete(&s, &[K::Sockmap]);
-    assert_eq!(refcnt(&s, id), 1);
+    assert_eq!(prog_refcnt(&s, id), 1);
     assert_eq!(held(&s, id), (vec![(K::Sockmap, 1)], Some(0)));
     let a = s.attachments.iter().find(|a| a.prog_id == id).unwrap();
     assert_eq!(a.held_by, [AttachedBy::Map(id_of(&sm))]);
@@ -329,7 +319,7 @@ fn devmap_and_cpumap_entries_hold_their_programs() {
     assert!(report.succeeded("map_programs"), "{:?}", report.outcomes);
     sources_complete(&s, &[K::Devmap]);
     for (id, m, kind) in [(did, &dm, "devmap"), (cid, &cm, "cpumap")] {
-        assert_eq!(refcnt(&s, id), 1, "{kind}");
+        assert_eq!(prog_refcnt(&s, id), 1, "{kind}");
         // XDP programs can also be held by devices (the xdp kind): that
         // source decides whether the count is exact; the entry explains
         // the one reference either way.
@@ -460,7 +450,7 @@ fn a_program_loaded_against_another_holds_it_until_attached() {
         "{:?}",
         s.prog_sources
     );
-    assert_eq!(refcnt(&s, tid), 2, "its file and the freplace program");
+    assert_eq!(prog_refcnt(&s, tid), 2, "its file and the freplace program");
     assert_eq!(
         held(&s, tid),
         (vec![(K::File, 1), (K::Program, 1)], Some(0))
@@ -486,7 +476,7 @@ fn a_program_loaded_against_another_holds_it_until_attached() {
     // SAFETY: a fresh fd.
     let _link = unsafe { OwnedFd::from_raw_fd(link) };
     let (s, _) = census.take(&[]);
-    assert_eq!(refcnt(&s, tid), 2, "its file and the tracing link");
+    assert_eq!(prog_refcnt(&s, tid), 2, "its file and the tracing link");
     assert_eq!(
         held(&s, tid),
         (vec![(K::File, 1), (K::Program, 1)], Some(0))

@@ -18,16 +18,6 @@ fn prog(ty: libbpf_rs::libbpf_sys::bpf_prog_type) -> OwnedFd {
     prog_of_type_using_map(ty, m.as_fd().as_raw_fd())
 }
 
-fn refcnt(s: &Snapshot, id: u32) -> i64 {
-    s.programs
-        .as_ref()
-        .expect("the programs part ran")
-        .iter()
-        .find(|p| p.id == id)
-        .unwrap_or_else(|| panic!("program {id} not in the census"))
-        .refcnt
-}
-
 fn attachments(s: &Snapshot, id: u32, kind: ProgHolderKind) -> Vec<&Attachment> {
     s.attachments
         .iter()
@@ -84,7 +74,7 @@ fn a_socket_filter_is_held_by_its_socket_then_by_the_message_carrying_it() {
     let me = std::process::id();
     let mut census = Census::load(CensusOpts::default()).expect("census loads");
     let (s, _) = census.take(&[]);
-    assert_eq!(refcnt(&s, id), 1, "the socket filter only");
+    assert_eq!(prog_refcnt(&s, id), 1, "the socket filter only");
     let h = &s.prog_holders[&id];
     assert_eq!(h.get(ProgHolderKind::Socket), Some(1));
     assert_eq!(h.get(ProgHolderKind::File), Some(0));
@@ -128,7 +118,7 @@ fn a_socket_filter_is_held_by_its_socket_then_by_the_message_carrying_it() {
     drop(sock);
     drop(dup);
     let (s, _) = census.take(&[]);
-    assert_eq!(refcnt(&s, id), 1);
+    assert_eq!(prog_refcnt(&s, id), 1);
     if !s.features.iter_unix {
         // Before 5.17 files in flight cannot be read: the filter is not
         // found and the socket source says it is incomplete.
@@ -196,7 +186,7 @@ fn a_reuseport_group_of_two_sockets_holds_its_program_once() {
     let me = std::process::id();
     let mut census = Census::load(CensusOpts::default()).expect("census loads");
     let (s, _) = census.take(&[]);
-    assert_eq!(refcnt(&s, id), 1, "the group's selector only");
+    assert_eq!(prog_refcnt(&s, id), 1, "the group's selector only");
     let found = attachments(&s, id, ProgHolderKind::Reuseport);
     assert_eq!(found.len(), 1, "one group, two sockets: {found:?}");
     assert_eq!(found[0].held_by, vec![AttachedBy::Process(me)]);
@@ -266,7 +256,7 @@ fn a_perf_event_holds_its_program_and_inherited_events_make_the_source_incomplet
     let me = std::process::id();
     let mut census = Census::load(CensusOpts::default()).expect("census loads");
     let (s, _) = census.take(&[]);
-    assert_eq!(refcnt(&s, id), 2, "the program's file and the event");
+    assert_eq!(prog_refcnt(&s, id), 2, "the program's file and the event");
     let h = &s.prog_holders[&id];
     assert_eq!(h.get(ProgHolderKind::File), Some(1));
     assert_eq!(h.get(ProgHolderKind::PerfEvent), Some(1));
@@ -306,7 +296,7 @@ fn a_perf_event_holds_its_program_and_inherited_events_make_the_source_incomplet
         let _ = rx.recv();
     });
     let (s, _) = census.take(&[]);
-    let r = refcnt(&s, id);
+    let r = prog_refcnt(&s, id);
     assert!(
         r >= 3,
         "file, event and at least the thread's child event: {r}"

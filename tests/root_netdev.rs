@@ -96,16 +96,6 @@ fn source_complete(s: &Snapshot, name: &str) -> bool {
         .1
 }
 
-fn refcnt(s: &Snapshot, id: u32) -> i64 {
-    s.programs
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|p| p.id == id)
-        .unwrap_or_else(|| panic!("program {id} in the census"))
-        .refcnt
-}
-
 /// An XDP program attached without a link in a namespace only a bind
 /// mount holds: every reference the attachment takes is an `xdp` holder,
 /// the roots name the device and the namespace, nothing is unexplained.
@@ -116,19 +106,7 @@ fn xdp_without_a_link_in_a_mounted_namespace_is_explained_exactly() {
     let m = map(MapType::Array, "nd_xdp", 4, 4, 1, 0);
     let p = prog_of_type_using_map(libbpf_sys::BPF_PROG_TYPE_XDP, m.as_fd().as_raw_fd());
     let id = prog_id(&p);
-    let fd = p.as_raw_fd();
-    let rc = ns.within(|| {
-        // SAFETY: a program fd for the call; no opts.
-        unsafe {
-            libbpf_sys::bpf_xdp_attach(
-                ifindex("nd0"),
-                fd,
-                libbpf_sys::XDP_FLAGS_SKB_MODE,
-                std::ptr::null(),
-            )
-        }
-    });
-    assert_eq!(rc, 0, "bpf_xdp_attach (netlink, no link)");
+    attach_xdp(&ns, p.as_raw_fd());
     // bpftool sees it on the device, without a link.
     let out = Command::new("ip")
         .args([
@@ -148,7 +126,7 @@ fn xdp_without_a_link_in_a_mounted_namespace_is_explained_exactly() {
         s.prog_sources
     );
     let h = &s.prog_holders[&id];
-    let refs = refcnt(&s, id);
+    let refs = prog_refcnt(&s, id);
     // Our fd is one reference; the attachment holds every other one.
     assert_eq!(h.get(ProgHolderKind::File), Some(1));
     assert_eq!(
@@ -197,7 +175,7 @@ fn xdp_without_a_link_in_a_mounted_namespace_is_explained_exactly() {
     });
     let (s, _) = census.take(&[]);
     assert_eq!(s.prog_holders[&id].get(ProgHolderKind::Xdp), Some(0));
-    assert_eq!(refcnt(&s, id), 1);
+    assert_eq!(prog_refcnt(&s, id), 1);
 }
 
 /// A tc classifier (cls_bpf on clsact ingress, attached by netlink) is one
@@ -246,7 +224,7 @@ fn tc_filter_in_a_mounted_namespace_is_one_tc_holder() {
         s.prog_sources
     );
     let h = &s.prog_holders[&id];
-    assert_eq!(refcnt(&s, id), 2, "our fd and the filter");
+    assert_eq!(prog_refcnt(&s, id), 2, "our fd and the filter");
     assert_eq!(h.get(ProgHolderKind::Tc), Some(1));
     assert_eq!(h.unexplained(2), Some(0));
     let t: Vec<&str> = s
@@ -322,7 +300,7 @@ fn xdp_filter_programs_and_maps_are_explained_exactly() {
     assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
     // The program on the device (libxdp's dispatcher or its own program):
     // every reference explained, an xdp attachment among its roots.
-    let refs = refcnt(&s, id);
+    let refs = prog_refcnt(&s, id);
     let h = &s.prog_holders[&id];
     if source_complete(&s, "program_targets") {
         assert_eq!(h.unexplained(refs), Some(0), "program {id}: {h:?}");
@@ -646,7 +624,7 @@ fn counted(s: &Snapshot, id: u32, kind: ProgHolderKind) -> (Option<u64>, i64, Op
         s.prog_sources
     );
     let h = &s.prog_holders[&id];
-    let r = refcnt(s, id);
+    let r = prog_refcnt(s, id);
     (h.get(kind), r, h.unexplained(r))
 }
 
@@ -800,7 +778,7 @@ fn flow_dissector_with_and_without_a_link_is_counted_exactly() {
     });
     assert_eq!(rc, 0, "flow dissector detach");
     let s = until(&mut census, "the flow dissector detached", |s| {
-        refcnt(s, id) == 1
+        prog_refcnt(s, id) == 1
     });
     assert_eq!(
         counted(&s, id, ProgHolderKind::FlowDissector),
@@ -823,7 +801,7 @@ fn flow_dissector_with_and_without_a_link_is_counted_exactly() {
         std::io::Error::from_raw_os_error(-lfd)
     );
     let lid = link_id_of(lfd);
-    let s = until(&mut census, "the netns link", |s| refcnt(s, id) == 2);
+    let s = until(&mut census, "the netns link", |s| prog_refcnt(s, id) == 2);
     assert_eq!(
         counted(&s, id, ProgHolderKind::FlowDissector),
         (Some(0), 2, Some(0))
@@ -841,7 +819,9 @@ fn flow_dissector_with_and_without_a_link_is_counted_exactly() {
     assert!(format!("{:?}", s.graph).contains(&format!("Attachment({lid})")));
     // SAFETY: our link fd.
     unsafe { libc::close(lfd) };
-    let s = until(&mut census, "the netns link closed", |s| refcnt(s, id) == 1);
+    let s = until(&mut census, "the netns link closed", |s| {
+        prog_refcnt(s, id) == 1
+    });
     assert_eq!(
         counted(&s, id, ProgHolderKind::FlowDissector),
         (Some(0), 1, Some(0))
@@ -916,7 +896,7 @@ fn netkit_with_and_without_a_link_is_counted_exactly() {
         // a namespace the netdev read is incomplete. The counts it could
         // explain must then be withheld, never a wrong number.
         for id in [id1, id2] {
-            let u = s.prog_holders[&id].unexplained(refcnt(&s, id));
+            let u = s.prog_holders[&id].unexplained(prog_refcnt(&s, id));
             assert!(matches!(u, None | Some(0)), "program {id}: {u:?}");
         }
         eprintln!(
@@ -955,7 +935,7 @@ fn netkit_with_and_without_a_link_is_counted_exactly() {
     // SAFETY: our link fd.
     unsafe { libc::close(lfd) };
     let s = until(&mut census, "netkit detached", |s| {
-        refcnt(s, id1) == 1 && refcnt(s, id2) == 1
+        prog_refcnt(s, id1) == 1 && prog_refcnt(s, id2) == 1
     });
     assert_eq!(
         counted(&s, id1, ProgHolderKind::Netkit),
@@ -1040,7 +1020,7 @@ fn tc_bpf_action_is_one_tc_holder() {
     assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
     assert!(!source_complete(&s, "tc"), "{:?}", s.prog_sources);
     // Our fd, the pin and the action: 3 references, 2 explained, 1 withheld.
-    assert_eq!(refcnt(&s, id), 3);
+    assert_eq!(prog_refcnt(&s, id), 3);
     let h = &s.prog_holders[&id];
     assert_eq!(h.unexplained(3), None, "{h:?}");
     assert_eq!(
@@ -1054,7 +1034,9 @@ fn tc_bpf_action_is_one_tc_holder() {
         "tc", "-n", &ns.name, "actions", "delete", "action", "bpf", "index", index,
     ]);
     // Deleted: the fd and the pin explain the whole count again.
-    let s = until(&mut census, "the action deleted", |s| refcnt(s, id) == 2);
+    let s = until(&mut census, "the action deleted", |s| {
+        prog_refcnt(s, id) == 2
+    });
     assert_eq!(s.prog_holders[&id].unexplained(2), Some(0));
     std::fs::remove_file(&pin).unwrap();
     // The module this test loaded goes again: with it loaded, every later
@@ -1200,7 +1182,7 @@ fn xdp_in_a_namespace_only_an_fd_holds_is_explained_exactly() {
         "the namespace is reached through the fd: {:?}",
         s.prog_sources
     );
-    let refs = refcnt(&s, id);
+    let refs = prog_refcnt(&s, id);
     let h = &s.prog_holders[&id];
     assert_eq!(h.get(ProgHolderKind::File), Some(1));
     assert_eq!(h.get(ProgHolderKind::Xdp), Some(refs as u64 - 1), "{h:?}");
@@ -1216,28 +1198,34 @@ fn xdp_in_a_namespace_only_an_fd_holds_is_explained_exactly() {
     // A second scrape finds it again (through the remembered fd).
     let (s, _) = census.take(&[]);
     assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
-    assert_eq!(s.prog_holders[&id].unexplained(refcnt(&s, id)), Some(0));
+    assert_eq!(
+        s.prog_holders[&id].unexplained(prog_refcnt(&s, id)),
+        Some(0)
+    );
     // Held only through the file opened by the detached bind mount.
     drop(holder);
     assert!(exists(&fd2, ino));
     assert_eq!(assert_unnamed(ino), 1, "one fd holds its file");
     let (s, _) = census.take(&[]);
     assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
-    assert_eq!(s.prog_holders[&id].unexplained(refcnt(&s, id)), Some(0));
+    assert_eq!(
+        s.prog_holders[&id].unexplained(prog_refcnt(&s, id)),
+        Some(0)
+    );
     assert_eq!(
         s.prog_holders[&id].get(ProgHolderKind::Xdp),
-        Some(refcnt(&s, id) as u64 - 1)
+        Some(prog_refcnt(&s, id) as u64 - 1)
     );
     // The holder goes: the namespace, its device and the attachment go.
     drop(holder2);
     // The namespace is torn down in the background (cleanup_net).
     let s = until(&mut census, "the namespace freed", |s| {
-        refcnt(s, id) == 1
+        prog_refcnt(s, id) == 1
             && s.prog_holders
                 .get(&id)
                 .is_some_and(|h| h.get(ProgHolderKind::Xdp) == Some(0))
     });
-    assert_eq!(refcnt(&s, id), 1, "only our fd");
+    assert_eq!(prog_refcnt(&s, id), 1, "only our fd");
     assert!(source_complete(&s, "xdp"), "{:?}", s.prog_sources);
 }
 
@@ -1299,7 +1287,7 @@ fn tc_in_a_namespace_only_a_socket_holds_is_explained_exactly() {
         "the namespace is reached through the socket: {:?}",
         s.prog_sources
     );
-    assert_eq!(refcnt(&s, id), 2, "our fd and the filter");
+    assert_eq!(prog_refcnt(&s, id), 2, "our fd and the filter");
     let h = &s.prog_holders[&id];
     assert_eq!(h.get(ProgHolderKind::Tc), Some(1), "{h:?}");
     assert_eq!(h.unexplained(2), Some(0));
@@ -1320,12 +1308,12 @@ fn tc_in_a_namespace_only_a_socket_holds_is_explained_exactly() {
     drop(holder);
     // The namespace is torn down in the background (cleanup_net).
     let s = until(&mut census, "the namespace freed", |s| {
-        refcnt(s, id) == 1
+        prog_refcnt(s, id) == 1
             && s.prog_holders
                 .get(&id)
                 .is_some_and(|h| h.get(ProgHolderKind::Tc) == Some(0))
     });
-    assert_eq!(refcnt(&s, id), 1, "only our fd");
+    assert_eq!(prog_refcnt(&s, id), 1, "only our fd");
 }
 
 /// A namespace held only by its file in flight (sent over a unix socket,
@@ -1356,7 +1344,7 @@ fn a_namespace_only_a_file_in_flight_holds_withholds_the_counts() {
     for k in ["xdp", "tc", "flow_dissector"] {
         assert!(!source_complete(&s, k), "{k}: {:?}", s.prog_sources);
     }
-    let refs = refcnt(&s, id);
+    let refs = prog_refcnt(&s, id);
     assert!(refs >= 2, "the attachment holds it: {refs}");
     let h = &s.prog_holders[&id];
     assert_eq!(h.unexplained(refs), None, "withheld, not {h:?}");
@@ -1378,12 +1366,15 @@ fn a_namespace_only_a_file_in_flight_holds_withholds_the_counts() {
     drop((a, b));
     let s = until(&mut census, "the namespace freed", |s| {
         source_complete(s, "xdp")
-            && refcnt(s, id) == 1
+            && prog_refcnt(s, id) == 1
             && s.prog_holders
                 .get(&id)
                 .is_some_and(|h| h.get(ProgHolderKind::Xdp) == Some(0))
     });
-    assert_eq!(s.prog_holders[&id].unexplained(refcnt(&s, id)), Some(0));
+    assert_eq!(
+        s.prog_holders[&id].unexplained(prog_refcnt(&s, id)),
+        Some(0)
+    );
 }
 
 /// A tc classifier object built with clang (`-target bpf`): one array map
@@ -1528,7 +1519,7 @@ fn tc_tool_with_a_pinned_program_is_explained_exactly() {
     assert!(report.succeeded("netdev"), "{:?}", report.outcomes);
     assert!(source_complete(&s, "tc"), "{:?}", s.prog_sources);
     let h = &s.prog_holders[&id];
-    assert_eq!(refcnt(&s, id), 2, "the pin and the filter");
+    assert_eq!(prog_refcnt(&s, id), 2, "the pin and the filter");
     let nonzero: Vec<(ProgHolderKind, u64)> = ProgHolderKind::ALL
         .into_iter()
         .filter_map(|k| Some((k, h.get(k)?)))
@@ -1559,7 +1550,7 @@ fn tc_tool_with_a_pinned_program_is_explained_exactly() {
             .get(&id)
             .is_some_and(|h| h.get(ProgHolderKind::Pin) == Some(0))
     });
-    assert_eq!(refcnt(&s, id), 1);
+    assert_eq!(prog_refcnt(&s, id), 1);
     let h = &s.prog_holders[&id];
     assert_eq!(h.get(ProgHolderKind::Tc), Some(1));
     assert_eq!(h.unexplained(1), Some(0));
@@ -1740,7 +1731,7 @@ fn xdp_filter_killed_mid_load_leaves_only_explained_objects() {
         assert!(report_ok(&s), "{:?}", s.prog_sources);
         let ctx = format!("killed at {at:?} (exit {st}): pins {files:?}, attached {attached:?}");
         for (&id, &on) in &progs {
-            let refs = refcnt(&s, id);
+            let refs = prog_refcnt(&s, id);
             let h = &s.prog_holders[&id];
             assert_eq!(h.unexplained(refs), Some(0), "program {id}: {h:?}; {ctx}");
             let roots = s.graph.roots(Obj::Prog(id));

@@ -7,13 +7,13 @@
 //! against the kernel's refcount and bpftool's `struct_ops dump`.
 mod common;
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::Command;
 
 use bpfmap_exporter::census::holders::HolderKind;
 use bpfmap_exporter::census::programs::ProgHolderKind;
 use bpfmap_exporter::census::roots::{Holder, Obj};
-use bpfmap_exporter::census::{Census, CensusOpts, Snapshot};
+use bpfmap_exporter::census::{Census, CensusOpts};
 use common::*;
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -22,30 +22,6 @@ use libbpf_rs::MapCore;
 #[allow(clippy::all, missing_docs, non_camel_case_types, unused)]
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/test_tcp_ca.skel.rs"));
-}
-
-fn id_of_prog(fd: BorrowedFd<'_>) -> u32 {
-    let mut info = libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: info and len are valid for the call; no arrays are asked for.
-    let rc = unsafe {
-        libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "program info");
-    info.id
-}
-
-fn prog_refcnt(s: &Snapshot, id: u32) -> i64 {
-    s.programs
-        .iter()
-        .flatten()
-        .find(|p| p.id == id)
-        .unwrap_or_else(|| panic!("program {id} in the census"))
-        .refcnt
 }
 
 #[test]
@@ -72,9 +48,9 @@ fn struct_ops_members_are_held_by_their_map() {
         .expect("registering the congestion control (BPF_MAP_UPDATE_ELEM)");
     let map_id = sk.maps.bpfmap_ca.info().expect("map info").info.id;
     let members = [
-        ("ssthresh", id_of_prog(sk.progs.bpfmap_ssthresh.as_fd())),
-        ("cong_avoid", id_of_prog(sk.progs.bpfmap_cong_avoid.as_fd())),
-        ("undo_cwnd", id_of_prog(sk.progs.bpfmap_undo_cwnd.as_fd())),
+        ("ssthresh", prog_id(sk.progs.bpfmap_ssthresh.as_fd())),
+        ("cong_avoid", prog_id(sk.progs.bpfmap_cong_avoid.as_fd())),
+        ("undo_cwnd", prog_id(sk.progs.bpfmap_undo_cwnd.as_fd())),
     ];
     // bpftool reads the same value: each member names its program id.
     let out = Command::new("bpftool")

@@ -530,13 +530,13 @@ pub fn with_nofile(n: u64, cmd: &mut Command) {
 }
 
 /// The id of the program behind `fd` (BPF_OBJ_GET_INFO_BY_FD).
-pub fn prog_id(fd: &OwnedFd) -> u32 {
+pub fn prog_id(fd: impl AsFd) -> u32 {
     let mut info = libbpf_sys::bpf_prog_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info and len are valid for the call; no arrays are asked for.
     let rc = unsafe {
         libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
+            fd.as_fd().as_raw_fd(),
             (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
             &mut len,
         )
@@ -633,4 +633,16 @@ impl Drop for PodCgroup {
             let _ = std::fs::remove_dir(d);
         }
     }
+}
+
+/// Program `id`'s refcount in a census snapshot (the programs part ran and
+/// listed it).
+pub fn prog_refcnt(s: &bpfmap_exporter::census::Snapshot, id: u32) -> i64 {
+    s.programs
+        .as_ref()
+        .expect("the programs part ran")
+        .iter()
+        .find(|p| p.id == id)
+        .unwrap_or_else(|| panic!("program {id} in the census"))
+        .refcnt
 }
