@@ -77,6 +77,7 @@ fn snapshot() -> Snapshot {
         inflight: Some(vec![]),
         inflight_ptrs: vec![],
         struct_ops_links: vec![],
+        struct_ops: Some(vec![]),
         io_uring: Some(vec![]),
         incomplete: vec![],
         user_refs_visible: true,

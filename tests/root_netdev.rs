@@ -1422,20 +1422,6 @@ char LICENSE[] SEC("license") = "GPL";
     obj
 }
 
-fn bpftool_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new("bpftool")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("bpftool json")
-}
-
 /// The ids of the tc filters bpftool sees on `dev` in `ns`.
 fn tc_progs_on(ns: &Netns, dev: &str) -> Vec<u32> {
     let out = Command::new("nsenter")

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use bpfmap_exporter::census::holders::HolderKind;
 use bpfmap_exporter::census::programs::ProgHolderKind;
-use bpfmap_exporter::census::roots::{Holder, Obj};
+use bpfmap_exporter::census::roots::{Holder, Obj, Root};
 use bpfmap_exporter::census::{Census, CensusOpts};
 use common::*;
 use libbpf_rs::libbpf_sys;
@@ -102,10 +102,67 @@ fn struct_ops_members_are_held_by_their_map() {
         );
     }
 
+    // The map itself: the skeleton's fd and the registration (no link).
+    let struct_ops_refs = |s: &bpfmap_exporter::census::Snapshot| {
+        let rec = s.maps.iter().find(|m| m.id == map_id).expect("the map");
+        let h = &s.holders[&map_id];
+        assert_eq!(h.get(HolderKind::File), Some(1), "{h:?}");
+        assert_eq!(
+            h.unexplained(rec.refcnt),
+            Some(0),
+            "{h:?} refcnt {}",
+            rec.refcnt
+        );
+        (rec.refcnt, h.get(HolderKind::StructOps))
+    };
+    assert_eq!(struct_ops_refs(&s), (2, Some(1)), "registered, unused");
+    assert!(
+        s.graph
+            .holders(Obj::Map(map_id))
+            .contains(&Holder::Root(Root::Registered(map_id))),
+        "a registered map is a live root of its own"
+    );
+    assert!(s.graph.roots(Obj::Map(map_id)).iter().any(|r| r.is_live()));
+
+    // A TCP socket using it as its congestion control: since 6.4 each
+    // user holds the map (before, the users count inside the map).
+    let sock = tcp_socket_using("bpfmap_test_ca");
+    let (s, _) = census.take(&[]);
+    let users = if kernel_at_least(6, 4) { 1 } else { 0 };
+    assert_eq!(
+        struct_ops_refs(&s),
+        (2 + users, Some(1 + users as u64)),
+        "registered, one socket using it"
+    );
+    if kernel_at_least(6, 4) {
+        // The kernel's own count of references without a user reference
+        // (the value's refcnt, as bpftool reads it) agrees.
+        let out = Command::new("bpftool")
+            .args(["struct_ops", "dump", "id", &map_id.to_string(), "--json"])
+            .output()
+            .expect("bpftool");
+        // bpftool 7.1 prints the map's info and its value as two JSON
+        // objects separated by a comma, outside any array.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<serde_json::Value> = serde_json::from_str(&format!("[{}]", text.trim()))
+            .unwrap_or_else(|e| panic!("bpftool struct_ops dump --json: {e}: {text}"));
+        let v = serde_json::Value::Array(v);
+        assert_eq!(value_refcnt(&v), Some(2), "bpftool struct_ops dump: {v}");
+    }
+
     // Unregistered (the map's value deleted), the members still hold their
     // programs until the map is freed, and the lookup still names them.
     drop(link);
     let (s, _) = census.take(&[]);
+    // The socket still uses the ops: the kernel keeps one reference for
+    // it (its own since 6.4; the registration's, kept for its users,
+    // before).
+    assert_eq!(struct_ops_refs(&s), (2, Some(1)), "unregistered, in use");
+    drop(sock);
+    let s = until(&mut census, "the socket's reference dropped", |s| {
+        s.maps.iter().any(|m| m.id == map_id && m.refcnt == 1)
+    });
+    assert_eq!(struct_ops_refs(&s), (1, Some(0)), "unregistered, unused");
     for (m, id) in members {
         let r = prog_refcnt(&s, id);
         assert_eq!(
@@ -202,4 +259,49 @@ fn struct_ops_link_holds_its_map() {
     assert_eq!(s.holders[&map_id].get(HolderKind::Link), Some(0));
     assert_eq!(s.holders[&map_id].unexplained(1), Some(0));
     drop(sk);
+}
+
+/// A TCP socket whose congestion control is `name` (setsockopt
+/// TCP_CONGESTION): it holds the congestion control while it is open.
+fn tcp_socket_using(name: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a new socket nobody else owns.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the option value is `name`'s bytes, with their length.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "TCP_CONGESTION {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    sock
+}
+
+/// The `refcnt` of a struct_ops value in bpftool's JSON dump, wherever the
+/// kernel's BTF nests it (`refcnt.refs.counter`, under `common` since 6.9).
+fn value_refcnt(v: &serde_json::Value) -> Option<u64> {
+    fn number(v: &serde_json::Value) -> Option<u64> {
+        v.as_u64()
+            .or_else(|| v.as_object()?.values().find_map(number))
+    }
+    match v {
+        serde_json::Value::Object(o) => o
+            .get("refcnt")
+            .and_then(number)
+            .or_else(|| o.values().find_map(value_refcnt)),
+        serde_json::Value::Array(a) => a.iter().find_map(value_refcnt),
+        _ => None,
+    }
 }

@@ -396,18 +396,24 @@ pub fn devmap_attachments(maps: &[MapRecord], budget: usize) -> anyhow::Result<A
     })
 }
 
-/// struct_ops maps' member programs. A member set to a program holds one
-/// reference on it (an internal link per member, no id), held by the map;
-/// a syscall lookup of key 0 returns the map's value with each member
-/// function pointer replaced by its program's id (zeroed while the map is
-/// not set, when it holds no program). The value's layout comes from the
-/// kernel's BTF: `data` in `struct bpf_struct_ops_<type>` is the struct
-/// whose function-pointer members hold program ids; the others are data.
-/// A map whose value type is in a module's BTF, or that cannot be read, makes the
-/// source incomplete.
-pub fn struct_ops_attachments(maps: &[MapRecord]) -> anyhow::Result<AttachSource> {
+/// struct_ops maps' member programs, and whether each map is registered.
+/// A member set to a program holds one reference on it (an internal link
+/// per member, no id), held by the map; a syscall lookup of key 0 returns
+/// the map's value with each member function pointer replaced by its
+/// program's id (zeroed while the map is not set, when it holds no
+/// program), after the common header `{ refcount_t refcnt; u32 state; }`
+/// whose state is not 0 (INIT) once the map was registered. The value's
+/// layout comes from the kernel's BTF: `data` in `struct
+/// bpf_struct_ops_<type>` is the struct whose function-pointer members hold
+/// program ids; the others are data. A map whose value type is in a
+/// module's BTF, or that cannot be read, makes the source incomplete; the
+/// states are those of the maps whose value was read.
+pub fn struct_ops_attachments(
+    maps: &[MapRecord],
+) -> anyhow::Result<(AttachSource, Vec<(u32, bool)>)> {
     use std::os::fd::AsFd;
     let mut found = Vec::new();
+    let mut states = Vec::new();
     let mut problems = Vec::new();
     let mut btf: Option<libbpf_rs::btf::Btf<'static>> = None;
     for m in maps.iter().filter(|m| m.map_type == 26) {
@@ -419,15 +425,6 @@ pub fn struct_ops_attachments(maps: &[MapRecord]) -> anyhow::Result<AttachSource
                     .with_context(|| format!("BPF_MAP_GET_FD_BY_ID {} (struct_ops)", m.id))
             }
         };
-        let (ty, obj) = crate::bpf::query::struct_ops_value_type(h.as_fd())
-            .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of struct_ops map {}", m.id))?;
-        if obj > 1 {
-            problems.push(format!(
-                "struct_ops map {}: its value type is in the BTF of a module (object {obj}), not read",
-                m.id
-            ));
-            continue;
-        }
         let value = match h.lookup(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY) {
             Ok(Some(v)) => v,
             Ok(None) => continue,
@@ -437,6 +434,26 @@ pub fn struct_ops_attachments(maps: &[MapRecord]) -> anyhow::Result<AttachSource
                 continue;
             }
         };
+        match value.get(4..8) {
+            Some(b) => states.push((
+                m.id,
+                u32::from_ne_bytes(b.try_into().expect("4 bytes")) != 0,
+            )),
+            None => problems.push(format!(
+                "struct_ops map {}: a value of {} bytes has no state",
+                m.id,
+                value.len()
+            )),
+        }
+        let (ty, obj) = crate::bpf::query::struct_ops_value_type(h.as_fd())
+            .with_context(|| format!("BPF_OBJ_GET_INFO_BY_FD of struct_ops map {}", m.id))?;
+        if obj > 1 {
+            problems.push(format!(
+                "struct_ops map {}: its value type is in the BTF of a module (object {obj}), not read",
+                m.id
+            ));
+            continue;
+        }
         if btf.is_none() {
             btf = Some(libbpf_rs::btf::Btf::from_vmlinux().context(
                 "loading the kernel's BTF (/sys/kernel/btf/vmlinux) for struct_ops value layouts",
@@ -461,11 +478,14 @@ pub fn struct_ops_attachments(maps: &[MapRecord]) -> anyhow::Result<AttachSource
         }
     }
     let incomplete = (!problems.is_empty()).then(|| problems.join("; "));
-    Ok(AttachSource {
-        found,
-        complete: incomplete.is_none(),
-        incomplete,
-    })
+    Ok((
+        AttachSource {
+            found,
+            complete: incomplete.is_none(),
+            incomplete,
+        },
+        states,
+    ))
 }
 
 /// The (member name, program id) pairs of a struct_ops map's `value`, whose

@@ -17,6 +17,12 @@
 //! - a map file held only by io_uring registered-file tables is one holder,
 //!   however many rings hold it; a file also in an fd table, behind a vma or
 //!   in flight is counted there;
+//! - a registered struct_ops map (its value's state is not INIT) is held by
+//!   the kernel: one reference for a registration without a link, and,
+//!   since 6.4, one per kernel object using its ops (a TCP socket using a
+//!   BPF congestion control). Nothing else takes a reference without a user
+//!   reference on a struct_ops map but programs using it and struct_ops
+//!   links, so its `refcnt - usercnt`, less those, is exactly that count;
 //! - every user reference (`usercnt`) is held by a map file (in an fd table,
 //!   behind a vma, in flight or in an io_uring table), a pin or an iterator
 //!   link (and, since 6.10, a sockmap link: one ref + one uref each). Where
@@ -50,11 +56,14 @@ pub enum HolderKind {
     Inflight,
     /// A map file held by io_uring registered-file tables only.
     IoUring,
+    /// The kernel's references on a registered struct_ops map: its
+    /// registration and the objects using its ops.
+    StructOps,
 }
 
 impl HolderKind {
     /// Every kind, in label order; `Holders::counts` is indexed by it.
-    pub const ALL: [HolderKind; 8] = [
+    pub const ALL: [HolderKind; 9] = [
         HolderKind::File,
         HolderKind::Pin,
         HolderKind::Program,
@@ -63,6 +72,7 @@ impl HolderKind {
         HolderKind::Link,
         HolderKind::Inflight,
         HolderKind::IoUring,
+        HolderKind::StructOps,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -75,6 +85,7 @@ impl HolderKind {
             HolderKind::Link => "link",
             HolderKind::Inflight => "inflight",
             HolderKind::IoUring => "io_uring",
+            HolderKind::StructOps => "struct_ops",
         }
     }
 }
@@ -151,6 +162,10 @@ pub struct Observed {
     /// The struct_ops links among `links`, by map id: they hold a map
     /// reference but no user reference (`usercnt`), unlike iterator links.
     pub struct_ops_links: Vec<u32>,
+    /// The struct_ops maps whose value could be read, with whether each is
+    /// registered (state not INIT); a struct_ops map missing here has an
+    /// unknown `struct_ops` count. `None`: no struct_ops map was read.
+    pub struct_ops: Option<Vec<(u32, bool)>>,
     /// For each pinned map inode (deduplicated by (dev, ino)): its map id.
     pub pins: Option<Vec<u32>>,
     /// For each map file in flight that no fd table or vma holds
@@ -185,6 +200,8 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         HolderKind::Link => obs.links.is_some(),
         HolderKind::Inflight => obs.inflight.is_some(),
         HolderKind::IoUring => obs.files.is_some() && obs.io_uring.is_some(),
+        // Per map below: only struct_ops maps can have one.
+        HolderKind::StructOps => true,
     };
     let zero = Holders {
         counts: HolderKind::ALL.map(|k| known(k).then_some(0)),
@@ -257,6 +274,17 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
             add(HolderKind::Program, id);
         }
     }
+    for m in maps.iter().filter(|m| m.map_type == STRUCT_OPS) {
+        if let Some(h) = out.get_mut(&m.id) {
+            let registered = obs
+                .struct_ops
+                .iter()
+                .flatten()
+                .find(|s| s.0 == m.id)
+                .map(|s| s.1);
+            h.counts[HolderKind::StructOps as usize] = struct_ops_refs(h, m, registered);
+        }
+    }
     if pins_inferable(obs) {
         for m in maps {
             if let Some(h) = out.get_mut(&m.id) {
@@ -270,6 +298,23 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         }
     }
     out
+}
+
+/// `BPF_MAP_TYPE_STRUCT_OPS`.
+const STRUCT_OPS: u32 = 26;
+
+/// The kernel's references on struct_ops map `m` (`registered`: its state,
+/// `None` where its value was not read): its references without a user
+/// reference, less the programs using it and its links (struct_ops links
+/// hold no user reference); 0 while it is not registered. Unknown where
+/// the programs, the links or its state were not read.
+fn struct_ops_refs(h: &Holders, m: &MapRecord, registered: Option<bool>) -> Option<u64> {
+    let progs = h.get(HolderKind::Program)?;
+    let links = h.get(HolderKind::Link)?;
+    match registered? {
+        false => Some(0),
+        true => Some(((m.refcnt - m.usercnt) - progs as i64 - links as i64).max(0) as u64),
+    }
 }
 
 /// Whether the pin walk alone is incomplete (or off) while every other
@@ -435,6 +480,7 @@ mod tests {
             inflight: Some(vec![1]),
             inflight_ptrs: vec![],
             struct_ops_links: vec![],
+            struct_ops: None,
             io_uring: Some(vec![]),
             incomplete: vec![],
             user_refs_visible: true,
@@ -451,6 +497,7 @@ mod tests {
                 Some(1),
                 Some(0),
                 Some(1),
+                Some(0),
                 Some(0)
             ]
         );
@@ -595,6 +642,87 @@ mod tests {
         let h = &compute(&maps, &obs)[&9];
         assert_eq!((h.get(HolderKind::Pin), h.inferred_pins), (Some(1), 1));
         assert_eq!(h.unexplained(2), Some(0));
+    }
+
+    fn struct_ops(id: u32, refcnt: i64, usercnt: i64) -> MapRecord {
+        MapRecord {
+            map_type: STRUCT_OPS,
+            ..with_usercnt(id, refcnt, usercnt)
+        }
+    }
+
+    #[test]
+    fn a_registered_struct_ops_map_is_held_by_the_kernel_and_a_leak_stays_exact() {
+        // Registered without a link, used by two sockets (6.4+), with the
+        // loader's fd: refcnt 4, usercnt 1.
+        let maps = vec![struct_ops(9, 4, 1)];
+        let obs = Observed {
+            files: Some(vec![file(1, 1, 3, 0xa, 9)]),
+            struct_ops: Some(vec![(9, true)]),
+            ..all_known()
+        };
+        let h = &compute(&maps, &obs)[&9];
+        assert_eq!(h.get(HolderKind::StructOps), Some(3));
+        assert_eq!(h.unexplained(4), Some(0));
+        // A user reference nothing explains (a file the walks missed) is
+        // still exact: the kernel's share never covers a user reference.
+        let maps = vec![struct_ops(9, 5, 2)];
+        let h = &compute(&maps, &obs)[&9];
+        assert_eq!(h.get(HolderKind::StructOps), Some(3));
+        assert_eq!(h.unexplained(5), Some(1));
+        // Through a link: the link's reference is the link's, not the
+        // kernel's (refcnt 2: the fd and the link).
+        let maps = vec![struct_ops(9, 2, 1)];
+        let obs_link = Observed {
+            links: Some(vec![9]),
+            struct_ops_links: vec![9],
+            ..obs.clone()
+        };
+        let h = &compute(&maps, &obs_link)[&9];
+        assert_eq!(h.get(HolderKind::StructOps), Some(0));
+        assert_eq!(h.get(HolderKind::Link), Some(1));
+        assert_eq!(h.unexplained(2), Some(0));
+    }
+
+    #[test]
+    fn an_unregistered_struct_ops_map_has_no_kernel_holder() {
+        // Never registered (state INIT): a reference beyond its fd is
+        // unexplained.
+        let maps = vec![struct_ops(9, 2, 1)];
+        let obs = Observed {
+            files: Some(vec![file(1, 1, 3, 0xa, 9)]),
+            struct_ops: Some(vec![(9, false)]),
+            ..all_known()
+        };
+        let h = &compute(&maps, &obs)[&9];
+        assert_eq!(h.get(HolderKind::StructOps), Some(0));
+        assert_eq!(h.unexplained(2), Some(1));
+    }
+
+    #[test]
+    fn a_struct_ops_map_whose_state_was_not_read_is_withheld() {
+        let maps = vec![struct_ops(9, 2, 1), map(3, 1)];
+        for obs in [
+            // Its value was not read (the part off, or its lookup failed).
+            Observed {
+                files: Some(vec![file(1, 1, 3, 0xa, 9), file(1, 1, 4, 0xb, 3)]),
+                struct_ops: None,
+                ..all_known()
+            },
+            // The programs using it are unknown.
+            Observed {
+                files: Some(vec![file(1, 1, 3, 0xa, 9), file(1, 1, 4, 0xb, 3)]),
+                struct_ops: Some(vec![(9, true)]),
+                programs: None,
+                ..all_known()
+            },
+        ] {
+            let hs = compute(&maps, &obs);
+            assert_eq!(hs[&9].get(HolderKind::StructOps), None, "{obs:?}");
+            assert_eq!(hs[&9].unexplained(2), None, "{obs:?}");
+            // Other maps never have one, whatever was read.
+            assert_eq!(hs[&3].get(HolderKind::StructOps), Some(0));
+        }
     }
 
     #[test]

@@ -744,7 +744,7 @@ impl Census {
             }
         }
         if snap.programs.is_some() {
-            snap.cgroup_paths = self.attachments(
+            (snap.cgroup_paths, obs.struct_ops) = self.attachments(
                 &snap,
                 link_recs.as_deref(),
                 &unknown_tracing,
@@ -859,7 +859,10 @@ impl Census {
     /// maps (`map_programs`: sockmap slots, devmap and cpumap entries,
     /// struct_ops members). Each fills its kinds in `obs` or, off or
     /// failed, leaves them unknown. Returns the paths of the cgroups the
-    /// cgroups part saw programs attached to, by id.
+    /// cgroups part saw programs attached to, by id, and the struct_ops
+    /// maps whose value the map_programs part read, with whether each is
+    /// registered.
+    #[allow(clippy::type_complexity)]
     fn attachments(
         &self,
         snap: &Snapshot,
@@ -867,8 +870,12 @@ impl Census {
         unknown_tracing: &[u32],
         obs: &mut programs::Observed,
         report: &mut Report,
-    ) -> std::collections::HashMap<u64, String> {
+    ) -> (
+        std::collections::HashMap<u64, String>,
+        Option<Vec<(u32, bool)>>,
+    ) {
         let mut cgroup_paths = std::collections::HashMap::new();
+        let mut struct_ops = None;
         use programs::ProgHolderKind as K;
         let p = &self.opts.parts;
         let warn = |part: &'static str, why: &str| {
@@ -956,17 +963,22 @@ impl Census {
         if p.on("map_programs") && snap.maps_ok {
             let all: Vec<MapRecord> = snap.maps.iter().chain(&snap.own).cloned().collect();
             let buf = &self.bufs[0];
-            if let Some(srcs) = report.run("map_programs", || {
+            if let Some((srcs, states)) = report.run("map_programs", || {
                 let slots = crate::bpf::census::records::decode_sockmap_slots(buf)?;
-                Ok([
-                    (K::Sockmap, attach::sockmap_attachments(&slots)),
-                    (
-                        K::Devmap,
-                        attach::devmap_attachments(&all, attach::MAX_DEVMAP_LOOKUPS)?,
-                    ),
-                    (K::StructOps, attach::struct_ops_attachments(&all)?),
-                ])
+                let (ops, states) = attach::struct_ops_attachments(&all)?;
+                Ok((
+                    [
+                        (K::Sockmap, attach::sockmap_attachments(&slots)),
+                        (
+                            K::Devmap,
+                            attach::devmap_attachments(&all, attach::MAX_DEVMAP_LOOKUPS)?,
+                        ),
+                        (K::StructOps, ops),
+                    ],
+                    states,
+                ))
             }) {
+                struct_ops = Some(states);
                 for (k, src) in srcs {
                     if let Some(why) = &src.incomplete {
                         warn("map_programs", why);
@@ -975,7 +987,7 @@ impl Census {
                 }
             }
         }
-        cgroup_paths
+        (cgroup_paths, struct_ops)
     }
 }
 

@@ -71,6 +71,9 @@ pub enum Root {
     /// An attachment the kernel keeps without a link (a device, a cgroup,
     /// a network namespace hook): its index in the snapshot's attachments.
     Attached(u32),
+    /// A struct_ops map registered in the kernel (its id): its
+    /// registration and the kernel objects using its ops.
+    Registered(u32),
     /// References of this object that nothing explains (exact).
     Unexplained(Obj),
     /// References of this object that no readable source explains and
@@ -89,7 +92,7 @@ impl Root {
             Root::Pin(_) | Root::InferredPin(_) => "pin",
             Root::Inflight => "inflight",
             Root::IoUring(_) => "io_uring",
-            Root::Attachment(_) | Root::Attached(_) => "attachment",
+            Root::Attachment(_) | Root::Attached(_) | Root::Registered(_) => "attachment",
             Root::Unexplained(_) => "unexplained",
             Root::Unknown(_) => "unknown",
             Root::Cycle => "cycle",
@@ -105,6 +108,7 @@ impl Root {
                 | Root::IoUring(_)
                 | Root::Attachment(_)
                 | Root::Attached(_)
+                | Root::Registered(_)
                 | Root::Inflight
         )
     }
@@ -286,6 +290,9 @@ pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
         let h = i.map_holders.get(&m.id);
         if h.is_some_and(|h| h.inferred_pins > 0) {
             g.add(o, Holder::Root(Root::InferredPin(o)));
+        }
+        if h.and_then(|h| h.get(super::holders::HolderKind::StructOps)) > Some(0) {
+            g.add(o, Holder::Root(Root::Registered(m.id)));
         }
         match h.map(|h| h.unexplained(m.refcnt)) {
             Some(Some(0)) => {}

@@ -38,6 +38,7 @@ pub(crate) fn observed_all_known() -> Observed {
         inflight: Some(vec![]),
         inflight_ptrs: vec![],
         struct_ops_links: vec![],
+        struct_ops: Some(vec![]),
         io_uring: Some(vec![]),
         incomplete: vec![],
         user_refs_visible: true,

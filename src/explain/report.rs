@@ -189,6 +189,15 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
                 })
                 .collect()
         }
+        HolderKind::StructOps => inp
+            .snap
+            .holders
+            .get(&id)
+            .and_then(|h| h.get(HolderKind::StructOps))
+            .filter(|&n| n > 0)
+            .map(|n| json!({"references": n, "registered": true}))
+            .into_iter()
+            .collect(),
         HolderKind::Inflight => inp
             .snap
             .inflight
@@ -308,6 +317,9 @@ fn root_json(inp: &Input<'_>, r: &Root) -> Value {
                    "ring_fd": r.map(|r| r.fd), "container_id": c, "pod_uid": p})
         }
         Root::Attachment(link) => json!({"kind": "attachment", "link_id": link}),
+        Root::Registered(id) => json!({"kind": "attachment", "link_id": null,
+                   "attach_kind": "struct_ops",
+                   "target": format!("struct_ops map {id} registered in the kernel")}),
         Root::Attached(n) => {
             let a = snap.attachments.get(n as usize);
             json!({"kind": "attachment", "link_id": null,

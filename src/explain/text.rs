@@ -218,7 +218,14 @@ pub fn text(doc: &Value) -> String {
             );
         }
         for p in each("link") {
-            let _ = writeln!(o, "  iterator link id {}", p["id"]);
+            let _ = writeln!(o, "  link id {}", p["id"]);
+        }
+        for p in each("struct_ops") {
+            let _ = writeln!(
+                o,
+                "  struct_ops: {} kernel references (its registration, and the kernel objects using its ops, such as TCP sockets using a BPF congestion control)",
+                p["references"]
+            );
         }
         for p in each("inflight") {
             let via: Vec<String> = p["via_sockets"]
@@ -268,7 +275,15 @@ pub fn text(doc: &Value) -> String {
         }
         // Kinds this renderer does not name yet still show.
         let named = [
-            "file", "pin", "program", "map", "mmap", "link", "inflight", "io_uring",
+            "file",
+            "pin",
+            "program",
+            "map",
+            "mmap",
+            "link",
+            "inflight",
+            "io_uring",
+            "struct_ops",
         ];
         for (k, v) in h.as_object().into_iter().flatten() {
             if !named.contains(&k.as_str()) {

@@ -157,7 +157,7 @@ pub const MAP_ENTRIES_WALK_ERRORS_TOTAL: Def = counter(
 );
 pub const MAP_HOLDERS: Def = gauge(
     "bpfmap_map_holders",
-    "User-visible holders of map references, by kind (file, pin, program, map, mmap, link).",
+    "Holders of map references, by kind: file, pin, program, map (outer-map slots), mmap, link, inflight, io_uring, struct_ops (a registered struct_ops map's registration and the kernel objects using its ops).",
 );
 pub const MAP_INFO: Def = gauge(
     "bpfmap_map_info",

@@ -646,3 +646,18 @@ pub fn prog_refcnt(s: &bpfmap_exporter::census::Snapshot, id: u32) -> i64 {
         .unwrap_or_else(|| panic!("program {id} in the census"))
         .refcnt
 }
+
+/// bpftool's JSON output of `args` (it must succeed).
+pub fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new("bpftool")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bpftool json")
+}

@@ -466,6 +466,7 @@ mod budget_tests {
                         Some(0),
                         Some(0),
                         Some(0),
+                        Some(0),
                     ],
                     complete: true,
                     settled: 0,
@@ -476,6 +477,7 @@ mod budget_tests {
                     h.counts = [
                         Some(0),
                         Some(1),
+                        Some(0),
                         Some(0),
                         Some(0),
                         Some(0),
