@@ -1598,8 +1598,8 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<String>) {
 }
 
 /// Real software killed mid-load: `xdp-filter load` gets SIGKILL at points
-/// of its load (as soon as its first pin appears, then after growing
-/// delays). Whatever it left (pins under /sys/fs/bpf/xdp-filter, an
+/// of its load (as soon as its first pin appears, then at shares of the
+/// time a full load took on this kernel). Whatever it left (pins under /sys/fs/bpf/xdp-filter, an
 /// attachment, or nothing), per the tool's own pins and bpftool, is
 /// explained exactly: every program and map unexplained 0, a program on
 /// the device and the maps it uses have a live attachment root (not
@@ -1644,11 +1644,30 @@ fn xdp_filter_killed_mid_load_leaves_only_explained_objects() {
         }
     }
     let _clean = Clean(clean, nsarg.clone());
+    // One load to completion: the tool works here, and its duration on
+    // this kernel (seconds under emulation, tens of milliseconds on the
+    // host) places the kill points inside the load.
+    clean(&nsarg);
+    let t = std::time::Instant::now();
+    let st = Command::new("nsenter")
+        .args([&nsarg, "xdp-filter", "load", "nd0", "-m", "skb"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("xdp-filter runs (scripts/install-deps.sh installs xdp-tools)");
+    let full = t.elapsed();
+    assert!(st.success(), "xdp-filter load nd0 -m skb: {st}");
+    eprintln!("xdp-filter load took {full:?} here");
     let mut census = Census::load(CensusOpts::default()).expect("census loads");
-    // Kill points: None = at the first pin; Some(ms) = after a delay.
+    // Kill points: None = at the first pinned file; Some(ms) = after a
+    // share of the full load's duration (past it, the load is complete).
     let points: Vec<Option<u64>> = std::iter::once(None)
-        .chain([0u64, 5, 20, 60, 150, 300, 600, 1200].map(Some))
+        .chain(
+            [0u128, 2, 10, 25, 50, 75, 90, 150]
+                .map(|pct| Some((full.as_millis() * pct / 100) as u64)),
+        )
         .collect();
+    let first_pin_within = full.mul_f64(3.0).max(std::time::Duration::from_secs(10));
     let mut states = std::collections::BTreeSet::new();
     for at in points {
         clean(&nsarg);
@@ -1661,8 +1680,15 @@ fn xdp_filter_killed_mid_load_leaves_only_explained_objects() {
         let t = std::time::Instant::now();
         match at {
             None => {
-                while !pins.exists() && t.elapsed() < std::time::Duration::from_secs(10) {
-                    std::hint::spin_loop();
+                // A file, not the directory: the tool makes the directory
+                // before it pins anything in it.
+                let pinned = || {
+                    let mut f = Vec::new();
+                    files_under(pins, &mut f);
+                    !f.is_empty()
+                };
+                while !pinned() && t.elapsed() < first_pin_within {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                 }
             }
             Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
