@@ -19,8 +19,9 @@
 //!   in flight is counted there;
 //! - a registered struct_ops map (its value's state is not INIT) is held by
 //!   the kernel: one reference for a registration without a link, and,
-//!   since 6.4, one per kernel object using its ops (a TCP socket using a
-//!   BPF congestion control). Nothing else takes a reference without a user
+//!   where users hold the map itself (6.4+, and some stable kernels), one
+//!   per kernel object using its ops (a TCP socket using a BPF congestion
+//!   control). Nothing else takes a reference without a user
 //!   reference on a struct_ops map but programs using it and struct_ops
 //!   links, so its `refcnt - usercnt`, less those, is exactly that count;
 //! - every user reference (`usercnt`) is held by a map file (in an fd table,
