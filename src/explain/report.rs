@@ -319,7 +319,7 @@ fn root_json(inp: &Input<'_>, r: &Root) -> Value {
         Root::Attachment(link) => json!({"kind": "attachment", "link_id": link}),
         Root::Registered(id) => json!({"kind": "attachment", "link_id": null,
                    "attach_kind": "struct_ops",
-                   "target": format!("struct_ops map {id} registered in the kernel")}),
+                   "target": format!("map {id} registered in the kernel")}),
         Root::Attached(n) => {
             let a = snap.attachments.get(n as usize);
             json!({"kind": "attachment", "link_id": null,
