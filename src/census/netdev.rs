@@ -1052,8 +1052,23 @@ fn read_ns(
             hooks_here.push((BPF_NETKIT_PEER, ProgHolderKind::Netkit, "peer"));
         }
         for (at, kind, dir) in hooks_here {
-            let (progs, count) = sys::prog_query(*ifindex as i32, at, QUERY_MAX, true)
-                .with_context(|| format!("BPF_PROG_QUERY {} {dir} on {name}", kind.label()))?;
+            let (progs, count) = match sys::prog_query(*ifindex as i32, at, QUERY_MAX, true) {
+                Ok(r) => r,
+                // A netkit pair's hooks are both read through its primary
+                // device: the peer device refuses queries (EACCES), and a
+                // primary whose peer is gone has no peer hook (ENODEV).
+                Err(e)
+                    if kind == ProgHolderKind::Netkit
+                        && matches!(e.raw_os_error(), Some(libc::EACCES | libc::ENODEV)) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("BPF_PROG_QUERY {} {dir} on {name}", kind.label())
+                    })
+                }
+            };
             if count as usize > progs.len() {
                 r.cut = Some(format!(
                     "{} {dir} on {name}: {count} programs, more than read",
