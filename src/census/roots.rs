@@ -277,6 +277,26 @@ pub(crate) struct GraphInput<'a> {
 /// objects are not in the census, so never in the graph).
 pub(crate) fn build(i: &GraphInput<'_>) -> Graph {
     let mut g = Graph::default();
+    // The edges added below, reserved at once (a map has at most two of
+    // its own in the common case: an unknown root and an inferred pin).
+    g.pending.reserve(
+        i.maps.len() * 2
+            + i.files.map_or(0, <[_]>::len)
+            + i.vmas.map_or(0, <[_]>::len)
+            + i.inflight.len()
+            + i.io_uring.len()
+            + i.programs
+                .into_iter()
+                .flatten()
+                .map(|p| p.map_ids.len() + 1)
+                .sum::<usize>()
+            + i.attachments.iter().map(|a| a.held_by.len()).sum::<usize>()
+            + i.map_slots.map_or(0, <[_]>::len)
+            + i.prog_slots.map_or(0, <[_]>::len)
+            + i.links.map_or(0, <[_]>::len) * 3
+            + i.object_files.map_or(0, <[_]>::len)
+            + i.pins.map_or(0, <[_]>::len),
+    );
     let in_census: rustc_hash::FxHashSet<u32> = i.maps.iter().map(|m| m.id).collect();
     let progs: rustc_hash::FxHashSet<u32> = i
         .programs
