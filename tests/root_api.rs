@@ -330,7 +330,7 @@ fn api_names_every_holder_and_the_creating_process() {
     assert_eq!(h["mmap"], json!([]));
     assert_eq!(
         r["holder_counts"],
-        json!({"file": 1, "pin": 1, "program": 1, "map": 2, "mmap": 0, "link": links, "inflight": 0, "io_uring": 0})
+        json!({"file": 1, "pin": 1, "program": 1, "map": 2, "mmap": 0, "link": links, "inflight": 0, "io_uring": 0, "struct_ops": 0})
     );
     assert_eq!(r["holders_omitted"], json!({}));
     // The creating process, from the lifecycle records.
