@@ -695,6 +695,79 @@ fn api_requests_share_one_census_never_one_from_before_they_arrived() {
     drop((m, m2, s));
 }
 
+/// The answer on `c`, read on a thread, with when its first byte came.
+fn timed(c: TcpStream) -> std::thread::JoinHandle<(Instant, Resp)> {
+    std::thread::spawn(move || {
+        c.peek(&mut [0u8; 1]).unwrap();
+        let at = Instant::now();
+        (at, read_response(c).unwrap())
+    })
+}
+
+#[test]
+fn api_censuses_alive_at_once_are_bounded_and_answers_stay_fresh() {
+    require_root();
+    ensure_bpffs();
+    // Every JSON API response holds its census this long after its
+    // headers, before its body is written.
+    const HOLD: Duration = Duration::from_secs(3);
+    // Between a response's headers being sent and its client reading them.
+    const SLACK: Duration = Duration::from_millis(250);
+    let mut cmd = Command::new(BIN);
+    cmd.env(
+        "BPFMAP_TEST_API_WRITE_DELAY_MS",
+        HOLD.as_millis().to_string(),
+    );
+    let mut s = Exporter::spawn(cmd, &["--no-collector.lifecycle"]);
+    s.wait_until(
+        "healthy",
+        Duration::from_secs(90),
+        |port| matches!(try_request(port, "GET", "/healthz", None), Ok(r) if r.code == 200),
+    );
+    let port = s.port;
+    let scrapes = || counter(&get(port, "/metrics").text(), "bpfmap_scrapes_total");
+    let before = scrapes();
+    // The first request's census, held HOLD by its response.
+    let first = timed(send(port, "/api/v1/maps?limit=1"));
+    std::thread::sleep(Duration::from_millis(500));
+    // The second arrives after that census began: a new one, taken at
+    // once (one census is alive, the bound is two).
+    let second = timed(send(port, "/api/v1/maps?limit=1"));
+    std::thread::sleep(Duration::from_millis(500));
+    // The third, for a map created before it was sent, needs a third
+    // census: it is taken only once the first is freed.
+    let m = map(MapType::Hash, "t_api_bound", 4, 4, 1, 0);
+    let id = id_of(&m);
+    let third = timed(send(port, &format!("/api/v1/maps/{id}")));
+    let (h1, r1) = first.join().unwrap();
+    let (h2, r2) = second.join().unwrap();
+    let (h3, r3) = third.join().unwrap();
+    for (r, what) in [(&r1, "first"), (&r2, "second"), (&r3, "third")] {
+        assert_eq!(r.code, 200, "{what}: {}", r.text());
+    }
+    assert!(
+        h2 + SLACK < h1 + HOLD,
+        "the second census waited for the first to be freed: {:?} after the first answer",
+        h2 - h1
+    );
+    assert!(
+        h3 + SLACK >= h1 + HOLD,
+        "a third census was taken while two were alive: answered {:?} after the first, which holds its census {HOLD:?}",
+        h3 - h1
+    );
+    assert_eq!(
+        r3.json()["maps"][0]["id"],
+        json!(id),
+        "the census of the request that waited is fresh"
+    );
+    assert_eq!(
+        scrapes() - before,
+        4.0,
+        "three API censuses and the last scrape"
+    );
+    drop((m, s));
+}
+
 #[test]
 fn api_errors_methods_head_auth_and_single_flight() {
     require_root();
