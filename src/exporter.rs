@@ -414,7 +414,7 @@ pub type MapsReply = Result<Arc<crate::api::MapsData>, String>;
 /// census). A census of N maps with its holder identities is the largest
 /// thing the exporter holds, so this bounds its memory under any number of
 /// API requests: at most this many such censuses plus the scrapes' one.
-pub const MAX_API_CENSUSES: usize = 2;
+pub const MAX_API_CENSUSES: usize = 1;
 
 /// How long a request waits at most for an API census to be released
 /// when [`MAX_API_CENSUSES`] are alive. A census is held no longer than
@@ -530,10 +530,11 @@ pub fn serves(census_started: Instant, request_arrived: Instant) -> bool {
 }
 
 /// The JSON API's shared census: the newest one taken with holder
-/// identities, kept (one `Arc`, never copied) while some API request is
-/// pending, so that requests waiting for the API gate are answered from
-/// it instead of each taking its own. Dropped when no request is pending:
-/// an idle exporter holds no API census.
+/// identities, kept (one `Arc`, never copied) while some pending API
+/// request arrived before it started, so that requests waiting for the API
+/// gate are answered from it instead of each taking its own. Dropped when
+/// no pending request is served by it: an idle exporter holds no API
+/// census, and requests that need a newer one never keep it alive.
 #[derive(Default)]
 pub struct SharedMaps {
     inner: Mutex<SharedInner>,
@@ -541,8 +542,9 @@ pub struct SharedMaps {
 
 #[derive(Default)]
 struct SharedInner {
-    /// Requests that arrived and hold no census yet ([`Pending`]).
-    pending: usize,
+    /// Requests that arrived and hold no census yet ([`Pending`]), by
+    /// arrival.
+    pending: std::collections::BTreeMap<Instant, usize>,
     latest: Option<Arc<crate::api::MapsData>>,
 }
 
@@ -560,11 +562,12 @@ impl SharedMaps {
 
     /// A request arrives now.
     pub fn arrive(self: &Arc<Self>) -> Pending {
-        // The count first: `since` is then no earlier than the moment the
-        // shared census is kept for this request.
-        self.lock().pending += 1;
+        let mut g = self.lock();
+        // Under the lock: a census offered from now on counts this request.
+        let since = Instant::now();
+        *g.pending.entry(since).or_default() += 1;
         Pending {
-            since: Instant::now(),
+            since,
             shared: self.clone(),
         }
     }
@@ -578,12 +581,14 @@ impl SharedMaps {
             .cloned()
     }
 
-    /// Keep `data` as the shared census if it is newer and some request is
-    /// pending. The census it replaces is freed by its last reader.
+    /// Keep `data` as the shared census if it is newer and serves some
+    /// pending request. The census it replaces is freed by its last reader.
     fn offer(&self, data: &Arc<crate::api::MapsData>) {
         let old = {
             let mut g = self.lock();
-            if g.pending == 0 || g.latest.as_ref().is_some_and(|l| l.started >= data.started) {
+            if !g.serves_pending(data)
+                || g.latest.as_ref().is_some_and(|l| l.started >= data.started)
+            {
                 return;
             }
             g.latest.replace(data.clone())
@@ -595,6 +600,18 @@ impl SharedMaps {
     #[cfg(any(test, feature = "testing"))]
     pub fn holds(&self) -> bool {
         self.lock().latest.is_some()
+    }
+}
+
+impl SharedInner {
+    /// Whether `data` serves some pending request: the census is kept only
+    /// for those, never for requests that need a newer one (which could
+    /// otherwise wait for room while keeping it alive).
+    fn serves_pending(&self, data: &crate::api::MapsData) -> bool {
+        self.pending
+            .keys()
+            .next()
+            .is_some_and(|&first| serves(data.started, first))
     }
 }
 
@@ -614,8 +631,14 @@ impl Drop for Pending {
     fn drop(&mut self) {
         let last = {
             let mut g = self.shared.lock();
-            g.pending -= 1;
-            if g.pending == 0 {
+            if let std::collections::btree_map::Entry::Occupied(mut e) = g.pending.entry(self.since)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            if g.latest.as_ref().is_some_and(|d| !g.serves_pending(d)) {
                 g.latest.take()
             } else {
                 None
@@ -1045,6 +1068,28 @@ mod tests {
         drop(late);
         assert!(!shared.holds());
         assert_eq!(Arc::strong_count(&second), 1);
+    }
+
+    #[test]
+    fn the_shared_census_is_not_kept_for_requests_that_need_a_newer_one() {
+        let shared = Arc::new(SharedMaps::default());
+        let early = shared.arrive();
+        std::thread::sleep(Duration::from_millis(2));
+        let census = census_at(Instant::now());
+        shared.offer(&census);
+        std::thread::sleep(Duration::from_millis(2));
+        let late = shared.arrive();
+        assert!(shared.holds(), "it serves `early`");
+        drop(early);
+        assert!(!shared.holds(), "`late` needs a newer one");
+        assert_eq!(Arc::strong_count(&census), 1);
+        // Nor is one offered that serves no pending request.
+        shared.offer(&census_at(late.since() - Duration::from_millis(1)));
+        assert!(!shared.holds());
+        shared.offer(&census_at(late.since()));
+        assert!(shared.holds());
+        drop(late);
+        assert!(!shared.holds());
     }
 
     #[test]
