@@ -50,6 +50,9 @@ pub struct MapsData {
     /// The lifecycle collector's creators, or why there are none.
     pub processes: Result<CreatorProcesses, String>,
     pub attributor: Arc<dyn Attributor>,
+    /// Wakes the collector thread when this census is freed (see
+    /// `exporter::MAX_API_CENSUSES`).
+    pub release: Option<crate::exporter::Release>,
 }
 
 /// Which maps a request selects.

@@ -3,11 +3,9 @@
 //! families. Owned by a single thread (BPF objects are not shared across
 //! threads), which serialises scrapes.
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
 use std::sync::Mutex;
-#[cfg(feature = "testing")]
-use std::time::Duration;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -227,6 +225,7 @@ impl Exporter {
             failed,
             processes,
             attributor: self.attributor.clone(),
+            release: None,
         }
     }
 
@@ -397,10 +396,128 @@ pub struct ScrapeRequest {
 /// A JSON API request: the collector thread answers with a census that
 /// started at or after `since` (see [`serves`]): the shared one when it
 /// is fresh enough, else the next one, which every waiting request shares.
+/// A request that needs a new census while [`MAX_API_CENSUSES`] are alive
+/// waits for one to be released, at most [`CENSUS_ROOM_WAIT`], then is
+/// answered `Err` (a 503).
 pub struct MapsRequest {
     /// When the request arrived ([`Pending::since`]).
     pub since: Instant,
-    pub reply: oneshot::Sender<Arc<crate::api::MapsData>>,
+    pub reply: oneshot::Sender<MapsReply>,
+}
+
+/// The census that answers an API request, or why there is none now.
+pub type MapsReply = Result<Arc<crate::api::MapsData>, String>;
+
+/// API censuses (taken with holder identities) alive at once, counting the
+/// one being taken: the collector thread takes a new one only while fewer
+/// are alive (held by responses being written, or kept as the shared
+/// census). A census of N maps with its holder identities is the largest
+/// thing the exporter holds, so this bounds its memory under any number of
+/// API requests: at most this many such censuses plus the scrapes' one.
+pub const MAX_API_CENSUSES: usize = 1;
+
+/// How long a request waits at most for an API census to be released
+/// when [`MAX_API_CENSUSES`] are alive. A census is held no longer than
+/// its slowest response is written, which the write and request timeouts
+/// bound; a request that waits longer is answered 503 with `Retry-After`.
+pub const CENSUS_ROOM_WAIT: Duration = Duration::from_secs(10);
+
+/// The API censuses the collector thread handed out, by weak reference: a
+/// census is alive while any response or the shared census holds it.
+#[derive(Default)]
+pub struct ApiCensuses {
+    issued: Vec<Weak<crate::api::MapsData>>,
+}
+
+impl ApiCensuses {
+    /// API censuses alive now.
+    pub fn alive(&mut self) -> usize {
+        self.issued.retain(|w| w.strong_count() > 0);
+        self.issued.len()
+    }
+
+    /// Whether a new API census may be taken now ([`MAX_API_CENSUSES`]).
+    pub fn room(&mut self) -> bool {
+        self.alive() < MAX_API_CENSUSES
+    }
+
+    /// `data` is handed out.
+    pub fn issue(&mut self, data: &Arc<crate::api::MapsData>) {
+        self.issued.push(Arc::downgrade(data));
+    }
+}
+
+/// Wakes the collector thread when the API census holding it is freed, so
+/// that requests waiting for room ([`MAX_API_CENSUSES`]) get their census.
+/// It holds no strong sender: it never keeps the job queue open.
+pub struct Release(mpsc::WeakSender<Job>);
+
+impl Release {
+    pub fn new(wake: mpsc::WeakSender<Job>) -> Release {
+        Release(wake)
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        // A full queue wakes the collector thread anyway; the thread counts
+        // the alive censuses itself, this is only a wake-up.
+        if let Some(tx) = self.0.upgrade() {
+            let _ = tx.try_send(Job::Released);
+        }
+    }
+}
+
+/// API requests waiting for room for a new census, each until its
+/// deadline.
+#[derive(Default)]
+pub struct Deferred {
+    waiting: Vec<(Instant, MapsRequest)>,
+}
+
+impl Deferred {
+    /// `r` waits from `now`, at most [`CENSUS_ROOM_WAIT`].
+    pub fn push(&mut self, now: Instant, r: MapsRequest) {
+        self.waiting.push((now + CENSUS_ROOM_WAIT, r));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// The earliest deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.waiting.iter().map(|(t, _)| *t).min()
+    }
+
+    /// Answer the requests past their deadline at `now` with why there is
+    /// no census, and forget those whose client is gone; returns how many
+    /// were turned away.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        let mut kept = Vec::with_capacity(self.waiting.len());
+        for (until, r) in self.waiting.drain(..) {
+            if r.reply.is_closed() {
+                continue;
+            }
+            if until > now {
+                kept.push((until, r));
+                continue;
+            }
+            expired += 1;
+            let _ = r.reply.send(Err(format!(
+                "every JSON API census this exporter may hold at once ({MAX_API_CENSUSES}) is still being written to other clients after {} s; retry",
+                CENSUS_ROOM_WAIT.as_secs()
+            )));
+        }
+        self.waiting = kept;
+        expired
+    }
+
+    /// Every waiting request, to be answered from the next census.
+    pub fn take(&mut self) -> impl Iterator<Item = MapsRequest> + '_ {
+        self.waiting.drain(..).map(|(_, r)| r)
+    }
 }
 
 /// Freshness, the invariant of every census a JSON API request is
@@ -413,10 +530,11 @@ pub fn serves(census_started: Instant, request_arrived: Instant) -> bool {
 }
 
 /// The JSON API's shared census: the newest one taken with holder
-/// identities, kept (one `Arc`, never copied) while some API request is
-/// pending, so that requests waiting for the API gate are answered from
-/// it instead of each taking its own. Dropped when no request is pending:
-/// an idle exporter holds no API census.
+/// identities, kept (one `Arc`, never copied) while some pending API
+/// request arrived before it started, so that requests waiting for the API
+/// gate are answered from it instead of each taking its own. Dropped when
+/// no pending request is served by it: an idle exporter holds no API
+/// census, and requests that need a newer one never keep it alive.
 #[derive(Default)]
 pub struct SharedMaps {
     inner: Mutex<SharedInner>,
@@ -424,8 +542,9 @@ pub struct SharedMaps {
 
 #[derive(Default)]
 struct SharedInner {
-    /// Requests that arrived and hold no census yet ([`Pending`]).
-    pending: usize,
+    /// Requests that arrived and hold no census yet ([`Pending`]), by
+    /// arrival.
+    pending: std::collections::BTreeMap<Instant, usize>,
     latest: Option<Arc<crate::api::MapsData>>,
 }
 
@@ -443,11 +562,12 @@ impl SharedMaps {
 
     /// A request arrives now.
     pub fn arrive(self: &Arc<Self>) -> Pending {
-        // The count first: `since` is then no earlier than the moment the
-        // shared census is kept for this request.
-        self.lock().pending += 1;
+        let mut g = self.lock();
+        // Under the lock: a census offered from now on counts this request.
+        let since = Instant::now();
+        *g.pending.entry(since).or_default() += 1;
         Pending {
-            since: Instant::now(),
+            since,
             shared: self.clone(),
         }
     }
@@ -461,12 +581,14 @@ impl SharedMaps {
             .cloned()
     }
 
-    /// Keep `data` as the shared census if it is newer and some request is
-    /// pending. The census it replaces is freed by its last reader.
+    /// Keep `data` as the shared census if it is newer and serves some
+    /// pending request. The census it replaces is freed by its last reader.
     fn offer(&self, data: &Arc<crate::api::MapsData>) {
         let old = {
             let mut g = self.lock();
-            if g.pending == 0 || g.latest.as_ref().is_some_and(|l| l.started >= data.started) {
+            if !g.serves_pending(data)
+                || g.latest.as_ref().is_some_and(|l| l.started >= data.started)
+            {
                 return;
             }
             g.latest.replace(data.clone())
@@ -478,6 +600,18 @@ impl SharedMaps {
     #[cfg(any(test, feature = "testing"))]
     pub fn holds(&self) -> bool {
         self.lock().latest.is_some()
+    }
+}
+
+impl SharedInner {
+    /// Whether `data` serves some pending request: the census is kept only
+    /// for those, never for requests that need a newer one (which could
+    /// otherwise wait for room while keeping it alive).
+    fn serves_pending(&self, data: &crate::api::MapsData) -> bool {
+        self.pending
+            .keys()
+            .next()
+            .is_some_and(|&first| serves(data.started, first))
     }
 }
 
@@ -497,8 +631,14 @@ impl Drop for Pending {
     fn drop(&mut self) {
         let last = {
             let mut g = self.shared.lock();
-            g.pending -= 1;
-            if g.pending == 0 {
+            if let std::collections::btree_map::Entry::Occupied(mut e) = g.pending.entry(self.since)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            if g.latest.as_ref().is_some_and(|d| !g.serves_pending(d)) {
                 g.latest.take()
             } else {
                 None
@@ -518,6 +658,9 @@ impl Drop for Pending {
 pub enum Job {
     Metrics(ScrapeRequest),
     Maps(MapsRequest),
+    /// An API census was freed ([`Release`]): requests waiting for room
+    /// may get theirs.
+    Released,
 }
 
 /// The collector thread and the hop to it: it owns the [`Exporter`] (BPF
@@ -528,7 +671,9 @@ pub enum Job {
 /// (two when some arrive while one runs). API requests are answered only
 /// from a census that [`serves`] them: the shared one ([`SharedMaps`]) when
 /// it does, without a census; scrapes that arrive while a census runs
-/// share it.
+/// share it. At most [`MAX_API_CENSUSES`] API censuses are alive at once:
+/// API requests that need another wait (scrapes go on meanwhile) until one
+/// is freed, at most [`CENSUS_ROOM_WAIT`].
 pub struct ScrapeService {
     thread: std::thread::JoinHandle<()>,
     health: Arc<Health>,
@@ -599,9 +744,24 @@ impl ScrapeService {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let h = health.clone();
         let shared = maps.clone();
+        let wake = tx.downgrade();
         let thread = std::thread::Builder::new()
             .name("collector".into())
             .spawn(move || {
+                // Only to wait for a job with a deadline (requests waiting
+                // for room for an API census); the thread runs nothing on it.
+                let timer = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx
+                            .send(Err(anyhow::Error::from(e)
+                                .context("collector thread: building its timer")));
+                        return;
+                    }
+                };
                 let mut ex = match Exporter::new(&opts) {
                     Ok(ex) => {
                         crate::sys::trim_c_heap();
@@ -621,19 +781,36 @@ impl ScrapeService {
                         crate::census::PID_NAMESPACE_ERROR
                     );
                 }
+                let mut api = Collecting {
+                    censuses: ApiCensuses::default(),
+                    deferred: Deferred::default(),
+                    wake,
+                };
                 let mut carried = Vec::new();
                 loop {
                     let mut batch = std::mem::take(&mut carried);
-                    if batch.is_empty() {
-                        match rx.blocking_recv() {
-                            Some(r) => batch.push(r),
-                            None => break,
+                    api.deferred.expire(Instant::now());
+                    let ready = !api.deferred.is_empty() && api.censuses.room();
+                    if batch.is_empty() && !ready {
+                        let job = match api.deferred.next_deadline() {
+                            None => rx.blocking_recv().ok_or(()),
+                            // At the deadline, a wake-up: the loop turns
+                            // the requests past it away.
+                            Some(until) => timer.block_on(async {
+                                tokio::time::timeout_at(until.into(), rx.recv())
+                                    .await
+                                    .map_or(Ok(Job::Released), |j| j.ok_or(()))
+                            }),
+                        };
+                        match job {
+                            Ok(r) => batch.push(r),
+                            Err(()) => break,
                         }
                     }
                     while let Ok(r) = rx.try_recv() {
                         batch.push(r);
                     }
-                    carried = answer(&mut ex, batch, &mut rx, &h, &shared);
+                    carried = answer(&mut ex, batch, &mut rx, &h, &shared, &mut api);
                 }
                 h.set_running(false);
             })?;
@@ -666,30 +843,52 @@ impl ScrapeService {
     }
 }
 
+/// The collector thread's JSON API state: the censuses it handed out, the
+/// requests waiting for room for a new one, and how a freed census wakes
+/// the thread.
+struct Collecting {
+    censuses: ApiCensuses,
+    deferred: Deferred,
+    wake: mpsc::WeakSender<Job>,
+}
+
 /// Answer a batch of requests from one scrape, encoding each wanted format
 /// once. Scrape requests that arrived while the scrape ran share it too
 /// (the data is at most one scrape's duration older than such a request);
 /// API requests share it only when it [`serves`] them, and the shared
 /// census answers those it serves without a scrape. API requests get the
-/// snapshot after every scrape request was answered.
+/// snapshot after every scrape request was answered. API requests that
+/// need a new census while [`MAX_API_CENSUSES`] are alive wait (in
+/// `api.deferred`) for one to be released; scrapes do not wait for them.
 fn answer(
     ex: &mut Exporter,
     batch: Vec<Job>,
     rx: &mut mpsc::Receiver<Job>,
     health: &Health,
     shared: &SharedMaps,
+    api: &mut Collecting,
 ) -> Vec<Job> {
     let mut scrapes: Vec<ScrapeRequest> = Vec::new();
     let mut maps: Vec<MapsRequest> = Vec::new();
     for j in batch {
         match j {
             Job::Metrics(r) => scrapes.push(r),
+            Job::Maps(r) if r.reply.is_closed() => {}
             Job::Maps(r) => match shared.fresh(r.since) {
                 Some(d) => {
-                    let _ = r.reply.send(d);
+                    let _ = r.reply.send(Ok(d));
                 }
                 None => maps.push(r),
             },
+            Job::Released => {}
+        }
+    }
+    if api.censuses.room() {
+        maps.extend(api.deferred.take());
+    } else {
+        let now = Instant::now();
+        for r in maps.drain(..) {
+            api.deferred.push(now, r);
         }
     }
     if scrapes.is_empty() && maps.is_empty() {
@@ -734,6 +933,7 @@ fn answer(
                 scrapes.push(r);
             }
             Job::Maps(r) if want_maps && serves(started, r.since) => maps.push(r),
+            Job::Released => {}
             other => next.push(other),
         }
     }
@@ -767,12 +967,15 @@ fn answer(
         let _ = r.reply.send(body);
     }
     if want_maps {
-        let data = Arc::new(ex.maps_data(scrape.snapshot, &scrape.report, started));
+        let mut data = ex.maps_data(scrape.snapshot, &scrape.report, started);
+        data.release = Some(Release::new(api.wake.clone()));
+        let data = Arc::new(data);
+        api.censuses.issue(&data);
         // Shared before any request holds it: a request that gets an API
         // slot once another's answer is written finds it.
         shared.offer(&data);
         for r in maps {
-            let _ = r.reply.send(data.clone());
+            let _ = r.reply.send(Ok(data.clone()));
         }
     }
     next
@@ -801,9 +1004,13 @@ fn encode_filtered(
 
 #[cfg(test)]
 mod tests {
-    use super::{serves, Health, SharedMaps};
+    use super::{
+        serves, ApiCensuses, Deferred, Health, Job, MapsRequest, Release, SharedMaps,
+        CENSUS_ROOM_WAIT, MAX_API_CENSUSES,
+    };
     use std::sync::Arc;
     use std::time::{Duration, Instant};
+    use tokio::sync::{mpsc, oneshot};
 
     fn census_at(started: Instant) -> Arc<crate::api::MapsData> {
         Arc::new(crate::api::MapsData {
@@ -813,6 +1020,7 @@ mod tests {
             failed: Vec::new(),
             processes: Err("none".into()),
             attributor: Arc::new(crate::k8s::NoAttribution),
+            release: None,
         })
     }
 
@@ -860,6 +1068,94 @@ mod tests {
         drop(late);
         assert!(!shared.holds());
         assert_eq!(Arc::strong_count(&second), 1);
+    }
+
+    #[test]
+    fn the_shared_census_is_not_kept_for_requests_that_need_a_newer_one() {
+        let shared = Arc::new(SharedMaps::default());
+        let early = shared.arrive();
+        std::thread::sleep(Duration::from_millis(2));
+        let census = census_at(Instant::now());
+        shared.offer(&census);
+        std::thread::sleep(Duration::from_millis(2));
+        let late = shared.arrive();
+        assert!(shared.holds(), "it serves `early`");
+        drop(early);
+        assert!(!shared.holds(), "`late` needs a newer one");
+        assert_eq!(Arc::strong_count(&census), 1);
+        // Nor is one offered that serves no pending request.
+        shared.offer(&census_at(late.since() - Duration::from_millis(1)));
+        assert!(!shared.holds());
+        shared.offer(&census_at(late.since()));
+        assert!(shared.holds());
+        drop(late);
+        assert!(!shared.holds());
+    }
+
+    #[test]
+    fn no_api_census_is_taken_while_the_bound_is_alive_and_a_freed_one_wakes_the_thread() {
+        let (tx, mut rx) = mpsc::channel::<Job>(4);
+        let mut issued = ApiCensuses::default();
+        let mut held = Vec::new();
+        for i in 0..MAX_API_CENSUSES {
+            assert!(issued.room(), "{i} alive of {MAX_API_CENSUSES}");
+            let mut d = Arc::try_unwrap(census_at(Instant::now())).ok().unwrap();
+            d.release = Some(Release::new(tx.downgrade()));
+            let d = Arc::new(d);
+            issued.issue(&d);
+            held.push(d);
+        }
+        assert_eq!(issued.alive(), MAX_API_CENSUSES);
+        assert!(!issued.room(), "the bound is alive");
+        // A second holder of the oldest: still alive when one lets go.
+        let oldest = held.remove(0);
+        let writer = oldest.clone();
+        drop(oldest);
+        assert!(!issued.room());
+        assert!(rx.try_recv().is_err(), "nothing was freed");
+        drop(writer);
+        assert_eq!(issued.alive(), MAX_API_CENSUSES - 1);
+        assert!(issued.room());
+        assert!(matches!(rx.try_recv(), Ok(Job::Released)), "the wake-up");
+        // The wake-up never keeps the queue open.
+        drop(tx);
+        drop(held);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(issued.alive(), 0);
+    }
+
+    #[test]
+    fn a_request_waits_for_room_at_most_the_bound_then_is_told_why() {
+        let t = Instant::now();
+        let mut d = Deferred::default();
+        let request = || {
+            let (tx, rx) = oneshot::channel();
+            (
+                MapsRequest {
+                    since: t,
+                    reply: tx,
+                },
+                rx,
+            )
+        };
+        let (a, mut a_rx) = request();
+        let (b, mut b_rx) = request();
+        let (gone, gone_rx) = request();
+        d.push(t, a);
+        d.push(t + Duration::from_secs(1), b);
+        d.push(t, gone);
+        drop(gone_rx);
+        assert_eq!(d.next_deadline(), Some(t + CENSUS_ROOM_WAIT));
+        assert_eq!(d.expire(t + CENSUS_ROOM_WAIT - Duration::from_millis(1)), 0);
+        assert!(a_rx.try_recv().is_err(), "still waiting");
+        // `a` waited the bound: answered with why; `gone` is forgotten.
+        assert_eq!(d.expire(t + CENSUS_ROOM_WAIT), 1);
+        let why = a_rx.try_recv().unwrap().err().unwrap();
+        assert!(why.contains("still being written"), "{why}");
+        assert!(b_rx.try_recv().is_err());
+        let rest: Vec<MapsRequest> = d.take().collect();
+        assert_eq!(rest.len(), 1, "b alone is left");
+        assert!(d.is_empty() && d.next_deadline().is_none());
     }
 
     #[test]

@@ -695,6 +695,79 @@ fn api_requests_share_one_census_never_one_from_before_they_arrived() {
     drop((m, m2, s));
 }
 
+/// The answer on `c`, read on a thread, with when its first byte came.
+fn timed(c: TcpStream) -> std::thread::JoinHandle<(Instant, Resp)> {
+    std::thread::spawn(move || {
+        c.peek(&mut [0u8; 1]).unwrap();
+        let at = Instant::now();
+        (at, read_response(c).unwrap())
+    })
+}
+
+#[test]
+fn api_censuses_alive_at_once_are_bounded_and_answers_stay_fresh() {
+    require_root();
+    ensure_bpffs();
+    // Every JSON API response holds its census this long after its
+    // headers, before its body is written.
+    const HOLD: Duration = Duration::from_secs(3);
+    // Between a response's headers being sent and its client reading them.
+    const SLACK: Duration = Duration::from_millis(250);
+    let mut cmd = Command::new(BIN);
+    cmd.env(
+        "BPFMAP_TEST_API_WRITE_DELAY_MS",
+        HOLD.as_millis().to_string(),
+    );
+    let mut s = Exporter::spawn(cmd, &["--no-collector.lifecycle"]);
+    s.wait_until(
+        "healthy",
+        Duration::from_secs(90),
+        |port| matches!(try_request(port, "GET", "/healthz", None), Ok(r) if r.code == 200),
+    );
+    let port = s.port;
+    let scrapes = || counter(&get(port, "/metrics").text(), "bpfmap_scrapes_total");
+    let before = scrapes();
+    // The first request's census, held HOLD by its response.
+    let first = timed(send(port, "/api/v1/maps?limit=1"));
+    std::thread::sleep(Duration::from_millis(500));
+    // The second, for a map created after that census began, needs a new
+    // census: it is taken only once the first one is freed (one API
+    // census alive at once), and it is fresh.
+    let m = map(MapType::Hash, "t_api_bound", 4, 4, 1, 0);
+    let id = id_of(&m);
+    let second = timed(send(port, &format!("/api/v1/maps/{id}")));
+    // Scrapes do not wait for it.
+    let t = Instant::now();
+    let r = get(port, "/metrics");
+    assert_eq!(r.code, 200);
+    let scrape_took = t.elapsed();
+    let (h1, r1) = first.join().unwrap();
+    let (h2, r2) = second.join().unwrap();
+    for (r, what) in [(&r1, "first"), (&r2, "second")] {
+        assert_eq!(r.code, 200, "{what}: {}", r.text());
+    }
+    assert!(
+        h2 + SLACK >= h1 + HOLD,
+        "a second census was taken while the first was alive: answered {:?} after the first, which holds its census {HOLD:?}",
+        h2 - h1
+    );
+    assert!(
+        scrape_took + SLACK < HOLD,
+        "a scrape waited for the API census: {scrape_took:?}"
+    );
+    assert_eq!(
+        r2.json()["maps"][0]["id"],
+        json!(id),
+        "the census of the request that waited is fresh"
+    );
+    assert_eq!(
+        scrapes() - before,
+        4.0,
+        "two API censuses, the scrape meanwhile and the last scrape"
+    );
+    drop((m, s));
+}
+
 #[test]
 fn api_errors_methods_head_auth_and_single_flight() {
     require_root();

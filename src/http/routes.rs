@@ -258,10 +258,19 @@ async fn api(
             {
                 return fail(gone());
             }
-            let Ok(data) = rx.await else {
-                return fail(gone());
-            };
-            data
+            match rx.await {
+                Ok(Ok(data)) => data,
+                Ok(Err(message)) => {
+                    let mut r = fail(crate::api::ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        message: format!("{message} after {RETRY_AFTER_SECS} s"),
+                    });
+                    r.headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                    return r;
+                }
+                Err(_) => return fail(gone()),
+            }
         }
     };
     // It holds its census: it no longer keeps the shared one alive.
@@ -283,6 +292,8 @@ async fn api(
         if head_tx.send(Ok(())).is_err() || head {
             return;
         }
+        #[cfg(feature = "testing")]
+        std::thread::sleep(test_write_delay());
         let mut w = ChannelWriter {
             tx: body_tx,
             buf: Vec::with_capacity(CHUNK),
@@ -309,6 +320,22 @@ async fn api(
             message: "building the document failed (the log names the cause)".into(),
         }),
     }
+}
+
+/// Tests only: how long a JSON API response holds its census, after its
+/// headers, before its body is written (`BPFMAP_TEST_API_WRITE_DELAY_MS`),
+/// so that tests can keep censuses alive.
+#[cfg(feature = "testing")]
+fn test_write_delay() -> std::time::Duration {
+    static DELAY: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::time::Duration::from_millis(
+            std::env::var("BPFMAP_TEST_API_WRITE_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )
+    })
 }
 
 /// Seconds a client told to come back (503) should wait.
