@@ -1699,10 +1699,7 @@ fn xdp_filter_killed_mid_load_leaves_only_explained_objects() {
     // Kill points: None = at the first pinned file; Some(ms) = after a
     // share of the full load's duration (past it, the load is complete).
     let points: Vec<Option<u64>> = std::iter::once(None)
-        .chain(
-            [0u128, 2, 10, 25, 50, 75, 90, 150]
-                .map(|pct| Some((full.as_millis() * pct / 100) as u64)),
-        )
+        .chain([0u128, 10, 40, 80, 150].map(|pct| Some((full.as_millis() * pct / 100) as u64)))
         .collect();
     let first_pin_within = full.mul_f64(3.0).max(std::time::Duration::from_secs(10));
     let mut states = std::collections::BTreeSet::new();

@@ -6,7 +6,7 @@
 # guests see the host's root file system and run the binaries built here.
 #   scripts/vm/matrix.sh [host|5.10|6.1|6.12 ...]   default: host + every pinned kernel
 # Env:
-#   BPFMAP_VM_TIMEOUT       seconds per guest, boot to power-off (default 900)
+#   BPFMAP_VM_TIMEOUT       seconds per guest, boot to power-off (default 1500)
 #   BPFMAP_VM_TEST_TIMEOUT  seconds per test binary inside a guest (default 300)
 #   BPFMAP_VM_CHURN         BPFMAP_CHURN inside guests (default 5000)
 #   BPFMAP_VM_TCG_THREAD    qemu's TCG threading, single or multi (default single)
@@ -19,7 +19,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-vm_timeout=${BPFMAP_VM_TIMEOUT:-900}
+vm_timeout=${BPFMAP_VM_TIMEOUT:-1500}
 churn=${BPFMAP_VM_CHURN:-5000}
 tcg_thread=${BPFMAP_VM_TCG_THREAD:-single}
 inject=${BPFMAP_MATRIX_INJECT_FAILURE:-}
