@@ -50,9 +50,9 @@ pub struct MapsData {
     /// The lifecycle collector's creators, or why there are none.
     pub processes: Result<CreatorProcesses, String>,
     pub attributor: Arc<dyn Attributor>,
-    /// Wakes the collector thread when this census is freed (see
-    /// `exporter::MAX_API_CENSUSES`).
-    pub release: Option<crate::exporter::Release>,
+    /// Dropped with this census: the collector thread's wake-up when an
+    /// API census is freed (see `exporter::MAX_API_CENSUSES`).
+    pub release: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Which maps a request selects.

@@ -968,7 +968,7 @@ fn answer(
     }
     if want_maps {
         let mut data = ex.maps_data(scrape.snapshot, &scrape.report, started);
-        data.release = Some(Release::new(api.wake.clone()));
+        data.release = Some(Box::new(Release::new(api.wake.clone())));
         let data = Arc::new(data);
         api.censuses.issue(&data);
         // Shared before any request holds it: a request that gets an API
@@ -1100,7 +1100,7 @@ mod tests {
         for i in 0..MAX_API_CENSUSES {
             assert!(issued.room(), "{i} alive of {MAX_API_CENSUSES}");
             let mut d = Arc::try_unwrap(census_at(Instant::now())).ok().unwrap();
-            d.release = Some(Release::new(tx.downgrade()));
+            d.release = Some(Box::new(Release::new(tx.downgrade())));
             let d = Arc::new(d);
             issued.issue(&d);
             held.push(d);
