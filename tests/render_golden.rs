@@ -125,7 +125,7 @@ fn snapshot() -> Snapshot {
             .into_iter()
             .collect(),
     };
-    let memory: bpfmap_exporter::census::IdMap<u64> = [
+    let memory: bpfmap_exporter::census::ById<u64> = [
         (10, 1_114_112),
         (11, 4096),
         (12, 320),

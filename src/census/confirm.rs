@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::holders::Holders;
 use super::programs::ProgHolders;
-use super::{Census, IdMap, Snapshot};
+use super::{ById, Census, IdMap, Snapshot};
 use crate::bpf::census::{MapRecord, ProgRecord};
 
 impl Census {
@@ -110,7 +110,7 @@ impl Settles for ProgHolders {
 fn settle<R: Refcounted, H: Settles>(
     delay: Duration,
     records: &[R],
-    holders: &mut IdMap<H>,
+    holders: &mut ById<H>,
     mut reread: impl FnMut() -> Option<anyhow::Result<Vec<R>>>,
 ) -> anyhow::Result<IdMap<i64>> {
     let first: IdMap<i64> = records

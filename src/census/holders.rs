@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
 
-use super::IdMap;
+use super::ById;
 use crate::bpf::census::{FileRecord, MapRecord};
 
 /// What explains a reference: the `kind` label of `bpfmap_map_holders`.
@@ -196,7 +196,7 @@ pub struct Observed {
 }
 
 /// Per-map holder counts for every map in `maps`.
-pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
+pub fn compute(maps: &[MapRecord], obs: &Observed) -> ById<Holders> {
     // Every map starts at 0 for each kind whose part ran, unknown otherwise.
     let mmaps_known = obs.files.is_some() && obs.vmas.is_some();
     let known = |k: HolderKind| match k {
@@ -217,8 +217,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         settled: 0,
         inferred_pins: 0,
     };
-    let mut out = IdMap::with_capacity_and_hasher(maps.len(), Default::default());
-    out.extend(maps.iter().map(|m| (m.id, zero.clone())));
+    let mut out: ById<Holders> = maps.iter().map(|m| (m.id, zero.clone())).collect();
     let mut add = |kind: HolderKind, id: u32| {
         // Holders of maps outside the census (freed meanwhile, or the
         // exporter's own) are not counted.

@@ -1,5 +1,5 @@
 //! Per-map memory from fdinfo `memlock:`, cached by map id.
-use super::{bpffs, fdinfo, names, Census, IdMap, MapRecord};
+use super::{bpffs, fdinfo, names, ById, Census, IdMap, MapRecord};
 use crate::sys;
 
 /// A map's memory as last read, and the element count it was read at.
@@ -18,7 +18,7 @@ impl Census {
         &mut self,
         maps: impl Iterator<Item = &'a MapRecord>,
         inv: Option<&bpffs::Inventory>,
-    ) -> IdMap<u64> {
+    ) -> ById<u64> {
         let pinned: IdMap<u64> = inv
             .map(|i| {
                 i.pins
@@ -29,7 +29,7 @@ impl Census {
                     .collect()
             })
             .unwrap_or_default();
-        let mut out = IdMap::with_capacity_and_hasher(maps.size_hint().0, Default::default());
+        let mut out = Vec::with_capacity(maps.size_hint().0);
         for m in maps {
             let dynamic = names::memory_follows_elements(m.map_type, m.map_flags);
             let fresh = match self.mem_cache.get(&m.id) {
@@ -55,8 +55,9 @@ impl Census {
                     b
                 }
             };
-            out.insert(m.id, bytes);
+            out.push((m.id, bytes));
         }
+        let out: ById<u64> = out.into_iter().collect();
         // Forget maps that left the census (every live map is in `out`).
         self.mem_cache.retain(|id, _| out.contains_key(id));
         out

@@ -32,7 +32,7 @@ pub use crate::bpf::census::{
     RingFd, RingObject, UringRecord,
 };
 pub use holders::{Holders, ProcessHolder};
-pub use model::{CensusOpts, IdMap, Parts, Snapshot};
+pub use model::{ById, CensusOpts, IdMap, Parts, Snapshot};
 
 use crate::bpf::census::{self as progs, Programs};
 use crate::registry::{measure, Report};

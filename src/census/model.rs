@@ -13,6 +13,108 @@ use super::{
 /// big nodes and SipHash dominated the holder arithmetic there.
 pub type IdMap<V> = HashMap<u32, V, rustc_hash::FxBuildHasher>;
 
+/// Object id -> value in one array sorted by id: a scrape's per-object
+/// holder tables are built in id order (the kernel's iterators walk ids in
+/// order) and read by id with a binary search, without a hash table's empty
+/// buckets or scattered writes into fresh memory. Inserting out of order
+/// shifts the array: for tables built once per scrape, not for caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ById<V> {
+    entries: Vec<(u32, V)>,
+}
+
+impl<V> Default for ById<V> {
+    fn default() -> Self {
+        ById {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<V> ById<V> {
+    fn find(&self, id: u32) -> Result<usize, usize> {
+        self.entries.binary_search_by_key(&id, |e| e.0)
+    }
+
+    pub fn get(&self, id: &u32) -> Option<&V> {
+        self.find(*id).ok().map(|i| &self.entries[i].1)
+    }
+
+    pub fn get_mut(&mut self, id: &u32) -> Option<&mut V> {
+        self.find(*id).ok().map(|i| &mut self.entries[i].1)
+    }
+
+    pub fn contains_key(&self, id: &u32) -> bool {
+        self.find(*id).is_ok()
+    }
+
+    /// Set `id`'s value, returning the one it replaces.
+    pub fn insert(&mut self, id: u32, v: V) -> Option<V> {
+        if self.entries.last().is_none_or(|e| e.0 < id) {
+            self.entries.push((id, v));
+            return None;
+        }
+        match self.find(id) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, v)),
+            Err(i) => {
+                self.entries.insert(i, (id, v));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &u32) -> Option<V> {
+        self.find(*id).ok().map(|i| self.entries.remove(i).1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Values in id order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|e| &e.1)
+    }
+
+    /// (id, value) in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &V)> {
+        self.entries.iter().map(|e| (&e.0, &e.1))
+    }
+}
+
+impl<V> FromIterator<(u32, V)> for ById<V> {
+    /// As a map would: a repeated id keeps its last value.
+    fn from_iter<I: IntoIterator<Item = (u32, V)>>(iter: I) -> Self {
+        let mut entries: Vec<(u32, V)> = iter.into_iter().collect();
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            entries.reverse();
+            entries.sort_by_key(|e| e.0);
+            entries.dedup_by_key(|e| e.0);
+        }
+        ById { entries }
+    }
+}
+
+impl<V> std::ops::Index<&u32> for ById<V> {
+    type Output = V;
+    fn index(&self, id: &u32) -> &V {
+        self.get(id).expect("no entry for this id")
+    }
+}
+
+impl<'a, V> IntoIterator for &'a ById<V> {
+    type Item = (&'a u32, &'a V);
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, (u32, V)>, fn(&'a (u32, V)) -> (&'a u32, &'a V)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|e| (&e.0, &e.1))
+    }
+}
+
 /// Which census collectors run (registry names with stage `Census`).
 #[derive(Debug, Clone)]
 pub struct Parts {
@@ -97,9 +199,9 @@ pub struct Snapshot {
     /// The exporter's own maps (reported apart, never as the node's).
     pub own: Vec<MapRecord>,
     /// Map id -> bytes, as fdinfo `memlock:` reports it.
-    pub memory: IdMap<u64>,
+    pub memory: ById<u64>,
     /// Map id -> holders by kind.
-    pub holders: IdMap<Holders>,
+    pub holders: ById<Holders>,
     /// Processes holding map files (fd tables and mmaps).
     pub processes: Vec<ProcessHolder>,
     /// bpffs inventory, when the pins part ran.
@@ -139,7 +241,7 @@ pub struct Snapshot {
     /// The exporter's own programs (reported apart, never as the node's).
     pub own_programs: Vec<ProgRecord>,
     /// Program id -> holders by kind.
-    pub prog_holders: IdMap<ProgHolders>,
+    pub prog_holders: ById<ProgHolders>,
     /// Each program holder source and whether it was complete this scrape
     /// (sources this build cannot read are listed as incomplete).
     pub prog_sources: Vec<(&'static str, bool)>,

@@ -21,7 +21,7 @@
 //!   (zero) is published.
 use std::collections::{BTreeMap, HashSet};
 
-use super::IdMap;
+use super::{ById, IdMap};
 use crate::bpf::census::{ObjectFile, ObjectKind, ProgRecord};
 
 /// What explains a program reference: the `kind` label of
@@ -352,13 +352,13 @@ impl Observed {
 }
 
 /// Per-program holder counts for every program in `progs`.
-pub fn holders(progs: &[ProgRecord], obs: &Observed) -> IdMap<ProgHolders> {
+pub fn holders(progs: &[ProgRecord], obs: &Observed) -> ById<ProgHolders> {
     let zero = ProgHolders {
         counts: ProgHolderKind::ALL.map(|k| obs.known(k).then_some(0)),
         ..Default::default()
     };
     let base_exact = ProgHolderKind::BASE.iter().all(|&k| obs.complete(k));
-    let mut out: IdMap<ProgHolders> = progs
+    let mut out: ById<ProgHolders> = progs
         .iter()
         .map(|p| {
             let (kinds, unread) = attach_kinds(p.prog_type);

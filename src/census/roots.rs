@@ -25,7 +25,7 @@ use super::bpffs::Pin;
 use super::fdinfo::ObjKind;
 use super::inflight::InflightFile;
 use super::programs::{AttachedBy, Attachment, ProgHolders};
-use super::{FileRecord, Holders, IdMap, MapRecord, ObjectFile, ObjectKind, ProgRecord};
+use super::{ById, FileRecord, Holders, MapRecord, ObjectFile, ObjectKind, ProgRecord};
 use crate::bpf::census::LinkRecord;
 
 /// A BPF object of the graph.
@@ -253,7 +253,7 @@ impl Graph {
 /// `unknown` (or, where exact, `unexplained`) references.
 pub(crate) struct GraphInput<'a> {
     pub maps: &'a [MapRecord],
-    pub map_holders: &'a IdMap<Holders>,
+    pub map_holders: &'a ById<Holders>,
     /// Map files in fd tables, and behind vmas.
     pub files: Option<&'a [FileRecord]>,
     pub vmas: Option<&'a [FileRecord]>,
@@ -262,7 +262,7 @@ pub(crate) struct GraphInput<'a> {
     /// BPF object files in io_uring tables, by the tasks holding the rings.
     pub io_uring: &'a [super::UringRecord],
     pub programs: Option<&'a [ProgRecord]>,
-    pub prog_holders: &'a IdMap<ProgHolders>,
+    pub prog_holders: &'a ById<ProgHolders>,
     /// Program references held by attachments, programs and tracing links.
     pub attachments: &'a [Attachment],
     /// Program and link files in fd tables.
@@ -468,7 +468,7 @@ pub struct Summary {
 pub(crate) fn summarize(
     g: &Graph,
     maps: &[MapRecord],
-    memory: &IdMap<u64>,
+    memory: &ById<u64>,
     programs: Option<&[ProgRecord]>,
 ) -> Summary {
     let mut s = Summary::default();
@@ -592,7 +592,7 @@ mod tests {
                 ..map_record(id)
             })
             .collect();
-        let memory: IdMap<u64> = (1..=4).map(|id| (id, 100 * id as u64)).collect();
+        let memory: ById<u64> = (1..=4).map(|id| (id, 100 * id as u64)).collect();
         let prog = crate::bpf::census::ProgRecord {
             prog_ptr: 0,
             refcnt: 1,
@@ -647,7 +647,7 @@ mod tests {
                 target: "eth0".into(),
             },
         ];
-        let holders = IdMap::default();
+        let holders = ById::default();
         let progs = [xdp, filter];
         let g = build(&GraphInput {
             maps: &maps,
@@ -658,7 +658,7 @@ mod tests {
             inflight: &[],
             io_uring: &[],
             programs: Some(&progs),
-            prog_holders: &IdMap::default(),
+            prog_holders: &ById::default(),
             attachments: &attachments,
             object_files: None,
             links: None,

@@ -37,7 +37,7 @@ enum Keep {
 /// order) and how many were left out as (budget, cap).
 fn select(
     progs: &[ProgRecord],
-    holders: &crate::census::IdMap<ProgHolders>,
+    holders: &crate::census::ById<ProgHolders>,
     orphaned: &rustc_hash::FxHashSet<u32>,
     opts: &RenderOpts,
 ) -> (Vec<usize>, usize, usize) {
