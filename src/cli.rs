@@ -170,6 +170,14 @@ pub struct Cli {
     #[arg(long = "k8s.max-pods", default_value_t = 1000)]
     pub k8s_max_pods: usize,
 
+    /// Keep names for the user stacks of origins (--collector.origins): --collector.origins.symbolize=false keeps only build id and file offset per frame, for nodes where reading other processes' binaries is not allowed.
+    #[arg(long = "collector.origins.symbolize", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub origins_symbolize: bool,
+
+    /// Origin records (one bpf() call and its user stack; identical stacks are stored once) kept at most; the oldest are evicted first (bpfmap_origin_store_evictions_total).
+    #[arg(long = "collector.origins.max-stacks", default_value_t = crate::origins::DEFAULT_MAX_RECORDS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub origins_max_stacks: usize,
+
     /// Enable a collector (all are on by default): --collector.<name>. Repeatable.
     #[arg(long = "collector", value_name = "NAME", hide = true)]
     pub enable: Vec<String>,
@@ -216,6 +224,10 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
         ))
     }
 }
+
+/// The lifecycle collector's stack capture, toggled as a collector is
+/// (`--collector.origins` / `--no-collector.origins`), on by default.
+const ORIGINS: &str = "origins";
 
 /// Rewrite `--collector.NAME` / `--no-collector.NAME` into `--collector NAME` /
 /// `--no-collector NAME` so clap can parse them, keeping `--collector.maps.*`
@@ -309,6 +321,12 @@ impl Cli {
                 census: on("maps"),
                 memcg_attribution: self.k8s_attribution,
                 cgroup_root: self.creators_cgroup_root.clone(),
+                origins: crate::origins::OriginsConfig {
+                    enabled: self.collector_enabled(ORIGINS),
+                    symbolize: self.origins_symbolize,
+                    max_records: self.origins_max_stacks,
+                    ..Default::default()
+                },
                 #[cfg(feature = "testing")]
                 knobs: crate::lifecycle::TestKnobs {
                     // The start-up tests make the kernel run out of memory with it.
@@ -336,7 +354,7 @@ impl Cli {
     pub fn collector_enabled(&self, name: &str) -> bool {
         let default = crate::registry::spec(name)
             .map(|s| s.default_on)
-            .unwrap_or(false);
+            .unwrap_or(name == ORIGINS);
         if self.disable.iter().any(|n| n == name) {
             return false;
         }
@@ -345,7 +363,7 @@ impl Cli {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         for n in self.enable.iter().chain(self.disable.iter()) {
-            if crate::registry::spec(n).is_none() {
+            if crate::registry::spec(n).is_none() && n != ORIGINS {
                 let names: Vec<_> = crate::registry::REGISTRY.iter().map(|s| s.name).collect();
                 anyhow::bail!(
                     "unknown collector {n:?}: valid names are {}",
