@@ -649,7 +649,9 @@ static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, 
 	if (origins_build_id)
 		r->bids_len = bpf_get_stack(ctx_of_origin, r->bids, sizeof(r->bids),
 					    BPF_F_USER_STACK | BPF_F_USER_BUILD_ID);
-	bpf_ringbuf_submit(r, 0);
+	/* A wake-up is an interrupt this thread pays for (a VM exit under
+	 * virtualization): the reader polls instead. */
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
 /* bpf() returned `ret` for command `cmd` in the current task. */

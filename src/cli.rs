@@ -174,8 +174,12 @@ pub struct Cli {
     #[arg(long = "collector.origins.symbolize", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
     pub origins_symbolize: bool,
 
-    /// Origin records (one bpf() call and its user stack; identical stacks are stored once) kept at most; the oldest are evicted first (bpfmap_origin_store_evictions_total).
-    #[arg(long = "collector.origins.max-stacks", default_value_t = crate::origins::DEFAULT_MAX_RECORDS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    /// With --collector.origins, also ask the kernel for each frame's build id and file offset at the call, so a loader that exits before its memory map is read still has a stack (costs more per call: see BENCHMARKS.md).
+    #[arg(long = "collector.origins.build-ids", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub origins_build_ids: bool,
+
+    /// Distinct user stacks the origin store keeps at most (identical stacks are stored once; records, one per bpf() call, at most 8 times as many); the oldest records are evicted first (bpfmap_origin_store_evictions_total).
+    #[arg(long = "collector.origins.max-stacks", default_value_t = crate::origins::DEFAULT_MAX_STACKS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub origins_max_stacks: usize,
 
     /// Enable a collector (all are on by default): --collector.<name>. Repeatable.
@@ -226,7 +230,7 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
 }
 
 /// The lifecycle collector's stack capture, toggled as a collector is
-/// (`--collector.origins` / `--no-collector.origins`), on by default.
+/// (`--collector.origins` / `--no-collector.origins`), off by default.
 const ORIGINS: &str = "origins";
 
 /// Rewrite `--collector.NAME` / `--no-collector.NAME` into `--collector NAME` /
@@ -324,8 +328,8 @@ impl Cli {
                 origins: crate::origins::OriginsConfig {
                     enabled: self.collector_enabled(ORIGINS),
                     symbolize: self.origins_symbolize,
-                    max_records: self.origins_max_stacks,
-                    ..Default::default()
+                    max_stacks: self.origins_max_stacks,
+                    build_id: self.origins_build_ids,
                 },
                 #[cfg(feature = "testing")]
                 knobs: crate::lifecycle::TestKnobs {
@@ -354,7 +358,7 @@ impl Cli {
     pub fn collector_enabled(&self, name: &str) -> bool {
         let default = crate::registry::spec(name)
             .map(|s| s.default_on)
-            .unwrap_or(name == ORIGINS);
+            .unwrap_or(false);
         if self.disable.iter().any(|n| n == name) {
             return false;
         }

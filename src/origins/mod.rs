@@ -27,14 +27,18 @@ use crate::bpf::lifecycle::records::{cmd_name, decode_origin_rec, OriginRec};
 use crate::metrics::{defs, Families};
 use store::{ObjKind, Record, Role, Store, Walk};
 
-/// Default of `--collector.origins.max-stacks`.
-pub const DEFAULT_MAX_RECORDS: usize = 2048;
+/// Default of `--collector.origins.max-stacks` (distinct stacks).
+pub const DEFAULT_MAX_STACKS: usize = 900;
+/// Records kept at most per distinct stack of the bound.
+pub const RECORDS_PER_STACK: usize = 8;
 /// Records kept per object: its creation and the newest pins and file takes.
 pub const MAX_PER_OBJECT: usize = 8;
 /// Frames shown per stack in `explain` text.
 pub const TEXT_FRAMES: usize = 8;
 /// Records waiting to be symbolized at most; more are dropped and counted.
 const QUEUE: usize = 256;
+/// How often the reader reads the ring.
+const POLL: Duration = Duration::from_millis(20);
 /// Raw stacks remembered per process with their normalized frames.
 const SEEN: usize = 4096;
 
@@ -43,9 +47,9 @@ const SEEN: usize = 4096;
 pub struct OriginsConfig {
     pub enabled: bool,
     pub symbolize: bool,
-    /// Stored records at most (each with a stack; identical stacks are
-    /// stored once).
-    pub max_records: usize,
+    /// Distinct stacks stored at most; records at most
+    /// [`RECORDS_PER_STACK`] times as many.
+    pub max_stacks: usize,
     /// Ask the kernel for build ids too (a process that exits before its
     /// maps are read keeps build id plus offset).
     pub build_id: bool,
@@ -54,9 +58,9 @@ pub struct OriginsConfig {
 impl Default for OriginsConfig {
     fn default() -> Self {
         OriginsConfig {
-            enabled: true,
+            enabled: false,
             symbolize: true,
-            max_records: DEFAULT_MAX_RECORDS,
+            max_stacks: DEFAULT_MAX_STACKS,
             build_id: true,
         }
     }
@@ -108,7 +112,11 @@ impl Origins {
     /// A store with no workers (tests, and the pure parts).
     pub fn new(config: OriginsConfig, start_max_map: u32, start_max_prog: u32) -> Origins {
         Origins {
-            store: Mutex::new(Store::new(config.max_records, MAX_PER_OBJECT)),
+            store: Mutex::new(Store::new(
+                config.max_stacks,
+                config.max_stacks.saturating_mul(RECORDS_PER_STACK),
+                MAX_PER_OBJECT,
+            )),
             counters: Counters::default(),
             stop: Arc::new(AtomicBool::new(false)),
             config,
@@ -451,13 +459,14 @@ fn read_ring(
             return;
         }
     };
+    // The programs never wake this thread (a wake-up is an interrupt the
+    // calling thread pays for, a VM exit under virtualization): it reads
+    // the ring every POLL.
     while !stop.load(Ordering::Relaxed) && origins.strong_count() > 0 {
-        if let Err(e) = rb.poll(Duration::from_millis(200)) {
-            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
-                tracing::warn!(error = %e, "origins ring buffer poll failed");
-                std::thread::sleep(Duration::from_millis(200));
-            }
+        if let Err(e) = rb.consume() {
+            tracing::warn!(error = %e, "origins ring buffer read failed");
         }
+        std::thread::sleep(POLL);
     }
 }
 

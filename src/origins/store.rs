@@ -187,10 +187,13 @@ pub struct StoreCounts {
     pub pruned: u64,
 }
 
-/// The store. Bounds: at most `max_records` records in all, and at most
-/// `max_per_object` per object, whose creation record is kept over its
-/// pin and file records. The oldest record goes first.
+/// The store. Bounds: at most `max_stacks` distinct stacks and
+/// `max_records` records in all, and at most `max_per_object` records per
+/// object, whose creation record is kept over its pin and file records.
+/// The oldest record goes first (for the stack bound: the oldest whose
+/// stack no other record shares).
 pub struct Store {
+    max_stacks: usize,
     max_records: usize,
     max_per_object: usize,
     next_seq: u64,
@@ -206,8 +209,9 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(max_records: usize, max_per_object: usize) -> Store {
+    pub fn new(max_stacks: usize, max_records: usize, max_per_object: usize) -> Store {
         Store {
+            max_stacks: max_stacks.max(1),
             max_records: max_records.max(1),
             max_per_object: max_per_object.max(1),
             next_seq: 0,
@@ -294,6 +298,20 @@ impl Store {
         Some((obj, rec))
     }
 
+    /// The oldest record whose stack no other record uses (removing it
+    /// frees a stack).
+    fn lone_oldest(&self) -> Option<u64> {
+        self.records
+            .iter()
+            .find(|(_, (_, r))| {
+                let h = Stack::frames_hash(&r.stack.frames);
+                self.stacks
+                    .get(&h)
+                    .is_some_and(|v| v.iter().any(|(s, n)| Arc::ptr_eq(s, &r.stack) && *n == 1))
+            })
+            .map(|(s, _)| *s)
+    }
+
     /// Keep `rec` for `obj`, evicting what the bounds require.
     pub fn insert(&mut self, obj: (ObjKind, u32), mut rec: Record) {
         // A newer creation of the same id (ids wrap) replaces everything.
@@ -354,6 +372,15 @@ impl Store {
             };
             self.remove(oldest);
             self.counts.evicted += 1;
+        }
+        if self.find_stack(&rec.stack.frames).is_none() {
+            while self.stacks() >= self.max_stacks {
+                let Some(victim) = self.lone_oldest() else {
+                    break;
+                };
+                self.remove(victim);
+                self.counts.evicted += 1;
+            }
         }
         rec.stack = self.intern(rec.stack.clone());
         self.record_bytes += rec.bytes();
@@ -434,7 +461,7 @@ mod tests {
 
     #[test]
     fn identical_stacks_are_stored_once_and_freed_with_their_last_record() {
-        let mut s = Store::new(10, 4);
+        let mut s = Store::new(10, 10, 4);
         let f = vec![frame("ab", 1, "a"), frame("ab", 2, "main")];
         s.insert((ObjKind::Map, 1), rec(Role::Created, 1, f.clone()));
         s.insert((ObjKind::Map, 2), rec(Role::Created, 2, f.clone()));
@@ -458,7 +485,7 @@ mod tests {
 
     #[test]
     fn prune_spares_records_newer_than_the_census() {
-        let mut s = Store::new(10, 4);
+        let mut s = Store::new(10, 10, 4);
         s.insert((ObjKind::Prog, 5), rec(Role::Created, 50, vec![]));
         s.prune(ObjKind::Prog, &|_| false, 40);
         assert_eq!(s.len(), 1);
@@ -470,7 +497,7 @@ mod tests {
 
     #[test]
     fn full_store_evicts_oldest_and_counts_it_leaving_the_rest_alone() {
-        let mut s = Store::new(3, 4);
+        let mut s = Store::new(3, 3, 4);
         for id in 1..=5u32 {
             s.insert(
                 (ObjKind::Map, id),
@@ -489,8 +516,32 @@ mod tests {
     }
 
     #[test]
+    fn the_stack_bound_evicts_the_oldest_record_with_a_stack_of_its_own() {
+        let mut s = Store::new(2, 100, 4);
+        let shared = vec![frame("s", 1, "shared")];
+        s.insert((ObjKind::Map, 1), rec(Role::Created, 1, shared.clone()));
+        s.insert(
+            (ObjKind::Map, 2),
+            rec(Role::Created, 2, vec![frame("s", 2, "own")]),
+        );
+        s.insert((ObjKind::Map, 3), rec(Role::Created, 3, shared.clone()));
+        // A third distinct stack: map 2's record goes (map 1's is older but
+        // its stack is shared).
+        s.insert(
+            (ObjKind::Map, 4),
+            rec(Role::Created, 4, vec![frame("s", 3, "new")]),
+        );
+        assert_eq!((s.stacks(), s.len(), s.counts.evicted), (2, 3, 1));
+        assert!(s.of((ObjKind::Map, 2)).is_empty());
+        assert_eq!(s.of((ObjKind::Map, 1)).len(), 1);
+        // A stack already stored costs no eviction.
+        s.insert((ObjKind::Map, 5), rec(Role::Created, 5, shared));
+        assert_eq!((s.stacks(), s.len(), s.counts.evicted), (2, 4, 1));
+    }
+
+    #[test]
     fn per_object_bound_keeps_the_creation() {
-        let mut s = Store::new(100, 3);
+        let mut s = Store::new(100, 100, 3);
         let obj = (ObjKind::Map, 9);
         s.insert(obj, rec(Role::Created, 1, vec![frame("e", 1, "create")]));
         for i in 0..5u64 {
