@@ -343,6 +343,17 @@ pub fn symbolize(n: Normalized, symbolize: bool) -> Stack {
             }
         }
     }
+    let unnamed = frames
+        .iter()
+        .filter(|p| p.file.is_some() && p.frame.symbol.is_none())
+        .count();
+    let note = match (symbolize && unnamed > 0, note) {
+        (true, None) => Some(format!(
+            "{unnamed} frame{} in readable binaries have no name (no symbol covers the address: a stripped binary?); their build id and file offset are kept",
+            if unnamed == 1 { "" } else { "s" }
+        )),
+        (_, note) => note,
+    };
     let frames: Vec<Frame> = frames.into_iter().map(|p| p.frame).collect();
     let walk = if symbolize {
         walk_of(&frames, walked)
