@@ -47,7 +47,7 @@ pub struct Cli {
     #[arg(long = "web.max-api-requests", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub web_max_api_requests: u16,
 
-    /// Serve the JSON API (/api/v1/*: this node's processes, fds, cgroups and pods) to network clients without authentication or TLS. Without it, only loopback clients reach the API unless --web.config.file configures basic auth or TLS.
+    /// Serve the JSON API (/api/v1/*: this node's processes, fds, cgroups and pods, and with --collector.origins the code paths of their bpf() calls) to network clients without authentication or TLS. Without it, only loopback clients reach the API unless --web.config.file configures basic auth or TLS.
     #[arg(long = "web.expose-api")]
     pub web_expose_api: bool,
 

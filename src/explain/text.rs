@@ -186,7 +186,14 @@ pub fn text(doc: &Value) -> String {
                 p["files"]
             );
             for r in p["taken_at"].as_array().into_iter().flatten() {
-                record_lines(&mut o, "  file taken at", r);
+                if r["command"] == m["origin"]["created"]["command"]
+                    && r["pid"] == m["origin"]["created"]["pid"]
+                    && r["fd"] == m["origin"]["created"]["fd"]
+                {
+                    let _ = writeln!(o, "  file taken at: its creation (created at, above)");
+                } else {
+                    record_lines(&mut o, "  file taken at", r);
+                }
             }
         }
         for p in each("pin") {

@@ -250,7 +250,7 @@ impl Origins {
             vec![],
             s.counts.evicted as f64,
         );
-        out.gauge(&defs::ORIGIN_STORE_RECORDS, vec![], s.len() as f64);
+        out.gauge(&defs::ORIGIN_STORE_RECORDS, vec![], s.records() as f64);
         out.gauge(&defs::ORIGIN_STORE_STACKS, vec![], s.stacks() as f64);
         out.gauge(&defs::ORIGIN_STORE_BYTES, vec![], s.bytes() as f64);
     }
@@ -490,6 +490,6 @@ impl Origins {
     /// (records, distinct stacks, bytes, evictions).
     pub fn store_stats(&self) -> (usize, usize, usize, u64) {
         let s = self.store.lock().expect("origins store lock");
-        (s.len(), s.stacks(), s.bytes(), s.counts.evicted)
+        (s.records(), s.stacks(), s.bytes(), s.counts.evicted)
     }
 }

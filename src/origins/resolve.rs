@@ -85,6 +85,10 @@ fn symbolic(map_file: &Path) -> Option<Arc<str>> {
         .map(|p| Arc::from(p.to_string_lossy().as_ref()))
 }
 
+/// A mapped binary once opened: its index in [`Normalized::files`], its
+/// path as the process saw it and its build id.
+type Opened = (Option<usize>, Option<Arc<str>>, Option<Arc<str>>);
+
 /// Normalize `rec`'s frames now, while its process may still live.
 pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
     let ips = match &rec.ips {
@@ -115,8 +119,7 @@ pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
     match normalizer.normalize_user_addrs_opts(rec.tgid.into(), &ips, &opts) {
         Ok(n) => {
             // meta index -> (file index, symbolic path, build id)
-            let mut opened: HashMap<usize, (Option<usize>, Option<Arc<str>>, Option<Arc<str>>)> =
-                HashMap::new();
+            let mut opened: HashMap<usize, Opened> = HashMap::new();
             for (i, (offset, meta)) in n.outputs.iter().copied().enumerate() {
                 let frame = match n.meta.get(meta) {
                     Some(UserMeta::Elf(elf)) => {
@@ -355,11 +358,8 @@ pub fn symbolize(n: Normalized, symbolize: bool) -> Stack {
         (_, note) => note,
     };
     let frames: Vec<Frame> = frames.into_iter().map(|p| p.frame).collect();
-    let walk = if symbolize {
-        walk_of(&frames, walked)
-    } else if walked >= STACK_DEPTH {
-        walk_of(&frames, walked)
-    } else if walked <= 2 && walked > 0 {
+    // Without names only the depth and a walk of one or two frames tell.
+    let walk = if symbolize || walked >= STACK_DEPTH || (1..=2).contains(&walked) {
         walk_of(&frames, walked)
     } else {
         Walk::Unknown("names are not looked up (--collector.origins.symbolize=false)".into())

@@ -241,7 +241,7 @@ impl Store {
     }
 
     /// Stored records.
-    pub fn len(&self) -> usize {
+    pub fn records(&self) -> usize {
         self.records.len()
     }
 
@@ -465,7 +465,7 @@ mod tests {
         let f = vec![frame("ab", 1, "a"), frame("ab", 2, "main")];
         s.insert((ObjKind::Map, 1), rec(Role::Created, 1, f.clone()));
         s.insert((ObjKind::Map, 2), rec(Role::Created, 2, f.clone()));
-        assert_eq!((s.len(), s.stacks()), (2, 1));
+        assert_eq!((s.records(), s.stacks()), (2, 1));
         let a = &s.of((ObjKind::Map, 1))[0].stack;
         let b = &s.of((ObjKind::Map, 2))[0].stack;
         assert!(Arc::ptr_eq(a, b));
@@ -478,9 +478,9 @@ mod tests {
         assert_eq!(s.stacks(), 2);
         assert!(s.bytes() > one);
         s.prune(ObjKind::Map, &|id| id == 2, 100);
-        assert_eq!((s.len(), s.stacks(), s.counts.pruned), (1, 1, 2));
+        assert_eq!((s.records(), s.stacks(), s.counts.pruned), (1, 1, 2));
         s.prune(ObjKind::Map, &|_| false, 100);
-        assert_eq!((s.len(), s.stacks(), s.bytes()), (0, 0, 0));
+        assert_eq!((s.records(), s.stacks(), s.bytes()), (0, 0, 0));
     }
 
     #[test]
@@ -488,11 +488,11 @@ mod tests {
         let mut s = Store::new(10, 10, 4);
         s.insert((ObjKind::Prog, 5), rec(Role::Created, 50, vec![]));
         s.prune(ObjKind::Prog, &|_| false, 40);
-        assert_eq!(s.len(), 1);
+        assert_eq!(s.records(), 1);
         s.prune(ObjKind::Map, &|_| false, 60);
-        assert_eq!(s.len(), 1, "another kind is untouched");
+        assert_eq!(s.records(), 1, "another kind is untouched");
         s.prune(ObjKind::Prog, &|_| false, 60);
-        assert_eq!(s.len(), 0);
+        assert_eq!(s.records(), 0);
     }
 
     #[test]
@@ -504,7 +504,7 @@ mod tests {
                 rec(Role::Created, id as u64, vec![frame("cd", id as u64, "f")]),
             );
         }
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.records(), 3);
         assert_eq!(s.counts.evicted, 2);
         assert!(s.of((ObjKind::Map, 1)).is_empty() && s.of((ObjKind::Map, 2)).is_empty());
         for id in 3..=5u32 {
@@ -531,12 +531,12 @@ mod tests {
             (ObjKind::Map, 4),
             rec(Role::Created, 4, vec![frame("s", 3, "new")]),
         );
-        assert_eq!((s.stacks(), s.len(), s.counts.evicted), (2, 3, 1));
+        assert_eq!((s.stacks(), s.records(), s.counts.evicted), (2, 3, 1));
         assert!(s.of((ObjKind::Map, 2)).is_empty());
         assert_eq!(s.of((ObjKind::Map, 1)).len(), 1);
         // A stack already stored costs no eviction.
         s.insert((ObjKind::Map, 5), rec(Role::Created, 5, shared));
-        assert_eq!((s.stacks(), s.len(), s.counts.evicted), (2, 4, 1));
+        assert_eq!((s.stacks(), s.records(), s.counts.evicted), (2, 4, 1));
     }
 
     #[test]
