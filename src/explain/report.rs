@@ -137,18 +137,18 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
                     files.dedup();
                     let omitted = fds.len().saturating_sub(inp.max_holders);
                     fds.truncate(inp.max_holders);
-                    let taken: Vec<Value> = origins(inp).map_or_else(Vec::new, |o| {
-                        o.files_json(
+                    let mut v = json!({"pid": tgid, "comm": comm, "container_id": c, "pod_uid": p,
+                           "fds": fds, "fds_omitted": omitted, "files": files.len()});
+                    if let Some(o) = origins(inp) {
+                        v["taken_at"] = Value::Array(o.files_json(
                             crate::origins::store::ObjKind::Map,
                             id,
                             &files,
                             boot_to_unix(inp),
                             inp.now_unix,
-                        )
-                    });
-                    json!({"pid": tgid, "comm": comm, "container_id": c, "pod_uid": p,
-                           "fds": fds, "fds_omitted": omitted, "files": files.len(),
-                           "taken_at": taken})
+                        ));
+                    }
+                    v
                 })
                 .collect()
         }
@@ -158,16 +158,17 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
             .into_iter()
             .flatten()
             .map(|p| {
-                let pinned: Vec<Value> = origins(inp).map_or_else(Vec::new, |o| {
-                    o.pins_json(
+                let mut v = json!({"mount": p.mount, "path": p.path});
+                if let Some(o) = origins(inp) {
+                    v["pinned_at"] = Value::Array(o.pins_json(
                         crate::origins::store::ObjKind::Map,
                         id,
                         &p.path,
                         boot_to_unix(inp),
                         inp.now_unix,
-                    )
-                });
-                json!({"mount": p.mount, "path": p.path, "pinned_at": pinned})
+                    ));
+                }
+                v
             })
             .collect(),
         HolderKind::Program => x

@@ -370,14 +370,15 @@ fn sv(v: &Value) -> String {
 }
 
 /// The creation stack of an `origin` object (`label`: "created at" or
-/// "loaded at"), or why there is none.
+/// "loaded at"), or why this object has none.
 pub(crate) fn origin_lines(o: &mut String, origin: &Value, label: &str) {
     use std::fmt::Write;
     if origin.is_null() {
         return;
     }
-    if let Some(why) = origin["unknown"].as_str() {
-        let _ = writeln!(o, "  {label}: unknown ({})", sv(&json!(why)));
+    // No stacks kept at all (origins off, a standalone explain): the JSON
+    // says why; the text stays as it is without origins.
+    if origin.get("unknown").is_some() {
         return;
     }
     match &origin["created"] {
