@@ -25,9 +25,8 @@ fn check(s: &Snapshot, e: &Expect) {
         .unwrap_or_else(|| panic!("map {} not in census", e.id));
     let h = &s.holders[&e.id];
     let got: Vec<u64> = h
-        .counts
         .iter()
-        .map(|c| c.expect("every holder kind known"))
+        .map(|(_, c)| c.expect("every holder kind known"))
         .collect();
     assert_eq!(
         (m.refcnt, m.usercnt, got.as_slice(), h.unexplained(m.refcnt)),

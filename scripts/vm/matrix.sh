@@ -10,6 +10,8 @@
 #   BPFMAP_VM_TEST_TIMEOUT  seconds per test binary inside a guest (default 300)
 #   BPFMAP_VM_CHURN         BPFMAP_CHURN inside guests (default 5000)
 #   BPFMAP_VM_TCG_THREAD    qemu's TCG threading, single or multi (default single)
+#   BPFMAP_VM_PARALLEL      guests booted at once (default: the host's cores;
+#                           each guest runs in one host thread)
 #   BPFMAP_MATRIX_INJECT_FAILURE=1  every kernel reports one failing test:
 #                           proves that the run then exits non-zero
 # Results: results/matrix/<kernel>/ (logs, console, check output) and
@@ -22,6 +24,8 @@ cd "$root"
 vm_timeout=${BPFMAP_VM_TIMEOUT:-1500}
 churn=${BPFMAP_VM_CHURN:-5000}
 tcg_thread=${BPFMAP_VM_TCG_THREAD:-single}
+parallel=${BPFMAP_VM_PARALLEL:-$(nproc)}
+((parallel >= 1)) || parallel=1
 inject=${BPFMAP_MATRIX_INJECT_FAILURE:-}
 t0=$SECONDS
 
@@ -135,14 +139,15 @@ if selected host; then
     echo "matrix: host done in $(cat "$dir/vm.seconds") s" >&2
 fi
 
-# 4. Each pinned kernel under qemu, one after the other (2 cores).
-while read -r name vmlinuz; do
-    [[ -z $name ]] && continue
-    dir=$results/$name
+# 4. The pinned kernels under qemu, $parallel at a time, in kernels.lock's
+#    order (the slowest guest first). TCG runs each guest in one host thread,
+#    so a guest per host core keeps each guest's speed while the matrix takes
+#    about the longest guest's time instead of the sum.
+run_guest() {
+    local name=$1 vmlinuz=$2 dir=$results/$1 start=$SECONDS attempt vm_rc
     mkdir -p "$dir"
     cp "$results/tests.list" "$dir/"
     echo "matrix: booting $name ($vmlinuz)" >&2
-    start=$SECONDS
     # TCG runs both vCPUs in one thread: with a thread per vCPU, guests
     # have died of `Oops: int3` at text the kernel had just patched (6.12,
     # at boot and during root_lifecycle) and of soft lockups (5.10).
@@ -168,7 +173,18 @@ while read -r name vmlinuz; do
     echo $vm_rc > "$dir/vm.rc"
     echo "$((SECONDS - start))" > "$dir/vm.seconds"
     echo "matrix: $name done in $(cat "$dir/vm.seconds") s (vng exit $(cat "$dir/vm.rc"))" >&2
+}
+running=0
+while read -r name vmlinuz; do
+    [[ -z $name ]] && continue
+    if ((running >= parallel)); then
+        wait -n
+        running=$((running - 1))
+    fi
+    run_guest "$name" "$vmlinuz" &
+    running=$((running + 1))
 done <<< "$kernels"
+wait
 
 # 5. Verdicts and the tables.
 echo "$((SECONDS - t0))" > "$results/total.seconds"

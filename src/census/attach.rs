@@ -16,7 +16,7 @@
 //!   syscall lookup of the entry returns the program's id;
 //! - a program loaded against another (`attach_prog_fd`) holds it until
 //!   attached; a tracing link to a program holds it (`tgt_prog`).
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -539,12 +539,11 @@ fn struct_ops_members(
 /// (`tgt_prog`). `unknown_links` are tracing links whose target this
 /// kernel does not tell (link info before 5.13): the result is then
 /// incomplete.
-pub fn program_targets(
-    progs: &[ProgRecord],
+pub fn program_targets<'a>(
+    progs: impl IntoIterator<Item = &'a ProgRecord>,
     links: &[LinkRecord],
     unknown_links: &[u32],
 ) -> (Vec<Attachment>, Option<String>) {
-    let names: BTreeMap<u32, &str> = progs.iter().map(|p| (p.id, p.name.as_str())).collect();
     let mut out = Vec::new();
     for p in progs {
         if let Some(dst) = p.dst_prog_id {
@@ -554,8 +553,7 @@ pub fn program_targets(
                 held_by: vec![AttachedBy::Program(p.id)],
                 target: format!(
                     "program {} ({}) loaded against it, not attached yet",
-                    p.id,
-                    names.get(&p.id).unwrap_or(&"")
+                    p.id, p.name
                 ),
             });
         }

@@ -79,15 +79,15 @@ impl Refcounted for ProgRecord {
 /// the kernel released meanwhile: a map's or a program's.
 trait Settles {
     fn unexplained(&self, refcnt: i64) -> Option<i64>;
-    fn settled(&mut self) -> &mut i64;
+    fn set_settled(&mut self, released: i64);
 }
 
 impl Settles for Holders {
     fn unexplained(&self, refcnt: i64) -> Option<i64> {
         Holders::unexplained(self, refcnt)
     }
-    fn settled(&mut self) -> &mut i64 {
-        &mut self.settled
+    fn set_settled(&mut self, released: i64) {
+        self.settled = i32::try_from(released).unwrap_or(i32::MAX);
     }
 }
 
@@ -95,8 +95,8 @@ impl Settles for ProgHolders {
     fn unexplained(&self, refcnt: i64) -> Option<i64> {
         ProgHolders::unexplained(self, refcnt)
     }
-    fn settled(&mut self) -> &mut i64 {
-        &mut self.settled
+    fn set_settled(&mut self, released: i64) {
+        self.settled = released;
     }
 }
 
@@ -144,7 +144,7 @@ fn settle<R: Refcounted, H: Settles>(
             if cur < *last {
                 fell = true;
                 if let Some(h) = holders.get_mut(id) {
-                    *h.settled() = first[id] - cur;
+                    h.set_settled(first[id] - cur);
                 }
                 *last = cur;
             }

@@ -92,26 +92,33 @@ impl HolderKind {
 }
 
 /// Holder counts for one map, indexed by [`HolderKind`]. `None` where the
-/// part that counts that kind is disabled or failed this scrape.
+/// part that counts that kind is disabled or failed this scrape. Compact: a
+/// scrape keeps one per map of the node (a count of holders of one map
+/// never nears u32::MAX, which counts saturate at).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Holders {
-    pub counts: [Option<u64>; HolderKind::ALL.len()],
+    pub counts: [Option<u32>; HolderKind::ALL.len()],
     /// Every counted kind saw every holder it could (no walk cut short, no
     /// mount unreachable, the host's pid namespace). A count from an
     /// incomplete source is a lower bound.
     pub complete: bool,
     /// References the kernel released between the census and its
     /// confirming re-read (deferred frees): never unexplained.
-    pub settled: i64,
+    pub settled: i32,
     /// Pins the walk did not reach, inferred from `usercnt` (counted in the
     /// `Pin` kind; their paths are unknown).
-    pub inferred_pins: u64,
+    pub inferred_pins: u32,
+}
+
+/// A count as stored in [`Holders`]: saturated at u32::MAX.
+pub fn count32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl Holders {
     /// The count of one kind (None: unknown this scrape).
     pub fn get(&self, k: HolderKind) -> Option<u64> {
-        self.counts[k as usize]
+        self.counts[k as usize].map(u64::from)
     }
 
     /// Every kind with its count.
@@ -129,7 +136,7 @@ impl Holders {
     /// and complete. A negative difference (a holder appeared between the map
     /// census and the holder walk) reads 0: transient races must not page.
     pub fn unexplained(&self, refcnt: i64) -> Option<i64> {
-        let sum = self.known_sum() + self.settled;
+        let sum = self.known_sum() + i64::from(self.settled);
         if sum >= refcnt {
             return Some(0);
         }
@@ -216,7 +223,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
         // Holders of maps outside the census (freed meanwhile, or the
         // exporter's own) are not counted.
         if let Some(Some(c)) = out.get_mut(&id).map(|h| h.counts[kind as usize].as_mut()) {
-            *c += 1;
+            *c = c.saturating_add(1);
         }
     };
     // Distinct files (struct file addresses) per map, from fd tables: dup,
@@ -283,7 +290,8 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> IdMap<Holders> {
                 .flatten()
                 .find(|s| s.0 == m.id)
                 .map(|s| s.1);
-            h.counts[HolderKind::StructOps as usize] = struct_ops_refs(h, m, registered);
+            h.counts[HolderKind::StructOps as usize] =
+                struct_ops_refs(h, m, registered).map(count32);
         }
     }
     if pins_inferable(obs) {
@@ -349,8 +357,8 @@ fn infer_pins(h: &mut Holders, usercnt: i64, no_uref_links: u64) {
         - no_uref_links as i64;
     let seen = h.get(HolderKind::Pin).unwrap_or(0);
     let inferred = (usercnt - others).max(0) as u64;
-    h.inferred_pins = inferred.saturating_sub(seen);
-    h.counts[HolderKind::Pin as usize] = Some(seen.max(inferred));
+    h.inferred_pins = count32(inferred.saturating_sub(seen));
+    h.counts[HolderKind::Pin as usize] = Some(count32(seen.max(inferred)));
     h.complete = true;
 }
 

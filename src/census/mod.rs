@@ -324,19 +324,56 @@ impl Census {
         let [map_buf, file_buf, vma_buf] = &mut self.bufs;
         let file_iter = self.progs.open_files();
         let vma_iter = self.progs.open_vmas();
-        // The two task walks (and the per-process arithmetic, which needs
-        // only them) run on a second thread while this one walks and decodes
-        // the maps: the walks are mostly kernel time.
+        // The node's reads are mostly kernel time and independent of each
+        // other: the two task walks (and the per-process arithmetic, which
+        // needs only them) run on one thread, the links and then the
+        // network namespaces' attachments (which need only the links) on a
+        // second, and the maps and then the programs on this one.
         let own_ref = &own;
         let progs = &self.progs;
         let comm = &self.comm;
         let exe = &self.exe;
-        let (maps, files, vmas, processes, (peers, peer_tgids), mine, sockets, objects) =
-            std::thread::scope(|scope| {
-                let tasks = scope.spawn(|| {
-                    let walk = |name: &'static str,
-                                it: anyhow::Result<std::fs::File>,
-                                buf: &mut Vec<u8>| {
+        let want_progs = p.on("programs");
+        let want_links = p.on("links");
+        // Netdev attachments are program holders: read only with programs.
+        let want_netdev = want_progs && p.on("netdev");
+        let (link_buf, prog_buf, netdev_part) =
+            (&mut self.link_buf, &mut self.prog_buf, &mut self.netdev);
+        let (
+            (maps, prog_read),
+            files,
+            vmas,
+            processes,
+            (peers, peer_tgids),
+            mine,
+            sockets,
+            objects,
+            (link_read, unknown_tracing, netdev_read),
+        ) = std::thread::scope(|scope| {
+            let kernel_links = scope.spawn(move || {
+                // Tracing links whose target the link info does not tell.
+                let mut unknown: Vec<u32> = Vec::new();
+                let links = want_links.then(|| {
+                    measure(|| match progs.read_links(link_buf) {
+                        Some(r) => r,
+                        None => sources::links().map(|(l, u)| {
+                            unknown = u;
+                            l
+                        }),
+                    })
+                });
+                let netdev = want_netdev.then(|| {
+                    let l = match &links {
+                        Some((Ok(l), _)) => Some(l.as_slice()),
+                        _ => None,
+                    };
+                    measure(|| netdev_part.observe(&netdev::Limits::default(), l))
+                });
+                (links, unknown, netdev)
+            });
+            let tasks = scope.spawn(|| {
+                let walk =
+                    |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
                         let (r, seconds) = measure(|| {
                             let mut t = progs::read_files(it?, buf)?;
                             t.maps = not_own(t.maps, own_ref);
@@ -344,74 +381,100 @@ impl Census {
                         });
                         (name, r, seconds)
                     };
-                    // Program and link files go to the programs part; the rest
-                    // of the walk's consumers see map files (and sockets).
-                    let mut objects: Option<(Vec<ObjectFile>, Vec<RingFd>, Vec<AttachFile>)> = None;
-                    let mut files: Walked = file_iter.map(|it| {
-                        let (n, r, s) = walk("files", it, file_buf);
-                        (
-                            n,
-                            r.map(|t| {
-                                objects = Some((t.objects, t.rings, t.attached));
-                                t.maps
-                            }),
-                            s,
-                        )
-                    });
-                    let mut vmas: Walked = vma_iter.map(|it| {
-                        let (n, r, s) = walk("mmaps", it, vma_buf);
-                        (n, r.map(|t| t.maps), s)
-                    });
-                    // The receivers of files in flight: fds of the sockets asked for.
-                    let mut sockets = Vec::new();
-                    if let Some((_, Ok(v), _)) = &mut files {
-                        // Sockets are few beside the map files: moved out in place.
-                        sockets = v.iter().filter(|f| f.is_socket()).cloned().collect();
-                        v.retain(|f| !f.is_socket());
-                    }
-                    // Maps whose every file holder is another exporter instance
-                    // (a `--check` next to the server) are that instance's own:
-                    // both then report the same node figures.
-                    let exe = *exe;
-                    let holders = ok_files(&files).iter().map(|f| (f.tgid, f.comm.as_slice()));
-                    let objects_held = objects
-                        .iter()
-                        .flat_map(|(o, _, _)| o.iter().map(|f| (f.tgid, f.comm.as_slice())));
-                    let peer_tgids = peers::proven_peers(holders.chain(objects_held), comm, exe);
-                    let (peers, mine) = peers::peer_exporter_maps(ok_files(&files), &peer_tgids);
-                    for w in [&mut files, &mut vmas].into_iter().flatten() {
-                        if let (_, Ok(v), _) = w {
-                            v.retain(|f| !peers.contains(&f.map_id));
-                        }
-                    }
-                    let processes = holders::processes(ok_files(&files), ok_files(&vmas));
+                // Program and link files go to the programs part; the rest
+                // of the walk's consumers see map files (and sockets).
+                let mut objects: Option<(Vec<ObjectFile>, Vec<RingFd>, Vec<AttachFile>)> = None;
+                let mut files: Walked = file_iter.map(|it| {
+                    let (n, r, s) = walk("files", it, file_buf);
                     (
-                        files,
-                        vmas,
-                        processes,
-                        (peers, peer_tgids),
-                        mine,
-                        sockets,
-                        objects,
+                        n,
+                        r.map(|t| {
+                            objects = Some((t.objects, t.rings, t.attached));
+                            t.maps
+                        }),
+                        s,
                     )
                 });
-                let maps = report.run("maps", || progs.read_maps(map_buf));
-                let (files, vmas, processes, peers, mine, sockets, objects) =
-                    tasks.join().unwrap_or_else(|_| {
-                        let failed =
-                            |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
-                        (
-                            Some(failed("files")),
-                            Some(failed("mmaps")),
-                            Vec::new(),
-                            Default::default(),
-                            Default::default(),
-                            Vec::new(),
-                            None,
-                        )
-                    });
-                (maps, files, vmas, processes, peers, mine, sockets, objects)
+                let mut vmas: Walked = vma_iter.map(|it| {
+                    let (n, r, s) = walk("mmaps", it, vma_buf);
+                    (n, r.map(|t| t.maps), s)
+                });
+                // The receivers of files in flight: fds of the sockets asked for.
+                let mut sockets = Vec::new();
+                if let Some((_, Ok(v), _)) = &mut files {
+                    // Sockets are few beside the map files: moved out in place.
+                    sockets = v.iter().filter(|f| f.is_socket()).cloned().collect();
+                    v.retain(|f| !f.is_socket());
+                }
+                // Maps whose every file holder is another exporter instance
+                // (a `--check` next to the server) are that instance's own:
+                // both then report the same node figures.
+                let exe = *exe;
+                let holders = ok_files(&files).iter().map(|f| (f.tgid, f.comm.as_slice()));
+                let objects_held = objects
+                    .iter()
+                    .flat_map(|(o, _, _)| o.iter().map(|f| (f.tgid, f.comm.as_slice())));
+                let peer_tgids = peers::proven_peers(holders.chain(objects_held), comm, exe);
+                let (peers, mine) = peers::peer_exporter_maps(ok_files(&files), &peer_tgids);
+                for w in [&mut files, &mut vmas].into_iter().flatten() {
+                    if let (_, Ok(v), _) = w {
+                        v.retain(|f| !peers.contains(&f.map_id));
+                    }
+                }
+                let processes = holders::processes(ok_files(&files), ok_files(&vmas));
+                (
+                    files,
+                    vmas,
+                    processes,
+                    (peers, peer_tgids),
+                    mine,
+                    sockets,
+                    objects,
+                )
             });
+            let maps = report.run("maps", || progs.read_maps(map_buf));
+            let prog_read = want_progs.then(|| {
+                    measure(|| {
+                        progs.read_progs(prog_buf).unwrap_or_else(|| {
+                            Err(anyhow::anyhow!(
+                                "this kernel has no iter/bpf_prog (Linux 5.9+): programs cannot be listed"
+                            ))
+                        })
+                    })
+                });
+            let (files, vmas, processes, peers, mine, sockets, objects) =
+                tasks.join().unwrap_or_else(|_| {
+                    let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
+                    (
+                        Some(failed("files")),
+                        Some(failed("mmaps")),
+                        Vec::new(),
+                        Default::default(),
+                        Default::default(),
+                        Vec::new(),
+                        None,
+                    )
+                });
+            let kernel_links = kernel_links.join().unwrap_or_else(|_| {
+                let panicked = || anyhow::anyhow!("link walk thread panicked");
+                (
+                    want_links.then(|| (Err(panicked()), 0.0)),
+                    Vec::new(),
+                    want_netdev.then(|| (Err(panicked()), 0.0)),
+                )
+            });
+            (
+                (maps, prog_read),
+                files,
+                vmas,
+                processes,
+                peers,
+                mine,
+                sockets,
+                objects,
+                kernel_links,
+            )
+        });
         snap.maps_ok = maps.is_some();
         let mut maps = maps.unwrap_or_default();
         // In the load window: maps this process holds a file of (it opens
@@ -456,20 +519,10 @@ impl Census {
             ..Default::default()
         };
         let mut link_recs: Option<Vec<crate::bpf::census::LinkRecord>> = None;
-        // Tracing links whose target the link info does not tell.
-        let mut unknown_tracing: Vec<u32> = Vec::new();
         let mut prog_slots: Option<Vec<(u32, u32)>> = None;
         let mut map_slots: Option<Vec<(u32, u32)>> = None;
-        if p.on("links") {
-            let (progs_, buf) = (&self.progs, &mut self.link_buf);
-            let unknown = &mut unknown_tracing;
-            link_recs = report.run("links", || match progs_.read_links(buf) {
-                Some(r) => r,
-                None => sources::links().map(|(l, u)| {
-                    *unknown = u;
-                    l
-                }),
-            });
+        if let Some((r, seconds)) = link_read {
+            link_recs = report.record("links", seconds, r);
             if let Some(links) = &link_recs {
                 obs.links = Some(links.iter().filter_map(|l| l.held_map_id()).collect());
                 obs.struct_ops_links = links
@@ -486,23 +539,19 @@ impl Census {
                 );
             }
         }
-        if p.on("programs") {
-            let (progs_, buf) = (&self.progs, &mut self.prog_buf);
+        if let Some((all, read_seconds)) = prog_read {
             let arrays: Vec<u32> = snap
                 .maps
                 .iter()
                 .filter(|m| names::MapType::from_raw(m.map_type) == Some(names::MapType::ProgArray))
                 .map(|m| m.id)
                 .collect();
-            let read = report.run("programs", || {
-                let all = progs_.read_progs(buf).unwrap_or_else(|| {
-                    Err(anyhow::anyhow!(
-                        "this kernel has no iter/bpf_prog (Linux 5.9+): programs cannot be listed"
-                    ))
-                })?;
+            let (r, seconds) = measure(|| {
+                let all = all?;
                 let slots = sources::fd_array_slots(&arrays).context("reading prog_array slots")?;
                 Ok((all, slots))
             });
+            let read = report.record("programs", read_seconds + seconds, r);
             if let Some((all, slots)) = read {
                 obs.programs = Some(all.iter().map(|p| p.map_ids.clone()).collect());
                 prog_obs.slots = Some(slots.iter().map(|s| s.1).collect());
@@ -752,12 +801,8 @@ impl Census {
                 report,
             );
         }
-        if p.on("netdev") && snap.programs.is_some() {
-            let part = &mut self.netdev;
-            let links = link_recs.as_deref();
-            if let Some(o) =
-                report.run("netdev", || part.observe(&netdev::Limits::default(), links))
-            {
+        if let (Some((r, seconds)), true) = (netdev_read, snap.programs.is_some()) {
+            if let Some(o) = report.record("netdev", seconds, r) {
                 for (k, src) in o.sources {
                     if let Some(why) = &src.incomplete {
                         crate::logging::warn_repeated(
@@ -889,13 +934,7 @@ impl Census {
             });
         };
         if p.on("program_targets") {
-            let progs: Vec<ProgRecord> = snap
-                .programs
-                .iter()
-                .flatten()
-                .chain(&snap.own_programs)
-                .cloned()
-                .collect();
+            let progs = snap.programs.iter().flatten().chain(&snap.own_programs);
             // The exporter's own tracing links (the lifecycle probes) target
             // kernel functions, never programs.
             let own: rustc_hash::FxHashSet<u32> = self
@@ -916,7 +955,7 @@ impl Census {
                 .collect();
             if let Some((found, why)) = report.run("program_targets", || {
                 let (found, mut why) =
-                    attach::program_targets(&progs, links.unwrap_or_default(), &unknown);
+                    attach::program_targets(progs, links.unwrap_or_default(), &unknown);
                 if links.is_none() {
                     why = Some(
                         "the links part is off or failed: tracing links' targets are unknown"

@@ -234,10 +234,11 @@ pub struct AttachSource {
 }
 
 /// Holder counts for one program, indexed by [`ProgHolderKind`]; `None`
-/// where the source is off or failed this scrape.
+/// where the source is off or failed this scrape. Compact, as a map's
+/// [`super::Holders`]: counts saturate at u32::MAX.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProgHolders {
-    pub counts: [Option<u64>; ProgHolderKind::ALL.len()],
+    pub counts: [Option<u32>; ProgHolderKind::ALL.len()],
     /// Every source that can hold a program of this type was read
     /// completely.
     pub exact: bool,
@@ -248,7 +249,7 @@ pub struct ProgHolders {
 
 impl ProgHolders {
     pub fn get(&self, k: ProgHolderKind) -> Option<u64> {
-        self.counts[k as usize]
+        self.counts[k as usize].map(u64::from)
     }
 
     /// Every kind with its count.
@@ -373,11 +374,11 @@ pub fn holders(progs: &[ProgRecord], obs: &Observed) -> IdMap<ProgHolders> {
         .collect();
     let mut add = |kind: ProgHolderKind, id: u32| {
         if let Some(Some(c)) = out.get_mut(&id).map(|h| h.counts[kind as usize].as_mut()) {
-            *c += 1;
+            *c = c.saturating_add(1);
         }
     };
     // Distinct files: dup, fork and SCM_RIGHTS share one struct file.
-    let mut seen = HashSet::new();
+    let mut seen = rustc_hash::FxHashSet::default();
     for f in obs.files.iter().flatten() {
         if f.kind == ObjectKind::Program && seen.insert(f.file_ptr) {
             add(ProgHolderKind::File, f.id);

@@ -278,7 +278,11 @@ fn render_sources(snap: &Snapshot, out: &mut Families) {
         .values()
         .any(|h| h.counts[HolderKind::Pin as usize].is_some())
     {
-        let inferred: u64 = snap.holders.values().map(|h| h.inferred_pins).sum();
+        let inferred: u64 = snap
+            .holders
+            .values()
+            .map(|h| u64::from(h.inferred_pins))
+            .sum();
         out.gauge(&defs::PINS_INFERRED, vec![], inferred as f64);
     }
     if let Some(host) = snap.host_pid_namespace {
