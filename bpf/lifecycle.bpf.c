@@ -18,6 +18,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NR_BPF 321
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
 #define SYSCALL_ARG1(regs) BPF_CORE_READ(regs, di)
+#define SYSCALL_ARG2(regs) BPF_CORE_READ(regs, si)
 #else
 #error "lifecycle.bpf.c: only x86_64 syscall numbers are wired (vendored vmlinux.h is x86_64)"
 #endif
@@ -33,6 +34,14 @@ const volatile __u32 log_events = 0;
  * map with direct loads. Read-only data, so the verifier drops the branch
  * not taken (and, before 6.2, the kfunc call libbpf left unresolved). */
 const volatile __u32 have_rdonly_cast = 0;
+/* --collector.origins: capture the user stack of object-creating and
+ * file-taking bpf() calls; origins_build_id: also ask the kernel for build
+ * id plus file offset per frame (the process may be gone before user space
+ * reads /proc). */
+const volatile __u32 origins_on = 0;
+const volatile __u32 origins_build_id = 0;
+/* The exporter's own tgid: its census takes files of every object. */
+const volatile __u32 self_tgid = 0;
 /* 1 when the fexit/kretprobe program on map_create counts creations; 0 when
  * the syscall-exit program does. Written by user space after attaching. */
 __u32 create_from_probe = 0;
@@ -122,6 +131,12 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
+/* Origin records (see lifecycle.h); resized by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} origins SEC(".maps");
+
 /* Events seen but not counted or recorded, by LC_LOST_* index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -154,6 +169,7 @@ struct {
 /* Makes the skeleton emit the record type. */
 struct create_rec _create_rec = {};
 struct load_rec _load_rec = {};
+struct origin_rec _origin_rec = {};
 
 /* bpf_get_current_task_btf() (5.11+) gives a BTF pointer to current: its
  * fields are then plain loads (with exception handling), not helper calls.
@@ -559,9 +575,100 @@ static __always_inline void on_prog_load(long fd)
 	r->id = id;
 }
 
-/* bpf() returned `ret` for command `cmd` in the current task. */
-static __always_inline void on_bpf_exit(__u64 cmd, long ret)
+/* enum bpf_cmd values of the calls whose origin is kept. */
+#define CMD_OBJ_PIN 6
+#define CMD_OBJ_GET 7
+#define CMD_PROG_GET_FD_BY_ID 13
+#define CMD_MAP_GET_FD_BY_ID 14
+#define CMD_LINK_CREATE 28
+
+/* The id of the object behind an object file of kind `kind`. */
+static __always_inline __u32 obj_id_of(struct file *file, int kind)
 {
+	void *priv = BPF_CORE_READ(file, private_data);
+
+	if (!priv)
+		return 0;
+	if (kind == BPFMAP_OBJ_MAP)
+		return BPF_CORE_READ((struct bpf_map *)priv, id);
+	if (kind == BPFMAP_OBJ_PROG)
+		return BPF_CORE_READ((struct bpf_prog *)priv, aux, id);
+	if (kind == BPFMAP_OBJ_LINK)
+		return BPF_CORE_READ((struct bpf_link *)priv, id);
+	return 0;
+}
+
+/* bpf() command `cmd` succeeded with `ret` (attr: its user attr pointer):
+ * send the calling thread's user stack with the object it reached. Full
+ * ring buffer: counted as LC_LOST_ORIGIN_RING. */
+static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, __u64 attr)
+{
+	struct origin_rec *r;
+	struct file *file;
+	__u64 pid_tgid, pathname = 0;
+	long fd = ret;
+	int kind;
+
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return;
+	if (cmd == CMD_OBJ_PIN) {
+		__u32 bpf_fd = 0; /* union bpf_attr: pathname, then bpf_fd */
+
+		if (bpf_probe_read_user(&bpf_fd, sizeof(bpf_fd), (void *)(attr + 8)))
+			return;
+		fd = bpf_fd;
+	}
+	if (cmd == CMD_OBJ_PIN || cmd == CMD_OBJ_GET)
+		bpf_probe_read_user(&pathname, sizeof(pathname), (void *)attr);
+	r = bpf_ringbuf_reserve(&origins, sizeof(*r), 0);
+	if (!r) {
+		add_lost(LC_LOST_ORIGIN_RING);
+		return;
+	}
+	pid_tgid = bpf_get_current_pid_tgid();
+	r->ns = bpf_ktime_get_boot_ns();
+	r->tgid = pid_tgid >> 32;
+	r->pid = (__u32)pid_tgid;
+	r->cmd = cmd;
+	r->fd = fd;
+	r->obj_id = 0;
+	r->obj_kind = -1;
+	file = (struct file *)fd_file(fd);
+	r->file_ptr = (__u64)file;
+	if (file) {
+		kind = obj_kind_of_untrusted(file);
+		r->obj_kind = kind;
+		r->obj_id = obj_id_of(file, kind);
+	}
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	r->path[0] = 0;
+	if (pathname)
+		bpf_probe_read_user_str(r->path, sizeof(r->path), (void *)pathname);
+	r->ips_len = bpf_get_stack(ctx_of_origin, r->ips, sizeof(r->ips), BPF_F_USER_STACK);
+	r->bids_len = 0;
+	if (origins_build_id)
+		r->bids_len = bpf_get_stack(ctx_of_origin, r->bids, sizeof(r->bids),
+					    BPF_F_USER_STACK | BPF_F_USER_BUILD_ID);
+	/* A wake-up is an interrupt this thread pays for (a VM exit under
+	 * virtualization): the reader polls instead. */
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+/* bpf() returned `ret` for command `cmd` in the current task. */
+static __always_inline void on_bpf_exit(void *ctx_of_origin, __u64 cmd, long ret, __u64 attr)
+{
+	if (origins_on && ret >= 0) {
+		switch (cmd) {
+		case CMD_MAP_CREATE:
+		case CMD_PROG_LOAD:
+		case CMD_LINK_CREATE:
+		case CMD_OBJ_PIN:
+		case CMD_OBJ_GET:
+		case CMD_MAP_GET_FD_BY_ID:
+		case CMD_PROG_GET_FD_BY_ID:
+			on_origin(ctx_of_origin, cmd, ret, attr);
+		}
+	}
 	/* Program loads are recorded, not counted (the counters are of map
 	 * commands). */
 	if (cmd == CMD_PROG_LOAD) {
@@ -605,7 +712,7 @@ int tp_sys_exit_bpf(struct trace_event_raw_sys_exit *ctx)
 
 	/* A BTF pointer: a direct load, not a bpf_probe_read_kernel() call
 	 * (the helper call is the larger cost; BENCHMARKS.md). */
-	on_bpf_exit(regs->di, ctx->ret);
+	on_bpf_exit(ctx, regs->di, ctx->ret, regs->si);
 	return 0;
 }
 
@@ -616,7 +723,7 @@ int BPF_PROG(btf_sys_exit, struct pt_regs *regs, long ret)
 {
 	if (regs->orig_ax != NR_BPF)
 		return 0;
-	on_bpf_exit(regs->di, ret);
+	on_bpf_exit(ctx, regs->di, ret, regs->si);
 	return 0;
 }
 
@@ -628,14 +735,14 @@ int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 		if (regs->orig_ax != NR_BPF)
 			return 0;
-		on_bpf_exit(regs->di, (long)ctx->args[1]);
+		on_bpf_exit(ctx, regs->di, (long)ctx->args[1], regs->si);
 		return 0;
 	}
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 
 	if (SYSCALL_NR(regs) != NR_BPF)
 		return 0;
-	on_bpf_exit(SYSCALL_ARG1(regs), (long)ctx->args[1]);
+	on_bpf_exit(ctx, SYSCALL_ARG1(regs), (long)ctx->args[1], SYSCALL_ARG2(regs));
 	return 0;
 }
 
@@ -645,7 +752,7 @@ int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 SEC("fexit/__x64_sys_bpf")
 int BPF_PROG(fexit_sys_bpf, const struct pt_regs *regs, long ret)
 {
-	on_bpf_exit(regs->di, ret);
+	on_bpf_exit(ctx, regs->di, ret, regs->si);
 	return 0;
 }
 

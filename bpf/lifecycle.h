@@ -35,7 +35,8 @@
 #define LC_LOST_UNREADABLE 1   /* map create returned an fd whose map could
 			        * not be read (closed and replaced by another
 			        * thread first): not counted as created */
-#define LC_LOST_N 2
+#define LC_LOST_ORIGIN_RING 2 /* origins ring buffer full: a stack not sent */
+#define LC_LOST_N 3
 
 /* Per-process counter key (the slots hash key). 40 bytes. */
 struct count_key {
@@ -84,9 +85,37 @@ struct load_rec {
 	char comm[LC_COMM_LEN];
 };
 
+/* Origin records: the user stack of each bpf() call that created, loaded,
+ * linked, pinned or opened an object (--collector.origins), sent through
+ * the `origins` ring buffer. */
+#define LC_STACK_DEPTH 48
+#define LC_PATH_LEN 128
+
+/* One origin. Frames are the raw user return addresses (ips, ips_len bytes
+ * or a negative error) and, where the kernel resolved them, build id plus
+ * file offset per frame (bids, bids_len bytes, 0 when not asked). */
+struct origin_rec {
+	__u64 ns;          /* bpf_ktime_get_boot_ns() */
+	__u64 file_ptr;    /* the object's struct file (matched against the
+			    * census's file records; never published) */
+	__u32 tgid;
+	__u32 pid;
+	__u32 cmd;         /* enum bpf_cmd */
+	__s32 fd;          /* the fd returned (OBJ_PIN: the fd pinned) */
+	__u32 obj_id;      /* 0 when the file could not be read */
+	__s32 obj_kind;    /* BPFMAP_OBJ_MAP, _PROG, _LINK; -1 unknown */
+	__s32 ips_len;
+	__s32 bids_len;
+	char comm[LC_COMM_LEN];
+	char path[LC_PATH_LEN]; /* OBJ_PIN, OBJ_GET: the pathname given */
+	__u64 ips[LC_STACK_DEPTH];
+	struct bpf_stack_build_id bids[LC_STACK_DEPTH];
+};
+
 /* Keep in step with src/bpf/lifecycle/records.rs. */
 _Static_assert(sizeof(struct count_key) == 40, "count_key layout");
 _Static_assert(sizeof(struct create_rec) == 80, "create_rec layout");
 _Static_assert(sizeof(struct load_rec) == 56, "load_rec layout");
+_Static_assert(sizeof(struct origin_rec) == 192 + LC_STACK_DEPTH * 40, "origin_rec layout");
 
 #endif

@@ -47,7 +47,7 @@ pub struct Cli {
     #[arg(long = "web.max-api-requests", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub web_max_api_requests: u16,
 
-    /// Serve the JSON API (/api/v1/*: this node's processes, fds, cgroups and pods) to network clients without authentication or TLS. Without it, only loopback clients reach the API unless --web.config.file configures basic auth or TLS.
+    /// Serve the JSON API (/api/v1/*: this node's processes, fds, cgroups and pods, and with --collector.origins the code paths of their bpf() calls) to network clients without authentication or TLS. Without it, only loopback clients reach the API unless --web.config.file configures basic auth or TLS.
     #[arg(long = "web.expose-api")]
     pub web_expose_api: bool,
 
@@ -170,6 +170,18 @@ pub struct Cli {
     #[arg(long = "k8s.max-pods", default_value_t = 1000)]
     pub k8s_max_pods: usize,
 
+    /// Keep names for the user stacks of origins (--collector.origins): --collector.origins.symbolize=false keeps only build id and file offset per frame, for nodes where reading other processes' binaries is not allowed.
+    #[arg(long = "collector.origins.symbolize", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub origins_symbolize: bool,
+
+    /// With --collector.origins, also ask the kernel for each frame's build id and file offset at the call, so a loader that exits before its memory map is read still has a stack (costs more per call: see BENCHMARKS.md).
+    #[arg(long = "collector.origins.build-ids", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub origins_build_ids: bool,
+
+    /// Distinct user stacks the origin store keeps at most (identical stacks are stored once; records, one per bpf() call, at most 8 times as many); the oldest records are evicted first (bpfmap_origin_store_evictions_total).
+    #[arg(long = "collector.origins.max-stacks", default_value_t = crate::origins::DEFAULT_MAX_STACKS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub origins_max_stacks: usize,
+
     /// Enable a collector (all are on by default): --collector.<name>. Repeatable.
     #[arg(long = "collector", value_name = "NAME", hide = true)]
     pub enable: Vec<String>,
@@ -216,6 +228,10 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
         ))
     }
 }
+
+/// The lifecycle collector's stack capture, toggled as a collector is
+/// (`--collector.origins` / `--no-collector.origins`), off by default.
+const ORIGINS: &str = "origins";
 
 /// Rewrite `--collector.NAME` / `--no-collector.NAME` into `--collector NAME` /
 /// `--no-collector NAME` so clap can parse them, keeping `--collector.maps.*`
@@ -309,6 +325,12 @@ impl Cli {
                 census: on("maps"),
                 memcg_attribution: self.k8s_attribution,
                 cgroup_root: self.creators_cgroup_root.clone(),
+                origins: crate::origins::OriginsConfig {
+                    enabled: self.collector_enabled(ORIGINS),
+                    symbolize: self.origins_symbolize,
+                    max_stacks: self.origins_max_stacks,
+                    build_id: self.origins_build_ids,
+                },
                 #[cfg(feature = "testing")]
                 knobs: crate::lifecycle::TestKnobs {
                     // The start-up tests make the kernel run out of memory with it.
@@ -345,7 +367,7 @@ impl Cli {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         for n in self.enable.iter().chain(self.disable.iter()) {
-            if crate::registry::spec(n).is_none() {
+            if crate::registry::spec(n).is_none() && n != ORIGINS {
                 let names: Vec<_> = crate::registry::REGISTRY.iter().map(|s| s.name).collect();
                 anyhow::bail!(
                     "unknown collector {n:?}: valid names are {}",

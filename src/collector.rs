@@ -24,6 +24,9 @@ pub struct CreatorProcesses {
     pub by_id: IdMap<CreatorProcess>,
     /// Maps with ids up to this existed before the probes attached.
     pub start_max: u32,
+    /// The user stacks that created, pinned or took files of objects
+    /// (`--collector.origins`).
+    pub origins: Option<std::sync::Arc<crate::origins::Origins>>,
 }
 
 /// What a collector gets to read in a scrape.

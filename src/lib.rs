@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod origins;
 pub mod registry;
 pub mod simulate;
 pub mod sys;

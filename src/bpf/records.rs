@@ -55,6 +55,10 @@ impl<'a> Rec<'a> {
     pub fn i64(&self, off: usize) -> i64 {
         i64::from_le_bytes(self.0[off..off + 8].try_into().expect("8 bytes"))
     }
+    /// `len` bytes at `off`.
+    pub fn bytes(&self, off: usize, len: usize) -> &'a [u8] {
+        &self.0[off..off + len]
+    }
     /// A fixed-size char array: its bytes up to the first NUL.
     pub fn cstr(&self, off: usize, len: usize) -> &'a [u8] {
         cstr(&self.0[off..off + len])

@@ -347,6 +347,7 @@ mod tests {
         let procs = CreatorProcesses {
             by_id,
             start_max: 1,
+            origins: None,
         };
         let x = Extras::default();
         let inp = Input {

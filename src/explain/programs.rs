@@ -157,6 +157,7 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
         "loader": loader,
         "orphaned": orphaned,
         "orphaned_withheld": orphaned_withheld,
+        "origin": super::report::origin_json(inp, crate::origins::store::ObjKind::Prog, p.id),
     })
 }
 
@@ -380,6 +381,7 @@ pub fn program_text(doc: &Value) -> String {
         } else {
             let _ = writeln!(o, "  loader {}", s(&l["reason"]));
         }
+        super::text::origin_lines(&mut o, &p["origin"], "loaded at");
         match &p["orphaned"] {
             Value::Bool(true) => {
                 let _ = writeln!(

@@ -29,6 +29,27 @@ pub struct Input<'a> {
     pub max_holders: usize,
 }
 
+/// The origin store, when the lifecycle collector keeps one.
+pub(crate) fn origins<'a>(inp: &Input<'a>) -> Option<&'a crate::origins::Origins> {
+    inp.processes.ok()?.origins.as_deref()
+}
+
+/// CLOCK_BOOTTIME zero in Unix seconds.
+pub(crate) fn boot_to_unix(inp: &Input<'_>) -> f64 {
+    inp.now_unix - crate::sys::boottime_ns() as f64 / 1e9
+}
+
+/// The `origin` object of an object, or why there is none.
+pub(crate) fn origin_json(inp: &Input<'_>, kind: crate::origins::store::ObjKind, id: u32) -> Value {
+    match (origins(inp), inp.processes) {
+        (Some(o), _) => o.object_json(kind, id, boot_to_unix(inp), inp.now_unix),
+        (None, Err(why)) => json!({"unknown": why}),
+        (None, Ok(_)) => {
+            json!({"unknown": "--collector.origins is off, or its probe did not attach: no stacks are kept"})
+        }
+    }
+}
+
 fn comm(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -116,8 +137,18 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
                     files.dedup();
                     let omitted = fds.len().saturating_sub(inp.max_holders);
                     fds.truncate(inp.max_holders);
-                    json!({"pid": tgid, "comm": comm, "container_id": c, "pod_uid": p,
-                           "fds": fds, "fds_omitted": omitted, "files": files.len()})
+                    let mut v = json!({"pid": tgid, "comm": comm, "container_id": c, "pod_uid": p,
+                           "fds": fds, "fds_omitted": omitted, "files": files.len()});
+                    if let Some(o) = origins(inp) {
+                        v["taken_at"] = Value::Array(o.files_json(
+                            crate::origins::store::ObjKind::Map,
+                            id,
+                            &files,
+                            boot_to_unix(inp),
+                            inp.now_unix,
+                        ));
+                    }
+                    v
                 })
                 .collect()
         }
@@ -126,7 +157,19 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
             .get(&id)
             .into_iter()
             .flatten()
-            .map(|p| json!({"mount": p.mount, "path": p.path}))
+            .map(|p| {
+                let mut v = json!({"mount": p.mount, "path": p.path});
+                if let Some(o) = origins(inp) {
+                    v["pinned_at"] = Value::Array(o.pins_json(
+                        crate::origins::store::ObjKind::Map,
+                        id,
+                        &p.path,
+                        boot_to_unix(inp),
+                        inp.now_unix,
+                    ));
+                }
+                v
+            })
             .collect(),
         HolderKind::Program => x
             .programs
@@ -453,6 +496,7 @@ fn map_report(inp: &Input<'_>, x: &Index<'_>, m: &MapRecord) -> Value {
         "unexplained_withheld": withheld,
         "roots": roots,
         "orphaned": orphaned,
+        "origin": origin_json(inp, crate::origins::store::ObjKind::Map, m.id),
     })
 }
 

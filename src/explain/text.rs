@@ -168,6 +168,7 @@ pub fn text(doc: &Value) -> String {
             format!("process unknown ({})", s(&c["process_unknown"]))
         };
         let _ = writeln!(o, "  creator: {what}; {who}");
+        origin_lines(&mut o, &m["origin"], "created at");
         let h = &m["holders"];
         let each = |k: &str| h[k].as_array().cloned().unwrap_or_default();
         for p in each("file") {
@@ -184,6 +185,16 @@ pub fn text(doc: &Value) -> String {
                 p["fds"],
                 p["files"]
             );
+            for r in p["taken_at"].as_array().into_iter().flatten() {
+                if r["command"] == m["origin"]["created"]["command"]
+                    && r["pid"] == m["origin"]["created"]["pid"]
+                    && r["fd"] == m["origin"]["created"]["fd"]
+                {
+                    let _ = writeln!(o, "  file taken at: its creation (created at, above)");
+                } else {
+                    record_lines(&mut o, "  file taken at", r);
+                }
+            }
         }
         for p in each("pin") {
             let _ = writeln!(
@@ -191,6 +202,9 @@ pub fn text(doc: &Value) -> String {
                 "  pin {}",
                 super::report::pin_path(&s(&p["mount"]), &s(&p["path"]))
             );
+            for r in p["pinned_at"].as_array().into_iter().flatten() {
+                record_lines(&mut o, "  pinned at", r);
+            }
         }
         for p in each("program") {
             let _ = writeln!(
@@ -344,4 +358,89 @@ pub fn text(doc: &Value) -> String {
         );
     }
     o
+}
+
+/// A JSON value as text: strings bare, null as `-`.
+fn sv(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+/// The creation stack of an `origin` object (`label`: "created at" or
+/// "loaded at"), or why this object has none.
+pub(crate) fn origin_lines(o: &mut String, origin: &Value, label: &str) {
+    use std::fmt::Write;
+    if origin.is_null() {
+        return;
+    }
+    // No stacks kept at all (origins off, a standalone explain): the JSON
+    // says why; the text stays as it is without origins.
+    if origin.get("unknown").is_some() {
+        return;
+    }
+    match &origin["created"] {
+        Value::Null => {
+            let _ = writeln!(o, "  {label}: unknown ({})", sv(&origin["created_unknown"]));
+        }
+        r => record_lines(o, &format!("  {label}"), r),
+    }
+}
+
+/// One origin record: the call, then its top frames (function, file:line,
+/// binary and offset; never an address), then truncation and notes.
+pub(crate) fn record_lines(o: &mut String, label: &str, r: &Value) {
+    use std::fmt::Write;
+    let path = r["path"]
+        .as_str()
+        .map(|p| format!(" path {:?}", sv(&json!(p))))
+        .unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "{label}: bpf({}) fd {}{path} by pid {} ({}), {} ago",
+        sv(&r["command"]),
+        r["fd"],
+        r["pid"],
+        sv(&r["comm"]),
+        age(r["age_seconds"].as_f64().unwrap_or(0.0))
+    );
+    let st = &r["stack"];
+    let frames = st["frames"].as_array().cloned().unwrap_or_default();
+    for (i, f) in frames.iter().take(crate::origins::TEXT_FRAMES).enumerate() {
+        let func = f["function"].as_str().map(|x| sv(&json!(x)));
+        let at = match (f["file"].as_str(), f["line"].as_u64()) {
+            (Some(file), Some(line)) => format!(" ({}:{line})", sv(&json!(file))),
+            (Some(file), None) => format!(" ({})", sv(&json!(file))),
+            _ => String::new(),
+        };
+        let bin = match (f["binary"].as_str(), f["build_id"].as_str()) {
+            (Some(b), _) => sv(&json!(b)),
+            (None, Some(id)) => format!("build id {}", sv(&json!(id))),
+            (None, None) => "unknown binary".into(),
+        };
+        let off = f["file_offset"]
+            .as_u64()
+            .map(|x| format!("+0x{x:x}"))
+            .unwrap_or_else(|| " (no file: anonymous or JIT memory)".into());
+        let _ = writeln!(
+            o,
+            "      #{i} {}{at} in {bin}{off}",
+            func.unwrap_or_else(|| "??".into())
+        );
+    }
+    if frames.len() > crate::origins::TEXT_FRAMES {
+        let _ = writeln!(
+            o,
+            "      ... {} more frames (--output json has them all)",
+            frames.len() - crate::origins::TEXT_FRAMES
+        );
+    }
+    if st["truncated"] == json!(true) {
+        let _ = writeln!(o, "      truncated: {}", sv(&st["truncated_reason"]));
+    }
+    if let Some(n) = st["note"].as_str() {
+        let _ = writeln!(o, "      note: {}", sv(&json!(n)));
+    }
 }

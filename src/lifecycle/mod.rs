@@ -56,6 +56,8 @@ pub struct LifecycleOpts {
     /// The memory cgroup hierarchy (`--collector.creators.cgroup-root`),
     /// else found in mountinfo.
     pub cgroup_root: Option<PathBuf>,
+    /// `--collector.origins*`.
+    pub origins: crate::origins::OriginsConfig,
     /// Overrides that only tests and benchmarks set.
     #[cfg(feature = "testing")]
     pub knobs: TestKnobs,
@@ -93,6 +95,8 @@ impl LifecycleOpts {
             pid_label: self.pid_label,
             log_events: self.log_events,
             counter_slots: self.counter_slots(),
+            origins: self.origins.enabled,
+            origins_build_id: self.origins.build_id,
         }
     }
 
@@ -125,6 +129,7 @@ impl Default for LifecycleOpts {
             attributor: Arc::new(NoAttribution),
             memcg_attribution: false,
             cgroup_root: None,
+            origins: crate::origins::OriginsConfig::default(),
             #[cfg(feature = "testing")]
             knobs: TestKnobs::default(),
         }
@@ -149,6 +154,11 @@ pub struct Lifecycle {
     opts: LifecycleOpts,
     ring: Option<(libbpf_rs::RingBuffer<'static>, Events)>,
     stats_fd: Option<OwnedFd>,
+    /// The origin store and its workers (`--collector.origins`).
+    origins: Option<Arc<crate::origins::Origins>>,
+    /// CLOCK_BOOTTIME of the previous collect: origin records older than
+    /// it predate the census this collect reads.
+    prev_collect_ns: u64,
 }
 
 impl Lifecycle {
@@ -286,6 +296,33 @@ impl Lifecycle {
         } else {
             None
         };
+        let syscalls_attached = choices
+            .iter()
+            .any(|c| c.probe == "map_syscalls" && c.attached);
+        let origins = if opts.origins.enabled && syscalls_attached {
+            let started = libbpf_rs::MapHandle::try_from(&skel.maps.origins)
+                .map_err(anyhow::Error::from)
+                .and_then(|ring| {
+                    crate::origins::Origins::start(
+                        opts.origins.clone(),
+                        ring,
+                        start_max,
+                        prog_start_max,
+                    )
+                });
+            match started {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "origins unavailable: no stacks are kept");
+                    None
+                }
+            }
+        } else {
+            if opts.origins.enabled {
+                tracing::warn!("origins unavailable: the bpf() exit probe is not attached");
+            }
+            None
+        };
         Ok(Lifecycle {
             skel,
             _links: links,
@@ -300,6 +337,8 @@ impl Lifecycle {
             opts,
             ring,
             stats_fd,
+            origins,
+            prev_collect_ns: 0,
         })
     }
 
@@ -519,6 +558,7 @@ impl Collector for Lifecycle {
         Some(crate::collector::CreatorProcesses {
             by_id,
             start_max: self.tracker.start_max(),
+            origins: self.origins.clone(),
         })
     }
 
@@ -671,7 +711,30 @@ impl Collector for Lifecycle {
             lost.iter().map(|l| l.2).sum::<u64>() as f64,
         );
         self.emit_stats(out);
+        self.collect_origins(census, out);
         Ok(())
+    }
+}
+
+impl Lifecycle {
+    /// Origin metrics, and the stored origins of objects the census no
+    /// longer has dropped.
+    fn collect_origins(&mut self, census: Option<&crate::census::Snapshot>, out: &mut Families) {
+        let now = sys::boottime_ns();
+        let before = std::mem::replace(&mut self.prev_collect_ns, now);
+        let Some(o) = &self.origins else {
+            return;
+        };
+        if let Some(snap) = census.filter(|s| s.maps_ok && before > 0) {
+            use crate::origins::store::ObjKind;
+            let maps: std::collections::HashSet<u32> = snap.maps.iter().map(|m| m.id).collect();
+            o.prune(ObjKind::Map, &|id| maps.contains(&id), before);
+            if let Some(progs) = snap.programs.as_ref() {
+                let progs: std::collections::HashSet<u32> = progs.iter().map(|p| p.id).collect();
+                o.prune(ObjKind::Prog, &|id| progs.contains(&id), before);
+            }
+        }
+        o.emit(out, self.kernel_lost(decode::LOST_ORIGIN_RING));
     }
 }
 

@@ -445,6 +445,39 @@ pub const WEB_AUTH_CHECKS_TOTAL: Def = counter(
     "Basic-auth checks by result: cached (good credential from the cache), verified (good credential by bcrypt), denied (missing, unknown user or wrong password), busy (answered 503: every bcrypt slot was taken).",
 );
 
+pub const ORIGIN_CAPTURES_TOTAL: Def = counter(
+    "bpfmap_origin_captures_total",
+    "User stacks the lifecycle programs captured (--collector.origins), by bpf() command: map_create, prog_load, link_create, obj_pin, obj_get, map_get_fd_by_id, prog_get_fd_by_id.",
+);
+pub const ORIGIN_STACKS_TRUNCATED_TOTAL: Def = counter(
+    "bpfmap_origin_stacks_truncated_total",
+    "Captured stacks labelled truncated, by reason: frame_pointers (the walk stopped before a thread entry point: code without frame pointers on the path) or depth (deeper than the frames captured).",
+);
+pub const ORIGIN_RECORDS_LOST_TOTAL: Def = counter(
+    "bpfmap_origin_records_lost_total",
+    "Origin records not stored, by reason: ring_full (the kernel found the origins ring buffer full) or queue_full (too many records waiting to be symbolized).",
+);
+pub const ORIGIN_PROCESS_GONE_TOTAL: Def = counter(
+    "bpfmap_origin_process_gone_total",
+    "Origin records whose process had exited before its memory map was read: their frames are the kernel's build id and file offset, named only where a binary of that build id was seen before.",
+);
+pub const ORIGIN_STORE_EVICTIONS_TOTAL: Def = counter(
+    "bpfmap_origin_store_evictions_total",
+    "Origin records evicted from the store by its bounds (--collector.origins.max-stacks in all, 8 per object) or replaced by a newer creation of the same id.",
+);
+pub const ORIGIN_STORE_RECORDS: Def = gauge(
+    "bpfmap_origin_store_records",
+    "Origin records stored (each one bpf() call with its stack).",
+);
+pub const ORIGIN_STORE_STACKS: Def = gauge(
+    "bpfmap_origin_store_stacks",
+    "Distinct stacks stored (records with identical frames share one).",
+);
+pub const ORIGIN_STORE_BYTES: Def = gauge(
+    "bpfmap_origin_store_bytes",
+    "Bytes the origin store's records and stacks hold (an upper bound: strings shared between frames are counted per frame).",
+);
+
 /// Every definition, for checks over the whole set.
 #[cfg(any(test, feature = "testing"))]
 pub const ALL: &[&Def] = &[
@@ -457,6 +490,14 @@ pub const ALL: &[&Def] = &[
     &CREATOR_MAPS_MEMORY_BYTES,
     &EVENTS_LOST_TOTAL,
     &LIFECYCLE_EVENTS_LOST_TOTAL,
+    &ORIGIN_CAPTURES_TOTAL,
+    &ORIGIN_STACKS_TRUNCATED_TOTAL,
+    &ORIGIN_RECORDS_LOST_TOTAL,
+    &ORIGIN_PROCESS_GONE_TOTAL,
+    &ORIGIN_STORE_EVICTIONS_TOTAL,
+    &ORIGIN_STORE_RECORDS,
+    &ORIGIN_STORE_STACKS,
+    &ORIGIN_STORE_BYTES,
     &EXPORTER_MAP_MEMORY_BYTES,
     &EXPORTER_MAPS,
     &FEATURE_AVAILABLE,

@@ -42,7 +42,15 @@ pub struct LoadConfig {
     pub log_events: bool,
     /// Kernel counter slots: distinct (process, counter) pairs kept apart.
     pub counter_slots: u32,
+    /// Capture user stacks (`--collector.origins`), with the kernel's build
+    /// ids too when `origins_build_id`.
+    pub origins: bool,
+    pub origins_build_id: bool,
 }
+
+/// Bytes of the origins ring buffer when origins are on (about 490
+/// records: a loader's burst of creations while the reader normalizes).
+pub const ORIGINS_RING_BYTES: u32 = 1 << 20;
 
 /// Open the lifecycle BPF object (with `btf_path` for CO-RE when given).
 pub fn open_skel(btf_path: Option<&std::path::Path>) -> anyhow::Result<OpenLifecycleSkel<'static>> {
@@ -70,6 +78,12 @@ fn open_configured(
         ro.with_pid = opts.pid_label as u32;
         ro.log_events = opts.log_events as u32;
         ro.have_rdonly_cast = caps.rdonly_cast as u32;
+        ro.origins_on = opts.origins as u32;
+        ro.origins_build_id = (opts.origins && opts.origins_build_id) as u32;
+        ro.self_tgid = std::process::id();
+    }
+    if opts.origins {
+        open.maps.origins.set_max_entries(ORIGINS_RING_BYTES)?;
     }
     if !opts.log_events {
         open.maps.events.set_max_entries(4096)?;

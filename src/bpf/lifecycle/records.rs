@@ -9,6 +9,7 @@ const _: () = {
     assert!(std::mem::size_of::<types::count_key>() == COUNT_KEY_SIZE);
     assert!(std::mem::size_of::<types::create_rec>() == CREATE_REC_SIZE);
     assert!(std::mem::size_of::<types::load_rec>() == PROG_REC_SIZE);
+    assert!(std::mem::size_of::<types::origin_rec>() == ORIGIN_REC_SIZE);
     assert!(std::mem::size_of::<types::overflow_val>() == OVERFLOW_SLOTS * 8);
 };
 
@@ -18,6 +19,12 @@ pub const COUNT_KEY_SIZE: usize = 40;
 pub const CREATE_REC_SIZE: usize = 80;
 /// Size of `struct load_rec`.
 pub const PROG_REC_SIZE: usize = 56;
+/// `LC_STACK_DEPTH`: frames an origin record holds at most.
+pub const STACK_DEPTH: usize = 48;
+/// `LC_PATH_LEN`.
+const PATH_LEN: usize = 128;
+/// Size of `struct origin_rec`.
+pub const ORIGIN_REC_SIZE: usize = 192 + STACK_DEPTH * 40;
 /// `LC_PROG_RING`: program load record slots (program id modulo this).
 pub const PROG_RING: u32 = 8192;
 /// `LC_RING`: creation record slots (map id modulo this).
@@ -37,6 +44,7 @@ pub const KIND_DEC: u16 = 4;
 /// `LC_LOST_*`: indexes of the `lost` per-CPU array.
 pub const LOST_LOG_RING: u32 = 0;
 pub const LOST_UNREADABLE: u32 = 1;
+pub const LOST_ORIGIN_RING: u32 = 2;
 
 /// The process a kernel counter belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -169,6 +177,82 @@ pub fn decode_prog_rec(b: &[u8]) -> Result<crate::census::loaders::LoadRecord, R
     })
 }
 
+/// What the kernel made of one frame in build-id mode
+/// (`struct bpf_stack_build_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelFrame {
+    /// The build id of the file mapped there and the file offset.
+    BuildId { build_id: [u8; 20], offset: u64 },
+    /// No build id (anonymous memory, or the kernel could not read it).
+    Ip,
+}
+
+/// `struct origin_rec`: the user stack of one bpf() call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginRec {
+    pub ns: u64,
+    pub file_ptr: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub cmd: u32,
+    pub fd: i32,
+    pub obj_id: u32,
+    /// `BPFMAP_OBJ_*` (0 map, 1 program, 2 link), -1 unknown.
+    pub obj_kind: i32,
+    pub comm: String,
+    /// OBJ_PIN and OBJ_GET: the pathname the caller gave.
+    pub path: String,
+    /// Raw user return addresses, innermost first; Err: bpf_get_stack's error.
+    pub ips: Result<Vec<u64>, i32>,
+    /// Build-id frames (empty when not asked); Err: bpf_get_stack's error.
+    pub kernel_frames: Result<Vec<KernelFrame>, i32>,
+}
+
+pub fn decode_origin_rec(b: &[u8]) -> Result<OriginRec, RecordError> {
+    let r = Rec::exact("origin_rec", b, ORIGIN_REC_SIZE)?;
+    let len = |off: usize| r.u32(off) as i32;
+    let (ips_len, bids_len) = (len(40), len(44));
+    let ips_off = 192;
+    let bids_off = ips_off + STACK_DEPTH * 8;
+    let ips = if ips_len < 0 {
+        Err(ips_len)
+    } else {
+        let n = (ips_len as usize / 8).min(STACK_DEPTH);
+        Ok((0..n).map(|i| r.u64(ips_off + i * 8)).collect())
+    };
+    let kernel_frames = if bids_len < 0 {
+        Err(bids_len)
+    } else {
+        let n = (bids_len as usize / 32).min(STACK_DEPTH);
+        Ok((0..n)
+            .map(|i| {
+                let o = bids_off + i * 32;
+                match r.u32(o) {
+                    1 => KernelFrame::BuildId {
+                        build_id: r.bytes(o + 4, 20).try_into().expect("20 bytes"),
+                        offset: r.u64(o + 24),
+                    },
+                    _ => KernelFrame::Ip,
+                }
+            })
+            .collect())
+    };
+    Ok(OriginRec {
+        ns: r.u64(0),
+        file_ptr: r.u64(8),
+        tgid: r.u32(16),
+        pid: r.u32(20),
+        cmd: r.u32(24),
+        fd: r.u32(28) as i32,
+        obj_id: r.u32(32),
+        obj_kind: r.u32(36) as i32,
+        comm: comm_label(r.cstr(48, 16)),
+        path: String::from_utf8_lossy(r.cstr(64, PATH_LEN)).into_owned(),
+        ips,
+        kernel_frames,
+    })
+}
+
 /// bpf() commands counted by `bpfmap_map_syscalls_total`, as `cmd` labels.
 pub fn cmd_name(cmd: u32) -> String {
     match cmd {
@@ -177,8 +261,10 @@ pub fn cmd_name(cmd: u32) -> String {
         2 => "map_update_elem",
         3 => "map_delete_elem",
         4 => "map_get_next_key",
+        5 => "prog_load",
         6 => "obj_pin",
         7 => "obj_get",
+        13 => "prog_get_fd_by_id",
         14 => "map_get_fd_by_id",
         21 => "map_lookup_and_delete_elem",
         22 => "map_freeze",
@@ -186,6 +272,7 @@ pub fn cmd_name(cmd: u32) -> String {
         25 => "map_lookup_and_delete_batch",
         26 => "map_update_batch",
         27 => "map_delete_batch",
+        28 => "link_create",
         n => return format!("cmd_{n}"),
     }
     .to_string()

@@ -1,0 +1,382 @@
+//! Origins (root): the user stacks that created, pinned and took files of
+//! objects, named after the process exited and its binary was deleted, a
+//! stripped binary's raw frames, a full store, and a process in another
+//! mount namespace. A C program (tests/fixtures/origins.c, built here with
+//! frame pointers and debug info) makes each object from its own function.
+//! Nothing is timed tightly: each wait polls up to 60 s.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bpfmap-exporter");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/origins.c");
+
+/// The fixture built into `dir` (stripped of every symbol when `strip`).
+fn build(dir: &Path, strip: bool) -> PathBuf {
+    let bin = dir.join("origins");
+    let st = Command::new("cc")
+        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(FIXTURE)
+        .status()
+        .expect("cc (apt-get install gcc)");
+    assert!(st.success(), "building {FIXTURE}");
+    if strip {
+        let st = Command::new("strip").arg("-s").arg(&bin).status().unwrap();
+        assert!(st.success(), "strip -s");
+        let nm = Command::new("nm").arg(&bin).output().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&nm.stdout).contains("origin_make_map"),
+            "the stripped fixture still names its functions"
+        );
+    }
+    bin
+}
+
+/// Pins the fixture makes, removed on drop.
+struct Pins(PathBuf);
+
+impl Pins {
+    fn new(tag: &str) -> Pins {
+        ensure_bpffs();
+        let p = PathBuf::from(format!("/sys/fs/bpf/origins_{tag}_{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let _ = std::fs::remove_file(format!("{}_prog", p.display()));
+        Pins(p)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(format!("{}_prog", self.0.display()));
+    }
+}
+
+/// Run `cmd` (the fixture, or a wrapper ending with it) to its exit:
+/// (map id, program id).
+fn run(mut cmd: Command) -> (u32, u32) {
+    let out = cmd.output().expect("running the fixture");
+    assert!(out.status.success(), "fixture failed: {out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let w: Vec<&str> = s.split_whitespace().collect();
+    assert!(w.len() >= 4 && w[0] == "map" && w[2] == "prog", "{s:?}");
+    (w[1].parse().unwrap(), w[3].parse().unwrap())
+}
+
+fn fixture(bin: &Path, pins: &Pins) -> Command {
+    let mut c = Command::new(bin);
+    c.arg(&pins.0).arg("1000");
+    c
+}
+
+fn start(args: &[&str]) -> Exporter {
+    require_root();
+    let mut a = vec!["--collector.origins"];
+    a.extend_from_slice(args);
+    let mut e = Exporter::start(BIN, &a);
+    // The probes are attached before the listener accepts; the first
+    // scrape proves the lifecycle collector loaded.
+    e.wait_until("scraped", Duration::from_secs(60), |port| {
+        http_get(port, "/metrics").is_some_and(|(c, b)| {
+            c == 200 && b.contains("bpfmap_scrape_collector_success{collector=\"lifecycle\"} 1")
+        })
+    });
+    e
+}
+
+/// GET `path` as JSON until `ready` holds (60 s at most).
+fn json_until(e: &Exporter, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let got = http_get(e.port, path)
+            .filter(|(c, _)| *c == 200)
+            .and_then(|(_, b)| {
+                serde_json::from_str::<Value>(&b)
+                    .or_else(|_| serde_json::from_slice(&dechunk(b.as_bytes())))
+                    .ok()
+            });
+        if let Some(v) = got.filter(|v| ready(v)) {
+            return v;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{path}: not ready after 60 s: {:?}\nexporter stderr:\n{}",
+            http_get(e.port, path),
+            e.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The fixture's record among `records` (other processes' are skipped).
+fn ours(records: &Value) -> Option<&Value> {
+    records.as_array()?.iter().find(|r| r["comm"] == "origins")
+}
+
+fn frames(record: &Value) -> Vec<Value> {
+    record["stack"]["frames"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The frame naming `function`, asserted to carry file:line.
+fn named<'a>(fs: &'a [Value], function: &str) -> &'a Value {
+    let f = fs
+        .iter()
+        .find(|f| f["function"] == function)
+        .unwrap_or_else(|| panic!("no frame names {function}: {fs:#?}"));
+    assert_eq!(f["file"], "origins.c", "{f}");
+    assert!(f["line"].as_u64().is_some_and(|l| l > 0), "{f}");
+    assert!(f["build_id"].as_str().is_some_and(|b| !b.is_empty()), "{f}");
+    assert!(f["file_offset"].as_u64().is_some(), "{f}");
+    f
+}
+
+/// No runtime address anywhere in an origin: frames carry only build id,
+/// file offset, binary path and names.
+fn no_addresses(origin: &Value) {
+    let s = origin.to_string();
+    for key in ["\"ip\"", "\"addr\"", "\"address\"", "file_ptr", "\"ips\""] {
+        assert!(!s.contains(key), "{key} served: {s}");
+    }
+}
+
+fn explain(e: &Exporter, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["explain", "--from", &format!("http://127.0.0.1:{}", e.port)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "explain: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn metric(e: &Exporter, line_start: &str) -> f64 {
+    let (_, body) = http_get(e.port, "/metrics").unwrap();
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .unwrap_or_else(|| panic!("{line_start} not in the scrape"))
+}
+
+#[test]
+fn names_survive_the_process_exit_and_the_binary_deletion() {
+    let e = start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(dir.path(), false);
+    let pins = Pins::new("named");
+    let (map, prog) = run(fixture(&bin, &pins));
+    std::fs::remove_file(&bin).unwrap();
+
+    // Other BPF tools on the host take files of every map too: the
+    // fixture's own records are told by their comm.
+    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+        let o = &v["maps"][0]["origin"];
+        !o["created"].is_null() && ours(&o["files_taken"]).is_some()
+    });
+    let m = &doc["maps"][0];
+    let origin = &m["origin"];
+    no_addresses(origin);
+    let created = &origin["created"];
+    assert_eq!(created["command"], "map_create");
+    assert_eq!(created["comm"], "origins");
+    let fs = frames(created);
+    let f = named(&fs, "origin_make_map");
+    assert_eq!(
+        f["binary"],
+        bin.to_str().unwrap(),
+        "the path the process mapped"
+    );
+    named(&fs, "main");
+    assert_eq!(created["stack"]["symbolized"], true);
+
+    let pin = m["holders"]["pin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["path"]
+                .as_str()
+                .is_some_and(|x| pins.0.ends_with(x.trim_start_matches('/')))
+        })
+        .unwrap_or_else(|| panic!("pin holder missing: {}", m["holders"]["pin"]));
+    let pinned = &pin["pinned_at"][0];
+    assert_eq!(pinned["command"], "obj_pin");
+    assert_eq!(pinned["path"], pins.0.to_str().unwrap());
+    named(&frames(pinned), "origin_pin");
+
+    let taken = ours(&origin["files_taken"]).unwrap();
+    assert_eq!(taken["command"], "map_get_fd_by_id");
+    named(&frames(taken), "origin_take_fd");
+
+    let doc = json_until(&e, &format!("/api/v1/programs/{prog}"), |v| {
+        !v["programs"][0]["origin"]["created"].is_null()
+    });
+    let loaded = &doc["programs"][0]["origin"]["created"];
+    assert_eq!(loaded["command"], "prog_load");
+    named(&frames(loaded), "origin_load_prog");
+
+    let text = explain(&e, &["--id", &map.to_string()]);
+    for want in [
+        "created at: bpf(map_create)",
+        "origin_make_map (origins.c:",
+        "pinned at: bpf(obj_pin)",
+        "origin_pin (origins.c:",
+    ] {
+        assert!(text.contains(want), "explain lacks {want:?}:\n{text}");
+    }
+    let text = explain(&e, &["--prog", &prog.to_string()]);
+    assert!(
+        text.contains("loaded at: bpf(prog_load)") && text.contains("origin_load_prog (origins.c:"),
+        "{text}"
+    );
+    assert!(metric(&e, "bpfmap_origin_captures_total{cmd=\"map_create\"}") >= 1.0);
+}
+
+#[test]
+fn a_map_older_than_the_exporter_says_so() {
+    require_root();
+    let old = map(libbpf_rs::MapType::Array, "origins_old", 4, 4, 1, 0);
+    let id = id_of(&old);
+    let e = start(&[]);
+    let doc = json_until(&e, &format!("/api/v1/maps/{id}"), |v| {
+        v["maps"][0].is_object()
+    });
+    let o = &doc["maps"][0]["origin"];
+    assert!(o["created"].is_null(), "{o}");
+    assert_eq!(o["created_unknown"], "created before the exporter started");
+    let text = explain(&e, &["--id", &id.to_string()]);
+    assert!(
+        text.contains("created at: unknown (created before the exporter started)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_stripped_binary_keeps_raw_frames_with_a_note() {
+    let e = start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(dir.path(), true);
+    let pins = Pins::new("stripped");
+    let (map, _) = run(fixture(&bin, &pins));
+    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+        !v["maps"][0]["origin"]["created"].is_null()
+    });
+    let created = &doc["maps"][0]["origin"]["created"];
+    let fs = frames(created);
+    let own: Vec<&Value> = fs
+        .iter()
+        .filter(|f| f["binary"] == bin.to_str().unwrap())
+        .collect();
+    assert!(own.len() >= 2, "the fixture's frames are kept: {fs:#?}");
+    for f in &own {
+        assert!(f["function"].is_null(), "a stripped binary named: {f}");
+        assert!(f["build_id"].as_str().is_some_and(|b| b.len() == 40), "{f}");
+        assert!(f["file_offset"].as_u64().is_some(), "{f}");
+    }
+    let note = created["stack"]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("have no name"), "note: {note:?}");
+    let text = explain(&e, &["--id", &map.to_string()]);
+    assert!(
+        text.contains("#1 ?? in ") && text.contains("note: "),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_full_store_evicts_counts_and_leaves_the_rest_alone() {
+    // Two distinct stacks at most: the fixture's run alone makes five (map,
+    // program, two pins, the fd by id), and other tools on the host may add
+    // theirs, so which records survive is not known; each that does is
+    // whole.
+    let e = start(&["--collector.origins.max-stacks=2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(dir.path(), false);
+    let pins = Pins::new("full");
+    let (map, _) = run(fixture(&bin, &pins));
+    let t = Instant::now();
+    while metric(&e, "bpfmap_origin_store_evictions_total") < 3.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no evictions counted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(metric(&e, "bpfmap_origin_store_stacks") <= 2.0);
+    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+        v["maps"][0].is_object()
+    });
+    let m = &doc["maps"][0];
+    let o = &m["origin"];
+    let mut kept = 0;
+    for (list, function) in [
+        (&o["files_taken"], "origin_take_fd"),
+        (&o["pinned"], "origin_pin"),
+    ] {
+        for r in list.as_array().into_iter().flatten() {
+            if r["comm"] == "origins" {
+                named(&frames(r), function);
+                kept += 1;
+            }
+        }
+    }
+    if o["created"]["comm"] == "origins" {
+        named(&frames(&o["created"]), "origin_make_map");
+        kept += 1;
+    }
+    assert!(
+        kept <= 2,
+        "more of the fixture's stacks than the bound: {o}"
+    );
+    // Nothing else disturbed: the map, its pin and its creator are there.
+    assert_eq!(m["creator"]["process"]["comm"], "origins", "{m}");
+    assert_eq!(m["holders"]["pin"].as_array().map(Vec::len), Some(1));
+    assert_eq!(m["unexplained"], 0);
+    assert_eq!(
+        metric(
+            &e,
+            "bpfmap_scrape_collector_success{collector=\"lifecycle\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_process_in_another_mount_namespace_is_named_from_its_own_binary() {
+    let e = start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let built = build(dir.path(), false);
+    let pins = Pins::new("mntns");
+    // A private tmpfs over a directory only that namespace sees: the
+    // binary's path does not exist on the host.
+    let private = tempfile::tempdir().unwrap();
+    let inner = private.path().join("hidden-origins");
+    let script = format!(
+        "mount -t tmpfs none {p} && cp {b} {i} && exec {i} {pin} 1000",
+        p = private.path().display(),
+        b = built.display(),
+        i = inner.display(),
+        pin = pins.0.display()
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    let (map, _) = run(c);
+    assert!(
+        !inner.exists(),
+        "the binary is visible outside its namespace"
+    );
+    std::fs::remove_file(&built).unwrap();
+    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+        !v["maps"][0]["origin"]["created"].is_null()
+    });
+    let fs = frames(&doc["maps"][0]["origin"]["created"]);
+    let f = named(&fs, "origin_make_map");
+    assert_eq!(f["binary"], inner.to_str().unwrap(), "{f}");
+}
