@@ -32,7 +32,7 @@ fi
 export RUST_BACKTRACE=1
 cd "$(dirname "$0")/../.." # tests find tests/golden etc. from the checkout
 [[ -n ${BPFMAP_CHURN:-} ]] && export BPFMAP_CHURN
-test_timeout=${BPFMAP_VM_TEST_TIMEOUT:-300}
+test_timeout=${BPFMAP_VM_TEST_TIMEOUT:-600}
 
 # 1. The exporter's own smoke test: attach mode per probe, features, what
 #    each program cost the verifier; run in a fresh memory cgroup, whose peak

@@ -6,8 +6,8 @@
 # guests see the host's root file system and run the binaries built here.
 #   scripts/vm/matrix.sh [host|5.10|6.1|6.12 ...]   default: host + every pinned kernel
 # Env:
-#   BPFMAP_VM_TIMEOUT       seconds per guest, boot to power-off (default 1500)
-#   BPFMAP_VM_TEST_TIMEOUT  seconds per test binary inside a guest (default 300)
+#   BPFMAP_VM_TIMEOUT       seconds per guest, boot to power-off (default 2100)
+#   BPFMAP_VM_TEST_TIMEOUT  seconds per test binary inside a guest (default 600)
 #   BPFMAP_VM_CHURN         BPFMAP_CHURN inside guests (default 5000)
 #   BPFMAP_VM_TCG_THREAD    qemu's TCG threading, single or multi (default single)
 #   BPFMAP_VM_PARALLEL      guests booted at once (default: the host's cores;
@@ -21,7 +21,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-vm_timeout=${BPFMAP_VM_TIMEOUT:-1500}
+vm_timeout=${BPFMAP_VM_TIMEOUT:-2100}
 churn=${BPFMAP_VM_CHURN:-5000}
 tcg_thread=${BPFMAP_VM_TCG_THREAD:-single}
 parallel=${BPFMAP_VM_PARALLEL:-$(nproc)}
@@ -159,7 +159,7 @@ run_guest() {
         # timeout signals vng's whole process group (qemu included).
         timeout --kill-after=20 "$vm_timeout" vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
             --rwdir "$dir" --verbose \
-            --exec "BPFMAP_CHURN=$churn BPFMAP_VM_TEST_TIMEOUT=${BPFMAP_VM_TEST_TIMEOUT:-300} BPFMAP_MATRIX_INJECT_FAILURE=$inject $root/scripts/vm/guest.sh $dir $bin vm" \
+            --exec "BPFMAP_CHURN=$churn BPFMAP_VM_TEST_TIMEOUT=${BPFMAP_VM_TEST_TIMEOUT:-600} BPFMAP_MATRIX_INJECT_FAILURE=$inject $root/scripts/vm/guest.sh $dir $bin vm" \
             --qemu-opts="-accel tcg,thread=$tcg_thread" \
             > "$dir/console.log" 2>&1 < /dev/null
         vm_rc=$?
