@@ -25,20 +25,7 @@ use crate::k8s::cgroup::parse_path;
 /// beyond it read [`Unknown::TableFull`].
 pub const MAX_LOADERS: usize = 65_536;
 
-/// One program load as the lifecycle probes recorded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadRecord {
-    /// CLOCK_BOOTTIME ns.
-    pub load_ns: u64,
-    /// cgroup v2 id of the loading task.
-    pub cgroup_id: u64,
-    /// Kernfs id of the loading task's memory cgroup (0 = unknown).
-    pub memcg_id: u64,
-    pub id: u32,
-    pub tgid: u32,
-    pub pid: u32,
-    pub comm: String,
-}
+pub use crate::bpf::lifecycle::records::LoadRecord;
 
 /// What the record slot of a program id holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -162,11 +162,26 @@ pub fn decode_create_rec(b: &[u8]) -> Result<CreateRec, RecordError> {
     })
 }
 
+/// One program load as the lifecycle probes recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadRecord {
+    /// CLOCK_BOOTTIME ns.
+    pub load_ns: u64,
+    /// cgroup v2 id of the loading task.
+    pub cgroup_id: u64,
+    /// Kernfs id of the loading task's memory cgroup (0 = unknown).
+    pub memcg_id: u64,
+    pub id: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: String,
+}
+
 /// `struct load_rec`: one program load, as the census's loader table keeps
 /// it.
-pub fn decode_prog_rec(b: &[u8]) -> Result<crate::census::loaders::LoadRecord, RecordError> {
+pub fn decode_prog_rec(b: &[u8]) -> Result<LoadRecord, RecordError> {
     let b = Rec::exact("load_rec", b, PROG_REC_SIZE)?;
-    Ok(crate::census::loaders::LoadRecord {
+    Ok(LoadRecord {
         load_ns: b.u64(0),
         cgroup_id: b.u64(8),
         memcg_id: b.u64(16),
