@@ -176,12 +176,7 @@ pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
                                 file_offset: Some(off),
                                 symbol: None,
                             },
-                            None => Frame {
-                                build_id: None,
-                                binary: None,
-                                file_offset: None,
-                                symbol: None,
-                            },
+                            None => Frame::default(),
                         },
                         file: None,
                     },
@@ -207,7 +202,7 @@ pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
             }
             let mut unnamed = false;
             let mut by_id: HashMap<String, Option<usize>> = HashMap::new();
-            for i in 0..kernel.min(ips.len().max(kernel)) {
+            for i in 0..kernel {
                 let frame = match kernel_frame(rec, i) {
                     Some((b, off)) => {
                         let file = *by_id.entry(b.clone()).or_insert_with(|| {
@@ -228,12 +223,7 @@ pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
                         }
                     }
                     None => Pending {
-                        frame: Frame {
-                            build_id: None,
-                            binary: None,
-                            file_offset: None,
-                            symbol: None,
-                        },
+                        frame: Frame::default(),
                         file: None,
                     },
                 };

@@ -56,8 +56,9 @@ pub struct Symbol {
 }
 
 /// One frame, normalized: never a runtime address (that would undo the
-/// process's address-space randomisation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// process's address-space randomisation). The default is a frame nothing
+/// could resolve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frame {
     /// Build id of the mapped file, hex; None when it has none.
     pub build_id: Option<Arc<str>>,
