@@ -328,7 +328,9 @@ impl Census {
         // other: the two task walks (and the per-process arithmetic, which
         // needs only them) run on one thread, the links and then the
         // network namespaces' attachments (which need only the links) on a
-        // second, and the maps and then the programs on this one.
+        // second, and the maps and then the programs on this one. The task
+        // walks are the longest, so their thread starts first: with fewer
+        // cores than threads, the last one started waits for a core.
         let own_ref = &own;
         let progs = &self.progs;
         let comm = &self.comm;
@@ -350,27 +352,6 @@ impl Census {
             objects,
             (link_read, unknown_tracing, netdev_read),
         ) = std::thread::scope(|scope| {
-            let kernel_links = scope.spawn(move || {
-                // Tracing links whose target the link info does not tell.
-                let mut unknown: Vec<u32> = Vec::new();
-                let links = want_links.then(|| {
-                    measure(|| match progs.read_links(link_buf) {
-                        Some(r) => r,
-                        None => sources::links().map(|(l, u)| {
-                            unknown = u;
-                            l
-                        }),
-                    })
-                });
-                let netdev = want_netdev.then(|| {
-                    let l = match &links {
-                        Some((Ok(l), _)) => Some(l.as_slice()),
-                        _ => None,
-                    };
-                    measure(|| netdev_part.observe(&netdev::Limits::default(), l))
-                });
-                (links, unknown, netdev)
-            });
             let tasks = scope.spawn(|| {
                 let walk =
                     |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
@@ -431,6 +412,27 @@ impl Census {
                     sockets,
                     objects,
                 )
+            });
+            let kernel_links = scope.spawn(move || {
+                // Tracing links whose target the link info does not tell.
+                let mut unknown: Vec<u32> = Vec::new();
+                let links = want_links.then(|| {
+                    measure(|| match progs.read_links(link_buf) {
+                        Some(r) => r,
+                        None => sources::links().map(|(l, u)| {
+                            unknown = u;
+                            l
+                        }),
+                    })
+                });
+                let netdev = want_netdev.then(|| {
+                    let l = match &links {
+                        Some((Ok(l), _)) => Some(l.as_slice()),
+                        _ => None,
+                    };
+                    measure(|| netdev_part.observe(&netdev::Limits::default(), l))
+                });
+                (links, unknown, netdev)
             });
             let maps = report.run("maps", || progs.read_maps(map_buf));
             let prog_read = want_progs.then(|| {
@@ -688,21 +690,21 @@ impl Census {
                 }
             }
         }
+        // The exporter's own links: of its own programs. The node's links
+        // become the snapshot's once the attachments and the graph, which
+        // read every link, are done.
+        let own_link_progs: rustc_hash::FxHashSet<u32> = self
+            .own_progs
+            .iter()
+            .chain(&self.other_own_progs)
+            .copied()
+            .chain(snap.own_programs.iter().map(|p| p.id))
+            .collect();
+        let is_own_link = |l: &crate::bpf::census::LinkRecord| own_link_progs.contains(&l.prog_id);
         if let Some(links) = &link_recs {
-            let own: rustc_hash::FxHashSet<u32> = self
-                .own_progs
-                .iter()
-                .chain(&self.other_own_progs)
-                .copied()
-                .chain(snap.own_programs.iter().map(|p| p.id))
-                .collect();
-            let (own, node): (Vec<_>, Vec<_>) = links
-                .iter()
-                .cloned()
-                .partition(|l| own.contains(&l.prog_id));
-            snap.own_links = own.len() as u64;
+            snap.own_links = links.iter().filter(|l| is_own_link(l)).count() as u64;
             snap.link_holders = links::holders(
-                &node,
+                links.iter().filter(|l| !is_own_link(l)),
                 prog_obs.files.as_deref(),
                 snap.inventory.as_ref().map(|i| i.pins.as_slice()),
                 prog_obs
@@ -710,7 +712,6 @@ impl Census {
                     .is_some()
                     .then_some(snap.io_uring.as_slice()),
             );
-            snap.links = Some(node);
         }
         if p.on("creators") && snap.maps_ok && snap.features.map_memcg {
             let ids = creators::cgroup_ids(snap.maps.iter());
@@ -891,6 +892,10 @@ impl Census {
                 .chain(programs::UNREAD_SOURCES.iter().map(|&s| (s, false)))
                 .collect();
         }
+        snap.links = link_recs.map(|mut links| {
+            links.retain(|l| !is_own_link(l));
+            links
+        });
         snap.host_pid_namespace = host_pid;
         tracing::debug!(seconds, "holder arithmetic");
         for o in &report.outcomes {
@@ -1000,17 +1005,17 @@ impl Census {
             }
         }
         if p.on("map_programs") && snap.maps_ok {
-            let all: Vec<MapRecord> = snap.maps.iter().chain(&snap.own).cloned().collect();
+            let all = || snap.maps.iter().chain(&snap.own);
             let buf = &self.bufs[0];
             if let Some((srcs, states)) = report.run("map_programs", || {
                 let slots = crate::bpf::census::records::decode_sockmap_slots(buf)?;
-                let (ops, states) = attach::struct_ops_attachments(&all)?;
+                let (ops, states) = attach::struct_ops_attachments(all())?;
                 Ok((
                     [
                         (K::Sockmap, attach::sockmap_attachments(&slots)),
                         (
                             K::Devmap,
-                            attach::devmap_attachments(&all, attach::MAX_DEVMAP_LOOKUPS)?,
+                            attach::devmap_attachments(all(), attach::MAX_DEVMAP_LOOKUPS)?,
                         ),
                         (K::StructOps, ops),
                     ],
