@@ -341,8 +341,13 @@ impl Census {
         let want_netdev = want_progs && p.on("netdev");
         let (link_buf, prog_buf, netdev_part) =
             (&mut self.link_buf, &mut self.prog_buf, &mut self.netdev);
+        let (mounts, pin_cache) = (&mut self.mounts, &mut self.pin_cache);
+        let pin_limits = bpffs::WalkLimits {
+            max_entries: self.opts.pins_max_entries,
+            max_depth: self.opts.pins_max_depth,
+        };
         let (
-            (maps, prog_read),
+            (maps, prog_read, pins_read),
             files,
             vmas,
             processes,
@@ -444,6 +449,23 @@ impl Census {
                         })
                     })
                 });
+            // The pins need no other read: walked here while the task
+            // walks still run.
+            let pins_read = p.on("pins").then(|| {
+                report.run("pins", || {
+                    let sbs = mounts
+                        .discover(Path::new("/proc"))
+                        .context("reading /proc/*/mountinfo")?;
+                    let inv = bpffs::walk(&sbs, &pin_limits, &mut |p, md| pin_cache.identify(p, md));
+                    pin_cache.finish();
+                    for m in &inv.unreachable {
+                        crate::logging::warn_repeated(("bpffs mount unreachable", "pins"), |held| {
+                            tracing::warn!(mount = %m, more_since_last = held, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
+                        });
+                    }
+                    Ok(inv)
+                })
+            });
             let (files, vmas, processes, peers, mine, sockets, objects) =
                 tasks.join().unwrap_or_else(|_| {
                     let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
@@ -466,7 +488,7 @@ impl Census {
                 )
             });
             (
-                (maps, prog_read),
+                (maps, prog_read, pins_read),
                 files,
                 vmas,
                 processes,
@@ -662,26 +684,8 @@ impl Census {
             obs.incomplete
                 .extend(["files", "mmaps", "inflight", "io_uring"]);
         }
-        if p.on("pins") {
-            let limits = bpffs::WalkLimits {
-                max_entries: self.opts.pins_max_entries,
-                max_depth: self.opts.pins_max_depth,
-            };
-            snap.inventory = report.run("pins", || {
-                let sbs = self
-                    .mounts
-                    .discover(Path::new("/proc"))
-                    .context("reading /proc/*/mountinfo")?;
-                let cache = &mut self.pin_cache;
-                let inv = bpffs::walk(&sbs, &limits, &mut |p, md| cache.identify(p, md));
-                cache.finish();
-                for m in &inv.unreachable {
-                    crate::logging::warn_repeated(("bpffs mount unreachable", "pins"), |held| {
-                        tracing::warn!(mount = %m, more_since_last = held, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
-                    });
-                }
-                Ok(inv)
-            });
+        if let Some(inventory) = pins_read {
+            snap.inventory = inventory;
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
             prog_obs.pins = snap.inventory.as_ref().map(|inv| inv.prog_pin_holders());
             if let Some(inv) = &snap.inventory {
