@@ -34,6 +34,15 @@ static __always_inline __u32 map_id_of(struct file *file)
 /* The id of the object behind a program or link file. */
 static __always_inline __u32 obj_id_of(struct file *file, int kind)
 {
+	if (bpf_ksym_exists(bpf_rdonly_cast)) {
+		/* Direct loads, as in map_id_of. */
+		if (kind == BPFMAP_OBJ_PROG) {
+			struct bpf_prog *prog = bpf_core_cast(file->private_data, struct bpf_prog);
+
+			return prog->aux->id;
+		}
+		return bpf_core_cast(file->private_data, struct bpf_link)->id;
+	}
 	if (kind == BPFMAP_OBJ_PROG)
 		return BPF_CORE_READ((struct bpf_prog *)file->private_data, aux, id);
 	return BPF_CORE_READ((struct bpf_link *)file->private_data, id);

@@ -397,12 +397,13 @@ pub fn render(snap: &Snapshot, selected: Option<&HashSet<u32>>, out: &mut Famili
     let mut gone = 0u64;
     // (map, cgroup id, gone) of maps charged to a non-root cgroup.
     let mut charged: Vec<(&MapRecord, u64, bool)> = Vec::new();
+    let mut memory = snap.memory.cursor();
     for m in &snap.maps {
         if m.creator == Creator::Unknown {
             continue;
         }
         let cg = m.creator.cgroup_id();
-        let bytes = snap.memory.get(&m.id).copied().unwrap_or(0);
+        let bytes = memory.get(m.id).copied().unwrap_or(0);
         let e = match snap.remembered_creators.get(&m.id) {
             Some(_) if m.creator.is_gone() => agg.entry(who(m)).or_default(),
             _ => by_cgroup_id.entry(cg).or_default(),

@@ -23,6 +23,37 @@ pub struct ById<V> {
     entries: Vec<(u32, V)>,
 }
 
+/// Look-ups in a [`ById`] by ids that mostly ascend (the census's maps are
+/// in id order): each search gallops forward from where the last one ended,
+/// so reading a table in id order is one pass over it, and an id below the
+/// last one read is found by a binary search from the start.
+pub struct Cursor<'a, V> {
+    entries: &'a [(u32, V)],
+    /// Every entry before `at` has an id below the last id looked up.
+    at: usize,
+}
+
+impl<'a, V> Cursor<'a, V> {
+    pub fn get(&mut self, id: u32) -> Option<&'a V> {
+        let e = self.entries;
+        let mut lo = if self.at > 0 && e[self.at - 1].0 >= id {
+            0
+        } else {
+            self.at
+        };
+        // Every entry before `lo` has an id below `id`.
+        let mut step = 1;
+        while lo + step <= e.len() && e[lo + step - 1].0 < id {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step).min(e.len());
+        let i = lo + e[lo..hi].partition_point(|x| x.0 < id);
+        self.at = i;
+        e.get(i).filter(|x| x.0 == id).map(|x| &x.1)
+    }
+}
+
 impl<V> Default for ById<V> {
     fn default() -> Self {
         ById {
@@ -73,6 +104,14 @@ impl<V> ById<V> {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// A reader for look-ups by ids that mostly ascend (see [`Cursor`]).
+    pub fn cursor(&self) -> Cursor<'_, V> {
+        Cursor {
+            entries: &self.entries,
+            at: 0,
+        }
     }
 
     /// Values in id order.
@@ -383,6 +422,25 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cursor_finds_what_get_finds_in_any_order() {
+        let t: ById<u32> = [2, 3, 5, 8, 13, 21, 34, 55, 89]
+            .into_iter()
+            .map(|id| (id, id * 10))
+            .collect();
+        let ascending: Vec<u32> = (0..100).collect();
+        let mut c = t.cursor();
+        for id in &ascending {
+            assert_eq!(c.get(*id), t.get(id), "ascending, id {id}");
+        }
+        let mut c = t.cursor();
+        for id in [89, 2, 55, 55, 3, 100, 0, 34, 13, 14, 8, 5, 21, 90, 1] {
+            assert_eq!(c.get(id), t.get(&id), "mixed, id {id}");
+        }
+        let empty: ById<u32> = ById::default();
+        assert_eq!(empty.cursor().get(1), None);
+    }
+
     use super::*;
     use crate::bpf::census::{ObjectKind, RingObject, UringRecord};
 

@@ -59,12 +59,13 @@ fn near_full(m: &crate::census::MapRecord, ratio: f64) -> bool {
 
 /// Each map's memory, holders and unexplained count, parallel to `snap.maps`.
 pub(crate) fn rows(snap: &Snapshot) -> Vec<Row<'_>> {
+    let (mut holders, mut memory) = (snap.holders.cursor(), snap.memory.cursor());
     snap.maps
         .iter()
         .map(|m| {
-            let holders = snap.holders.get(&m.id);
+            let holders = holders.get(m.id);
             Row {
-                memory: snap.memory.get(&m.id).copied(),
+                memory: memory.get(m.id).copied(),
                 holders,
                 unexplained: holders.and_then(|h| h.unexplained(m.refcnt)),
             }
