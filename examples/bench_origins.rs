@@ -208,6 +208,7 @@ fn memory(stacks: usize) {
             obj_kind: 0,
             comm: "agent".into(),
             path: String::new(),
+            stack_hash: 0,
             ips: Ok(vec![0; STACK_DEPTH]),
             kernel_frames: Ok(Vec::new()),
         };

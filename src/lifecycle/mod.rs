@@ -301,11 +301,15 @@ impl Lifecycle {
             .any(|c| c.probe == "map_syscalls" && c.attached);
         let origins = if opts.origins.enabled && syscalls_attached {
             let started = libbpf_rs::MapHandle::try_from(&skel.maps.origins)
-                .map_err(anyhow::Error::from)
                 .and_then(|ring| {
+                    libbpf_rs::MapHandle::try_from(&skel.maps.origin_gen).map(|g| (ring, g))
+                })
+                .map_err(anyhow::Error::from)
+                .and_then(|(ring, generation)| {
                     crate::origins::Origins::start(
                         opts.origins.clone(),
                         ring,
+                        generation,
                         start_max,
                         prog_start_max,
                     )
