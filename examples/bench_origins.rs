@@ -167,8 +167,7 @@ fn memory(stacks: usize) {
             max_stacks: stacks,
             ..Default::default()
         },
-        0,
-        0,
+        Default::default(),
     );
     let records = stacks * bpfmap_exporter::origins::RECORDS_PER_STACK;
     let before = rss();

@@ -88,9 +88,16 @@ pub struct Origins {
     counters: Counters,
     stop: Arc<AtomicBool>,
     pub config: OriginsConfig,
-    /// Maps and programs with ids up to these existed before capture began.
-    pub start_max_map: u32,
-    pub start_max_prog: u32,
+    /// Objects with ids up to these existed before capture began.
+    pub before: StartIds,
+}
+
+/// The highest map, program and link ids when capture began.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartIds {
+    pub map: u32,
+    pub prog: u32,
+    pub link: u32,
 }
 
 impl std::fmt::Debug for Origins {
@@ -114,7 +121,7 @@ struct Job {
 
 impl Origins {
     /// A store with no workers (tests, and the pure parts).
-    pub fn new(config: OriginsConfig, start_max_map: u32, start_max_prog: u32) -> Origins {
+    pub fn new(config: OriginsConfig, before: StartIds) -> Origins {
         Origins {
             store: Mutex::new(Store::new(
                 config.max_stacks,
@@ -124,8 +131,7 @@ impl Origins {
             counters: Counters::default(),
             stop: Arc::new(AtomicBool::new(false)),
             config,
-            start_max_map,
-            start_max_prog,
+            before,
         }
     }
 
@@ -136,10 +142,9 @@ impl Origins {
         config: OriginsConfig,
         ring: libbpf_rs::MapHandle,
         generation: libbpf_rs::MapHandle,
-        start_max_map: u32,
-        start_max_prog: u32,
+        before: StartIds,
     ) -> anyhow::Result<Arc<Origins>> {
-        let o = Arc::new(Origins::new(config, start_max_map, start_max_prog));
+        let o = Arc::new(Origins::new(config, before));
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let weak = Arc::downgrade(&o);
         let stop = o.stop.clone();
@@ -273,15 +278,15 @@ impl Origins {
             .iter()
             .find(|r| r.role == Role::Created)
             .map(|r| one(r));
-        let created_unknown = match (&created, kind) {
-            (Some(_), _) => Value::Null,
-            (None, ObjKind::Map) if id <= self.start_max_map => {
-                json!("created before the exporter started")
-            }
-            (None, ObjKind::Prog) if id <= self.start_max_prog => {
-                json!("created before the exporter started")
-            }
-            (None, _) => json!(
+        let before = match kind {
+            ObjKind::Map => self.before.map,
+            ObjKind::Prog => self.before.prog,
+            ObjKind::Link => self.before.link,
+        };
+        let created_unknown = match &created {
+            Some(_) => Value::Null,
+            None if id <= before => json!("created before the exporter started"),
+            None => json!(
                 "no creation stack is stored: the call was not seen (a path the probes do not see), or its record was lost or evicted (bpfmap_origin_records_lost_total, bpfmap_origin_store_evictions_total)"
             ),
         };
