@@ -346,11 +346,14 @@ pub fn holds_xdp_entries(map_type: u32) -> bool {
 /// Programs in devmap, devmap_hash and cpumap entries, by syscall lookups
 /// (a value of 8 bytes or more carries the program's id at offset 4), at
 /// most `budget` lookups.
-pub fn devmap_attachments(maps: &[MapRecord], budget: usize) -> anyhow::Result<AttachSource> {
+pub fn devmap_attachments<'a>(
+    maps: impl IntoIterator<Item = &'a MapRecord>,
+    budget: usize,
+) -> anyhow::Result<AttachSource> {
     let mut found = Vec::new();
     let mut left = budget;
     let mut cut = Vec::new();
-    for m in maps.iter().filter(|m| holds_xdp_entries(m.map_type)) {
+    for m in maps.into_iter().filter(|m| holds_xdp_entries(m.map_type)) {
         // A 4-byte value (ifindex or queue size only) cannot carry a program.
         if m.value_size < 8 {
             continue;
@@ -408,15 +411,15 @@ pub fn devmap_attachments(maps: &[MapRecord], budget: usize) -> anyhow::Result<A
 /// program ids; the others are data. A map whose value type is in a
 /// module's BTF, or that cannot be read, makes the source incomplete; the
 /// states are those of the maps whose value was read.
-pub fn struct_ops_attachments(
-    maps: &[MapRecord],
+pub fn struct_ops_attachments<'a>(
+    maps: impl IntoIterator<Item = &'a MapRecord>,
 ) -> anyhow::Result<(AttachSource, Vec<(u32, bool)>)> {
     use std::os::fd::AsFd;
     let mut found = Vec::new();
     let mut states = Vec::new();
     let mut problems = Vec::new();
     let mut btf: Option<libbpf_rs::btf::Btf<'static>> = None;
-    for m in maps.iter().filter(|m| m.map_type == 26) {
+    for m in maps.into_iter().filter(|m| m.map_type == 26) {
         let h = match libbpf_rs::MapHandle::from_map_id(m.id) {
             Ok(h) => h,
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => continue,

@@ -42,8 +42,8 @@ impl LinkHolders {
 }
 
 /// Per-link holders for every link in `links`.
-pub fn holders(
-    links: &[LinkRecord],
+pub fn holders<'a>(
+    links: impl IntoIterator<Item = &'a LinkRecord>,
     files: Option<&[ObjectFile]>,
     pins: Option<&[Pin]>,
     rings: Option<&[UringRecord]>,
@@ -53,7 +53,7 @@ pub fn holders(
         pins: pins.map(|_| 0),
         io_uring: files.and(rings).map(|_| 0),
     };
-    let mut out: IdMap<LinkHolders> = links.iter().map(|l| (l.id, zero.clone())).collect();
+    let mut out: IdMap<LinkHolders> = links.into_iter().map(|l| (l.id, zero.clone())).collect();
     let mut seen = HashSet::new();
     for f in files.into_iter().flatten() {
         if f.kind == ObjectKind::Link && seen.insert(f.file_ptr) {

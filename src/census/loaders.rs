@@ -158,7 +158,7 @@ impl Cgroups for super::creators::PathResolver {
 pub struct LoaderTable {
     by_prog: IdMap<Loader>,
     /// Programs known to predate the probes.
-    before: HashSet<u32>,
+    before: rustc_hash::FxHashSet<u32>,
 }
 
 impl LoaderTable {
@@ -172,7 +172,7 @@ impl LoaderTable {
         records: Option<&dyn LoadRecords>,
         cgroups: &mut dyn Cgroups,
     ) -> IdMap<ProgLoader> {
-        let live: HashSet<u32> = progs.iter().map(|p| p.id).collect();
+        let live: rustc_hash::FxHashSet<u32> = progs.iter().map(|p| p.id).collect();
         self.by_prog.retain(|id, _| live.contains(id));
         self.before.retain(|id| live.contains(id));
         let mut out: IdMap<ProgLoader> = IdMap::default();

@@ -328,7 +328,9 @@ impl Census {
         // other: the two task walks (and the per-process arithmetic, which
         // needs only them) run on one thread, the links and then the
         // network namespaces' attachments (which need only the links) on a
-        // second, and the maps and then the programs on this one.
+        // second, and the maps and then the programs on this one. The task
+        // walks are the longest, so their thread starts first: with fewer
+        // cores than threads, the last one started waits for a core.
         let own_ref = &own;
         let progs = &self.progs;
         let comm = &self.comm;
@@ -339,8 +341,13 @@ impl Census {
         let want_netdev = want_progs && p.on("netdev");
         let (link_buf, prog_buf, netdev_part) =
             (&mut self.link_buf, &mut self.prog_buf, &mut self.netdev);
+        let (mounts, pin_cache) = (&mut self.mounts, &mut self.pin_cache);
+        let pin_limits = bpffs::WalkLimits {
+            max_entries: self.opts.pins_max_entries,
+            max_depth: self.opts.pins_max_depth,
+        };
         let (
-            (maps, prog_read),
+            (maps, prog_read, pins_read),
             files,
             vmas,
             processes,
@@ -350,27 +357,6 @@ impl Census {
             objects,
             (link_read, unknown_tracing, netdev_read),
         ) = std::thread::scope(|scope| {
-            let kernel_links = scope.spawn(move || {
-                // Tracing links whose target the link info does not tell.
-                let mut unknown: Vec<u32> = Vec::new();
-                let links = want_links.then(|| {
-                    measure(|| match progs.read_links(link_buf) {
-                        Some(r) => r,
-                        None => sources::links().map(|(l, u)| {
-                            unknown = u;
-                            l
-                        }),
-                    })
-                });
-                let netdev = want_netdev.then(|| {
-                    let l = match &links {
-                        Some((Ok(l), _)) => Some(l.as_slice()),
-                        _ => None,
-                    };
-                    measure(|| netdev_part.observe(&netdev::Limits::default(), l))
-                });
-                (links, unknown, netdev)
-            });
             let tasks = scope.spawn(|| {
                 let walk =
                     |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
@@ -432,6 +418,27 @@ impl Census {
                     objects,
                 )
             });
+            let kernel_links = scope.spawn(move || {
+                // Tracing links whose target the link info does not tell.
+                let mut unknown: Vec<u32> = Vec::new();
+                let links = want_links.then(|| {
+                    measure(|| match progs.read_links(link_buf) {
+                        Some(r) => r,
+                        None => sources::links().map(|(l, u)| {
+                            unknown = u;
+                            l
+                        }),
+                    })
+                });
+                let netdev = want_netdev.then(|| {
+                    let l = match &links {
+                        Some((Ok(l), _)) => Some(l.as_slice()),
+                        _ => None,
+                    };
+                    measure(|| netdev_part.observe(&netdev::Limits::default(), l))
+                });
+                (links, unknown, netdev)
+            });
             let maps = report.run("maps", || progs.read_maps(map_buf));
             let prog_read = want_progs.then(|| {
                     measure(|| {
@@ -442,6 +449,23 @@ impl Census {
                         })
                     })
                 });
+            // The pins need no other read: walked here while the task
+            // walks still run.
+            let pins_read = p.on("pins").then(|| {
+                report.run("pins", || {
+                    let sbs = mounts
+                        .discover(Path::new("/proc"))
+                        .context("reading /proc/*/mountinfo")?;
+                    let inv = bpffs::walk(&sbs, &pin_limits, &mut |p, md| pin_cache.identify(p, md));
+                    pin_cache.finish();
+                    for m in &inv.unreachable {
+                        crate::logging::warn_repeated(("bpffs mount unreachable", "pins"), |held| {
+                            tracing::warn!(mount = %m, more_since_last = held, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
+                        });
+                    }
+                    Ok(inv)
+                })
+            });
             let (files, vmas, processes, peers, mine, sockets, objects) =
                 tasks.join().unwrap_or_else(|_| {
                     let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
@@ -464,7 +488,7 @@ impl Census {
                 )
             });
             (
-                (maps, prog_read),
+                (maps, prog_read, pins_read),
                 files,
                 vmas,
                 processes,
@@ -660,26 +684,8 @@ impl Census {
             obs.incomplete
                 .extend(["files", "mmaps", "inflight", "io_uring"]);
         }
-        if p.on("pins") {
-            let limits = bpffs::WalkLimits {
-                max_entries: self.opts.pins_max_entries,
-                max_depth: self.opts.pins_max_depth,
-            };
-            snap.inventory = report.run("pins", || {
-                let sbs = self
-                    .mounts
-                    .discover(Path::new("/proc"))
-                    .context("reading /proc/*/mountinfo")?;
-                let cache = &mut self.pin_cache;
-                let inv = bpffs::walk(&sbs, &limits, &mut |p, md| cache.identify(p, md));
-                cache.finish();
-                for m in &inv.unreachable {
-                    crate::logging::warn_repeated(("bpffs mount unreachable", "pins"), |held| {
-                        tracing::warn!(mount = %m, more_since_last = held, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
-                    });
-                }
-                Ok(inv)
-            });
+        if let Some(inventory) = pins_read {
+            snap.inventory = inventory;
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
             prog_obs.pins = snap.inventory.as_ref().map(|inv| inv.prog_pin_holders());
             if let Some(inv) = &snap.inventory {
@@ -688,21 +694,21 @@ impl Census {
                 }
             }
         }
+        // The exporter's own links: of its own programs. The node's links
+        // become the snapshot's once the attachments and the graph, which
+        // read every link, are done.
+        let own_link_progs: rustc_hash::FxHashSet<u32> = self
+            .own_progs
+            .iter()
+            .chain(&self.other_own_progs)
+            .copied()
+            .chain(snap.own_programs.iter().map(|p| p.id))
+            .collect();
+        let is_own_link = |l: &crate::bpf::census::LinkRecord| own_link_progs.contains(&l.prog_id);
         if let Some(links) = &link_recs {
-            let own: rustc_hash::FxHashSet<u32> = self
-                .own_progs
-                .iter()
-                .chain(&self.other_own_progs)
-                .copied()
-                .chain(snap.own_programs.iter().map(|p| p.id))
-                .collect();
-            let (own, node): (Vec<_>, Vec<_>) = links
-                .iter()
-                .cloned()
-                .partition(|l| own.contains(&l.prog_id));
-            snap.own_links = own.len() as u64;
+            snap.own_links = links.iter().filter(|l| is_own_link(l)).count() as u64;
             snap.link_holders = links::holders(
-                &node,
+                links.iter().filter(|l| !is_own_link(l)),
                 prog_obs.files.as_deref(),
                 snap.inventory.as_ref().map(|i| i.pins.as_slice()),
                 prog_obs
@@ -710,7 +716,6 @@ impl Census {
                     .is_some()
                     .then_some(snap.io_uring.as_slice()),
             );
-            snap.links = Some(node);
         }
         if p.on("creators") && snap.maps_ok && snap.features.map_memcg {
             let ids = creators::cgroup_ids(snap.maps.iter());
@@ -891,6 +896,10 @@ impl Census {
                 .chain(programs::UNREAD_SOURCES.iter().map(|&s| (s, false)))
                 .collect();
         }
+        snap.links = link_recs.map(|mut links| {
+            links.retain(|l| !is_own_link(l));
+            links
+        });
         snap.host_pid_namespace = host_pid;
         tracing::debug!(seconds, "holder arithmetic");
         for o in &report.outcomes {
@@ -1000,17 +1009,17 @@ impl Census {
             }
         }
         if p.on("map_programs") && snap.maps_ok {
-            let all: Vec<MapRecord> = snap.maps.iter().chain(&snap.own).cloned().collect();
+            let all = || snap.maps.iter().chain(&snap.own);
             let buf = &self.bufs[0];
             if let Some((srcs, states)) = report.run("map_programs", || {
                 let slots = crate::bpf::census::records::decode_sockmap_slots(buf)?;
-                let (ops, states) = attach::struct_ops_attachments(&all)?;
+                let (ops, states) = attach::struct_ops_attachments(all())?;
                 Ok((
                     [
                         (K::Sockmap, attach::sockmap_attachments(&slots)),
                         (
                             K::Devmap,
-                            attach::devmap_attachments(&all, attach::MAX_DEVMAP_LOOKUPS)?,
+                            attach::devmap_attachments(all(), attach::MAX_DEVMAP_LOOKUPS)?,
                         ),
                         (K::StructOps, ops),
                     ],

@@ -122,60 +122,171 @@ pub enum Holder {
 }
 
 /// Who holds each object, as one scrape saw it: the edges (object, holder),
-/// sorted by object once [`Graph::finish`] ran, and kept as two parallel
-/// arrays so that an object's holders are one slice found by binary search
-/// (no per-object allocation: a node has tens of thousands of objects).
+/// each encoded in one `u64` so that an edge is 16 bytes, sorted by object
+/// once [`Graph::finish`] ran, so that an object's holders are one run found
+/// by binary search (no per-object allocation: a node has tens of thousands
+/// of objects). The encoding orders as `Obj` and `Holder` do.
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
     /// Edges added since the last [`Graph::finish`].
-    pending: Vec<(Obj, Holder)>,
-    objs: Vec<Obj>,
-    holders: Vec<Holder>,
+    pending: Vec<(u64, u64)>,
+    edges: Vec<(u64, u64)>,
+    /// The pins holders name, by index (sorted by [`Graph::finish`]).
+    pins: Vec<PinId>,
+    pin_index: HashMap<PinId, u32, rustc_hash::FxBuildHasher>,
+}
+
+/// Bits of an encoded object or holder: `tag << 40 | kind << 32 | id`.
+/// Tag 0 is an object (kind: map, program, link, as `Obj` orders); tag
+/// `1 + n` is the root variant of index `n` (as `Root` orders).
+const TAG_SHIFT: u32 = 40;
+const KIND_SHIFT: u32 = 32;
+
+fn obj_code(o: Obj) -> u64 {
+    let (kind, id) = match o {
+        Obj::Map(id) => (0u64, id),
+        Obj::Prog(id) => (1, id),
+        Obj::Link(id) => (2, id),
+    };
+    kind << KIND_SHIFT | u64::from(id)
+}
+
+fn obj_of(code: u64) -> Obj {
+    let id = code as u32;
+    match (code >> KIND_SHIFT) & 0xff {
+        0 => Obj::Map(id),
+        1 => Obj::Prog(id),
+        _ => Obj::Link(id),
+    }
 }
 
 impl Graph {
     /// Record that `holder` holds `obj`; seen by the queries once
     /// [`Graph::finish`] ran. Repeats are removed there.
     pub fn add(&mut self, obj: Obj, holder: Holder) {
-        self.pending.push((obj, holder));
+        let h = self.holder_code(holder);
+        self.pending.push((obj_code(obj), h));
+    }
+
+    fn holder_code(&mut self, h: Holder) -> u64 {
+        let root = |n: u64, payload: u64| (n + 1) << TAG_SHIFT | payload;
+        match h {
+            Holder::Obj(o) => obj_code(o),
+            Holder::Root(r) => match r {
+                Root::Process(pid) => root(0, pid.into()),
+                Root::Pin(p) => {
+                    let next = self.pins.len() as u32;
+                    let i = *self.pin_index.entry(p).or_insert_with(|| {
+                        self.pins.push(p);
+                        next
+                    });
+                    root(1, i.into())
+                }
+                Root::InferredPin(o) => root(2, obj_code(o)),
+                Root::Inflight => root(3, 0),
+                Root::IoUring(pid) => root(4, pid.into()),
+                Root::Attachment(id) => root(5, id.into()),
+                Root::Attached(n) => root(6, n.into()),
+                Root::Registered(id) => root(7, id.into()),
+                Root::Unexplained(o) => root(8, obj_code(o)),
+                Root::Unknown(o) => root(9, obj_code(o)),
+                Root::Cycle => root(10, 0),
+            },
+        }
+    }
+
+    fn holder_of(&self, code: u64) -> Holder {
+        let payload = code & ((1 << TAG_SHIFT) - 1);
+        let small = payload as u32;
+        let root = match code >> TAG_SHIFT {
+            0 => return Holder::Obj(obj_of(code)),
+            1 => Root::Process(small),
+            2 => Root::Pin(self.pins[small as usize]),
+            3 => Root::InferredPin(obj_of(payload)),
+            4 => Root::Inflight,
+            5 => Root::IoUring(small),
+            6 => Root::Attachment(small),
+            7 => Root::Attached(small),
+            8 => Root::Registered(small),
+            9 => Root::Unexplained(obj_of(payload)),
+            10 => Root::Unknown(obj_of(payload)),
+            _ => Root::Cycle,
+        };
+        Holder::Root(root)
     }
 
     /// Merge the added edges: each object's holders sorted, each kept once.
     pub fn finish(&mut self) {
-        let mut edges = std::mem::take(&mut self.pending);
-        edges.extend(self.objs.drain(..).zip(self.holders.drain(..)));
+        // Pin indices in pin order, so that holders sort as `Root::Pin` does.
+        let mut order: Vec<u32> = (0..self.pins.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| self.pins[i as usize]);
+        let mut new_index = vec![0u32; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old as usize] = new as u32;
+        }
+        let pin_tag = 2u64;
+        let renumber = |h: &mut u64| {
+            if *h >> TAG_SHIFT == pin_tag {
+                *h = pin_tag << TAG_SHIFT | u64::from(new_index[*h as u32 as usize]);
+            }
+        };
+        let mut edges = std::mem::take(&mut self.edges);
+        edges.append(&mut self.pending);
+        for (_, h) in edges.iter_mut() {
+            renumber(h);
+        }
+        self.pins = order.iter().map(|&i| self.pins[i as usize]).collect();
+        self.pin_index = self
+            .pins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as u32))
+            .collect();
         edges.sort_unstable();
         edges.dedup();
-        (self.objs, self.holders) = edges.into_iter().unzip();
+        self.edges = edges;
     }
 
     /// Every object that has a pin among its roots can reach one through
     /// its holders: the objects a pin holds, and, transitively, the objects
     /// those hold. One pass over the edges, from the pins down.
     fn pin_reachable(&self) -> rustc_hash::FxHashSet<Obj> {
-        let mut holds: HashMap<Obj, Vec<Obj>, rustc_hash::FxBuildHasher> = HashMap::default();
-        let mut stack = Vec::new();
-        for (o, h) in self.objs.iter().zip(&self.holders) {
-            match h {
-                Holder::Obj(by) => holds.entry(*by).or_default().push(*o),
-                Holder::Root(Root::Pin(_) | Root::InferredPin(_)) => stack.push(*o),
-                _ => {}
-            }
-        }
+        // (holder object, object it holds), sorted by holder.
+        let mut holds: Vec<(u64, u64)> = self
+            .edges
+            .iter()
+            .filter(|(_, h)| h >> TAG_SHIFT == 0)
+            .map(|&(o, h)| (h, o))
+            .collect();
+        holds.sort_unstable();
+        let mut stack: Vec<u64> = self
+            .edges
+            .iter()
+            .filter(|(_, h)| matches!(h >> TAG_SHIFT, 2 | 3))
+            .map(|&(o, _)| o)
+            .collect();
         let mut seen = rustc_hash::FxHashSet::default();
         while let Some(o) = stack.pop() {
-            if seen.insert(o) {
-                stack.extend(holds.get(&o).into_iter().flatten().copied());
+            if seen.insert(obj_of(o)) {
+                let lo = holds.partition_point(|e| e.0 < o);
+                let hi = lo + holds[lo..].partition_point(|e| e.0 == o);
+                stack.extend(holds[lo..hi].iter().map(|e| e.1));
             }
         }
         seen
     }
 
+    /// The encoded holders of `obj`, sorted.
+    fn codes(&self, obj: Obj) -> impl Iterator<Item = u64> + '_ {
+        let o = obj_code(obj);
+        let lo = self.edges.partition_point(|e| e.0 < o);
+        let hi = lo + self.edges[lo..].partition_point(|e| e.0 == o);
+        self.edges[lo..hi].iter().map(|e| e.1)
+    }
+
     /// The direct holders of `obj`, sorted.
-    pub fn holders(&self, obj: Obj) -> &[Holder] {
-        let lo = self.objs.partition_point(|o| *o < obj);
-        let hi = lo + self.objs[lo..].partition_point(|o| *o == obj);
-        &self.holders[lo..hi]
+    pub fn holders(&self, obj: Obj) -> Vec<Holder> {
+        self.codes(obj).map(|h| self.holder_of(h)).collect()
     }
 
     /// The roots that keep `obj` alive, through every chain.
@@ -196,8 +307,8 @@ impl Graph {
             return;
         }
         on_path.push(obj);
-        for h in self.holders(obj) {
-            match *h {
+        for h in self.codes(obj) {
+            match self.holder_of(h) {
                 Holder::Root(r) => {
                     out.insert(r);
                 }
@@ -233,11 +344,11 @@ impl Graph {
             return;
         }
         path.push(obj);
-        for h in self.holders(obj) {
+        for h in self.codes(obj) {
             if out.len() >= limit {
                 break;
             }
-            match *h {
+            match self.holder_of(h) {
                 Holder::Root(r) => {
                     out.push((path.clone(), r));
                 }

@@ -80,7 +80,7 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
     let mut slots = Vec::new();
     /// `BPF_MAP_TYPE_PROG_ARRAY`.
     const PROG_ARRAY: u32 = 3;
-    for h in snap.graph.holders(Obj::Prog(p.id)) {
+    for h in &snap.graph.holders(Obj::Prog(p.id)) {
         match h {
             crate::census::roots::Holder::Obj(Obj::Link(l)) => links.push(json!({"id": l})),
             // Tail-call slots only: a sockmap, devmap or struct_ops map

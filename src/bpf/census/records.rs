@@ -471,7 +471,13 @@ pub struct TaskFiles {
 
 /// Decode `iter/task_file` or `iter/task_vma` output.
 pub fn decode_files(buf: &[u8]) -> Result<TaskFiles, RecordError> {
-    let mut out = TaskFiles::default();
+    // Most records of a walk are map files: room for every record, so the
+    // vector is never regrown and copied (room left unused is never
+    // touched, so never faulted in).
+    let mut out = TaskFiles {
+        maps: Vec::with_capacity(buf.len() / FILE_REC_SIZE),
+        ..Default::default()
+    };
     for b in stream("iter/task_file output", buf, FILE_REC_SIZE)? {
         let kind = match b.u32(72) {
             0 => None,
