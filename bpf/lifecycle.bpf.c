@@ -137,6 +137,40 @@ struct {
 	__uint(max_entries, 4096);
 } origins SEC(".maps");
 
+/* One origin record being built (sent with its walked frames only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct origin_rec);
+} origin_scratch SEC(".maps");
+
+struct origin_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 stack_hash;
+};
+
+/* (process, stack) pairs whose build ids were sent, with the generation
+ * of user space's cache of normalized stacks (origin_gen) they were sent
+ * in: a pair sent in the current generation is sent again without build
+ * ids, since user space holds its frames. Resized by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LC_ORIGIN_SEEN);
+	__type(key, struct origin_key);
+	__type(value, __u32);
+} origin_seen SEC(".maps");
+
+/* The generation of user space's normalized-stack cache, bumped by user
+ * space each time it forgets that cache. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} origin_gen SEC(".maps");
+
 /* Events seen but not counted or recorded, by LC_LOST_* index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -599,15 +633,21 @@ static __always_inline __u32 obj_id_of(struct file *file, int kind)
 }
 
 /* bpf() command `cmd` succeeded with `ret` (attr: its user attr pointer):
- * send the calling thread's user stack with the object it reached. Full
- * ring buffer: counted as LC_LOST_ORIGIN_RING. */
+ * send the calling thread's user stack with the object it reached, with
+ * the frames walked only. Build ids are asked for only the first time a
+ * process sends a stack in a generation of user space's cache (the walk
+ * costs microseconds per distinct binary; later records of that stack are
+ * named from the cache). Full ring buffer: counted as LC_LOST_ORIGIN_RING. */
 static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, __u64 attr)
 {
+	struct origin_key key = {};
 	struct origin_rec *r;
+	struct task_struct *task;
 	struct file *file;
-	__u64 pid_tgid, pathname = 0;
-	long fd = ret;
-	int kind;
+	__u64 pid_tgid, pathname = 0, size, avail, half, flags, h;
+	__u32 zero = 0, *gen = 0, *seen;
+	long fd = ret, n, m;
+	int kind, i, mark = 0;
 
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return;
@@ -620,11 +660,9 @@ static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, 
 	}
 	if (cmd == CMD_OBJ_PIN || cmd == CMD_OBJ_GET)
 		bpf_probe_read_user(&pathname, sizeof(pathname), (void *)attr);
-	r = bpf_ringbuf_reserve(&origins, sizeof(*r), 0);
-	if (!r) {
-		add_lost(LC_LOST_ORIGIN_RING);
+	r = bpf_map_lookup_elem(&origin_scratch, &zero);
+	if (!r)
 		return;
-	}
 	pid_tgid = bpf_get_current_pid_tgid();
 	r->ns = bpf_ktime_get_boot_ns();
 	r->tgid = pid_tgid >> 32;
@@ -644,14 +682,54 @@ static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, 
 	r->path[0] = 0;
 	if (pathname)
 		bpf_probe_read_user_str(r->path, sizeof(r->path), (void *)pathname);
-	r->ips_len = bpf_get_stack(ctx_of_origin, r->ips, sizeof(r->ips), BPF_F_USER_STACK);
+	n = bpf_get_stack(ctx_of_origin, r->ips, sizeof(r->ips), BPF_F_USER_STACK);
+	r->ips_len = n;
 	r->bids_len = 0;
-	if (origins_build_id)
-		r->bids_len = bpf_get_stack(ctx_of_origin, r->bids, sizeof(r->bids),
-					    BPF_F_USER_STACK | BPF_F_USER_BUILD_ID);
+	r->stack_hash = 0;
+	size = __builtin_offsetof(struct origin_rec, ips);
+	if (n > 0 && n <= sizeof(r->ips)) {
+		task = (struct task_struct *)bpf_get_current_task();
+		h = 0xcbf29ce484222325ULL ^ r->tgid;
+		h = (h ^ BPF_CORE_READ(task, group_leader, start_time)) * 0x100000001b3ULL;
+		for (i = 0; i < LC_STACK_DEPTH; i++) {
+			if (i >= n / 8)
+				break;
+			h = (h ^ r->ips[i]) * 0x100000001b3ULL;
+			h ^= h >> 29;
+		}
+		r->stack_hash = h | 1;
+		size += n;
+		if (origins_build_id) {
+			key.tgid = r->tgid;
+			key.stack_hash = r->stack_hash;
+			gen = bpf_map_lookup_elem(&origin_gen, &zero);
+			seen = bpf_map_lookup_elem(&origin_seen, &key);
+			if (gen && !(seen && *seen == *gen)) {
+				m = bpf_get_stack(ctx_of_origin, (void *)r->ips + (n & 0x1ff),
+						  sizeof(r->bids),
+						  BPF_F_USER_STACK | BPF_F_USER_BUILD_ID);
+				r->bids_len = m;
+				if (m > 0 && m <= sizeof(r->bids)) {
+					size += m;
+					mark = 1;
+				}
+			}
+		}
+	}
+	if (size > sizeof(*r))
+		return;
 	/* A wake-up is an interrupt this thread pays for (a VM exit under
-	 * virtualization): the reader polls instead. */
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	 * virtualization): the reader polls, and is woken only by the record
+	 * that fills the ring past half. */
+	avail = bpf_ringbuf_query(&origins, BPF_RB_AVAIL_DATA);
+	half = bpf_ringbuf_query(&origins, BPF_RB_RING_SIZE) / 2;
+	flags = avail < half && avail + size + 8 >= half ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&origins, r, size, flags)) {
+		add_lost(LC_LOST_ORIGIN_RING);
+		return;
+	}
+	if (mark && gen)
+		bpf_map_update_elem(&origin_seen, &key, gen, BPF_ANY);
 }
 
 /* bpf() returned `ret` for command `cmd` in the current task. */

@@ -89,11 +89,15 @@ struct load_rec {
  * linked, pinned or opened an object (--collector.origins), sent through
  * the `origins` ring buffer. */
 #define LC_STACK_DEPTH 48
+/* (process, stack) pairs whose build ids were sent (origin_seen). */
+#define LC_ORIGIN_SEEN 4096
 #define LC_PATH_LEN 128
 
 /* One origin. Frames are the raw user return addresses (ips, ips_len bytes
  * or a negative error) and, where the kernel resolved them, build id plus
- * file offset per frame (bids, bids_len bytes, 0 when not asked). */
+ * file offset per frame (bids_len bytes, 0 when not asked). A record is
+ * sent with the frames walked only: the bpf_stack_build_id entries start
+ * right after the ips_len bytes of ips, and the record ends after them. */
 struct origin_rec {
 	__u64 ns;          /* bpf_ktime_get_boot_ns() */
 	__u64 file_ptr;    /* the object's struct file (matched against the
@@ -108,6 +112,8 @@ struct origin_rec {
 	__s32 bids_len;
 	char comm[LC_COMM_LEN];
 	char path[LC_PATH_LEN]; /* OBJ_PIN, OBJ_GET: the pathname given */
+	__u64 stack_hash;  /* of tgid, the process's start time and ips; 0
+			    * when no frame was walked */
 	__u64 ips[LC_STACK_DEPTH];
 	struct bpf_stack_build_id bids[LC_STACK_DEPTH];
 };
@@ -116,6 +122,6 @@ struct origin_rec {
 _Static_assert(sizeof(struct count_key) == 40, "count_key layout");
 _Static_assert(sizeof(struct create_rec) == 80, "create_rec layout");
 _Static_assert(sizeof(struct load_rec) == 56, "load_rec layout");
-_Static_assert(sizeof(struct origin_rec) == 192 + LC_STACK_DEPTH * 40, "origin_rec layout");
+_Static_assert(sizeof(struct origin_rec) == 200 + LC_STACK_DEPTH * 40, "origin_rec layout");
 
 #endif

@@ -167,8 +167,7 @@ fn memory(stacks: usize) {
             max_stacks: stacks,
             ..Default::default()
         },
-        0,
-        0,
+        Default::default(),
     );
     let records = stacks * bpfmap_exporter::origins::RECORDS_PER_STACK;
     let before = rss();
@@ -208,6 +207,7 @@ fn memory(stacks: usize) {
             obj_kind: 0,
             comm: "agent".into(),
             path: String::new(),
+            stack_hash: 0,
             ips: Ok(vec![0; STACK_DEPTH]),
             kernel_frames: Ok(Vec::new()),
         };

@@ -177,6 +177,12 @@ pub fn max_map_id() -> io::Result<u32> {
     max_id(libbpf_sys::bpf_map_get_next_id)
 }
 
+/// The highest link id in use now (BPF_LINK_GET_NEXT_ID walk; 0 when
+/// none).
+pub fn max_link_id() -> io::Result<u32> {
+    max_id(libbpf_sys::bpf_link_get_next_id)
+}
+
 /// The last id a `bpf_*_get_next_id` walk reaches (0 when none).
 fn max_id(get_next: unsafe extern "C" fn(u32, *mut u32) -> i32) -> io::Result<u32> {
     let mut cur = 0u32;

@@ -222,6 +222,16 @@ fn names_survive_the_process_exit_and_the_binary_deletion() {
     let loaded = &doc["programs"][0]["origin"]["created"];
     assert_eq!(loaded["command"], "prog_load");
     named(&frames(loaded), "origin_load_prog");
+    let prog_pin = format!("{}_prog", pins.0.to_str().unwrap());
+    let pinned = doc["programs"][0]["holders"]["pin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| p["pinned_at"].as_array()?.first())
+        .unwrap_or_else(|| panic!("no program pin with pinned_at: {}", doc["programs"][0]));
+    assert_eq!(pinned["command"], "obj_pin");
+    assert_eq!(pinned["path"], prog_pin.as_str());
+    named(&frames(pinned), "origin_pin");
 
     let text = explain(&e, &["--id", &map.to_string()]);
     for want in [

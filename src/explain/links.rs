@@ -44,38 +44,24 @@ fn link_json(inp: &Input<'_>, l: &LinkRecord) -> Value {
         .flatten()
         .chain(&snap.own_programs)
         .find(|p| p.id == l.prog_id);
-    let mut procs: BTreeMap<u32, (String, u64, Vec<u32>)> = BTreeMap::new();
-    for f in snap
-        .object_files
-        .iter()
-        .flatten()
-        .filter(|f| f.kind == ObjectKind::Link && f.id == l.id)
-    {
-        let e = procs.entry(f.tgid).or_insert_with(|| {
-            (
-                String::from_utf8_lossy(&f.comm).into_owned(),
-                f.cgroup_id,
-                Vec::new(),
-            )
-        });
-        e.2.push(f.fd);
-    }
-    let files: Vec<Value> = procs
-        .into_iter()
-        .map(|(pid, (comm, cg, mut fds))| {
-            let (c, pod) = (inp.attribution)(pid, cg);
-            fds.sort_unstable();
-            fds.truncate(inp.max_holders);
-            json!({"pid": pid, "comm": comm, "container_id": c, "pod_uid": pod, "fds": fds})
-        })
-        .collect();
+    let files = super::report::object_file_holders(inp, ObjectKind::Link, l.id);
     let pins: Vec<Value> = snap
         .inventory
         .iter()
         .flat_map(|i| i.pins.iter())
         .filter(|x| x.info.kind == crate::census::fdinfo::ObjKind::Link && x.info.id == l.id)
         .take(inp.max_holders)
-        .map(|x| json!({"mount": x.mount, "path": x.path}))
+        .map(|x| {
+            let mut v = json!({"mount": x.mount, "path": x.path});
+            super::report::add_pinned_at(
+                inp,
+                &mut v,
+                crate::origins::store::ObjKind::Link,
+                l.id,
+                &x.path,
+            );
+            v
+        })
         .collect();
     let rings: Vec<Value> = snap
         .io_uring
@@ -125,6 +111,7 @@ fn link_json(inp: &Input<'_>, l: &LinkRecord) -> Value {
         "holder_counts": counts,
         "pins_only": h.is_some_and(|h| h.pins_only()),
         "roots": chains_json(inp, Obj::Link(l.id)),
+        "origin": super::report::origin_json(inp, crate::origins::store::ObjKind::Link, l.id),
     })
 }
 
@@ -192,6 +179,7 @@ pub fn link_text(doc: &Value) -> String {
             _ => String::new(),
         };
         let _ = writeln!(o, "  target: {at}{}", s(&l["target"]["text"]));
+        super::text::origin_lines(&mut o, &l["origin"], "created at");
         let h = &l["holders"];
         for f in h["file"].as_array().into_iter().flatten() {
             let _ = writeln!(
@@ -202,9 +190,13 @@ pub fn link_text(doc: &Value) -> String {
                 super::text::whose(&f["container_id"], &f["pod_uid"]),
                 f["fds"]
             );
+            super::text::taken_at_lines(&mut o, f, &l["origin"]);
         }
         for x in h["pin"].as_array().into_iter().flatten() {
             let _ = writeln!(o, "  pin {}", pin_path(&s(&x["mount"]), &s(&x["path"])));
+            for r in x["pinned_at"].as_array().into_iter().flatten() {
+                super::text::record_lines(&mut o, "  pinned at", r);
+            }
         }
         for r in h["io_uring"].as_array().into_iter().flatten() {
             let _ = writeln!(

@@ -47,10 +47,6 @@ pub fn page_programs(ids: &[u32], after: Option<u32>, limit: usize) -> Page {
     }
 }
 
-fn comm(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
     let snap = inp.snap;
     let maps: Vec<Value> = p
@@ -62,34 +58,23 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
                    "type": m.map(|m| map_type_name(m.map_type))})
         })
         .collect();
-    // Program files by process.
-    let mut procs: BTreeMap<u32, (String, u64, Vec<u32>)> = BTreeMap::new();
-    for f in snap
-        .object_files
-        .iter()
-        .flatten()
-        .filter(|f| f.kind == ObjectKind::Program && f.id == p.id)
-    {
-        let e = procs
-            .entry(f.tgid)
-            .or_insert_with(|| (comm(&f.comm), f.cgroup_id, Vec::new()));
-        e.2.push(f.fd);
-    }
-    let files: Vec<Value> = procs
-        .into_iter()
-        .map(|(pid, (comm, cg, mut fds))| {
-            let (c, pod) = (inp.attribution)(pid, cg);
-            fds.sort_unstable();
-            fds.truncate(inp.max_holders);
-            json!({"pid": pid, "comm": comm, "container_id": c, "pod_uid": pod, "fds": fds})
-        })
-        .collect();
+    let files = super::report::object_file_holders(inp, ObjectKind::Program, p.id);
     let pins: Vec<Value> = snap
         .inventory
         .iter()
         .flat_map(|i| i.pins.iter())
         .filter(|x| x.info.kind == crate::census::fdinfo::ObjKind::Prog && x.info.id == p.id)
-        .map(|x| json!({"mount": x.mount, "path": x.path}))
+        .map(|x| {
+            let mut v = json!({"mount": x.mount, "path": x.path});
+            super::report::add_pinned_at(
+                inp,
+                &mut v,
+                crate::origins::store::ObjKind::Prog,
+                p.id,
+                &x.path,
+            );
+            v
+        })
         .collect();
     let mut links = Vec::new();
     let mut slots = Vec::new();
@@ -332,9 +317,13 @@ pub fn program_text(doc: &Value) -> String {
                 super::text::whose(&f["container_id"], &f["pod_uid"]),
                 f["fds"]
             );
+            super::text::taken_at_lines(&mut o, f, &p["origin"]);
         }
         for x in h["pin"].as_array().into_iter().flatten() {
             let _ = writeln!(o, "  pin {}", pin_path(&s(&x["mount"]), &s(&x["path"])));
+            for r in x["pinned_at"].as_array().into_iter().flatten() {
+                super::text::record_lines(&mut o, "  pinned at", r);
+            }
         }
         for l in h["link"].as_array().into_iter().flatten() {
             let _ = writeln!(o, "  link id {}", l["id"]);

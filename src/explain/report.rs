@@ -50,6 +50,63 @@ pub(crate) fn origin_json(inp: &Input<'_>, kind: crate::origins::store::ObjKind,
     }
 }
 
+/// The file holders of a program or link: fds per process, and where
+/// origins are kept the records that took those files (`taken_at`).
+pub(crate) fn object_file_holders(
+    inp: &Input<'_>,
+    kind: crate::census::ObjectKind,
+    id: u32,
+) -> Vec<Value> {
+    let mut procs: BTreeMap<u32, (String, u64, Vec<u32>, Vec<u64>)> = BTreeMap::new();
+    for f in inp
+        .snap
+        .object_files
+        .iter()
+        .flatten()
+        .filter(|f| f.kind == kind && f.id == id)
+    {
+        let e = procs
+            .entry(f.tgid)
+            .or_insert_with(|| (comm(&f.comm), f.cgroup_id, vec![], vec![]));
+        e.2.push(f.fd);
+        e.3.push(f.file_ptr);
+    }
+    let okind = match kind {
+        crate::census::ObjectKind::Program => crate::origins::store::ObjKind::Prog,
+        crate::census::ObjectKind::Link => crate::origins::store::ObjKind::Link,
+    };
+    procs
+        .into_iter()
+        .map(|(pid, (comm, cg, mut fds, mut files))| {
+            let (c, pod) = (inp.attribution)(pid, cg);
+            fds.sort_unstable();
+            fds.truncate(inp.max_holders);
+            files.sort_unstable();
+            files.dedup();
+            let mut v =
+                json!({"pid": pid, "comm": comm, "container_id": c, "pod_uid": pod, "fds": fds});
+            if let Some(o) = origins(inp) {
+                v["taken_at"] =
+                    Value::Array(o.files_json(okind, id, &files, boot_to_unix(inp), inp.now_unix));
+            }
+            v
+        })
+        .collect()
+}
+
+/// `pinned_at` of a pin holder `v` at `path`, where origins are kept.
+pub(crate) fn add_pinned_at(
+    inp: &Input<'_>,
+    v: &mut Value,
+    kind: crate::origins::store::ObjKind,
+    id: u32,
+    path: &str,
+) {
+    if let Some(o) = origins(inp) {
+        v["pinned_at"] = Value::Array(o.pins_json(kind, id, path, boot_to_unix(inp), inp.now_unix));
+    }
+}
+
 fn comm(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -159,15 +216,7 @@ fn identities(inp: &Input<'_>, x: &Index<'_>, kind: HolderKind, id: u32) -> Vec<
             .flatten()
             .map(|p| {
                 let mut v = json!({"mount": p.mount, "path": p.path});
-                if let Some(o) = origins(inp) {
-                    v["pinned_at"] = Value::Array(o.pins_json(
-                        crate::origins::store::ObjKind::Map,
-                        id,
-                        &p.path,
-                        boot_to_unix(inp),
-                        inp.now_unix,
-                    ));
-                }
+                add_pinned_at(inp, &mut v, crate::origins::store::ObjKind::Map, id, &p.path);
                 v
             })
             .collect(),

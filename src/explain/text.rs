@@ -185,16 +185,7 @@ pub fn text(doc: &Value) -> String {
                 p["fds"],
                 p["files"]
             );
-            for r in p["taken_at"].as_array().into_iter().flatten() {
-                if r["command"] == m["origin"]["created"]["command"]
-                    && r["pid"] == m["origin"]["created"]["pid"]
-                    && r["fd"] == m["origin"]["created"]["fd"]
-                {
-                    let _ = writeln!(o, "  file taken at: its creation (created at, above)");
-                } else {
-                    record_lines(&mut o, "  file taken at", r);
-                }
-            }
+            taken_at_lines(&mut o, &p, &m["origin"]);
         }
         for p in each("pin") {
             let _ = writeln!(
@@ -366,6 +357,23 @@ fn sv(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         v => v.to_string(),
+    }
+}
+
+/// The `taken_at` records of a file holder; the object's own creation
+/// (its `origin`) is named, not printed twice.
+pub(crate) fn taken_at_lines(o: &mut String, holder: &Value, origin: &Value) {
+    use std::fmt::Write;
+    for r in holder["taken_at"].as_array().into_iter().flatten() {
+        let c = &origin["created"];
+        if r["command"] == c["command"] && r["pid"] == c["pid"] && r["fd"] == c["fd"] {
+            let _ = writeln!(
+                o,
+                "  file taken at: its creation (its stack is printed once)"
+            );
+        } else {
+            record_lines(o, "  file taken at", r);
+        }
     }
 }
 

@@ -300,14 +300,22 @@ impl Lifecycle {
             .iter()
             .any(|c| c.probe == "map_syscalls" && c.attached);
         let origins = if opts.origins.enabled && syscalls_attached {
+            let link_start_max = sys::max_link_id().context("BPF_LINK_GET_NEXT_ID")?;
             let started = libbpf_rs::MapHandle::try_from(&skel.maps.origins)
-                .map_err(anyhow::Error::from)
                 .and_then(|ring| {
+                    libbpf_rs::MapHandle::try_from(&skel.maps.origin_gen).map(|g| (ring, g))
+                })
+                .map_err(anyhow::Error::from)
+                .and_then(|(ring, generation)| {
                     crate::origins::Origins::start(
                         opts.origins.clone(),
                         ring,
-                        start_max,
-                        prog_start_max,
+                        generation,
+                        crate::origins::StartIds {
+                            map: start_max,
+                            prog: prog_start_max,
+                            link: link_start_max,
+                        },
                     )
                 });
             match started {

@@ -21,6 +21,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use libbpf_rs::MapCore;
+
 use serde_json::{json, Value};
 
 use crate::bpf::lifecycle::records::{cmd_name, decode_origin_rec, OriginRec};
@@ -37,10 +39,12 @@ pub const MAX_PER_OBJECT: usize = 8;
 pub const TEXT_FRAMES: usize = 8;
 /// Records waiting to be symbolized at most; more are dropped and counted.
 const QUEUE: usize = 256;
-/// How often the reader reads the ring.
+/// How long the reader waits for a wake-up before it reads the ring (the
+/// programs wake it only when the ring fills past half).
 const POLL: Duration = Duration::from_millis(20);
-/// Raw stacks remembered per process with their normalized frames.
-const SEEN: usize = 4096;
+/// (process, raw stack) pairs remembered with their normalized frames; as
+/// many as the kernel remembers having sent build ids for.
+const SEEN: usize = crate::bpf::lifecycle::records::ORIGIN_SEEN;
 
 /// `--collector.origins*`.
 #[derive(Debug, Clone)]
@@ -84,9 +88,16 @@ pub struct Origins {
     counters: Counters,
     stop: Arc<AtomicBool>,
     pub config: OriginsConfig,
-    /// Maps and programs with ids up to these existed before capture began.
-    pub start_max_map: u32,
-    pub start_max_prog: u32,
+    /// Objects with ids up to these existed before capture began.
+    pub before: StartIds,
+}
+
+/// The highest map, program and link ids when capture began.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartIds {
+    pub map: u32,
+    pub prog: u32,
+    pub link: u32,
 }
 
 impl std::fmt::Debug for Origins {
@@ -110,7 +121,7 @@ struct Job {
 
 impl Origins {
     /// A store with no workers (tests, and the pure parts).
-    pub fn new(config: OriginsConfig, start_max_map: u32, start_max_prog: u32) -> Origins {
+    pub fn new(config: OriginsConfig, before: StartIds) -> Origins {
         Origins {
             store: Mutex::new(Store::new(
                 config.max_stacks,
@@ -120,25 +131,26 @@ impl Origins {
             counters: Counters::default(),
             stop: Arc::new(AtomicBool::new(false)),
             config,
-            start_max_map,
-            start_max_prog,
+            before,
         }
     }
 
-    /// Start reading `ring` (the `origins` ring buffer) on two threads.
+    /// Start reading `ring` (the `origins` ring buffer) on two threads;
+    /// `generation` is the `origin_gen` map, bumped each time the reader
+    /// forgets the stacks it normalized.
     pub fn start(
         config: OriginsConfig,
         ring: libbpf_rs::MapHandle,
-        start_max_map: u32,
-        start_max_prog: u32,
+        generation: libbpf_rs::MapHandle,
+        before: StartIds,
     ) -> anyhow::Result<Arc<Origins>> {
-        let o = Arc::new(Origins::new(config, start_max_map, start_max_prog));
+        let o = Arc::new(Origins::new(config, before));
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let weak = Arc::downgrade(&o);
         let stop = o.stop.clone();
         std::thread::Builder::new()
             .name("origins-read".into())
-            .spawn(move || read_ring(ring, tx, weak, stop))?;
+            .spawn(move || read_ring(ring, generation, tx, weak, stop))?;
         let weak = Arc::downgrade(&o);
         std::thread::Builder::new()
             .name("origins-names".into())
@@ -266,15 +278,15 @@ impl Origins {
             .iter()
             .find(|r| r.role == Role::Created)
             .map(|r| one(r));
-        let created_unknown = match (&created, kind) {
-            (Some(_), _) => Value::Null,
-            (None, ObjKind::Map) if id <= self.start_max_map => {
-                json!("created before the exporter started")
-            }
-            (None, ObjKind::Prog) if id <= self.start_max_prog => {
-                json!("created before the exporter started")
-            }
-            (None, _) => json!(
+        let before = match kind {
+            ObjKind::Map => self.before.map,
+            ObjKind::Prog => self.before.prog,
+            ObjKind::Link => self.before.link,
+        };
+        let created_unknown = match &created {
+            Some(_) => Value::Null,
+            None if id <= before => json!("created before the exporter started"),
+            None => json!(
                 "no creation stack is stored: the call was not seen (a path the probes do not see), or its record was lost or evicted (bpfmap_origin_records_lost_total, bpfmap_origin_store_evictions_total)"
             ),
         };
@@ -382,15 +394,18 @@ fn record_json(r: &Record, boot_to_unix: f64, now_unix: f64) -> Value {
 /// The ring reader: normalizes each record at once and queues it.
 fn read_ring(
     ring: libbpf_rs::MapHandle,
+    generation: libbpf_rs::MapHandle,
     tx: SyncSender<Job>,
     origins: std::sync::Weak<Origins>,
     stop: Arc<AtomicBool>,
 ) {
     let known = std::cell::RefCell::new(resolve::BuildIdPaths::default());
-    // (tgid, raw stack) -> its normalized frames: a process repeating a
-    // call from one site (a tool taking a file of every map) is normalized
-    // once.
-    let seen: std::cell::RefCell<HashMap<(u32, u64), Vec<store::Frame>>> = Default::default();
+    // (tgid, stack hash) -> its normalized frames and note: a process
+    // repeating a call from one site is normalized once. The kernel sends
+    // a pair's build ids only while it is in this cache's generation.
+    type Seen = HashMap<(u32, u64), (Arc<[store::Frame]>, Option<String>)>;
+    let seen: std::cell::RefCell<Seen> = Default::default();
+    let gen = std::cell::Cell::new(0u32);
     let mut b = libbpf_rs::RingBufferBuilder::new();
     let cb_origins = origins.clone();
     let added = b.add(&ring, move |data: &[u8]| {
@@ -403,42 +418,50 @@ fn read_ring(
         if let Some(c) = o.counters.captures.get(rec.cmd as usize) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let raw_key = rec.ips.as_ref().ok().map(|ips| {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            ips.hash(&mut h);
-            (rec.tgid, h.finish())
-        });
-        let cached = raw_key.and_then(|k| seen.borrow().get(&k).cloned());
+        let key = (rec.stack_hash != 0).then_some((rec.tgid, rec.stack_hash));
+        let cached = key.and_then(|k| seen.borrow().get(&k).cloned());
         let norm = match cached {
-            Some(frames) => resolve::Normalized {
+            Some((frames, note)) => resolve::Normalized {
                 walked: frames.len(),
                 frames: frames
-                    .into_iter()
-                    .map(|frame| resolve::Pending { frame, file: None })
+                    .iter()
+                    .map(|frame| resolve::Pending {
+                        frame: frame.clone(),
+                        file: None,
+                    })
                     .collect(),
                 files: Vec::new(),
-                note: None,
+                note,
             },
             None => {
                 let n = resolve::normalize(&rec, &mut known.borrow_mut());
-                if let (Some(k), None) = (raw_key, &n.note) {
+                if n.note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("the process exited"))
+                {
+                    o.counters.process_gone.fetch_add(1, Ordering::Relaxed);
+                }
+                let kernel_sent = rec.kernel_frames.as_ref().is_ok_and(|v| !v.is_empty());
+                if let Some(k) = key.filter(|_| n.note.is_none() || kernel_sent) {
                     let mut seen = seen.borrow_mut();
                     if seen.len() >= SEEN {
                         seen.clear();
+                        // The kernel sends build ids again for pairs sent
+                        // before this.
+                        gen.set(gen.get().wrapping_add(1));
+                        let _ = generation.update(
+                            &0u32.to_ne_bytes(),
+                            &gen.get().to_ne_bytes(),
+                            libbpf_rs::MapFlags::ANY,
+                        );
                     }
-                    seen.insert(k, n.frames.iter().map(|p| p.frame.clone()).collect());
+                    let frames: Arc<[store::Frame]> =
+                        n.frames.iter().map(|p| p.frame.clone()).collect();
+                    seen.insert(k, (frames, n.note.clone()));
                 }
                 n
             }
         };
-        if norm
-            .note
-            .as_deref()
-            .is_some_and(|n| n.starts_with("the process exited"))
-        {
-            o.counters.process_gone.fetch_add(1, Ordering::Relaxed);
-        }
         match tx.try_send(Job { rec, norm }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -459,14 +482,13 @@ fn read_ring(
             return;
         }
     };
-    // The programs never wake this thread (a wake-up is an interrupt the
-    // calling thread pays for, a VM exit under virtualization): it reads
-    // the ring every POLL.
+    // The poll returns at a wake-up or after POLL; records sent without a
+    // wake-up are not reported by it, hence the consume after it.
     while !stop.load(Ordering::Relaxed) && origins.strong_count() > 0 {
-        if let Err(e) = rb.consume() {
+        if let Err(e) = rb.poll(POLL).and_then(|()| rb.consume()) {
             tracing::warn!(error = %e, "origins ring buffer read failed");
+            std::thread::sleep(POLL);
         }
-        std::thread::sleep(POLL);
     }
 }
 

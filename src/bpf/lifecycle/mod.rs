@@ -84,6 +84,8 @@ fn open_configured(
     }
     if opts.origins {
         open.maps.origins.set_max_entries(ORIGINS_RING_BYTES)?;
+    } else {
+        open.maps.origin_seen.set_max_entries(1)?;
     }
     if !opts.log_events {
         open.maps.events.set_max_entries(4096)?;

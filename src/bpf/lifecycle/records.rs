@@ -23,8 +23,13 @@ pub const PROG_REC_SIZE: usize = 56;
 pub const STACK_DEPTH: usize = 48;
 /// `LC_PATH_LEN`.
 const PATH_LEN: usize = 128;
-/// Size of `struct origin_rec`.
-pub const ORIGIN_REC_SIZE: usize = 192 + STACK_DEPTH * 40;
+/// Size of `struct origin_rec` (its largest record).
+pub const ORIGIN_REC_SIZE: usize = ORIGIN_HEADER + STACK_DEPTH * 40;
+/// Offset of `origin_rec.ips`: a record is this header and the frames
+/// walked only.
+pub const ORIGIN_HEADER: usize = 200;
+/// `LC_ORIGIN_SEEN`: (process, stack) pairs whose build ids were sent.
+pub const ORIGIN_SEEN: usize = 4096;
 /// `LC_PROG_RING`: program load record slots (program id modulo this).
 pub const PROG_RING: u32 = 8192;
 /// `LC_RING`: creation record slots (map id modulo this).
@@ -217,6 +222,9 @@ pub struct OriginRec {
     pub comm: String,
     /// OBJ_PIN and OBJ_GET: the pathname the caller gave.
     pub path: String,
+    /// Of tgid, the process's start time and `ips` (0: no frames): the
+    /// key of the (process, stack) pairs whose build ids were sent.
+    pub stack_hash: u64,
     /// Raw user return addresses, innermost first; Err: bpf_get_stack's error.
     pub ips: Result<Vec<u64>, i32>,
     /// Build-id frames (empty when not asked); Err: bpf_get_stack's error.
@@ -224,22 +232,33 @@ pub struct OriginRec {
 }
 
 pub fn decode_origin_rec(b: &[u8]) -> Result<OriginRec, RecordError> {
-    let r = Rec::exact("origin_rec", b, ORIGIN_REC_SIZE)?;
-    let len = |off: usize| r.u32(off) as i32;
+    let head = b.get(..ORIGIN_HEADER).ok_or(RecordError::Length {
+        what: "origin_rec",
+        len: b.len(),
+        want: ORIGIN_HEADER,
+    })?;
+    let h = Rec::exact("origin_rec", head, ORIGIN_HEADER)?;
+    let len = |off: usize| h.u32(off) as i32;
     let (ips_len, bids_len) = (len(40), len(44));
-    let ips_off = 192;
-    let bids_off = ips_off + STACK_DEPTH * 8;
+    let walked = |l: i32, each: usize| if l > 0 { l as usize / each } else { 0 };
+    let (n_ips, n_bids) = (walked(ips_len, 8), walked(bids_len, 32));
+    if n_ips > STACK_DEPTH || n_bids > STACK_DEPTH {
+        return Err(RecordError::Range {
+            what: "origin_rec frames",
+            value: n_ips.max(n_bids) as u64,
+        });
+    }
+    let bids_off = ORIGIN_HEADER + n_ips * 8;
+    let r = Rec::exact("origin_rec", b, bids_off + n_bids * 32)?;
     let ips = if ips_len < 0 {
         Err(ips_len)
     } else {
-        let n = (ips_len as usize / 8).min(STACK_DEPTH);
-        Ok((0..n).map(|i| r.u64(ips_off + i * 8)).collect())
+        Ok((0..n_ips).map(|i| r.u64(ORIGIN_HEADER + i * 8)).collect())
     };
     let kernel_frames = if bids_len < 0 {
         Err(bids_len)
     } else {
-        let n = (bids_len as usize / 32).min(STACK_DEPTH);
-        Ok((0..n)
+        Ok((0..n_bids)
             .map(|i| {
                 let o = bids_off + i * 32;
                 match r.u32(o) {
@@ -263,6 +282,7 @@ pub fn decode_origin_rec(b: &[u8]) -> Result<OriginRec, RecordError> {
         obj_kind: r.u32(36) as i32,
         comm: comm_label(r.cstr(48, 16)),
         path: String::from_utf8_lossy(r.cstr(64, PATH_LEN)).into_owned(),
+        stack_hash: r.u64(192),
         ips,
         kernel_frames,
     })
@@ -297,6 +317,62 @@ pub fn cmd_name(cmd: u32) -> String {
 mod tests {
     use super::*;
     use crate::bpf::records::sum_percpu;
+
+    /// An origin record of `ips` walked frames and `bids` build-id frames,
+    /// sent with those frames only.
+    fn origin_bytes(ips: &[u64], bids: &[Option<([u8; 20], u64)>]) -> Vec<u8> {
+        let mut b = vec![0u8; ORIGIN_HEADER];
+        b[16..20].copy_from_slice(&4242u32.to_le_bytes());
+        b[40..44].copy_from_slice(&((ips.len() * 8) as u32).to_le_bytes());
+        b[44..48].copy_from_slice(&((bids.len() * 32) as u32).to_le_bytes());
+        b[48..53].copy_from_slice(b"agent");
+        b[192..200].copy_from_slice(&0xfeedu64.to_le_bytes());
+        for ip in ips {
+            b.extend_from_slice(&ip.to_le_bytes());
+        }
+        for f in bids {
+            let mut e = [0u8; 32];
+            if let Some((id, off)) = f {
+                e[0..4].copy_from_slice(&1u32.to_le_bytes());
+                e[4..24].copy_from_slice(id);
+                e[24..32].copy_from_slice(&off.to_le_bytes());
+            }
+            b.extend_from_slice(&e);
+        }
+        b
+    }
+
+    #[test]
+    fn origin_rec_carries_the_walked_frames_only() {
+        let b = origin_bytes(&[0x1000, 0x2000, 0x3000], &[Some(([7; 20], 0x40)), None]);
+        assert_eq!(b.len(), ORIGIN_HEADER + 3 * 8 + 2 * 32);
+        let r = decode_origin_rec(&b).unwrap();
+        assert_eq!(r.tgid, 4242);
+        assert_eq!(r.comm, "agent");
+        assert_eq!(r.stack_hash, 0xfeed);
+        assert_eq!(r.ips, Ok(vec![0x1000, 0x2000, 0x3000]));
+        assert_eq!(
+            r.kernel_frames,
+            Ok(vec![
+                KernelFrame::BuildId {
+                    build_id: [7; 20],
+                    offset: 0x40
+                },
+                KernelFrame::Ip
+            ])
+        );
+        let raw = decode_origin_rec(&origin_bytes(&[0x1000], &[])).unwrap();
+        assert_eq!(raw.kernel_frames, Ok(vec![]));
+        // A record shorter or longer than its lengths say is refused.
+        assert!(decode_origin_rec(&b[..b.len() - 1]).is_err());
+        let mut long = b.clone();
+        long.push(0);
+        assert!(decode_origin_rec(&long).is_err());
+        assert!(decode_origin_rec(&b[..ORIGIN_HEADER - 1]).is_err());
+        let mut deep = origin_bytes(&[], &[]);
+        deep[40..44].copy_from_slice(&((STACK_DEPTH as u32 + 1) * 8).to_le_bytes());
+        assert!(decode_origin_rec(&deep).is_err());
+    }
 
     #[test]
     fn prog_rec_round_trip() {
