@@ -341,13 +341,8 @@ impl Census {
         let want_netdev = want_progs && p.on("netdev");
         let (link_buf, prog_buf, netdev_part) =
             (&mut self.link_buf, &mut self.prog_buf, &mut self.netdev);
-        let (mounts, pin_cache) = (&mut self.mounts, &mut self.pin_cache);
-        let pin_limits = bpffs::WalkLimits {
-            max_entries: self.opts.pins_max_entries,
-            max_depth: self.opts.pins_max_depth,
-        };
         let (
-            (maps, prog_read, pins_read),
+            (maps, prog_read),
             files,
             vmas,
             processes,
@@ -449,23 +444,6 @@ impl Census {
                         })
                     })
                 });
-            // The pins need no other read: walked here while the task
-            // walks still run.
-            let pins_read = p.on("pins").then(|| {
-                report.run("pins", || {
-                    let sbs = mounts
-                        .discover(Path::new("/proc"))
-                        .context("reading /proc/*/mountinfo")?;
-                    let inv = bpffs::walk(&sbs, &pin_limits, &mut |p, md| pin_cache.identify(p, md));
-                    pin_cache.finish();
-                    for m in &inv.unreachable {
-                        crate::logging::warn_repeated(("bpffs mount unreachable", "pins"), |held| {
-                            tracing::warn!(mount = %m, more_since_last = held, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
-                        });
-                    }
-                    Ok(inv)
-                })
-            });
             let (files, vmas, processes, peers, mine, sockets, objects) =
                 tasks.join().unwrap_or_else(|_| {
                     let failed = |n| (n, Err(anyhow::anyhow!("task walk thread panicked")), 0.0);
@@ -488,7 +466,7 @@ impl Census {
                 )
             });
             (
-                (maps, prog_read, pins_read),
+                (maps, prog_read),
                 files,
                 vmas,
                 processes,
@@ -684,8 +662,29 @@ impl Census {
             obs.incomplete
                 .extend(["files", "mmaps", "inflight", "io_uring"]);
         }
-        if let Some(inventory) = pins_read {
-            snap.inventory = inventory;
+        if p.on("pins") {
+            // After the task walks: the walk opens each pinned object
+            // (BPF_OBJ_GET) for a moment, and a task walk running meanwhile
+            // would count that file of this process as a holder.
+            let limits = bpffs::WalkLimits {
+                max_entries: self.opts.pins_max_entries,
+                max_depth: self.opts.pins_max_depth,
+            };
+            snap.inventory = report.run("pins", || {
+                let sbs = self
+                    .mounts
+                    .discover(Path::new("/proc"))
+                    .context("reading /proc/*/mountinfo")?;
+                let cache = &mut self.pin_cache;
+                let inv = bpffs::walk(&sbs, &limits, &mut |p, md| cache.identify(p, md));
+                cache.finish();
+                for m in &inv.unreachable {
+                    crate::logging::warn_repeated(("bpffs mount unreachable", "pins"), |held| {
+                        tracing::warn!(mount = %m, more_since_last = held, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
+                    });
+                }
+                Ok(inv)
+            });
             obs.pins = snap.inventory.as_ref().map(|inv| inv.map_pin_holders());
             prog_obs.pins = snap.inventory.as_ref().map(|inv| inv.prog_pin_holders());
             if let Some(inv) = &snap.inventory {
@@ -705,6 +704,18 @@ impl Census {
             .chain(snap.own_programs.iter().map(|p| p.id))
             .collect();
         let is_own_link = |l: &crate::bpf::census::LinkRecord| own_link_progs.contains(&l.prog_id);
+        // The netdev part opens XDP and netns links by id for a moment
+        // (BPF_LINK_GET_FD_BY_ID) while the task walks run: this process's
+        // files of links not its own are those reads, never holders.
+        if let (Some(files), Some(links)) = (prog_obs.files.as_mut(), &link_recs) {
+            let me = std::process::id();
+            let node: rustc_hash::FxHashSet<u32> = links
+                .iter()
+                .filter(|l| !is_own_link(l))
+                .map(|l| l.id)
+                .collect();
+            files.retain(|f| !(f.tgid == me && f.kind == ObjectKind::Link && node.contains(&f.id)));
+        }
         if let Some(links) = &link_recs {
             snap.own_links = links.iter().filter(|l| is_own_link(l)).count() as u64;
             snap.link_holders = links::holders(
