@@ -126,7 +126,7 @@ pub enum Holder {
 /// once [`Graph::finish`] ran, so that an object's holders are one run found
 /// by binary search (no per-object allocation: a node has tens of thousands
 /// of objects). The encoding orders as `Obj` and `Holder` do.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Graph {
     /// Edges added since the last [`Graph::finish`].
     pending: Vec<(u64, u64)>,
@@ -134,6 +134,22 @@ pub struct Graph {
     /// The pins holders name, by index (sorted by [`Graph::finish`]).
     pins: Vec<PinId>,
     pin_index: HashMap<PinId, u32, rustc_hash::FxBuildHasher>,
+}
+
+/// The edges decoded: `(object, holder)`.
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let decode = |edges: &[(u64, u64)]| -> Vec<(Obj, Holder)> {
+            edges
+                .iter()
+                .map(|&(o, h)| (obj_of(o), self.holder_of(h)))
+                .collect()
+        };
+        f.debug_struct("Graph")
+            .field("edges", &decode(&self.edges))
+            .field("pending", &decode(&self.pending))
+            .finish()
+    }
 }
 
 /// Bits of an encoded object or holder: `tag << 40 | kind << 32 | id`.
@@ -787,6 +803,23 @@ mod tests {
         assert!(!r.contains(&Root::Attached(1)));
         // The map both use is kept working by the device: not orphaned.
         assert_eq!(orphaned(&g.roots(Obj::Map(1))), Some(false));
+    }
+
+    #[test]
+    fn the_debug_form_names_objects_and_holders() {
+        let mut g = Graph::default();
+        g.add(Obj::Prog(7), Holder::Root(Root::Attached(3)));
+        g.add(Obj::Map(1), Holder::Root(Root::Pin(P2)));
+        g.finish();
+        g.add(Obj::Link(4), Holder::Root(Root::Attachment(4)));
+        let d = format!("{g:?}");
+        for want in [
+            "(Prog(7), Root(Attached(3)))",
+            "(Map(1), Root(Pin(PinId { dev: 1, ino: 11 })))",
+            "pending: [(Link(4), Root(Attachment(4)))]",
+        ] {
+            assert!(d.contains(want), "{want} in {d}");
+        }
     }
 
     #[test]
