@@ -137,12 +137,23 @@ struct {
 	__uint(max_entries, 4096);
 } origins SEC(".maps");
 
-/* One origin record being built (sent with its walked frames only). */
+/* One origin record being built (sent with its walked frames only), and
+ * room past it: the build-id walk writes at ips + (walked bytes & 0x1ff),
+ * and older verifiers (5.10, 6.1) bound that offset by the mask alone
+ * (511), not by the walk's 384-byte maximum. */
+struct origin_scratch {
+	struct origin_rec rec;
+	__u8 slack[512 - LC_STACK_DEPTH * 8];
+};
+_Static_assert(sizeof(struct origin_scratch) >= __builtin_offsetof(struct origin_rec, ips) + 0x1ff +
+						      sizeof(((struct origin_rec *)0)->bids),
+	       "origin_scratch holds the build-id walk at any masked offset");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct origin_rec);
+	__type(value, struct origin_scratch);
 } origin_scratch SEC(".maps");
 
 struct origin_key {
@@ -641,6 +652,7 @@ static __always_inline __u32 obj_id_of(struct file *file, int kind)
 static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, __u64 attr)
 {
 	struct origin_key key = {};
+	struct origin_scratch *scratch;
 	struct origin_rec *r;
 	struct task_struct *task;
 	struct file *file;
@@ -660,9 +672,10 @@ static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, 
 	}
 	if (cmd == CMD_OBJ_PIN || cmd == CMD_OBJ_GET)
 		bpf_probe_read_user(&pathname, sizeof(pathname), (void *)attr);
-	r = bpf_map_lookup_elem(&origin_scratch, &zero);
-	if (!r)
+	scratch = bpf_map_lookup_elem(&origin_scratch, &zero);
+	if (!scratch)
 		return;
+	r = &scratch->rec;
 	pid_tgid = bpf_get_current_pid_tgid();
 	r->ns = bpf_ktime_get_boot_ns();
 	r->tgid = pid_tgid >> 32;
@@ -716,14 +729,17 @@ static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, 
 			}
 		}
 	}
-	if (size > sizeof(*r))
-		return;
 	/* A wake-up is an interrupt this thread pays for (a VM exit under
 	 * virtualization): the reader polls, and is woken only by the record
 	 * that fills the ring past half. */
 	avail = bpf_ringbuf_query(&origins, BPF_RB_AVAIL_DATA);
 	half = bpf_ringbuf_query(&origins, BPF_RB_RING_SIZE) / 2;
 	flags = avail < half && avail + size + 8 >= half ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	/* Checked on the register passed: older verifiers (5.10, 6.1) lose
+	 * the bound of a check made before the arithmetic above. */
+	barrier_var(size);
+	if (size > sizeof(*r))
+		return;
 	if (bpf_ringbuf_output(&origins, r, size, flags)) {
 		add_lost(LC_LOST_ORIGIN_RING);
 		return;
