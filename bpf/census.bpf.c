@@ -225,9 +225,12 @@ static __always_inline __u32 dst_prog_id(struct bpf_prog_aux *aux)
 {
 	struct bpf_prog *dst = NULL;
 
-	if (bpf_core_field_exists(aux->dst_prog))
-		dst = BPF_CORE_READ(aux, dst_prog);
-	else if (bpf_core_field_exists(((struct bpf_prog_aux___old *)aux)->linked_prog))
+	if (bpf_core_field_exists(aux->dst_prog)) {
+		/* aux is a trusted pointer: direct loads. */
+		dst = aux->dst_prog;
+		return dst ? dst->aux->id : 0;
+	}
+	if (bpf_core_field_exists(((struct bpf_prog_aux___old *)aux)->linked_prog))
 		dst = BPF_CORE_READ((struct bpf_prog_aux___old *)aux, linked_prog);
 	return prog_id_at(dst);
 }
@@ -236,6 +239,9 @@ static __always_inline __u32 dst_prog_id(struct bpf_prog_aux *aux)
  * used_maps array is a plain kernel pointer (not a BTF-typed one), read with
  * probe reads; the kernel fills it at load and only appends under its mutex
  * (BPF_PROG_BIND_MAP), so a racing reader sees a prefix. */
+/* Map pointers read per probe read of used_maps (the stack holds them). */
+#define USED_CHUNK 8
+
 SEC("iter/bpf_prog")
 int dump_prog(struct bpf_iter__bpf_prog *ctx)
 {
@@ -260,12 +266,33 @@ int dump_prog(struct bpf_iter__bpf_prog *ctx)
 	n = aux->used_map_cnt;
 	r.used_map_cnt = n;
 	used = aux->used_maps;
-	for (i = 0; i < BPFMAP_PROG_MAX_MAPS && i < n; i++) {
-		struct bpf_map *m = NULL;
+	if (bpf_ksym_exists(bpf_rdonly_cast)) {
+		/* One probe read per USED_CHUNK pointers, then direct loads
+		 * of each map's id (a probe read per pointer and per id cost
+		 * ~100 ns each). */
+		for (i = 0; i < BPFMAP_PROG_MAX_MAPS && i < n; i += USED_CHUNK) {
+			struct bpf_map *ms[USED_CHUNK] = {};
+			__u32 j, k = n - i;
 
-		if (bpf_probe_read_kernel(&m, sizeof(m), &used[i]) || !m)
-			break;
-		r.map_ids[i] = BPF_CORE_READ(m, id);
+			if (k > USED_CHUNK)
+				k = USED_CHUNK;
+			if (bpf_probe_read_kernel(ms, k * sizeof(ms[0]), &used[i]))
+				break;
+			for (j = 0; j < USED_CHUNK && j < k; j++) {
+				if (!ms[j] || i + j >= BPFMAP_PROG_MAX_MAPS)
+					goto done;
+				r.map_ids[i + j] = bpf_core_cast(ms[j], struct bpf_map)->id;
+			}
+		}
+done:;
+	} else {
+		for (i = 0; i < BPFMAP_PROG_MAX_MAPS && i < n; i++) {
+			struct bpf_map *m = NULL;
+
+			if (bpf_probe_read_kernel(&m, sizeof(m), &used[i]) || !m)
+				break;
+			r.map_ids[i] = BPF_CORE_READ(m, id);
+		}
 	}
 	r.dst_prog_id = dst_prog_id(aux);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
@@ -332,11 +359,11 @@ int dump_link(struct bpf_iter__bpf_link *ctx)
 	r.type = type;
 	prog = link->prog;
 	if (prog)
-		r.prog_id = BPF_CORE_READ(prog, aux, id);
+		r.prog_id = prog->aux->id;
 	/* 6.17+: every link's attach type is in struct bpf_link. 0 is a
 	 * cgroup attach type, which only cgroup links can have. */
 	if (bpf_core_field_exists(link->attach_type)) {
-		__u32 t = BPF_CORE_READ(link, attach_type);
+		__u32 t = link->attach_type;
 
 		if (t != 0 || type == BPF_LINK_TYPE_CGROUP)
 			link_attach_type(&r, t);
@@ -428,7 +455,17 @@ int dump_link(struct bpf_iter__bpf_link *ctx)
 		if (BPF_CORE_READ(nl, dead))
 			r.target |= BPFMAP_LINK_DETACHED;
 	} else if (type == BPF_LINK_TYPE_RAW_TRACEPOINT && bpf_core_type_exists(struct bpf_raw_tp_link)) {
-		const char *name = BPF_CORE_READ((struct bpf_raw_tp_link *)link, btp, tp, name);
+		const char *name;
+
+		/* The cast makes the rest direct loads (one probe read, of the
+		 * name, instead of four). */
+		if (bpf_ksym_exists(bpf_rdonly_cast)) {
+			struct bpf_raw_tp_link *rl = bpf_core_cast(link, struct bpf_raw_tp_link);
+
+			name = rl->btp ? rl->btp->tp->name : NULL;
+		} else {
+			name = BPF_CORE_READ((struct bpf_raw_tp_link *)link, btp, tp, name);
+		}
 
 		if (name && bpf_probe_read_kernel_str(r.name, sizeof(r.name), name) > 0)
 			r.target |= BPFMAP_LINK_TP_NAME;
