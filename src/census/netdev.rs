@@ -434,45 +434,111 @@ pub fn netns_mounts(mountinfo: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn discover(proc_root: &Path) -> std::io::Result<Found> {
-    let mut found = Found::default();
-    let mut mnt_seen = BTreeSet::new();
-    for ent in std::fs::read_dir(proc_root)?.flatten() {
-        let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let dir = ent.path();
-        match std::fs::metadata(dir.join("ns/net")) {
-            Ok(md) => found
-                .by_ino
-                .entry(md.ino())
-                .or_default()
-                .push(Opener::Process(pid)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(_) => found.unreadable += 1,
+/// What a process's namespaces were when it was last read.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Its `/proc/<pid>` directory's inode: a new process with a reused
+    /// pid has another, and is read afresh.
+    dir_ino: u64,
+    /// Its network namespace; None when the link is unreadable.
+    net: Option<u64>,
+    mnt: Option<u64>,
+}
+
+/// Every process's network and mount namespaces, kept between scrapes: a
+/// scrape stats only the processes it has not seen, and every process
+/// again each `RESCAN`. A process that moved to another namespace since
+/// (setns, unshare) is told by its effects: a namespace on the kernel's
+/// list that the kept view does not name, or one none of its openers
+/// opens (each open is checked against the inode), makes the scrape
+/// read every process again before it reads any namespace's attachments.
+#[derive(Debug, Default)]
+struct ProcNamespaces {
+    by_pid: rustc_hash::FxHashMap<u32, Seen>,
+    /// Mount namespace -> the nsfs mounts its mountinfo lists.
+    mounts: rustc_hash::FxHashMap<u64, Vec<(u64, String)>>,
+    last_full: Option<Instant>,
+}
+
+impl ProcNamespaces {
+    const RESCAN: Duration = Duration::from_secs(10);
+
+    /// Whether the next discovery must read every process again.
+    fn due(&self) -> bool {
+        self.last_full.is_none_or(|t| t.elapsed() >= Self::RESCAN)
+    }
+
+    /// The namespaces of every process under `proc_root`, and the nsfs
+    /// mounts of every mount namespace. `full` reads every process and
+    /// mountinfo again; otherwise only processes not seen before.
+    fn discover(&mut self, proc_root: &Path, full: bool) -> std::io::Result<Found> {
+        use std::os::unix::fs::DirEntryExt;
+        if full {
+            self.last_full = Some(Instant::now());
+            self.mounts.clear();
         }
-        // nsfs mounts, once per mount namespace.
-        let Ok(mnt) = std::fs::metadata(dir.join("ns/mnt")) else {
-            continue;
-        };
-        if !mnt_seen.insert(mnt.ino()) {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(dir.join("mountinfo")) else {
-            continue;
-        };
-        for (ino, point) in netns_mounts(&text) {
-            let p = dir.join("root").join(point.trim_start_matches('/'));
-            let v = found.by_ino.entry(ino).or_default();
-            if v.len() < 8 {
-                v.push(Opener::Mount(p));
+        let mut found = Found::default();
+        let mut live = rustc_hash::FxHashSet::default();
+        let mut mnt_live = rustc_hash::FxHashSet::default();
+        for ent in std::fs::read_dir(proc_root)?.flatten() {
+            let Some(pid) = ent.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let dir = ent.path();
+            let dir_ino = ent.ino();
+            let seen = match self.by_pid.get(&pid) {
+                Some(s) if !full && s.dir_ino == dir_ino => *s,
+                _ => {
+                    let net = match std::fs::metadata(dir.join("ns/net")) {
+                        Ok(md) => Some(md.ino()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(_) => None,
+                    };
+                    let mnt = std::fs::metadata(dir.join("ns/mnt")).ok().map(|m| m.ino());
+                    let s = Seen { dir_ino, net, mnt };
+                    self.by_pid.insert(pid, s);
+                    s
+                }
+            };
+            live.insert(pid);
+            match seen.net {
+                Some(ino) => found
+                    .by_ino
+                    .entry(ino)
+                    .or_default()
+                    .push(Opener::Process(pid)),
+                None => found.unreadable += 1,
+            }
+            // nsfs mounts, once per mount namespace.
+            let Some(mnt) = seen.mnt else { continue };
+            if !mnt_live.insert(mnt) {
+                continue;
+            }
+            let mounts = match self.mounts.entry(mnt) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let Ok(text) = std::fs::read_to_string(dir.join("mountinfo")) else {
+                        mnt_live.remove(&mnt);
+                        continue;
+                    };
+                    v.insert(netns_mounts(&text))
+                }
+            };
+            for (ino, point) in mounts.iter() {
+                let p = dir.join("root").join(point.trim_start_matches('/'));
+                let v = found.by_ino.entry(*ino).or_default();
+                if v.len() < 8 {
+                    v.push(Opener::Mount(p));
+                }
             }
         }
+        self.by_pid.retain(|pid, _| live.contains(pid));
+        self.mounts.retain(|m, _| mnt_live.contains(m));
+        for v in found.by_ino.values_mut() {
+            v.truncate(8);
+        }
+        Ok(found)
     }
-    for v in found.by_ino.values_mut() {
-        v.truncate(8);
-    }
-    Ok(found)
 }
 
 /// What one read of the node found.
@@ -513,6 +579,8 @@ pub struct NetdevPart {
     dispatcher: Option<bool>,
     /// Where the namespaces only threads, fds or sockets hold were found.
     hints: BTreeMap<u64, Hint>,
+    /// Every process's namespaces, kept between scrapes.
+    procs: ProcNamespaces,
 }
 
 impl NetdevPart {
@@ -557,45 +625,69 @@ impl NetdevPart {
         };
         let all_netns = listed.as_deref();
         let deadline = Instant::now() + limits.budget;
-        let mut found = discover(Path::new("/proc")).context("reading /proc/*/ns/net")?;
-        // Namespaces on the kernel's list that no process's leader is in
-        // and no mount names: looked for in threads, fd tables and sockets
-        // (only then, so a node without such a namespace pays nothing).
-        let mut reached = Reached::default();
-        if let Some(all) = all_netns {
-            let mut missing: BTreeSet<u64> = all
-                .iter()
-                .filter(|i| !found.by_ino.contains_key(i))
-                .copied()
-                .collect();
-            if missing.is_empty() {
-                self.hints.clear();
-            } else {
-                reached = reach(
-                    Path::new("/proc"),
-                    &mut missing,
-                    &mut self.hints,
-                    limits.max_socket_probes,
-                    deadline,
-                );
-                for (ino, op) in std::mem::take(&mut reached.openers) {
-                    found.by_ino.entry(ino).or_default().push(op);
+        let xdp_links = xdp_and_netns_links(links).context("reading XDP and netns links")?;
+        let proc_root = Path::new("/proc");
+        // Without the kernel's list a kept view could miss a namespace
+        // unnoticed: every process is read each scrape then.
+        let mut full = self.procs.due() || all_netns.is_none();
+        let (found, reached, reads) = loop {
+            let mut found = self
+                .procs
+                .discover(proc_root, full)
+                .context("reading /proc/*/ns/net")?;
+            // Namespaces on the kernel's list that no process's leader is
+            // in and no mount names: looked for in threads, fd tables and
+            // sockets (only then, so a node without such a namespace pays
+            // nothing), once every process has been read this scrape.
+            let mut reached = Reached::default();
+            if let Some(all) = all_netns {
+                let mut missing: BTreeSet<u64> = all
+                    .iter()
+                    .filter(|i| !found.by_ino.contains_key(i))
+                    .copied()
+                    .collect();
+                if !missing.is_empty() && !full {
+                    full = true;
+                    continue;
+                }
+                if missing.is_empty() {
+                    self.hints.clear();
+                } else {
+                    reached = reach(
+                        proc_root,
+                        &mut missing,
+                        &mut self.hints,
+                        limits.max_socket_probes,
+                        deadline,
+                    );
+                    for (ino, op) in std::mem::take(&mut reached.openers) {
+                        found.by_ino.entry(ino).or_default().push(op);
+                    }
                 }
             }
-        }
-        let xdp_links = xdp_and_netns_links(links).context("reading XDP and netns links")?;
-        let todo: Vec<(u64, Vec<Opener>)> = found
-            .by_ino
-            .iter()
-            .take(limits.max_netns)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        let lim = limits.clone();
-        let reads: Vec<(u64, Result<NsRead, String>)> = std::thread::scope(|s| {
-            s.spawn(move || read_all(&todo, hooks, &lim, deadline))
-                .join()
-                .unwrap_or_default()
-        });
+            let todo: Vec<(u64, Vec<Opener>)> = found
+                .by_ino
+                .iter()
+                .take(limits.max_netns)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let lim = limits.clone();
+            let reads: Vec<(u64, Result<NsRead, String>)> = std::thread::scope(|s| {
+                s.spawn(move || read_all(&todo, hooks, &lim, deadline))
+                    .join()
+                    .unwrap_or_default()
+            });
+            // A kept opener that opens another namespace now: read every
+            // process again, then the namespaces.
+            let unopened = reads
+                .iter()
+                .any(|(_, r)| matches!(r, Err(e) if e.as_str() == NO_OPENER));
+            if unopened && !full {
+                full = true;
+                continue;
+            }
+            break (found, reached, reads);
+        };
         let mut problems: Vec<String> = Vec::new();
         if found.by_ino.len() > limits.max_netns {
             problems.push(format!(
@@ -853,6 +945,9 @@ fn xdp_and_netns_links(links: Option<&[LinkRecord]>) -> anyhow::Result<LinkFacts
     Ok(out)
 }
 
+/// Why a namespace was not read when none of its openers opens it.
+const NO_OPENER: &str = "no way to open it (its processes and mounts are gone or unreadable)";
+
 /// Runs on a thread of its own: enter each namespace, read it, come back.
 fn read_all(
     todo: &[(u64, Vec<Opener>)],
@@ -873,10 +968,7 @@ fn read_all(
             (f.metadata().ok()?.ino() == *ino).then_some(f)
         });
         let Some(nsf) = nsf else {
-            out.push((
-                *ino,
-                Err("no way to open it (its processes and mounts are gone or unreadable)".into()),
-            ));
+            out.push((*ino, Err(NO_OPENER.into())));
             continue;
         };
         if let Err(e) = sys::setns_net(nsf.as_fd()) {
@@ -1367,6 +1459,77 @@ fn act_bpf_loaded() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process directory as discovery reads it: `ns/net` and `ns/mnt`
+    /// (plain files stand in for the namespace links: discovery reads
+    /// their inodes) and a mountinfo naming one nsfs mount.
+    fn fake_process(root: &Path, pid: u32, nsfs_ino: u64) {
+        let d = root.join(pid.to_string());
+        std::fs::create_dir_all(d.join("ns")).unwrap();
+        std::fs::write(d.join("ns/net"), "").unwrap();
+        std::fs::write(d.join("ns/mnt"), "").unwrap();
+        std::fs::write(
+            d.join("mountinfo"),
+            format!("1 0 0:4 net:[{nsfs_ino}] /run/netns/x rw - nsfs nsfs rw\n"),
+        )
+        .unwrap();
+    }
+
+    fn ino(p: &Path) -> u64 {
+        std::fs::metadata(p).unwrap().ino()
+    }
+
+    fn process_namespaces(f: &Found) -> BTreeSet<u64> {
+        f.by_ino
+            .iter()
+            .filter(|(_, v)| v.iter().any(|o| matches!(o, Opener::Process(_))))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    #[test]
+    fn kept_namespaces_are_read_again_for_new_processes_reused_pids_and_full_reads() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fake_process(r, 10, 4026532999);
+        let mut p = ProcNamespaces::default();
+        assert!(p.due());
+        let first = p.discover(r, true).unwrap();
+        let net10 = ino(&r.join("10/ns/net"));
+        assert_eq!(process_namespaces(&first), BTreeSet::from([net10]));
+        assert!(matches!(first.by_ino[&4026532999][..], [Opener::Mount(_)]));
+        assert!(!p.due());
+
+        // Process 10 moves (its link now names another inode): the kept
+        // view still names the old one until a full read.
+        // (Made beside the old one, so the inode cannot be reused.)
+        std::fs::write(r.join("10/ns/net.new"), "moved").unwrap();
+        std::fs::rename(r.join("10/ns/net.new"), r.join("10/ns/net")).unwrap();
+        let moved = ino(&r.join("10/ns/net"));
+        assert_ne!(moved, net10);
+        // A new process is read at once.
+        fake_process(r, 11, 4026532999);
+        let net11 = ino(&r.join("11/ns/net"));
+        let kept = p.discover(r, false).unwrap();
+        assert_eq!(process_namespaces(&kept), BTreeSet::from([net10, net11]));
+        let full = p.discover(r, true).unwrap();
+        assert_eq!(process_namespaces(&full), BTreeSet::from([moved, net11]));
+
+        // Pid 11 is reused by a new process (a new /proc directory): read
+        // again without a full read.
+        fake_process(r, 12, 4026532999);
+        std::fs::remove_dir_all(r.join("11")).unwrap();
+        std::fs::rename(r.join("12"), r.join("11")).unwrap();
+        let net11b = ino(&r.join("11/ns/net"));
+        assert_ne!(net11b, net11);
+        let reused = p.discover(r, false).unwrap();
+        assert_eq!(process_namespaces(&reused), BTreeSet::from([moved, net11b]));
+        // Gone processes are forgotten.
+        std::fs::remove_dir_all(r.join("10")).unwrap();
+        let gone = p.discover(r, false).unwrap();
+        assert_eq!(process_namespaces(&gone), BTreeSet::from([net11b]));
+        assert_eq!(p.by_pid.len(), 1);
+    }
 
     #[test]
     fn fd_links_name_namespaces_and_sockets() {
