@@ -273,10 +273,18 @@ int dump_prog(struct bpf_iter__bpf_prog *ctx)
 		for (i = 0; i < BPFMAP_PROG_MAX_MAPS && i < n; i += USED_CHUNK) {
 			struct bpf_map *ms[USED_CHUNK] = {};
 			__u32 j, k = n - i;
+			__u64 size;
 
 			if (k > USED_CHUNK)
 				k = USED_CHUNK;
-			if (bpf_probe_read_kernel(ms, k * sizeof(ms[0]), &used[i]))
+			/* A 64-bit size, bounded on the register passed: the
+			 * compiler may otherwise pass a fresh zero-extension of
+			 * the unclamped difference. */
+			size = (__u64)k * sizeof(ms[0]);
+			barrier_var(size);
+			if (size > sizeof(ms))
+				break;
+			if (bpf_probe_read_kernel(ms, size, &used[i]))
 				break;
 			for (j = 0; j < USED_CHUNK && j < k; j++) {
 				if (!ms[j] || i + j >= BPFMAP_PROG_MAX_MAPS)
