@@ -48,7 +48,11 @@ pub fn print(scrape: &Scrape, ex: &Exporter) -> bool {
     );
     if let Some(inv) = &s.inventory {
         for m in &inv.unreachable {
-            println!("bpffs mount={m} reachable=0 (mounted in another mount namespace; walking it through /proc/<pid>/root needs CAP_SYS_PTRACE)");
+            if inv.hidden.contains(m) {
+                println!("bpffs mount={m} reachable=0 (hidden under another mount at the same mount point: bpffs mounted twice?)");
+            } else {
+                println!("bpffs mount={m} reachable=0 (mounted in another mount namespace; walking it through /proc/<pid>/root needs CAP_SYS_PTRACE)");
+            }
         }
     }
     for (source, complete) in &s.sources {

@@ -86,6 +86,7 @@ fn snapshot() -> Snapshot {
     let processes = holders::processes(&files, &vmas);
     let inventory = Inventory {
         unreachable: vec![],
+        hidden: vec![],
         mounts: vec![Superblock {
             dev: "0:30".into(),
             label: "/sys/fs/bpf".into(),

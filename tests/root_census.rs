@@ -844,3 +844,92 @@ fn a_process_named_like_the_exporter_hides_no_map() {
     );
     assert!(!s.own.iter().any(|r| r.id == id));
 }
+
+#[test]
+fn a_bpffs_mounted_over_another_is_walked_once_and_the_hidden_one_is_unreachable() {
+    use bpfmap_exporter::census::holders::HolderKind;
+    require_root();
+    // Two bpffs on one mount point, as when a node's bpffs is mounted a
+    // second time: the path reaches the upper one only.
+    let fs = PrivateBpffs::new();
+    let lower_map = map(MapType::Array, "t_lower_pin", 4, 4, 1, 0);
+    let lower_id = id_of(&lower_map);
+    let mut lower_map = lower_map;
+    lower_map.pin(fs.path().join("lower")).unwrap();
+    drop(lower_map); // only the hidden pin holds it now
+    let st = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(fs.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting the second bpffs failed");
+    struct Upper<'a>(&'a std::path::Path);
+    impl Drop for Upper<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _upper = Upper(fs.path());
+    let upper_map = map(MapType::Array, "t_upper_pin", 4, 4, 1, 0);
+    let upper_id = id_of(&upper_map);
+    let mut upper_map = upper_map;
+    upper_map.pin(fs.path().join("upper")).unwrap();
+    drop(upper_map);
+
+    let mut census = Census::load(CensusOpts::default()).unwrap();
+    let (s, _) = census.take(&[]);
+    let t = text(&s);
+    let point = fs.path().display().to_string();
+    let inv = s.inventory.as_ref().unwrap();
+    // The upper bpffs's pin is one pin, under the mount point's label.
+    let upper_pins: Vec<&str> = inv
+        .pins
+        .iter()
+        .filter(|p| p.info.id == upper_id)
+        .map(|p| p.mount.as_str())
+        .collect();
+    assert_eq!(upper_pins, vec![point.as_str()], "{:?}", inv.pins);
+    assert_eq!(s.holders[&upper_id].get(HolderKind::Pin), Some(1));
+    // The hidden one is unreachable, labelled by its device, never walked
+    // as the upper one again.
+    assert!(inv.pins.iter().all(|p| p.info.id != lower_id));
+    let hidden: Vec<&String> = inv
+        .hidden
+        .iter()
+        .filter(|h| h.starts_with(&format!("{point}@")))
+        .collect();
+    assert_eq!(hidden.len(), 1, "{:?}", inv.mounts);
+    let hidden = hidden[0];
+    assert!(
+        t.contains(&format!(
+            "bpfmap_bpffs_mount_reachable{{mount=\"{hidden}\"}} 0"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "bpfmap_bpffs_mount_reachable{{mount=\"{point}\"}} 1"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("bpfmap_holder_source_complete{source=\"pins\"} 0"));
+    let rec = |id| s.maps.iter().find(|r| r.id == id).unwrap();
+    if s.features.task_vma && s.features.iter_unix {
+        // Every other user-reference holder is seen: the hidden pin is
+        // inferred from usercount, and both counts stay exact.
+        assert_eq!(s.holders[&lower_id].inferred_pins, 1);
+        assert_eq!(
+            s.holders[&lower_id].unexplained(rec(lower_id).refcnt),
+            Some(0)
+        );
+        assert_eq!(
+            s.holders[&upper_id].unexplained(rec(upper_id).refcnt),
+            Some(0)
+        );
+    } else {
+        // No iter/unix or iter/task_vma: a pin cannot be told from a file
+        // in flight or a mapping, so the counts are withheld.
+        assert!(kernel_version() < (5, 17), "features {:?}", s.features);
+        assert_eq!(s.holders[&lower_id].unexplained(rec(lower_id).refcnt), None);
+    }
+}

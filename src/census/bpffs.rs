@@ -116,12 +116,25 @@ pub fn superblocks(
             }
         }
     }
+    // A mount under a later one of another superblock at the same mount
+    // point is hidden (mountinfo lists mounts in mount order; the path
+    // reaches the last): labelled `<point>@<dev>`, as a mount seen only
+    // elsewhere is, so labels stay one per superblock.
+    let top: std::collections::HashMap<&Path, &str> = own
+        .iter()
+        .map(|m| (m.mount_point.as_path(), m.dev.as_str()))
+        .collect();
     for m in own {
+        let point = super::names::label_bytes(m.mount_point.as_os_str().as_bytes());
         offer(
             &mut out,
             Superblock {
                 dev: m.dev.clone(),
-                label: super::names::label_bytes(m.mount_point.as_os_str().as_bytes()),
+                label: if top[m.mount_point.as_path()] == m.dev {
+                    point
+                } else {
+                    format!("{point}@{}", m.dev)
+                },
                 path: m.mount_point.clone(),
                 partial: m.root != Path::new("/"),
                 fallbacks: Vec::new(),
@@ -224,6 +237,9 @@ pub struct Inventory {
     /// Superblocks whose walk could not start (their mount is not reachable
     /// from the exporter: no CAP_SYS_PTRACE for /proc/<pid>/root, or gone).
     pub unreachable: Vec<String>,
+    /// Of those, superblocks whose every way in reaches another bpffs: a
+    /// mount hidden under another at the same mount point.
+    pub hidden: Vec<String>,
     pub pins: Vec<Pin>,
     /// (mount, reason) -> entries skipped.
     pub skipped: BTreeMap<(String, &'static str), u64>,
@@ -232,6 +248,12 @@ pub struct Inventory {
 pub struct WalkLimits {
     pub max_entries: usize,
     pub max_depth: usize,
+}
+
+/// The device number of a mountinfo `major:minor`.
+fn dev_number(dev: &str) -> Option<u64> {
+    let (maj, min) = dev.split_once(':')?;
+    Some(libc::makedev(maj.parse().ok()?, min.parse().ok()?))
 }
 
 /// Identify a pinned file: BPF_OBJ_GET read-only, then its fdinfo. The fd is
@@ -321,11 +343,32 @@ pub fn walk(mounts: &[Superblock], limits: &WalkLimits, ident: &mut Identify<'_>
         // cut walk misses are inferred from usercount (holders.rs).
         let mut seen = 0usize;
         let mut dirs = 0usize;
-        // The first way in that can be read (the walk then stays under it).
+        // The first way in that can be read and is this superblock (the
+        // walk then stays under it). A mount hidden under another at the
+        // same point (bpffs mounted twice) reaches the top one's pins by
+        // its path: it is unreachable, never walked as the top one again.
+        let want = dev_number(&m.dev);
+        let mut hidden = false;
         let root = std::iter::once(&m.path)
             .chain(m.fallbacks.iter())
-            .find(|p| std::fs::read_dir(p).is_ok())
-            .unwrap_or(&m.path);
+            .find(|p| {
+                let Ok(md) = std::fs::metadata(p) else {
+                    return false;
+                };
+                if want.is_some_and(|d| md.dev() != d) {
+                    hidden = true;
+                    return false;
+                }
+                std::fs::read_dir(p).is_ok()
+            });
+        let Some(root) = root else {
+            inv.unreachable.push(mname.clone());
+            if hidden {
+                inv.hidden.push(mname.clone());
+            }
+            continue;
+        };
+        let root_dev = want;
         let mut queue: std::collections::VecDeque<(PathBuf, usize)> =
             std::collections::VecDeque::from([(root.clone(), 0)]);
         while let Some((dir, depth)) = queue.pop_front() {
@@ -376,7 +419,11 @@ pub fn walk(mounts: &[Superblock], limits: &WalkLimits, ident: &mut Identify<'_>
                     continue;
                 };
                 let ft = md.file_type();
-                if ft.is_symlink() {
+                if root_dev.is_some_and(|d| md.dev() != d) {
+                    // Under another mount inside this one: that
+                    // superblock is walked on its own.
+                    skip("other_mount", 1);
+                } else if ft.is_symlink() {
                     skip("symlink", 1);
                 } else if ft.is_dir() {
                     // Replaced by a directory since it was listed.
@@ -592,7 +639,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x"), b"").unwrap();
         let sb = Superblock {
-            dev: "0:41".into(),
+            dev: dev_of(dir.path()),
             label: "/run/b@0:41".into(),
             path: PathBuf::from("/nonexistent/refused"),
             partial: false,
@@ -607,6 +654,72 @@ mod tests {
             &mut |_, _| Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
         );
         assert!(inv.unreachable.is_empty(), "{:?}", inv.unreachable);
+    }
+
+    /// A path's device as mountinfo writes it (`major:minor`).
+    fn dev_of(p: &Path) -> String {
+        let d = std::fs::metadata(p).unwrap().dev();
+        format!("{}:{}", libc::major(d), libc::minor(d))
+    }
+
+    #[test]
+    fn a_mount_whose_every_way_in_reaches_another_device_is_hidden_not_walked() {
+        // bpffs mounted twice at one point: the lower one's path reaches
+        // the upper one, whose pins must not be counted as the lower's.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("pin"), b"").unwrap();
+        let here = dev_of(d.path());
+        let other = if here == "0:1" { "0:2" } else { "0:1" };
+        let mk = |dev: &str, label: &str| Superblock {
+            dev: dev.into(),
+            label: label.into(),
+            path: d.path().to_path_buf(),
+            partial: false,
+            fallbacks: vec![],
+        };
+        let mut ident = |_: &Path, _: &std::fs::Metadata| -> std::io::Result<(FdInfo, bool)> {
+            Ok((
+                FdInfo {
+                    kind: ObjKind::Map,
+                    id: 9,
+                    memlock: None,
+                    map_type: Some(1),
+                },
+                true,
+            ))
+        };
+        let limits = WalkLimits {
+            max_entries: 10,
+            max_depth: 4,
+        };
+        let inv = walk(&[mk(&here, "top"), mk(other, "lower")], &limits, &mut ident);
+        let pins: Vec<_> = inv
+            .pins
+            .iter()
+            .map(|p| (p.mount.as_str(), p.path.as_str()))
+            .collect();
+        assert_eq!(pins, vec![("top", "/pin")]);
+        assert_eq!(inv.unreachable, vec!["lower".to_string()]);
+        assert_eq!(inv.hidden, vec!["lower".to_string()]);
+        assert!(!inv.complete());
+    }
+
+    #[test]
+    fn a_bpffs_mounted_over_another_labels_the_hidden_one_by_device() {
+        let own = parse_mountinfo(
+            "45 23 0:40 / /sys/fs/bpf rw - bpf bpf rw\n\
+             46 45 0:41 / /sys/fs/bpf rw - bpf bpf rw\n\
+             47 46 0:41 / /sys/fs/bpf rw - bpf bpf rw\n",
+        );
+        let sbs = superblocks(&own, &Default::default(), Path::new("/proc"));
+        let got: Vec<(&str, &str)> = sbs
+            .iter()
+            .map(|s| (s.dev.as_str(), s.label.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("0:40", "/sys/fs/bpf@0:40"), ("0:41", "/sys/fs/bpf")]
+        );
     }
 
     #[test]
@@ -624,7 +737,7 @@ mod tests {
         std::fs::write(root.join("junk"), b"").unwrap();
         std::os::unix::fs::symlink(root, root.join("a/loop")).unwrap();
         let mounts = vec![Superblock {
-            dev: "0:1".into(),
+            dev: dev_of(root),
             label: root.to_string_lossy().into_owned(),
             path: root.to_path_buf(),
             partial: false,
@@ -688,7 +801,7 @@ mod tests {
         std::fs::write(root.join("pin0"), b"").unwrap();
         std::fs::write(root.join("zz/pin1"), b"").unwrap();
         let mounts = vec![Superblock {
-            dev: "0:1".into(),
+            dev: dev_of(root),
             label: "m".into(),
             path: root.to_path_buf(),
             partial: false,

@@ -678,7 +678,12 @@ impl Census {
                 let cache = &mut self.pin_cache;
                 let inv = bpffs::walk(&sbs, &limits, &mut |p, md| cache.identify(p, md));
                 cache.finish();
-                for m in &inv.unreachable {
+                for m in &inv.hidden {
+                    crate::logging::warn_repeated(("bpffs mount hidden", "pins"), |held| {
+                        tracing::warn!(mount = %m, more_since_last = held, "bpffs mount hidden under another mount at the same mount point (bpffs mounted twice?): its pins cannot be walked; unexplained counts it could explain are withheld");
+                    });
+                }
+                for m in inv.unreachable.iter().filter(|m| !inv.hidden.contains(m)) {
                     crate::logging::warn_repeated(("bpffs mount unreachable", "pins"), |held| {
                         tracing::warn!(mount = %m, more_since_last = held, "bpffs mount unreachable (through /proc/<pid>/root: needs CAP_SYS_PTRACE); unexplained counts it could explain are withheld");
                     });

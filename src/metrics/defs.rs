@@ -48,7 +48,7 @@ pub const PID_NAMESPACE_HOST: Def = gauge(
 );
 pub const BPFFS_MOUNT_REACHABLE: Def = gauge(
     "bpfmap_bpffs_mount_reachable",
-    "1 when the pin walk could enter this bpffs superblock; 0 when its mount is unreachable (another mount namespace without CAP_SYS_PTRACE): unexplained counts it could explain are withheld.",
+    "1 when the pin walk could enter this bpffs superblock; 0 when its mount is unreachable (another mount namespace without CAP_SYS_PTRACE, or hidden under another mount at the same mount point): unexplained counts it could explain are withheld.",
 );
 pub const PIN_SERIES_OMITTED: Def = gauge(
     "bpfmap_pin_series_omitted",
