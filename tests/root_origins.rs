@@ -45,28 +45,41 @@ impl Pins {
     fn new(tag: &str) -> Pins {
         ensure_bpffs();
         let p = PathBuf::from(format!("/sys/fs/bpf/origins_{tag}_{}", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        let _ = std::fs::remove_file(format!("{}_prog", p.display()));
+        for suffix in ["", "_prog", "_link"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+        }
         Pins(p)
     }
 }
 
 impl Drop for Pins {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        let _ = std::fs::remove_file(format!("{}_prog", self.0.display()));
+        // The link pin holds the fixture's sk_lookup link (and its
+        // program) in this network namespace: removed with the rest.
+        for suffix in ["", "_prog", "_link"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
     }
 }
 
 /// Run `cmd` (the fixture, or a wrapper ending with it) to its exit:
 /// (map id, program id).
-fn run(mut cmd: Command) -> (u32, u32) {
+fn run(cmd: Command) -> (u32, u32) {
+    let (map, prog, _) = run_all(cmd);
+    (map, prog)
+}
+
+/// As `run`, with the pinned link's id.
+fn run_all(mut cmd: Command) -> (u32, u32, u32) {
     let out = cmd.output().expect("running the fixture");
     assert!(out.status.success(), "fixture failed: {out:?}");
     let s = String::from_utf8_lossy(&out.stdout);
     let w: Vec<&str> = s.split_whitespace().collect();
-    assert!(w.len() >= 4 && w[0] == "map" && w[2] == "prog", "{s:?}");
-    (w[1].parse().unwrap(), w[3].parse().unwrap())
+    assert!(
+        w.len() >= 8 && w[0] == "map" && w[2] == "prog" && w[6] == "link",
+        "{s:?}"
+    );
+    (w[1].parse().unwrap(), w[3].parse().unwrap(), w[7].parse().unwrap())
 }
 
 fn fixture(bin: &Path, pins: &Pins) -> Command {
@@ -172,7 +185,7 @@ fn names_survive_the_process_exit_and_the_binary_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let bin = build(dir.path(), false);
     let pins = Pins::new("named");
-    let (map, prog) = run(fixture(&bin, &pins));
+    let (map, prog, link) = run_all(fixture(&bin, &pins));
     std::fs::remove_file(&bin).unwrap();
 
     // Other BPF tools on the host take files of every map too: the
@@ -231,6 +244,33 @@ fn names_survive_the_process_exit_and_the_binary_deletion() {
         .unwrap_or_else(|| panic!("no program pin with pinned_at: {}", doc["programs"][0]));
     assert_eq!(pinned["command"], "obj_pin");
     assert_eq!(pinned["path"], prog_pin.as_str());
+    named(&frames(pinned), "origin_pin");
+    // The program's file taken by id, though that file is gone with the
+    // process.
+    let doc = json_until(&e, &format!("/api/v1/programs/{prog}"), |v| {
+        ours(&v["programs"][0]["origin"]["files_taken"]).is_some()
+    });
+    let taken = ours(&doc["programs"][0]["origin"]["files_taken"]).unwrap();
+    assert_eq!(taken["command"], "prog_get_fd_by_id");
+    named(&frames(taken), "origin_take_prog_fd");
+
+    // The link: created (BPF_LINK_CREATE) and pinned from known functions.
+    let doc = json_until(&e, &format!("/api/v1/links/{link}"), |v| {
+        !v["links"][0]["origin"]["created"].is_null()
+    });
+    let l = &doc["links"][0];
+    no_addresses(&l["origin"]);
+    let created = &l["origin"]["created"];
+    assert_eq!(created["command"], "link_create");
+    named(&frames(created), "origin_make_link");
+    let link_pin = format!("{}_link", pins.0.to_str().unwrap());
+    let pinned = l["holders"]["pin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| p["pinned_at"].as_array()?.first())
+        .unwrap_or_else(|| panic!("no link pin with pinned_at: {l}"));
+    assert_eq!(pinned["path"], link_pin.as_str());
     named(&frames(pinned), "origin_pin");
 
     let text = explain(&e, &["--id", &map.to_string()]);
