@@ -255,8 +255,15 @@ fn names_survive_the_process_exit_and_the_binary_deletion() {
     named(&frames(taken), "origin_take_prog_fd");
 
     // The link: created (BPF_LINK_CREATE) and pinned from known functions.
+    // (Each record is named on its own: the pin's may come after the
+    // creation's.)
     let doc = json_until(&e, &format!("/api/v1/links/{link}"), |v| {
-        !v["links"][0]["origin"]["created"].is_null()
+        let l = &v["links"][0];
+        !l["origin"]["created"].is_null()
+            && l["holders"]["pin"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["pinned_at"].as_array().is_some_and(|a| !a.is_empty()))
+            })
     });
     let l = &doc["links"][0];
     no_addresses(&l["origin"]);
