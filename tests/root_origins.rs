@@ -79,7 +79,11 @@ fn run_all(mut cmd: Command) -> (u32, u32, u32) {
         w.len() >= 8 && w[0] == "map" && w[2] == "prog" && w[6] == "link",
         "{s:?}"
     );
-    (w[1].parse().unwrap(), w[3].parse().unwrap(), w[7].parse().unwrap())
+    (
+        w[1].parse().unwrap(),
+        w[3].parse().unwrap(),
+        w[7].parse().unwrap(),
+    )
 }
 
 fn fixture(bin: &Path, pins: &Pins) -> Command {
@@ -295,6 +299,55 @@ fn names_survive_the_process_exit_and_the_binary_deletion() {
         "{text}"
     );
     assert!(metric(&e, "bpfmap_origin_captures_total{cmd=\"map_create\"}") >= 1.0);
+}
+
+#[test]
+fn a_binary_deleted_before_it_could_be_read_keeps_build_ids_and_offsets_with_a_note() {
+    require_root();
+    // Records wait in the ring 4 s before each read: the fixture exits and
+    // its binary is deleted before the reader sees its records.
+    let mut cmd = Command::new(BIN);
+    cmd.env("BPFMAP_TEST_ORIGINS_READ_DELAY_MS", "4000");
+    let mut e = Exporter::spawn(cmd, &["--collector.origins"]);
+    e.wait_until("scraped", Duration::from_secs(60), |port| {
+        http_get(port, "/metrics").is_some_and(|(c, b)| {
+            c == 200 && b.contains("bpfmap_scrape_collector_success{collector=\"lifecycle\"} 1")
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(dir.path(), false);
+    let pins = Pins::new("deleted_first");
+    let mut c = Command::new(&bin);
+    c.arg(&pins.0).arg("0");
+    let (map, _) = run(c);
+    std::fs::remove_file(&bin).unwrap();
+    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+        !v["maps"][0]["origin"]["created"].is_null()
+    });
+    let created = &doc["maps"][0]["origin"]["created"];
+    assert_eq!(created["comm"], "origins", "{created}");
+    let stack = &created["stack"];
+    let note = stack["note"].as_str().unwrap_or_default();
+    assert!(note.starts_with("the process exited before"), "{stack}");
+    let fs = frames(created);
+    // The fixture's own frames: its build id and an offset each, no name
+    // (no binary of that build was ever read).
+    let own: Vec<&Value> = fs
+        .iter()
+        .filter(|f| {
+            f["binary"].is_null() || f["binary"].as_str().is_some_and(|b| b.contains("origins"))
+        })
+        .filter(|f| !f["build_id"].is_null())
+        .collect();
+    assert!(!own.is_empty(), "no frame keeps a build id: {stack}");
+    for f in &own {
+        assert!(f["file_offset"].as_u64().is_some(), "{f}");
+        assert!(
+            f["function"].as_str() != Some("origin_make_map"),
+            "named without its binary: {f}"
+        );
+    }
+    assert!(metric(&e, "bpfmap_origin_process_gone_total") >= 1.0);
 }
 
 #[test]

@@ -455,10 +455,15 @@ struct Seen {
 #[derive(Debug, Default)]
 struct ProcNamespaces {
     by_pid: rustc_hash::FxHashMap<u32, Seen>,
-    /// Mount namespace -> the nsfs mounts its mountinfo lists.
+    /// Mount namespace -> the nsfs mounts its mountinfo lists, at most
+    /// `MAX_KEPT_MOUNTS` in all (`kept_mounts`).
     mounts: rustc_hash::FxHashMap<u64, Vec<(u64, String)>>,
+    kept_mounts: usize,
     last_full: Option<Instant>,
 }
+
+/// nsfs mounts kept between scrapes, over every mount namespace.
+const MAX_KEPT_MOUNTS: usize = 16384;
 
 impl ProcNamespaces {
     const RESCAN: Duration = Duration::from_secs(10);
@@ -476,6 +481,7 @@ impl ProcNamespaces {
         if full {
             self.last_full = Some(Instant::now());
             self.mounts.clear();
+            self.kept_mounts = 0;
         }
         let mut found = Found::default();
         let mut live = rustc_hash::FxHashSet::default();
@@ -514,14 +520,24 @@ impl ProcNamespaces {
             if !mnt_live.insert(mnt) {
                 continue;
             }
-            let mounts = match self.mounts.entry(mnt) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
+            let read;
+            let mounts = match self.mounts.get(&mnt) {
+                Some(m) => m,
+                None => {
                     let Ok(text) = std::fs::read_to_string(dir.join("mountinfo")) else {
                         mnt_live.remove(&mnt);
                         continue;
                     };
-                    v.insert(netns_mounts(&text))
+                    let list = netns_mounts(&text);
+                    // Kept only within the bound: a namespace with more
+                    // nsfs mounts is read again each scrape instead.
+                    if self.kept_mounts + list.len() <= MAX_KEPT_MOUNTS {
+                        self.kept_mounts += list.len();
+                        self.mounts.entry(mnt).or_insert(list)
+                    } else {
+                        read = list;
+                        &read
+                    }
                 }
             };
             for (ino, point) in mounts.iter() {
@@ -534,6 +550,7 @@ impl ProcNamespaces {
         }
         self.by_pid.retain(|pid, _| live.contains(pid));
         self.mounts.retain(|m, _| mnt_live.contains(m));
+        self.kept_mounts = self.mounts.values().map(Vec::len).sum();
         for v in found.by_ino.values_mut() {
             v.truncate(8);
         }
@@ -1485,6 +1502,37 @@ mod tests {
             .filter(|(_, v)| v.iter().any(|o| matches!(o, Opener::Process(_))))
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    #[test]
+    fn nsfs_mounts_past_the_bound_are_read_each_time_not_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fake_process(r, 10, 4026532999);
+        let lines: String = (0..=MAX_KEPT_MOUNTS as u64)
+            .map(|i| {
+                format!(
+                    "1 0 0:4 net:[{}] /run/netns/n{i} rw - nsfs nsfs rw\n",
+                    5_000_000 + i
+                )
+            })
+            .collect();
+        std::fs::write(r.join("10/mountinfo"), lines).unwrap();
+        let mut p = ProcNamespaces::default();
+        for full in [true, false] {
+            let f = p.discover(r, full).unwrap();
+            // Every mount still names its namespace...
+            assert_eq!(
+                f.by_ino
+                    .values()
+                    .filter(|v| matches!(v[..], [Opener::Mount(_)]))
+                    .count(),
+                MAX_KEPT_MOUNTS + 1
+            );
+            // ...but none is kept between scrapes.
+            assert!(p.mounts.is_empty());
+            assert_eq!(p.kept_mounts, 0);
+        }
     }
 
     #[test]

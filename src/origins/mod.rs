@@ -482,9 +482,20 @@ fn read_ring(
             return;
         }
     };
+    // The origins tests hold records in the ring this long before each
+    // read, so a process can exit and its binary be deleted first.
+    #[cfg(feature = "testing")]
+    let stall = std::time::Duration::from_millis(
+        std::env::var("BPFMAP_TEST_ORIGINS_READ_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     // The poll returns at a wake-up or after POLL; records sent without a
     // wake-up are not reported by it, hence the consume after it.
     while !stop.load(Ordering::Relaxed) && origins.strong_count() > 0 {
+        #[cfg(feature = "testing")]
+        std::thread::sleep(stall);
         if let Err(e) = rb.poll(POLL).and_then(|()| rb.consume()) {
             tracing::warn!(error = %e, "origins ring buffer read failed");
             std::thread::sleep(POLL);
