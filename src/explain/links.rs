@@ -45,23 +45,8 @@ fn link_json(inp: &Input<'_>, l: &LinkRecord) -> Value {
         .chain(&snap.own_programs)
         .find(|p| p.id == l.prog_id);
     let files = super::report::object_file_holders(inp, ObjectKind::Link, l.id);
-    let pins: Vec<Value> = snap
-        .inventory
-        .iter()
-        .flat_map(|i| i.pins.iter())
-        .filter(|x| x.info.kind == crate::census::fdinfo::ObjKind::Link && x.info.id == l.id)
+    let pins: Vec<Value> = super::report::object_pin_holders(inp, ObjectKind::Link, l.id)
         .take(inp.max_holders)
-        .map(|x| {
-            let mut v = json!({"mount": x.mount, "path": x.path});
-            super::report::add_pinned_at(
-                inp,
-                &mut v,
-                crate::origins::store::ObjKind::Link,
-                l.id,
-                &x.path,
-            );
-            v
-        })
         .collect();
     let rings: Vec<Value> = snap
         .io_uring

@@ -59,23 +59,8 @@ fn program_json(inp: &Input<'_>, p: &ProgRecord) -> Value {
         })
         .collect();
     let files = super::report::object_file_holders(inp, ObjectKind::Program, p.id);
-    let pins: Vec<Value> = snap
-        .inventory
-        .iter()
-        .flat_map(|i| i.pins.iter())
-        .filter(|x| x.info.kind == crate::census::fdinfo::ObjKind::Prog && x.info.id == p.id)
-        .map(|x| {
-            let mut v = json!({"mount": x.mount, "path": x.path});
-            super::report::add_pinned_at(
-                inp,
-                &mut v,
-                crate::origins::store::ObjKind::Prog,
-                p.id,
-                &x.path,
-            );
-            v
-        })
-        .collect();
+    let pins: Vec<Value> =
+        super::report::object_pin_holders(inp, ObjectKind::Program, p.id).collect();
     let mut links = Vec::new();
     let mut slots = Vec::new();
     /// `BPF_MAP_TYPE_PROG_ARRAY`.

@@ -71,10 +71,7 @@ pub(crate) fn object_file_holders(
         e.2.push(f.fd);
         e.3.push(f.file_ptr);
     }
-    let okind = match kind {
-        crate::census::ObjectKind::Program => crate::origins::store::ObjKind::Prog,
-        crate::census::ObjectKind::Link => crate::origins::store::ObjKind::Link,
-    };
+    let okind = origin_kind(kind);
     procs
         .into_iter()
         .map(|(pid, (comm, cg, mut fds, mut files))| {
@@ -95,7 +92,38 @@ pub(crate) fn object_file_holders(
 }
 
 /// `pinned_at` of a pin holder `v` at `path`, where origins are kept.
-pub(crate) fn add_pinned_at(
+/// The origin store's kind of a program or link.
+fn origin_kind(kind: crate::census::ObjectKind) -> crate::origins::store::ObjKind {
+    match kind {
+        crate::census::ObjectKind::Program => crate::origins::store::ObjKind::Prog,
+        crate::census::ObjectKind::Link => crate::origins::store::ObjKind::Link,
+    }
+}
+
+/// The pins of a program or link, in walk order, and where origins are
+/// kept the records that pinned each (`pinned_at`).
+pub(crate) fn object_pin_holders<'a>(
+    inp: &'a Input<'a>,
+    kind: crate::census::ObjectKind,
+    id: u32,
+) -> impl Iterator<Item = Value> + 'a {
+    let pin_kind = match kind {
+        crate::census::ObjectKind::Program => crate::census::fdinfo::ObjKind::Prog,
+        crate::census::ObjectKind::Link => crate::census::fdinfo::ObjKind::Link,
+    };
+    inp.snap
+        .inventory
+        .iter()
+        .flat_map(|i| i.pins.iter())
+        .filter(move |x| x.info.kind == pin_kind && x.info.id == id)
+        .map(move |x| {
+            let mut v = json!({"mount": x.mount, "path": x.path});
+            add_pinned_at(inp, &mut v, origin_kind(kind), id, &x.path);
+            v
+        })
+}
+
+fn add_pinned_at(
     inp: &Input<'_>,
     v: &mut Value,
     kind: crate::origins::store::ObjKind,
