@@ -702,12 +702,7 @@ fn preloaded_iterator_links_are_identified_as_links() {
     // lacks them: say so, and prove the inventory reports none either.
     if !std::path::Path::new("/sys/fs/bpf/maps.debug").exists() {
         let fresh = tempfile::tempdir().unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(fresh.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mounting a fresh bpffs");
+        mount_bpffs(fresh.path());
         let has = fresh.path().join("maps.debug").exists();
         let _ = std::process::Command::new("umount")
             .arg(fresh.path())
@@ -857,12 +852,7 @@ fn a_bpffs_mounted_over_another_is_walked_once_and_the_hidden_one_is_unreachable
     let mut lower_map = lower_map;
     lower_map.pin(fs.path().join("lower")).unwrap();
     drop(lower_map); // only the hidden pin holds it now
-    let st = std::process::Command::new("mount")
-        .args(["-t", "bpf", "bpf"])
-        .arg(fs.path())
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting the second bpffs failed");
+    mount_bpffs(fs.path());
     struct Upper<'a>(&'a std::path::Path);
     impl Drop for Upper<'_> {
         fn drop(&mut self) {

@@ -159,6 +159,16 @@ pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_i
     i
 }
 
+/// Mount a new bpffs on `dir` (over whatever is mounted there).
+pub fn mount_bpffs(dir: &Path) {
+    let st = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount -t bpf on {} failed", dir.display());
+}
+
 /// Mount a fresh private bpffs on a temp dir; unmounted on drop.
 pub struct PrivateBpffs {
     pub dir: tempfile::TempDir,
@@ -170,12 +180,7 @@ impl PrivateBpffs {
             .prefix("bpfmap-test-fs")
             .tempdir()
             .unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount -t bpf failed");
+        mount_bpffs(dir.path());
         PrivateBpffs { dir }
     }
     pub fn path(&self) -> &Path {
