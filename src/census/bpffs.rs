@@ -368,7 +368,6 @@ pub fn walk(mounts: &[Superblock], limits: &WalkLimits, ident: &mut Identify<'_>
             }
             continue;
         };
-        let root_dev = want;
         let mut queue: std::collections::VecDeque<(PathBuf, usize)> =
             std::collections::VecDeque::from([(root.clone(), 0)]);
         while let Some((dir, depth)) = queue.pop_front() {
@@ -419,7 +418,7 @@ pub fn walk(mounts: &[Superblock], limits: &WalkLimits, ident: &mut Identify<'_>
                     continue;
                 };
                 let ft = md.file_type();
-                if root_dev.is_some_and(|d| md.dev() != d) {
+                if want.is_some_and(|d| md.dev() != d) {
                     // Under another mount inside this one: that
                     // superblock is walked on its own.
                     skip("other_mount", 1);
