@@ -157,6 +157,10 @@ impl std::fmt::Debug for Graph {
 /// `1 + n` is the root variant of index `n` (as `Root` orders).
 const TAG_SHIFT: u32 = 40;
 const KIND_SHIFT: u32 = 32;
+/// The tags of `Root::Pin` (payload: the pin's index) and
+/// `Root::InferredPin` (payload: the object's code).
+const PIN_TAG: u64 = 2;
+const INFERRED_PIN_TAG: u64 = 3;
 
 fn obj_code(o: Obj) -> u64 {
     let (kind, id) = match o {
@@ -196,9 +200,9 @@ impl Graph {
                         self.pins.push(p);
                         next
                     });
-                    root(1, i.into())
+                    root(PIN_TAG - 1, i.into())
                 }
-                Root::InferredPin(o) => root(2, obj_code(o)),
+                Root::InferredPin(o) => root(INFERRED_PIN_TAG - 1, obj_code(o)),
                 Root::Inflight => root(3, 0),
                 Root::IoUring(pid) => root(4, pid.into()),
                 Root::Attachment(id) => root(5, id.into()),
@@ -217,8 +221,8 @@ impl Graph {
         let root = match code >> TAG_SHIFT {
             0 => return Holder::Obj(obj_of(code)),
             1 => Root::Process(small),
-            2 => Root::Pin(self.pins[small as usize]),
-            3 => Root::InferredPin(obj_of(payload)),
+            PIN_TAG => Root::Pin(self.pins[small as usize]),
+            INFERRED_PIN_TAG => Root::InferredPin(obj_of(payload)),
             4 => Root::Inflight,
             5 => Root::IoUring(small),
             6 => Root::Attachment(small),
@@ -240,10 +244,9 @@ impl Graph {
         for (new, &old) in order.iter().enumerate() {
             new_index[old as usize] = new as u32;
         }
-        let pin_tag = 2u64;
         let renumber = |h: &mut u64| {
-            if *h >> TAG_SHIFT == pin_tag {
-                *h = pin_tag << TAG_SHIFT | u64::from(new_index[*h as u32 as usize]);
+            if *h >> TAG_SHIFT == PIN_TAG {
+                *h = PIN_TAG << TAG_SHIFT | u64::from(new_index[*h as u32 as usize]);
             }
         };
         let mut edges = std::mem::take(&mut self.edges);
@@ -278,7 +281,7 @@ impl Graph {
         let mut stack: Vec<u64> = self
             .edges
             .iter()
-            .filter(|(_, h)| matches!(h >> TAG_SHIFT, 2 | 3))
+            .filter(|(_, h)| matches!(h >> TAG_SHIFT, PIN_TAG | INFERRED_PIN_TAG))
             .map(|&(o, _)| o)
             .collect();
         let mut seen = rustc_hash::FxHashSet::default();
