@@ -3,6 +3,7 @@
 # Idempotent: packages already present are skipped, so a second run is quick.
 #   build:  clang llvm libelf-dev zlib1g-dev pkg-config make
 #   tests:  bpftool (baseline + inspection), xdp-tools (real XDP software),
+#           golang-go (the origins test's Go program),
 #           prometheus (promtool and the
 #           end-to-end Prometheus), python3-yaml, jq, curl, openssl (test CA of
 #           the e2e TLS scrape and check-deploy)
@@ -13,7 +14,7 @@ set -euo pipefail
 
 want=(clang llvm libelf-dev zlib1g-dev pkg-config make bpftool prometheus
       jq curl openssl python3-yaml qemu-system-x86 busybox-static procps iproute2 kmod
-      xdp-tools
+      xdp-tools golang-go
       podman runc mmdebstrap binutils)
 missing=()
 for p in "${want[@]}"; do

@@ -2,7 +2,8 @@
 //! objects, named after the process exited and its binary was deleted, a
 //! stripped binary's raw frames, a full store, and a process in another
 //! mount namespace. A C program (tests/fixtures/origins.c, built here with
-//! frame pointers and debug info) makes each object from its own function.
+//! frame pointers and debug info) makes each object from its own function;
+//! a Go program (tests/fixtures/origins.go) does the same as Go agents do.
 //! Nothing is timed tightly: each wait polls up to 60 s.
 mod common;
 
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bpfmap-exporter");
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/origins.c");
+const GO_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/origins.go");
 
 /// The fixture built into `dir` (stripped of every symbol when `strip`).
 fn build(dir: &Path, strip: bool) -> PathBuf {
@@ -36,6 +38,45 @@ fn build(dir: &Path, strip: bool) -> PathBuf {
         );
     }
     bin
+}
+
+/// The Go fixture in `dir`. The build is kept in the target's temp dir and
+/// copied from there while it is newer than the source: the matrix guests,
+/// whose root is read-only, then run the host's build instead of compiling
+/// under emulation.
+fn build_go(dir: &Path) -> PathBuf {
+    let bin = dir.join("origins_go");
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("origins_go");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(k), Some(src)) = (mtime(&kept), mtime(Path::new(GO_FIXTURE))) {
+        if k >= src {
+            std::fs::copy(&kept, &bin).expect("copying the kept Go fixture");
+            return bin;
+        }
+    }
+    let st = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(GO_FIXTURE)
+        .env("GOCACHE", dir.join("go-cache"))
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("GO111MODULE", "off")
+        .env("CGO_ENABLED", "0")
+        .status()
+        .expect("go (apt-get install golang-go; scripts/install-deps.sh installs it)");
+    assert!(st.success(), "building {GO_FIXTURE}");
+    let part = kept.with_extension("part");
+    if std::fs::copy(&bin, &part).is_ok() {
+        let _ = std::fs::rename(&part, &kept);
+    }
+    bin
+}
+
+/// Whether the ELF file at `bin` has a GNU build id note.
+fn has_gnu_build_id(bin: &Path) -> bool {
+    let out = Command::new("readelf").arg("-n").arg(bin).output().expect("readelf");
+    assert!(out.status.success(), "readelf -n {}", bin.display());
+    String::from_utf8_lossy(&out.stdout).contains("NT_GNU_BUILD_ID")
 }
 
 /// Pins the fixture makes, removed on drop.
@@ -133,7 +174,11 @@ fn json_until(e: &Exporter, path: &str, ready: impl Fn(&Value) -> bool) -> Value
 
 /// The fixture's record among `records` (other processes' are skipped).
 fn ours(records: &Value) -> Option<&Value> {
-    records.as_array()?.iter().find(|r| r["comm"] == "origins")
+    by_comm(records, "origins")
+}
+
+fn by_comm<'a>(records: &'a Value, comm: &str) -> Option<&'a Value> {
+    records.as_array()?.iter().find(|r| r["comm"] == comm)
 }
 
 fn frames(record: &Value) -> Vec<Value> {
@@ -145,13 +190,20 @@ fn frames(record: &Value) -> Vec<Value> {
 
 /// The frame naming `function`, asserted to carry file:line.
 fn named<'a>(fs: &'a [Value], function: &str) -> &'a Value {
+    let f = named_in(fs, function, "origins.c");
+    assert!(f["build_id"].as_str().is_some_and(|b| !b.is_empty()), "{f}");
+    f
+}
+
+/// The frame naming `function`, asserted to carry `file`:line and a file
+/// offset.
+fn named_in<'a>(fs: &'a [Value], function: &str, file: &str) -> &'a Value {
     let f = fs
         .iter()
         .find(|f| f["function"] == function)
         .unwrap_or_else(|| panic!("no frame names {function}: {fs:#?}"));
-    assert_eq!(f["file"], "origins.c", "{f}");
+    assert_eq!(f["file"], file, "{f}");
     assert!(f["line"].as_u64().is_some_and(|l| l > 0), "{f}");
-    assert!(f["build_id"].as_str().is_some_and(|b| !b.is_empty()), "{f}");
     assert!(f["file_offset"].as_u64().is_some(), "{f}");
     f
 }
@@ -299,6 +351,81 @@ fn names_survive_the_process_exit_and_the_binary_deletion() {
         "{text}"
     );
     assert!(metric(&e, "bpfmap_origin_captures_total{cmd=\"map_create\"}") >= 1.0);
+}
+
+#[test]
+fn a_go_program_is_named_after_it_exits_and_its_binary_is_deleted() {
+    let e = start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build_go(dir.path());
+    // Go's linker writes no GNU build id unless asked (`-B`), as Go agents
+    // ship: frames are then kept as binary path and file offset.
+    let build_id = has_gnu_build_id(&bin);
+    let pins = Pins::new("go");
+    let out = Command::new(&bin)
+        .arg(&pins.0)
+        .arg("1000")
+        .output()
+        .expect("running the Go fixture");
+    assert!(out.status.success(), "Go fixture failed: {out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let w: Vec<&str> = s.split_whitespace().collect();
+    assert!(w.len() >= 4 && w[0] == "map" && w[2] == "prog", "{s:?}");
+    let (map, prog): (u32, u32) = (w[1].parse().unwrap(), w[3].parse().unwrap());
+    std::fs::remove_file(&bin).unwrap();
+
+    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+        let o = &v["maps"][0]["origin"];
+        !o["created"].is_null() && by_comm(&o["files_taken"], "origins_go").is_some()
+    });
+    let m = &doc["maps"][0];
+    let origin = &m["origin"];
+    no_addresses(origin);
+    let created = &origin["created"];
+    assert_eq!(created["command"], "map_create");
+    assert_eq!(created["comm"], "origins_go");
+    assert_eq!(created["stack"]["symbolized"], true, "{created}");
+    assert_eq!(created["stack"]["truncated"], false, "{created}");
+    let fs = frames(created);
+    let f = named_in(&fs, "main.originMakeMap", "origins.go");
+    assert_eq!(f["binary"], bin.to_str().unwrap(), "the path the process mapped");
+    assert_eq!(f["build_id"].is_null(), !build_id, "{f}");
+    // The whole chain walks: from the syscall wrapper up to the runtime's
+    // entry of main.
+    named_in(&fs, "main.main", "origins.go");
+    assert!(
+        fs.iter().any(|f| f["function"] == "runtime.main"),
+        "the walk stops before runtime.main: {fs:#?}"
+    );
+
+    let pin = m["holders"]["pin"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| p["pinned_at"].as_array()?.first())
+        .unwrap_or_else(|| panic!("no pin with pinned_at: {}", m["holders"]["pin"]));
+    assert_eq!(pin["path"], pins.0.to_str().unwrap());
+    named_in(&frames(pin), "main.originPin", "origins.go");
+    let taken = by_comm(&origin["files_taken"], "origins_go").unwrap();
+    assert_eq!(taken["command"], "map_get_fd_by_id");
+    named_in(&frames(taken), "main.originTakeFd", "origins.go");
+
+    let doc = json_until(&e, &format!("/api/v1/programs/{prog}"), |v| {
+        !v["programs"][0]["origin"]["created"].is_null()
+    });
+    let loaded = &doc["programs"][0]["origin"]["created"];
+    assert_eq!(loaded["command"], "prog_load");
+    named_in(&frames(loaded), "main.originLoadProg", "origins.go");
+
+    let text = explain(&e, &["--id", &map.to_string()]);
+    for want in [
+        "created at: bpf(map_create)",
+        "main.originMakeMap (origins.go:",
+        "pinned at: bpf(obj_pin)",
+        "main.originPin (origins.go:",
+    ] {
+        assert!(text.contains(want), "explain lacks {want:?}:\n{text}");
+    }
 }
 
 #[test]
