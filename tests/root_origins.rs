@@ -74,7 +74,11 @@ fn build_go(dir: &Path) -> PathBuf {
 
 /// Whether the ELF file at `bin` has a GNU build id note.
 fn has_gnu_build_id(bin: &Path) -> bool {
-    let out = Command::new("readelf").arg("-n").arg(bin).output().expect("readelf");
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg(bin)
+        .output()
+        .expect("readelf");
     assert!(out.status.success(), "readelf -n {}", bin.display());
     String::from_utf8_lossy(&out.stdout).contains("NT_GNU_BUILD_ID")
 }
@@ -388,7 +392,11 @@ fn a_go_program_is_named_after_it_exits_and_its_binary_is_deleted() {
     assert_eq!(created["stack"]["truncated"], false, "{created}");
     let fs = frames(created);
     let f = named_in(&fs, "main.originMakeMap", "origins.go");
-    assert_eq!(f["binary"], bin.to_str().unwrap(), "the path the process mapped");
+    assert_eq!(
+        f["binary"],
+        bin.to_str().unwrap(),
+        "the path the process mapped"
+    );
     assert_eq!(f["build_id"].is_null(), !build_id, "{f}");
     // The whole chain walks: from the syscall wrapper up to the runtime's
     // entry of main.
