@@ -437,6 +437,54 @@ fn a_go_program_is_named_after_it_exits_and_its_binary_is_deleted() {
 }
 
 #[test]
+fn a_go_program_gone_before_its_memory_map_was_read_says_its_frames_cannot_be_placed() {
+    require_root();
+    // As below: the records wait 4 s in the ring, and the program exits at
+    // once. Without a GNU build id the kernel could not place its frames.
+    let mut cmd = Command::new(BIN);
+    cmd.env("BPFMAP_TEST_ORIGINS_READ_DELAY_MS", "4000");
+    let mut e = Exporter::spawn(cmd, &["--collector.origins"]);
+    e.wait_until("scraped", Duration::from_secs(60), |port| {
+        http_get(port, "/metrics").is_some_and(|(c, b)| {
+            c == 200 && b.contains("bpfmap_scrape_collector_success{collector=\"lifecycle\"} 1")
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build_go(dir.path());
+    assert!(
+        !has_gnu_build_id(&bin),
+        "this Go toolchain writes a GNU build id"
+    );
+    let pins = Pins::new("go_gone");
+    let out = Command::new(&bin).arg(&pins.0).arg("0").output().unwrap();
+    assert!(out.status.success(), "Go fixture failed: {out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let map: u32 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .expect(&s);
+    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+        !v["maps"][0]["origin"]["created"].is_null()
+    });
+    let created = &doc["maps"][0]["origin"]["created"];
+    assert_eq!(created["comm"], "origins_go", "{created}");
+    let note = created["stack"]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("no GNU build id") && note.contains("frames cannot be placed"),
+        "{created}"
+    );
+    for f in frames(created) {
+        assert!(
+            f["function"].is_null() && f["file_offset"].is_null(),
+            "placed: {f}"
+        );
+    }
+    let text = explain(&e, &["--id", &map.to_string()]);
+    assert!(text.contains("cannot be placed"), "{text}");
+}
+
+#[test]
 fn a_binary_deleted_before_it_could_be_read_keeps_build_ids_and_offsets_with_a_note() {
     require_root();
     // Records wait in the ring 4 s before each read: the fixture exits and

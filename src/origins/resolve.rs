@@ -229,10 +229,25 @@ pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
                 };
                 out.frames.push(frame);
             }
-            out.note = Some(if unnamed {
-                "the process exited before its binaries could be read: frames keep the kernel's build id and file offset (symbolize them where that build is)".into()
+            let unplaced = out
+                .frames
+                .iter()
+                .filter(|p| p.frame.build_id.is_none())
+                .count();
+            out.note = Some(if unplaced == kernel {
+                format!("the process exited before its memory map could be read, and the kernel found no GNU build id in its binaries (Go's linker writes none unless asked): its {kernel} frames cannot be placed")
             } else {
-                "the process exited before its memory map could be read: frames are the kernel's build id and file offset, named from a binary of the same build id".into()
+                let mut n = if unnamed {
+                    "the process exited before its binaries could be read: frames keep the kernel's build id and file offset (symbolize them where that build is)".to_string()
+                } else {
+                    "the process exited before its memory map could be read: frames are the kernel's build id and file offset, named from a binary of the same build id".to_string()
+                };
+                if unplaced > 0 {
+                    n.push_str(&format!(
+                        "; {unplaced} frames in binaries without a GNU build id cannot be placed"
+                    ));
+                }
+                n
             });
         }
     }
@@ -412,5 +427,59 @@ mod tests {
         assert!(matches!(walk_of(&unnamed, 3), Walk::Unknown(_)));
         assert!(matches!(walk_of(&[raw()], 1), Walk::Truncated(_)));
         assert!(matches!(walk_of(&[], 0), Walk::Unknown(_)));
+    }
+
+    /// A record of a process that is gone (no pid u32::MAX exists).
+    fn gone(frames: Vec<KernelFrame>) -> OriginRec {
+        OriginRec {
+            ns: 0,
+            file_ptr: 0,
+            tgid: u32::MAX,
+            pid: u32::MAX,
+            cmd: 0,
+            fd: 3,
+            obj_id: 1,
+            obj_kind: 0,
+            comm: "gone".into(),
+            path: String::new(),
+            stack_hash: 1,
+            ips: Ok(vec![0x40_1000; frames.len()]),
+            kernel_frames: Ok(frames),
+        }
+    }
+
+    #[test]
+    fn frames_of_a_gone_process_without_build_ids_are_said_to_be_unplaceable() {
+        let mut known = BuildIdPaths::default();
+        let n = normalize(&gone(vec![KernelFrame::Ip; 3]), &mut known);
+        assert_eq!(n.frames.len(), 3);
+        assert!(n.frames.iter().all(|p| p.frame.build_id.is_none()));
+        let note = n.note.unwrap();
+        assert!(
+            note.contains("no GNU build id") && note.contains("its 3 frames cannot be placed"),
+            "{note}"
+        );
+        let mixed = vec![
+            KernelFrame::BuildId {
+                build_id: [0xab; 20],
+                offset: 5,
+            },
+            KernelFrame::Ip,
+        ];
+        let n = normalize(&gone(mixed), &mut known);
+        assert_eq!(
+            n.frames[0].frame.build_id.as_deref(),
+            Some("ab".repeat(20).as_str())
+        );
+        assert_eq!(n.frames[0].frame.file_offset, Some(5));
+        let note = n.note.unwrap();
+        assert!(
+            note.starts_with("the process exited before its binaries could be read"),
+            "{note}"
+        );
+        assert!(
+            note.ends_with("; 1 frames in binaries without a GNU build id cannot be placed"),
+            "{note}"
+        );
     }
 }
