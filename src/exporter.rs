@@ -811,6 +811,7 @@ impl ScrapeService {
                         batch.push(r);
                     }
                     carried = answer(&mut ex, batch, &mut rx, &h, &shared, &mut api);
+                    crate::sys::release_freed_memory();
                 }
                 h.set_running(false);
             })?;
@@ -977,6 +978,9 @@ fn answer(
         for r in maps {
             let _ = r.reply.send(Ok(data.clone()));
         }
+    } else if let Some(c) = ex.census.as_mut() {
+        // Every answer is encoded: nothing reads the snapshot any more.
+        c.recycle(scrape.snapshot);
     }
     next
 }

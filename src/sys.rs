@@ -124,10 +124,13 @@ pub fn nice_this_thread(n: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Make mimalloc return freed memory to the OS at once and commit arena
-/// memory only on use: a scrape builds and drops a few MiB of label strings,
-/// and the exporter's resident size should not keep their high-water mark
-/// (BENCHMARKS.md compares the settings).
+/// Make mimalloc keep freed memory for reuse only briefly (20 ms, so
+/// within one scrape a table freed early is reused by a later one instead
+/// of faulting in fresh pages) and commit arena memory only on use; the
+/// collector thread returns all freed memory after each batch of
+/// requests ([`release_freed_memory`]), so between scrapes the exporter's
+/// resident size does not keep a scrape's high-water mark (BENCHMARKS.md
+/// compares the settings).
 pub fn tune_allocator() {
     // mimalloc v2 option numbers (mimalloc.h: mi_option_e).
     const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
@@ -135,7 +138,7 @@ pub fn tune_allocator() {
     // SAFETY: plain option setters of the global allocator, valid at any time.
     unsafe {
         libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 20);
     }
     // libbpf (C) allocates with glibc's malloc, in the arena of whichever
     // thread loads the BPF objects, and parsing vmlinux BTF there leaves
@@ -155,6 +158,13 @@ pub fn tune_allocator() {
     unsafe {
         libc::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
+}
+
+/// Return the memory mimalloc keeps freed (every thread's, in its arenas)
+/// to the OS now.
+pub fn release_freed_memory() {
+    // SAFETY: a collection of the global allocator, valid at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Give the C heap's free pages back to the OS (after loading the BPF

@@ -197,6 +197,11 @@ pub struct Observed {
 
 /// Per-map holder counts for every map in `maps`.
 pub fn compute(maps: &[MapRecord], obs: &Observed) -> ById<Holders> {
+    compute_in(maps, obs, Vec::new())
+}
+
+/// As [`compute`], with the table in `spare`'s memory.
+pub fn compute_in(maps: &[MapRecord], obs: &Observed, spare: Vec<(u32, Holders)>) -> ById<Holders> {
     // Every map starts at 0 for each kind whose part ran, unknown otherwise.
     let mmaps_known = obs.files.is_some() && obs.vmas.is_some();
     let known = |k: HolderKind| match k {
@@ -217,7 +222,7 @@ pub fn compute(maps: &[MapRecord], obs: &Observed) -> ById<Holders> {
         settled: 0,
         inferred_pins: 0,
     };
-    let mut out: ById<Holders> = maps.iter().map(|m| (m.id, zero.clone())).collect();
+    let mut out = ById::from_iter_in(spare, maps.iter().map(|m| (m.id, zero.clone())));
     let mut add = |kind: HolderKind, id: u32| {
         // Holders of maps outside the census (freed meanwhile, or the
         // exporter's own) are not counted.

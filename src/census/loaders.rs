@@ -122,7 +122,9 @@ pub struct Loader {
 /// A program's loader, or why it is unknown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProgLoader {
-    Known(Loader),
+    /// Boxed: most programs' loaders are unknown, and the table of every
+    /// program is built each scrape.
+    Known(Box<Loader>),
     Unknown(Unknown),
 }
 
@@ -172,10 +174,13 @@ impl LoaderTable {
         records: Option<&dyn LoadRecords>,
         cgroups: &mut dyn Cgroups,
     ) -> IdMap<ProgLoader> {
-        let live: rustc_hash::FxHashSet<u32> = progs.iter().map(|p| p.id).collect();
+        let mut live: rustc_hash::FxHashSet<u32> = rustc_hash::FxHashSet::default();
+        live.reserve(progs.len());
+        live.extend(progs.iter().map(|p| p.id));
         self.by_prog.retain(|id, _| live.contains(id));
         self.before.retain(|id| live.contains(id));
         let mut out: IdMap<ProgLoader> = IdMap::default();
+        out.reserve(progs.len());
         let Some(records) = records else {
             for p in progs {
                 out.insert(p.id, ProgLoader::Unknown(Unknown::NoRecorder));
@@ -221,7 +226,7 @@ impl LoaderTable {
         self.decide_cgroups(cgroups);
         for p in progs {
             let l = match self.by_prog.get(&p.id) {
-                Some(l) => ProgLoader::Known(l.clone()),
+                Some(l) => ProgLoader::Known(Box::new(l.clone())),
                 None if self.before.contains(&p.id) => ProgLoader::Unknown(Unknown::BeforeStart),
                 None => {
                     ProgLoader::Unknown(unknown.get(&p.id).copied().unwrap_or(Unknown::NotRecorded))
@@ -481,13 +486,13 @@ mod tests {
         g.add(Obj::Prog(3), Holder::Root(Root::Unknown(Obj::Prog(3))));
         g.finish();
         let loader = |state| {
-            ProgLoader::Known(Loader {
+            ProgLoader::Known(Box::new(Loader {
                 rec: rec(1, 50),
                 cgroup_path: Some("/x".into()),
                 container_id: String::new(),
                 pod_uid: POD.into(),
                 cgroup: state,
-            })
+            }))
         };
         let loaders: IdMap<ProgLoader> = [
             (1, loader(CgroupState::Gone)),

@@ -118,6 +118,32 @@ pub struct Census {
     loader_paths: creators::PathResolver,
     /// The netdev part (attachments of devices and network namespaces).
     netdev: netdev::NetdevPart,
+    /// The largest tables of the last census, emptied: see [`Spare`].
+    spare: Spare,
+}
+
+/// The largest per-scrape tables (map records, map files, per-map
+/// holders), emptied and kept between censuses: the next census fills
+/// memory that is already resident instead of faulting in fresh pages for
+/// them (with the allocator returning freed memory at once, each fresh
+/// page is a fault). Each keeps at most 4 times the room the census that
+/// returned it used (at least 1,024 entries), so a node that shrinks does
+/// not keep its old peak.
+#[derive(Default)]
+struct Spare {
+    maps: Vec<MapRecord>,
+    files: Vec<FileRecord>,
+    holders: Vec<(u32, holders::Holders)>,
+}
+
+/// `v` emptied, or a new vector when `v` has far more room than it used.
+fn emptied<T>(mut v: Vec<T>) -> Vec<T> {
+    let used = v.len().max(1024);
+    if v.capacity() > 4 * used {
+        return Vec::new();
+    }
+    v.clear();
+    v
 }
 
 type Walked = Option<(&'static str, anyhow::Result<Vec<FileRecord>>, f64)>;
@@ -211,6 +237,7 @@ impl Census {
             link_buf: Vec::new(),
             uring,
             netdev,
+            spare: Spare::default(),
             exe: sys::exe_identity(std::process::id()),
             comm: std::fs::read("/proc/self/comm")
                 .map(|mut c| {
@@ -273,6 +300,13 @@ impl Census {
         (snap, report)
     }
 
+    /// Give back a snapshot this census took, once nothing reads it: its
+    /// largest tables are kept, emptied, for the next census.
+    pub fn recycle(&mut self, snap: Snapshot) {
+        self.spare.maps = emptied(snap.maps);
+        self.spare.holders = emptied(snap.holders.into_entries());
+    }
+
     fn take_into(&mut self, extra_own: &[u32], report: &mut Report) -> Snapshot {
         let started = std::time::Instant::now();
         let p = self.opts.parts.clone();
@@ -322,6 +356,8 @@ impl Census {
         }
 
         let [map_buf, file_buf, vma_buf] = &mut self.bufs;
+        let spare_maps = std::mem::take(&mut self.spare.maps);
+        let mut spare_files = Some(std::mem::take(&mut self.spare.files));
         let file_iter = self.progs.open_files();
         let vma_iter = self.progs.open_vmas();
         // The node's reads are mostly kernel time and independent of each
@@ -353,20 +389,23 @@ impl Census {
             (link_read, unknown_tracing, netdev_read),
         ) = std::thread::scope(|scope| {
             let tasks = scope.spawn(|| {
-                let walk =
-                    |name: &'static str, it: anyhow::Result<std::fs::File>, buf: &mut Vec<u8>| {
-                        let (r, seconds) = measure(|| {
-                            let mut t = progs::read_files(it?, buf)?;
-                            t.maps = not_own(t.maps, own_ref);
-                            Ok(t)
-                        });
-                        (name, r, seconds)
-                    };
+                let walk = |name: &'static str,
+                            it: anyhow::Result<std::fs::File>,
+                            buf: &mut Vec<u8>,
+                            spare: Vec<FileRecord>| {
+                    let (r, seconds) = measure(|| {
+                        let mut t = progs::read_files_into(it?, buf, spare)?;
+                        t.maps = not_own(t.maps, own_ref);
+                        Ok(t)
+                    });
+                    (name, r, seconds)
+                };
                 // Program and link files go to the programs part; the rest
                 // of the walk's consumers see map files (and sockets).
                 let mut objects: Option<(Vec<ObjectFile>, Vec<RingFd>, Vec<AttachFile>)> = None;
                 let mut files: Walked = file_iter.map(|it| {
-                    let (n, r, s) = walk("files", it, file_buf);
+                    let spare = spare_files.take().unwrap_or_default();
+                    let (n, r, s) = walk("files", it, file_buf, spare);
                     (
                         n,
                         r.map(|t| {
@@ -377,7 +416,7 @@ impl Census {
                     )
                 });
                 let mut vmas: Walked = vma_iter.map(|it| {
-                    let (n, r, s) = walk("mmaps", it, vma_buf);
+                    let (n, r, s) = walk("mmaps", it, vma_buf, Vec::new());
                     (n, r.map(|t| t.maps), s)
                 });
                 // The receivers of files in flight: fds of the sockets asked for.
@@ -434,7 +473,7 @@ impl Census {
                 });
                 (links, unknown, netdev)
             });
-            let maps = report.run("maps", || progs.read_maps(map_buf));
+            let maps = report.run("maps", || progs.read_maps_into(map_buf, spare_maps));
             let prog_read = want_progs.then(|| {
                     measure(|| {
                         progs.read_progs(prog_buf).unwrap_or_else(|| {
@@ -844,7 +883,8 @@ impl Census {
         let (_, seconds) = measure(|| {
             if snap.maps_ok {
                 // Unknown kinds (disabled parts) make `unexplained` unknown.
-                snap.holders = holders::compute(&snap.maps, &obs);
+                let spare = std::mem::take(&mut self.spare.holders);
+                snap.holders = holders::compute_in(&snap.maps, &obs, spare);
             }
             Ok(())
         });
@@ -917,6 +957,9 @@ impl Census {
             links
         });
         snap.host_pid_namespace = host_pid;
+        if let Some(files) = obs.files.take() {
+            self.spare.files = emptied(files);
+        }
         tracing::debug!(seconds, "holder arithmetic");
         for o in &report.outcomes {
             tracing::debug!(part = o.name, seconds = o.seconds, "census part");
@@ -1057,3 +1100,24 @@ impl Census {
 
 #[cfg(test)]
 pub(crate) mod testutil;
+
+#[cfg(test)]
+mod spare_tests {
+    use super::emptied;
+
+    #[test]
+    fn spare_tables_keep_at_most_four_times_the_room_they_used() {
+        let mut v: Vec<u64> = Vec::with_capacity(8192);
+        v.extend(0..2048);
+        let kept = emptied(v);
+        assert!(kept.is_empty() && kept.capacity() >= 8192);
+        let mut v: Vec<u64> = Vec::with_capacity(8193);
+        v.extend(0..2048);
+        assert_eq!(emptied(v).capacity(), 0, "more than 4x the room used");
+        let small: Vec<u64> = Vec::with_capacity(4096);
+        assert!(
+            emptied(small).capacity() >= 4096,
+            "1,024 entries count as used"
+        );
+    }
+}

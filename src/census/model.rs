@@ -63,6 +63,11 @@ impl<V> Default for ById<V> {
 }
 
 impl<V> ById<V> {
+    /// The entries' memory, for [`ById::from_iter_in`].
+    pub fn into_entries(self) -> Vec<(u32, V)> {
+        self.entries
+    }
+
     fn find(&self, id: u32) -> Result<usize, usize> {
         self.entries.binary_search_by_key(&id, |e| e.0)
     }
@@ -128,7 +133,19 @@ impl<V> ById<V> {
 impl<V> FromIterator<(u32, V)> for ById<V> {
     /// As a map would: a repeated id keeps its last value.
     fn from_iter<I: IntoIterator<Item = (u32, V)>>(iter: I) -> Self {
-        let mut entries: Vec<(u32, V)> = iter.into_iter().collect();
+        ById::from_iter_in(Vec::new(), iter)
+    }
+}
+
+impl<V> ById<V> {
+    /// As `collect`, into `spare`'s memory (its entries are dropped first).
+    pub fn from_iter_in<I: IntoIterator<Item = (u32, V)>>(
+        mut spare: Vec<(u32, V)>,
+        iter: I,
+    ) -> Self {
+        spare.clear();
+        spare.extend(iter);
+        let mut entries = spare;
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
             entries.reverse();
             entries.sort_by_key(|e| e.0);
@@ -439,6 +456,16 @@ mod tests {
         }
         let empty: ById<u32> = ById::default();
         assert_eq!(empty.cursor().get(1), None);
+    }
+
+    #[test]
+    fn a_table_built_in_used_memory_holds_only_its_own_entries() {
+        let old: ById<u32> = [(1, 10), (2, 20), (3, 30)].into_iter().collect();
+        let t = ById::from_iter_in(old.into_entries(), [(7, 70), (5, 50), (7, 71)]);
+        assert_eq!(t.get(&1), None);
+        assert_eq!(t.get(&5), Some(&50));
+        assert_eq!(t.get(&7), Some(&71), "a repeated id keeps its last value");
+        assert_eq!(t.iter().count(), 2);
     }
 
     use super::*;

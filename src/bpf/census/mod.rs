@@ -318,8 +318,20 @@ impl Programs {
 
     /// One `iter/bpf_map` walk, decoded (`buf` is kept by the caller).
     pub fn read_maps(&self, buf: &mut Vec<u8>) -> anyhow::Result<Vec<MapRecord>> {
+        self.read_maps_into(buf, Vec::new())
+    }
+
+    /// As [`Programs::read_maps`], into `spare`'s memory.
+    pub fn read_maps_into(
+        &self,
+        buf: &mut Vec<u8>,
+        spare: Vec<MapRecord>,
+    ) -> anyhow::Result<Vec<MapRecord>> {
         let _ = &self.skel;
-        Ok(decode_maps(iter::read(&self.map_link, buf)?)?)
+        Ok(records::decode_maps_into(
+            iter::read(&self.map_link, buf)?,
+            spare,
+        )?)
     }
 
     /// One `iter/bpf_prog` walk, decoded; None when it is not loaded (off,
@@ -376,7 +388,16 @@ impl Programs {
 /// Read and decode a task walk opened by [`Programs::open_files`] or
 /// [`Programs::open_vmas`].
 pub fn read_files(f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<TaskFiles> {
-    Ok(decode_files(iter::read_file(f, buf)?)?)
+    read_files_into(f, buf, Vec::new())
+}
+
+/// As [`read_files`], with the map files in `spare`'s memory.
+pub fn read_files_into(
+    f: std::fs::File,
+    buf: &mut Vec<u8>,
+    spare: Vec<FileRecord>,
+) -> anyhow::Result<TaskFiles> {
+    Ok(records::decode_files_into(iter::read_file(f, buf)?, spare)?)
 }
 
 #[cfg(test)]

@@ -383,28 +383,37 @@ pub fn decode_inflight(buf: &[u8]) -> Result<Vec<InflightRecord>, RecordError> {
 /// Decode `iter/bpf_map` output. The iterator's cursor holds one reference on
 /// the map it is visiting, so one is subtracted from the raw refcount.
 pub fn decode_maps(buf: &[u8]) -> Result<Vec<MapRecord>, RecordError> {
-    Ok(stream("iter/bpf_map output", buf, MAP_REC_SIZE)?
-        .map(|b| {
-            let elem = b.i64(24);
-            MapRecord {
-                map_ptr: b.u64(0),
-                refcnt: b.i64(8) - 1,
-                usercnt: b.i64(16),
-                elem_count: (elem >= 0).then_some(elem),
-                map_extra: b.u64(32),
-                id: b.u32(40),
-                map_type: b.u32(44),
-                key_size: b.u32(48),
-                value_size: b.u32(52),
-                max_entries: b.u32(56),
-                map_flags: b.u32(60),
-                frozen: b.u32(64) != 0,
-                is_outer: b.u32(68) != 0,
-                name: String::from_utf8_lossy(b.cstr(72, 16)).into_owned(),
-                creator: Creator::decode(b.u64(88), b.u32(96)),
-            }
-        })
-        .collect())
+    decode_maps_into(buf, Vec::new())
+}
+
+/// As [`decode_maps`], into `spare`'s memory (its records are dropped
+/// first).
+pub fn decode_maps_into(
+    buf: &[u8],
+    mut spare: Vec<MapRecord>,
+) -> Result<Vec<MapRecord>, RecordError> {
+    spare.clear();
+    spare.extend(stream("iter/bpf_map output", buf, MAP_REC_SIZE)?.map(|b| {
+        let elem = b.i64(24);
+        MapRecord {
+            map_ptr: b.u64(0),
+            refcnt: b.i64(8) - 1,
+            usercnt: b.i64(16),
+            elem_count: (elem >= 0).then_some(elem),
+            map_extra: b.u64(32),
+            id: b.u32(40),
+            map_type: b.u32(44),
+            key_size: b.u32(48),
+            value_size: b.u32(52),
+            max_entries: b.u32(56),
+            map_flags: b.u32(60),
+            frozen: b.u32(64) != 0,
+            is_outer: b.u32(68) != 0,
+            name: String::from_utf8_lossy(b.cstr(72, 16)).into_owned(),
+            creator: Creator::decode(b.u64(88), b.u32(96)),
+        }
+    }));
+    Ok(spare)
 }
 
 /// The kind of BPF object behind a program-or-link file (`file_rec.obj_kind`).
@@ -471,11 +480,19 @@ pub struct TaskFiles {
 
 /// Decode `iter/task_file` or `iter/task_vma` output.
 pub fn decode_files(buf: &[u8]) -> Result<TaskFiles, RecordError> {
+    decode_files_into(buf, Vec::new())
+}
+
+/// As [`decode_files`], with the map files in `spare`'s memory (its
+/// records are dropped first).
+pub fn decode_files_into(buf: &[u8], mut spare: Vec<FileRecord>) -> Result<TaskFiles, RecordError> {
     // Most records of a walk are map files: room for every record, so the
     // vector is never regrown and copied (room left unused is never
     // touched, so never faulted in).
+    spare.clear();
+    spare.reserve_exact(buf.len() / FILE_REC_SIZE);
     let mut out = TaskFiles {
-        maps: Vec::with_capacity(buf.len() / FILE_REC_SIZE),
+        maps: spare,
         ..Default::default()
     };
     for b in stream("iter/task_file output", buf, FILE_REC_SIZE)? {
@@ -731,6 +748,31 @@ pub(crate) mod tests {
         let buf = encode_map(&want, 4);
         let got = decode_maps(&buf).unwrap();
         assert_eq!(got, vec![want]);
+    }
+
+    #[test]
+    fn decoding_into_a_used_vector_keeps_only_the_new_records() {
+        let old = vec![sample_map(); 5];
+        let mut m = sample_map();
+        m.id = 43;
+        let got = decode_maps_into(&encode_map(&m, 1), old).unwrap();
+        assert_eq!(got, vec![MapRecord { refcnt: 0, ..m }]);
+        assert!(decode_maps_into(&[], got).unwrap().is_empty());
+        let files = decode_files(&[]).unwrap().maps;
+        let stale = FileRecord {
+            file_ptr: 1,
+            cgroup_id: 1,
+            tgid: 1,
+            pid: 1,
+            fd: 3,
+            map_id: 9,
+            comm: b"old".to_vec(),
+            vm_start: 0,
+            vm_end: 0,
+            sock_ino: 0,
+        };
+        let got = decode_files_into(&[], vec![stale; 3]).unwrap();
+        assert_eq!(got.maps, files);
     }
 
     #[test]

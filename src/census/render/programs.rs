@@ -361,7 +361,7 @@ mod tests {
         }
         g.finish();
         let loader = |id: u32, state| {
-            ProgLoader::Known(Loader {
+            ProgLoader::Known(Box::new(Loader {
                 rec: LoadRecord {
                     load_ns: 0,
                     cgroup_id: 3,
@@ -375,7 +375,7 @@ mod tests {
                 container_id: "c".into(),
                 pod_uid: "u".into(),
                 cgroup: state,
-            })
+            }))
         };
         let mut loaders: crate::census::IdMap<ProgLoader> = (1..=60)
             .map(|i| (i, ProgLoader::Unknown(Unknown::BeforeStart)))
