@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Origins benchmark (root), printed as markdown for BENCHMARKS.md:
-#   ./scripts/bench-origins.sh [cost [N [DEPTH [ROUNDS]]]]   default: 20000 20 5
+#   ./scripts/bench-origins.sh [KERNEL] [cost [N [DEPTH [ROUNDS]]]]   default: 20000 20 5
 #     map create+close from a C program with frame pointers, DEPTH frames
 #     down, with the lifecycle programs attached and origins off (the
 #     baseline), on with build ids, on with raw addresses only, in rotated
@@ -8,9 +8,37 @@
 #   ./scripts/bench-origins.sh memory [RECORDS]               default: the
 #     --collector.origins.max-stacks default; the store filled with distinct
 #     48-frame stacks (nothing shared), its bytes and the RSS growth.
+# KERNEL (5.10, 6.1, 6.12) runs it in that kernel of the matrix under qemu
+# (virtme-ng, software emulation: every figure is many times the host's;
+# take /tmp/bpfmap-vm.lock around it on shared machines).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+where=host
+case ${1:-} in
+5.10 | 6.1 | 6.12) where=$1; shift ;;
+esac
 ./scripts/install-deps.sh >/dev/null
 cargo build --release --quiet --features testing --example bench_origins
-echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)"
-exec target/release/examples/bench_origins "$@"
+bin=$root/target/release/examples/bench_origins
+if [[ $where == host ]]; then
+    echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)"
+    exec "$bin" "$@"
+fi
+vmlinuz=$("$root/scripts/vm/fetch-kernels.sh" "$where" | awk '{print $2}')
+out=$root/results/bench-origins/$where
+mkdir -p "$out"
+rm -f "$out/bench.md"
+echo "date: $(date -u +%F)  kernel: $where under qemu (software emulation)  host load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# The guest shares the host's root read-only; bpffs and tracefs as the
+# matrix mounts them.
+timeout --kill-after=20 1800 vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
+    --rwdir "$out" --verbose \
+    --exec "mount -t bpf bpf /sys/fs/bpf; mount -t tracefs tracefs /sys/kernel/tracing; cd $root && $bin $* > $out/bench.md 2> $out/stderr.log" \
+    > "$out/console.log" 2>&1 < /dev/null || true
+if [[ ! -s $out/bench.md ]]; then
+    echo "bench-origins: no result from the $where guest (see $out/)" >&2
+    tail -20 "$out/console.log" "$out/stderr.log" >&2 || true
+    exit 1
+fi
+cat "$out/bench.md"
