@@ -132,7 +132,7 @@ pub fn nice_this_thread(n: i32) -> io::Result<()> {
 /// resident size does not keep a scrape's high-water mark (BENCHMARKS.md
 /// compares the settings).
 pub fn tune_allocator() {
-    // mimalloc v2 option numbers (mimalloc.h: mi_option_e).
+    // mimalloc option numbers (mimalloc.h: mi_option_e, the same in v2 and v3).
     const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: plain option setters of the global allocator, valid at any time.

@@ -125,10 +125,10 @@ pub struct Census {
 /// The largest per-scrape tables (map records, map files, per-map
 /// holders), emptied and kept between censuses: the next census fills
 /// memory that is already resident instead of faulting in fresh pages for
-/// them (with the allocator returning freed memory at once, each fresh
-/// page is a fault). Each keeps at most 4 times the room the census that
-/// returned it used (at least 1,024 entries), so a node that shrinks does
-/// not keep its old peak.
+/// them (the allocator returns freed memory after each batch of requests,
+/// so a new table's every page is a fault). Each keeps at most 4 times the
+/// room the census that returned it used (at least 1,024 entries), so a
+/// node that shrinks does not keep its old peak.
 #[derive(Default)]
 struct Spare {
     maps: Vec<MapRecord>,
