@@ -196,6 +196,7 @@ pub struct Observed {
 }
 
 /// Per-map holder counts for every map in `maps`.
+#[cfg(any(test, feature = "testing"))]
 pub fn compute(maps: &[MapRecord], obs: &Observed) -> ById<Holders> {
     compute_in(maps, obs, Vec::new())
 }

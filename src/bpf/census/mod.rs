@@ -10,9 +10,9 @@ use anyhow::Context;
 use libbpf_rs::Link;
 
 pub use records::{
-    decode_files, decode_maps, decode_progs, AttachFile, Creator, FileRecord, InflightRecord,
-    LinkDevice, LinkRecord, LinkTarget, MapRecord, NetfilterHook, ObjectFile, ObjectKind,
-    ProgRecord, RingFd, RingObject, TaskFiles, UringRecord,
+    decode_progs, AttachFile, Creator, FileRecord, InflightRecord, LinkDevice, LinkRecord,
+    LinkTarget, MapRecord, NetfilterHook, ObjectFile, ObjectKind, ProgRecord, RingFd, RingObject,
+    TaskFiles, UringRecord,
 };
 
 use super::{iter, load};
@@ -386,12 +386,8 @@ impl Programs {
 }
 
 /// Read and decode a task walk opened by [`Programs::open_files`] or
-/// [`Programs::open_vmas`].
-pub fn read_files(f: std::fs::File, buf: &mut Vec<u8>) -> anyhow::Result<TaskFiles> {
-    read_files_into(f, buf, Vec::new())
-}
-
-/// As [`read_files`], with the map files in `spare`'s memory.
+/// [`Programs::open_vmas`], with the map files in `spare`'s memory (its
+/// records are dropped first).
 pub fn read_files_into(
     f: std::fs::File,
     buf: &mut Vec<u8>,

@@ -382,6 +382,7 @@ pub fn decode_inflight(buf: &[u8]) -> Result<Vec<InflightRecord>, RecordError> {
 
 /// Decode `iter/bpf_map` output. The iterator's cursor holds one reference on
 /// the map it is visiting, so one is subtracted from the raw refcount.
+#[cfg(any(test, feature = "testing"))]
 pub fn decode_maps(buf: &[u8]) -> Result<Vec<MapRecord>, RecordError> {
     decode_maps_into(buf, Vec::new())
 }
@@ -479,6 +480,7 @@ pub struct TaskFiles {
 }
 
 /// Decode `iter/task_file` or `iter/task_vma` output.
+#[cfg(any(test, feature = "testing"))]
 pub fn decode_files(buf: &[u8]) -> Result<TaskFiles, RecordError> {
     decode_files_into(buf, Vec::new())
 }
