@@ -72,6 +72,21 @@ fn build_go(dir: &Path) -> PathBuf {
     bin
 }
 
+/// Run the Go fixture at `bin` to its exit, sleeping `sleep_ms` after its
+/// last call: (map id, program id).
+fn run_go(bin: &Path, pins: &Pins, sleep_ms: u32) -> (u32, u32) {
+    let out = Command::new(bin)
+        .arg(&pins.0)
+        .arg(sleep_ms.to_string())
+        .output()
+        .expect("running the Go fixture");
+    assert!(out.status.success(), "Go fixture failed: {out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let w: Vec<&str> = s.split_whitespace().collect();
+    assert!(w.len() >= 4 && w[0] == "map" && w[2] == "prog", "{s:?}");
+    (w[1].parse().unwrap(), w[3].parse().unwrap())
+}
+
 /// Whether the ELF file at `bin` has a GNU build id note.
 fn has_gnu_build_id(bin: &Path) -> bool {
     let out = Command::new("readelf")
@@ -138,10 +153,24 @@ fn fixture(bin: &Path, pins: &Pins) -> Command {
 }
 
 fn start(args: &[&str]) -> Exporter {
+    start_cmd(Command::new(BIN), args)
+}
+
+/// As `start`, with origin records left 4 s in the ring before each read:
+/// a fixture run with no sleep exits (and its binary can be deleted)
+/// before the reader sees its records.
+fn start_reading_late() -> Exporter {
+    let mut cmd = Command::new(BIN);
+    cmd.env("BPFMAP_TEST_ORIGINS_READ_DELAY_MS", "4000");
+    start_cmd(cmd, &[])
+}
+
+fn start_cmd(cmd: Command, args: &[&str]) -> Exporter {
     require_root();
     let mut a = vec!["--collector.origins"];
     a.extend_from_slice(args);
-    let mut e = Exporter::start(BIN, &a);
+    let mut e = Exporter::spawn(cmd, &a);
+    e.wait_listening(Duration::from_secs(60));
     // The probes are attached before the listener accepts; the first
     // scrape proves the lifecycle collector loaded.
     e.wait_until("scraped", Duration::from_secs(60), |port| {
@@ -366,16 +395,7 @@ fn a_go_program_is_named_after_it_exits_and_its_binary_is_deleted() {
     // ship: frames are then kept as binary path and file offset.
     let build_id = has_gnu_build_id(&bin);
     let pins = Pins::new("go");
-    let out = Command::new(&bin)
-        .arg(&pins.0)
-        .arg("1000")
-        .output()
-        .expect("running the Go fixture");
-    assert!(out.status.success(), "Go fixture failed: {out:?}");
-    let s = String::from_utf8_lossy(&out.stdout);
-    let w: Vec<&str> = s.split_whitespace().collect();
-    assert!(w.len() >= 4 && w[0] == "map" && w[2] == "prog", "{s:?}");
-    let (map, prog): (u32, u32) = (w[1].parse().unwrap(), w[3].parse().unwrap());
+    let (map, prog) = run_go(&bin, &pins, 1000);
     std::fs::remove_file(&bin).unwrap();
 
     let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
@@ -438,17 +458,9 @@ fn a_go_program_is_named_after_it_exits_and_its_binary_is_deleted() {
 
 #[test]
 fn a_go_program_gone_before_its_memory_map_was_read_says_its_frames_cannot_be_placed() {
-    require_root();
     // As below: the records wait 4 s in the ring, and the program exits at
     // once. Without a GNU build id the kernel could not place its frames.
-    let mut cmd = Command::new(BIN);
-    cmd.env("BPFMAP_TEST_ORIGINS_READ_DELAY_MS", "4000");
-    let mut e = Exporter::spawn(cmd, &["--collector.origins"]);
-    e.wait_until("scraped", Duration::from_secs(60), |port| {
-        http_get(port, "/metrics").is_some_and(|(c, b)| {
-            c == 200 && b.contains("bpfmap_scrape_collector_success{collector=\"lifecycle\"} 1")
-        })
-    });
+    let e = start_reading_late();
     let dir = tempfile::tempdir().unwrap();
     let bin = build_go(dir.path());
     assert!(
@@ -456,14 +468,7 @@ fn a_go_program_gone_before_its_memory_map_was_read_says_its_frames_cannot_be_pl
         "this Go toolchain writes a GNU build id"
     );
     let pins = Pins::new("go_gone");
-    let out = Command::new(&bin).arg(&pins.0).arg("0").output().unwrap();
-    assert!(out.status.success(), "Go fixture failed: {out:?}");
-    let s = String::from_utf8_lossy(&out.stdout);
-    let map: u32 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|w| w.parse().ok())
-        .expect(&s);
+    let (map, _) = run_go(&bin, &pins, 0);
     let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
         !v["maps"][0]["origin"]["created"].is_null()
     });
@@ -486,17 +491,9 @@ fn a_go_program_gone_before_its_memory_map_was_read_says_its_frames_cannot_be_pl
 
 #[test]
 fn a_binary_deleted_before_it_could_be_read_keeps_build_ids_and_offsets_with_a_note() {
-    require_root();
     // Records wait in the ring 4 s before each read: the fixture exits and
     // its binary is deleted before the reader sees its records.
-    let mut cmd = Command::new(BIN);
-    cmd.env("BPFMAP_TEST_ORIGINS_READ_DELAY_MS", "4000");
-    let mut e = Exporter::spawn(cmd, &["--collector.origins"]);
-    e.wait_until("scraped", Duration::from_secs(60), |port| {
-        http_get(port, "/metrics").is_some_and(|(c, b)| {
-            c == 200 && b.contains("bpfmap_scrape_collector_success{collector=\"lifecycle\"} 1")
-        })
-    });
+    let e = start_reading_late();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(dir.path(), false);
     let pins = Pins::new("deleted_first");
