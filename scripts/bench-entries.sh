@@ -9,6 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+source "$root/scripts/lib/guest.sh"
 where=${1:-host}
 n=${2:-10000}
 m=${3:-1000000}
@@ -22,14 +23,5 @@ if [[ $where == host ]]; then
     "$bin" maps "$n" big "$m" out "$out/bench.md"
     exit 0
 fi
-vmlinuz=$("$root/scripts/vm/fetch-kernels.sh" "$where" | awk '{print $2}')
-timeout --kill-after=20 1800 vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 3G \
-    --rwdir "$out" --verbose \
-    --exec "$bin maps $n big $m out $out/bench.md > $out/stdout.log 2> $out/stderr.log" \
-    > "$out/console.log" 2>&1 < /dev/null || true
-if [[ ! -s $out/bench.md ]]; then
-    echo "bench-entries: no result from the $where guest (see $out/)" >&2
-    tail -20 "$out/console.log" "$out/stderr.log" >&2 || true
-    exit 1
-fi
-cat "$out/bench.md"
+bench_in_guest bench-entries "$where" "$out" 3G \
+    "$bin maps $n big $m out $out/bench.md > $out/stdout.log 2> $out/stderr.log"

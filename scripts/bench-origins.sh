@@ -14,6 +14,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+source "$root/scripts/lib/guest.sh"
 where=host
 case ${1:-} in
 5.10 | 6.1 | 6.12) where=$1; shift ;;
@@ -25,20 +26,8 @@ if [[ $where == host ]]; then
     echo "date: $(date -u +%F)  kernel: $(uname -r)  cpus: $(nproc)"
     exec "$bin" "$@"
 fi
-vmlinuz=$("$root/scripts/vm/fetch-kernels.sh" "$where" | awk '{print $2}')
 out=$root/results/bench-origins/$where
-mkdir -p "$out"
-rm -f "$out/bench.md"
 echo "date: $(date -u +%F)  kernel: $where under qemu (software emulation)  host load: $(cut -d' ' -f1-3 /proc/loadavg)"
-# The guest shares the host's root read-only; bpffs and tracefs as the
-# matrix mounts them.
-timeout --kill-after=20 1800 vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory 2G \
-    --rwdir "$out" --verbose \
-    --exec "mount -t bpf bpf /sys/fs/bpf; mount -t tracefs tracefs /sys/kernel/tracing; cd $root && $bin $* > $out/bench.md 2> $out/stderr.log" \
-    > "$out/console.log" 2>&1 < /dev/null || true
-if [[ ! -s $out/bench.md ]]; then
-    echo "bench-origins: no result from the $where guest (see $out/)" >&2
-    tail -20 "$out/console.log" "$out/stderr.log" >&2 || true
-    exit 1
-fi
-cat "$out/bench.md"
+# bpffs and tracefs as the matrix mounts them.
+bench_in_guest bench-origins "$where" "$out" 2G \
+    "mount -t bpf bpf /sys/fs/bpf; mount -t tracefs tracefs /sys/kernel/tracing; cd $root && $bin $* > $out/bench.md 2> $out/stderr.log"
