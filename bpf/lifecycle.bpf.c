@@ -156,6 +156,21 @@ struct {
 	__type(value, struct origin_scratch);
 } origin_scratch SEC(".maps");
 
+/* One page of the calling thread's stack, copied by the frame walk
+ * (walk_user_stack). */
+#define USER_PAGE 4096
+
+struct user_page {
+	__u8 b[USER_PAGE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct user_page);
+} origin_page SEC(".maps");
+
 struct origin_key {
 	__u32 tgid;
 	__u32 pad;
@@ -643,13 +658,64 @@ static __always_inline __u32 obj_id_of(struct file *file, int kind)
 	return 0;
 }
 
+/* The x86-64 frame record a frame pointer points at. */
+struct user_frame {
+	__u64 next; /* the caller's frame pointer */
+	__u64 ret;  /* the return address into the caller */
+};
+
+/* The frame-pointer walk of perf_callchain_user(), which bpf_get_stack()
+ * runs: ips[0] is the user ip, then the return address of each frame
+ * record, following saved frame pointers until one is 0 or misaligned (no
+ * frame record is), a read fails (not mapped, or not resident: nothing
+ * faults in), or LC_STACK_DEPTH frames. The kernel reads 16 bytes per
+ * frame, at a fixed cost per read that is most of a deep stack's capture;
+ * here each stack page is copied once and the frames in it are read from
+ * the copy, so a walk costs one read per page it crosses. A record that
+ * straddles two pages is read on its own. Returns the bytes of ips
+ * written. */
+static __always_inline long walk_user_stack(__u64 *ips, __u64 ip, __u64 fp)
+{
+	struct user_frame f;
+	struct user_page *page;
+	__u64 copied = 0, off; /* copied: the last byte of the page in `page`, 0 none */
+	__u32 zero = 0;
+	int i;
+
+	page = bpf_map_lookup_elem(&origin_page, &zero);
+	if (!page)
+		return 0;
+	ips[0] = ip;
+	for (i = 1; i < LC_STACK_DEPTH; i++) {
+		if (!fp || (fp & 7))
+			break;
+		off = fp & (USER_PAGE - 1);
+		if (off > USER_PAGE - sizeof(f)) {
+			if (bpf_probe_read_user(&f, sizeof(f), (void *)fp))
+				break;
+		} else {
+			if ((fp | (USER_PAGE - 1)) != copied) {
+				if (bpf_probe_read_user(page, USER_PAGE,
+							(void *)(fp & ~(__u64)(USER_PAGE - 1))))
+					break;
+				copied = fp | (USER_PAGE - 1);
+			}
+			f = *(struct user_frame *)&page->b[off];
+		}
+		ips[i] = f.ret;
+		fp = f.next;
+	}
+	return i * 8;
+}
+
 /* bpf() command `cmd` succeeded with `ret` (attr: its user attr pointer):
  * send the calling thread's user stack with the object it reached, with
  * the frames walked only. Build ids are asked for only the first time a
  * process sends a stack in a generation of user space's cache (the walk
  * costs microseconds per distinct binary; later records of that stack are
  * named from the cache). Full ring buffer: counted as LC_LOST_ORIGIN_RING. */
-static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, __u64 attr)
+static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, __u64 attr,
+				      __u64 user_ip, __u64 user_fp)
 {
 	struct origin_key key = {};
 	struct origin_scratch *scratch;
@@ -695,7 +761,7 @@ static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, 
 	r->path[0] = 0;
 	if (pathname)
 		bpf_probe_read_user_str(r->path, sizeof(r->path), (void *)pathname);
-	n = bpf_get_stack(ctx_of_origin, r->ips, sizeof(r->ips), BPF_F_USER_STACK);
+	n = walk_user_stack(r->ips, user_ip, user_fp);
 	r->ips_len = n;
 	r->bids_len = 0;
 	r->stack_hash = 0;
@@ -748,8 +814,10 @@ static __always_inline void on_origin(void *ctx_of_origin, __u64 cmd, long ret, 
 		bpf_map_update_elem(&origin_seen, &key, gen, BPF_ANY);
 }
 
-/* bpf() returned `ret` for command `cmd` in the current task. */
-static __always_inline void on_bpf_exit(void *ctx_of_origin, __u64 cmd, long ret, __u64 attr)
+/* bpf() returned `ret` for command `cmd` in the current task, whose user
+ * registers at the call held ip `user_ip` and frame pointer `user_fp`. */
+static __always_inline void on_bpf_exit(void *ctx_of_origin, __u64 cmd, long ret, __u64 attr,
+					__u64 user_ip, __u64 user_fp)
 {
 	if (origins_on && ret >= 0) {
 		switch (cmd) {
@@ -760,7 +828,7 @@ static __always_inline void on_bpf_exit(void *ctx_of_origin, __u64 cmd, long ret
 		case CMD_OBJ_GET:
 		case CMD_MAP_GET_FD_BY_ID:
 		case CMD_PROG_GET_FD_BY_ID:
-			on_origin(ctx_of_origin, cmd, ret, attr);
+			on_origin(ctx_of_origin, cmd, ret, attr, user_ip, user_fp);
 		}
 	}
 	/* Program loads are recorded, not counted (the counters are of map
@@ -806,7 +874,7 @@ int tp_sys_exit_bpf(struct trace_event_raw_sys_exit *ctx)
 
 	/* A BTF pointer: a direct load, not a bpf_probe_read_kernel() call
 	 * (the helper call is the larger cost; BENCHMARKS.md). */
-	on_bpf_exit(ctx, regs->di, ctx->ret, regs->si);
+	on_bpf_exit(ctx, regs->di, ctx->ret, regs->si, regs->ip, regs->bp);
 	return 0;
 }
 
@@ -817,7 +885,7 @@ int BPF_PROG(btf_sys_exit, struct pt_regs *regs, long ret)
 {
 	if (regs->orig_ax != NR_BPF)
 		return 0;
-	on_bpf_exit(ctx, regs->di, ret, regs->si);
+	on_bpf_exit(ctx, regs->di, ret, regs->si, regs->ip, regs->bp);
 	return 0;
 }
 
@@ -829,14 +897,15 @@ int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 		if (regs->orig_ax != NR_BPF)
 			return 0;
-		on_bpf_exit(ctx, regs->di, (long)ctx->args[1], regs->si);
+		on_bpf_exit(ctx, regs->di, (long)ctx->args[1], regs->si, regs->ip, regs->bp);
 		return 0;
 	}
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 
 	if (SYSCALL_NR(regs) != NR_BPF)
 		return 0;
-	on_bpf_exit(ctx, SYSCALL_ARG1(regs), (long)ctx->args[1], SYSCALL_ARG2(regs));
+	on_bpf_exit(ctx, SYSCALL_ARG1(regs), (long)ctx->args[1], SYSCALL_ARG2(regs),
+		    origins_on ? BPF_CORE_READ(regs, ip) : 0, origins_on ? BPF_CORE_READ(regs, bp) : 0);
 	return 0;
 }
 
@@ -846,7 +915,7 @@ int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 SEC("fexit/__x64_sys_bpf")
 int BPF_PROG(fexit_sys_bpf, const struct pt_regs *regs, long ret)
 {
-	on_bpf_exit(ctx, regs->di, ret, regs->si);
+	on_bpf_exit(ctx, regs->di, ret, regs->si, regs->ip, regs->bp);
 	return 0;
 }
 

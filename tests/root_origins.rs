@@ -387,6 +387,59 @@ fn names_survive_the_process_exit_and_the_binary_deletion() {
 }
 
 #[test]
+fn a_stack_over_several_pages_is_walked_frame_by_frame() {
+    const DEPTH: usize = 30;
+    let e = start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(dir.path(), false);
+    let pins = Pins::new("deep");
+    let out = Command::new(&bin)
+        .args(["deep", &DEPTH.to_string(), "600"])
+        .arg(&pins.0)
+        .arg("1000")
+        .output()
+        .expect("running the fixture");
+    assert!(out.status.success(), "fixture failed: {out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let w: Vec<&str> = s.split_whitespace().collect();
+    assert!(w.len() == 4 && w[0] == "map" && w[2] == "span", "{s:?}");
+    let (map, span): (u32, u64) = (w[1].parse().unwrap(), w[3].parse().unwrap());
+    assert!(
+        span > 4 * 4096,
+        "the frames take {span} bytes: the walk must cross pages"
+    );
+
+    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+        !v["maps"][0]["origin"]["created"].is_null()
+    });
+    let created = &doc["maps"][0]["origin"]["created"];
+    assert_eq!(created["stack"]["truncated"], false, "{created}");
+    let fs = frames(created);
+    let names: Vec<&str> = fs
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("?"))
+        .collect();
+    // Innermost first: origin_make_map, every call of origin_deep, main.
+    let at = names
+        .iter()
+        .position(|n| *n == "origin_make_map")
+        .unwrap_or_else(|| panic!("no origin_make_map frame: {names:?}"));
+    let deep = &fs[at + 1..at + 2 + DEPTH];
+    assert!(
+        deep.iter().all(|f| f["function"] == "origin_deep"),
+        "{names:?}"
+    );
+    assert_eq!(names[at + 2 + DEPTH], "main", "{names:?}");
+    // The innermost call returns to where it makes the map, every other
+    // one to where it calls itself.
+    let lines: Vec<u64> = deep.iter().map(|f| f["line"].as_u64().unwrap()).collect();
+    assert!(
+        lines[0] != lines[1] && lines[1..].iter().all(|l| *l == lines[1]),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn a_go_program_is_named_after_it_exits_and_its_binary_is_deleted() {
     let e = start(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -98,7 +98,7 @@ pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
                 frames: Vec::new(),
                 files: Vec::new(),
                 note: Some(format!(
-                    "the kernel returned no user stack (bpf_get_stack: error {e})"
+                    "the capture returned no user stack (error {e})"
                 )),
                 walked: 0,
             }
@@ -192,7 +192,15 @@ pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
         Err(_) => {
             // The process is gone (or its maps unreadable): what the kernel
             // resolved at the call is all there is.
-            let kernel = rec.kernel_frames.as_ref().map(Vec::len).unwrap_or(0);
+            // The kernel's build-id walk follows the same frame records,
+            // but past a record the walk in BPF stops at (a frame pointer of
+            // 0 or misaligned) it reads what is not a frame.
+            let kernel = rec
+                .kernel_frames
+                .as_ref()
+                .map(Vec::len)
+                .unwrap_or(0)
+                .min(ips.len());
             if kernel == 0 {
                 out.note = Some(
                     "the process exited before its memory map could be read, and the kernel gave no build ids: no frames kept"

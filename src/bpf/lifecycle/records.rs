@@ -225,7 +225,8 @@ pub struct OriginRec {
     /// Of tgid, the process's start time and `ips` (0: no frames): the
     /// key of the (process, stack) pairs whose build ids were sent.
     pub stack_hash: u64,
-    /// Raw user return addresses, innermost first; Err: bpf_get_stack's error.
+    /// The user ip, then the return addresses of the frame-pointer walk,
+    /// innermost first; Err: the capture's negative length.
     pub ips: Result<Vec<u64>, i32>,
     /// Build-id frames (empty when not asked); Err: bpf_get_stack's error.
     pub kernel_frames: Result<Vec<KernelFrame>, i32>,
