@@ -156,20 +156,22 @@ struct {
 	__type(value, struct origin_scratch);
 } origin_scratch SEC(".maps");
 
-/* One page of the calling thread's stack, copied by the frame walk
- * (walk_user_stack). */
+/* Stack bytes the frame walk copies at once (walk_user_stack). */
+#ifndef WALK_WINDOW
+#define WALK_WINDOW 512
+#endif
 #define USER_PAGE 4096
 
-struct user_page {
-	__u8 b[USER_PAGE];
+struct walk_window {
+	__u8 b[WALK_WINDOW];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct user_page);
-} origin_page SEC(".maps");
+	__type(value, struct walk_window);
+} origin_window SEC(".maps");
 
 struct origin_key {
 	__u32 tgid;
@@ -668,40 +670,48 @@ struct user_frame {
  * runs: ips[0] is the user ip, then the return address of each frame
  * record, following saved frame pointers until one is 0 or misaligned (no
  * frame record is), a read fails (not mapped, or not resident: nothing
- * faults in), or LC_STACK_DEPTH frames. The kernel reads 16 bytes per
- * frame, at a fixed cost per read that is most of a deep stack's capture;
- * here each stack page is copied once and the frames in it are read from
- * the copy, so a walk costs one read per page it crosses. A record that
- * straddles two pages is read on its own. Returns the bytes of ips
- * written. */
+ * faults in), or LC_STACK_DEPTH frames. The kernel reads each record with
+ * its own user-memory access, at a fixed cost per access that is most of a
+ * deep stack's capture. Here one access copies the stack from a frame
+ * record up to WALK_WINDOW bytes, never past the end of its page (the next
+ * page may not be mapped), and the records inside the copy are read from
+ * it: a walk costs one access per window it crosses. Returns the bytes of
+ * ips written. */
 static __always_inline long walk_user_stack(__u64 *ips, __u64 ip, __u64 fp)
 {
 	struct user_frame f;
-	struct user_page *page;
-	__u64 copied = 0, off; /* copied: the last byte of the page in `page`, 0 none */
+	struct walk_window *w;
+	__u64 lo = 0, hi = 0, len, off; /* [lo, hi): the user bytes in w */
 	__u32 zero = 0;
 	int i;
 
-	page = bpf_map_lookup_elem(&origin_page, &zero);
-	if (!page)
+	w = bpf_map_lookup_elem(&origin_window, &zero);
+	if (!w)
 		return 0;
 	ips[0] = ip;
 	for (i = 1; i < LC_STACK_DEPTH; i++) {
 		if (!fp || (fp & 7))
 			break;
-		off = fp & (USER_PAGE - 1);
-		if (off > USER_PAGE - sizeof(f)) {
-			if (bpf_probe_read_user(&f, sizeof(f), (void *)fp))
-				break;
-		} else {
-			if ((fp | (USER_PAGE - 1)) != copied) {
-				if (bpf_probe_read_user(page, USER_PAGE,
-							(void *)(fp & ~(__u64)(USER_PAGE - 1))))
+		if (fp < lo || fp + sizeof(f) > hi) {
+			len = USER_PAGE - (fp & (USER_PAGE - 1));
+			if (len > WALK_WINDOW)
+				len = WALK_WINDOW;
+			if (len < sizeof(f)) {
+				/* A record across a page boundary: read alone. */
+				if (bpf_probe_read_user(&f, sizeof(f), (void *)fp))
 					break;
-				copied = fp | (USER_PAGE - 1);
+				goto found;
 			}
-			f = *(struct user_frame *)&page->b[off];
+			if (bpf_probe_read_user(w, len, (void *)fp))
+				break;
+			lo = fp;
+			hi = fp + len;
 		}
+		off = fp - lo;
+		if (off > WALK_WINDOW - sizeof(f))
+			break;
+		f = *(struct user_frame *)&w->b[off];
+found:
 		ips[i] = f.ret;
 		fp = f.next;
 	}

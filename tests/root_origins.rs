@@ -386,15 +386,14 @@ fn names_survive_the_process_exit_and_the_binary_deletion() {
     assert!(metric(&e, "bpfmap_origin_captures_total{cmd=\"map_create\"}") >= 1.0);
 }
 
-#[test]
-fn a_stack_over_several_pages_is_walked_frame_by_frame() {
-    const DEPTH: usize = 30;
-    let e = start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let bin = build(dir.path(), false);
-    let pins = Pins::new("deep");
-    let out = Command::new(&bin)
-        .args(["deep", &DEPTH.to_string(), "600"])
+/// Run the fixture's `deep` mode (a map made from `depth` + 1 frames of
+/// `origin_deep`, each with `pad` bytes of stack) and check that `e` names
+/// every one of those frames, in order, with the lines they return to.
+/// The frames must take more than `min_span` bytes of stack.
+fn check_deep_walk(e: &Exporter, bin: &Path, depth: usize, pad: usize, min_span: u64) {
+    let pins = Pins::new(&format!("deep{pad}"));
+    let out = Command::new(bin)
+        .args(["deep", &depth.to_string(), &pad.to_string()])
         .arg(&pins.0)
         .arg("1000")
         .output()
@@ -405,11 +404,11 @@ fn a_stack_over_several_pages_is_walked_frame_by_frame() {
     assert!(w.len() == 4 && w[0] == "map" && w[2] == "span", "{s:?}");
     let (map, span): (u32, u64) = (w[1].parse().unwrap(), w[3].parse().unwrap());
     assert!(
-        span > 4 * 4096,
-        "the frames take {span} bytes: the walk must cross pages"
+        span > min_span,
+        "the frames take {span} bytes, not more than {min_span}"
     );
 
-    let doc = json_until(&e, &format!("/api/v1/maps/{map}"), |v| {
+    let doc = json_until(e, &format!("/api/v1/maps/{map}"), |v| {
         !v["maps"][0]["origin"]["created"].is_null()
     });
     let created = &doc["maps"][0]["origin"]["created"];
@@ -424,19 +423,32 @@ fn a_stack_over_several_pages_is_walked_frame_by_frame() {
         .iter()
         .position(|n| *n == "origin_make_map")
         .unwrap_or_else(|| panic!("no origin_make_map frame: {names:?}"));
-    let deep = &fs[at + 1..at + 2 + DEPTH];
+    assert!(fs.len() > at + 2 + depth, "{names:?}");
+    let deep = &fs[at + 1..at + 2 + depth];
     assert!(
         deep.iter().all(|f| f["function"] == "origin_deep"),
-        "{names:?}"
+        "pad {pad}: {names:?}"
     );
-    assert_eq!(names[at + 2 + DEPTH], "main", "{names:?}");
+    assert_eq!(names[at + 2 + depth], "main", "pad {pad}: {names:?}");
     // The innermost call returns to where it makes the map, every other
     // one to where it calls itself.
     let lines: Vec<u64> = deep.iter().map(|f| f["line"].as_u64().unwrap()).collect();
     assert!(
         lines[0] != lines[1] && lines[1..].iter().all(|l| *l == lines[1]),
-        "{lines:?}"
+        "pad {pad}: {lines:?}"
     );
+}
+
+/// The walk copies the stack a window at a time: frames far apart (one
+/// read each, over five pages) and frames close together (several in one
+/// window, windows cut at page ends) are both walked whole.
+#[test]
+fn a_stack_over_several_pages_is_walked_frame_by_frame() {
+    let e = start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(dir.path(), false);
+    check_deep_walk(&e, &bin, 30, 600, 4 * 4096);
+    check_deep_walk(&e, &bin, 40, 100, 4096);
 }
 
 #[test]
