@@ -97,9 +97,7 @@ pub fn normalize(rec: &OriginRec, known: &mut BuildIdPaths) -> Normalized {
             return Normalized {
                 frames: Vec::new(),
                 files: Vec::new(),
-                note: Some(format!(
-                    "the capture returned no user stack (error {e})"
-                )),
+                note: Some(format!("the capture returned no user stack (error {e})")),
                 walked: 0,
             }
         }
