@@ -157,9 +157,7 @@ struct {
 } origin_scratch SEC(".maps");
 
 /* Stack bytes the frame walk copies at once (walk_user_stack). */
-#ifndef WALK_WINDOW
 #define WALK_WINDOW 512
-#endif
 #define USER_PAGE 4096
 
 struct walk_window {
@@ -675,13 +673,38 @@ struct user_frame {
  * deep stack's capture. Here one access copies the stack from a frame
  * record up to WALK_WINDOW bytes, never past the end of its page (the next
  * page may not be mapped), and the records inside the copy are read from
- * it: a walk costs one access per window it crosses. Returns the bytes of
- * ips written. */
+ * it: a walk costs one access per window it crosses. walk_user_stack
+ * returns the bytes of ips written; read_frame gives the record at fp from
+ * the window w (holding the user bytes [lo, hi)), copying a new window
+ * when it is not there: 0, or -1 when it cannot be read. */
+static __always_inline int read_frame(struct walk_window *w, __u64 *lo, __u64 *hi, __u64 fp,
+				      struct user_frame *f)
+{
+	__u64 len, off;
+
+	if (fp < *lo || fp + sizeof(*f) > *hi) {
+		len = USER_PAGE - (fp & (USER_PAGE - 1));
+		if (len > WALK_WINDOW)
+			len = WALK_WINDOW;
+		if (len < sizeof(*f)) /* a record across a page boundary: read alone */
+			return bpf_probe_read_user(f, sizeof(*f), (void *)fp) ? -1 : 0;
+		if (bpf_probe_read_user(w, len, (void *)fp))
+			return -1;
+		*lo = fp;
+		*hi = fp + len;
+	}
+	off = fp - *lo;
+	if (off > WALK_WINDOW - sizeof(*f))
+		return -1;
+	*f = *(struct user_frame *)&w->b[off];
+	return 0;
+}
+
 static __always_inline long walk_user_stack(__u64 *ips, __u64 ip, __u64 fp)
 {
 	struct user_frame f;
 	struct walk_window *w;
-	__u64 lo = 0, hi = 0, len, off; /* [lo, hi): the user bytes in w */
+	__u64 lo = 0, hi = 0; /* [lo, hi): the user bytes copied into w */
 	__u32 zero = 0;
 	int i;
 
@@ -690,28 +713,8 @@ static __always_inline long walk_user_stack(__u64 *ips, __u64 ip, __u64 fp)
 		return 0;
 	ips[0] = ip;
 	for (i = 1; i < LC_STACK_DEPTH; i++) {
-		if (!fp || (fp & 7))
+		if (!fp || (fp & 7) || read_frame(w, &lo, &hi, fp, &f))
 			break;
-		if (fp < lo || fp + sizeof(f) > hi) {
-			len = USER_PAGE - (fp & (USER_PAGE - 1));
-			if (len > WALK_WINDOW)
-				len = WALK_WINDOW;
-			if (len < sizeof(f)) {
-				/* A record across a page boundary: read alone. */
-				if (bpf_probe_read_user(&f, sizeof(f), (void *)fp))
-					break;
-				goto found;
-			}
-			if (bpf_probe_read_user(w, len, (void *)fp))
-				break;
-			lo = fp;
-			hi = fp + len;
-		}
-		off = fp - lo;
-		if (off > WALK_WINDOW - sizeof(f))
-			break;
-		f = *(struct user_frame *)&w->b[off];
-found:
 		ips[i] = f.ret;
 		fp = f.next;
 	}
