@@ -28,6 +28,5 @@ if [[ $where == host ]]; then
 fi
 out=$root/results/bench-origins/$where
 echo "date: $(date -u +%F)  kernel: $where under qemu (software emulation)  host load: $(cut -d' ' -f1-3 /proc/loadavg)"
-# bpffs and tracefs as the matrix mounts them.
 bench_in_guest bench-origins "$where" "$out" 2G \
-    "mount -t bpf bpf /sys/fs/bpf; mount -t tracefs tracefs /sys/kernel/tracing; cd $root && $bin $* > $out/bench.md 2> $out/stderr.log"
+    "cd $root && $bin $* > $out/bench.md 2> $out/stderr.log"

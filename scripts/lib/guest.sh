@@ -2,7 +2,8 @@
 
 # bench_in_guest NAME KERNEL OUT MEMORY COMMAND: boot KERNEL (fetched by
 # scripts/vm/fetch-kernels.sh) under qemu with software emulation (virtme-ng,
-# the host's root shared read-only, OUT writable), run COMMAND there, which
+# the host's root shared read-only, OUT writable), mount bpffs and tracefs
+# there as the matrix guest does (scripts/vm/guest.sh), run COMMAND, which
 # writes its markdown to OUT/bench.md, and print that file. Fails, with the
 # guest's last lines, when the guest left no result.
 bench_in_guest() {
@@ -14,7 +15,7 @@ bench_in_guest() {
     rm -f "$out/bench.md"
     timeout --kill-after=20 1800 vng --run "$vmlinuz" --disable-kvm --cpus 2 --memory "$memory" \
         --rwdir "$out" --verbose \
-        --exec "$command" \
+        --exec "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing; $command" \
         > "$out/console.log" 2>&1 < /dev/null || true
     if [[ ! -s $out/bench.md ]]; then
         echo "$name: no result from the $kernel guest (see $out/)" >&2
